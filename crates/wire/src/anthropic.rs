@@ -1,0 +1,658 @@
+//! The Anthropic Messages wire format and its translation to and from the OpenAI hub.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::openai::{self, ChatMessage, ChatRequest, Content, ResponseFormat, Role};
+use crate::{Usage, WireError};
+
+/// Anthropic requires `max_tokens`; OpenAI does not. This is what a translated request gets when the
+/// client gave none.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagesRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<System>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: MessageRole,
+    pub content: Blocks,
+}
+
+/// A string, or a list of content blocks (`text`, `image`, `tool_use`, `tool_result`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Blocks {
+    Text(String),
+    List(Vec<Value>),
+}
+
+pub type System = Blocks;
+
+impl Blocks {
+    pub fn text(&self) -> String {
+        match self {
+            Blocks::Text(s) => s.clone(),
+            Blocks::List(blocks) => blocks
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    fn into_list(self) -> Vec<Value> {
+        match self {
+            Blocks::Text(s) => vec![json!({"type": "text", "text": s})],
+            Blocks::List(v) => v,
+        }
+    }
+}
+
+impl MessagesRequest {
+    /// Parses and checks a client's request body.
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        let req: MessagesRequest = crate::parse_json(body)?;
+        if req.model.trim().is_empty() {
+            return Err(WireError::invalid("`model` must not be empty"));
+        }
+        if req.messages.is_empty() {
+            return Err(WireError::invalid("`messages` must contain at least one message"));
+        }
+        if req.max_tokens == 0 {
+            return Err(WireError::invalid("`max_tokens` must be at least 1"));
+        }
+        Ok(req)
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Translates into the OpenAI hub format.
+    pub fn into_openai(self) -> Result<ChatRequest, WireError> {
+        let mut messages = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(system) = self.system {
+            messages.push(message(Role::System, Some(Content::Text(system.text()))));
+        }
+        for (i, m) in self.messages.into_iter().enumerate() {
+            match m.role {
+                MessageRole::User => user_to_openai(m.content, &mut messages),
+                MessageRole::Assistant => messages.push(assistant_to_openai(m.content, i)?),
+            }
+        }
+        let tools =
+            self.tools
+                .map(|tools| {
+                    tools
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            let name = t.get("name").and_then(Value::as_str).ok_or_else(|| {
+                                WireError::invalid(format!("invalid field `tools[{i}].name`: missing"))
+                            })?;
+                            Ok(openai::Tool {
+                                kind: "function".into(),
+                                function: openai::FunctionDef {
+                                    name: name.to_owned(),
+                                    description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+                                    parameters: t.get("input_schema").cloned(),
+                                    extra: Map::new(),
+                                },
+                            })
+                        })
+                        .collect::<Result<Vec<_>, WireError>>()
+                })
+                .transpose()?;
+        let mut parallel_tool_calls = None;
+        let tool_choice = self.tool_choice.map(|tc| {
+            if tc.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+                parallel_tool_calls = Some(false);
+            }
+            match tc.get("type").and_then(Value::as_str) {
+                Some("any") => json!("required"),
+                Some("none") => json!("none"),
+                Some("tool") => json!({"type": "function", "function": {"name": tc.get("name")}}),
+                _ => json!("auto"),
+            }
+        });
+        let stream = self.stream.unwrap_or(false);
+        Ok(ChatRequest {
+            model: self.model,
+            messages,
+            stream: stream.then_some(true),
+            stream_options: stream.then(|| openai::StreamOptions {
+                include_usage: Some(true),
+                extra: Map::new(),
+            }),
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format: None,
+            max_tokens: Some(self.max_tokens),
+            max_completion_tokens: None,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop_sequences.map(openai::Stop::Many),
+            n: None,
+            user: self
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("user_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            extra: Map::new(),
+        })
+    }
+}
+
+fn message(role: Role, content: Option<Content>) -> ChatMessage {
+    ChatMessage {
+        role,
+        content,
+        name: None,
+        tool_calls: None,
+        tool_call_id: None,
+        extra: Map::new(),
+    }
+}
+
+fn user_to_openai(content: Blocks, out: &mut Vec<ChatMessage>) {
+    let blocks = match content {
+        Blocks::Text(s) => return out.push(message(Role::User, Some(Content::Text(s)))),
+        Blocks::List(b) => b,
+    };
+    let mut parts = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("tool_result") => {
+                let text = match b.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(_)) => serde_json::from_value::<Blocks>(b["content"].clone())
+                        .map(|c| c.text())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let mut m = message(Role::Tool, Some(Content::Text(text)));
+                m.tool_call_id = b.get("tool_use_id").and_then(Value::as_str).map(str::to_owned);
+                out.push(m);
+            }
+            Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
+            Some("image") => {
+                let src = b.get("source").cloned().unwrap_or(Value::Null);
+                let url = match src.get("type").and_then(Value::as_str) {
+                    Some("base64") => format!(
+                        "data:{};base64,{}",
+                        src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
+                        src.get("data").and_then(Value::as_str).unwrap_or("")
+                    ),
+                    _ => src.get("url").and_then(Value::as_str).unwrap_or("").to_owned(),
+                };
+                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            _ => {}
+        }
+    }
+    if !parts.is_empty() {
+        let content = match parts.as_slice() {
+            [only] if only.get("type").and_then(Value::as_str) == Some("text") => {
+                Content::Text(only["text"].as_str().unwrap_or("").to_owned())
+            }
+            _ => Content::Parts(parts),
+        };
+        out.push(message(Role::User, Some(content)));
+    }
+}
+
+fn assistant_to_openai(content: Blocks, index: usize) -> Result<ChatMessage, WireError> {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in content.into_list() {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => {
+                let name = b.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    WireError::invalid(format!(
+                        "invalid field `messages[{index}].content`: tool_use without name"
+                    ))
+                })?;
+                calls.push(openai::ToolCall {
+                    id: b.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    kind: "function".into(),
+                    function: openai::FunctionCall {
+                        name: name.to_owned(),
+                        arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                    },
+                });
+            }
+            _ => {}
+        }
+    }
+    let mut m = message(
+        Role::Assistant,
+        (!text.is_empty() || calls.is_empty()).then_some(Content::Text(text)),
+    );
+    m.tool_calls = (!calls.is_empty()).then_some(calls);
+    Ok(m)
+}
+
+/// Translates an OpenAI hub request into an Anthropic Messages request body.
+pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
+    if req.n.unwrap_or(1) > 1 {
+        return Err(WireError::invalid(
+            "`n` greater than 1 is not supported by Anthropic models",
+        ));
+    }
+    let mut system: Vec<String> = Vec::new();
+    let mut messages: Vec<(MessageRole, Vec<Value>)> = Vec::new();
+    let mut push = |role: MessageRole, blocks: Vec<Value>| match messages.last_mut() {
+        // Anthropic wants roles to alternate: merge consecutive turns of one role.
+        Some((last, b)) if *last == role => b.extend(blocks),
+        _ => messages.push((role, blocks)),
+    };
+    for m in req.messages {
+        match m.role {
+            Role::System | Role::Developer => system.push(m.content.map(|c| c.text()).unwrap_or_default()),
+            Role::User => push(MessageRole::User, content_to_blocks(m.content)),
+            Role::Tool | Role::Function => push(
+                MessageRole::User,
+                vec![json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.tool_call_id.unwrap_or_default(),
+                    "content": m.content.map(|c| c.text()).unwrap_or_default(),
+                })],
+            ),
+            Role::Assistant => {
+                let mut blocks: Vec<Value> = content_to_blocks(m.content)
+                    .into_iter()
+                    .filter(|b| b.get("text").and_then(Value::as_str) != Some(""))
+                    .collect();
+                for tc in m.tool_calls.unwrap_or_default() {
+                    let input: Value = serde_json::from_str(&tc.function.arguments).unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({"type": "tool_use", "id": tc.id, "name": tc.function.name, "input": input}));
+                }
+                push(MessageRole::Assistant, blocks);
+            }
+        }
+    }
+    match &req.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            system.push("Respond with a single valid JSON object and nothing else.".into())
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => system.push(format!(
+            "Respond with a single valid JSON object and nothing else. It must conform to this JSON schema:\n{}",
+            json_schema.schema.clone().unwrap_or(json!({}))
+        )),
+        _ => {}
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), json!(req.model));
+    body.insert(
+        "messages".into(),
+        Value::Array(
+            messages
+                .into_iter()
+                .map(|(role, content)| json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    );
+    body.insert(
+        "max_tokens".into(),
+        json!(
+            req.max_completion_tokens
+                .or(req.max_tokens)
+                .unwrap_or(DEFAULT_MAX_TOKENS)
+        ),
+    );
+    if !system.is_empty() {
+        body.insert("system".into(), json!(system.join("\n\n")));
+    }
+    if let Some(t) = req.temperature {
+        // OpenAI's range is 0..=2, Anthropic's 0..=1.
+        body.insert("temperature".into(), json!(t.min(1.0)));
+    }
+    if let Some(p) = req.top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if let Some(stop) = req.stop {
+        body.insert("stop_sequences".into(), json!(stop.into_vec()));
+    }
+    if let Some(tools) = req.tools {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|t| {
+                json!({
+                    "name": t.function.name,
+                    "description": t.function.description.unwrap_or_default(),
+                    "input_schema": t.function.parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                })
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    let mut tool_choice = req.tool_choice.map(|tc| match &tc {
+        Value::String(s) if s == "required" => json!({"type": "any"}),
+        Value::String(s) if s == "none" => json!({"type": "none"}),
+        Value::Object(o) => json!({"type": "tool", "name": o.get("function").and_then(|f| f.get("name"))}),
+        _ => json!({"type": "auto"}),
+    });
+    if req.parallel_tool_calls == Some(false) && body.contains_key("tools") {
+        let tc = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
+        tc["disable_parallel_tool_use"] = json!(true);
+    }
+    if let Some(tc) = tool_choice {
+        body.insert("tool_choice".into(), tc);
+    }
+    if let Some(user) = req.user {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if req.stream == Some(true) {
+        body.insert("stream".into(), json!(true));
+    }
+    Ok(Value::Object(body))
+}
+
+fn content_to_blocks(content: Option<Content>) -> Vec<Value> {
+    match content {
+        None => vec![],
+        Some(Content::Text(s)) => vec![json!({"type": "text", "text": s})],
+        Some(Content::Parts(parts)) => parts
+            .into_iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => Some(json!({"type": "text", "text": p.get("text")})),
+                Some("image_url") => {
+                    let url = p.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str)?;
+                    Some(match parse_data_url(url) {
+                        Some((media, data)) => {
+                            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                        }
+                        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+                    })
+                }
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// Splits `data:image/png;base64,AAAA` into its media type and data.
+pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+/// Maps Anthropic's `stop_reason` onto OpenAI's `finish_reason`.
+pub fn stop_to_finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Translates an Anthropic message response into an OpenAI `chat.completion`.
+pub fn response_to_openai(resp: &Value) -> Value {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in resp.get("content").and_then(Value::as_array).into_iter().flatten() {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => calls.push(json!({
+                "id": b.get("id"),
+                "type": "function",
+                "function": {"name": b.get("name"), "arguments": b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into())},
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let finish = stop_to_finish_reason(resp.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn"));
+    let usage = resp.get("usage").and_then(Usage::from_anthropic).unwrap_or_default();
+    json!({
+        "id": resp.get("id"),
+        "object": "chat.completion",
+        "created": crate::unix_now(),
+        "model": resp.get("model"),
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": usage.to_openai(),
+    })
+}
+
+/// Translates an OpenAI `chat.completion` into an Anthropic message response.
+pub fn response_from_openai(resp: &Value) -> Value {
+    let choice = resp
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let msg = choice.get("message").cloned().unwrap_or(Value::Null);
+    let mut content = Vec::new();
+    if let Some(t) = msg.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for tc in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        let f = tc.get("function").cloned().unwrap_or(Value::Null);
+        let input: Value = f
+            .get("arguments")
+            .and_then(Value::as_str)
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_else(|| json!({}));
+        content.push(json!({"type": "tool_use", "id": tc.get("id"), "name": f.get("name"), "input": input}));
+    }
+    let stop = openai::finish_to_stop_reason(choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop"));
+    let usage = resp.get("usage").and_then(Usage::from_openai).unwrap_or_default();
+    json!({
+        "id": resp.get("id"),
+        "type": "message",
+        "role": "assistant",
+        "model": resp.get("model"),
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": null,
+        "usage": usage.to_anthropic(),
+    })
+}
+
+/// Rebuilds a whole message from the events of an Anthropic stream, for the call log.
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    message: Option<Value>,
+    blocks: Vec<Value>,
+    partial_json: Vec<String>,
+}
+
+impl StreamAccumulator {
+    pub fn push(&mut self, event: &Value) {
+        match event.get("type").and_then(Value::as_str) {
+            Some("message_start") => self.message = event.get("message").cloned(),
+            Some("content_block_start") => {
+                self.blocks
+                    .push(event.get("content_block").cloned().unwrap_or(Value::Null));
+                self.partial_json.push(String::new());
+            }
+            Some("content_block_delta") => {
+                let (Some(block), Some(delta)) = (self.blocks.last_mut(), event.get("delta")) else {
+                    return;
+                };
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = format!(
+                            "{}{}",
+                            block["text"].as_str().unwrap_or(""),
+                            delta.get("text").and_then(Value::as_str).unwrap_or("")
+                        );
+                        block["text"] = json!(t);
+                    }
+                    Some("input_json_delta") => {
+                        if let Some(p) = self.partial_json.last_mut() {
+                            p.push_str(delta.get("partial_json").and_then(Value::as_str).unwrap_or(""));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_stop") => {
+                if let (Some(block), Some(json)) = (self.blocks.last_mut(), self.partial_json.last())
+                    && !json.is_empty()
+                {
+                    block["input"] = serde_json::from_str(json).unwrap_or(Value::String(json.clone()));
+                }
+            }
+            Some("message_delta") => {
+                if let Some(m) = self.message.as_mut() {
+                    if let Some(d) = event.get("delta") {
+                        m["stop_reason"] = d.get("stop_reason").cloned().unwrap_or(Value::Null);
+                        m["stop_sequence"] = d.get("stop_sequence").cloned().unwrap_or(Value::Null);
+                    }
+                    if let (Some(u), Some(mu)) = (event.get("usage").and_then(Value::as_object), m.get_mut("usage")) {
+                        for (k, v) in u {
+                            mu[k] = v.clone();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(self) -> Value {
+        let mut m = self
+            .message
+            .unwrap_or_else(|| json!({"type": "message", "role": "assistant"}));
+        m["content"] = Value::Array(self.blocks);
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anthropic_request_translates_to_openai() {
+        let req = MessagesRequest::parse(
+            br#"{"model":"claude-x","max_tokens":100,"system":"be brief","stream":true,
+            "stop_sequences":["END"],
+            "tools":[{"name":"get_weather","description":"w","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+            "tool_choice":{"type":"any","disable_parallel_tool_use":true},
+            "messages":[{"role":"user","content":"weather?"},
+              {"role":"assistant","content":[{"type":"text","text":"checking"},{"type":"tool_use","id":"tu_1","name":"get_weather","input":{"city":"Paris"}}]},
+              {"role":"user","content":[{"type":"tool_result","tool_use_id":"tu_1","content":"sunny"},{"type":"text","text":"thanks"}]}]}"#,
+        )
+        .unwrap();
+        let o = serde_json::to_value(req.into_openai().unwrap()).unwrap();
+        assert_eq!(o["messages"][0]["role"], "system");
+        assert_eq!(o["messages"][0]["content"], "be brief");
+        assert_eq!(
+            o["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(o["messages"][3]["role"], "tool");
+        assert_eq!(o["messages"][3]["tool_call_id"], "tu_1");
+        assert_eq!(o["messages"][4]["content"], "thanks");
+        assert_eq!(
+            o["tools"][0]["function"]["parameters"]["properties"]["city"]["type"],
+            "string"
+        );
+        assert_eq!(o["tool_choice"], "required");
+        assert_eq!(o["parallel_tool_calls"], false);
+        assert_eq!(o["stop"][0], "END");
+        assert_eq!(o["stream_options"]["include_usage"], true);
+        assert_eq!(o["max_tokens"], 100);
+    }
+
+    #[test]
+    fn openai_request_translates_to_anthropic() {
+        let req = ChatRequest::parse(
+            br#"{"model":"gpt","temperature":1.5,"stop":"X","response_format":{"type":"json_object"},
+            "messages":[{"role":"system","content":"sys"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAA"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"42"},{"role":"user","content":"and?"}],
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"tool_choice":{"type":"function","function":{"name":"f"}}}"#,
+        )
+        .unwrap();
+        let a = from_openai(req).unwrap();
+        assert!(a["system"].as_str().unwrap().starts_with("sys"));
+        assert!(a["system"].as_str().unwrap().contains("JSON"));
+        assert_eq!(a["temperature"], 1.0);
+        assert_eq!(a["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(a["messages"][0]["content"][1]["source"]["media_type"], "image/png");
+        assert_eq!(a["messages"][1]["content"][0]["input"]["x"], 1);
+        // The tool result and the next user turn merge into one user message.
+        assert_eq!(a["messages"][2]["content"][0]["type"], "tool_result");
+        assert_eq!(a["messages"][2]["content"][1]["text"], "and?");
+        assert_eq!(a["tool_choice"]["name"], "f");
+        assert_eq!(a["stop_sequences"][0], "X");
+    }
+
+    #[test]
+    fn n_above_one_is_refused() {
+        let req = ChatRequest::parse(br#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        assert!(from_openai(req).unwrap_err().message.contains("`n`"));
+    }
+
+    #[test]
+    fn responses_translate_both_ways() {
+        let a = json!({"id":"msg_1","type":"message","role":"assistant","model":"claude",
+            "content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"tu","name":"f","input":{"q":1}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":7}});
+        let o = response_to_openai(&a);
+        assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            o["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            r#"{"q":1}"#
+        );
+        assert_eq!(o["usage"]["prompt_tokens"], 15);
+        assert_eq!(o["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+        let back = response_from_openai(&o);
+        assert_eq!(back["stop_reason"], "tool_use");
+        assert_eq!(back["content"][0]["text"], "Let me check.");
+        assert_eq!(back["content"][1]["input"]["q"], 1);
+        assert_eq!(back["usage"]["input_tokens"], 10);
+        assert_eq!(back["usage"]["cache_read_input_tokens"], 5);
+    }
+
+    #[test]
+    fn missing_max_tokens_is_named() {
+        let e = MessagesRequest::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        assert!(e.message.contains("max_tokens"), "{}", e.message);
+    }
+}

@@ -1,0 +1,322 @@
+//! The Gemini `generateContent` wire format, reached through the OpenAI hub.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::openai::{ChatRequest, Content, ResponseFormat, Role};
+use crate::{Usage, WireError};
+
+/// Translates an OpenAI hub request into a Gemini `generateContent` body (the model goes in the URL).
+pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
+    let mut system = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    // Gemini's function responses name the function; OpenAI's tool messages only carry the call id.
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    let mut push = |role: &str, parts: Vec<Value>| {
+        if parts.is_empty() {
+            return;
+        }
+        match contents.last_mut() {
+            Some(last) if last["role"] == role => {
+                if let Some(p) = last["parts"].as_array_mut() {
+                    p.extend(parts)
+                }
+            }
+            _ => contents.push(json!({"role": role, "parts": parts})),
+        }
+    };
+    for m in req.messages {
+        match m.role {
+            Role::System | Role::Developer => {
+                system.push(json!({"text": m.content.map(|c| c.text()).unwrap_or_default()}))
+            }
+            Role::User => push("user", content_parts(m.content)),
+            Role::Assistant => {
+                let mut parts: Vec<Value> = content_parts(m.content)
+                    .into_iter()
+                    .filter(|p| p.get("text").and_then(Value::as_str) != Some(""))
+                    .collect();
+                for tc in m.tool_calls.unwrap_or_default() {
+                    let args: Value = serde_json::from_str(&tc.function.arguments).unwrap_or_else(|_| json!({}));
+                    call_names.insert(tc.id.clone(), tc.function.name.clone());
+                    parts.push(json!({"functionCall": {"name": tc.function.name, "args": args}}));
+                }
+                push("model", parts);
+            }
+            Role::Tool | Role::Function => {
+                let id = m.tool_call_id.unwrap_or_default();
+                let name = m.name.or_else(|| call_names.get(&id).cloned()).unwrap_or(id);
+                let text = m.content.map(|c| c.text()).unwrap_or_default();
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => json!({"result": text}),
+                };
+                push(
+                    "user",
+                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                );
+            }
+        }
+    }
+    let mut generation = Map::new();
+    if let Some(t) = req.temperature {
+        generation.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        generation.insert("topP".into(), json!(p));
+    }
+    if let Some(n) = req.max_completion_tokens.or(req.max_tokens) {
+        generation.insert("maxOutputTokens".into(), json!(n));
+    }
+    if let Some(stop) = req.stop {
+        generation.insert("stopSequences".into(), json!(stop.into_vec()));
+    }
+    if let Some(n) = req.n.filter(|n| *n > 1) {
+        generation.insert("candidateCount".into(), json!(n));
+    }
+    match req.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            generation.insert("responseMimeType".into(), json!("application/json"));
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            generation.insert("responseMimeType".into(), json!("application/json"));
+            if let Some(s) = json_schema.schema {
+                generation.insert("responseJsonSchema".into(), s);
+            }
+        }
+        _ => {}
+    }
+    let mut body = Map::new();
+    body.insert("contents".into(), Value::Array(contents));
+    if !system.is_empty() {
+        body.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    if !generation.is_empty() {
+        body.insert("generationConfig".into(), Value::Object(generation));
+    }
+    if let Some(tools) = req.tools {
+        let decls: Vec<Value> = tools
+            .into_iter()
+            .map(|t| {
+                let mut d = json!({"name": t.function.name});
+                if let Some(desc) = t.function.description {
+                    d["description"] = json!(desc);
+                }
+                if let Some(p) = t.function.parameters {
+                    d["parametersJsonSchema"] = p;
+                }
+                d
+            })
+            .collect();
+        body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+    }
+    if let Some(tc) = req.tool_choice {
+        let cfg = match &tc {
+            Value::String(s) if s == "required" => json!({"mode": "ANY"}),
+            Value::String(s) if s == "none" => json!({"mode": "NONE"}),
+            Value::Object(o) => {
+                json!({"mode": "ANY", "allowedFunctionNames": [o.get("function").and_then(|f| f.get("name"))]})
+            }
+            _ => json!({"mode": "AUTO"}),
+        };
+        body.insert("toolConfig".into(), json!({"functionCallingConfig": cfg}));
+    }
+    Ok(Value::Object(body))
+}
+
+fn content_parts(content: Option<Content>) -> Vec<Value> {
+    match content {
+        None => vec![],
+        Some(Content::Text(s)) => vec![json!({"text": s})],
+        Some(Content::Parts(parts)) => parts
+            .into_iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => Some(json!({"text": p.get("text")})),
+                Some("image_url") => {
+                    let url = p.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str)?;
+                    Some(match crate::anthropic::parse_data_url(url) {
+                        Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
+                        None => json!({"fileData": {"fileUri": url}}),
+                    })
+                }
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// Maps a Gemini `finishReason` onto OpenAI's `finish_reason`.
+pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => "content_filter",
+        _ if has_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// The text and function calls of one candidate; thought parts are left out.
+pub(crate) fn candidate_parts(candidate: &Value, call_offset: usize) -> (String, Vec<Value>) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for p in candidate
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.get("text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+        if let Some(fc) = p.get("functionCall") {
+            let idx = call_offset + calls.len();
+            calls.push(json!({
+                "index": idx,
+                "id": fc.get("id").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("call_{idx}")),
+                "type": "function",
+                "function": {"name": fc.get("name"), "arguments": fc.get("args").map(Value::to_string).unwrap_or_else(|| "{}".into())},
+            }));
+        }
+    }
+    (text, calls)
+}
+
+/// Translates a Gemini response into an OpenAI `chat.completion`.
+pub fn response_to_openai(resp: &Value, model: &str) -> Value {
+    let choices: Vec<Value> = resp
+        .get("candidates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            let (text, mut calls) = candidate_parts(c, 0);
+            calls.iter_mut().for_each(|c| {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("index");
+                }
+            });
+            let finish = finish_reason(c.get("finishReason").and_then(Value::as_str).unwrap_or("STOP"), !calls.is_empty());
+            let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+            if !calls.is_empty() {
+                message["tool_calls"] = Value::Array(calls);
+            }
+            json!({"index": c.get("index").and_then(Value::as_u64).unwrap_or(i as u64), "message": message, "logprobs": null, "finish_reason": finish})
+        })
+        .collect();
+    let usage = resp
+        .get("usageMetadata")
+        .and_then(Usage::from_gemini)
+        .unwrap_or_default();
+    json!({
+        "id": resp.get("responseId").and_then(Value::as_str).map(|s| format!("chatcmpl-{s}")).unwrap_or_else(|| "chatcmpl-gemini".into()),
+        "object": "chat.completion",
+        "created": crate::unix_now(),
+        "model": resp.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
+        "choices": choices,
+        "usage": usage.to_openai(),
+    })
+}
+
+/// A Gemini response with no candidates was blocked; this says why, for the client's error.
+pub fn blocked_reason(resp: &Value) -> Option<String> {
+    let has_candidates = resp
+        .get("candidates")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    if has_candidates {
+        return None;
+    }
+    let reason = resp
+        .pointer("/promptFeedback/blockReason")
+        .and_then(Value::as_str)
+        .unwrap_or("no candidates returned");
+    Some(format!("Gemini returned no answer: {reason}"))
+}
+
+/// Translates an OpenAI embeddings request into Gemini's `batchEmbedContents` body.
+pub fn embeddings_from_openai(req: &Value, model: &str) -> Result<Value, WireError> {
+    let inputs: Vec<String> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        _ => {
+            return Err(WireError::invalid(
+                "invalid field `input`: Gemini embeddings take a string or an array of strings",
+            ));
+        }
+    };
+    let requests: Vec<Value> = inputs
+        .into_iter()
+        .map(|t| json!({"model": format!("models/{model}"), "content": {"parts": [{"text": t}]}}))
+        .collect();
+    Ok(json!({"requests": requests}))
+}
+
+/// Translates a Gemini `batchEmbedContents` response into an OpenAI embeddings response.
+pub fn embeddings_to_openai(resp: &Value, model: &str) -> Value {
+    let data: Vec<Value> = resp
+        .get("embeddings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e.get("values")}))
+        .collect();
+    json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_translation_covers_tools_and_json() {
+        let req = ChatRequest::parse(
+            br#"{"model":"gemini","max_tokens":50,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}},
+            "messages":[{"role":"system","content":"sys"},{"role":"user","content":"hi"},
+            {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"lookup","arguments":"{\"k\":2}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"plain text"}],
+            "tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}],"tool_choice":"required"}"#,
+        )
+        .unwrap();
+        let g = from_openai(req).unwrap();
+        assert_eq!(g["systemInstruction"]["parts"][0]["text"], "sys");
+        assert_eq!(g["contents"][1]["role"], "model");
+        assert_eq!(g["contents"][1]["parts"][0]["functionCall"]["args"]["k"], 2);
+        assert_eq!(g["contents"][2]["parts"][0]["functionResponse"]["name"], "lookup");
+        assert_eq!(
+            g["contents"][2]["parts"][0]["functionResponse"]["response"]["result"],
+            "plain text"
+        );
+        assert_eq!(g["generationConfig"]["maxOutputTokens"], 50);
+        assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
+        assert_eq!(g["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
+    }
+
+    #[test]
+    fn response_translation_skips_thoughts_and_maps_calls() {
+        let r = json!({"candidates":[{"content":{"role":"model","parts":[{"text":"thinking...","thought":true},{"text":"Hi"},{"functionCall":{"name":"f","args":{"a":1}}}]},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5,"thoughtsTokenCount":3},"modelVersion":"gemini-2.5-flash","responseId":"abc"});
+        let o = response_to_openai(&r, "x");
+        assert_eq!(o["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(o["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            o["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            r#"{"a":1}"#
+        );
+        assert_eq!(o["usage"]["completion_tokens"], 8);
+        assert_eq!(o["model"], "gemini-2.5-flash");
+        assert!(blocked_reason(&r).is_none());
+        assert!(
+            blocked_reason(&json!({"promptFeedback":{"blockReason":"SAFETY"}}))
+                .unwrap()
+                .contains("SAFETY")
+        );
+    }
+}

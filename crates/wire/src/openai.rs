@@ -1,0 +1,378 @@
+//! The OpenAI Chat Completions wire format, the hub of every translation.
+//!
+//! Request types keep every field they do not name in `extra`, so a request served by an
+//! OpenAI-compatible upstream reaches it with all its fields, known to LeanLM or not.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::{Usage, WireError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Message content: a plain string or a list of typed parts (`text`, `image_url`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+impl Content {
+    /// The text of the content, parts joined; non-text parts are skipped.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(s) => s.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchema },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsonSchema {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+impl ChatRequest {
+    /// Parses and checks a client's request body.
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        let req: ChatRequest = crate::parse_json(body)?;
+        if req.model.trim().is_empty() {
+            return Err(WireError::invalid("`model` must not be empty"));
+        }
+        if req.messages.is_empty() {
+            return Err(WireError::invalid("`messages` must contain at least one message"));
+        }
+        for (i, m) in req.messages.iter().enumerate() {
+            if m.role == Role::Tool && m.tool_call_id.is_none() {
+                return Err(WireError::invalid(format!(
+                    "invalid field `messages[{i}]`: a `tool` message needs `tool_call_id`"
+                )));
+            }
+        }
+        Ok(req)
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the client asked for a final usage chunk in its stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The output token cap, whichever field carried it.
+    pub fn max_output_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+}
+
+/// Maps an OpenAI `finish_reason` onto Anthropic's `stop_reason`.
+pub fn finish_to_stop_reason(finish: &str) -> &'static str {
+    match finish {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// A `chat.completion.chunk` with the given delta.
+pub fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+    })
+}
+
+/// The final usage-only chunk of a stream with `include_usage`.
+pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage.to_openai(),
+    })
+}
+
+/// Rebuilds a whole `chat.completion` from the chunks of a stream, for the call log.
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    id: Option<String>,
+    model: Option<String>,
+    created: Option<u64>,
+    content: String,
+    tool_calls: Vec<Value>,
+    finish_reason: Option<String>,
+    usage: Option<Value>,
+}
+
+impl StreamAccumulator {
+    pub fn push(&mut self, chunk: &Value) {
+        if self.id.is_none() {
+            self.id = chunk.get("id").and_then(Value::as_str).map(str::to_owned);
+            self.model = chunk.get("model").and_then(Value::as_str).map(str::to_owned);
+            self.created = chunk.get("created").and_then(Value::as_u64);
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(u.clone());
+        }
+        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
+            return;
+        };
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(f.to_owned());
+        }
+        let Some(delta) = choice.get("delta") else { return };
+        if let Some(t) = delta.get("content").and_then(Value::as_str) {
+            self.content.push_str(t);
+        }
+        for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            let idx = tc.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            while self.tool_calls.len() <= idx {
+                self.tool_calls
+                    .push(json!({"id": "", "type": "function", "function": {"name": "", "arguments": ""}}));
+            }
+            let slot = &mut self.tool_calls[idx];
+            if let Some(id) = tc.get("id").and_then(Value::as_str) {
+                slot["id"] = json!(id);
+            }
+            if let Some(f) = tc.get("function") {
+                if let Some(n) = f.get("name").and_then(Value::as_str) {
+                    let name = format!("{}{n}", slot["function"]["name"].as_str().unwrap_or(""));
+                    slot["function"]["name"] = json!(name);
+                }
+                if let Some(a) = f.get("arguments").and_then(Value::as_str) {
+                    let args = format!("{}{a}", slot["function"]["arguments"].as_str().unwrap_or(""));
+                    slot["function"]["arguments"] = json!(args);
+                }
+            }
+        }
+    }
+
+    pub fn finish(self) -> Value {
+        let mut message = json!({ "role": "assistant", "content": self.content });
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = Value::Array(self.tool_calls);
+        }
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": self.finish_reason }],
+            "usage": self.usage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi","x_custom":1}],
+            "seed":7,"logprobs":true,"stream_options":{"include_usage":true}}"#;
+        let req = ChatRequest::parse(body).unwrap();
+        assert!(req.wants_stream_usage());
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(back["seed"], 7);
+        assert_eq!(back["logprobs"], true);
+        assert_eq!(back["messages"][0]["x_custom"], 1);
+        assert!(back.get("temperature").is_none(), "absent fields stay absent");
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let e = ChatRequest::parse(br#"{"model":"m"}"#).unwrap_err();
+        assert!(e.message.contains("messages"), "{}", e.message);
+        let e = ChatRequest::parse(br#"{"model":"m","messages":[{"role":"bot","content":"x"}]}"#).unwrap_err();
+        assert!(e.message.contains("messages[0].role"), "{}", e.message);
+        let e = ChatRequest::parse(br#"{"model":"m","messages":"hi"}"#).unwrap_err();
+        assert!(e.message.contains("messages"), "{}", e.message);
+        let e = ChatRequest::parse(br#"{"model":"m","messages":[],"temperature":"hot"}"#).unwrap_err();
+        assert!(e.message.contains("temperature"), "{}", e.message);
+        let e = ChatRequest::parse(br#"{"model":"m","messages":[]}"#).unwrap_err();
+        assert!(e.message.contains("at least one"), "{}", e.message);
+        let e = ChatRequest::parse(b"{not json").unwrap_err();
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+    }
+
+    #[test]
+    fn accumulator_rebuilds_text_and_tool_calls() {
+        let mut acc = StreamAccumulator::default();
+        acc.push(&chunk(
+            "c1",
+            "m",
+            1,
+            json!({"role": "assistant", "content": "Hel"}),
+            None,
+        ));
+        acc.push(&chunk("c1", "m", 1, json!({"content": "lo"}), None));
+        acc.push(&chunk(
+            "c1", "m", 1,
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""}}]}),
+            None,
+        ));
+        acc.push(&chunk(
+            "c1",
+            "m",
+            1,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+            Some("tool_calls"),
+        ));
+        let done = acc.finish();
+        assert_eq!(done["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(
+            done["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
+        assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
+    }
+}
