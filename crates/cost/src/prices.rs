@@ -1,0 +1,191 @@
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use leanlm_wire::ProviderKind;
+use serde::{Deserialize, Serialize};
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+    /// Prompt length past which the `*_above` prices apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_above: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_above: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_above: Option<f64>,
+}
+
+impl Price {
+    /// Checks that every price is a finite, non-negative number.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = [
+            ("input", Some(self.input)),
+            ("output", Some(self.output)),
+            ("cached_input", self.cached_input),
+            ("cache_write", self.cache_write),
+            ("input_above", self.input_above),
+            ("cached_input_above", self.cached_input_above),
+            ("output_above", self.output_above),
+        ];
+        for (name, v) in all {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("`{name}` must be a non-negative number, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PriceEntry {
+    pub provider: ProviderKind,
+    #[serde(flatten)]
+    pub price: Price,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PriceError {
+    #[error("price table: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("price table: model `{model}`: {message}")]
+    Invalid { model: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    /// The date the prices were taken from the providers' pages.
+    pub as_of: String,
+    models: HashMap<String, PriceEntry>,
+}
+
+impl PriceTable {
+    /// The table shipped inside the binary.
+    pub fn bundled() -> &'static PriceTable {
+        static TABLE: OnceLock<PriceTable> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            PriceTable::parse(include_str!("../prices.toml")).expect("the bundled price table is checked by tests")
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<PriceTable, PriceError> {
+        let table: PriceTable = toml::from_str(text)?;
+        for (model, e) in &table.models {
+            e.price.validate().map_err(|message| PriceError::Invalid {
+                model: model.clone(),
+                message,
+            })?;
+        }
+        Ok(table)
+    }
+
+    /// Finds a model's price, tolerating dated snapshots (`gpt-4o-2024-08-06`, `claude-3-5-haiku-20241022`)
+    /// and `-latest` aliases by falling back to the longest catalogued prefix.
+    pub fn lookup(&self, model: &str) -> Option<&PriceEntry> {
+        if let Some(e) = self.models.get(model) {
+            return Some(e);
+        }
+        let lower = model.to_ascii_lowercase();
+        let trimmed = strip_snapshot(&lower);
+        if let Some(e) = self.models.get(trimmed) {
+            return Some(e);
+        }
+        self.models
+            .iter()
+            .filter(|(k, _)| {
+                let k = k.to_ascii_lowercase();
+                trimmed == k || (trimmed.starts_with(&k) && trimmed.as_bytes().get(k.len()) == Some(&b'-'))
+            })
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, e)| e)
+    }
+
+    /// Every catalogued model, sorted by name.
+    pub fn models(&self) -> Vec<(&str, &PriceEntry)> {
+        let mut v: Vec<_> = self.models.iter().map(|(k, e)| (k.as_str(), e)).collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+/// `gpt-4o-2024-08-06` → `gpt-4o`, `claude-3-5-haiku-20241022` → `claude-3-5-haiku`, `x-latest` → `x`.
+fn strip_snapshot(model: &str) -> &str {
+    let m = model.strip_suffix("-latest").unwrap_or(model);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some((head, tail)) = m.rsplit_once('-')
+        && tail.len() == 8
+        && digits(tail)
+    {
+        return head;
+    }
+    // -YYYY-MM-DD
+    let parts: Vec<&str> = m.rsplitn(4, '-').collect();
+    if parts.len() == 4 && parts[0].len() == 2 && parts[1].len() == 2 && parts[2].len() == 4 {
+        if parts[..3].iter().all(|p| digits(p)) {
+            return parts[3];
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_table_parses_and_covers_every_provider() {
+        let t = PriceTable::bundled();
+        assert!(!t.as_of.is_empty());
+        for m in [
+            "gpt-4o-mini",
+            "claude-haiku-4-5",
+            "gemini-2.5-flash",
+            "mistral-small-latest",
+            "deepseek-chat",
+            "llama-3.3-70b-versatile",
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        ] {
+            assert!(t.lookup(m).is_some(), "{m} missing");
+        }
+    }
+
+    #[test]
+    fn snapshots_and_aliases_resolve_to_their_family() {
+        let t = PriceTable::bundled();
+        assert_eq!(t.lookup("gpt-4o-2024-08-06").unwrap().price.input, 2.50);
+        assert_eq!(t.lookup("gpt-4o-mini-2024-07-18").unwrap().price.input, 0.15);
+        assert_eq!(t.lookup("claude-3-5-haiku-20241022").unwrap().price.input, 0.80);
+        assert_eq!(
+            t.lookup("claude-sonnet-4-5-20250929").unwrap().provider,
+            ProviderKind::Anthropic
+        );
+        assert_eq!(t.lookup("GPT-4.1-MINI").unwrap().price.output, 1.60);
+        assert!(
+            t.lookup("gpt-4").is_none(),
+            "no loose prefix match in the other direction"
+        );
+        assert!(t.lookup("totally-unknown").is_none());
+    }
+
+    #[test]
+    fn bad_prices_are_refused() {
+        let e = PriceTable::parse("as_of = \"x\"\n[models.m]\nprovider = \"openai\"\ninput = -1.0\noutput = 1.0\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("`input`"), "{e}");
+        assert!(
+            PriceTable::parse("as_of = \"x\"\n[models.m]\nprovider = \"nope\"\ninput = 1.0\noutput = 1.0\n").is_err()
+        );
+    }
+}
