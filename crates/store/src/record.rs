@@ -1,0 +1,136 @@
+use std::fmt;
+use std::str::FromStr;
+
+use leanlm_wire::Usage;
+use serde::{Deserialize, Serialize};
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    Ok,
+    /// The request was refused before reaching an upstream (bad JSON, unknown model, too large, ...).
+    ClientError,
+    /// The upstream answered with an error, an unusable body, or not at all.
+    UpstreamError,
+    /// The client went away before the answer was complete; the upstream request was cancelled.
+    ClientClosed,
+}
+
+impl CallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Ok => "ok",
+            CallStatus::ClientError => "client_error",
+            CallStatus::UpstreamError => "upstream_error",
+            CallStatus::ClientClosed => "client_closed",
+        }
+    }
+}
+
+impl fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CallStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ok" => CallStatus::Ok,
+            "client_error" => CallStatus::ClientError,
+            "upstream_error" => CallStatus::UpstreamError,
+            "client_closed" => CallStatus::ClientClosed,
+            other => {
+                return Err(format!(
+                    "unknown status `{other}`; expected ok, client_error, upstream_error or client_closed"
+                ));
+            }
+        })
+    }
+}
+
+/// Everything recorded about one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: String,
+    /// Unix milliseconds when the request arrived.
+    pub started_at_ms: i64,
+    /// `chat.completions`, `messages` or `embeddings`.
+    pub endpoint: String,
+    /// `openai` or `anthropic`: the format the client spoke.
+    pub client_format: String,
+    /// A short hash of the client's API key, never the key.
+    pub client_key_id: Option<String>,
+    /// The task the call belongs to, where the client named it.
+    pub task: Option<String>,
+    pub requested_model: String,
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    pub stream: bool,
+    pub status: CallStatus,
+    pub http_status: u16,
+    pub error: Option<String>,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    /// True when the token counts were computed locally because the upstream reported none.
+    pub cost_estimated: bool,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    /// Time spent in the gateway itself, excluding the wait for the upstream.
+    pub overhead_us: Option<f64>,
+    /// Upstream attempts made, retries and fallbacks included.
+    pub attempts: u32,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+}
+
+/// One row of `leanlm calls`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallSummary {
+    pub id: String,
+    pub started_at_ms: i64,
+    pub endpoint: String,
+    pub requested_model: String,
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub status: CallStatus,
+    pub http_status: u16,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub cost_estimated: bool,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub limit: usize,
+    /// Matches the requested or the served model.
+    pub model: Option<String>,
+    pub status: Option<CallStatus>,
+    pub since_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendBy {
+    Model,
+    Day,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpendRow {
+    /// The served model, or the UTC day `YYYY-MM-DD`.
+    pub key: String,
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    /// Calls whose cost is estimated from local token counts.
+    pub estimated_calls: u64,
+}

@@ -1,0 +1,409 @@
+use std::path::Path;
+
+use leanlm_wire::Usage;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{CallFilter, CallRecord, CallStatus, CallSummary, SpendBy, SpendRow, StoreError};
+
+/// Versioned migrations; `PRAGMA user_version` holds how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE calls (
+    id TEXT PRIMARY KEY,
+    started_at_ms INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    client_format TEXT NOT NULL,
+    client_key_id TEXT,
+    task TEXT,
+    requested_model TEXT NOT NULL,
+    served_model TEXT,
+    provider TEXT,
+    upstream_model TEXT,
+    stream INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    http_status INTEGER NOT NULL,
+    error TEXT,
+    input_tokens INTEGER,
+    cached_input_tokens INTEGER,
+    cache_write_tokens INTEGER,
+    output_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    cost_usd REAL,
+    cost_estimated INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL NOT NULL,
+    ttft_ms REAL,
+    overhead_us REAL,
+    attempts INTEGER NOT NULL,
+    request_body TEXT,
+    response_body TEXT
+);
+CREATE INDEX calls_started ON calls(started_at_ms);
+CREATE INDEX calls_model ON calls(served_model, started_at_ms);
+CREATE INDEX calls_task ON calls(task, started_at_ms);
+"#];
+
+/// The embedded SQLite store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store named by a URL: `sqlite://PATH`, `sqlite::memory:` or a bare path.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let path = sqlite_path(url)?;
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()
+        } else {
+            Connection::open(Path::new(path))
+        }
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let current = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                found: current,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let version = i + 1;
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|source| StoreError::Migrate { version, source })?;
+            tx.execute_batch(sql)
+                .map_err(|source| StoreError::Migrate { version, source })?;
+            tx.pragma_update(None, "user_version", version as i64)
+                .map_err(|source| StoreError::Migrate { version, source })?;
+            tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    /// Inserts records in one transaction.
+    pub fn insert_batch(&mut self, records: &[CallRecord]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO calls (id, started_at_ms, endpoint, client_format, client_key_id, task,
+                    requested_model, served_model, provider, upstream_model, stream, status, http_status, error,
+                    input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                    cost_usd, cost_estimated, latency_ms, ttft_ms, overhead_us, attempts, request_body, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                    ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+            )?;
+            for r in records {
+                let u = r.usage;
+                stmt.execute(params![
+                    r.id,
+                    r.started_at_ms,
+                    r.endpoint,
+                    r.client_format,
+                    r.client_key_id,
+                    r.task,
+                    r.requested_model,
+                    r.served_model,
+                    r.provider,
+                    r.upstream_model,
+                    r.stream,
+                    r.status.as_str(),
+                    r.http_status,
+                    r.error,
+                    u.map(|u| u.input_tokens as i64),
+                    u.map(|u| u.cached_input_tokens as i64),
+                    u.map(|u| u.cache_write_tokens as i64),
+                    u.map(|u| u.output_tokens as i64),
+                    u.map(|u| u.reasoning_tokens as i64),
+                    r.cost_usd,
+                    r.cost_estimated,
+                    r.latency_ms,
+                    r.ttft_ms,
+                    r.overhead_us,
+                    r.attempts,
+                    r.request_body,
+                    r.response_body,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Recent calls, newest first.
+    pub fn calls(&self, filter: &CallFilter) -> Result<Vec<CallSummary>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, started_at_ms, endpoint, requested_model, served_model, provider, stream, status,
+                    http_status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, cost_usd,
+                    cost_estimated, latency_ms, error
+             FROM calls
+             WHERE (?1 IS NULL OR requested_model = ?1 OR served_model = ?1)
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR started_at_ms >= ?3)
+             ORDER BY started_at_ms DESC, id DESC
+             LIMIT ?4",
+        )?;
+        let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
+        let rows = stmt.query_map(
+            params![
+                filter.model,
+                filter.status.map(CallStatus::as_str),
+                filter.since_ms,
+                limit
+            ],
+            |r| {
+                let input: Option<i64> = r.get(9)?;
+                let cached: Option<i64> = r.get(10)?;
+                let write: Option<i64> = r.get(11)?;
+                let status: String = r.get(7)?;
+                Ok(CallSummary {
+                    id: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    endpoint: r.get(2)?,
+                    requested_model: r.get(3)?,
+                    served_model: r.get(4)?,
+                    provider: r.get(5)?,
+                    stream: r.get(6)?,
+                    status: status.parse().unwrap_or(CallStatus::UpstreamError),
+                    http_status: r.get(8)?,
+                    input_tokens: input.map(|i| (i + cached.unwrap_or(0) + write.unwrap_or(0)) as u64),
+                    output_tokens: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+                    cost_usd: r.get(13)?,
+                    cost_estimated: r.get(14)?,
+                    latency_ms: r.get(15)?,
+                    error: r.get(16)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One call with everything recorded about it.
+    pub fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, started_at_ms, endpoint, client_format, client_key_id, task, requested_model, served_model,
+                    provider, upstream_model, stream, status, http_status, error, input_tokens, cached_input_tokens,
+                    cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, cost_estimated, latency_ms,
+                    ttft_ms, overhead_us, attempts, request_body, response_body
+             FROM calls WHERE id = ?1",
+        )?;
+        let rec = stmt
+            .query_row([id], |r| {
+                let status: String = r.get(11)?;
+                let input: Option<i64> = r.get(14)?;
+                let usage = match input {
+                    None => None,
+                    Some(input) => Some(Usage {
+                        input_tokens: input as u64,
+                        cached_input_tokens: r.get::<_, Option<i64>>(15)?.unwrap_or(0) as u64,
+                        cache_write_tokens: r.get::<_, Option<i64>>(16)?.unwrap_or(0) as u64,
+                        output_tokens: r.get::<_, Option<i64>>(17)?.unwrap_or(0) as u64,
+                        reasoning_tokens: r.get::<_, Option<i64>>(18)?.unwrap_or(0) as u64,
+                    }),
+                };
+                Ok(CallRecord {
+                    id: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    endpoint: r.get(2)?,
+                    client_format: r.get(3)?,
+                    client_key_id: r.get(4)?,
+                    task: r.get(5)?,
+                    requested_model: r.get(6)?,
+                    served_model: r.get(7)?,
+                    provider: r.get(8)?,
+                    upstream_model: r.get(9)?,
+                    stream: r.get(10)?,
+                    status: status.parse().unwrap_or(CallStatus::UpstreamError),
+                    http_status: r.get(12)?,
+                    error: r.get(13)?,
+                    usage,
+                    cost_usd: r.get(19)?,
+                    cost_estimated: r.get(20)?,
+                    latency_ms: r.get(21)?,
+                    ttft_ms: r.get(22)?,
+                    overhead_us: r.get(23)?,
+                    attempts: r.get(24)?,
+                    request_body: r.get(25)?,
+                    response_body: r.get(26)?,
+                })
+            })
+            .optional()?;
+        Ok(rec)
+    }
+
+    /// Spend grouped by served model or by UTC day, since a point in time.
+    pub fn spend(&self, by: SpendBy, since_ms: Option<i64>) -> Result<Vec<SpendRow>, StoreError> {
+        let (key, order) = match by {
+            SpendBy::Model => ("COALESCE(served_model, requested_model)", "cost DESC, key"),
+            SpendBy::Day => ("strftime('%Y-%m-%d', started_at_ms / 1000, 'unixepoch')", "key"),
+        };
+        let sql = format!(
+            "SELECT {key} AS key, COUNT(*), COALESCE(SUM(input_tokens + cache_write_tokens), 0),
+                    COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                    COALESCE(SUM(cost_usd), 0.0) AS cost, COALESCE(SUM(cost_estimated), 0)
+             FROM calls WHERE (?1 IS NULL OR started_at_ms >= ?1)
+             GROUP BY key ORDER BY {order}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok(SpendRow {
+                key: r.get(0)?,
+                calls: r.get::<_, i64>(1)? as u64,
+                input_tokens: r.get::<_, i64>(2)? as u64,
+                cached_input_tokens: r.get::<_, i64>(3)? as u64,
+                output_tokens: r.get::<_, i64>(4)? as u64,
+                cost_usd: r.get(5)?,
+                estimated_calls: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn sqlite_path(url: &str) -> Result<&str, StoreError> {
+    if url == "sqlite::memory:" {
+        return Ok(":memory:");
+    }
+    if let Some(p) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        return if p.is_empty() {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        } else {
+            Ok(p)
+        };
+    }
+    if url.contains("://") {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn record(id: &str, model: &str, at: i64, cost: f64) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            started_at_ms: at,
+            endpoint: "chat.completions".into(),
+            client_format: "openai".into(),
+            client_key_id: None,
+            task: None,
+            requested_model: model.into(),
+            served_model: Some(model.into()),
+            provider: Some("openai".into()),
+            upstream_model: Some(model.into()),
+            stream: false,
+            status: CallStatus::Ok,
+            http_status: 200,
+            error: None,
+            usage: Some(Usage {
+                input_tokens: 10,
+                cached_input_tokens: 5,
+                output_tokens: 3,
+                ..Default::default()
+            }),
+            cost_usd: Some(cost),
+            cost_estimated: false,
+            latency_ms: 12.5,
+            ttft_ms: None,
+            overhead_us: Some(80.0),
+            attempts: 1,
+            request_body: Some("{}".into()),
+            response_body: None,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_aggregate() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
+        let day = 86_400_000;
+        s.insert_batch(&[
+            record("a", "m1", day, 0.5),
+            record("b", "m2", day + 1, 0.25),
+            record("c", "m1", 2 * day, 1.0),
+        ])
+        .unwrap();
+        assert_eq!(s.call("a").unwrap().unwrap(), record("a", "m1", day, 0.5));
+        assert!(s.call("zz").unwrap().is_none());
+
+        let recent = s
+            .calls(&CallFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            recent.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["c", "b", "a"]
+        );
+        assert_eq!(recent[0].input_tokens, Some(15));
+        let m1 = s
+            .calls(&CallFilter {
+                limit: 10,
+                model: Some("m1".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(m1.len(), 2);
+
+        let by_model = s.spend(SpendBy::Model, None).unwrap();
+        assert_eq!(by_model[0].key, "m1");
+        assert_eq!(by_model[0].calls, 2);
+        assert!((by_model[0].cost_usd - 1.5).abs() < 1e-12);
+        let by_day = s.spend(SpendBy::Day, None).unwrap();
+        assert_eq!(
+            by_day.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["1970-01-02", "1970-01-03"]
+        );
+        let since = s.spend(SpendBy::Model, Some(2 * day)).unwrap();
+        assert_eq!(since.len(), 1);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_refuses_newer_schemas() {
+        let dir = std::env::temp_dir().join(format!("leanlm-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let url = format!("sqlite://{}", path.display());
+        Store::open(&url)
+            .unwrap()
+            .insert_batch(&[record("a", "m", 1, 0.1)])
+            .unwrap();
+        let s = Store::open(&url).unwrap();
+        assert!(s.call("a").unwrap().is_some());
+        s.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(s);
+        assert!(matches!(Store::open(&url), Err(StoreError::TooNew { found: 99, .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(matches!(
+            Store::open("postgres://x/y"),
+            Err(StoreError::UnsupportedUrl(_))
+        ));
+        assert!(matches!(Store::open("sqlite://"), Err(StoreError::UnsupportedUrl(_))));
+        assert_eq!(sqlite_path("sqlite://leanlm.db").unwrap(), "leanlm.db");
+        assert_eq!(sqlite_path("leanlm.db").unwrap(), "leanlm.db");
+    }
+}

@@ -1,0 +1,170 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::{CallRecord, Store};
+
+/// Records per transaction: large enough to amortise the commit, small enough to keep latency to disk low.
+const BATCH: usize = 256;
+
+/// The request path's handle on the call log. Cloning is cheap.
+#[derive(Clone)]
+pub struct CallLog {
+    tx: mpsc::Sender<CallRecord>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Default)]
+struct Stats {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+    last_drop_warning: std::sync::Mutex<Option<Instant>>,
+}
+
+impl CallLog {
+    /// Queues a record without waiting. A full queue drops it: counted, and warned about at most once a second.
+    pub fn record(&self, record: CallRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(e) => {
+                let reason = match e {
+                    mpsc::error::TrySendError::Full(_) => "queue full",
+                    mpsc::error::TrySendError::Closed(_) => "writer stopped",
+                };
+                let total = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!("leanlm_call_log_dropped_total").increment(1);
+                let mut last = self.stats.last_drop_warning.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(reason, dropped_total = total, "call log record dropped");
+                }
+            }
+        }
+    }
+
+    /// Records waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.stats.written.load(Ordering::Relaxed)
+    }
+
+    /// Records lost to a failing store (each failure is also logged).
+    pub fn failed(&self) -> u64 {
+        self.stats.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread. Join it after every [`CallLog`] is dropped to flush the queue.
+pub struct LogWriter {
+    thread: JoinHandle<()>,
+}
+
+impl LogWriter {
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("call log writer thread panicked");
+        }
+    }
+}
+
+/// Starts the writer on its own thread, so SQLite's blocking I/O never runs on the async runtime.
+pub fn spawn_writer(mut store: Store, capacity: usize) -> (CallLog, LogWriter) {
+    let (tx, mut rx) = mpsc::channel::<CallRecord>(capacity.max(1));
+    let stats = Arc::new(Stats::default());
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("leanlm-call-log".into())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(first) = rx.blocking_recv() {
+                batch.push(first);
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let n = batch.len() as u64;
+                // One retry covers a transient lock held by a reader; a second failure is counted and said.
+                let result = store.insert_batch(&batch).or_else(|_| {
+                    std::thread::sleep(Duration::from_millis(50));
+                    store.insert_batch(&batch)
+                });
+                match result {
+                    Ok(()) => {
+                        thread_stats.written.fetch_add(n, Ordering::Relaxed);
+                        metrics::counter!("leanlm_call_log_written_total").increment(n);
+                    }
+                    Err(e) => {
+                        thread_stats.failed.fetch_add(n, Ordering::Relaxed);
+                        metrics::counter!("leanlm_call_log_failed_total").increment(n);
+                        tracing::error!(error = %e, records = n, "writing call log records failed");
+                    }
+                }
+                batch.clear();
+            }
+        })
+        .expect("spawning the call log writer thread");
+    (CallLog { tx, stats }, LogWriter { thread })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CallFilter;
+    use crate::sqlite::tests::record;
+
+    #[test]
+    fn everything_queued_is_flushed_on_join() {
+        let dir = std::env::temp_dir().join(format!("leanlm-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("w.db").display());
+        let (log, writer) = spawn_writer(Store::open(&url).unwrap(), 10_000);
+        for i in 0..2000 {
+            log.record(record(&format!("id{i:05}"), "m", i, 0.001));
+        }
+        let probe = log.clone();
+        drop(log);
+        drop(probe);
+        writer.join();
+        let calls = Store::open(&url)
+            .unwrap()
+            .calls(&CallFilter {
+                limit: 5000,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(calls.len(), 2000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (log, writer) = spawn_writer(Store::open("sqlite::memory:").unwrap(), 1);
+        // The writer may drain some; pushing many more than capacity must drop at least one, never block.
+        for i in 0..10_000 {
+            log.record(record(&format!("{i}"), "m", i, 0.0));
+        }
+        let dropped = log.dropped();
+        assert!(dropped > 0);
+        let stats = log.stats.clone();
+        drop(log);
+        writer.join();
+        assert_eq!(
+            stats.written.load(Ordering::Relaxed) + dropped,
+            10_000,
+            "every record is written or counted"
+        );
+    }
+}
