@@ -1,1 +1,317 @@
-fn main() {}
+//! `leanlm`: the gateway and the tools to read what it recorded.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use leanlm_gateway::{Config, Overrides};
+use leanlm_store::{CallFilter, CallStatus, SpendBy, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "leanlm",
+    version,
+    about = "An LLM gateway that records every call with its exact cost"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// Configuration file (its [store] url is used unless --db is given).
+    #[arg(long, env = "LEANLM_CONFIG")]
+    config: Option<PathBuf>,
+    /// The call log, e.g. sqlite://leanlm.db.
+    #[arg(long, env = "LEANLM_DB")]
+    db: Option<String>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Store> {
+        let config = Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                db: self.db.clone(),
+                listen: None,
+            },
+        )?;
+        let url = config.store_url;
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && !std::path::Path::new(path).exists()
+        {
+            anyhow::bail!("no call log at {path}: start the gateway with `leanlm serve` first, or pass --db");
+        }
+        Store::open(&url).with_context(|| format!("opening {url}"))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file (TOML); see leanlm.example.toml.
+        #[arg(long, env = "LEANLM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+        /// The call log, e.g. sqlite://leanlm.db.
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// Recent calls, newest first.
+    Calls {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many calls to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only calls that requested or were served by this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only calls with this status: ok, client_error, upstream_error, client_closed.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<CallStatus>,
+        /// Only calls from the last N hours.
+        #[arg(long)]
+        since_hours: Option<f64>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything recorded about one call, as JSON.
+    Call {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+    },
+    /// Spend by model or by day.
+    Spend {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value_t = By::Model)]
+        by: By,
+        /// Only the last N days.
+        #[arg(long)]
+        days: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The bundled price table (USD per million tokens).
+    Prices {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum By {
+    Model,
+    Day,
+}
+
+fn parse_status(s: &str) -> Result<CallStatus, String> {
+    s.parse()
+}
+
+fn since(hours: Option<f64>) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    hours.map(|h| now - (h * 3_600_000.0) as i64)
+}
+
+fn usd(c: Option<f64>) -> String {
+    c.map(|c| format!("${c:.6}")).unwrap_or_else(|| "-".into())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEANLM_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve { config, listen, db } => {
+            let config = Config::load(config.as_deref(), &Overrides { listen, db })?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(leanlm_gateway::run(config))
+        }
+        Command::Calls {
+            store,
+            limit,
+            model,
+            status,
+            since_hours,
+            json,
+        } => {
+            let calls = store.open()?.calls(&CallFilter {
+                limit,
+                model,
+                status,
+                since_ms: since(since_hours),
+            })?;
+            if json {
+                for c in &calls {
+                    println!("{}", serde_json::to_string(c)?);
+                }
+                return Ok(());
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header([
+                "time (UTC)",
+                "id",
+                "model",
+                "provider",
+                "status",
+                "in",
+                "out",
+                "cost",
+                "ms",
+            ]);
+            for c in &calls {
+                let when = chrono_like(c.started_at_ms);
+                let status = match c.http_status {
+                    200 => c.status.to_string(),
+                    s => format!("{} {s}", c.status),
+                };
+                let cost = if c.cost_estimated {
+                    format!("~{}", usd(c.cost_usd))
+                } else {
+                    usd(c.cost_usd)
+                };
+                t.add_row([
+                    when,
+                    c.id.clone(),
+                    c.served_model.clone().unwrap_or_else(|| c.requested_model.clone()),
+                    c.provider.clone().unwrap_or_default(),
+                    status,
+                    c.input_tokens.map(|n| n.to_string()).unwrap_or_default(),
+                    c.output_tokens.map(|n| n.to_string()).unwrap_or_default(),
+                    cost,
+                    format!("{:.0}", c.latency_ms),
+                ]);
+            }
+            println!("{t}");
+            Ok(())
+        }
+        Command::Call { store, id } => match store.open()?.call(&id)? {
+            Some(c) => {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+                Ok(())
+            }
+            None => anyhow::bail!("no call with id {id}"),
+        },
+        Command::Spend { store, by, days, json } => {
+            let by = match by {
+                By::Model => SpendBy::Model,
+                By::Day => SpendBy::Day,
+            };
+            let rows = store.open()?.spend(by, since(days.map(|d| d * 24.0)))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header([
+                if matches!(by, SpendBy::Model) { "model" } else { "day" },
+                "calls",
+                "input",
+                "cached",
+                "output",
+                "cost",
+            ]);
+            let mut total = 0.0;
+            for r in &rows {
+                total += r.cost_usd;
+                let cost = if r.estimated_calls > 0 {
+                    format!("{} ({} estimated)", usd(Some(r.cost_usd)), r.estimated_calls)
+                } else {
+                    usd(Some(r.cost_usd))
+                };
+                t.add_row([
+                    r.key.clone(),
+                    r.calls.to_string(),
+                    r.input_tokens.to_string(),
+                    r.cached_input_tokens.to_string(),
+                    r.output_tokens.to_string(),
+                    cost,
+                ]);
+            }
+            println!("{t}");
+            println!("total: {}", usd(Some(total)));
+            Ok(())
+        }
+        Command::Prices { json } => {
+            let table = leanlm_cost::PriceTable::bundled();
+            if json {
+                let m: serde_json::Map<String, serde_json::Value> = table
+                    .models()
+                    .into_iter()
+                    .map(|(k, e)| (k.to_owned(), serde_json::to_value(e).unwrap_or_default()))
+                    .collect();
+                println!("{}", serde_json::json!({"as_of": table.as_of, "models": m}));
+                return Ok(());
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header(["model", "provider", "input", "cached input", "cache write", "output"]);
+            let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
+            for (name, e) in table.models() {
+                t.add_row([
+                    name.to_owned(),
+                    e.provider.as_str().to_owned(),
+                    e.price.input.to_string(),
+                    opt(e.price.cached_input),
+                    opt(e.price.cache_write),
+                    e.price.output.to_string(),
+                ]);
+            }
+            println!("{t}");
+            println!("USD per million tokens, as of {}", table.as_of);
+            Ok(())
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date-time dependency.
+fn chrono_like(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_render_in_utc() {
+        assert_eq!(super::chrono_like(0), "1970-01-01 00:00:00");
+        assert_eq!(super::chrono_like(1_764_288_000_000), "2025-11-28 00:00:00");
+    }
+}

@@ -132,10 +132,13 @@ fn strip_snapshot(model: &str) -> &str {
     }
     // -YYYY-MM-DD
     let parts: Vec<&str> = m.rsplitn(4, '-').collect();
-    if parts.len() == 4 && parts[0].len() == 2 && parts[1].len() == 2 && parts[2].len() == 4 {
-        if parts[..3].iter().all(|p| digits(p)) {
-            return parts[3];
-        }
+    if parts.len() == 4
+        && parts[0].len() == 2
+        && parts[1].len() == 2
+        && parts[2].len() == 4
+        && parts[..3].iter().all(|p| digits(p))
+    {
+        return parts[3];
     }
     m
 }

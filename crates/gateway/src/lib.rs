@@ -1,1 +1,13 @@
+//! The LeanLM gateway: an OpenAI- and Anthropic-compatible proxy that records every call with its exact
+//! cost, in front of OpenAI, Anthropic, Gemini and any OpenAI-compatible server.
 
+pub mod config;
+mod metrics;
+mod proxy;
+pub mod route;
+mod server;
+mod upstream;
+
+pub use config::{Config, ConfigError, Overrides};
+pub use proxy::{HEADER_CALL_ID, HEADER_COST, HEADER_COST_ESTIMATED, HEADER_MODEL, HEADER_PROVIDER, HEADER_TASK};
+pub use server::{AppState, Gateway, run};

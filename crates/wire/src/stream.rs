@@ -227,10 +227,8 @@ impl AnthropicToOpenAi {
                     .unwrap_or("end_turn");
                 out.push(self.chunk(json!({}), Some(anthropic::stop_to_finish_reason(stop))));
             }
-            Some("message_stop") => {
-                if self.include_usage {
-                    out.push(openai::usage_chunk(&self.id, &self.model, self.created, &self.usage));
-                }
+            Some("message_stop") if self.include_usage => {
+                out.push(openai::usage_chunk(&self.id, &self.model, self.created, &self.usage));
             }
             Some("error") => out.push(json!({"error": ev.get("error")})),
             _ => {}

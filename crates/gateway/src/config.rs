@@ -1,0 +1,521 @@
+//! Configuration: a TOML file, defaults that need no file, and overrides from flags and environment.
+//!
+//! A bad file is refused at start with its path, line, column and the offending field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leanlm_cost::Price;
+use leanlm_wire::ProviderKind;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The gateway's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store_url: String,
+    /// Keep request and response bodies in the call log; off keeps metadata only.
+    pub log_bodies: bool,
+    pub log_queue_capacity: usize,
+    pub max_body_bytes: usize,
+    pub retry: RetryPolicy,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Price overrides by upstream model name.
+    pub prices: BTreeMap<String, Price>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// `None`: the client's own key is passed through.
+    pub api_key: Option<Secret>,
+    /// Until the upstream's response headers arrive, and for a whole non-streaming body.
+    pub timeout: Duration,
+    /// The longest silence allowed between two events of a stream.
+    pub stream_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub provider: String,
+    pub upstream: String,
+    pub fallbacks: Vec<String>,
+    pub price: Option<Price>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries per model after the first attempt.
+    pub max_retries: u32,
+    pub base_backoff: Duration,
+    /// The longest wait between attempts; a `Retry-After` longer than this is not waited for.
+    pub max_backoff: Duration,
+}
+
+/// Overrides from the command line or environment, applied over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub db: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}\n    {snippet}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+        snippet: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+// --- the file as written ------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    providers: BTreeMap<String, Spanned<RawProvider>>,
+    #[serde(default)]
+    models: BTreeMap<String, Spanned<RawModel>>,
+    #[serde(default)]
+    prices: BTreeMap<String, Spanned<Price>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    log_bodies: Option<bool>,
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_retries: Option<u32>,
+    base_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    kind: ProviderKind,
+    base_url: Option<Spanned<String>>,
+    api_key: Option<String>,
+    api_key_env: Option<Spanned<String>>,
+    timeout_secs: Option<u64>,
+    stream_idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    provider: Spanned<String>,
+    upstream: Option<String>,
+    #[serde(default)]
+    fallbacks: Vec<Spanned<String>>,
+    price: Option<Price>,
+}
+
+fn default_base_url(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::OpenAi => "https://api.openai.com/v1",
+        ProviderKind::Anthropic => "https://api.anthropic.com",
+        ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
+    }
+}
+
+fn default_key_env(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::OpenAi => "OPENAI_API_KEY",
+        ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+        ProviderKind::Gemini => "GEMINI_API_KEY",
+    }
+}
+
+fn default_base_env(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::OpenAi => "OPENAI_BASE_URL",
+        ProviderKind::Anthropic => "ANTHROPIC_BASE_URL",
+        ProviderKind::Gemini => "GEMINI_BASE_URL",
+    }
+}
+
+/// Where `line:column` of a byte offset is, with the text of that line.
+fn locate(text: &str, offset: usize) -> (usize, usize, String) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[start..].chars().count() + 1;
+    let snippet = text[start..].lines().next().unwrap_or("").trim().to_owned();
+    (line, column, snippet)
+}
+
+impl Config {
+    /// Loads the file (if any), then applies defaults, environment and overrides.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (source, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                (p.display().to_string(), text)
+            }
+            None => ("<defaults>".to_owned(), String::new()),
+        };
+        Config::from_toml(&source, &text, overrides, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses config text; `env` looks up environment variables (injectable for tests).
+    pub fn from_toml(
+        source: &str,
+        text: &str,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let at = |offset: usize, message: String| {
+            let (line, column, snippet) = locate(text, offset);
+            ConfigError::Invalid {
+                path: source.to_owned(),
+                line,
+                column,
+                message,
+                snippet,
+            }
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            at(offset, e.message().trim().to_owned())
+        })?;
+
+        let listen_text = overrides
+            .listen
+            .clone()
+            .or_else(|| env("LEANLM_LISTEN"))
+            .map(|s| (s, None))
+            .or_else(|| {
+                raw.server
+                    .listen
+                    .as_ref()
+                    .map(|l| (l.get_ref().clone(), Some(l.span().start)))
+            })
+            .unwrap_or_else(|| ("127.0.0.1:8080".to_owned(), None));
+        let listen: SocketAddr = listen_text.0.parse().map_err(|_| {
+            let msg = format!("`listen`: `{}` is not an address like 127.0.0.1:8080", listen_text.0);
+            match listen_text.1 {
+                Some(offset) => at(offset, msg),
+                None => ConfigError::Other(msg),
+            }
+        })?;
+
+        let mut providers = BTreeMap::new();
+        for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Gemini] {
+            let name = kind.as_str().to_owned();
+            providers.insert(
+                name.clone(),
+                ProviderConfig {
+                    name,
+                    kind,
+                    base_url: env(default_base_env(kind))
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| default_base_url(kind).to_owned()),
+                    api_key: env(default_key_env(kind)).filter(|s| !s.is_empty()).map(Secret::new),
+                    timeout: Duration::from_secs(600),
+                    stream_idle_timeout: Duration::from_secs(300),
+                },
+            );
+        }
+        for (name, p) in &raw.providers {
+            let offset = p.span().start;
+            let p = p.get_ref();
+            if name.is_empty() || name.contains('/') {
+                return Err(at(
+                    offset,
+                    format!("provider name `{name}` must be non-empty and contain no `/`"),
+                ));
+            }
+            let base_url = match &p.base_url {
+                Some(u) => {
+                    let s = u.get_ref().trim_end_matches('/').to_owned();
+                    if !(s.starts_with("http://") || s.starts_with("https://")) {
+                        return Err(at(
+                            u.span().start,
+                            format!("providers.{name}.base_url: `{s}` must start with http:// or https://"),
+                        ));
+                    }
+                    s
+                }
+                None => default_base_url(p.kind).to_owned(),
+            };
+            if p.api_key.is_some() && p.api_key_env.is_some() {
+                return Err(at(
+                    offset,
+                    format!("providers.{name}: set `api_key` or `api_key_env`, not both"),
+                ));
+            }
+            let api_key = match (&p.api_key, &p.api_key_env) {
+                (Some(k), _) => Some(Secret::new(k.clone())),
+                (None, Some(var)) => env(var.get_ref()).filter(|s| !s.is_empty()).map(Secret::new),
+                (None, None) => env(default_key_env(p.kind)).filter(|s| !s.is_empty()).map(Secret::new),
+            };
+            let secs = |v: Option<u64>, default: u64, field: &str| match v {
+                Some(0) => Err(at(offset, format!("providers.{name}.{field} must be at least 1"))),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(Duration::from_secs(default)),
+            };
+            providers.insert(
+                name.clone(),
+                ProviderConfig {
+                    name: name.clone(),
+                    kind: p.kind,
+                    base_url,
+                    api_key,
+                    timeout: secs(p.timeout_secs, 600, "timeout_secs")?,
+                    stream_idle_timeout: secs(p.stream_idle_timeout_secs, 300, "stream_idle_timeout_secs")?,
+                },
+            );
+        }
+
+        let mut models = BTreeMap::new();
+        for (name, m) in &raw.models {
+            let mref = m.get_ref();
+            let provider = mref.provider.get_ref();
+            if !providers.contains_key(provider) {
+                let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+                return Err(at(
+                    mref.provider.span().start,
+                    format!(
+                        "models.\"{name}\".provider: unknown provider `{provider}` (known: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if let Some(p) = &mref.price {
+                p.validate()
+                    .map_err(|e| at(m.span().start, format!("models.\"{name}\".price: {e}")))?;
+            }
+            models.insert(
+                name.clone(),
+                ModelConfig {
+                    provider: provider.clone(),
+                    upstream: mref.upstream.clone().unwrap_or_else(|| name.clone()),
+                    fallbacks: mref.fallbacks.iter().map(|f| f.get_ref().clone()).collect(),
+                    price: mref.price,
+                },
+            );
+        }
+        for (name, m) in &raw.models {
+            for f in &m.get_ref().fallbacks {
+                let target = f.get_ref();
+                let known = models.contains_key(target)
+                    || target.split_once('/').is_some_and(|(p, _)| providers.contains_key(p))
+                    || leanlm_cost::PriceTable::bundled().lookup(target).is_some();
+                if !known {
+                    return Err(at(
+                        f.span().start,
+                        format!(
+                            "models.\"{name}\".fallbacks: `{target}` is neither a configured model, provider/model, nor a catalogued model"
+                        ),
+                    ));
+                }
+                if target == name {
+                    return Err(at(
+                        f.span().start,
+                        format!("models.\"{name}\".fallbacks: a model cannot fall back to itself"),
+                    ));
+                }
+            }
+        }
+        let mut prices = BTreeMap::new();
+        for (name, p) in &raw.prices {
+            p.get_ref()
+                .validate()
+                .map_err(|e| at(p.span().start, format!("prices.\"{name}\": {e}")))?;
+            prices.insert(name.clone(), *p.get_ref());
+        }
+
+        let retry = RetryPolicy {
+            max_retries: raw.retry.max_retries.unwrap_or(2),
+            base_backoff: Duration::from_millis(raw.retry.base_backoff_ms.unwrap_or(250)),
+            max_backoff: Duration::from_millis(raw.retry.max_backoff_ms.unwrap_or(20_000)),
+        };
+        Ok(Config {
+            listen,
+            store_url: overrides
+                .db
+                .clone()
+                .or_else(|| env("LEANLM_DB"))
+                .or(raw.store.url)
+                .unwrap_or_else(|| "sqlite://leanlm.db".to_owned()),
+            log_bodies: raw.store.log_bodies.unwrap_or(true),
+            log_queue_capacity: raw.store.queue_capacity.unwrap_or(50_000).max(1),
+            max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            retry,
+            providers,
+            models,
+            prices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml("leanlm.toml", text, &Overrides::default(), &|k| match k {
+            "OPENAI_API_KEY" => Some("sk-env".into()),
+            "MY_KEY" => Some("sk-mine".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store_url, "sqlite://leanlm.db");
+        assert_eq!(c.providers["openai"].api_key.as_ref().unwrap().expose(), "sk-env");
+        assert!(c.providers["anthropic"].api_key.is_none());
+        assert_eq!(c.providers["gemini"].kind, ProviderKind::Gemini);
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../leanlm.example.toml");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn providers_and_models_are_read() {
+        let c = parse(
+            r#"
+[providers.local]
+kind = "openai"
+base_url = "http://127.0.0.1:9000/v1/"
+api_key_env = "MY_KEY"
+timeout_secs = 5
+
+[models.fast]
+provider = "local"
+upstream = "llama"
+fallbacks = ["gpt-4o-mini", "anthropic/claude-haiku-4-5"]
+price = { input = 0.1, output = 0.2 }
+"#,
+        )
+        .unwrap();
+        let p = &c.providers["local"];
+        assert_eq!(p.base_url, "http://127.0.0.1:9000/v1");
+        assert_eq!(p.api_key.as_ref().unwrap().expose(), "sk-mine");
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        assert_eq!(c.models["fast"].upstream, "llama");
+        assert_eq!(c.models["fast"].fallbacks.len(), 2);
+        assert_eq!(format!("{:?}", p.api_key), "Some(Secret(***))");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\n[providers.x]\nkind = \"openai\"\nbse_url = \"http://a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("leanlm.toml:6:1:"), "{e}");
+        assert!(e.contains("bse_url"), "{e}");
+
+        let e = parse("[models.m]\nprovider = \"nope\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("leanlm.toml:2:"), "{e}");
+        assert!(e.contains("unknown provider `nope`"), "{e}");
+
+        let e = parse("[providers.x]\nkind = \"openai\"\ntimeout_secs = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("leanlm.toml:3:"), "{e}");
+        assert!(e.contains("timeout_secs"), "{e}");
+
+        let e = parse("[providers.x]\nkind = \"cohere\"\n").unwrap_err().to_string();
+        assert!(e.contains("cohere"), "{e}");
+
+        let e = parse("[server]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("leanlm.toml:2:"), "{e}");
+
+        let e = parse("[models.m]\nprovider = \"openai\"\nfallbacks = [\"ghost\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("leanlm.toml:3:"), "{e}");
+        assert!(e.contains("ghost"), "{e}");
+
+        let e = parse("[models.m]\nprovider = \"openai\"\nprice = { input = -1.0, output = 1.0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file_and_environment() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            db: Some("sqlite://other.db".into()),
+        };
+        let c = Config::from_toml(
+            "f",
+            "[server]\nlisten = \"127.0.0.1:1\"\n[store]\nurl = \"sqlite://a.db\"\n",
+            &o,
+            &|k| (k == "LEANLM_LISTEN").then(|| "127.0.0.1:2".into()),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.store_url, "sqlite://other.db");
+        let c = Config::from_toml("f", "", &Overrides::default(), &|k| {
+            (k == "LEANLM_LISTEN").then(|| "127.0.0.1:2".into())
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+    }
+}

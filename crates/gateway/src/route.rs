@@ -1,0 +1,169 @@
+//! Which upstream serves a model name: configured models, `provider/model`, or the price catalogue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use leanlm_cost::{Price, PriceTable};
+use leanlm_wire::{ErrorKind, WireError};
+
+use crate::config::{Config, ProviderConfig};
+
+/// One concrete way to serve a request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The name the gateway reports as having served (a configured alias, or the name the client sent).
+    pub model: String,
+    pub upstream_model: String,
+    pub provider: Arc<ProviderConfig>,
+    pub price: Option<Price>,
+}
+
+/// Resolves model names; built once from the config.
+#[derive(Debug)]
+pub struct Routes {
+    providers: HashMap<String, Arc<ProviderConfig>>,
+    config: Arc<Config>,
+}
+
+impl Routes {
+    pub fn new(config: Arc<Config>) -> Self {
+        let providers = config
+            .providers
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
+        Routes { providers, config }
+    }
+
+    /// The model and its fallbacks, in order.
+    pub fn resolve(&self, name: &str) -> Result<Vec<Target>, WireError> {
+        let first = self.resolve_one(name)?;
+        let mut chain = vec![first];
+        if let Some(m) = self.config.models.get(name) {
+            for f in &m.fallbacks {
+                chain.push(self.resolve_one(f)?);
+            }
+        }
+        Ok(chain)
+    }
+
+    fn resolve_one(&self, name: &str) -> Result<Target, WireError> {
+        if let Some(m) = self.config.models.get(name) {
+            let provider = self
+                .providers
+                .get(&m.provider)
+                .cloned()
+                .ok_or_else(|| unknown(name, self))?;
+            return Ok(self.target(name, &m.upstream, provider, m.price));
+        }
+        if let Some((p, model)) = name.split_once('/')
+            && let Some(provider) = self.providers.get(p)
+            && !model.is_empty()
+        {
+            return Ok(self.target(name, model, provider.clone(), None));
+        }
+        if let Some(entry) = PriceTable::bundled().lookup(name)
+            && let Some(provider) = self.providers.get(entry.provider.as_str())
+        {
+            return Ok(self.target(name, name, provider.clone(), None));
+        }
+        Err(unknown(name, self))
+    }
+
+    fn target(&self, model: &str, upstream: &str, provider: Arc<ProviderConfig>, price: Option<Price>) -> Target {
+        let price = price
+            .or_else(|| self.config.prices.get(upstream).copied())
+            .or_else(|| PriceTable::bundled().lookup(upstream).map(|e| e.price));
+        Target {
+            model: model.to_owned(),
+            upstream_model: upstream.to_owned(),
+            provider,
+            price,
+        }
+    }
+
+    /// Every model name a client can use without `provider/`: configured ones and catalogued ones whose
+    /// provider kind is available.
+    pub fn model_names(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .config
+            .models
+            .iter()
+            .map(|(k, m)| (k.clone(), m.provider.clone()))
+            .collect();
+        for (name, e) in PriceTable::bundled().models() {
+            if self.providers.contains_key(e.provider.as_str()) && !self.config.models.contains_key(name) {
+                out.push((name.to_owned(), e.provider.as_str().to_owned()));
+            }
+        }
+        out
+    }
+}
+
+fn unknown(name: &str, routes: &Routes) -> WireError {
+    let mut providers: Vec<&str> = routes.providers.keys().map(String::as_str).collect();
+    providers.sort();
+    WireError::new(
+        ErrorKind::NotFound,
+        format!(
+            "The model `{name}` does not exist in this LeanLM gateway: configure it under [models] in leanlm.toml, \
+             use a catalogued model, or name it as provider/model (providers: {})",
+            providers.join(", ")
+        ),
+    )
+    .with_code("model_not_found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn routes(text: &str) -> Routes {
+        Routes::new(Arc::new(
+            Config::from_toml("t", text, &Overrides::default(), &|_| None).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn configured_models_come_with_fallbacks_and_prices() {
+        let r = routes(
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+             [models.fast]\nprovider = \"local\"\nupstream = \"llama\"\nfallbacks = [\"claude-haiku-4-5\"]\n\
+             price = { input = 1.0, output = 2.0 }\n",
+        );
+        let chain = r.resolve("fast").unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].upstream_model, "llama");
+        assert_eq!(chain[0].provider.name, "local");
+        assert_eq!(chain[0].price.unwrap().output, 2.0);
+        assert_eq!(chain[1].provider.name, "anthropic");
+        assert_eq!(chain[1].price.unwrap().input, 1.0);
+    }
+
+    #[test]
+    fn provider_slash_model_and_catalogue_names_resolve() {
+        let r = routes("");
+        let t = &r.resolve("anthropic/claude-x-unknown").unwrap()[0];
+        assert_eq!(t.provider.name, "anthropic");
+        assert_eq!(t.upstream_model, "claude-x-unknown");
+        assert!(t.price.is_none());
+        let t = &r.resolve("gemini-2.5-flash").unwrap()[0];
+        assert_eq!(t.provider.name, "gemini");
+        assert!(t.price.is_some());
+        let t = &r.resolve("gpt-4o-mini-2024-07-18").unwrap()[0];
+        assert_eq!(t.provider.name, "openai");
+    }
+
+    #[test]
+    fn unknown_models_say_what_to_do() {
+        let e = routes("").resolve("my-model").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert!(
+            e.message.contains("`my-model`") && e.message.contains("provider/model"),
+            "{}",
+            e.message
+        );
+        assert!(routes("").resolve("nope/x").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The HTTP server: routes, shared state, health and metrics endpoints, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use leanlm_store::{CallLog, LogWriter, Store};
+use leanlm_wire::{ClientFormat, ErrorKind, WireError};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::proxy;
+use crate::route::Routes;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub routes: Routes,
+    pub http: reqwest::Client,
+    pub log: CallLog,
+}
+
+/// A configured gateway, ready to serve.
+pub struct Gateway {
+    state: Arc<AppState>,
+    writer: LogWriter,
+}
+
+impl Gateway {
+    /// Opens the store and starts the call-log writer.
+    pub fn new(config: Config) -> anyhow::Result<Gateway> {
+        // reqwest is built without a default TLS crypto provider; ring is ours. Installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::metrics::handle();
+        let store =
+            Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
+        let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .build()
+            .context("building the upstream HTTP client")?;
+        let config = Arc::new(config);
+        let routes = Routes::new(config.clone());
+        Ok(Gateway {
+            state: Arc::new(AppState {
+                config,
+                routes,
+                http,
+                log,
+            }),
+            writer,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish and flushes the call log.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            // Without it, delayed ACKs add tens of milliseconds to small responses.
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = self.router();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        let Gateway { state, writer } = self;
+        // Stream tasks may still be writing their last record; give them a moment to drop their handles.
+        for _ in 0..100 {
+            if Arc::strong_count(&state) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let queued = state.log.queued();
+        if Arc::strong_count(&state) > 1 {
+            tracing::warn!("calls still in flight at shutdown; their records may be missing");
+            return Ok(());
+        }
+        drop(state);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .context("flushing the call log")?;
+        tracing::info!(flushed = queued, "call log flushed");
+        Ok(())
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn chat_completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    proxy::chat(app, ClientFormat::OpenAi, headers, body).await
+}
+
+async fn messages(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    proxy::chat(app, ClientFormat::Anthropic, headers, body).await
+}
+
+async fn embeddings(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    proxy::embeddings(app, headers, body).await
+}
+
+/// `GET /v1/models`, in Anthropic's shape for Anthropic clients and OpenAI's otherwise.
+async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let names = app.routes.model_names();
+    if headers.contains_key("anthropic-version") {
+        let data: Vec<_> = names
+            .iter()
+            .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        let first = names.first().map(|n| n.0.clone());
+        let last = names.last().map(|n| n.0.clone());
+        return axum::Json(json!({"data": data, "has_more": false, "first_id": first, "last_id": last}))
+            .into_response();
+    }
+    let data: Vec<_> = names
+        .iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let queued = app.log.queued();
+    let capacity = app.config.log_queue_capacity;
+    if queued >= capacity {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("call log queue full ({queued}/{capacity})"),
+        )
+            .into_response();
+    }
+    "ready".into_response()
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    metrics::gauge!("leanlm_call_log_queued").set(app.log.queued() as f64);
+    let body = crate::metrics::handle().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let format = if headers.contains_key("anthropic-version") {
+        ClientFormat::Anthropic
+    } else {
+        ClientFormat::OpenAi
+    };
+    let err = WireError::new(ErrorKind::NotFound, format!("LeanLM has no endpoint at {}", uri.path()));
+    (StatusCode::NOT_FOUND, axum::Json(err.to_body(format))).into_response()
+}
+
+/// Binds the configured address and serves until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen: SocketAddr = config.listen;
+    let store = config.store_url.clone();
+    let gateway = Gateway::new(config)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, %store, "LeanLM gateway listening");
+    println!("LeanLM listening on http://{addr} (call log: {store})");
+    gateway.serve(listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight calls and flushing the call log");
+}
