@@ -258,10 +258,22 @@ async fn prelude(
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(Value, Directives), Response> {
+) -> Result<(Value, Directives, Inflight), Response> {
+    // Created first, so a client that leaves during a delay or a hang counts as a cancellation.
+    let guard = Inflight {
+        stats: stats.clone(),
+        done: false,
+    };
+    let fail = |guard: Inflight, resp: Response| {
+        guard.finish();
+        Err(resp)
+    };
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         stats.requests.fetch_add(1, Ordering::SeqCst);
-        return Err(error_response(format, 400, "mock: request body is not JSON", None));
+        return fail(
+            guard,
+            error_response(format, 400, "mock: request body is not JSON", None),
+        );
     };
     observe(stats, path, headers, &json);
     let text = std::str::from_utf8(body).unwrap_or("");
@@ -277,43 +289,46 @@ async fn prelude(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if key.ends_with("bad-key") {
-        return Err(error_response(format, 401, "mock: invalid API key", None));
+        return fail(guard, error_response(format, 401, "mock: invalid API key", None));
     }
     if let Some(ms) = d.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if d.hang {
-        let guard = Inflight {
-            stats: stats.clone(),
-            done: false,
-        };
         std::future::pending::<()>().await;
-        drop(guard);
     }
     if let Some((times, key)) = &d.fail_times {
         let mut counters = stats.fail_counters.lock().unwrap();
         let c = counters.entry(key.clone()).or_insert(0);
         *c += 1;
         if *c <= *times {
-            return Err(error_response(
+            drop(counters);
+            let resp = error_response(
                 format,
                 d.status.unwrap_or(503),
                 "mock: transient failure",
                 d.retry_after,
-            ));
+            );
+            return fail(guard, resp);
         }
     } else if let Some(status) = d.status {
-        return Err(error_response(format, status, "mock: injected failure", d.retry_after));
+        return fail(
+            guard,
+            error_response(format, status, "mock: injected failure", d.retry_after),
+        );
     }
     if d.garbage {
-        return Err((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "this is not json",
-        )
-            .into_response());
+        return fail(
+            guard,
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "this is not json",
+            )
+                .into_response(),
+        );
     }
-    Ok((json, d))
+    Ok((json, d, guard))
 }
 
 /// The last user text of a request in any format, with directives removed.
@@ -502,13 +517,9 @@ fn json_response(v: &Value, d: &Directives, guard: Inflight) -> Response {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 async fn openai_chat(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (req, d) = match prelude(&stats, Format::OpenAi, "/v1/chat/completions", &headers, &body).await {
+    let (req, d, guard) = match prelude(&stats, Format::OpenAi, "/v1/chat/completions", &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let guard = Inflight {
-        stats: stats.clone(),
-        done: false,
     };
     let a = answer(Format::OpenAi, &req, body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
@@ -571,17 +582,13 @@ async fn openai_chat(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: 
 }
 
 async fn anthropic_messages(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (req, d) = match prelude(&stats, Format::Anthropic, "/v1/messages", &headers, &body).await {
+    let (req, d, guard) = match prelude(&stats, Format::Anthropic, "/v1/messages", &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     if headers.get("anthropic-version").is_none() {
         return error_response(Format::Anthropic, 400, "anthropic-version header is required", None);
     }
-    let guard = Inflight {
-        stats: stats.clone(),
-        done: false,
-    };
     let a = answer(Format::Anthropic, &req, body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
     let id = format!("msg_mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
@@ -590,10 +597,15 @@ async fn anthropic_messages(State(stats): State<Arc<Stats>>, headers: HeaderMap,
     let stop = if a.tool.is_some() { "tool_use" } else { "end_turn" };
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         let ev = |v: Value| format!("event: {}\ndata: {}\n\n", v["type"].as_str().unwrap_or(""), v);
+        let start_usage = if d.no_usage {
+            json!({})
+        } else {
+            json!({"input_tokens": input, "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0, "output_tokens": 1})
+        };
         let mut frames = vec![ev(
             json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
             "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input, "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0, "output_tokens": 1}}}),
+            "usage": start_usage}}),
         )];
         frames.push(ev(json!({"type": "ping"})));
         if let Some((name, args)) = &a.tool {
@@ -645,13 +657,9 @@ async fn gemini(
     body: Bytes,
 ) -> Response {
     let path = format!("/v1beta/models/{action}");
-    let (req, d) = match prelude(&stats, Format::Gemini, &path, &headers, &body).await {
+    let (req, d, guard) = match prelude(&stats, Format::Gemini, &path, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let guard = Inflight {
-        stats: stats.clone(),
-        done: false,
     };
     let Some((model, verb)) = action.split_once(':') else {
         return error_response(Format::Gemini, 404, "mock: unknown action", None);
@@ -713,13 +721,9 @@ fn vector(text: &str) -> Vec<f32> {
 }
 
 async fn openai_embeddings(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (req, d) = match prelude(&stats, Format::OpenAi, "/v1/embeddings", &headers, &body).await {
+    let (req, d, guard) = match prelude(&stats, Format::OpenAi, "/v1/embeddings", &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let guard = Inflight {
-        stats: stats.clone(),
-        done: false,
     };
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],

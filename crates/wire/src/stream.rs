@@ -46,7 +46,7 @@ impl UsageTracker {
                     self.usage = event.pointer("/message/usage").and_then(Usage::from_anthropic);
                 }
                 Some("message_delta") => {
-                    if let Some(u) = event.get("usage") {
+                    if let Some(u) = event.get("usage").filter(|u| Usage::from_anthropic(u).is_some()) {
                         self.usage.get_or_insert_with(Usage::default).merge_anthropic(u);
                     }
                 }

@@ -1,0 +1,796 @@
+//! End-to-end tests of the gateway in-process against the mock upstream, over real HTTP on 127.0.0.1.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use leanlm_gateway::{Config, Gateway, Overrides};
+use leanlm_mock::Mock;
+use leanlm_store::{CallRecord, CallStatus, Store};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+struct Harness {
+    mock: Mock,
+    url: String,
+    db: PathBuf,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    /// A gateway whose openai, anthropic and gemini providers all point at one mock. `openai` has a key
+    /// configured; the others pass the client's key through.
+    async fn start(extra: &str) -> Harness {
+        let mock = Mock::start().await.unwrap();
+        let m = mock.url();
+        let dir = std::env::temp_dir().join(format!("leanlm-e2e-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("calls.db");
+        let toml = format!(
+            r#"
+[store]
+url = "sqlite://{db}"
+[retry]
+max_retries = 2
+base_backoff_ms = 10
+max_backoff_ms = 3000
+[providers.openai]
+kind = "openai"
+base_url = "{m}/v1"
+api_key = "sk-configured-secret-0001"
+timeout_secs = 2
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{m}"
+timeout_secs = 2
+[providers.gemini]
+kind = "gemini"
+base_url = "{m}"
+timeout_secs = 2
+stream_idle_timeout_secs = 1
+{extra}
+"#,
+            db = db.display()
+        );
+        let config = Config::from_toml("test.toml", &toml, &Overrides::default(), &|_| None).unwrap();
+        let gateway = Gateway::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(gateway.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Harness {
+            mock,
+            url,
+            db,
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            done: Some(done),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the call log holds the call (writes are asynchronous by design).
+    async fn call(&self, id: &str) -> CallRecord {
+        let store = Store::open(&format!("sqlite://{}", self.db.display())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(c) = store.call(id).unwrap() {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "call {id} never reached the log");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn shutdown(mut self) -> PathBuf {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap().unwrap();
+        self.db.clone()
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn user(text: &str) -> Value {
+    json!([{"role": "user", "content": text}])
+}
+
+/// Splits an SSE body into (event name, data) pairs, skipping comments.
+fn sse(body: &str) -> Vec<(Option<String>, String)> {
+    body.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .filter_map(|frame| {
+            let mut event = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(d.to_owned());
+                }
+            }
+            data.map(|d| (event, d))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_passthrough_keeps_fields_and_records_exact_cost() {
+    let h = Harness::start("").await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": user("hello [[mock:cached=8]]"), "seed": 42, "logit_bias": {"50256": -100}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    assert_eq!(header(&r, "x-leanlm-model"), "gpt-4o");
+    assert_eq!(header(&r, "x-leanlm-provider"), "openai");
+    let cost: f64 = header(&r, "x-leanlm-cost-usd").parse().unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Echo: hello");
+    assert_eq!(
+        body["system_fingerprint"], "fp_mock",
+        "the upstream body reaches the client unchanged"
+    );
+
+    let seen = h.mock.stats.last().unwrap();
+    assert_eq!(seen.body["seed"], 42);
+    assert_eq!(seen.body["logit_bias"]["50256"], -100);
+    assert_eq!(seen.headers["authorization"], "Bearer sk-configured-secret-0001");
+
+    let usage = &body["usage"];
+    let prompt = usage["prompt_tokens"].as_u64().unwrap() as f64;
+    let completion = usage["completion_tokens"].as_u64().unwrap() as f64;
+    // gpt-4o: $2.50 input, $1.25 cached input, $10 output per million; 8 prompt tokens were cached.
+    let expected = ((prompt - 8.0) * 2.5 + 8.0 * 1.25 + completion * 10.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-9, "{cost} vs {expected}");
+
+    let call = h.call(&id).await;
+    assert_eq!(call.status, CallStatus::Ok);
+    assert_eq!(call.usage.unwrap().cached_input_tokens, 8);
+    assert!((call.cost_usd.unwrap() - expected).abs() < 1e-12);
+    assert!(!call.cost_estimated);
+    assert!(call.request_body.unwrap().contains("\"seed\""));
+    assert!(call.response_body.unwrap().contains("Echo: hello"));
+    assert!(call.overhead_us.unwrap() > 0.0);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_streams_withhold_usage_unless_asked() {
+    let h = Harness::start("").await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true, "messages": user("one two")}),
+        )
+        .await;
+    assert_eq!(header(&r, "content-type"), "text/event-stream");
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let text = r.text().await.unwrap();
+    let frames = sse(&text);
+    assert_eq!(frames.last().unwrap().1, "[DONE]");
+    assert!(
+        frames.iter().all(|(_, d)| !d.contains("\"usage\"")),
+        "client did not ask for usage: {text}"
+    );
+    assert!(text.contains(": leanlm call_id="), "cost comment present");
+    // The gateway asked the upstream for usage anyway, so the cost is exact.
+    assert_eq!(
+        h.mock.stats.last().unwrap().body["stream_options"]["include_usage"],
+        true
+    );
+    let call = h.call(&id).await;
+    assert!(!call.cost_estimated);
+    assert!(call.cost_usd.unwrap() > 0.0);
+    assert!(call.ttft_ms.is_some());
+    assert!(call.response_body.unwrap().contains("Echo: one two"));
+
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": user("x")}),
+        )
+        .await;
+    let text = r.text().await.unwrap();
+    let usage: Vec<Value> = sse(&text)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v.get("usage").is_some_and(|u| !u.is_null()))
+        .collect();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["choices"], json!([]));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_clients_reach_anthropic_and_gemini_with_tools() {
+    let h = Harness::start("").await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    for model in ["claude-haiku-4-5", "gemini-2.5-flash"] {
+        let r = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .bearer_auth("client-key-123")
+            .json(&json!({"model": model, "messages": user("weather in Paris?"), "tools": tools}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        let body: Value = r.json().await.unwrap();
+        let call = &body["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather", "{model}: {body}");
+        let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args["city"], "mock");
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+        let seen = h.mock.stats.last().unwrap();
+        match model {
+            "claude-haiku-4-5" => {
+                assert_eq!(seen.headers["x-api-key"], "client-key-123", "client key passed through");
+                assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+                assert_eq!(seen.body["tools"][0]["input_schema"]["required"][0], "city");
+            }
+            _ => {
+                assert_eq!(seen.headers["x-goog-api-key"], "client-key-123");
+                assert!(seen.path.ends_with(":generateContent"));
+                assert_eq!(seen.body["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
+            }
+        }
+        // Streaming with tools, too.
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": model, "stream": true, "messages": user("weather?"), "tools": tools}),
+            )
+            .await;
+        let text = r.text().await.unwrap();
+        let mut acc = leanlm_wire::openai::StreamAccumulator::default();
+        for (_, d) in sse(&text) {
+            if let Ok(v) = serde_json::from_str::<Value>(&d) {
+                acc.push(&v);
+            }
+        }
+        let done = acc.finish();
+        assert_eq!(
+            done["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather",
+            "{model}: {text}"
+        );
+        assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_modes_reach_every_provider() {
+    let h = Harness::start("").await;
+    let rf = json!({"type": "json_schema", "json_schema": {"name": "echo", "schema": {"type": "object", "properties": {"echo": {"type": "string"}}}}});
+    for model in ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"] {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": model, "messages": user("hi"), "response_format": rf}),
+            )
+            .await;
+        let body: Value = r.json().await.unwrap();
+        let content: Value = serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+        assert_eq!(content["echo"], "hi", "{model}");
+        let seen = h.mock.stats.last().unwrap().body;
+        match model {
+            "gpt-4o-mini" => assert_eq!(seen["response_format"], rf),
+            "claude-haiku-4-5" => assert!(seen["system"].as_str().unwrap().contains("\"echo\"")),
+            _ => assert_eq!(
+                seen["generationConfig"]["responseJsonSchema"]["properties"]["echo"]["type"],
+                "string"
+            ),
+        }
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_clients_pass_through_and_translate() {
+    let h = Harness::start("").await;
+    let req = |model: &str, stream: bool| {
+        json!({"model": model, "max_tokens": 64, "stream": stream, "system": "be brief",
+            "messages": [{"role": "user", "content": "hi there"}], "metadata": {"user_id": "u1"}, "top_k": 5})
+    };
+    // Passthrough to Anthropic: fields LeanLM does not translate (top_k) arrive untouched.
+    let r = h
+        .http
+        .post(format!("{}/v1/messages", h.url))
+        .header("x-api-key", "ak-client")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "prompt-caching-2024-07-31")
+        .json(&req("claude-sonnet-4-5", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["content"][0]["text"], "Echo: hi there");
+    let seen = h.mock.stats.last().unwrap();
+    assert_eq!(seen.body["top_k"], 5);
+    assert_eq!(seen.headers["anthropic-beta"], "prompt-caching-2024-07-31");
+
+    // Streaming passthrough keeps Anthropic's events.
+    let r = h.post("/v1/messages", req("claude-sonnet-4-5", true)).await;
+    let text = r.text().await.unwrap();
+    let events: Vec<String> = sse(&text).into_iter().filter_map(|(e, _)| e).collect();
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    assert!(events.iter().any(|e| e == "ping"));
+
+    // Anthropic client, OpenAI and Gemini upstreams, streaming and not.
+    for model in ["gpt-4o-mini", "gemini-2.5-flash"] {
+        let r = h.post("/v1/messages", req(model, false)).await;
+        let id = header(&r, "x-leanlm-call-id").to_owned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["content"][0]["text"], "Echo: hi there", "{model}: {body}");
+        assert_eq!(body["stop_reason"], "end_turn");
+        assert!(body["usage"]["input_tokens"].as_u64().unwrap() > 0);
+        let call = h.call(&id).await;
+        assert_eq!(call.client_format, "anthropic");
+        assert!(call.cost_usd.unwrap() > 0.0);
+
+        let r = h.post("/v1/messages", req(model, true)).await;
+        let text = r.text().await.unwrap();
+        let mut acc = leanlm_wire::anthropic::StreamAccumulator::default();
+        for (_, d) in sse(&text) {
+            acc.push(&serde_json::from_str(&d).unwrap());
+        }
+        let msg = acc.finish();
+        assert_eq!(msg["content"][0]["text"], "Echo: hi there", "{model}: {text}");
+        assert_eq!(msg["stop_reason"], "end_turn");
+        assert!(msg["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_honour_retry_after_and_fall_back() {
+    let h = Harness::start(
+        "[models.primary]\nprovider = \"openai\"\nupstream = \"gpt-4o\"\nfallbacks = [\"claude-haiku-4-5\"]\n",
+    )
+    .await;
+    // Two transient failures, then success: three attempts on one model.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": user("x [[mock:fail_times=2:a]]")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let call = h.call(header(&r, "x-leanlm-call-id")).await;
+    assert_eq!(call.attempts, 3);
+
+    // 429 with Retry-After: 1 is waited for.
+    let t0 = Instant::now();
+    let r = h
+        .post("/v1/chat/completions", json!({"model": "gpt-4o", "messages": user("x [[mock:fail_times=1:b]] [[mock:status=429]] [[mock:retry_after=1]]")}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(t0.elapsed() >= Duration::from_millis(950), "{:?}", t0.elapsed());
+
+    // Every model in the chain keeps failing (the directive travels with the request to the fallback too):
+    // each is retried, then the last error reaches the client.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "primary", "messages": user("x [[mock:status=500]]")}),
+        )
+        .await;
+    assert_eq!(r.status(), 500);
+    let call = h.call(header(&r, "x-leanlm-call-id")).await;
+    assert_eq!(call.attempts, 6, "3 attempts on each of two models");
+    assert_eq!(call.status, CallStatus::UpstreamError);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_serves_when_the_primary_provider_is_down() {
+    // The primary points at a closed port: connection refused, retried, then the fallback answers.
+    let h = Harness::start(
+        "[providers.dead]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n\
+         [models.primary]\nprovider = \"dead\"\nupstream = \"gpt-4o\"\nfallbacks = [\"claude-haiku-4-5\"]\n",
+    )
+    .await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "primary", "messages": user("hello")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-leanlm-model"), "claude-haiku-4-5");
+    assert_eq!(header(&r, "x-leanlm-provider"), "anthropic");
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Echo: hello");
+    let call = h.call(&id).await;
+    assert_eq!(call.attempts, 4);
+    assert_eq!(call.requested_model, "primary");
+    assert_eq!(call.served_model.as_deref(), Some("claude-haiku-4-5"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_keep_status_and_message_in_the_clients_format() {
+    let h = Harness::start("").await;
+    // An OpenAI upstream's 400 reaches an Anthropic client as an Anthropic error, not retried.
+    let r = h
+        .post("/v1/messages", json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "[[mock:status=400]]"}]}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["message"], "mock: injected failure");
+    // And an Anthropic 529 reaches an OpenAI client after retries, as an OpenAI error.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "claude-haiku-4-5", "messages": user("[[mock:status=529]]")}),
+        )
+        .await;
+    assert_eq!(r.status(), 529);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "mock: injected failure");
+    assert_eq!(body["error"]["type"], "api_error");
+    // A bad client key is the upstream's 401, not retried.
+    let n = h.mock.stats.requests();
+    let r = h
+        .http
+        .post(format!("{}/v1/messages", h.url))
+        .header("x-api-key", "bad-key")
+        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(h.mock.stats.requests(), n + 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_upstreams_give_clear_errors_and_logged_calls() {
+    let h = Harness::start("").await;
+    let cases = [
+        ("[[mock:garbage]]", 502, "not valid JSON"),
+        ("[[mock:truncate]]", 502, "not valid JSON"),
+        ("[[mock:hang]]", 504, "did not answer within 2s"),
+    ];
+    for (directive, status, needle) in cases {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "gpt-4o", "messages": user(directive)}),
+            )
+            .await;
+        assert_eq!(r.status().as_u16(), status, "{directive}");
+        let id = header(&r, "x-leanlm-call-id").to_owned();
+        let body: Value = r.json().await.unwrap();
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{directive}: {msg}");
+        let call = h.call(&id).await;
+        assert_eq!(call.status, CallStatus::UpstreamError, "{directive}");
+        assert_eq!(call.http_status, status);
+    }
+    // A stream cut off halfway ends with an error event, in each client format.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "stream": true, "messages": user("a b c d e f [[mock:truncate]]")}),
+        )
+        .await;
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let text = r.text().await.unwrap();
+    let last = sse(&text).pop().unwrap();
+    assert!(last.1.contains("ended the stream before it was complete"), "{text}");
+    assert_eq!(h.call(&id).await.status, CallStatus::UpstreamError);
+    let r = h
+        .post("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 9, "stream": true, "messages": [{"role": "user", "content": "a b c d [[mock:truncate]]"}]}))
+        .await;
+    let text = r.text().await.unwrap();
+    let last = sse(&text).pop().unwrap();
+    assert_eq!(last.0.as_deref(), Some("error"), "{text}");
+    // A stream that goes quiet hits the idle timeout (gemini's is 1s here).
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-flash", "stream": true, "messages": user("a b [[mock:chunk_delay_ms=1500]]")}),
+        )
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("sent nothing for 1s"), "{text}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_in_the_callers_format() {
+    let h = Harness::start("[server]\nmax_body_bytes = 2048\n").await;
+    let raw = |path: &str, body: &'static str| {
+        h.http
+            .post(format!("{}{path}", h.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, &'static str, u16, &str)> = vec![
+        ("/v1/chat/completions", "{not json", 400, "not valid JSON"),
+        ("/v1/chat/completions", r#"{"model":"gpt-4o"}"#, 400, "messages"),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+            400,
+            "temperature",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}"#,
+            404,
+            "no-such-model",
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "max_tokens",
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"robot","content":"x"}]}"#,
+            400,
+            "messages[0].role",
+        ),
+    ];
+    for (path, body, status, needle) in cases {
+        let r = raw(path, body).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let id = header(&r, "x-leanlm-call-id").to_owned();
+        let v: Value = r.json().await.unwrap();
+        let msg = if path == "/v1/messages" {
+            assert_eq!(v["type"], "error");
+            v["error"]["message"].as_str().unwrap().to_owned()
+        } else {
+            v["error"]["message"].as_str().unwrap().to_owned()
+        };
+        assert!(msg.contains(needle), "{body}: {msg}");
+        assert_eq!(h.call(&id).await.status, CallStatus::ClientError);
+    }
+    let big = json!({"model": "gpt-4o", "messages": user(&"x".repeat(4096))});
+    let r = h.post("/v1/chat/completions", big).await;
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("2048"));
+    // n > 1 cannot be served by Anthropic.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "claude-haiku-4-5", "n": 2, "messages": user("x")}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // No upstream saw any of these.
+    assert_eq!(h.mock.stats.requests(), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_cancels_the_upstream_and_is_logged() {
+    let h = Harness::start("").await;
+    // Streaming: read the first event, then hang up.
+    let mut r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "stream": true, "messages": user("a b c d e f g h [[mock:chunk_delay_ms=200]]")}),
+        )
+        .await;
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(r);
+    let call = h.call(&id).await;
+    assert_eq!(call.status, CallStatus::ClientClosed);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while h.mock.stats.cancelled() < 1 {
+        assert!(Instant::now() < deadline, "the upstream stream was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Non-streaming: the client gives up while the upstream is still thinking.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let res = client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .json(&json!({"model": "gpt-4o", "messages": user("[[mock:delay_ms=1500]] slow")}))
+        .send()
+        .await;
+    assert!(res.is_err());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while h.mock.stats.cancelled() < 2 {
+        assert!(Instant::now() < deadline, "the upstream request was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let db = h.shutdown().await;
+    let calls = Store::open(&format!("sqlite://{}", db.display()))
+        .unwrap()
+        .calls(&leanlm_store::CallFilter {
+            limit: 10,
+            status: Some(CallStatus::ClientClosed),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(calls.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_usage_is_counted_locally_and_marked_estimated() {
+    let h = Harness::start("").await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": user("count me [[mock:no_usage]]")}),
+        )
+        .await;
+    assert_eq!(header(&r, "x-leanlm-cost-estimated"), "true");
+    let call = h.call(header(&r, "x-leanlm-call-id")).await;
+    assert!(call.cost_estimated);
+    let u = call.usage.unwrap();
+    assert!(u.input_tokens > 0 && u.output_tokens > 0, "{u:?}");
+    let r = h
+        .post("/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 9, "stream": true, "messages": [{"role": "user", "content": "a b c [[mock:no_usage]]"}]}))
+        .await;
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("estimated"), "{text}");
+    assert!(h.call(&id).await.cost_estimated);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_models_health_and_metrics() {
+    let h = Harness::start("").await;
+    let r = h
+        .post(
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": ["a b", "c"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    let r = h
+        .post(
+            "/v1/embeddings",
+            json!({"model": "gemini-embedding-001", "input": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    let r = h
+        .post("/v1/embeddings", json!({"model": "claude-haiku-4-5", "input": "x"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = h
+        .post("/v1/embeddings", json!({"model": "text-embedding-3-small"}))
+        .await;
+    assert_eq!(r.status(), 400);
+
+    let models: Value = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "gpt-4o-mini")
+    );
+    let models: Value = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["type"] == "model"));
+
+    assert_eq!(
+        h.http.get(format!("{}/healthz", h.url)).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        h.http.get(format!("{}/readyz", h.url)).send().await.unwrap().status(),
+        200
+    );
+    let r = h.http.get(format!("{}/nope", h.url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "leanlm_requests_total",
+        "leanlm_tokens_total",
+        "leanlm_spend_usd_total",
+        "leanlm_gateway_overhead_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_the_log_and_secrets_never_reach_it() {
+    let h = Harness::start("").await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let r = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .bearer_auth("sk-client-secret-9999")
+            .json(&json!({"model": "gpt-4o-mini", "messages": user(&format!("n{i}"))}))
+            .send()
+            .await
+            .unwrap();
+        ids.push(header(&r, "x-leanlm-call-id").to_owned());
+    }
+    let db = h.shutdown().await;
+    let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    for id in &ids {
+        let c = store
+            .call(id)
+            .unwrap()
+            .expect("every call is in the log after shutdown");
+        assert!(c.client_key_id.as_deref().unwrap().starts_with("key_"));
+    }
+    drop(store);
+    // Neither the configured key nor the client's appears anywhere in the database files.
+    for suffix in ["", "-wal"] {
+        let path = PathBuf::from(format!("{}{suffix}", db.display()));
+        if let Ok(bytes) = std::fs::read(&path) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("sk-configured-secret-0001"));
+            assert!(!text.contains("sk-client-secret-9999"));
+        }
+    }
+}
