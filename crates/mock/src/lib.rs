@@ -266,7 +266,7 @@ async fn prelude(
     };
     let fail = |guard: Inflight, resp: Response| {
         guard.finish();
-        Err(resp)
+        resp
     };
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         stats.requests.fetch_add(1, Ordering::SeqCst);
@@ -289,7 +289,7 @@ async fn prelude(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if key.ends_with("bad-key") {
-        return fail(guard, error_response(format, 401, "mock: invalid API key", None));
+        return Err(fail(guard, error_response(format, 401, "mock: invalid API key", None)));
     }
     if let Some(ms) = d.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -309,7 +309,7 @@ async fn prelude(
                 "mock: transient failure",
                 d.retry_after,
             );
-            return fail(guard, resp);
+            return Err(fail(guard, resp));
         }
     } else if let Some(status) = d.status {
         return fail(
