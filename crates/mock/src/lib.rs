@@ -270,10 +270,8 @@ async fn prelude(
     };
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         stats.requests.fetch_add(1, Ordering::SeqCst);
-        return fail(
-            guard,
-            error_response(format, 400, "mock: request body is not JSON", None),
-        );
+        let resp = error_response(format, 400, "mock: request body is not JSON", None);
+        return Err(fail(guard, resp));
     };
     observe(stats, path, headers, &json);
     let text = std::str::from_utf8(body).unwrap_or("");
