@@ -310,21 +310,17 @@ async fn prelude(
             return Err(fail(guard, resp));
         }
     } else if let Some(status) = d.status {
-        return fail(
-            guard,
-            error_response(format, status, "mock: injected failure", d.retry_after),
-        );
+        let resp = error_response(format, status, "mock: injected failure", d.retry_after);
+        return Err(fail(guard, resp));
     }
     if d.garbage {
-        return fail(
-            guard,
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                "this is not json",
-            )
-                .into_response(),
-        );
+        let resp = (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "this is not json",
+        )
+            .into_response();
+        return Err(fail(guard, resp));
     }
     Ok((json, d, guard))
 }
