@@ -91,25 +91,21 @@ impl PriceTable {
         Ok(table)
     }
 
-    /// Finds a model's price, tolerating dated snapshots (`gpt-4o-2024-08-06`, `claude-3-5-haiku-20241022`)
-    /// and `-latest` aliases by falling back to the longest catalogued prefix.
+    /// Finds a model's price, tolerating dated snapshots (`gpt-4o-2024-08-06`, `claude-3-5-haiku-20241022`),
+    /// `-latest` aliases and case. Nothing looser: `claude-opus-4-6` is not `claude-opus-4`, and a wrong
+    /// price is worse than an unknown one.
     pub fn lookup(&self, model: &str) -> Option<&PriceEntry> {
         if let Some(e) = self.models.get(model) {
             return Some(e);
         }
         let lower = model.to_ascii_lowercase();
         let trimmed = strip_snapshot(&lower);
-        if let Some(e) = self.models.get(trimmed) {
-            return Some(e);
-        }
-        self.models
-            .iter()
-            .filter(|(k, _)| {
-                let k = k.to_ascii_lowercase();
-                trimmed == k || (trimmed.starts_with(&k) && trimmed.as_bytes().get(k.len()) == Some(&b'-'))
-            })
-            .max_by_key(|(k, _)| k.len())
-            .map(|(_, e)| e)
+        self.models.get(trimmed).or_else(|| {
+            self.models
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(trimmed) || k.eq_ignore_ascii_case(&lower))
+                .map(|(_, e)| e)
+        })
     }
 
     /// Every catalogued model, sorted by name.

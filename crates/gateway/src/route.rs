@@ -23,6 +23,8 @@ pub struct Target {
 pub struct Routes {
     providers: HashMap<String, Arc<ProviderConfig>>,
     config: Arc<Config>,
+    /// Upstream models already warned about for having no price.
+    unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Routes {
@@ -32,7 +34,11 @@ impl Routes {
             .iter()
             .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
             .collect();
-        Routes { providers, config }
+        Routes {
+            providers,
+            config,
+            unpriced: Default::default(),
+        }
     }
 
     /// The model and its fallbacks, in order.
@@ -74,6 +80,15 @@ impl Routes {
         let price = price
             .or_else(|| self.config.prices.get(upstream).copied())
             .or_else(|| PriceTable::bundled().lookup(upstream).map(|e| e.price));
+        if price.is_none() {
+            let mut seen = self.unpriced.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.insert(upstream.to_owned()) {
+                tracing::warn!(
+                    model = upstream,
+                    "no price known for this model: its calls are logged without cost; add it under [prices] in leanlm.toml"
+                );
+            }
+        }
         Target {
             model: model.to_owned(),
             upstream_model: upstream.to_owned(),

@@ -1,0 +1,220 @@
+"""The official OpenAI and Anthropic Python SDKs, and curl, against the real gateway binary."""
+
+import json
+import subprocess
+
+import anthropic
+import openai
+import pytest
+
+
+def oai(gw, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client-anything", **kw)
+
+
+def ant(gw, **kw) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key="ak-client-anything", **kw)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_openai_sdk_plain_call_and_cost_headers(gateway):
+    raw = oai(gateway).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello sdk"}], seed=1
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Echo: hello sdk"
+    assert completion.usage.prompt_tokens > 0
+    assert raw.headers["x-leanlm-model"] == "gpt-4o-mini"
+    assert float(raw.headers["x-leanlm-cost-usd"]) > 0
+    call_id = raw.headers["x-leanlm-call-id"]
+    record = json.loads(gateway.cli("call", call_id))
+    assert record["status"] == "ok"
+    assert abs(record["cost_usd"] - float(raw.headers["x-leanlm-cost-usd"])) < 1e-8
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"])
+def test_openai_sdk_streams_from_every_provider(gateway, model):
+    stream = oai(gateway).chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "stream me please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == "Echo: stream me please"
+    assert usage is not None and usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"])
+def test_openai_sdk_tools(gateway, model):
+    c = oai(gateway).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "weather in Oslo?"}], tools=[WEATHER]
+    )
+    call = c.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "mock"}
+    assert c.choices[0].finish_reason == "tool_calls"
+    # The tool result goes back and the model answers in text.
+    follow = oai(gateway).chat.completions.create(
+        model=model,
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ],
+    )
+    assert follow.choices[0].message.content.startswith("Echo:")
+
+
+def test_openai_sdk_json_schema(gateway):
+    c = oai(gateway).chat.completions.create(
+        model="claude-haiku-4-5",
+        messages=[{"role": "user", "content": "json please"}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "e", "schema": {"type": "object", "properties": {"echo": {"type": "string"}}}},
+        },
+    )
+    assert json.loads(c.choices[0].message.content) == {"echo": "json please"}
+
+
+def test_openai_sdk_embeddings_and_models(gateway):
+    e = oai(gateway).embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert len(e.data) == 2 and len(e.data[0].embedding) == 8
+    ids = [m.id for m in oai(gateway).models.list()]
+    assert "fast" in ids and "gpt-4o-mini" in ids
+
+
+def test_openai_sdk_errors_are_typed(gateway):
+    client = oai(gateway, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert "no-such-model" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="gpt-4o", messages=[])
+    assert "messages" in e.value.message
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "[[mock:status=503]]"}])
+    assert e.value.status_code == 503
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(
+            model="gpt-4o", stream=True, messages=[{"role": "user", "content": "a b c d [[mock:truncate]]"}]
+        ))
+
+
+def test_fallback_is_reported(gateway):
+    raw = oai(gateway).chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-leanlm-model"] == "fast"
+    assert raw.parse().choices[0].message.content == "Echo: hi"
+
+
+def test_anthropic_sdk_plain_and_stream(gateway):
+    client = ant(gateway)
+    m = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=50, system="be brief",
+        messages=[{"role": "user", "content": "hello claude"}],
+    )
+    assert m.content[0].text == "Echo: hello claude"
+    assert m.usage.input_tokens > 0
+    with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "stream claude"}]
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "Echo: stream claude"
+    assert final.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gemini-2.5-flash"])
+def test_anthropic_sdk_served_by_other_providers(gateway, model):
+    client = ant(gateway)
+    m = client.messages.create(model=model, max_tokens=50, messages=[{"role": "user", "content": "cross"}])
+    assert m.content[0].text == "Echo: cross"
+    with client.messages.stream(model=model, max_tokens=50, messages=[{"role": "user", "content": "cross stream"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "Echo: cross stream"
+    assert final.usage.output_tokens > 0
+    tools = [{"name": "get_weather", "description": "w",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    m = client.messages.create(model=model, max_tokens=50, tools=tools,
+                               messages=[{"role": "user", "content": "weather?"}])
+    block = next(b for b in m.content if b.type == "tool_use")
+    assert block.name == "get_weather" and block.input == {"city": "mock"}
+    assert m.stop_reason == "tool_use"
+
+
+def test_anthropic_sdk_errors_are_typed(gateway):
+    client = ant(gateway, max_retries=0)
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(model="claude-haiku-4-5", max_tokens=0, messages=[{"role": "user", "content": "x"}])
+    assert "max_tokens" in e.value.message
+    with pytest.raises(anthropic.RateLimitError):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=5,
+                               messages=[{"role": "user", "content": "[[mock:status=429]]"}])
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True)
+
+
+def test_curl_plain_stream_and_errors(gateway):
+    out = curl("-i", gateway.url + "/v1/chat/completions", "-H", "content-type: application/json",
+               "-d", '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"from curl"}]}')
+    head, body = out.stdout.split("\n\n", 1)  # text mode folds CRLF
+    assert "x-leanlm-call-id:" in head.lower()
+    assert json.loads(body)["choices"][0]["message"]["content"] == "Echo: from curl"
+    out = curl("-N", gateway.url + "/v1/messages", "-d",
+               '{"model":"claude-haiku-4-5","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"s"}]}')
+    assert "event: message_stop" in out.stdout
+    out = curl("-w", "%{http_code}", gateway.url + "/v1/chat/completions", "-d", "{broken")
+    assert out.stdout.endswith("400") and "not valid JSON" in out.stdout
+
+
+def test_calls_and_spend_are_recorded(gateway):
+    oai(gateway).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "spend"}])
+    calls = gateway.calls()
+    assert any(c["requested_model"] == "gpt-4o" and c["status"] == "ok" for c in calls)
+    assert any(c["status"] == "client_error" for c in calls)
+    spend = json.loads(gateway.cli("spend", "--json"))
+    assert any(r["key"] == "gpt-4o" and r["cost_usd"] > 0 for r in spend)
+    table = gateway.cli("spend", "--by", "day")
+    assert "total:" in table
+
+
+def test_sigterm_flushes_every_call(fresh_gateway):
+    client = oai(fresh_gateway)
+    for i in range(30):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"n{i}"}])
+    assert fresh_gateway.stop() == 0
+    assert len(fresh_gateway.calls()) == 30
+    # The configured provider key is nowhere in the call log.
+    assert b"sk-gateway-owned-key-42" not in fresh_gateway.db.read_bytes()
+
+
+def test_bad_config_is_refused_with_file_line_and_field(tmp_path):
+    from conftest import LEANLM
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\nlisten = "127.0.0.1:1"\n\n[models.m]\nprovider = "nowhere"\n')
+    out = subprocess.run([str(LEANLM), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0
+    assert f"{cfg}:5:" in out.stderr and "nowhere" in out.stderr
