@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Gateway overhead benchmark: the same load sent straight to a fast mock upstream and through LeanLM
+# (call logging on, SQLite), measured in one run. Reports added latency at p50/p99, throughput and peak
+# memory as ratios against the direct run.
+#
+#   bench/overhead.sh                 # ~2 minutes
+#   DURATION=20 bench/overhead.sh     # longer, steadier runs
+#   LITELLM=1 bench/overhead.sh       # also measure the LiteLLM proxy where `pip install 'litellm[proxy]'` works
+#
+# Everything binds to 127.0.0.1. Results go to bench/results/overhead-<date>.json and a Markdown table on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-8}"
+RATE="${RATE:-1000}"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release -q -p leanlm -p leanlm-mock
+bin="$target/release"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# A ~1 KB chat request, as a classification or extraction call might send.
+python3 - "$work/body.json" <<'PY'
+import json, sys
+system = ("You are a support assistant for a retail bank. Classify the customer's message into exactly one "
+          "intent from the list and answer with the intent name only. Intents: card_arrival, card_linking, "
+          "exchange_rate, card_payment_wrong_exchange_rate, extra_charge_on_statement, pending_cash_withdrawal, "
+          "fiat_currency_support, card_delivery_estimate, automatic_top_up, card_not_working, "
+          "exchange_via_app, lost_or_stolen_card, age_limit, pin_blocked, contactless_not_working, "
+          "top_up_by_bank_transfer_charge, pending_top_up, cancel_transfer, top_up_limits, wrong_amount_of_cash_received.")
+body = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 16,
+        "messages": [{"role": "system", "content": system},
+                     {"role": "user", "content": "I ordered my card two weeks ago and it still has not arrived, when will I get it? " * 3}]}
+s = json.dumps(body)
+open(sys.argv[1], "w").write(s)
+print(f"request body: {len(s)} bytes", file=sys.stderr)
+PY
+
+"$bin/leanlm-mock" --listen 127.0.0.1:0 --threads 1 > "$work/mock.addr" &
+pids+=($!); mock_pid=$!
+for _ in $(seq 50); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
+mock="http://$(head -1 "$work/mock.addr")"
+
+cat > "$work/leanlm.toml" <<TOML
+[providers.openai]
+kind = "openai"
+base_url = "$mock/v1"
+api_key = "sk-bench"
+[store]
+url = "sqlite://$work/calls.db"
+TOML
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+LEANLM_LOG=warn "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$port" > "$work/gw.log" 2>&1 &
+pids+=($!); gw_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+run() { # label url concurrency rate
+    "$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --label "$1" \
+        --concurrency "$3" --rate "$4" --duration-secs "$DURATION" --warmup-secs 1
+}
+
+results="$work/results.jsonl"
+for c in 1 32 128; do
+    # Latency at a fixed rate (open loop), then throughput (closed loop), direct and through LeanLM.
+    for mode in "$RATE" 0; do
+        run direct "$mock" "$c" "$mode" >> "$results"
+        run leanlm "http://127.0.0.1:$port" "$c" "$mode" >> "$results"
+    done
+done
+
+rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+gw_rss=$(rss "$gw_pid"); mock_rss=$(rss "$mock_pid")
+logged=$("$bin/leanlm" calls --db "sqlite://$work/calls.db" --json --limit 100000000 | wc -l)
+
+litellm_note="not measured (set LITELLM=1)"
+if [ "${LITELLM:-0}" = 1 ]; then
+    venv="${LITELLM_VENV:-$target/litellm-venv}"
+    if { [ -x "$venv/bin/litellm" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'litellm[proxy]'; }; } 2>"$work/litellm-install.log"; then
+        lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        cat > "$work/litellm.yaml" <<YAML
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "$mock/v1", api_key: sk-bench}
+YAML
+        "$venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "$lport" > "$work/litellm.log" 2>&1 &
+        pids+=($!); ll_pid=$!
+        for _ in $(seq 600); do curl -sf "http://127.0.0.1:$lport/health/liveliness" >/dev/null && break; sleep 0.2; done
+        for c in 1 32; do
+            run litellm "http://127.0.0.1:$lport" "$c" "$RATE" >> "$results"
+            run litellm "http://127.0.0.1:$lport" "$c" 0 >> "$results"
+        done
+        litellm_note="peak RSS $(( $(rss "$ll_pid") / 1024 )) MB"
+    else
+        litellm_note="pip install 'litellm[proxy]' failed here: $(tail -1 "$work/litellm-install.log")"
+    fi
+fi
+
+mkdir -p bench/results
+out="bench/results/overhead-$(date -u +%Y%m%d).json"
+python3 - "$results" "$gw_rss" "$mock_rss" "$logged" "$litellm_note" "$out" <<'PY'
+import json, sys, platform, os
+rows = [json.loads(l) for l in open(sys.argv[1])]
+gw_rss, mock_rss, logged, note, out = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+def get(label, c, rate):
+    return next((r for r in rows if r["label"] == label and r["concurrency"] == c and r["rate"] == rate), None)
+print(f"machine: {os.cpu_count()} cores, {platform.machine()}; gateway peak RSS {gw_rss/1024:.1f} MB "
+      f"(mock {mock_rss/1024:.1f} MB); calls logged: {logged}; LiteLLM: {note}\n")
+print("| concurrency | load | direct p50 / p99 (µs) | via LeanLM p50 / p99 (µs) | added p50 / p99 (µs) | throughput via LeanLM / direct |")
+print("|---|---|---|---|---|---|")
+summary = []
+for r in rows:
+    if r["label"] != "direct":
+        continue
+    c, rate = r["concurrency"], r["rate"]
+    for other in ("leanlm", "litellm"):
+        g = get(other, c, rate)
+        if not g:
+            continue
+        load = f"{rate:.0f} req/s" if rate else "max"
+        ratio = g["rps"] / r["rps"]
+        added50, added99 = g["p50_us"] - r["p50_us"], g["p99_us"] - r["p99_us"]
+        name = "" if other == "leanlm" else " (LiteLLM)"
+        print(f"| {c}{name} | {load} | {r['p50_us']} / {r['p99_us']} | {g['p50_us']} / {g['p99_us']} | "
+              f"{added50} / {added99} | {g['rps']:.0f} / {r['rps']:.0f} = {ratio:.2f} |")
+        summary.append({"via": other, "concurrency": c, "rate": rate, "added_p50_us": added50, "added_p99_us": added99,
+                        "throughput_ratio": ratio, "direct": r, "proxied": g})
+json.dump({"rows": rows, "summary": summary, "gateway_peak_rss_kb": gw_rss, "mock_peak_rss_kb": mock_rss,
+           "calls_logged": logged, "litellm": note}, open(out, "w"), indent=1)
+print(f"\nraw results: {out}")
+PY
