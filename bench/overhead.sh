@@ -7,6 +7,10 @@
 #   DURATION=20 bench/overhead.sh     # longer, steadier runs
 #   LITELLM=1 bench/overhead.sh       # also measure the LiteLLM proxy where `pip install 'litellm[proxy]'` works
 #
+# For scale, each load also goes through a bare reverse proxy (hyper, no parsing, no logging: `leanlm-mock
+# --forward`), the floor cost of one more HTTP hop on this machine.
+#
+# The gateway's CPU time per request is read from /proc for each run (the mock's too, for the direct runs).
 # Everything binds to 127.0.0.1. Results go to bench/results/overhead-<date>.json and a Markdown table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +47,12 @@ pids+=($!); mock_pid=$!
 for _ in $(seq 50); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
 mock="http://$(head -1 "$work/mock.addr")"
 
+# A do-nothing reverse proxy: the floor cost of one more HTTP hop on this machine, for scale.
+"$bin/leanlm-mock" --listen 127.0.0.1:0 --forward "$mock" > "$work/floor.addr" &
+pids+=($!); floor_pid=$!
+for _ in $(seq 50); do [ -s "$work/floor.addr" ] && break; sleep 0.1; done
+floor="http://$(head -1 "$work/floor.addr")"
+
 cat > "$work/leanlm.toml" <<TOML
 [providers.openai]
 kind = "openai"
@@ -56,17 +66,27 @@ LEANLM_LOG=warn "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0
 pids+=($!); gw_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
-run() { # label url concurrency rate
-    "$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --label "$1" \
-        --concurrency "$3" --rate "$4" --duration-secs "$DURATION" --warmup-secs 1
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+run() { # label url concurrency rate server-pid
+    # A short warm-up run first, so connections are open and CPU time is counted for measured requests only.
+    "$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --concurrency "$3" \
+        --rate "$4" --duration-secs 1 --warmup-secs 0 > /dev/null
+    local t0 t1 out
+    t0=$(ticks "$5")
+    out=$("$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --label "$1" \
+        --concurrency "$3" --rate "$4" --duration-secs "$DURATION" --warmup-secs 0)
+    t1=$(ticks "$5")
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["server_cpu_us_per_request"]=(int(sys.argv[3])-int(sys.argv[2]))*1e6/int(sys.argv[4])/max(r["requests"],1); print(json.dumps(r))' "$out" "$t0" "$t1" "$hz"
 }
 
 results="$work/results.jsonl"
 for c in 1 32 128; do
     # Latency at a fixed rate (open loop), then throughput (closed loop), direct and through LeanLM.
     for mode in "$RATE" 0; do
-        run direct "$mock" "$c" "$mode" >> "$results"
-        run leanlm "http://127.0.0.1:$port" "$c" "$mode" >> "$results"
+        run direct "$mock" "$c" "$mode" "$mock_pid" >> "$results"
+        run leanlm "http://127.0.0.1:$port" "$c" "$mode" "$gw_pid" >> "$results"
+        run bare-proxy "$floor" "$c" "$mode" "$floor_pid" >> "$results"
     done
 done
 
@@ -88,8 +108,8 @@ YAML
         pids+=($!); ll_pid=$!
         for _ in $(seq 600); do curl -sf "http://127.0.0.1:$lport/health/liveliness" >/dev/null && break; sleep 0.2; done
         for c in 1 32; do
-            run litellm "http://127.0.0.1:$lport" "$c" "$RATE" >> "$results"
-            run litellm "http://127.0.0.1:$lport" "$c" 0 >> "$results"
+            run litellm "http://127.0.0.1:$lport" "$c" "$RATE" "$ll_pid" >> "$results"
+            run litellm "http://127.0.0.1:$lport" "$c" 0 "$ll_pid" >> "$results"
         done
         litellm_note="peak RSS $(( $(rss "$ll_pid") / 1024 )) MB"
     else
@@ -107,23 +127,23 @@ def get(label, c, rate):
     return next((r for r in rows if r["label"] == label and r["concurrency"] == c and r["rate"] == rate), None)
 print(f"machine: {os.cpu_count()} cores, {platform.machine()}; gateway peak RSS {gw_rss/1024:.1f} MB "
       f"(mock {mock_rss/1024:.1f} MB); calls logged: {logged}; LiteLLM: {note}\n")
-print("| concurrency | load | direct p50 / p99 (µs) | via LeanLM p50 / p99 (µs) | added p50 / p99 (µs) | throughput via LeanLM / direct |")
-print("|---|---|---|---|---|---|")
+print("| concurrency | load | direct p50 / p99 (µs) | via gateway p50 / p99 (µs) | added p50 / p99 (µs) | throughput via gateway / direct | CPU per request: gateway / mock (µs) |")
+print("|---|---|---|---|---|---|---|")
 summary = []
 for r in rows:
     if r["label"] != "direct":
         continue
     c, rate = r["concurrency"], r["rate"]
-    for other in ("leanlm", "litellm"):
+    for other in ("leanlm", "bare-proxy", "litellm"):
         g = get(other, c, rate)
         if not g:
             continue
         load = f"{rate:.0f} req/s" if rate else "max"
         ratio = g["rps"] / r["rps"]
         added50, added99 = g["p50_us"] - r["p50_us"], g["p99_us"] - r["p99_us"]
-        name = "" if other == "leanlm" else " (LiteLLM)"
+        name = {"leanlm": "", "bare-proxy": " (bare proxy)", "litellm": " (LiteLLM)"}[other]
         print(f"| {c}{name} | {load} | {r['p50_us']} / {r['p99_us']} | {g['p50_us']} / {g['p99_us']} | "
-              f"{added50} / {added99} | {g['rps']:.0f} / {r['rps']:.0f} = {ratio:.2f} |")
+              f"{added50} / {added99} | {g['rps']:.0f} / {r['rps']:.0f} = {ratio:.2f} | {g['server_cpu_us_per_request']:.0f} / {r['server_cpu_us_per_request']:.0f} |")
         summary.append({"via": other, "concurrency": c, "rate": rate, "added_p50_us": added50, "added_p99_us": added99,
                         "throughput_ratio": ratio, "direct": r, "proxied": g})
 json.dump({"rows": rows, "summary": summary, "gateway_peak_rss_kb": gw_rss, "mock_peak_rss_kb": mock_rss,

@@ -8,6 +8,11 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::{Config, Overrides};
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store};
 
+// mimalloc: the request path allocates many small buffers across threads, where glibc's malloc showed up
+// at ~9% of the gateway's CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "leanlm",
@@ -129,8 +134,18 @@ fn usd(c: Option<f64>) -> String {
     c.map(|c| format!("${c:.6}")).unwrap_or_else(|| "-".into())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole chain of context on one line, without a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEANLM_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -59,6 +59,41 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// The longest silence allowed between two events of a stream.
     pub stream_idle_timeout: Duration,
+    /// Endpoint URLs parsed once at start, not on every request.
+    pub(crate) chat_url: reqwest::Url,
+    pub(crate) embeddings_url: reqwest::Url,
+}
+
+impl ProviderConfig {
+    fn new(
+        name: String,
+        kind: ProviderKind,
+        base_url: String,
+        api_key: Option<Secret>,
+        timeout: Duration,
+        stream_idle_timeout: Duration,
+    ) -> Result<Self, String> {
+        let parse = |path: &str| {
+            reqwest::Url::parse(&format!("{base_url}{path}"))
+                .map_err(|e| format!("providers.{name}.base_url: `{base_url}` is not a valid URL: {e}"))
+        };
+        let (chat, embeddings) = match kind {
+            ProviderKind::OpenAi => ("/chat/completions", "/embeddings"),
+            ProviderKind::Anthropic => ("/v1/messages", "/v1/embeddings"),
+            // Gemini names the model in the path; these are only checked here.
+            ProviderKind::Gemini => ("/v1beta/models", "/v1beta/models"),
+        };
+        Ok(ProviderConfig {
+            chat_url: parse(chat)?,
+            embeddings_url: parse(embeddings)?,
+            name,
+            kind,
+            base_url,
+            api_key,
+            timeout,
+            stream_idle_timeout,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -257,19 +292,21 @@ impl Config {
         let mut providers = BTreeMap::new();
         for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Gemini] {
             let name = kind.as_str().to_owned();
-            providers.insert(
+            let base_url = env(default_base_env(kind))
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| default_base_url(kind).to_owned());
+            let key = env(default_key_env(kind)).filter(|s| !s.is_empty()).map(Secret::new);
+            let p = ProviderConfig::new(
                 name.clone(),
-                ProviderConfig {
-                    name,
-                    kind,
-                    base_url: env(default_base_env(kind))
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| default_base_url(kind).to_owned()),
-                    api_key: env(default_key_env(kind)).filter(|s| !s.is_empty()).map(Secret::new),
-                    timeout: Duration::from_secs(600),
-                    stream_idle_timeout: Duration::from_secs(300),
-                },
-            );
+                kind,
+                base_url,
+                key,
+                Duration::from_secs(600),
+                Duration::from_secs(300),
+            )
+            .map_err(|e| ConfigError::Other(format!("{e} (from {})", default_base_env(kind))))?;
+            providers.insert(name, p);
         }
         for (name, p) in &raw.providers {
             let offset = p.span().start;
@@ -309,17 +346,17 @@ impl Config {
                 Some(s) => Ok(Duration::from_secs(s)),
                 None => Ok(Duration::from_secs(default)),
             };
-            providers.insert(
+            let base_offset = p.base_url.as_ref().map(|u| u.span().start).unwrap_or(offset);
+            let provider = ProviderConfig::new(
                 name.clone(),
-                ProviderConfig {
-                    name: name.clone(),
-                    kind: p.kind,
-                    base_url,
-                    api_key,
-                    timeout: secs(p.timeout_secs, 600, "timeout_secs")?,
-                    stream_idle_timeout: secs(p.stream_idle_timeout_secs, 300, "stream_idle_timeout_secs")?,
-                },
-            );
+                p.kind,
+                base_url,
+                api_key,
+                secs(p.timeout_secs, 600, "timeout_secs")?,
+                secs(p.stream_idle_timeout_secs, 300, "stream_idle_timeout_secs")?,
+            )
+            .map_err(|e| at(base_offset, e))?;
+            providers.insert(name.clone(), provider);
         }
 
         let mut models = BTreeMap::new();
@@ -394,7 +431,7 @@ impl Config {
                 .or(raw.store.url)
                 .unwrap_or_else(|| "sqlite://leanlm.db".to_owned()),
             log_bodies: raw.store.log_bodies.unwrap_or(true),
-            log_queue_capacity: raw.store.queue_capacity.unwrap_or(50_000).max(1),
+            log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             retry,
             providers,
@@ -478,6 +515,11 @@ price = { input = 0.1, output = 0.2 }
             .to_string();
         assert!(e.starts_with("leanlm.toml:3:"), "{e}");
         assert!(e.contains("timeout_secs"), "{e}");
+
+        let e = parse("[providers.x]\nkind = \"openai\"\nbase_url = \"http://exa mple.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("leanlm.toml:3:") && e.contains("not a valid URL"), "{e}");
 
         let e = parse("[providers.x]\nkind = \"cohere\"\n").unwrap_err().to_string();
         assert!(e.contains("cohere"), "{e}");

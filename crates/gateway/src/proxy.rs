@@ -364,6 +364,33 @@ fn success_headers(resp: &mut Response, call_id: &str, target: &Target, upstream
     put(HEADER_PROVIDER, &target.provider.name);
 }
 
+/// The only part of a response LeanLM reads when it passes the body through untouched; serde skips the rest
+/// without building it.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+fn usage_of_object(kind: ProviderKind, usage: &Value) -> Option<Usage> {
+    match kind {
+        ProviderKind::OpenAi => Usage::from_openai(usage),
+        ProviderKind::Anthropic => Usage::from_anthropic(usage),
+        ProviderKind::Gemini => Usage::from_gemini(usage),
+    }
+}
+
+fn not_json(target: &Target, e: &serde_json::Error, bytes: &[u8]) -> WireError {
+    let preview: String = String::from_utf8_lossy(bytes).chars().take(200).collect();
+    WireError::new(
+        ErrorKind::Upstream,
+        format!(
+            "upstream `{}` returned an answer that is not valid JSON ({e}): {preview}",
+            target.provider.name
+        ),
+    )
+}
+
 fn usage_of(kind: ProviderKind, v: &Value) -> Option<Usage> {
     match kind {
         ProviderKind::OpenAi => v.get("usage").and_then(Usage::from_openai),
@@ -479,41 +506,57 @@ async fn unary_response(
             return rec.fail(format, 504, err, CallStatus::UpstreamError);
         }
     };
-    let v: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let preview: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-            let err = WireError::new(
-                ErrorKind::Upstream,
-                format!(
-                    "upstream `{}` returned an answer that is not valid JSON ({e}): {preview}",
-                    target.provider.name
-                ),
-            );
-            return rec.fail(format, 502, err, CallStatus::UpstreamError);
+    // Same format both sides: the body goes back untouched, and only its usage is read.
+    let passthrough = matches!(
+        (kind, format),
+        (ProviderKind::OpenAi, ClientFormat::OpenAi) | (ProviderKind::Anthropic, ClientFormat::Anthropic)
+    );
+    let (full, found) = if passthrough {
+        match serde_json::from_slice::<UsageOnly>(&bytes) {
+            Ok(head) => (None, head.usage.as_ref().and_then(|u| usage_of_object(kind, u))),
+            Err(e) => return rec.fail(format, 502, not_json(&target, &e, &bytes), CallStatus::UpstreamError),
+        }
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => {
+                if kind == ProviderKind::Gemini
+                    && let Some(reason) = gemini::blocked_reason(&v)
+                {
+                    return rec.fail(format, 400, WireError::invalid(reason), CallStatus::UpstreamError);
+                }
+                let found = usage_of(kind, &v);
+                (Some(v), found)
+            }
+            Err(e) => return rec.fail(format, 502, not_json(&target, &e, &bytes), CallStatus::UpstreamError),
         }
     };
-    if kind == ProviderKind::Gemini
-        && let Some(reason) = gemini::blocked_reason(&v)
-    {
-        return rec.fail(format, 400, WireError::invalid(reason), CallStatus::UpstreamError);
-    }
-    let (usage, estimated) = match usage_of(kind, &v) {
+    let (usage, estimated) = match found {
         Some(u) => (u, false),
-        None => (estimate_usage(&target, &ingress, &response_text(kind, &v)), true),
-    };
-    let out: Bytes = match (kind, format) {
-        (ProviderKind::OpenAi, ClientFormat::OpenAi) | (ProviderKind::Anthropic, ClientFormat::Anthropic) => bytes,
-        (ProviderKind::Anthropic, ClientFormat::OpenAi) => anthropic::response_to_openai(&v).to_string().into(),
-        (ProviderKind::Gemini, ClientFormat::OpenAi) => {
-            gemini::response_to_openai(&v, &target.model).to_string().into()
+        None => {
+            let text = match &full {
+                Some(v) => response_text(kind, v),
+                None => serde_json::from_slice::<Value>(&bytes)
+                    .map(|v| response_text(kind, &v))
+                    .unwrap_or_default(),
+            };
+            (estimate_usage(&target, &ingress, &text), true)
         }
-        (ProviderKind::OpenAi, ClientFormat::Anthropic) => anthropic::response_from_openai(&v).to_string().into(),
-        (ProviderKind::Gemini, ClientFormat::Anthropic) => {
-            anthropic::response_from_openai(&gemini::response_to_openai(&v, &target.model))
+    };
+    let out: Bytes = match (&full, kind, format) {
+        (None, ..) => bytes,
+        (Some(v), ProviderKind::Anthropic, ClientFormat::OpenAi) => anthropic::response_to_openai(v).to_string().into(),
+        (Some(v), ProviderKind::Gemini, ClientFormat::OpenAi) => {
+            gemini::response_to_openai(v, &target.model).to_string().into()
+        }
+        (Some(v), ProviderKind::OpenAi, ClientFormat::Anthropic) => {
+            anthropic::response_from_openai(v).to_string().into()
+        }
+        (Some(v), ProviderKind::Gemini, ClientFormat::Anthropic) => {
+            anthropic::response_from_openai(&gemini::response_to_openai(v, &target.model))
                 .to_string()
                 .into()
         }
+        (Some(v), ..) => v.to_string().into(),
     };
     let r = rec.rec();
     settle_cost(r, &target, usage, estimated);

@@ -29,7 +29,7 @@ pub enum Operation {
 /// A request ready to send to one target.
 #[derive(Debug)]
 pub struct Prepared {
-    pub url: String,
+    pub url: reqwest::Url,
     pub body: Bytes,
     pub headers: HeaderMap,
 }
@@ -58,31 +58,32 @@ pub fn prepare(target: &Target, op: Operation, body: Bytes, auth: &ClientAuth) -
                 )
             })
     };
+    let gemini = |action: &str| {
+        reqwest::Url::parse(&format!(
+            "{}/v1beta/models/{}:{action}",
+            p.base_url, target.upstream_model
+        ))
+        .map_err(|e| {
+            WireError::invalid(format!(
+                "model name `{}` cannot go in a URL: {e}",
+                target.upstream_model
+            ))
+        })
+    };
     let url = match (p.kind, op) {
-        (ProviderKind::OpenAi, Operation::Chat { .. }) => format!("{}/chat/completions", p.base_url),
-        (ProviderKind::OpenAi, Operation::Embeddings) => format!("{}/embeddings", p.base_url),
-        (ProviderKind::Anthropic, Operation::Chat { .. }) => format!("{}/v1/messages", p.base_url),
+        (ProviderKind::OpenAi, Operation::Chat { .. }) | (ProviderKind::Anthropic, Operation::Chat { .. }) => {
+            p.chat_url.clone()
+        }
+        (ProviderKind::OpenAi, Operation::Embeddings) => p.embeddings_url.clone(),
         (ProviderKind::Anthropic, Operation::Embeddings) => {
             return Err(WireError::invalid(format!(
                 "model `{}` is served by an Anthropic provider, which has no embeddings endpoint",
                 target.model
             )));
         }
-        (ProviderKind::Gemini, Operation::Chat { stream: false }) => {
-            format!("{}/v1beta/models/{}:generateContent", p.base_url, target.upstream_model)
-        }
-        (ProviderKind::Gemini, Operation::Chat { stream: true }) => {
-            format!(
-                "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
-                p.base_url, target.upstream_model
-            )
-        }
-        (ProviderKind::Gemini, Operation::Embeddings) => {
-            format!(
-                "{}/v1beta/models/{}:batchEmbedContents",
-                p.base_url, target.upstream_model
-            )
-        }
+        (ProviderKind::Gemini, Operation::Chat { stream: false }) => gemini("generateContent")?,
+        (ProviderKind::Gemini, Operation::Chat { stream: true }) => gemini("streamGenerateContent?alt=sse")?,
+        (ProviderKind::Gemini, Operation::Embeddings) => gemini("batchEmbedContents")?,
     };
     match p.kind {
         ProviderKind::OpenAi => {
@@ -243,7 +244,7 @@ pub async fn send(
             attempts += 1;
             let started = Instant::now();
             let req = http
-                .post(&prepared.url)
+                .post(prepared.url.clone())
                 .headers(prepared.headers.clone())
                 .body(prepared.body.clone());
             let result = tokio::time::timeout(provider.timeout, req.send()).await;

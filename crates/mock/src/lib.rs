@@ -759,3 +759,48 @@ mod tests {
         assert_eq!(last_user_text(Format::OpenAi, &body), "hello  world");
     }
 }
+
+/// A bare reverse proxy: every request goes to `base` + its path, body and response copied as they are.
+/// It parses nothing and records nothing: the floor any gateway pays for one more HTTP hop.
+pub async fn forward(listener: TcpListener, base: String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let app = Router::new().fallback(move |req: axum::extract::Request| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                return StatusCode::BAD_REQUEST.into_response();
+            };
+            let uri = format!("{base}{}", parts.uri.path());
+            let Ok(out) = hyper::Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body))
+            else {
+                return StatusCode::BAD_REQUEST.into_response();
+            };
+            match client.request(out).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    match body.collect().await {
+                        Ok(b) => Response::from_parts(parts, Body::from(b.to_bytes())),
+                        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+                    }
+                }
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+    });
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let _ = axum::serve(listener, app).await;
+}

@@ -1,4 +1,6 @@
 //! `leanlm-mock`: the mock upstream as a standalone server, for the end-to-end tests and the benchmark.
+//! With `--forward URL` it is instead a do-nothing reverse proxy (no parsing, no logging), which the
+//! benchmark uses to measure the floor cost of one extra HTTP hop on the machine.
 
 use clap::Parser;
 
@@ -14,6 +16,9 @@ struct Args {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Be a bare reverse proxy to this base URL instead of a mock.
+    #[arg(long)]
+    forward: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,9 +29,17 @@ fn main() -> anyhow::Result<()> {
     }
     rt.enable_all().build()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-        let mock = leanlm_mock::Mock::serve(listener, args.record);
+        let addr = listener.local_addr()?;
+        match args.forward {
+            Some(base) => {
+                tokio::spawn(leanlm_mock::forward(listener, base));
+            }
+            None => {
+                leanlm_mock::Mock::serve(listener, args.record);
+            }
+        }
         // The first line on stdout is the address, for scripts that started us on port 0.
-        println!("{}", mock.addr);
+        println!("{addr}");
         tokio::signal::ctrl_c().await?;
         Ok(())
     })

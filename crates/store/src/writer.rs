@@ -8,7 +8,29 @@ use tokio::sync::mpsc;
 use crate::{CallRecord, Store};
 
 /// Records per transaction: large enough to amortise the commit, small enough to keep latency to disk low.
-const BATCH: usize = 256;
+const BATCH: usize = 512;
+/// How often an idle writer looks for new records: the longest a record waits before its transaction.
+const POLL: Duration = Duration::from_millis(10);
+
+fn write(store: &mut Store, batch: &[CallRecord], stats: &Stats) {
+    let n = batch.len() as u64;
+    // One retry covers a transient lock held by a reader; a second failure is counted and said.
+    let result = store.insert_batch(batch).or_else(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        store.insert_batch(batch)
+    });
+    match result {
+        Ok(()) => {
+            stats.written.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("leanlm_call_log_written_total").increment(n);
+        }
+        Err(e) => {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("leanlm_call_log_failed_total").increment(n);
+            tracing::error!(error = %e, records = n, "writing call log records failed");
+        }
+    }
+}
 
 /// The request path's handle on the call log. Cloning is cheap.
 #[derive(Clone)]
@@ -87,31 +109,30 @@ pub fn spawn_writer(mut store: Store, capacity: usize) -> (CallLog, LogWriter) {
         .name("leanlm-call-log".into())
         .spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
-            while let Some(first) = rx.blocking_recv() {
-                batch.push(first);
-                while batch.len() < BATCH {
+            loop {
+                // The writer polls instead of blocking on the channel: a sender then never has to wake
+                // this thread, so logging costs the request path no cross-thread wake-up, and a quiet
+                // gateway still writes within one poll interval.
+                let closed = loop {
                     match rx.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
+                        Ok(r) => {
+                            batch.push(r);
+                            if batch.len() == BATCH {
+                                break false;
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break false,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break true,
                     }
+                };
+                if batch.is_empty() {
+                    if closed {
+                        break;
+                    }
+                    std::thread::sleep(POLL);
+                    continue;
                 }
-                let n = batch.len() as u64;
-                // One retry covers a transient lock held by a reader; a second failure is counted and said.
-                let result = store.insert_batch(&batch).or_else(|_| {
-                    std::thread::sleep(Duration::from_millis(50));
-                    store.insert_batch(&batch)
-                });
-                match result {
-                    Ok(()) => {
-                        thread_stats.written.fetch_add(n, Ordering::Relaxed);
-                        metrics::counter!("leanlm_call_log_written_total").increment(n);
-                    }
-                    Err(e) => {
-                        thread_stats.failed.fetch_add(n, Ordering::Relaxed);
-                        metrics::counter!("leanlm_call_log_failed_total").increment(n);
-                        tracing::error!(error = %e, records = n, "writing call log records failed");
-                    }
-                }
+                write(&mut store, &batch, &thread_stats);
                 batch.clear();
             }
         })

@@ -116,8 +116,15 @@ fn main() -> anyhow::Result<()> {
                             if t >= end {
                                 break;
                             }
-                            tokio::time::sleep_until(t.into()).await;
-                            t
+                            if Instant::now() < t {
+                                // Ahead of schedule: wait, and time from the actual send, so the
+                                // timer's own lateness (about a millisecond) is not charged to the server.
+                                tokio::time::sleep_until(t.into()).await;
+                                Instant::now()
+                            } else {
+                                // Behind schedule: the server kept us waiting; charge it from the schedule.
+                                t
+                            }
                         }
                         None => {
                             let now = Instant::now();
