@@ -32,6 +32,8 @@ pub struct Prepared {
     pub url: reqwest::Url,
     pub body: Bytes,
     pub headers: HeaderMap,
+    /// The key the request carries (the provider's, or the client's), to scrub from upstream messages.
+    key: Option<Secret>,
 }
 
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -118,7 +120,12 @@ pub fn prepare(target: &Target, op: Operation, body: Bytes, auth: &ClientAuth) -
             }
         }
     }
-    Ok(Prepared { url, body, headers })
+    Ok(Prepared {
+        url,
+        body,
+        headers,
+        key: key.cloned(),
+    })
 }
 
 /// Why no upstream answered successfully.
@@ -267,7 +274,12 @@ pub async fn send(
                         .ok()
                         .and_then(Result::ok);
                     waited += t0.elapsed();
-                    let message = describe_error_body(provider, status, body.as_deref().unwrap_or_default());
+                    let message = describe_error_body(
+                        provider,
+                        status,
+                        body.as_deref().unwrap_or_default(),
+                        prepared.key.as_ref(),
+                    );
                     (UpstreamError::Status { status, message }, retry_after)
                 }
                 Ok(Err(e)) => (
@@ -352,7 +364,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The upstream's own error message, with any trace of the provider's key removed.
-fn describe_error_body(provider: &ProviderConfig, status: u16, body: &[u8]) -> String {
+fn describe_error_body(provider: &ProviderConfig, status: u16, body: &[u8], key: Option<&Secret>) -> String {
     let msg = leanlm_wire::error::upstream_error_message(body).unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let text: String = text.chars().take(300).collect();
@@ -362,7 +374,7 @@ fn describe_error_body(provider: &ProviderConfig, status: u16, body: &[u8]) -> S
             format!("upstream `{}` answered HTTP {status}: {}", provider.name, text.trim())
         }
     });
-    redact(&msg, provider.api_key.as_ref())
+    redact(&msg, key)
 }
 
 pub fn redact(text: &str, key: Option<&Secret>) -> String {

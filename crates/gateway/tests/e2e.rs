@@ -464,13 +464,19 @@ async fn upstream_errors_keep_status_and_message_in_the_clients_format() {
     let r = h
         .http
         .post(format!("{}/v1/messages", h.url))
-        .header("x-api-key", "bad-key")
+        .header("x-api-key", "sk-live-bad-key")
         .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(h.mock.stats.requests(), n + 1);
+    // The upstream echoed the key in its message; the client and the log get it scrubbed.
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert_eq!(msg, "mock: invalid API key [REDACTED]");
+    assert!(!h.call(&id).await.error.unwrap().contains("sk-live-bad-key"));
     h.shutdown().await;
 }
 

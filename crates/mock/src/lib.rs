@@ -287,7 +287,15 @@ async fn prelude(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if key.ends_with("bad-key") {
-        return Err(fail(guard, error_response(format, 401, "mock: invalid API key", None)));
+        return Err(fail(
+            guard,
+            error_response(
+                format,
+                401,
+                &format!("mock: invalid API key {}", key.trim_start_matches("Bearer ")),
+                None,
+            ),
+        ));
     }
     if let Some(ms) = d.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
