@@ -1,0 +1,607 @@
+//! The request path: client wire format in, upstream out, and back; every call recorded.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use leanlm_cost::{cost_usd, tokens};
+use leanlm_store::{CallRecord, CallStatus};
+use leanlm_wire::anthropic::{self, MessagesRequest};
+use leanlm_wire::openai::ChatRequest;
+use leanlm_wire::{ClientFormat, ErrorKind, ProviderKind, Usage, WireError, gemini};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::Secret;
+use crate::route::Target;
+use crate::server::AppState;
+use crate::upstream::{self, ClientAuth, Failed, Operation, Sent, status_of};
+
+mod embeddings;
+mod stream;
+
+pub(crate) use embeddings::embeddings;
+
+pub const HEADER_CALL_ID: &str = "x-leanlm-call-id";
+pub const HEADER_MODEL: &str = "x-leanlm-model";
+pub const HEADER_PROVIDER: &str = "x-leanlm-provider";
+pub const HEADER_COST: &str = "x-leanlm-cost-usd";
+pub const HEADER_COST_ESTIMATED: &str = "x-leanlm-cost-estimated";
+pub const HEADER_TASK: &str = "x-leanlm-task";
+
+/// Upstream response headers worth handing to the client (request ids, rate-limit state).
+fn forwardable(name: &str) -> bool {
+    name == "x-request-id"
+        || name == "request-id"
+        || name == "openai-processing-ms"
+        || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-")
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Owns a call's record until it is logged, exactly once. Dropped unfinished (the client went away and
+/// the request future was cancelled), it logs the call as `client_closed`.
+pub(crate) struct Recorder {
+    app: Arc<AppState>,
+    started: Instant,
+    rec: Option<CallRecord>,
+}
+
+impl Recorder {
+    fn new(app: &Arc<AppState>, format: ClientFormat, endpoint: &str, headers: &HeaderMap) -> Recorder {
+        let key = client_key(headers);
+        Recorder {
+            app: app.clone(),
+            started: Instant::now(),
+            rec: Some(CallRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                started_at_ms: unix_ms(),
+                endpoint: endpoint.to_owned(),
+                client_format: format.as_str().to_owned(),
+                client_key_id: key.map(|k| key_id(&k)),
+                task: headers
+                    .get(HEADER_TASK)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                requested_model: String::new(),
+                served_model: None,
+                provider: None,
+                upstream_model: None,
+                stream: false,
+                status: CallStatus::ClientClosed,
+                http_status: 499,
+                error: None,
+                usage: None,
+                cost_usd: None,
+                cost_estimated: false,
+                latency_ms: 0.0,
+                ttft_ms: None,
+                overhead_us: None,
+                attempts: 0,
+                request_body: None,
+                response_body: None,
+            }),
+        }
+    }
+
+    fn rec(&mut self) -> &mut CallRecord {
+        self.rec.as_mut().expect("a recorder is only used before it finishes")
+    }
+
+    fn id(&self) -> String {
+        self.rec.as_ref().map(|r| r.id.clone()).unwrap_or_default()
+    }
+
+    fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    fn set_target(&mut self, t: &Target) {
+        let r = self.rec();
+        r.served_model = Some(t.model.clone());
+        r.provider = Some(t.provider.name.clone());
+        r.upstream_model = Some(t.upstream_model.clone());
+    }
+
+    fn log(&mut self, status: CallStatus, http_status: u16) {
+        let latency = self.elapsed_ms();
+        if let Some(mut r) = self.rec.take() {
+            r.status = status;
+            r.http_status = http_status;
+            r.latency_ms = latency;
+            crate::metrics::record(&r);
+            self.app.log.record(r);
+        }
+    }
+
+    /// Ends the call with an error response in the client's format.
+    fn fail(mut self, format: ClientFormat, http_status: u16, err: WireError, status: CallStatus) -> Response {
+        self.rec().error = Some(err.message.clone());
+        let id = self.id();
+        self.log(status, http_status);
+        error_response(format, http_status, &err, &id)
+    }
+}
+
+impl Recorder {
+    /// Ends a call none of whose upstreams answered.
+    fn upstream_failed(mut self, format: ClientFormat, chain: &[Target], failed: Failed) -> Response {
+        self.set_target(&chain[failed.target]);
+        self.rec().attempts = failed.attempts;
+        self.rec().overhead_us = Some(self.started.elapsed().saturating_sub(failed.waited).as_secs_f64() * 1e6);
+        let (status, err) = failed.error.to_client();
+        let call_status = match failed.error {
+            upstream::UpstreamError::Translate(_) => CallStatus::ClientError,
+            _ => CallStatus::UpstreamError,
+        };
+        self.fail(format, status, err, call_status)
+    }
+
+    /// Ends a successful non-streaming call: settles its cost, logs it, and builds the response.
+    fn succeed(
+        mut self,
+        done: Answered,
+        target: &Target,
+        usage: Usage,
+        estimated: bool,
+        logged: Option<String>,
+    ) -> Response {
+        let r = self.rec();
+        settle_cost(r, target, usage, estimated);
+        r.response_body = logged;
+        let cost = r.cost_usd;
+        let id = r.id.clone();
+        self.rec().overhead_us = Some(self.started.elapsed().saturating_sub(done.waited).as_secs_f64() * 1e6);
+        self.log(CallStatus::Ok, 200);
+
+        let mut resp = ([(header::CONTENT_TYPE, "application/json")], done.body).into_response();
+        success_headers(&mut resp, &id, target, &done.headers);
+        if let Some(c) = cost
+            && let Ok(v) = HeaderValue::from_str(&format_cost(c))
+        {
+            resp.headers_mut().insert(HeaderName::from_static(HEADER_COST), v);
+        }
+        if estimated {
+            resp.headers_mut().insert(
+                HeaderName::from_static(HEADER_COST_ESTIMATED),
+                HeaderValue::from_static("true"),
+            );
+        }
+        resp
+    }
+}
+
+/// A whole non-streaming upstream answer.
+struct Answered {
+    body: Bytes,
+    headers: reqwest::header::HeaderMap,
+    /// Time spent waiting on upstreams, this read included.
+    waited: std::time::Duration,
+}
+
+/// Reads a non-streaming answer within the provider's timeout.
+async fn read_answer(sent: Sent, target: &Target) -> Result<Answered, (u16, WireError)> {
+    let Sent {
+        response, mut waited, ..
+    } = sent;
+    let headers = response.headers().clone();
+    let t0 = Instant::now();
+    let read = tokio::time::timeout(target.provider.timeout, response.bytes()).await;
+    waited += t0.elapsed();
+    let name = &target.provider.name;
+    match read {
+        Ok(Ok(body)) => Ok(Answered { body, headers, waited }),
+        Ok(Err(e)) => Err((
+            502,
+            WireError::new(
+                ErrorKind::Upstream,
+                format!("upstream `{name}` broke off while sending its answer: {e}"),
+            ),
+        )),
+        Err(_) => Err((
+            504,
+            WireError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "upstream `{name}` did not finish its answer within {}s",
+                    target.provider.timeout.as_secs()
+                ),
+            ),
+        )),
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.rec.is_some() {
+            self.log(CallStatus::ClientClosed, 499);
+        }
+    }
+}
+
+fn error_response(format: ClientFormat, status: u16, err: &WireError, call_id: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = (code, axum::Json(err.to_body(format))).into_response();
+    if let Ok(v) = HeaderValue::from_str(call_id) {
+        resp.headers_mut().insert(HeaderName::from_static(HEADER_CALL_ID), v);
+    }
+    resp
+}
+
+fn client_key(headers: &HeaderMap) -> Option<Secret> {
+    let v = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| {
+                    s.strip_prefix("Bearer ")
+                        .or_else(|| s.strip_prefix("bearer "))
+                        .unwrap_or(s)
+                })
+        })?
+        .trim();
+    (!v.is_empty()).then(|| Secret::new(v))
+}
+
+/// A stable, non-reversible id for a client key: enough to group calls by key, useless to an attacker.
+fn key_id(key: &Secret) -> String {
+    let digest = Sha256::digest(key.expose().as_bytes());
+    format!("key_{}", hex::encode(&digest[..6]))
+}
+
+fn client_auth(headers: &HeaderMap) -> ClientAuth {
+    ClientAuth {
+        key: client_key(headers),
+        anthropic_version: headers.get("anthropic-version").cloned(),
+        anthropic_beta: headers.get("anthropic-beta").cloned(),
+    }
+}
+
+/// Reads the request body up to the configured limit.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, WireError> {
+    let too_large = || {
+        WireError::new(
+            ErrorKind::RequestTooLarge,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(WireError::invalid(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// A chat request in the format the client sent.
+enum Ingress {
+    OpenAi(ChatRequest),
+    Anthropic(MessagesRequest),
+}
+
+impl Ingress {
+    fn model(&self) -> &str {
+        match self {
+            Ingress::OpenAi(r) => &r.model,
+            Ingress::Anthropic(r) => &r.model,
+        }
+    }
+
+    fn is_stream(&self) -> bool {
+        match self {
+            Ingress::OpenAi(r) => r.is_stream(),
+            Ingress::Anthropic(r) => r.is_stream(),
+        }
+    }
+
+    /// The request in the OpenAI hub format.
+    fn hub(&self) -> Result<ChatRequest, WireError> {
+        match self {
+            Ingress::OpenAi(r) => Ok(r.clone()),
+            Ingress::Anthropic(r) => r.clone().into_openai(),
+        }
+    }
+
+    /// The request body for one target, in the target's wire format.
+    fn body_for(&self, target: &Target) -> Result<Vec<u8>, WireError> {
+        let upstream = target.upstream_model.clone();
+        match (target.provider.kind, self) {
+            (ProviderKind::OpenAi, Ingress::OpenAi(r)) => {
+                let mut r = r.clone();
+                r.model = upstream;
+                if r.is_stream() {
+                    // Ask for usage even when the client did not, for exact cost; the extra chunk is
+                    // withheld from a client that did not ask for it.
+                    r.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
+                }
+                to_vec(&r)
+            }
+            (ProviderKind::Anthropic, Ingress::Anthropic(r)) => {
+                let mut r = r.clone();
+                r.model = upstream;
+                to_vec(&r)
+            }
+            (ProviderKind::OpenAi, Ingress::Anthropic(_)) => {
+                let mut hub = self.hub()?;
+                hub.model = upstream;
+                to_vec(&hub)
+            }
+            (ProviderKind::Anthropic, Ingress::OpenAi(_)) => {
+                let mut hub = self.hub()?;
+                hub.model = upstream;
+                to_vec(&anthropic::from_openai(hub)?)
+            }
+            (ProviderKind::Gemini, _) => to_vec(&gemini::from_openai(self.hub()?)?),
+        }
+    }
+}
+
+fn to_vec<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, WireError> {
+    serde_json::to_vec(v).map_err(|e| WireError::invalid(format!("could not encode the request: {e}")))
+}
+
+/// `POST /v1/chat/completions` and `POST /v1/messages`.
+pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: HeaderMap, body: Body) -> Response {
+    let endpoint = match format {
+        ClientFormat::OpenAi => "chat.completions",
+        ClientFormat::Anthropic => "messages",
+    };
+    let mut rec = Recorder::new(&app, format, endpoint, &headers);
+    let bytes = match read_body(&headers, body, app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
+    };
+    if app.config.log_bodies {
+        rec.rec().request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    let parsed = match format {
+        ClientFormat::OpenAi => ChatRequest::parse(&bytes).map(Ingress::OpenAi),
+        ClientFormat::Anthropic => MessagesRequest::parse(&bytes).map(Ingress::Anthropic),
+    };
+    let ingress = match parsed {
+        Ok(i) => i,
+        Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
+    };
+    rec.rec().requested_model = ingress.model().to_owned();
+    let stream = ingress.is_stream();
+    rec.rec().stream = stream;
+    let chain = match app.routes.resolve(ingress.model()) {
+        Ok(c) => c,
+        Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
+    };
+    let auth = client_auth(&headers);
+    let op = Operation::Chat { stream };
+    let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
+        upstream::prepare(target, op, Bytes::from(ingress.body_for(target)?), &auth)
+    })
+    .await;
+    let sent = match sent {
+        Ok(s) => s,
+        Err(failed) => return rec.upstream_failed(format, &chain, failed),
+    };
+    let target = chain[sent.target].clone();
+    rec.set_target(&target);
+    rec.rec().attempts = sent.attempts;
+    let wants_usage = match &ingress {
+        Ingress::OpenAi(r) => r.wants_stream_usage(),
+        Ingress::Anthropic(_) => true,
+    };
+    if stream {
+        stream::stream_response(app, rec, format, target, sent, wants_usage, ingress)
+    } else {
+        unary_response(app, rec, format, target, sent, ingress).await
+    }
+}
+
+/// Headers every successful LeanLM response carries, plus the forwardable upstream ones.
+fn success_headers(resp: &mut Response, call_id: &str, target: &Target, upstream: &reqwest::header::HeaderMap) {
+    let h = resp.headers_mut();
+    for (name, value) in upstream {
+        if forwardable(name.as_str()) {
+            h.insert(name.clone(), value.clone());
+        }
+    }
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put(HEADER_CALL_ID, call_id);
+    put(HEADER_MODEL, &target.model);
+    put(HEADER_PROVIDER, &target.provider.name);
+}
+
+/// The only part of a response LeanLM reads when it passes the body through untouched; serde skips the rest
+/// without building it.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+fn usage_of_object(kind: ProviderKind, usage: &Value) -> Option<Usage> {
+    match kind {
+        ProviderKind::OpenAi => Usage::from_openai(usage),
+        ProviderKind::Anthropic => Usage::from_anthropic(usage),
+        ProviderKind::Gemini => Usage::from_gemini(usage),
+    }
+}
+
+fn not_json(target: &Target, e: &serde_json::Error, bytes: &[u8]) -> WireError {
+    let preview: String = String::from_utf8_lossy(bytes).chars().take(200).collect();
+    WireError::new(
+        ErrorKind::Upstream,
+        format!(
+            "upstream `{}` returned an answer that is not valid JSON ({e}): {preview}",
+            target.provider.name
+        ),
+    )
+}
+
+fn usage_of(kind: ProviderKind, v: &Value) -> Option<Usage> {
+    match kind {
+        ProviderKind::OpenAi => v.get("usage").and_then(Usage::from_openai),
+        ProviderKind::Anthropic => v.get("usage").and_then(Usage::from_anthropic),
+        ProviderKind::Gemini => v.get("usageMetadata").and_then(Usage::from_gemini),
+    }
+}
+
+/// Everything the model wrote in a response, for local token counting.
+fn response_text(kind: ProviderKind, v: &Value) -> String {
+    let mut out = String::new();
+    let mut add = |s: Option<&str>| {
+        if let Some(s) = s {
+            out.push_str(s);
+        }
+    };
+    match kind {
+        ProviderKind::OpenAi => {
+            for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+                add(c.pointer("/message/content").and_then(Value::as_str));
+                for tc in c
+                    .pointer("/message/tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    add(tc.pointer("/function/arguments").and_then(Value::as_str));
+                }
+            }
+        }
+        ProviderKind::Anthropic => {
+            for b in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+                add(b.get("text").and_then(Value::as_str));
+                if let Some(i) = b.get("input") {
+                    add(Some(&i.to_string()));
+                }
+            }
+        }
+        ProviderKind::Gemini => {
+            for p in v
+                .pointer("/candidates/0/content/parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                add(p.get("text").and_then(Value::as_str));
+            }
+        }
+    }
+    out
+}
+
+/// Local estimate when the upstream reported no usage.
+fn estimate_usage(target: &Target, ingress: &Ingress, output_text: &str) -> Usage {
+    let prompt = ingress
+        .hub()
+        .map(|h| tokens::count_prompt(&target.upstream_model, &h))
+        .unwrap_or(0);
+    Usage {
+        input_tokens: prompt,
+        output_tokens: tokens::count_text(&target.upstream_model, output_text),
+        ..Default::default()
+    }
+}
+
+fn settle_cost(rec: &mut CallRecord, target: &Target, usage: Usage, estimated: bool) {
+    rec.usage = Some(usage);
+    rec.cost_estimated = estimated;
+    rec.cost_usd = target.price.map(|p| cost_usd(&usage, &p));
+}
+
+fn format_cost(c: f64) -> String {
+    format!("{c:.8}")
+}
+
+async fn unary_response(
+    app: Arc<AppState>,
+    rec: Recorder,
+    format: ClientFormat,
+    target: Target,
+    sent: Sent,
+    ingress: Ingress,
+) -> Response {
+    let kind = target.provider.kind;
+    let mut done = match read_answer(sent, &target).await {
+        Ok(d) => d,
+        Err((status, err)) => return rec.fail(format, status, err, CallStatus::UpstreamError),
+    };
+    let bytes = std::mem::take(&mut done.body);
+    // Same format both sides: the body goes back untouched, and only its usage is read.
+    let passthrough = matches!(
+        (kind, format),
+        (ProviderKind::OpenAi, ClientFormat::OpenAi) | (ProviderKind::Anthropic, ClientFormat::Anthropic)
+    );
+    let (full, found) = if passthrough {
+        match serde_json::from_slice::<UsageOnly>(&bytes) {
+            Ok(head) => (None, head.usage.as_ref().and_then(|u| usage_of_object(kind, u))),
+            Err(e) => return rec.fail(format, 502, not_json(&target, &e, &bytes), CallStatus::UpstreamError),
+        }
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => {
+                if kind == ProviderKind::Gemini
+                    && let Some(reason) = gemini::blocked_reason(&v)
+                {
+                    return rec.fail(format, 400, WireError::invalid(reason), CallStatus::UpstreamError);
+                }
+                let found = usage_of(kind, &v);
+                (Some(v), found)
+            }
+            Err(e) => return rec.fail(format, 502, not_json(&target, &e, &bytes), CallStatus::UpstreamError),
+        }
+    };
+    let (usage, estimated) = match found {
+        Some(u) => (u, false),
+        None => {
+            let text = match &full {
+                Some(v) => response_text(kind, v),
+                None => serde_json::from_slice::<Value>(&bytes)
+                    .map(|v| response_text(kind, &v))
+                    .unwrap_or_default(),
+            };
+            (estimate_usage(&target, &ingress, &text), true)
+        }
+    };
+    let out: Bytes = match (&full, kind, format) {
+        (None, ..) => bytes,
+        (Some(v), ProviderKind::Anthropic, ClientFormat::OpenAi) => anthropic::response_to_openai(v).to_string().into(),
+        (Some(v), ProviderKind::Gemini, ClientFormat::OpenAi) => {
+            gemini::response_to_openai(v, &target.model).to_string().into()
+        }
+        (Some(v), ProviderKind::OpenAi, ClientFormat::Anthropic) => {
+            anthropic::response_from_openai(v).to_string().into()
+        }
+        (Some(v), ProviderKind::Gemini, ClientFormat::Anthropic) => {
+            anthropic::response_from_openai(&gemini::response_to_openai(v, &target.model))
+                .to_string()
+                .into()
+        }
+        (Some(v), ..) => v.to_string().into(),
+    };
+    let logged = app
+        .config
+        .log_bodies
+        .then(|| String::from_utf8_lossy(&out).into_owned());
+    done.body = out;
+    rec.succeed(done, &target, usage, estimated, logged)
+}
