@@ -103,15 +103,21 @@ if [ "${LITELLM:-0}" = 1 ]; then
 model_list:
   - model_name: gpt-4o-mini
     litellm_params: {model: openai/gpt-4o-mini, api_base: "$mock/v1", api_key: sk-bench}
+general_settings:
+  master_key: sk-bench
 YAML
         "$venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "$lport" > "$work/litellm.log" 2>&1 &
         pids+=($!); ll_pid=$!
         for _ in $(seq 600); do curl -sf "http://127.0.0.1:$lport/health/liveliness" >/dev/null && break; sleep 0.2; done
-        for c in 1 32; do
-            run litellm "http://127.0.0.1:$lport" "$c" "$RATE" "$ll_pid" >> "$results"
-            run litellm "http://127.0.0.1:$lport" "$c" 0 "$ll_pid" >> "$results"
-        done
-        litellm_note="peak RSS $(( $(rss "$ll_pid") / 1024 )) MB"
+        if kill -0 "$ll_pid" 2>/dev/null; then
+            for c in 1 32; do
+                run litellm "http://127.0.0.1:$lport" "$c" "$RATE" "$ll_pid" >> "$results"
+                run litellm "http://127.0.0.1:$lport" "$c" 0 "$ll_pid" >> "$results"
+            done
+            litellm_note="LiteLLM $("$venv/bin/pip" show litellm | awk '/^Version/ {print $2}'), peak RSS $(( $(rss "$ll_pid") / 1024 )) MB"
+        else
+            litellm_note="the LiteLLM proxy did not start: $(tail -3 "$work/litellm.log" | tr '\n' ' ')"
+        fi
     else
         litellm_note="pip install 'litellm[proxy]' failed here: $(tail -1 "$work/litellm-install.log")"
     fi
