@@ -1,0 +1,335 @@
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+
+use leanlm_wire::anthropic::MessagesRequest;
+use leanlm_wire::openai::{ChatRequest, Role};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::mask;
+
+/// How a call's task was determined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Named by the client.
+    Explicit,
+    /// Discovered from the prompt template.
+    Template,
+    /// Free-form conversation: no fixed instructions to tell code paths apart.
+    Chat,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Explicit => "explicit",
+            Origin::Template => "template",
+            Origin::Chat => "chat",
+        }
+    }
+}
+
+/// The task of one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Stable id: the client's name for explicit tasks, `t_` + a hash of the template otherwise.
+    pub id: String,
+    /// A readable automatic name.
+    pub name: String,
+    pub origin: Origin,
+}
+
+impl Identity {
+    pub fn explicit(name: &str) -> Identity {
+        let name = name.trim();
+        Identity {
+            id: name.to_owned(),
+            name: name.to_owned(),
+            origin: Origin::Explicit,
+        }
+    }
+}
+
+/// The parts of a request that identify its template, in any wire format.
+#[derive(Debug, Default)]
+pub struct Shape<'a> {
+    pub endpoint: &'a str,
+    pub system: String,
+    pub first_user: String,
+    /// Canonical JSON of the tool definitions (names and schemas), if any.
+    pub tools: Option<String>,
+    /// Canonical JSON of the requested output format, if any.
+    pub response_format: Option<String>,
+}
+
+impl<'a> Shape<'a> {
+    pub fn from_openai(endpoint: &'a str, req: &ChatRequest) -> Shape<'a> {
+        let mut system = Vec::new();
+        let mut first_user = None;
+        for m in &req.messages {
+            match m.role {
+                Role::System | Role::Developer => system.push(m.content.as_ref().map(|c| c.text()).unwrap_or_default()),
+                Role::User if first_user.is_none() => {
+                    first_user = Some(m.content.as_ref().map(|c| c.text()).unwrap_or_default())
+                }
+                _ => {}
+            }
+        }
+        Shape {
+            endpoint,
+            system: system.join("\n\n"),
+            first_user: first_user.unwrap_or_default(),
+            tools: req.tools.as_ref().map(|t| {
+                let v: Vec<Value> = t
+                    .iter()
+                    .map(|t| serde_json::json!([t.function.name, t.function.parameters]))
+                    .collect();
+                Value::Array(v).to_string()
+            }),
+            response_format: req.response_format.as_ref().and_then(|r| serde_json::to_string(r).ok()),
+        }
+    }
+
+    pub fn from_anthropic(endpoint: &'a str, req: &MessagesRequest) -> Shape<'a> {
+        let first_user = req
+            .messages
+            .iter()
+            .find(|m| m.role == leanlm_wire::anthropic::MessageRole::User)
+            .map(|m| m.content.text())
+            .unwrap_or_default();
+        Shape {
+            endpoint,
+            system: req.system.as_ref().map(|s| s.text()).unwrap_or_default(),
+            first_user,
+            tools: req.tools.as_ref().map(|t| {
+                let v: Vec<Value> = t
+                    .iter()
+                    .map(|t| serde_json::json!([t.get("name"), t.get("input_schema")]))
+                    .collect();
+                Value::Array(v).to_string()
+            }),
+            response_format: None,
+        }
+    }
+}
+
+/// Most system prompts repeat exactly, call after call: their skeletons are cached by a hash of the text.
+const CACHE_LIMIT: usize = 4096;
+
+/// Identifies tasks. Shared by all requests; its cache is bounded.
+#[derive(Default)]
+pub struct Discoverer {
+    cache: Mutex<HashMap<u64, String>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Discoverer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn system_skeleton(&self, system: &str) -> String {
+        if system.is_empty() {
+            return String::new();
+        }
+        let mut h = self.hasher.build_hasher();
+        h.write(system.as_bytes());
+        let key = h.finish();
+        if let Some(s) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return s.clone();
+        }
+        let s = mask::skeleton(system);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, s.clone());
+        s
+    }
+
+    /// The task a call belongs to, discovered from its template.
+    pub fn identify(&self, shape: &Shape) -> Identity {
+        let system = self.system_skeleton(&shape.system);
+        let mut user = mask::skeleton(&shape.first_user);
+        if !mask::is_template(&user) {
+            // A user turn with no template structure in it (no labels, delimiters, quoted or long inserts)
+            // is the input itself: a query, a document, a chat message.
+            user = mask::TEXT.to_owned();
+        }
+        let free_form = system.is_empty() && user == mask::TEXT;
+        let mut h = Sha256::new();
+        for part in [
+            shape.endpoint,
+            if free_form { "chat" } else { &system },
+            if free_form { "" } else { &user },
+            shape.tools.as_deref().unwrap_or(""),
+            shape.response_format.as_deref().unwrap_or(""),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        let id = format!("t_{}", hex::encode(&h.finalize()[..6]));
+        if free_form {
+            let name = if shape.tools.is_some() {
+                "chat-with-tools"
+            } else {
+                "chat"
+            };
+            return Identity {
+                id,
+                name: name.to_owned(),
+                origin: Origin::Chat,
+            };
+        }
+        let basis = if mask::has_fixed_text(&system) { &system } else { &user };
+        Identity {
+            id,
+            name: readable_name(basis),
+            origin: Origin::Template,
+        }
+    }
+}
+
+const STOPWORDS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "you",
+    "are",
+    "is",
+    "be",
+    "of",
+    "to",
+    "for",
+    "and",
+    "or",
+    "in",
+    "on",
+    "at",
+    "as",
+    "with",
+    "your",
+    "my",
+    "me",
+    "i",
+    "we",
+    "our",
+    "this",
+    "that",
+    "these",
+    "those",
+    "please",
+    "following",
+    "given",
+    "will",
+    "it",
+    "its",
+    "from",
+    "by",
+    "into",
+    "only",
+    "just",
+    "who",
+    "which",
+    "what",
+    "helpful",
+    "assistant",
+    "ai",
+    "can",
+];
+
+/// Up to five meaningful words of the template, lower-case, joined by dashes.
+fn readable_name(skeleton: &str) -> String {
+    let words: Vec<String> = skeleton
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 1 && w.chars().all(char::is_alphabetic))
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .take(5)
+        .collect();
+    if words.is_empty() {
+        "task".to_owned()
+    } else {
+        words.join("-")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn openai(body: Value) -> ChatRequest {
+        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn id_of(d: &Discoverer, body: Value) -> Identity {
+        d.identify(&Shape::from_openai("chat.completions", &openai(body)))
+    }
+
+    #[test]
+    fn calls_of_one_code_path_share_a_task_and_others_do_not() {
+        let d = Discoverer::new();
+        let classify = |q: &str| {
+            serde_json::json!({"model": "m", "messages": [
+                {"role": "system", "content": "You are a banking assistant. Classify the customer's message into one intent."},
+                {"role": "user", "content": q}]})
+        };
+        let a = id_of(&d, classify("I lost my card"));
+        let b = id_of(&d, classify("How do I top up with a bank transfer? It failed twice."));
+        assert_eq!(a, b);
+        assert_eq!(a.origin, Origin::Template);
+        assert_eq!(a.name, "banking-classify-customer-message-one");
+
+        let translate = |t: &str| serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Translate to French:\n{t}")}]});
+        let c = id_of(&d, translate("good morning"));
+        assert_eq!(c, id_of(&d, translate("where is the station?")));
+        assert_ne!(a.id, c.id);
+
+        // The same prompt with a schema is another code path.
+        let mut with_schema = classify("I lost my card");
+        with_schema["response_format"] = serde_json::json!({"type": "json_object"});
+        assert_ne!(id_of(&d, with_schema).id, a.id);
+    }
+
+    #[test]
+    fn free_form_conversations_are_chat() {
+        let d = Discoverer::new();
+        let a = id_of(
+            &d,
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "what's a good name for a cat"}]}),
+        );
+        let b = id_of(
+            &d,
+            serde_json::json!({"model": "x", "messages": [
+            {"role": "user", "content": "explain monads to me like I'm five, with a story"},
+            {"role": "assistant", "content": "Once upon a time"}, {"role": "user", "content": "more"}]}),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.origin, Origin::Chat);
+        assert_eq!(a.name, "chat");
+    }
+
+    #[test]
+    fn anthropic_and_openai_requests_of_one_template_agree() {
+        let d = Discoverer::new();
+        let o = id_of(
+            &d,
+            serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "Summarize in one sentence."}, {"role": "user", "content": "long text here"}]}),
+        );
+        let a = MessagesRequest::parse(
+            br#"{"model":"m","max_tokens":5,"system":"Summarize in one sentence.","messages":[{"role":"user","content":"other text"}]}"#,
+        )
+        .unwrap();
+        let a = d.identify(&Shape::from_anthropic("chat.completions", &a));
+        assert_eq!(o.id, a.id);
+    }
+
+    #[test]
+    fn explicit_names_are_kept() {
+        let i = Identity::explicit(" invoice-extractor ");
+        assert_eq!(i.id, "invoice-extractor");
+        assert_eq!(i.origin, Origin::Explicit);
+    }
+}

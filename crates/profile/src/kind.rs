@@ -1,0 +1,259 @@
+//! What kind of work a task is, decided from what its calls ask for and what they get back. The reasons
+//! are kept: the type decides which replacements and scorers apply later, so a user must be able to see
+//! why a task got its label.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskType {
+    Classify,
+    Extract,
+    Summarize,
+    Generate,
+    Chat,
+    Code,
+    Embed,
+}
+
+impl TaskType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskType::Classify => "classify",
+            TaskType::Extract => "extract",
+            TaskType::Summarize => "summarize",
+            TaskType::Generate => "generate",
+            TaskType::Chat => "chat",
+            TaskType::Code => "code",
+            TaskType::Embed => "embed",
+        }
+    }
+}
+
+/// What one call asked and answered, as far as typing needs it.
+#[derive(Debug, Clone, Default)]
+pub struct CallSignals {
+    pub embeddings: bool,
+    /// User turns in the request.
+    pub turns: u32,
+    pub json_requested: bool,
+    pub tools_offered: bool,
+    pub tool_called: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The answer's text (trimmed), for distinct-output counts and JSON/code detection.
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeVerdict {
+    #[serde(rename = "type")]
+    pub kind: TaskType,
+    pub reasons: Vec<String>,
+}
+
+fn any_word(text: &str, words: &[&str]) -> Option<String> {
+    words.iter().find(|w| text.contains(*w)).map(|w| w.trim().to_string())
+}
+
+/// Types a task from its instructions (the masked template: system prompt and first user turn) and a
+/// sample of its calls.
+pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) -> TypeVerdict {
+    let verdict = |kind, reasons: Vec<String>| TypeVerdict { kind, reasons };
+    let n = calls.len().max(1) as f64;
+    let share = |f: &dyn Fn(&CallSignals) -> bool| calls.iter().filter(|c| f(c)).count() as f64 / n;
+    let text = instructions.to_lowercase();
+
+    if calls.iter().any(|c| c.embeddings) {
+        return verdict(TaskType::Embed, vec!["calls go to the embeddings endpoint".into()]);
+    }
+    let mean_turns = calls.iter().map(|c| c.turns as f64).sum::<f64>() / n;
+    if chat_origin {
+        return verdict(
+            TaskType::Chat,
+            vec!["free-form user turns with no fixed instructions".into()],
+        );
+    }
+    if mean_turns >= 2.5 {
+        return verdict(
+            TaskType::Chat,
+            vec![format!("conversations average {mean_turns:.1} user turns")],
+        );
+    }
+
+    let mean_out = calls.iter().map(|c| c.output_tokens as f64).sum::<f64>() / n;
+    let mean_in = calls.iter().map(|c| c.input_tokens as f64).sum::<f64>() / n;
+    let mut outputs: Vec<&str> = calls.iter().map(|c| c.output.as_str()).collect();
+    outputs.sort_unstable();
+    outputs.dedup();
+    let distinct = outputs.len();
+    let json_share = share(&|c| {
+        let o = c.output.trim();
+        (o.starts_with('{') || o.starts_with('[')) && serde_json::from_str::<serde_json::Value>(o).is_ok()
+    });
+    let tool_share = share(&|c| c.tool_called);
+    let code_share = share(&|c| c.output.contains("```") || c.output.contains("def ") || c.output.contains("SELECT "));
+
+    let code_words = [
+        "code",
+        "function",
+        "python",
+        "sql",
+        "javascript",
+        "typescript",
+        "program",
+        "regex",
+        "refactor",
+        "debug",
+        "compile",
+    ];
+    if let Some(w) = any_word(&text, &code_words)
+        && (code_share >= 0.3 || !calls.iter().any(|c| !c.output.is_empty()))
+    {
+        return verdict(
+            TaskType::Code,
+            vec![
+                format!("instructions mention `{w}`"),
+                format!("{:.0}% of answers contain code", code_share * 100.0),
+            ],
+        );
+    }
+    if code_share >= 0.5 {
+        return verdict(
+            TaskType::Code,
+            vec![format!("{:.0}% of answers contain code", code_share * 100.0)],
+        );
+    }
+
+    let label_words = [
+        "classify",
+        "classif",
+        "categor",
+        "label",
+        "intent",
+        "sentiment",
+        "which of the following",
+        "one of the",
+    ];
+    let few_outputs = calls.len() >= 5 && (distinct as f64) <= (n * 0.5).max(3.0);
+    let short = mean_out <= 12.0;
+    match (any_word(&text, &label_words), few_outputs && short) {
+        (Some(w), _) if short => {
+            return verdict(
+                TaskType::Classify,
+                vec![
+                    format!("instructions mention `{w}`"),
+                    format!("answers average {mean_out:.1} tokens"),
+                ],
+            );
+        }
+        (_, true) => {
+            return verdict(
+                TaskType::Classify,
+                vec![
+                    format!("{distinct} distinct answers over {} calls", calls.len()),
+                    format!("answers average {mean_out:.1} tokens"),
+                ],
+            );
+        }
+        _ => {}
+    }
+
+    let extract_words = ["extract", "parse", "fields", "entities", "json"];
+    let requested = calls.iter().any(|c| c.json_requested);
+    if requested || json_share >= 0.6 || tool_share >= 0.5 {
+        let mut reasons = Vec::new();
+        if requested {
+            reasons.push("requests ask for JSON output (response_format)".to_owned());
+        }
+        if json_share >= 0.6 {
+            reasons.push(format!("{:.0}% of answers are JSON", json_share * 100.0));
+        }
+        if tool_share >= 0.5 {
+            reasons.push(format!("{:.0}% of answers are tool calls", tool_share * 100.0));
+        }
+        return verdict(TaskType::Extract, reasons);
+    }
+    if let Some(w) = any_word(&text, &extract_words) {
+        return verdict(TaskType::Extract, vec![format!("instructions mention `{w}`")]);
+    }
+
+    let summary_words = ["summar", "tl;dr", "tldr", "condense", "key points", "gist"];
+    if let Some(w) = any_word(&text, &summary_words) {
+        return verdict(TaskType::Summarize, vec![format!("instructions mention `{w}`")]);
+    }
+    if mean_out >= 15.0 && mean_in >= 5.0 * mean_out {
+        return verdict(
+            TaskType::Summarize,
+            vec![format!(
+                "inputs average {mean_in:.0} tokens and answers {mean_out:.0}: {:.1}x shorter",
+                mean_in / mean_out
+            )],
+        );
+    }
+    verdict(
+        TaskType::Generate,
+        vec![format!(
+            "open-ended answers averaging {mean_out:.0} tokens; no narrower type fits"
+        )],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(input: u64, output: &str) -> CallSignals {
+        CallSignals {
+            turns: 1,
+            input_tokens: input,
+            output_tokens: output.split_whitespace().count() as u64 * 2,
+            output: output.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn types_follow_their_signals() {
+        let labels: Vec<_> = (0..20)
+            .map(|i| call(80, ["card_arrival", "lost_card", "top_up"][i % 3]))
+            .collect();
+        let v = classify("Classify the customer's message into one intent", false, &labels);
+        assert_eq!(v.kind, TaskType::Classify);
+        assert!(v.reasons[0].contains("classif"));
+        // Few distinct short answers are enough without the word.
+        assert_eq!(
+            classify("Answer for the message", false, &labels).kind,
+            TaskType::Classify
+        );
+
+        let json: Vec<_> = (0..10)
+            .map(|i| call(200, &format!("{{\"name\": \"n{i}\", \"total\": {i}}}")))
+            .collect();
+        assert_eq!(classify("Read the invoice", false, &json).kind, TaskType::Extract);
+
+        let long = "a sentence with several words in it ".repeat(4);
+        let sums: Vec<_> = (0..10).map(|i| call(2000, &format!("{long} {i}"))).collect();
+        let v = classify("Condense the article for the newsletter", false, &sums);
+        assert_eq!(v.kind, TaskType::Summarize);
+        assert_eq!(
+            classify("Rewrite the article", false, &sums).kind,
+            TaskType::Summarize,
+            "input/output ratio"
+        );
+
+        let open_ended: Vec<_> = (0..10).map(|i| call(30, &format!("{long} {i}"))).collect();
+        assert_eq!(
+            classify("Translate to French", false, &open_ended).kind,
+            TaskType::Generate
+        );
+        assert_eq!(classify("", true, &open_ended).kind, TaskType::Chat);
+        let code: Vec<_> = (0..10).map(|_| call(30, "```python\ndef f(): pass\n```")).collect();
+        assert_eq!(classify("Write a python function", false, &code).kind, TaskType::Code);
+        let emb = vec![CallSignals {
+            embeddings: true,
+            ..Default::default()
+        }];
+        assert_eq!(classify("", false, &emb).kind, TaskType::Embed);
+    }
+}

@@ -1,0 +1,232 @@
+//! Masking the variable spans of a prompt, so that calls from one template share one skeleton.
+//!
+//! Deterministic: the same text always gives the same skeleton, so task ids need no shared state to be
+//! stable across restarts and gateway instances.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Placeholders. Short and distinctive, so skeletons stay readable in task names and reasons.
+pub const TEXT: &str = "⟨text⟩";
+const VALUE: &str = "⟨v⟩";
+const NUM: &str = "⟨n⟩";
+
+/// Paragraphs longer than this many words are data, not instructions.
+const LONG_PARAGRAPH_WORDS: usize = 40;
+
+static URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"https?://\S+").expect("valid regex"));
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[\w.+-]+@[\w-]+(\.[\w-]+)+").expect("valid regex"));
+static ID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|[A-Za-z]+[-_]?\d[\w-]*)\b")
+        .expect("valid regex")
+});
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[-+$€£]?\d[\d,.:/-]*%?").expect("valid regex"));
+static QUOTED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#""[^"\n]{1,2000}"|“[^”\n]{1,2000}”|«[^»\n]{1,2000}»|(?:^|\s)'[^'\n]{1,2000}'(?:$|[\s.,;:!?])"#)
+        .expect("valid regex")
+});
+static CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)```.*?(```|$)").expect("valid regex"));
+/// `Label: value` on one line, the label short.
+static LABEL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(\s*[\p{L}][\p{L}\p{N} ()/_-]{0,40}:)\s*\S.*$").expect("valid regex"));
+static SPACES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[ \t]+").expect("valid regex"));
+
+/// Replaces `<tag>…</tag>` contents and balanced `{…}` / `[…]` spans (inserted JSON, lists) with a value
+/// placeholder. The regex crate has no back-references, so this is a small scanner.
+fn mask_blocks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['<', '{', '[']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let consumed = match tail.as_bytes()[0] {
+            b'<' => tag_block(tail).map(|(open, len)| {
+                out.push_str(open);
+                out.push_str(VALUE);
+                out.push_str(&format!("</{}>", &open[1..open.len() - 1]));
+                len
+            }),
+            b'{' => balanced(tail, b'{', b'}').inspect(|_| out.push_str(VALUE)),
+            _ => balanced(tail, b'[', b']')
+                .filter(|len| *len > 2)
+                .inspect(|_| out.push_str(VALUE)),
+        };
+        match consumed {
+            Some(n) => rest = &tail[n..],
+            None => {
+                let c = tail.chars().next().map(char::len_utf8).unwrap_or(1);
+                out.push_str(&tail[..c]);
+                rest = &tail[c..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `<name>…</name>` at the start of `s`: the opening tag and the whole length.
+fn tag_block(s: &str) -> Option<(&str, usize)> {
+    let end = s.find('>')?;
+    let name = &s[1..end];
+    if name.is_empty() || name.len() > 40 || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+        return None;
+    }
+    let close = format!("</{name}>");
+    let body = s[end + 1..].find(&close)?;
+    Some((&s[..=end], end + 1 + body + close.len()))
+}
+
+/// The length of a balanced bracket span at the start of `s`, if it closes.
+fn balanced(s: &str, open: u8, close: u8) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in s.bytes().enumerate() {
+        if b == open {
+            depth += 1;
+        } else if b == close {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i + 1);
+            }
+        }
+        if i > 20_000 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Masks the spans that vary between calls of one template: code, tagged and bracketed inserts, quotes,
+/// URLs, e-mails, ids, numbers, `Label: value` lines, text after a line ending in `:`, and long paragraphs.
+pub fn skeleton(text: &str) -> String {
+    let t = CODE.replace_all(text, VALUE);
+    let t = mask_blocks(&t);
+    let t = URL.replace_all(&t, VALUE);
+    let t = EMAIL.replace_all(&t, VALUE);
+    let t = QUOTED.replace_all(&t, |c: &regex::Captures| {
+        let m = &c[0];
+        let lead = if m.starts_with(char::is_whitespace) { " " } else { "" };
+        let trail = m
+            .chars()
+            .last()
+            .filter(|c| !matches!(c, '\'' | '"' | '”' | '»'))
+            .map(String::from)
+            .unwrap_or_default();
+        format!("{lead}{VALUE}{trail}")
+    });
+    let t = ID.replace_all(&t, VALUE);
+    let t = NUMBER.replace_all(&t, NUM);
+
+    let mut paragraphs = Vec::new();
+    // After a line that ends in `:`, the rest of the prompt is what the template inserts.
+    let mut inserting = false;
+    for para in t.split("\n\n") {
+        if inserting {
+            push_once(&mut paragraphs, TEXT);
+            continue;
+        }
+        if para.split_whitespace().count() > LONG_PARAGRAPH_WORDS {
+            push_once(&mut paragraphs, TEXT);
+            continue;
+        }
+        let mut lines = Vec::new();
+        for line in para.lines() {
+            if inserting {
+                push_once(&mut lines, TEXT);
+                continue;
+            }
+            let trimmed = line.trim_end();
+            if trimmed.ends_with(':') {
+                lines.push(trimmed.to_owned());
+                inserting = true;
+            } else if let Some(c) = LABEL.captures(trimmed) {
+                lines.push(format!("{} {VALUE}", &c[1]));
+            } else {
+                lines.push(trimmed.to_owned());
+            }
+        }
+        paragraphs.push(lines.join("\n"));
+    }
+    let joined = paragraphs.join("\n\n");
+    SPACES.replace_all(joined.trim(), " ").into_owned()
+}
+
+fn push_once(v: &mut Vec<impl AsRef<str> + From<&'static str>>, s: &'static str) {
+    if v.last().map(|l| l.as_ref()) != Some(s) {
+        v.push(s.into());
+    }
+}
+
+/// Whether masking found template structure: an insert was masked and fixed words remain around it.
+pub fn is_template(skeleton: &str) -> bool {
+    (skeleton.contains(TEXT) || skeleton.contains(VALUE)) && has_fixed_text(skeleton)
+}
+
+/// Whether a masked text still holds anything fixed: a skeleton that is only placeholders and punctuation
+/// came from free text, not from a template.
+pub fn has_fixed_text(skeleton: &str) -> bool {
+    let stripped = skeleton.replace(TEXT, " ").replace(VALUE, " ").replace(NUM, " ");
+    stripped
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count()
+        >= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_of_one_template_share_a_skeleton() {
+        let a = skeleton("Translate the following text to French:\nHello, how are you today?");
+        let b = skeleton("Translate the following text to French:\nThe meeting is moved to Friday at 3pm.");
+        assert_eq!(a, b);
+        assert_eq!(a, format!("Translate the following text to French:\n{TEXT}"));
+
+        let a = skeleton("Customer: Jane Doe\nOrder: A-1234\nIssue: card declined twice");
+        let b = skeleton("Customer: Bob\nOrder: 99\nIssue: never arrived");
+        assert_eq!(a, b);
+
+        let a = skeleton("Summarize this review: \"Great phone, battery lasts 2 days\" in one line.");
+        let b = skeleton("Summarize this review: \"Terrible\" in one line.");
+        assert_eq!(a, b);
+
+        let a = skeleton("Extract the fields from <email>Hi, I am Ann, call me at 555-1234</email> as JSON.");
+        let b = skeleton("Extract the fields from <email>Meeting on 2024-01-02 with Bo</email> as JSON.");
+        assert_eq!(a, b);
+        assert!(a.contains("<email>"));
+    }
+
+    #[test]
+    fn long_paragraphs_urls_and_numbers_are_masked() {
+        let long = "word ".repeat(60);
+        let a = skeleton(&format!("Summarize the article in 3 bullet points.\n\n{long}"));
+        assert_eq!(a, format!("Summarize the article in {NUM} bullet points.\n\n{TEXT}"));
+        assert_eq!(
+            skeleton("see https://x.io/a?b=1 or mail a.b@c.com, id 9f8e7d6c5b4a"),
+            skeleton("see http://y.org or mail z@q.net, id 1234abcd99")
+        );
+    }
+
+    #[test]
+    fn different_templates_stay_apart() {
+        assert_ne!(
+            skeleton("Translate to French:\nhello"),
+            skeleton("Translate to German:\nhello")
+        );
+        assert_ne!(
+            skeleton("Classify the sentiment:\nok"),
+            skeleton("Classify the intent:\nok")
+        );
+    }
+
+    #[test]
+    fn free_text_is_not_a_template() {
+        assert!(!has_fixed_text(&skeleton(
+            &"I lost my card yesterday and need a new one ".repeat(8)
+        )));
+        assert!(!is_template(&skeleton("I lost my card 2 days ago")));
+        assert!(is_template(&skeleton("Translate the following text to French:\nhello")));
+    }
+}
