@@ -218,3 +218,27 @@ def test_bad_config_is_refused_with_file_line_and_field(tmp_path):
     out = subprocess.run([str(LEANLM), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=20)
     assert out.returncode != 0
     assert f"{cfg}:5:" in out.stderr and "nowhere" in out.stderr
+
+
+def test_tasks_are_discovered_typed_and_renamable(gateway):
+    client = oai(gateway)
+    system = "Classify the customer's message into one of: card_arrival, lost_card, top_up. Reply with the label."
+    for q in ["my card never came", "I lost my card", "top up failed", "card still not here", "lost it on the bus"]:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "system", "content": system}, {"role": "user", "content": q}]
+        )
+    tasks = json.loads(gateway.cli("tasks", "--json"))
+    task = next(t for t in tasks if t["task"]["name"].startswith("classify-customer-message"))
+    assert task["profile"]["calls"] == 5
+    assert task["profile"]["type"]["type"] == "classify"
+    assert task["profile"]["type"]["reasons"]
+    tid = task["task"]["id"]
+    assert "is now called" in gateway.cli("task", "rename", tid, "renamed intents")
+    detail = json.loads(gateway.cli("task", tid, "--json"))
+    assert detail["task"]["name"] == "renamed intents"
+    assert len(detail["samples"]) == 5
+    spend = gateway.cli("spend", "--by", "task")
+    assert "renamed intents" in spend
+    out = subprocess.run([str(__import__("conftest").LEANLM), "task", "t_nope", "--db", f"sqlite://{gateway.db}"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "no task with id t_nope" in out.stderr

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::{Config, Overrides};
-use leanlm_store::{CallFilter, CallStatus, SpendBy, Store};
+use leanlm_profile::TaskProfile;
+use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 
 // mimalloc: the request path allocates many small buffers across threads, where glibc's malloc showed up
 // at ~9% of the gateway's CPU in profiles.
@@ -77,6 +78,9 @@ enum Command {
         /// Only calls that requested or were served by this model.
         #[arg(long)]
         model: Option<String>,
+        /// Only calls of this task.
+        #[arg(long)]
+        task: Option<String>,
         /// Only calls with this status: ok, client_error, upstream_error, client_closed.
         #[arg(long, value_parser = parse_status)]
         status: Option<CallStatus>,
@@ -84,6 +88,31 @@ enum Command {
         #[arg(long)]
         since_hours: Option<f64>,
         /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks ranked by spend: what the calls are doing and what they cost.
+    Tasks {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only the last N days.
+        #[arg(long)]
+        days: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task's profile, type with its reasons, and sample calls; or `task rename ID NAME`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Task {
+        #[command(subcommand)]
+        action: Option<TaskAction>,
+        /// The task id (see `leanlm tasks`).
+        id: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only the last N days.
+        #[arg(long)]
+        days: Option<f64>,
         #[arg(long)]
         json: bool,
     },
@@ -112,10 +141,22 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TaskAction {
+    /// Give a task a name of your choosing.
+    Rename {
+        id: String,
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum By {
     Model,
     Day,
+    Task,
 }
 
 fn parse_status(s: &str) -> Result<CallStatus, String> {
@@ -163,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             limit,
             model,
+            task,
             status,
             since_hours,
             json,
@@ -170,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let calls = store.open()?.calls(&CallFilter {
                 limit,
                 model,
+                task,
                 status,
                 since_ms: since(since_hours),
             })?;
@@ -218,6 +261,119 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{t}");
             Ok(())
         }
+        Command::Tasks { store, days, json } => {
+            let store = store.open()?;
+            let since_ms = since(days.map(|d| d * 24.0));
+            let tasks = store.tasks(since_ms)?;
+            let mut rows = Vec::new();
+            for t in tasks {
+                let p = task_profile(&store, &t, since_ms)?;
+                rows.push((t, p));
+            }
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(t, p)| serde_json::json!({"task": t, "profile": p}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let mut table = Table::new();
+            table.load_preset(UTF8_BORDERS_ONLY);
+            table.set_header(["id", "name", "type", "calls", "spend", "errors", "models"]);
+            for (t, p) in &rows {
+                table.add_row([
+                    t.id.clone(),
+                    t.name.clone(),
+                    p.verdict.as_ref().map(|v| v.kind.as_str()).unwrap_or("-").to_owned(),
+                    t.calls.to_string(),
+                    usd(Some(t.cost_usd)),
+                    format!("{:.1}%", p.error_rate * 100.0),
+                    p.models.keys().cloned().collect::<Vec<_>>().join(", "),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        Command::Task {
+            action: Some(TaskAction::Rename { id, name, store }),
+            ..
+        } => {
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty(), "the new name must not be empty");
+            anyhow::ensure!(
+                store.open()?.rename_task(&id, name)?,
+                "no task with id {id}; see `leanlm tasks`"
+            );
+            println!("task {id} is now called \"{name}\"");
+            Ok(())
+        }
+        Command::Task {
+            action: None,
+            id,
+            store,
+            days,
+            json,
+        } => {
+            let id = id.context("name a task: `leanlm task ID` (ids are listed by `leanlm tasks`)")?;
+            let store = store.open()?;
+            let since_ms = since(days.map(|d| d * 24.0));
+            let task = store
+                .tasks(since_ms)?
+                .into_iter()
+                .find(|t| t.id == id)
+                .with_context(|| format!("no task with id {id}; see `leanlm tasks`"))?;
+            let profile = task_profile(&store, &task, since_ms)?;
+            let samples = store.calls(&CallFilter {
+                limit: 5,
+                task: Some(id.clone()),
+                ..Default::default()
+            })?;
+            if json {
+                let v = serde_json::json!({"task": task, "profile": profile, "samples": samples});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{} ({}, {})", task.name, task.id, task.origin);
+            if let Some(v) = &profile.verdict {
+                println!("type: {} because {}", v.kind.as_str(), v.reasons.join("; "));
+            }
+            if let Some(t) = &profile.template {
+                println!("template:\n  {}", t.replace('\n', "\n  "));
+            }
+            println!(
+                "calls: {}   spend: {}   errors: {:.1}%   exact duplicates: {:.1}%   distinct answers: {}",
+                profile.calls,
+                usd(Some(profile.spend_usd)),
+                profile.error_rate * 100.0,
+                profile.duplicate_share * 100.0,
+                profile.distinct_outputs
+            );
+            let p = |x: &Option<leanlm_profile::Percentiles>| {
+                x.as_ref()
+                    .map(|p| format!("p50 {:.0} / p95 {:.0}", p.p50, p.p95))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "input tokens: {}   output tokens: {}   latency ms: {}",
+                p(&profile.input_tokens),
+                p(&profile.output_tokens),
+                p(&profile.latency_ms)
+            );
+            let models: Vec<String> = profile.models.iter().map(|(m, n)| format!("{m} ({n})")).collect();
+            println!("models: {}", models.join(", "));
+            println!("recent calls:");
+            for c in samples {
+                println!(
+                    "  {}  {}  {}  {}",
+                    chrono_like(c.started_at_ms),
+                    c.id,
+                    c.status,
+                    usd(c.cost_usd)
+                );
+            }
+            Ok(())
+        }
         Command::Call { store, id } => match store.open()?.call(&id)? {
             Some(c) => {
                 println!("{}", serde_json::to_string_pretty(&c)?);
@@ -229,8 +385,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let by = match by {
                 By::Model => SpendBy::Model,
                 By::Day => SpendBy::Day,
+                By::Task => SpendBy::Task,
             };
-            let rows = store.open()?.spend(by, since(days.map(|d| d * 24.0)))?;
+            let store = store.open()?;
+            let mut rows = store.spend(by, since(days.map(|d| d * 24.0)))?;
+            if by == SpendBy::Task {
+                // Tasks are shown by their names, with the id to use in `leanlm task ID`.
+                let names: std::collections::HashMap<String, String> =
+                    store.tasks(None)?.into_iter().map(|t| (t.id, t.name)).collect();
+                for r in &mut rows {
+                    if let Some(n) = names.get(&r.key).filter(|n| **n != r.key) {
+                        r.key = format!("{n} ({})", r.key);
+                    }
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -238,7 +406,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY);
             t.set_header([
-                if matches!(by, SpendBy::Model) { "model" } else { "day" },
+                match by {
+                    SpendBy::Model => "model",
+                    SpendBy::Day => "day",
+                    SpendBy::Task => "task",
+                },
                 "calls",
                 "input",
                 "cached",
@@ -296,6 +468,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// How many recent calls are read whole to type a task.
+const TYPING_SAMPLE: usize = 200;
+
+fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> anyhow::Result<TaskProfile> {
+    let stats = store.task_stats(&task.id, since_ms)?;
+    let mut samples = Vec::new();
+    for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
+        if let Some(c) = store.call(&id)? {
+            samples.push(c);
+        }
+    }
+    Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date-time dependency.

@@ -27,6 +27,8 @@ pub struct AppState {
     pub routes: Routes,
     pub http: reqwest::Client,
     pub log: CallLog,
+    /// Discovers which task each call belongs to.
+    pub tasks: leanlm_profile::Discoverer,
 }
 
 /// A configured gateway, ready to serve.
@@ -59,6 +61,7 @@ impl Gateway {
                 routes,
                 http,
                 log,
+                tasks: leanlm_profile::Discoverer::new(),
             }),
             writer,
         })

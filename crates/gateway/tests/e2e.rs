@@ -800,3 +800,56 @@ async fn shutdown_flushes_the_log_and_secrets_never_reach_it() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_assigned_a_task() {
+    let h = Harness::start("").await;
+    let classify = |q: &str| {
+        json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": "Classify the customer's message into one banking intent."},
+            {"role": "user", "content": q}]})
+    };
+    let a = h.post("/v1/chat/completions", classify("I lost my card")).await;
+    let b = h
+        .post("/v1/chat/completions", classify("My top-up failed twice, why?"))
+        .await;
+    let task = header(&a, "x-leanlm-task").to_owned();
+    assert!(task.starts_with("t_"), "{task}");
+    assert_eq!(task, header(&b, "x-leanlm-task"), "one template, one task");
+    // The same template through the Anthropic API is the same task.
+    let c = h
+        .post(
+            "/v1/messages",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 5,
+            "system": "Classify the customer's message into one banking intent.",
+            "messages": [{"role": "user", "content": "where is my card"}]}),
+        )
+        .await;
+    assert_eq!(header(&c, "x-leanlm-task"), task);
+    let d = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": user("Translate to French:\nhello")}),
+        )
+        .await;
+    assert_ne!(header(&d, "x-leanlm-task"), task);
+    // Named by the client: the header wins, then metadata.leanlm_task.
+    let e = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-task", "invoice-extractor")
+        .json(&classify("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&e, "x-leanlm-task"), "invoice-extractor");
+    let mut named = classify("y");
+    named["metadata"] = json!({"leanlm_task": "from-metadata"});
+    let f = h.post("/v1/chat/completions", named).await;
+    assert_eq!(header(&f, "x-leanlm-task"), "from-metadata");
+    let call = h.call(header(&a, "x-leanlm-call-id")).await;
+    let t = call.task.unwrap();
+    assert_eq!((t.id.as_str(), t.origin.as_str()), (task.as_str(), "template"));
+    assert_eq!(t.name, "classify-customer-message-one-banking");
+    h.shutdown().await;
+}

@@ -148,6 +148,16 @@ impl Discoverer {
         s
     }
 
+    /// The task of an embeddings call: one per model, as nothing else tells code paths apart.
+    pub fn identify_embeddings(&self, model: &str) -> Identity {
+        let digest = Sha256::digest(format!("embeddings\0{model}").as_bytes());
+        Identity {
+            id: format!("t_{}", hex::encode(&digest[..6])),
+            name: format!("embeddings-{model}"),
+            origin: Origin::Template,
+        }
+    }
+
     /// The task a call belongs to, discovered from its template.
     pub fn identify(&self, shape: &Shape) -> Identity {
         let system = self.system_skeleton(&shape.system);
@@ -241,7 +251,11 @@ const STOPWORDS: &[&str] = &[
 
 /// Up to five meaningful words of the template, lower-case, joined by dashes.
 fn readable_name(skeleton: &str) -> String {
-    let words: Vec<String> = skeleton
+    let fixed = skeleton
+        .replace(mask::TEXT, " ")
+        .replace(mask::VALUE, " ")
+        .replace(mask::NUM, " ");
+    let words: Vec<String> = fixed
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.len() > 1 && w.chars().all(char::is_alphabetic))
         .map(str::to_lowercase)

@@ -8,6 +8,8 @@
 mod identify;
 mod kind;
 pub mod mask;
+mod report;
 
 pub use identify::{Discoverer, Identity, Origin, Shape};
 pub use kind::{CallSignals, TaskType, TypeVerdict, classify};
+pub use report::{Percentiles, TaskProfile, profile};

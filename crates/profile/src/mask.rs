@@ -9,8 +9,8 @@ use regex::Regex;
 
 /// Placeholders. Short and distinctive, so skeletons stay readable in task names and reasons.
 pub const TEXT: &str = "⟨text⟩";
-const VALUE: &str = "⟨v⟩";
-const NUM: &str = "⟨n⟩";
+pub const VALUE: &str = "⟨v⟩";
+pub const NUM: &str = "⟨n⟩";
 
 /// Paragraphs longer than this many words are data, not instructions.
 const LONG_PARAGRAPH_WORDS: usize = 40;

@@ -9,7 +9,7 @@ mod record;
 mod sqlite;
 mod writer;
 
-pub use record::{CallFilter, CallRecord, CallStatus, CallSummary, SpendBy, SpendRow};
+pub use record::{CallFilter, CallRecord, CallStats, CallStatus, CallSummary, SpendBy, SpendRow, TaskRef, TaskRow};
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, spawn_writer};
 

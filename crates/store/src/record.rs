@@ -63,8 +63,8 @@ pub struct CallRecord {
     pub client_format: String,
     /// A short hash of the client's API key, never the key.
     pub client_key_id: Option<String>,
-    /// The task the call belongs to, where the client named it.
-    pub task: Option<String>,
+    /// The task the call belongs to: named by the client or discovered from its template.
+    pub task: Option<TaskRef>,
     pub requested_model: String,
     pub served_model: Option<String>,
     pub provider: Option<String>,
@@ -87,10 +87,49 @@ pub struct CallRecord {
     pub response_body: Option<String>,
 }
 
+/// Which task a call belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub id: String,
+    /// The automatic name, used when the task is first seen; `leanlm task rename` changes the stored one.
+    pub name: String,
+    /// `explicit`, `template` or `chat`.
+    pub origin: String,
+}
+
+/// A task as stored, with its activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub name: String,
+    pub origin: String,
+    pub renamed: bool,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub calls: u64,
+    pub cost_usd: f64,
+}
+
+/// The numbers of one call, for profiling a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallStats {
+    pub started_at_ms: i64,
+    pub served_model: Option<String>,
+    pub status: CallStatus,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: f64,
+    /// Short hashes: equal requests (exact duplicates) and equal answers share them.
+    pub request_hash: Option<String>,
+    pub output_hash: Option<String>,
+}
+
 /// One row of `leanlm calls`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallSummary {
     pub id: String,
+    pub task: Option<String>,
     pub started_at_ms: i64,
     pub endpoint: String,
     pub requested_model: String,
@@ -110,6 +149,7 @@ pub struct CallSummary {
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
     pub limit: usize,
+    pub task: Option<String>,
     /// Matches the requested or the served model.
     pub model: Option<String>,
     pub status: Option<CallStatus>,
@@ -120,11 +160,12 @@ pub struct CallFilter {
 pub enum SpendBy {
     Model,
     Day,
+    Task,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpendRow {
-    /// The served model, or the UTC day `YYYY-MM-DD`.
+    /// The served model, the UTC day `YYYY-MM-DD`, or the task id.
     pub key: String,
     pub calls: u64,
     pub input_tokens: u64,

@@ -6,7 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::{CallFilter, CallRecord, CallStatus, CallSummary, SpendBy, SpendRow, StoreError};
 
 /// Versioned migrations; `PRAGMA user_version` holds how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE calls (
     id TEXT PRIMARY KEY,
     started_at_ms INTEGER NOT NULL,
@@ -39,7 +40,33 @@ CREATE TABLE calls (
 CREATE INDEX calls_started ON calls(started_at_ms);
 CREATE INDEX calls_model ON calls(served_model, started_at_ms);
 CREATE INDEX calls_task ON calls(task, started_at_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    renamed INTEGER NOT NULL DEFAULT 0,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+);
+ALTER TABLE calls ADD COLUMN request_hash TEXT;
+ALTER TABLE calls ADD COLUMN output_hash TEXT;
+"#,
+];
+
+/// A short, stable content hash (for equality only).
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// The hash of a logged answer's text, so equal answers compare equal whatever their ids and timestamps.
+fn output_hash(response_body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(response_body).ok()?;
+    let text = leanlm_wire::output_text(&v);
+    Some(short_hash(text.as_bytes()))
+}
 
 /// The embedded SQLite store.
 pub struct Store {
@@ -98,17 +125,40 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize)
     }
 
-    /// Inserts records in one transaction.
+    /// Inserts records in one transaction, and records the tasks they belong to.
     pub fn insert_batch(&mut self, records: &[CallRecord]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO tasks (id, name, origin, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET
+                    first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+                    last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+            )?;
+            // One upsert per task per batch, spanning the batch's first and last call of it.
+            let mut seen: std::collections::HashMap<&str, (&crate::TaskRef, i64, i64)> = Default::default();
+            for r in records {
+                if let Some(t) = &r.task {
+                    let e = seen
+                        .entry(t.id.as_str())
+                        .or_insert((t, r.started_at_ms, r.started_at_ms));
+                    e.1 = e.1.min(r.started_at_ms);
+                    e.2 = e.2.max(r.started_at_ms);
+                }
+            }
+            for (t, first, last) in seen.values() {
+                upsert.execute(params![t.id, t.name, t.origin, first, last])?;
+            }
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO calls (id, started_at_ms, endpoint, client_format, client_key_id, task,
                     requested_model, served_model, provider, upstream_model, stream, status, http_status, error,
                     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-                    cost_usd, cost_estimated, latency_ms, ttft_ms, overhead_us, attempts, request_body, response_body)
+                    cost_usd, cost_estimated, latency_ms, ttft_ms, overhead_us, attempts, request_body, response_body,
+                    request_hash, output_hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                    ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
             )?;
             for r in records {
                 let u = r.usage;
@@ -118,7 +168,7 @@ impl Store {
                     r.endpoint,
                     r.client_format,
                     r.client_key_id,
-                    r.task,
+                    r.task.as_ref().map(|t| &t.id),
                     r.requested_model,
                     r.served_model,
                     r.provider,
@@ -140,6 +190,8 @@ impl Store {
                     r.attempts,
                     r.request_body,
                     r.response_body,
+                    r.request_body.as_deref().map(|b| short_hash(b.as_bytes())),
+                    r.response_body.as_deref().and_then(output_hash),
                 ])?;
             }
         }
@@ -152,11 +204,12 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, started_at_ms, endpoint, requested_model, served_model, provider, stream, status,
                     http_status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, cost_usd,
-                    cost_estimated, latency_ms, error
+                    cost_estimated, latency_ms, error, task
              FROM calls
              WHERE (?1 IS NULL OR requested_model = ?1 OR served_model = ?1)
                AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR started_at_ms >= ?3)
+               AND (?5 IS NULL OR task = ?5)
              ORDER BY started_at_ms DESC, id DESC
              LIMIT ?4",
         )?;
@@ -166,7 +219,8 @@ impl Store {
                 filter.model,
                 filter.status.map(CallStatus::as_str),
                 filter.since_ms,
-                limit
+                limit,
+                filter.task
             ],
             |r| {
                 let input: Option<i64> = r.get(9)?;
@@ -175,6 +229,7 @@ impl Store {
                 let status: String = r.get(7)?;
                 Ok(CallSummary {
                     id: r.get(0)?,
+                    task: r.get(17)?,
                     started_at_ms: r.get(1)?,
                     endpoint: r.get(2)?,
                     requested_model: r.get(3)?,
@@ -198,11 +253,11 @@ impl Store {
     /// One call with everything recorded about it.
     pub fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, started_at_ms, endpoint, client_format, client_key_id, task, requested_model, served_model,
+            "SELECT c.id, started_at_ms, endpoint, client_format, client_key_id, task, requested_model, served_model,
                     provider, upstream_model, stream, status, http_status, error, input_tokens, cached_input_tokens,
                     cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, cost_estimated, latency_ms,
-                    ttft_ms, overhead_us, attempts, request_body, response_body
-             FROM calls WHERE id = ?1",
+                    ttft_ms, overhead_us, attempts, request_body, response_body, t.name, t.origin
+             FROM calls c LEFT JOIN tasks t ON t.id = c.task WHERE c.id = ?1",
         )?;
         let rec = stmt
             .query_row([id], |r| {
@@ -224,7 +279,14 @@ impl Store {
                     endpoint: r.get(2)?,
                     client_format: r.get(3)?,
                     client_key_id: r.get(4)?,
-                    task: r.get(5)?,
+                    task: match (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(27)?) {
+                        (Some(id), name) => Some(crate::TaskRef {
+                            name: name.unwrap_or_else(|| id.clone()),
+                            id,
+                            origin: r.get::<_, Option<String>>(28)?.unwrap_or_default(),
+                        }),
+                        (None, _) => None,
+                    },
                     requested_model: r.get(6)?,
                     served_model: r.get(7)?,
                     provider: r.get(8)?,
@@ -253,6 +315,7 @@ impl Store {
         let (key, order) = match by {
             SpendBy::Model => ("COALESCE(served_model, requested_model)", "cost DESC, key"),
             SpendBy::Day => ("strftime('%Y-%m-%d', started_at_ms / 1000, 'unixepoch')", "key"),
+            SpendBy::Task => ("COALESCE(task, '-')", "cost DESC, key"),
         };
         let sql = format!(
             "SELECT {key} AS key, COUNT(*), COALESCE(SUM(input_tokens + cache_write_tokens), 0),
@@ -273,6 +336,77 @@ impl Store {
                 estimated_calls: r.get::<_, i64>(6)? as u64,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// Every task with its activity since a point in time, most expensive first.
+    pub fn tasks(&self, since_ms: Option<i64>) -> Result<Vec<crate::TaskRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.id, t.name, t.origin, t.renamed, t.first_seen_ms, t.last_seen_ms,
+                    COUNT(c.id), COALESCE(SUM(c.cost_usd), 0.0) AS cost
+             FROM tasks t LEFT JOIN calls c ON c.task = t.id AND (?1 IS NULL OR c.started_at_ms >= ?1)
+             GROUP BY t.id ORDER BY cost DESC, t.id",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok(crate::TaskRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                origin: r.get(2)?,
+                renamed: r.get(3)?,
+                first_seen_ms: r.get(4)?,
+                last_seen_ms: r.get(5)?,
+                calls: r.get::<_, i64>(6)? as u64,
+                cost_usd: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Gives a task a name of the user's choosing; `false` if there is no such task.
+    pub fn rename_task(&self, id: &str, name: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE tasks SET name = ?2, renamed = 1 WHERE id = ?1",
+            params![id, name],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The numbers of every call of a task since a point in time, oldest first.
+    pub fn task_stats(&self, id: &str, since_ms: Option<i64>) -> Result<Vec<crate::CallStats>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT started_at_ms, served_model, status, input_tokens, cached_input_tokens, cache_write_tokens,
+                    output_tokens, cost_usd, latency_ms, request_hash, output_hash
+             FROM calls WHERE task = ?1 AND (?2 IS NULL OR started_at_ms >= ?2) ORDER BY started_at_ms",
+        )?;
+        let rows = stmt.query_map(params![id, since_ms], |r| {
+            let input: Option<i64> = r.get(3)?;
+            let status: String = r.get(2)?;
+            Ok(crate::CallStats {
+                started_at_ms: r.get(0)?,
+                served_model: r.get(1)?,
+                status: status.parse().unwrap_or(CallStatus::UpstreamError),
+                input_tokens: input.map(|i| {
+                    (i + r.get::<_, Option<i64>>(4).ok().flatten().unwrap_or(0)
+                        + r.get::<_, Option<i64>>(5).ok().flatten().unwrap_or(0)) as u64
+                }),
+                output_tokens: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                cost_usd: r.get(7)?,
+                latency_ms: r.get(8)?,
+                request_hash: r.get(9)?,
+                output_hash: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The ids of a task's most recent successful calls, for samples and typing.
+    pub fn task_sample_ids(&self, id: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM calls WHERE task = ?1 AND status = 'ok' ORDER BY started_at_ms DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![id, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -305,7 +439,11 @@ pub(crate) mod tests {
             endpoint: "chat.completions".into(),
             client_format: "openai".into(),
             client_key_id: None,
-            task: None,
+            task: Some(crate::TaskRef {
+                id: format!("t_{model}"),
+                name: format!("{model}-task"),
+                origin: "template".into(),
+            }),
             requested_model: model.into(),
             served_model: Some(model.into()),
             provider: Some("openai".into()),
@@ -376,6 +514,57 @@ pub(crate) mod tests {
         );
         let since = s.spend(SpendBy::Model, Some(2 * day)).unwrap();
         assert_eq!(since.len(), 1);
+    }
+
+    #[test]
+    fn tasks_are_recorded_renamed_and_profiled() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let mut dup = record("d", "m1", 5, 0.25);
+        dup.request_body = Some("{}".into());
+        dup.response_body = Some(r#"{"choices":[{"message":{"content":"yes"}}]}"#.into());
+        let mut other = record("e", "m1", 9, 0.25);
+        other.response_body = Some(r#"{"id":"different","choices":[{"message":{"content":"yes"}}]}"#.into());
+        s.insert_batch(&[record("a", "m1", 1, 0.5), record("b", "m2", 2, 0.25), dup, other])
+            .unwrap();
+        let tasks = s.tasks(None).unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(
+            (
+                tasks[0].id.as_str(),
+                tasks[0].calls,
+                tasks[0].first_seen_ms,
+                tasks[0].last_seen_ms
+            ),
+            ("t_m1", 3, 1, 9)
+        );
+        assert!(s.rename_task("t_m1", "intent classifier").unwrap());
+        assert!(!s.rename_task("t_nope", "x").unwrap());
+        // A later call keeps the user's name.
+        s.insert_batch(&[record("f", "m1", 20, 0.1)]).unwrap();
+        let t = s.tasks(None).unwrap().into_iter().find(|t| t.id == "t_m1").unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.renamed, t.last_seen_ms),
+            ("intent classifier", true, 20)
+        );
+        assert_eq!(s.call("a").unwrap().unwrap().task.unwrap().name, "intent classifier");
+
+        let stats = s.task_stats("t_m1", None).unwrap();
+        assert_eq!(stats.len(), 4);
+        // Same answer text under different ids and envelopes: one output hash.
+        assert_eq!(stats[1].output_hash, stats[2].output_hash);
+        assert!(stats[1].output_hash.is_some());
+        assert_eq!(stats[0].request_hash, stats[1].request_hash, "identical request bodies");
+        let by_task = s.spend(SpendBy::Task, None).unwrap();
+        assert_eq!(by_task[0].key, "t_m1");
+        let only = s
+            .calls(&CallFilter {
+                limit: 10,
+                task: Some("t_m2".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        assert_eq!(s.task_sample_ids("t_m1", 2).unwrap(), ["f", "e"]);
     }
 
     #[test]

@@ -63,6 +63,36 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The answer's text in a response of either client format (an OpenAI `chat.completion` or an Anthropic
+/// message): message text, then tool calls as `name(arguments)`.
+pub fn output_text(resp: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let mut out = String::new();
+    if let Some(choice) = resp.pointer("/choices/0/message") {
+        if let Some(t) = choice.get("content").and_then(Value::as_str) {
+            out.push_str(t);
+        }
+        for tc in choice.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            let name = tc.pointer("/function/name").and_then(Value::as_str).unwrap_or("");
+            let args = tc.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+            out.push_str(&format!("{name}({args})"));
+        }
+    } else if let Some(blocks) = resp.get("content").and_then(Value::as_array) {
+        for b in blocks {
+            if let Some(t) = b.get("text").and_then(Value::as_str) {
+                out.push_str(t);
+            } else if b.get("type").and_then(Value::as_str) == Some("tool_use") {
+                let name = b.get("name").and_then(Value::as_str).unwrap_or("");
+                out.push_str(&format!(
+                    "{name}({})",
+                    b.get("input").map(Value::to_string).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    out.trim().to_owned()
+}
+
 /// Parses a JSON body into `T`, reporting the path of the first bad field (`messages[2].role: ...`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     let de = &mut serde_json::Deserializer::from_slice(body);

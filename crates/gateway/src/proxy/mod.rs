@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use leanlm_cost::{cost_usd, tokens};
-use leanlm_store::{CallRecord, CallStatus};
+use leanlm_profile::{Identity, Shape};
+use leanlm_store::{CallRecord, CallStatus, TaskRef};
 use leanlm_wire::anthropic::{self, MessagesRequest};
 use leanlm_wire::openai::ChatRequest;
 use leanlm_wire::{ClientFormat, ErrorKind, ProviderKind, Usage, WireError, gemini};
@@ -69,10 +70,7 @@ impl Recorder {
                 endpoint: endpoint.to_owned(),
                 client_format: format.as_str().to_owned(),
                 client_key_id: key.map(|k| key_id(&k)),
-                task: headers
-                    .get(HEADER_TASK)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
+                task: explicit_task(headers, None),
                 requested_model: String::new(),
                 served_model: None,
                 provider: None,
@@ -160,12 +158,10 @@ impl Recorder {
         settle_cost(r, target, usage, estimated);
         r.response_body = logged;
         let cost = r.cost_usd;
-        let id = r.id.clone();
         self.rec().overhead_us = Some(self.started.elapsed().saturating_sub(done.waited).as_secs_f64() * 1e6);
-        self.log(CallStatus::Ok, 200);
-
         let mut resp = ([(header::CONTENT_TYPE, "application/json")], done.body).into_response();
-        success_headers(&mut resp, &id, target, &done.headers);
+        success_headers(&mut resp, self.rec(), target, &done.headers);
+        self.log(CallStatus::Ok, 200);
         if let Some(c) = cost
             && let Ok(v) = HeaderValue::from_str(&format_cost(c))
         {
@@ -226,6 +222,25 @@ impl Drop for Recorder {
         if self.rec.is_some() {
             self.log(CallStatus::ClientClosed, 499);
         }
+    }
+}
+
+/// The task the client named: the `X-LeanLM-Task` header, else `metadata.leanlm_task` in the body.
+fn explicit_task(headers: &HeaderMap, metadata: Option<&serde_json::Value>) -> Option<TaskRef> {
+    let named = headers
+        .get(HEADER_TASK)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| metadata?.get("leanlm_task")?.as_str())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())?;
+    Some(task_ref(Identity::explicit(named)))
+}
+
+fn task_ref(i: Identity) -> TaskRef {
+    TaskRef {
+        id: i.id,
+        name: i.name,
+        origin: i.origin.as_str().to_owned(),
     }
 }
 
@@ -382,6 +397,13 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
     rec.rec().requested_model = ingress.model().to_owned();
+    let task = match &ingress {
+        Ingress::OpenAi(r) => explicit_task(&headers, r.extra.get("metadata"))
+            .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_openai("chat", r)))),
+        Ingress::Anthropic(r) => explicit_task(&headers, None)
+            .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_anthropic("chat", r)))),
+    };
+    rec.rec().task = Some(task);
     let stream = ingress.is_stream();
     rec.rec().stream = stream;
     let chain = match app.routes.resolve(ingress.model()) {
@@ -413,7 +435,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
 }
 
 /// Headers every successful LeanLM response carries, plus the forwardable upstream ones.
-fn success_headers(resp: &mut Response, call_id: &str, target: &Target, upstream: &reqwest::header::HeaderMap) {
+fn success_headers(resp: &mut Response, rec: &CallRecord, target: &Target, upstream: &reqwest::header::HeaderMap) {
     let h = resp.headers_mut();
     for (name, value) in upstream {
         if forwardable(name.as_str()) {
@@ -425,7 +447,10 @@ fn success_headers(resp: &mut Response, call_id: &str, target: &Target, upstream
             h.insert(HeaderName::from_static(name), v);
         }
     };
-    put(HEADER_CALL_ID, call_id);
+    put(HEADER_CALL_ID, &rec.id);
+    if let Some(t) = &rec.task {
+        put(HEADER_TASK, &t.id);
+    }
     put(HEADER_MODEL, &target.model);
     put(HEADER_PROVIDER, &target.provider.name);
 }

@@ -88,9 +88,14 @@ pub(super) fn stream_response(
 ) -> Response {
     let overhead = rec.started.elapsed().saturating_sub(sent.waited);
     rec.rec().overhead_us = Some(overhead.as_secs_f64() * 1e6);
-    let id = rec.id();
     let upstream_headers = sent.response.headers().clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(32);
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    success_headers(&mut resp, rec.rec(), &target, &upstream_headers);
     tokio::spawn(pump(
         app,
         rec,
@@ -101,12 +106,6 @@ pub(super) fn stream_response(
         ingress,
         tx,
     ));
-    let mut resp = Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    success_headers(&mut resp, &id, &target, &upstream_headers);
     resp
 }
 

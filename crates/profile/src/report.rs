@@ -1,0 +1,181 @@
+//! A task's profile over a window of its calls: volume, spend, token and latency percentiles, errors,
+//! models, duplicates, distinct answers, and its type with the reasons.
+
+use std::collections::{BTreeMap, HashSet};
+
+use leanlm_store::{CallRecord, CallStats, CallStatus};
+use leanlm_wire::anthropic::MessagesRequest;
+use leanlm_wire::openai::{ChatRequest, Role};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{CallSignals, TypeVerdict, classify, mask};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+}
+
+fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some(Percentiles {
+        p50: at(0.5),
+        p95: at(0.95),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskProfile {
+    pub calls: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub spend_usd: f64,
+    pub input_tokens: Option<Percentiles>,
+    pub output_tokens: Option<Percentiles>,
+    pub latency_ms: Option<Percentiles>,
+    /// Calls per served model.
+    pub models: BTreeMap<String, u64>,
+    /// Share of calls whose request exactly repeats an earlier one in the window (cache potential).
+    pub duplicate_share: f64,
+    /// Distinct answers among the calls whose answer was logged.
+    pub distinct_outputs: u64,
+    /// The masked template the task was recognised by, from its latest call.
+    pub template: Option<String>,
+    #[serde(rename = "type")]
+    pub verdict: Option<TypeVerdict>,
+}
+
+/// Profiles a task from the numbers of its calls and a sample of whole calls (for typing).
+pub fn profile(stats: &[CallStats], samples: &[CallRecord], chat_origin: bool) -> TaskProfile {
+    let calls = stats.len() as u64;
+    let errors = stats.iter().filter(|s| s.status != CallStatus::Ok).count() as u64;
+    let mut models = BTreeMap::new();
+    for s in stats {
+        if let Some(m) = &s.served_model {
+            *models.entry(m.clone()).or_insert(0) += 1;
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut hashed = 0u64;
+    let mut dups = 0u64;
+    for h in stats.iter().filter_map(|s| s.request_hash.as_ref()) {
+        hashed += 1;
+        if !seen.insert(h) {
+            dups += 1;
+        }
+    }
+    let outputs: HashSet<&String> = stats.iter().filter_map(|s| s.output_hash.as_ref()).collect();
+    let ok: Vec<&CallStats> = stats.iter().filter(|s| s.status == CallStatus::Ok).collect();
+    let signals: Vec<CallSignals> = samples.iter().filter_map(signals_of).collect();
+    let template = samples.first().and_then(instructions);
+    let verdict = (!signals.is_empty() || chat_origin)
+        .then(|| classify(template.as_deref().unwrap_or(""), chat_origin, &signals));
+    TaskProfile {
+        calls,
+        errors,
+        error_rate: if calls == 0 { 0.0 } else { errors as f64 / calls as f64 },
+        spend_usd: stats.iter().filter_map(|s| s.cost_usd).sum(),
+        input_tokens: percentiles(ok.iter().filter_map(|s| s.input_tokens).map(|t| t as f64).collect()),
+        output_tokens: percentiles(ok.iter().filter_map(|s| s.output_tokens).map(|t| t as f64).collect()),
+        latency_ms: percentiles(ok.iter().map(|s| s.latency_ms).collect()),
+        models,
+        duplicate_share: if hashed == 0 { 0.0 } else { dups as f64 / hashed as f64 },
+        distinct_outputs: outputs.len() as u64,
+        template,
+        verdict,
+    }
+}
+
+/// The masked system prompt and first user turn of a logged call.
+fn instructions(call: &CallRecord) -> Option<String> {
+    let body = call.request_body.as_deref()?;
+    let shape = match call.client_format.as_str() {
+        "anthropic" => {
+            let r = MessagesRequest::parse(body.as_bytes()).ok()?;
+            (
+                r.system.as_ref().map(|s| s.text()).unwrap_or_default(),
+                r.messages.first().map(|m| m.content.text()),
+            )
+        }
+        _ => {
+            let r = ChatRequest::parse(body.as_bytes()).ok()?;
+            let system: Vec<String> = r
+                .messages
+                .iter()
+                .filter(|m| matches!(m.role, Role::System | Role::Developer))
+                .filter_map(|m| m.content.as_ref().map(|c| c.text()))
+                .collect();
+            let user = r
+                .messages
+                .iter()
+                .find(|m| m.role == Role::User)
+                .and_then(|m| m.content.as_ref().map(|c| c.text()));
+            (system.join("\n\n"), user)
+        }
+    };
+    let user = shape.1.map(|u| mask::skeleton(&u)).filter(|u| mask::is_template(u));
+    let text = [Some(mask::skeleton(&shape.0)), user]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>();
+    (!text.is_empty()).then(|| text.join("\n\n"))
+}
+
+/// What typing needs from one logged call.
+fn signals_of(call: &CallRecord) -> Option<CallSignals> {
+    let request: Value = serde_json::from_str(call.request_body.as_deref()?).ok()?;
+    let response: Value = call
+        .response_body
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    let turns = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+                .count()
+        })
+        .unwrap_or(0) as u32;
+    let tool_called = response
+        .pointer("/choices/0/message/tool_calls")
+        .is_some_and(|t| !t.is_null())
+        || response.get("content").and_then(Value::as_array).is_some_and(|c| {
+            c.iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+        });
+    let usage = call.usage.unwrap_or_default();
+    Some(CallSignals {
+        embeddings: call.endpoint == "embeddings",
+        turns,
+        json_requested: request
+            .get("response_format")
+            .and_then(|r| r.get("type"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "text"),
+        tools_offered: request.get("tools").is_some_and(|t| !t.is_null()),
+        tool_called,
+        input_tokens: usage.prompt_tokens(),
+        output_tokens: usage.output_tokens,
+        output: leanlm_wire::output_text(&response),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let p = percentiles((1..=100).map(f64::from).collect()).unwrap();
+        assert_eq!((p.p50, p.p95), (51.0, 95.0));
+        assert!(percentiles(vec![]).is_none());
+    }
+}
