@@ -45,6 +45,10 @@ impl Gateway {
         crate::metrics::handle();
         let store =
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
+        // Templates already known to be tasks keep their ids from the first call after a restart.
+        let known = store.tasks(None).context("reading known tasks")?;
+        let tasks =
+            leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
         let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -61,7 +65,7 @@ impl Gateway {
                 routes,
                 http,
                 log,
-                tasks: leanlm_profile::Discoverer::new(),
+                tasks,
             }),
             writer,
         })

@@ -399,7 +399,22 @@ fn answer(format: Format, body: &Value, raw_len: usize) -> Answer {
     } else if json_mode {
         json!({"echo": user}).to_string()
     } else {
-        format!("Echo: {}", user.chars().take(400).collect::<String>())
+        let echo = format!("Echo: {}", user.chars().take(400).collect::<String>());
+        // Like a real model, stop at the output cap (counting a word as a token).
+        let cap = match format {
+            Format::OpenAi => body.get("max_completion_tokens").or_else(|| body.get("max_tokens")),
+            Format::Anthropic => body.get("max_tokens"),
+            Format::Gemini => body.pointer("/generationConfig/maxOutputTokens"),
+        };
+        match cap.and_then(Value::as_u64) {
+            Some(n) => echo
+                .split_inclusive(' ')
+                .take(n.max(1) as usize)
+                .collect::<String>()
+                .trim_end()
+                .to_owned(),
+            None => echo,
+        }
     };
     let completion_tokens = text.split_whitespace().count() as u64 + if tool.is_some() { 8 } else { 0 };
     Answer {

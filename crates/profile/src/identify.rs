@@ -117,16 +117,62 @@ impl<'a> Shape<'a> {
 /// Most system prompts repeat exactly, call after call: their skeletons are cached by a hash of the text.
 const CACHE_LIMIT: usize = 4096;
 
-/// Identifies tasks. Shared by all requests; its cache is bounded.
+/// A template seen without a system prompt becomes a task of its own once it has framed this many
+/// distinct inputs; until then its calls count as chat. One-off prompts with a colon or a quote in them
+/// are conversation, not code paths.
+const PROMOTE_AFTER: usize = 3;
+/// Candidate templates remembered at once; past this the memory is reset (bounded, and rare in practice).
+const CANDIDATE_LIMIT: usize = 50_000;
+
+/// Identifies tasks. Shared by all requests; its memory is bounded.
 #[derive(Default)]
 pub struct Discoverer {
     cache: Mutex<HashMap<u64, String>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Templates known to be tasks, loaded from the store at start so ids survive restarts.
+    promoted: Mutex<std::collections::HashSet<String>>,
+    /// Templates on probation: the hashes of the distinct inputs seen with each.
+    candidates: Mutex<HashMap<String, Vec<u64>>>,
 }
 
 impl Discoverer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A discoverer that already knows these task ids (from the store).
+    pub fn with_known(ids: impl IntoIterator<Item = String>) -> Self {
+        let d = Self::default();
+        d.promoted.lock().unwrap_or_else(|p| p.into_inner()).extend(ids);
+        d
+    }
+
+    /// Whether a system-less template has framed enough distinct inputs to be a task of its own.
+    fn promoted(&self, id: &str, input: &str) -> bool {
+        if self.promoted.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
+            return true;
+        }
+        let mut h = self.hasher.build_hasher();
+        h.write(input.as_bytes());
+        let input = h.finish();
+        let mut candidates = self.candidates.lock().unwrap_or_else(|p| p.into_inner());
+        if candidates.len() >= CANDIDATE_LIMIT {
+            candidates.clear();
+        }
+        let seen = candidates.entry(id.to_owned()).or_default();
+        if !seen.contains(&input) {
+            seen.push(input);
+        }
+        if seen.len() >= PROMOTE_AFTER {
+            candidates.remove(id);
+            drop(candidates);
+            self.promoted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_owned());
+            return true;
+        }
+        false
     }
 
     fn system_skeleton(&self, system: &str) -> String {
@@ -139,7 +185,7 @@ impl Discoverer {
         if let Some(s) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return s.clone();
         }
-        let s = mask::skeleton(system);
+        let s = mask::instructions_skeleton(system);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
@@ -161,44 +207,63 @@ impl Discoverer {
     /// The task a call belongs to, discovered from its template.
     pub fn identify(&self, shape: &Shape) -> Identity {
         let system = self.system_skeleton(&shape.system);
-        let mut user = mask::skeleton(&shape.first_user);
-        if !mask::is_template(&user) {
-            // A user turn with no template structure in it (no labels, delimiters, quoted or long inserts)
-            // is the input itself: a query, a document, a chat message.
-            user = mask::TEXT.to_owned();
-        }
-        let free_form = system.is_empty() && user == mask::TEXT;
-        let mut h = Sha256::new();
-        for part in [
-            shape.endpoint,
+        // With a system prompt, the instructions are there and the user turn is the input. Without one, the
+        // user turn may itself be a template wrapping an input.
+        let user = if system.is_empty() {
+            Some(mask::skeleton(&shape.first_user)).filter(|u| mask::is_template(u))
+        } else {
+            None
+        };
+        let free_form = system.is_empty() && user.is_none();
+        let id = template_id(
+            shape,
             if free_form { "chat" } else { &system },
-            if free_form { "" } else { &user },
-            shape.tools.as_deref().unwrap_or(""),
-            shape.response_format.as_deref().unwrap_or(""),
-        ] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        let id = format!("t_{}", hex::encode(&h.finalize()[..6]));
-        if free_form {
+            user.as_deref().unwrap_or(mask::TEXT),
+        );
+        let chat = |id: String| {
             let name = if shape.tools.is_some() {
                 "chat-with-tools"
             } else {
                 "chat"
             };
-            return Identity {
+            Identity {
                 id,
                 name: name.to_owned(),
                 origin: Origin::Chat,
-            };
+            }
+        };
+        if free_form {
+            return chat(id);
         }
-        let basis = if mask::has_fixed_text(&system) { &system } else { &user };
+        if user.is_some() && !self.promoted(&id, &shape.first_user) {
+            return chat(template_id(shape, "chat", mask::TEXT));
+        }
+        let basis = if mask::has_fixed_text(&system) {
+            system
+        } else {
+            user.unwrap_or_default()
+        };
         Identity {
             id,
-            name: readable_name(basis),
+            name: readable_name(&basis),
             origin: Origin::Template,
         }
     }
+}
+
+fn template_id(shape: &Shape, system: &str, user: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        shape.endpoint,
+        system,
+        user,
+        shape.tools.as_deref().unwrap_or(""),
+        shape.response_format.as_deref().unwrap_or(""),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("t_{}", hex::encode(&h.finalize()[..6]))
 }
 
 const STOPWORDS: &[&str] = &[
@@ -296,9 +361,22 @@ mod tests {
         assert_eq!(a.name, "banking-classify-customer-message-one");
 
         let translate = |t: &str| serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Translate to French:\n{t}")}]});
-        let c = id_of(&d, translate("good morning"));
-        assert_eq!(c, id_of(&d, translate("where is the station?")));
+        // Without a system prompt, a template is a task once it has framed three distinct inputs.
+        let first = id_of(&d, translate("good morning"));
+        assert_eq!(first.origin, Origin::Chat);
+        assert_eq!(
+            id_of(&d, translate("good morning")).origin,
+            Origin::Chat,
+            "a repeat is not a new input"
+        );
+        assert_eq!(id_of(&d, translate("where is the station?")).origin, Origin::Chat);
+        let c = id_of(&d, translate("two coffees, please"));
+        assert_eq!((c.origin, c.name.as_str()), (Origin::Template, "translate-french"));
+        assert_eq!(c, id_of(&d, translate("good night")));
         assert_ne!(a.id, c.id);
+        // A restarted gateway that loads its known tasks recognises the template at once.
+        let restarted = Discoverer::with_known([c.id.clone()]);
+        assert_eq!(id_of(&restarted, translate("hello")), c);
 
         // The same prompt with a schema is another code path.
         let mut with_schema = classify("I lost my card");

@@ -94,6 +94,31 @@ pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) ->
     let tool_share = share(&|c| c.tool_called);
     let code_share = share(&|c| c.output.contains("```") || c.output.contains("def ") || c.output.contains("SELECT "));
 
+    let label_words = [
+        "classify",
+        "classif",
+        "categor",
+        "label",
+        "intent",
+        "sentiment",
+        "which of the following",
+        "one of the",
+    ];
+    let few_outputs = calls.len() >= 5 && (distinct as f64) <= (n * 0.5).max(3.0);
+    let short = mean_out <= 12.0;
+    if let Some(w) = any_word(&text, &label_words)
+        && short
+    {
+        return verdict(
+            TaskType::Classify,
+            vec![
+                format!("instructions mention `{w}`"),
+                format!("answers average {mean_out:.1} tokens"),
+            ],
+        );
+    }
+    let few_short_answers = few_outputs && short;
+
     let code_words = [
         "code",
         "function",
@@ -107,9 +132,7 @@ pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) ->
         "debug",
         "compile",
     ];
-    if let Some(w) = any_word(&text, &code_words)
-        && (code_share >= 0.3 || !calls.iter().any(|c| !c.output.is_empty()))
-    {
+    if let Some(w) = any_word(&text, &code_words) {
         return verdict(
             TaskType::Code,
             vec![
@@ -123,40 +146,6 @@ pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) ->
             TaskType::Code,
             vec![format!("{:.0}% of answers contain code", code_share * 100.0)],
         );
-    }
-
-    let label_words = [
-        "classify",
-        "classif",
-        "categor",
-        "label",
-        "intent",
-        "sentiment",
-        "which of the following",
-        "one of the",
-    ];
-    let few_outputs = calls.len() >= 5 && (distinct as f64) <= (n * 0.5).max(3.0);
-    let short = mean_out <= 12.0;
-    match (any_word(&text, &label_words), few_outputs && short) {
-        (Some(w), _) if short => {
-            return verdict(
-                TaskType::Classify,
-                vec![
-                    format!("instructions mention `{w}`"),
-                    format!("answers average {mean_out:.1} tokens"),
-                ],
-            );
-        }
-        (_, true) => {
-            return verdict(
-                TaskType::Classify,
-                vec![
-                    format!("{distinct} distinct answers over {} calls", calls.len()),
-                    format!("answers average {mean_out:.1} tokens"),
-                ],
-            );
-        }
-        _ => {}
     }
 
     let extract_words = ["extract", "parse", "fields", "entities", "json"];
@@ -174,6 +163,15 @@ pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) ->
         }
         return verdict(TaskType::Extract, reasons);
     }
+    if few_short_answers {
+        return verdict(
+            TaskType::Classify,
+            vec![
+                format!("{distinct} distinct answers over {} calls", calls.len()),
+                format!("answers average {mean_out:.1} tokens"),
+            ],
+        );
+    }
     if let Some(w) = any_word(&text, &extract_words) {
         return verdict(TaskType::Extract, vec![format!("instructions mention `{w}`")]);
     }
@@ -181,6 +179,13 @@ pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) ->
     let summary_words = ["summar", "tl;dr", "tldr", "condense", "key points", "gist"];
     if let Some(w) = any_word(&text, &summary_words) {
         return verdict(TaskType::Summarize, vec![format!("instructions mention `{w}`")]);
+    }
+    let question_words = ["question", "answer the", "answer using", "faq"];
+    if let Some(w) = any_word(&text, &question_words) {
+        return verdict(
+            TaskType::Generate,
+            vec![format!("instructions ask to answer questions (`{w}`)")],
+        );
     }
     if mean_out >= 15.0 && mean_in >= 5.0 * mean_out {
         return verdict(

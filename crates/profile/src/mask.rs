@@ -96,9 +96,21 @@ fn balanced(s: &str, open: u8, close: u8) -> Option<usize> {
     None
 }
 
-/// Masks the spans that vary between calls of one template: code, tagged and bracketed inserts, quotes,
-/// URLs, e-mails, ids, numbers, `Label: value` lines, text after a line ending in `:`, and long paragraphs.
+/// Masks a user turn: the spans that vary between calls of one template (code, tagged and bracketed
+/// inserts, quotes, URLs, e-mails, ids, numbers, `Label: value` lines), the text after a line ending in `:`,
+/// long paragraphs, and, once an insert has begun, every line that is not itself a `Label: value` line (it
+/// belongs to the inserted data).
 pub fn skeleton(text: &str) -> String {
+    structure(&mask_spans(text), true)
+}
+
+/// Masks a system prompt. System prompts are instructions, long or not: only the variable spans and
+/// `Label: value` lines are masked.
+pub fn instructions_skeleton(text: &str) -> String {
+    structure(&mask_spans(text), false)
+}
+
+fn mask_spans(text: &str) -> String {
     let t = CODE.replace_all(text, VALUE);
     let t = mask_blocks(&t);
     let t = URL.replace_all(&t, VALUE);
@@ -115,44 +127,81 @@ pub fn skeleton(text: &str) -> String {
         format!("{lead}{VALUE}{trail}")
     });
     let t = ID.replace_all(&t, VALUE);
-    let t = NUMBER.replace_all(&t, NUM);
+    NUMBER.replace_all(&t, NUM).into_owned()
+}
 
-    let mut paragraphs = Vec::new();
+fn structure(t: &str, data_rules: bool) -> String {
+    let mut paragraphs: Vec<String> = Vec::new();
     // After a line that ends in `:`, the rest of the prompt is what the template inserts.
     let mut inserting = false;
+    let mut seen_insert = false;
     for para in t.split("\n\n") {
-        if inserting {
-            push_once(&mut paragraphs, TEXT);
+        if data_rules && (inserting || para.split_whitespace().count() > LONG_PARAGRAPH_WORDS) {
+            // A long paragraph opened by a label keeps its label: `Context: <a page of text>`.
+            let label = para
+                .lines()
+                .next()
+                .and_then(|l| LABEL.captures(l.trim_end()))
+                .filter(|_| !inserting);
+            match label {
+                Some(c) => paragraphs.push(format!("{} {VALUE}", &c[1])),
+                None if !ends_with_insert(&paragraphs) => paragraphs.push(TEXT.to_owned()),
+                None => {}
+            }
+            seen_insert = true;
             continue;
         }
-        if para.split_whitespace().count() > LONG_PARAGRAPH_WORDS {
-            push_once(&mut paragraphs, TEXT);
-            continue;
-        }
-        let mut lines = Vec::new();
+        let mut lines: Vec<String> = Vec::new();
+        // Whether inserted text has run since the paragraph's last label.
+        let mut in_data = false;
         for line in para.lines() {
             if inserting {
                 push_once(&mut lines, TEXT);
                 continue;
             }
             let trimmed = line.trim_end();
-            if trimmed.ends_with(':') {
+            // A template's labels open a paragraph or follow one another; a label-like line after inserted
+            // text is part of that text.
+            let label_position = !in_data;
+            if let Some(c) = LABEL
+                .captures(trimmed)
+                .filter(|_| !data_rules || !seen_insert || label_position)
+            {
+                lines.push(format!("{} {VALUE}", &c[1]));
+                seen_insert = true;
+            } else if data_rules && trimmed.ends_with(':') {
                 lines.push(trimmed.to_owned());
                 inserting = true;
-            } else if let Some(c) = LABEL.captures(trimmed) {
-                lines.push(format!("{} {VALUE}", &c[1]));
+                seen_insert = true;
+            } else if data_rules && seen_insert && has_fixed_text(trimmed) {
+                // Free text after an insert has begun is part of the inserted data: it continues the insert
+                // before it, or marks one.
+                if !ends_with_insert(&lines) && !(lines.is_empty() && ends_with_insert(&paragraphs)) {
+                    lines.push(TEXT.to_owned());
+                }
+                in_data = true;
             } else {
+                if trimmed.contains(VALUE) {
+                    seen_insert = true;
+                }
                 lines.push(trimmed.to_owned());
             }
         }
-        paragraphs.push(lines.join("\n"));
+        if !lines.is_empty() {
+            paragraphs.push(lines.join("\n"));
+        }
     }
     let joined = paragraphs.join("\n\n");
     SPACES.replace_all(joined.trim(), " ").into_owned()
 }
 
-fn push_once(v: &mut Vec<impl AsRef<str> + From<&'static str>>, s: &'static str) {
-    if v.last().map(|l| l.as_ref()) != Some(s) {
+/// Whether the last element emitted ends in a placeholder, so more data continues that insert.
+fn ends_with_insert(v: &[String]) -> bool {
+    v.last().is_some_and(|l| l.ends_with(TEXT) || l.ends_with(VALUE))
+}
+
+fn push_once(v: &mut Vec<String>, s: &'static str) {
+    if v.last().map(String::as_str) != Some(s) {
         v.push(s.into());
     }
 }
@@ -206,6 +255,33 @@ mod tests {
         assert_eq!(
             skeleton("see https://x.io/a?b=1 or mail a.b@c.com, id 9f8e7d6c5b4a"),
             skeleton("see http://y.org or mail z@q.net, id 1234abcd99")
+        );
+    }
+
+    #[test]
+    fn text_after_an_insert_is_data_but_labels_are_kept() {
+        let a = skeleton(
+            "Answer using the context.\n\nContext: Paris is big.\nIt has a river.\nNote: old city\n\nQuestion: how big?",
+        );
+        let b = skeleton("Answer using the context.\n\nContext: Rome.\n\nQuestion: why?");
+        assert_eq!(a, b);
+        let long = "Paris is a big city with a river. ".repeat(10);
+        assert_eq!(
+            skeleton(&format!(
+                "Answer using the context.\n\nContext: {long}\n\nMore of it.\n\nQuestion: how big?"
+            )),
+            b
+        );
+        assert!(a.starts_with("Answer using the context.\n\nContext: ⟨v⟩"), "{a}");
+    }
+
+    #[test]
+    fn system_prompts_keep_long_instructions() {
+        let long = "Follow the house style in every answer and keep it short. ".repeat(8);
+        assert!(instructions_skeleton(&long).contains("house style"));
+        assert_ne!(
+            instructions_skeleton(&format!("{long} A")),
+            instructions_skeleton(&format!("{long} B"))
         );
     }
 

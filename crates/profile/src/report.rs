@@ -119,7 +119,7 @@ fn instructions(call: &CallRecord) -> Option<String> {
         }
     };
     let user = shape.1.map(|u| mask::skeleton(&u)).filter(|u| mask::is_template(u));
-    let text = [Some(mask::skeleton(&shape.0)), user]
+    let text = [Some(mask::instructions_skeleton(&shape.0)), user]
         .into_iter()
         .flatten()
         .filter(|s| !s.is_empty())

