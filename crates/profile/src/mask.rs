@@ -176,7 +176,8 @@ fn structure(t: &str, data_rules: bool) -> String {
             } else if data_rules && seen_insert && has_fixed_text(trimmed) {
                 // Free text after an insert has begun is part of the inserted data: it continues the insert
                 // before it, or marks one.
-                if !ends_with_insert(&lines) && !(lines.is_empty() && ends_with_insert(&paragraphs)) {
+                let continues = ends_with_insert(&lines) || (lines.is_empty() && ends_with_insert(&paragraphs));
+                if !continues {
                     lines.push(TEXT.to_owned());
                 }
                 in_data = true;
