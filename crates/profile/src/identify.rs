@@ -210,7 +210,7 @@ impl Discoverer {
         // With a system prompt, the instructions are there and the user turn is the input. Without one, the
         // user turn may itself be a template wrapping an input.
         let user = if system.is_empty() {
-            Some(mask::skeleton(&shape.first_user)).filter(|u| mask::is_template(u))
+            Some(mask::skeleton(&head_and_tail(&shape.first_user))).filter(|u| mask::is_template(u))
         } else {
             None
         };
@@ -249,6 +249,25 @@ impl Discoverer {
             origin: Origin::Template,
         }
     }
+}
+
+/// A template's fixed text sits at the head of a prompt and its last labels at the tail; the middle of a
+/// long prompt is inserted data. Masking only the ends bounds the cost of discovery on long prompts.
+fn head_and_tail(text: &str) -> std::borrow::Cow<'_, str> {
+    const HEAD: usize = 3072;
+    const TAIL: usize = 1024;
+    if text.len() <= HEAD + TAIL {
+        return text.into();
+    }
+    let mut h = HEAD;
+    while !text.is_char_boundary(h) {
+        h -= 1;
+    }
+    let mut t = text.len() - TAIL;
+    while !text.is_char_boundary(t) {
+        t += 1;
+    }
+    format!("{}\n\n{}", &text[..h], &text[t..]).into()
 }
 
 fn template_id(shape: &Shape, system: &str, user: &str) -> String {

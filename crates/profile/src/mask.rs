@@ -18,7 +18,7 @@ const LONG_PARAGRAPH_WORDS: usize = 40;
 static URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"https?://\S+").expect("valid regex"));
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[\w.+-]+@[\w-]+(\.[\w-]+)+").expect("valid regex"));
 static ID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|[A-Za-z]+[-_]?\d[\w-]*)\b")
+    Regex::new(r"(?-u:\b)(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*(?-u:\b)|[A-Za-z]+[-_]?\d[\w-]*)(?-u:\b)")
         .expect("valid regex")
 });
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[-+$€£]?\d[\d,.:/-]*%?").expect("valid regex"));
@@ -111,21 +111,49 @@ pub fn instructions_skeleton(text: &str) -> String {
 }
 
 fn mask_spans(text: &str) -> String {
-    let t = CODE.replace_all(text, VALUE);
-    let t = mask_blocks(&t);
-    let t = URL.replace_all(&t, VALUE);
-    let t = EMAIL.replace_all(&t, VALUE);
-    let t = QUOTED.replace_all(&t, |c: &regex::Captures| {
-        let m = &c[0];
-        let lead = if m.starts_with(char::is_whitespace) { " " } else { "" };
-        let trail = m
-            .chars()
-            .last()
-            .filter(|c| !matches!(c, '\'' | '"' | '”' | '»'))
-            .map(String::from)
-            .unwrap_or_default();
-        format!("{lead}{VALUE}{trail}")
-    });
+    use std::borrow::Cow;
+    // Each pass runs only where its pattern can match: most prompts have no URL, e-mail, quote or code.
+    let t: Cow<str> = if text.contains("```") {
+        CODE.replace_all(text, VALUE)
+    } else {
+        text.into()
+    };
+    let t: Cow<str> = if t.contains(['<', '{', '[']) {
+        mask_blocks(&t).into()
+    } else {
+        t
+    };
+    let t: Cow<str> = if t.contains("http") {
+        URL.replace_all(&t, VALUE).into_owned().into()
+    } else {
+        t
+    };
+    let t: Cow<str> = if t.contains('@') {
+        EMAIL.replace_all(&t, VALUE).into_owned().into()
+    } else {
+        t
+    };
+    let t: Cow<str> = if t.contains(['"', '\'', '“', '«']) {
+        QUOTED
+            .replace_all(&t, |c: &regex::Captures| {
+                let m = &c[0];
+                let lead = if m.starts_with(char::is_whitespace) { " " } else { "" };
+                let trail = m
+                    .chars()
+                    .last()
+                    .filter(|c| !matches!(c, '\'' | '"' | '”' | '»'))
+                    .map(String::from)
+                    .unwrap_or_default();
+                format!("{lead}{VALUE}{trail}")
+            })
+            .into_owned()
+            .into()
+    } else {
+        t
+    };
+    if !t.bytes().any(|b| b.is_ascii_digit()) {
+        return t.into_owned();
+    }
     let t = ID.replace_all(&t, VALUE);
     NUMBER.replace_all(&t, NUM).into_owned()
 }
