@@ -470,18 +470,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// How many recent calls are read whole to type a task.
-const TYPING_SAMPLE: usize = 200;
-
 fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> anyhow::Result<TaskProfile> {
-    let stats = store.task_stats(&task.id, since_ms)?;
-    let mut samples = Vec::new();
-    for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
-        if let Some(c) = store.call(&id)? {
-            samples.push(c);
-        }
-    }
-    Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
+    Ok(leanlm_gateway::admin::task_profile(store, task, since_ms)?)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date-time dependency.

@@ -39,6 +39,8 @@ pub struct Config {
     pub store_url: String,
     /// Keep request and response bodies in the call log; off keeps metadata only.
     pub log_bodies: bool,
+    /// Bearer token for the admin API under `/api/`; without one the admin API is off.
+    pub admin_token: Option<Secret>,
     pub log_queue_capacity: usize,
     pub max_body_bytes: usize,
     pub retry: RetryPolicy,
@@ -146,6 +148,8 @@ struct RawConfig {
     #[serde(default)]
     store: RawStore,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
     providers: BTreeMap<String, Spanned<RawProvider>>,
@@ -160,6 +164,13 @@ struct RawConfig {
 struct RawServer {
     listen: Option<Spanned<String>>,
     max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<String>,
+    token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,6 +442,13 @@ impl Config {
                 .or(raw.store.url)
                 .unwrap_or_else(|| "sqlite://leanlm.db".to_owned()),
             log_bodies: raw.store.log_bodies.unwrap_or(true),
+            admin_token: raw
+                .admin
+                .token
+                .clone()
+                .or_else(|| env(raw.admin.token_env.as_deref().unwrap_or("LEANLM_ADMIN_TOKEN")))
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
             log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             retry,

@@ -1,6 +1,7 @@
 //! The LeanLM gateway: an OpenAI- and Anthropic-compatible proxy that records every call with its exact
 //! cost, in front of OpenAI, Anthropic, Gemini and any OpenAI-compatible server.
 
+pub mod admin;
 pub mod config;
 mod metrics;
 mod proxy;

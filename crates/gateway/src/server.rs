@@ -119,6 +119,7 @@ impl Gateway {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .merge(crate::admin::routes(state.clone()))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))

@@ -853,3 +853,119 @@ async fn every_call_is_assigned_a_task() {
     assert_eq!(t.name, "classify-customer-message-one-banking");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_serves_tasks_calls_and_spend_behind_a_token() {
+    let off = Harness::start("").await;
+    let r = off.http.get(format!("{}/api/tasks", off.url)).send().await.unwrap();
+    assert_eq!(r.status(), 403, "no token configured: the admin API is off");
+    off.shutdown().await;
+
+    let h = Harness::start("[admin]\ntoken = \"admin-secret\"\n").await;
+    let api = |path: &str| h.http.get(format!("{}{path}", h.url)).bearer_auth("admin-secret");
+    assert_eq!(
+        h.http
+            .get(format!("{}/api/tasks", h.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        h.http
+            .get(format!("{}/api/tasks", h.url))
+            .bearer_auth("admin-secreT")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let mut ids = Vec::new();
+    for q in [
+        "I lost my card",
+        "card not here",
+        "top up failed",
+        "pin blocked",
+        "refund please",
+    ] {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [
+                {"role": "system", "content": "Classify the customer's message into one banking intent."},
+                {"role": "user", "content": q}]}),
+            )
+            .await;
+        ids.push((
+            header(&r, "x-leanlm-task").to_owned(),
+            header(&r, "x-leanlm-call-id").to_owned(),
+        ));
+    }
+    let (task, last_call) = ids.last().cloned().unwrap();
+    h.call(&last_call).await; // written
+
+    let tasks: Value = api("/api/tasks").send().await.unwrap().json().await.unwrap();
+    let t = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"]["id"] == task.as_str())
+        .unwrap();
+    assert_eq!(t["profile"]["calls"], 5);
+    assert_eq!(t["profile"]["type"]["type"], "classify");
+
+    let detail: Value = api(&format!("/api/tasks/{task}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["samples"].as_array().unwrap().len(), 5);
+    assert_eq!(api("/api/tasks/t_none").send().await.unwrap().status(), 404);
+
+    let r = h
+        .http
+        .post(format!("{}/api/tasks/{task}/name", h.url))
+        .bearer_auth("admin-secret")
+        .json(&json!({"name": "intents"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = h
+        .http
+        .post(format!("{}/api/tasks/{task}/name", h.url))
+        .bearer_auth("admin-secret")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let calls: Value = api(&format!("/api/calls?task={task}&limit=3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls.as_array().unwrap().len(), 3);
+    let call: Value = api(&format!("/api/calls/{last_call}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(call["task"]["name"], "intents");
+    assert!(call["request_body"].as_str().unwrap().contains("refund please"));
+    assert_eq!(api("/api/calls?status=weird").send().await.unwrap().status(), 400);
+    let spend: Value = api("/api/spend?by=task").send().await.unwrap().json().await.unwrap();
+    assert_eq!(spend[0]["key"], task.as_str());
+    assert_eq!(api("/api/spend?by=year").send().await.unwrap().status(), 400);
+    h.shutdown().await;
+}

@@ -1,0 +1,220 @@
+//! The admin API under `/api/`: tasks, calls and spend as JSON, behind a bearer token. The CLI and the
+//! dashboard read the same data.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use leanlm_profile::TaskProfile;
+use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, StoreError, TaskRow};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::server::AppState;
+
+/// How many recent calls are read whole to type a task.
+const TYPING_SAMPLE: usize = 200;
+
+/// A task's profile over a window, typed from a sample of its latest calls.
+pub fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<TaskProfile, StoreError> {
+    let stats = store.task_stats(&task.id, since_ms)?;
+    let mut samples = Vec::new();
+    for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
+        if let Some(c) = store.call(&id)? {
+            samples.push(c);
+        }
+    }
+    Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
+}
+
+pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/tasks", get(tasks))
+        .route("/api/tasks/{id}", get(task))
+        .route("/api/tasks/{id}/name", post(rename))
+        .route("/api/calls", get(calls))
+        .route("/api/calls/{id}", get(call))
+        .route("/api/spend", get(spend))
+        .route_layer(middleware::from_fn_with_state(state, authorize))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": {"message": message.into()}}))).into_response()
+}
+
+async fn authorize(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(token) = &app.config.admin_token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set LEANLM_ADMIN_TOKEN (or [admin] token in leanlm.toml) and send it as a bearer token",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared in constant time: the token guards every prompt the gateway has logged.
+    let ok = given.len() == token.expose().len()
+        && given
+            .bytes()
+            .zip(token.expose().bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !ok {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer …)",
+        );
+    }
+    next.run(req).await
+}
+
+/// Runs a store query off the async runtime, on a read connection of its own.
+async fn with_store<T: Send + 'static>(
+    app: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let url = app.config.store_url.clone();
+    tokio::task::spawn_blocking(move || Store::open(&url).and_then(|s| f(&s)))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("store query failed: {e}")))?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("store query failed: {e}")))
+}
+
+fn since(days: Option<f64>) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    days.filter(|d| d.is_finite() && *d > 0.0)
+        .map(|d| now - (d * 86_400_000.0) as i64)
+}
+
+#[derive(Deserialize)]
+struct Window {
+    days: Option<f64>,
+}
+
+async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
+    let since_ms = since(w.days);
+    match with_store(&app, move |s| {
+        s.tasks(since_ms)?
+            .into_iter()
+            .map(|t| Ok(json!({"task": t, "profile": task_profile(s, &t, since_ms)?})))
+            .collect::<Result<Vec<_>, StoreError>>()
+    })
+    .await
+    {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w): Query<Window>) -> Response {
+    let since_ms = since(w.days);
+    let lookup = id.clone();
+    let found = with_store(&app, move |s| {
+        let Some(t) = s.tasks(since_ms)?.into_iter().find(|t| t.id == lookup) else {
+            return Ok(None);
+        };
+        let profile = task_profile(s, &t, since_ms)?;
+        let samples = s.calls(&CallFilter {
+            limit: 20,
+            task: Some(t.id.clone()),
+            ..Default::default()
+        })?;
+        Ok(Some(json!({"task": t, "profile": profile, "samples": samples})))
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct Rename {
+    name: String,
+}
+
+async fn rename(State(app): State<Arc<AppState>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let name = match serde_json::from_slice::<Rename>(&body) {
+        Ok(r) if !r.name.trim().is_empty() => r.name.trim().to_owned(),
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "`name` must not be empty"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"name\": \"…\"}}: {e}")),
+    };
+    let (i, n) = (id.clone(), name.clone());
+    match with_store(&app, move |s| s.rename_task(&i, &n)).await {
+        Ok(true) => axum::Json(json!({"id": id, "name": name})).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct CallQuery {
+    limit: Option<usize>,
+    model: Option<String>,
+    task: Option<String>,
+    status: Option<String>,
+    days: Option<f64>,
+}
+
+async fn calls(State(app): State<Arc<AppState>>, Query(q): Query<CallQuery>) -> Response {
+    let status = match q.status.as_deref().map(str::parse::<CallStatus>).transpose() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let filter = CallFilter {
+        limit: q.limit.unwrap_or(50).min(10_000),
+        model: q.model,
+        task: q.task,
+        status,
+        since_ms: since(q.days),
+    };
+    match with_store(&app, move |s| s.calls(&filter)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn call(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let lookup = id.clone();
+    match with_store(&app, move |s| s.call(&lookup)).await {
+        Ok(Some(c)) => axum::Json(c).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no call with id {id}")),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct SpendQuery {
+    by: Option<String>,
+    days: Option<f64>,
+}
+
+async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) -> Response {
+    let by = match q.by.as_deref().unwrap_or("model") {
+        "model" => SpendBy::Model,
+        "day" => SpendBy::Day,
+        "task" => SpendBy::Task,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`by` is model, day or task, not `{other}`"),
+            );
+        }
+    };
+    let since_ms = since(q.days);
+    match with_store(&app, move |s| s.spend(by, since_ms)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
