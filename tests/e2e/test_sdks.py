@@ -232,6 +232,9 @@ def test_tasks_are_discovered_typed_and_renamable(gateway):
     assert task["profile"]["calls"] == 5
     assert task["profile"]["type"]["type"] == "classify"
     assert task["profile"]["type"]["reasons"]
+    savings = task["profile"]["savings"]
+    assert savings["cost_usd"] < task["profile"]["spend_usd"] and savings["savings_usd"] > 0
+    assert savings["cheapest_model"] != "gpt-4o-mini"
     tid = task["task"]["id"]
     assert "is now called" in gateway.cli("task", "rename", tid, "renamed intents")
     detail = json.loads(gateway.cli("task", tid, "--json"))

@@ -264,12 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks { store, days, json } => {
             let store = store.open()?;
             let since_ms = since(days.map(|d| d * 24.0));
-            let tasks = store.tasks(since_ms)?;
-            let mut rows = Vec::new();
-            for t in tasks {
-                let p = task_profile(&store, &t, since_ms)?;
-                rows.push((t, p));
-            }
+            let rows = leanlm_gateway::admin::ranked_tasks(&store, since_ms)?;
             if json {
                 let v: Vec<_> = rows
                     .iter()
@@ -280,19 +275,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let mut table = Table::new();
             table.load_preset(UTF8_BORDERS_ONLY);
-            table.set_header(["id", "name", "type", "calls", "spend", "errors", "models"]);
+            table.set_header([
+                "id",
+                "name",
+                "type",
+                "calls",
+                "spend",
+                "could cost",
+                "on",
+                "errors",
+                "models",
+            ]);
             for (t, p) in &rows {
+                let (could, on) = match &p.savings {
+                    Some(s) => (usd(Some(s.cost_usd)), s.cheapest_model.clone()),
+                    None => ("-".into(), "-".into()),
+                };
                 table.add_row([
                     t.id.clone(),
                     t.name.clone(),
                     p.verdict.as_ref().map(|v| v.kind.as_str()).unwrap_or("-").to_owned(),
                     t.calls.to_string(),
                     usd(Some(t.cost_usd)),
+                    could,
+                    on,
                     format!("{:.1}%", p.error_rate * 100.0),
                     p.models.keys().cloned().collect::<Vec<_>>().join(", "),
                 ]);
             }
             println!("{table}");
+            println!("Ranked by savings potential: spend minus the cost of the same tokens on the cheapest catalogued");
+            println!("model that supports what the task uses. An upper bound before any quality check.");
             Ok(())
         }
         Command::Task {
@@ -360,6 +373,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 p(&profile.output_tokens),
                 p(&profile.latency_ms)
             );
+            if let Some(sv) = &profile.savings {
+                println!(
+                    "savings potential: {} on {} (would cost {}; needs {})",
+                    usd(Some(sv.savings_usd)),
+                    sv.cheapest_model,
+                    usd(Some(sv.cost_usd)),
+                    sv.needs.join(", ")
+                );
+            }
             let models: Vec<String> = profile.models.iter().map(|(m, n)| format!("{m} ({n})")).collect();
             println!("models: {}", models.join(", "));
             println!("recent calls:");

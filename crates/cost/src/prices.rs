@@ -49,10 +49,75 @@ impl Price {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawEntry")]
 pub struct PriceEntry {
     pub provider: ProviderKind,
     #[serde(flatten)]
     pub price: Price,
+    #[serde(flatten)]
+    pub caps: Capabilities,
+}
+
+/// A table entry as written: one flat block, every field named, so a typo is an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    provider: ProviderKind,
+    input: f64,
+    output: f64,
+    cached_input: Option<f64>,
+    cache_write: Option<f64>,
+    above_tokens: Option<u64>,
+    input_above: Option<f64>,
+    cached_input_above: Option<f64>,
+    output_above: Option<f64>,
+    kind: ModelKind,
+    context: u64,
+    tools: bool,
+    json_schema: bool,
+}
+
+impl From<RawEntry> for PriceEntry {
+    fn from(r: RawEntry) -> Self {
+        PriceEntry {
+            provider: r.provider,
+            price: Price {
+                input: r.input,
+                output: r.output,
+                cached_input: r.cached_input,
+                cache_write: r.cache_write,
+                above_tokens: r.above_tokens,
+                input_above: r.input_above,
+                cached_input_above: r.cached_input_above,
+                output_above: r.output_above,
+            },
+            caps: Capabilities {
+                kind: r.kind,
+                context: r.context,
+                tools: r.tools,
+                json_schema: r.json_schema,
+            },
+        }
+    }
+}
+
+/// What a model can do, as far as choosing a cheaper one for a task needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub kind: ModelKind,
+    /// Context window in tokens.
+    pub context: u64,
+    /// Function calling.
+    pub tools: bool,
+    /// Native structured output against a JSON schema.
+    pub json_schema: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Chat,
+    Embedding,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,8 +245,11 @@ mod tests {
 
     #[test]
     fn bad_prices_are_refused() {
-        let e = PriceTable::parse("as_of = \"x\"\n[models.m]\nprovider = \"openai\"\ninput = -1.0\noutput = 1.0\n")
-            .unwrap_err();
+        let caps = "kind = \"chat\"\ncontext = 1000\ntools = true\njson_schema = true\n";
+        let e = PriceTable::parse(&format!(
+            "as_of = \"x\"\n[models.m]\nprovider = \"openai\"\ninput = -1.0\noutput = 1.0\n{caps}"
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("`input`"), "{e}");
         assert!(
             PriceTable::parse("as_of = \"x\"\n[models.m]\nprovider = \"nope\"\ninput = 1.0\noutput = 1.0\n").is_err()

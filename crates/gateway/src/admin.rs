@@ -31,6 +31,25 @@ pub fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Res
     Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
 }
 
+/// Every task with its profile, ranked by what a cheaper model could save on it.
+pub fn ranked_tasks(store: &Store, since_ms: Option<i64>) -> Result<Vec<(TaskRow, TaskProfile)>, StoreError> {
+    let mut rows = store
+        .tasks(since_ms)?
+        .into_iter()
+        .map(|t| {
+            let p = task_profile(store, &t, since_ms)?;
+            Ok((t, p))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let key = |p: &TaskProfile| p.savings.as_ref().map(|s| s.savings_usd).unwrap_or(f64::NEG_INFINITY);
+    rows.sort_by(|a, b| {
+        key(&b.1)
+            .total_cmp(&key(&a.1))
+            .then(b.1.spend_usd.total_cmp(&a.1.spend_usd))
+    });
+    Ok(rows)
+}
+
 pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/tasks", get(tasks))
@@ -104,10 +123,10 @@ struct Window {
 async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
     let since_ms = since(w.days);
     match with_store(&app, move |s| {
-        s.tasks(since_ms)?
+        Ok(ranked_tasks(s, since_ms)?
             .into_iter()
-            .map(|t| Ok(json!({"task": t, "profile": task_profile(s, &t, since_ms)?})))
-            .collect::<Result<Vec<_>, StoreError>>()
+            .map(|(t, p)| json!({"task": t, "profile": p}))
+            .collect::<Vec<_>>())
     })
     .await
     {

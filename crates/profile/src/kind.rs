@@ -37,6 +37,8 @@ pub struct CallSignals {
     /// User turns in the request.
     pub turns: u32,
     pub json_requested: bool,
+    /// Structured output against a schema (`response_format: json_schema`), not just JSON mode.
+    pub schema_requested: bool,
     pub tools_offered: bool,
     pub tool_called: bool,
     pub input_tokens: u64,

@@ -12,4 +12,4 @@ mod report;
 
 pub use identify::{Discoverer, Identity, Origin, Shape};
 pub use kind::{CallSignals, TaskType, TypeVerdict, classify};
-pub use report::{Percentiles, TaskProfile, profile};
+pub use report::{Percentiles, Savings, TaskProfile, profile};

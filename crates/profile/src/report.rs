@@ -48,6 +48,74 @@ pub struct TaskProfile {
     pub template: Option<String>,
     #[serde(rename = "type")]
     pub verdict: Option<TypeVerdict>,
+    /// What the task would cost on the cheapest catalogued model that can do its work.
+    pub savings: Option<Savings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Savings {
+    /// What the work needs from a model (tools, a JSON schema, a context window).
+    pub needs: Vec<String>,
+    pub cheapest_model: String,
+    /// The window's calls priced on that model, every input token uncached.
+    pub cost_usd: f64,
+    /// Spend minus that cost: the gap between what is paid and what the work could cost.
+    pub savings_usd: f64,
+}
+
+/// Prices the task's token volume on every catalogued model that supports what the task uses and keeps
+/// the cheapest. An upper bound on what a cheaper model could save, before any quality check.
+fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<Savings> {
+    use leanlm_cost::{ModelKind, PriceTable};
+    let priced: Vec<(u64, u64)> = stats
+        .iter()
+        .filter_map(|s| Some((s.input_tokens?, s.output_tokens.unwrap_or(0))))
+        .collect();
+    if priced.is_empty() {
+        return None;
+    }
+    let embeddings = signals.iter().any(|s| s.embeddings);
+    let tools = signals.iter().any(|s| s.tools_offered);
+    let schema = signals.iter().any(|s| s.schema_requested);
+    let longest = priced.iter().map(|p| p.0 + p.1).max().unwrap_or(0);
+    let mut needs = vec![format!("context of {longest} tokens")];
+    if tools {
+        needs.push("tools".into());
+    }
+    if schema {
+        needs.push("JSON schema output".into());
+    }
+    if embeddings {
+        needs.push("embeddings".into());
+    }
+    let kind = if embeddings {
+        ModelKind::Embedding
+    } else {
+        ModelKind::Chat
+    };
+    let (model, cost) = PriceTable::bundled()
+        .models()
+        .into_iter()
+        .filter(|(_, e)| {
+            e.caps.kind == kind
+                && e.caps.context >= longest
+                && (!tools || e.caps.tools)
+                && (!schema || e.caps.json_schema)
+        })
+        .map(|(name, e)| {
+            let cost: f64 = priced
+                .iter()
+                .map(|(i, o)| (*i as f64 * e.price.input + *o as f64 * e.price.output) / 1_000_000.0)
+                .sum();
+            (name, cost)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    Some(Savings {
+        needs,
+        cheapest_model: model.to_owned(),
+        cost_usd: cost,
+        savings_usd: spend - cost,
+    })
 }
 
 /// Profiles a task from the numbers of its calls and a sample of whole calls (for typing).
@@ -75,11 +143,12 @@ pub fn profile(stats: &[CallStats], samples: &[CallRecord], chat_origin: bool) -
     let template = samples.first().and_then(instructions);
     let verdict = (!signals.is_empty() || chat_origin)
         .then(|| classify(template.as_deref().unwrap_or(""), chat_origin, &signals));
+    let spend_usd: f64 = stats.iter().filter_map(|s| s.cost_usd).sum();
     TaskProfile {
         calls,
         errors,
         error_rate: if calls == 0 { 0.0 } else { errors as f64 / calls as f64 },
-        spend_usd: stats.iter().filter_map(|s| s.cost_usd).sum(),
+        spend_usd,
         input_tokens: percentiles(ok.iter().filter_map(|s| s.input_tokens).map(|t| t as f64).collect()),
         output_tokens: percentiles(ok.iter().filter_map(|s| s.output_tokens).map(|t| t as f64).collect()),
         latency_ms: percentiles(ok.iter().map(|s| s.latency_ms).collect()),
@@ -88,6 +157,7 @@ pub fn profile(stats: &[CallStats], samples: &[CallRecord], chat_origin: bool) -
         distinct_outputs: outputs.len() as u64,
         template,
         verdict,
+        savings: savings(stats, &signals, spend_usd),
     }
 }
 
@@ -160,6 +230,7 @@ fn signals_of(call: &CallRecord) -> Option<CallSignals> {
             .and_then(|r| r.get("type"))
             .and_then(Value::as_str)
             .is_some_and(|t| t != "text"),
+        schema_requested: request.pointer("/response_format/type").and_then(Value::as_str) == Some("json_schema"),
         tools_offered: request.get("tools").is_some_and(|t| !t.is_null()),
         tool_called,
         input_tokens: usage.prompt_tokens(),
@@ -171,6 +242,53 @@ fn signals_of(call: &CallRecord) -> Option<CallSignals> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stat(input: u64, output: u64, cost: f64) -> CallStats {
+        CallStats {
+            started_at_ms: 0,
+            served_model: Some("gpt-4o".into()),
+            status: CallStatus::Ok,
+            input_tokens: Some(input),
+            output_tokens: Some(output),
+            cost_usd: Some(cost),
+            latency_ms: 1.0,
+            request_hash: None,
+            output_hash: None,
+        }
+    }
+
+    #[test]
+    fn savings_use_the_cheapest_model_that_can_do_the_work() {
+        // 1,000 calls of 1,000 input and 10 output tokens, paid at gpt-4o prices: $2.60.
+        let stats: Vec<_> = (0..1000).map(|_| stat(1000, 10, 0.0026)).collect();
+        let plain = vec![CallSignals::default()];
+        let s = savings(&stats, &plain, 2.6).unwrap();
+        // The cheapest chat model in the table for this mix: Llama 3.1 8B on Groq at $0.05 / $0.08 per million.
+        assert_eq!(s.cheapest_model, "llama-3.1-8b-instant");
+        assert!((s.cost_usd - (1000.0 * (1000.0 * 0.05 + 10.0 * 0.08) / 1e6)).abs() < 1e-9);
+        assert!((s.savings_usd - (2.6 - s.cost_usd)).abs() < 1e-9);
+
+        // Needing tools and a schema rules out models without them; a long context rules out small windows.
+        let tools = vec![CallSignals {
+            tools_offered: true,
+            schema_requested: true,
+            ..Default::default()
+        }];
+        let s = savings(&stats, &tools, 2.6).unwrap();
+        let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
+        assert!(e.caps.tools && e.caps.json_schema, "{}", s.cheapest_model);
+        let long: Vec<_> = (0..10).map(|_| stat(300_000, 10, 1.0)).collect();
+        let s = savings(&long, &plain, 10.0).unwrap();
+        assert!(
+            leanlm_cost::PriceTable::bundled()
+                .lookup(&s.cheapest_model)
+                .unwrap()
+                .caps
+                .context
+                >= 300_010
+        );
+        assert!(savings(&[], &plain, 0.0).is_none());
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
