@@ -245,3 +245,28 @@ def test_tasks_are_discovered_typed_and_renamable(gateway):
     out = subprocess.run([str(__import__("conftest").LEANLM), "task", "t_nope", "--db", f"sqlite://{gateway.db}"],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "no task with id t_nope" in out.stderr
+
+
+def test_import_reports_bad_lines_and_profiles_imported_calls(tmp_path):
+    from conftest import LEANLM
+    completion = {"id": "c", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4o",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "lost_card"}, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 500, "completion_tokens": 5, "total_tokens": 505}}
+    lines = []
+    for q in ["I lost my card", "card stolen", "where is my card", "pin blocked"]:
+        req = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Classify the banking intent."},
+                                                {"role": "user", "content": q}]}
+        lines.append(json.dumps({"request": req, "response": completion}))
+    lines.insert(2, "{not json")
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    db = f"sqlite://{tmp_path / 'imported.db'}"
+    out = subprocess.run([str(LEANLM), "import", str(log), "--db", db], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "imported 4 calls" in out.stdout
+    assert f"{log}:3: skipped: not JSON" in out.stderr
+    tasks = json.loads(subprocess.run([str(LEANLM), "tasks", "--json", "--db", db], capture_output=True, text=True).stdout)
+    assert len(tasks) == 1 and tasks[0]["task"]["calls"] == 4
+    assert tasks[0]["profile"]["type"]["type"] == "classify"
+    out = subprocess.run([str(LEANLM), "import", str(tmp_path / "missing.jsonl"), "--db", db], capture_output=True, text=True)
+    assert out.returncode != 0 and "missing.jsonl" in out.stderr

@@ -134,6 +134,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import existing logs: OpenAI chat request/response JSONL, and Batch API input and output files.
+    Import {
+        /// JSON Lines files; Batch API inputs and outputs are joined by custom_id across them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The share of list price a Batch API call costs.
+        #[arg(long, default_value_t = 0.5)]
+        batch_price_factor: f64,
+    },
     /// The bundled price table (USD per million tokens).
     Prices {
         #[arg(long)]
@@ -458,6 +469,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{t}");
             println!("total: {}", usd(Some(total)));
+            Ok(())
+        }
+        Command::Import {
+            files,
+            store,
+            batch_price_factor,
+        } => {
+            anyhow::ensure!(
+                batch_price_factor.is_finite() && batch_price_factor > 0.0,
+                "--batch-price-factor must be a positive number"
+            );
+            // Importing is how a call log starts: create the store if it does not exist yet.
+            let config = Config::load(
+                store.config.as_deref(),
+                &Overrides {
+                    db: store.db.clone(),
+                    listen: None,
+                },
+            )?;
+            let mut db = Store::open(&config.store_url).with_context(|| format!("opening {}", config.store_url))?;
+            let bar = indicatif::ProgressBar::new(leanlm_gateway::import::total_bytes(&files));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let options = leanlm_gateway::import::ImportOptions { batch_price_factor };
+            let report = leanlm_gateway::import::import_files(&files, &mut db, options, |b| bar.set_position(b))?;
+            bar.finish_and_clear();
+            for s in &report.skipped {
+                eprintln!("{}:{}: skipped: {}", s.file.display(), s.line, s.reason);
+            }
+            println!(
+                "imported {} calls into {}; {} lines skipped{}",
+                report.imported,
+                config.store_url,
+                report.skipped.len(),
+                if report.skipped.is_empty() {
+                    ""
+                } else {
+                    " (listed above)"
+                }
+            );
             Ok(())
         }
         Command::Prices { json } => {

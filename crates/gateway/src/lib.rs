@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod import;
 mod metrics;
 mod proxy;
 pub mod route;
