@@ -75,6 +75,17 @@ fallbacks = ["claude-haiku-4-5"]
         assert out.returncode == 0, out.stderr
         return out.stdout
 
+    def call(self, call_id: str, timeout: float = 5.0) -> dict:
+        """One call from the log, waiting for the asynchronous writer."""
+        deadline = time.time() + timeout
+        while True:
+            out = subprocess.run([str(LEANLM), "call", call_id, "--db", f"sqlite://{self.db}"], capture_output=True, text=True)
+            if out.returncode == 0:
+                return json.loads(out.stdout)
+            if time.time() > deadline:
+                raise AssertionError(out.stderr)
+            time.sleep(0.05)
+
     def calls(self) -> list[dict]:
         return [json.loads(line) for line in self.cli("calls", "--json", "--limit", "1000").splitlines()]
 

@@ -36,7 +36,7 @@ def test_openai_sdk_plain_call_and_cost_headers(gateway):
     assert raw.headers["x-leanlm-model"] == "gpt-4o-mini"
     assert float(raw.headers["x-leanlm-cost-usd"]) > 0
     call_id = raw.headers["x-leanlm-call-id"]
-    record = json.loads(gateway.cli("call", call_id))
+    record = gateway.call(call_id)
     assert record["status"] == "ok"
     assert abs(record["cost_usd"] - float(raw.headers["x-leanlm-cost-usd"])) < 1e-8
 
@@ -191,7 +191,8 @@ def test_curl_plain_stream_and_errors(gateway):
 
 
 def test_calls_and_spend_are_recorded(gateway):
-    oai(gateway).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "spend"}])
+    raw = oai(gateway).chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "spend"}])
+    gateway.call(raw.headers["x-leanlm-call-id"])
     calls = gateway.calls()
     assert any(c["requested_model"] == "gpt-4o" and c["status"] == "ok" for c in calls)
     assert any(c["status"] == "client_error" for c in calls)
@@ -224,9 +225,10 @@ def test_tasks_are_discovered_typed_and_renamable(gateway):
     client = oai(gateway)
     system = "Classify the customer's message into one of: card_arrival, lost_card, top_up. Reply with the label."
     for q in ["my card never came", "I lost my card", "top up failed", "card still not here", "lost it on the bus"]:
-        client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "system", "content": system}, {"role": "user", "content": q}]
         )
+    gateway.call(raw.headers["x-leanlm-call-id"])  # the last one is written, so all are
     tasks = json.loads(gateway.cli("tasks", "--json"))
     task = next(t for t in tasks if t["task"]["name"].startswith("classify-customer-message"))
     assert task["profile"]["calls"] == 5

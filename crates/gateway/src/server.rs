@@ -127,6 +127,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/ui", get(ui))
+        .route("/ui/", get(ui))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -165,6 +167,15 @@ async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The dashboard: one self-contained page that reads the admin API.
+async fn ui() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../ui/index.html"),
+    )
+        .into_response()
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {

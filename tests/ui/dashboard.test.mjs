@@ -1,0 +1,122 @@
+// The dashboard in a real headless Chromium: every page loads, its figures match the store (read through the
+// admin API and the CLI), and a click goes from a task to one of its calls.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const root = resolve(import.meta.dirname, "../..");
+const target = process.env.CARGO_TARGET_DIR || join(root, "target");
+const bin = name => join(target, "debug", name);
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const TOKEN = "ui-test-token";
+const procs = [];
+let url, db, browser;
+
+const freePort = () => new Promise(ok => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); }); });
+const sleep = ms => new Promise(ok => setTimeout(ok, ms));
+
+async function post(body) {
+  const r = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  assert.equal(r.status, 200);
+  return r;
+}
+
+before(async () => {
+  const dir = mkdtempSync(join(tmpdir(), "leanlm-ui-"));
+  db = `sqlite://${join(dir, "calls.db")}`;
+  const mock = spawn(bin("leanlm-mock"), ["--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
+  procs.push(mock);
+  const mockAddr = await new Promise(ok => mock.stdout.once("data", d => ok(d.toString().trim())));
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  const config = join(dir, "leanlm.toml");
+  const { writeFileSync } = await import("node:fs");
+  writeFileSync(config, `[providers.openai]\nkind = "openai"\nbase_url = "http://${mockAddr}/v1"\napi_key = "sk"\n`);
+  procs.push(spawn(bin("leanlm"), ["serve", "--config", config, "--listen", `127.0.0.1:${port}`, "--db", db],
+    { env: { ...process.env, LEANLM_ADMIN_TOKEN: TOKEN }, stdio: "ignore" }));
+  for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/healthz`)).ok) break; } catch {} await sleep(100); }
+
+  const classify = q => ({ model: "gpt-4o", max_tokens: 4, messages: [
+    { role: "system", content: "Classify the customer's message into one banking intent. Answer with the intent only." },
+    { role: "user", content: q }] });
+  for (const q of ["I lost my card", "my card has not arrived", "top up failed", "PIN blocked", "refund please", "card declined", "exchange rate?", "cash withdrawal pending"]) await post(classify(q));
+  for (const t of ["hello", "see you tomorrow", "thanks a lot"]) await post({ model: "gpt-4o-mini", messages: [{ role: "system", content: "Translate the user's message into French." }, { role: "user", content: t }] });
+  // The call log is written asynchronously: wait until all 11 calls are in it.
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${url}/api/calls?limit=100`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    if ((await r.json()).length === 11) break;
+    await sleep(50);
+  }
+  browser = await chromium.launch({ executablePath: chromiumPath, headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const p of procs) p.kill("SIGTERM");
+});
+
+const cli = (...args) => JSON.parse(execFileSync(bin("leanlm"), [...args, "--db", db], { encoding: "utf8" }));
+
+async function page(hash) {
+  const ctx = await browser.newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${url}/ui#token=${TOKEN}`);
+  await p.waitForSelector("body[data-ready]");
+  if (hash) { await p.evaluate(h => { location.hash = h; }, hash); await p.waitForFunction(h => document.body.dataset.ready === h.slice(1), hash); }
+  return p;
+}
+
+test("without a token the dashboard asks for one", async () => {
+  const ctx = await browser.newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${url}/ui`);
+  await p.waitForSelector("#login");
+  assert.match(await p.textContent("#login"), /token/i);
+});
+
+test("overview figures match the store", async () => {
+  const spend = cli("spend", "--json");
+  const calls = spend.reduce((s, r) => s + r.calls, 0);
+  const p = await page();
+  assert.equal(await p.textContent('[data-testid="calls"]'), String(calls));
+  assert.equal(await p.textContent('[data-testid="tasks"]'), String(cli("tasks", "--json").length));
+  const cost = spend.reduce((s, r) => s + r.cost_usd, 0);
+  assert.equal(await p.textContent('[data-testid="spend"]'), "$" + cost.toFixed(6));
+  assert.ok(await p.$("svg.bars rect"), "spend-per-day chart is drawn");
+  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-overview.png"), fullPage: true });
+});
+
+test("tasks page lists every task and a click leads to its calls", async () => {
+  const tasks = cli("tasks", "--json");
+  const p = await page("#/tasks");
+  assert.equal((await p.$$('[data-testid="task-row"]')).length, tasks.length);
+  const classify = tasks.find(t => t.profile.type?.type === "classify");
+  assert.ok(classify, "the classification task was typed classify");
+  await p.click(`[data-task="${classify.task.id}"]`);
+  await p.waitForSelector('[data-testid="task-name"]');
+  assert.equal(await p.textContent('[data-testid="task-calls"]'), String(classify.profile.calls));
+  assert.equal((await p.textContent('[data-testid="task-type"]')).trim(), "classify");
+  await p.click('[data-testid="call-row"]');
+  await p.waitForSelector('[data-testid="request"]');
+  assert.match(await p.textContent('[data-testid="request"]'), /Classify the customer/);
+  assert.match(await p.textContent('[data-testid="call-status"]'), /ok 200/);
+  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-call.png"), fullPage: true });
+});
+
+test("the call explorer filters by task and model", async () => {
+  const tasks = cli("tasks", "--json");
+  const translate = tasks.find(t => t.task.name.includes("translate"));
+  const p = await page(`#/calls?task=${translate.task.id}`);
+  assert.equal((await p.$$('[data-testid="call-row"]')).length, translate.profile.calls);
+  await p.fill('input[name="task"]', "");
+  await p.fill('input[name="model"]', "gpt-4o-mini");
+  await p.click("form#f button");
+  await p.waitForFunction(() => document.body.dataset.ready.includes("model=gpt-4o-mini"));
+  assert.equal((await p.$$('[data-testid="call-row"]')).length, 3);
+});
