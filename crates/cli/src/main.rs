@@ -275,7 +275,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks { store, days, json } => {
             let store = store.open()?;
             let since_ms = since(days.map(|d| d * 24.0));
-            let rows = leanlm_gateway::admin::ranked_tasks(&store, since_ms)?;
+            let bar = indicatif::ProgressBar::new(0).with_message("profiling tasks");
+            let rows = leanlm_gateway::admin::ranked_tasks_with(&store, since_ms, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
             if json {
                 let v: Vec<_> = rows
                     .iter()

@@ -33,11 +33,23 @@ pub fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Res
 
 /// Every task with its profile, ranked by what a cheaper model could save on it.
 pub fn ranked_tasks(store: &Store, since_ms: Option<i64>) -> Result<Vec<(TaskRow, TaskProfile)>, StoreError> {
-    let mut rows = store
-        .tasks(since_ms)?
+    ranked_tasks_with(store, since_ms, |_, _| {})
+}
+
+/// [`ranked_tasks`], telling `progress` how many of how many tasks are profiled.
+pub fn ranked_tasks_with(
+    store: &Store,
+    since_ms: Option<i64>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<(TaskRow, TaskProfile)>, StoreError> {
+    let tasks = store.tasks(since_ms)?;
+    let total = tasks.len();
+    let mut rows = tasks
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let p = task_profile(store, &t, since_ms)?;
+            progress(i + 1, total);
             Ok((t, p))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

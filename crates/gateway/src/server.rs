@@ -172,7 +172,10 @@ async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respons
 /// The dashboard: one self-contained page that reads the admin API.
 async fn ui() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("../ui/index.html"),
     )
         .into_response()
