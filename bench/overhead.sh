@@ -60,6 +60,7 @@ base_url = "$mock/v1"
 api_key = "sk-bench"
 [store]
 url = "sqlite://$work/calls.db"
+queue_capacity = ${QUEUE:-10000}
 TOML
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 LEANLM_LOG=warn "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$port" > "$work/gw.log" 2>&1 &
@@ -92,7 +93,9 @@ done
 
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 gw_rss=$(rss "$gw_pid"); mock_rss=$(rss "$mock_pid")
+dropped=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^leanlm_call_log_dropped_total/ {print $2}')
 logged=$("$bin/leanlm" calls --db "sqlite://$work/calls.db" --json --limit 100000000 | wc -l)
+logged="$logged (dropped by a full queue: ${dropped:-0})"
 
 litellm_note="not measured (set LITELLM=1)"
 if [ "${LITELLM:-0}" = 1 ]; then
@@ -128,7 +131,7 @@ out="bench/results/overhead-$(date -u +%Y%m%d).json"
 python3 - "$results" "$gw_rss" "$mock_rss" "$logged" "$litellm_note" "$out" <<'PY'
 import json, sys, platform, os
 rows = [json.loads(l) for l in open(sys.argv[1])]
-gw_rss, mock_rss, logged, note, out = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+gw_rss, mock_rss, logged, note, out = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 def get(label, c, rate):
     return next((r for r in rows if r["label"] == label and r["concurrency"] == c and r["rate"] == rate), None)
 print(f"machine: {os.cpu_count()} cores, {platform.machine()}; gateway peak RSS {gw_rss/1024:.1f} MB "

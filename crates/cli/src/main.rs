@@ -9,11 +9,6 @@ use leanlm_gateway::{Config, Overrides};
 use leanlm_profile::TaskProfile;
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 
-// mimalloc: the request path allocates many small buffers across threads, where glibc's malloc showed up
-// at ~9% of the gateway's CPU in profiles.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "leanlm",
