@@ -128,6 +128,9 @@ const CANDIDATE_LIMIT: usize = 50_000;
 #[derive(Default)]
 pub struct Discoverer {
     cache: Mutex<HashMap<u64, String>>,
+    /// Whole identities of calls with a system prompt, which depend only on the raw system prompt, the
+    /// schemas and the endpoint: the common case costs one hash and one lookup.
+    known_shapes: Mutex<HashMap<u64, Identity>>,
     hasher: std::collections::hash_map::RandomState,
     /// Templates known to be tasks, loaded from the store at start so ids survive restarts.
     promoted: Mutex<std::collections::HashSet<String>>,
@@ -206,6 +209,33 @@ impl Discoverer {
 
     /// The task a call belongs to, discovered from its template.
     pub fn identify(&self, shape: &Shape) -> Identity {
+        if shape.system.is_empty() {
+            return self.discover(shape);
+        }
+        let mut h = self.hasher.build_hasher();
+        for part in [
+            shape.endpoint,
+            &shape.system,
+            shape.tools.as_deref().unwrap_or(""),
+            shape.response_format.as_deref().unwrap_or(""),
+        ] {
+            h.write_usize(part.len());
+            h.write(part.as_bytes());
+        }
+        let key = h.finish();
+        if let Some(i) = self.known_shapes.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return i.clone();
+        }
+        let identity = self.discover(shape);
+        let mut known = self.known_shapes.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= CACHE_LIMIT {
+            known.clear();
+        }
+        known.insert(key, identity.clone());
+        identity
+    }
+
+    fn discover(&self, shape: &Shape) -> Identity {
         let system = self.system_skeleton(&shape.system);
         // With a system prompt, the instructions are there and the user turn is the input. Without one, the
         // user turn may itself be a template wrapping an input.

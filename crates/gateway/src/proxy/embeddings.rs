@@ -11,7 +11,7 @@ use leanlm_store::CallStatus;
 use leanlm_wire::{ClientFormat, ProviderKind, Usage, WireError, gemini};
 use serde_json::Value;
 
-use super::{Recorder, client_auth, not_json, read_answer, read_body};
+use super::{Recorder, body_text, client_auth, not_json, read_answer, read_body};
 use crate::server::AppState;
 use crate::upstream::{self, Operation, status_of};
 
@@ -24,7 +24,7 @@ pub(crate) async fn embeddings(app: Arc<AppState>, headers: HeaderMap, body: Bod
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
     if app.config.log_bodies {
-        rec.rec().request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+        rec.rec().request_body = Some(body_text(&bytes));
     }
     let req: Value = match leanlm_wire::parse_json(&bytes) {
         Ok(v) => v,

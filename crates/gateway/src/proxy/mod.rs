@@ -370,6 +370,14 @@ impl Ingress {
     }
 }
 
+/// A body as text for the call log. Bodies are JSON, so valid UTF-8 in practice; the check is the fast path.
+fn body_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 fn to_vec<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, WireError> {
     serde_json::to_vec(v).map_err(|e| WireError::invalid(format!("could not encode the request: {e}")))
 }
@@ -386,7 +394,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
     if app.config.log_bodies {
-        rec.rec().request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+        rec.rec().request_body = Some(body_text(&bytes));
     }
     let parsed = match format {
         ClientFormat::OpenAi => ChatRequest::parse(&bytes).map(Ingress::OpenAi),
@@ -623,10 +631,7 @@ async fn unary_response(
         }
         (Some(v), ..) => v.to_string().into(),
     };
-    let logged = app
-        .config
-        .log_bodies
-        .then(|| String::from_utf8_lossy(&out).into_owned());
+    let logged = app.config.log_bodies.then(|| body_text(&out));
     done.body = out;
     rec.succeed(done, &target, usage, estimated, logged)
 }
