@@ -61,6 +61,9 @@ api_key = "sk-bench"
 [store]
 url = "sqlite://$work/calls.db"
 queue_capacity = ${QUEUE:-10000}
+# The request is deterministic (temperature 0): without this every call after the first is a cache hit.
+[cache]
+exact = "off"
 TOML
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 LEANLM_LOG=warn "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$port" > "$work/gw.log" 2>&1 &

@@ -449,10 +449,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "cached",
                 "output",
                 "cost",
+                "saved by cache",
             ]);
-            let mut total = 0.0;
+            let (mut total, mut saved) = (0.0, 0.0);
             for r in &rows {
                 total += r.cost_usd;
+                saved += r.cost_avoided_usd;
                 let cost = if r.estimated_calls > 0 {
                     format!("{} ({} estimated)", usd(Some(r.cost_usd)), r.estimated_calls)
                 } else {
@@ -465,10 +467,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     r.cached_input_tokens.to_string(),
                     r.output_tokens.to_string(),
                     cost,
+                    usd(Some(r.cost_avoided_usd)),
                 ]);
             }
             println!("{t}");
-            println!("total: {}", usd(Some(total)));
+            println!("total: {}   saved by the cache: {}", usd(Some(total)), usd(Some(saved)));
             Ok(())
         }
         Command::Import {

@@ -44,6 +44,7 @@ pub struct Config {
     pub log_queue_capacity: usize,
     pub max_body_bytes: usize,
     pub retry: RetryPolicy,
+    pub cache: CacheConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: BTreeMap<String, ModelConfig>,
     /// Price overrides by upstream model name.
@@ -106,6 +107,24 @@ pub struct ModelConfig {
     pub price: Option<Price>,
 }
 
+/// When the exact cache may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    Off,
+    /// Deterministic requests (temperature 0), and any request sent with `X-LeanLM-Cache: on`.
+    Deterministic,
+    /// Only requests sent with `X-LeanLM-Cache: on`.
+    OptIn,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub mode: CacheMode,
+    pub ttl: Duration,
+    pub max_entries: usize,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Retries per model after the first attempt.
@@ -150,6 +169,8 @@ struct RawConfig {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
     providers: BTreeMap<String, Spanned<RawProvider>>,
@@ -164,6 +185,14 @@ struct RawConfig {
 struct RawServer {
     listen: Option<Spanned<String>>,
     max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    exact: Option<CacheMode>,
+    ttl_secs: Option<u64>,
+    max_entries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -452,6 +481,11 @@ impl Config {
             log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             retry,
+            cache: CacheConfig {
+                mode: raw.cache.exact.unwrap_or(CacheMode::Deterministic),
+                ttl: Duration::from_secs(raw.cache.ttl_secs.unwrap_or(3600)),
+                max_entries: raw.cache.max_entries.unwrap_or(10_000),
+            },
             providers,
             models,
             prices,

@@ -253,6 +253,8 @@ fn call_from(
         attempts: 1,
         request_body: Some(request_text),
         response_body: Some(resp.to_string()),
+        cache: None,
+        cost_avoided_usd: None,
     })
 }
 

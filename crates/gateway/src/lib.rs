@@ -2,6 +2,7 @@
 //! cost, in front of OpenAI, Anthropic, Gemini and any OpenAI-compatible server.
 
 pub mod admin;
+mod cache;
 pub mod config;
 pub mod import;
 mod metrics;

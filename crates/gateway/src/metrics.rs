@@ -94,6 +94,12 @@ pub fn record(rec: &CallRecord) {
             }
         }
     }
+    if let Some(outcome) = &rec.cache {
+        metrics::counter!("leanlm_cache_total", "outcome" => outcome.clone()).increment(1);
+    }
+    if let Some(saved) = rec.cost_avoided_usd {
+        metrics::gauge!("leanlm_cache_saved_usd_total", "model" => model.clone()).increment(saved);
+    }
     if let Some(c) = rec.cost_usd {
         metrics::gauge!("leanlm_spend_usd_total", "model" => model.clone()).increment(c);
     }

@@ -29,6 +29,7 @@ pub struct AppState {
     pub log: CallLog,
     /// Discovers which task each call belongs to.
     pub tasks: leanlm_profile::Discoverer,
+    pub(crate) cache: crate::cache::ExactCache,
 }
 
 /// A configured gateway, ready to serve.
@@ -57,6 +58,7 @@ impl Gateway {
             .pool_max_idle_per_host(512)
             .build()
             .context("building the upstream HTTP client")?;
+        let cache = crate::cache::ExactCache::new(config.cache);
         let config = Arc::new(config);
         let routes = Routes::new(config.clone());
         Ok(Gateway {
@@ -66,6 +68,7 @@ impl Gateway {
                 http,
                 log,
                 tasks,
+                cache,
             }),
             writer,
         })

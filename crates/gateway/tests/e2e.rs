@@ -969,3 +969,107 @@ async fn admin_api_serves_tasks_calls_and_spend_behind_a_token() {
     assert_eq!(api("/api/spend?by=year").send().await.unwrap().status(), 400);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_requests_are_answered_from_the_exact_cache() {
+    let h = Harness::start("").await;
+    let req = json!({"model": "gpt-4o", "temperature": 0, "messages": user("what is 2+2")});
+    let first = h.post("/v1/chat/completions", req.clone()).await;
+    assert_eq!(header(&first, "x-leanlm-cache"), "miss");
+    let first_cost: f64 = header(&first, "x-leanlm-cost-usd").parse().unwrap();
+    let first_body: Value = first.json().await.unwrap();
+    let upstream_calls = h.mock.stats.requests();
+
+    // The same request, keys reordered and streamed: served from the cache, as a stream.
+    let reordered = json!({"messages": user("what is 2+2"), "temperature": 0, "model": "gpt-4o"});
+    let hit = h.post("/v1/chat/completions", reordered).await;
+    assert_eq!(header(&hit, "x-leanlm-cache"), "hit");
+    assert_eq!(header(&hit, "x-leanlm-cost-usd"), "0.00000000");
+    let id = header(&hit, "x-leanlm-call-id").to_owned();
+    assert_eq!(hit.json::<Value>().await.unwrap(), first_body);
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let r = h.post("/v1/chat/completions", streamed).await;
+    assert_eq!(header(&r, "x-leanlm-cache"), "hit");
+    let text = r.text().await.unwrap();
+    let mut acc = leanlm_wire::openai::StreamAccumulator::default();
+    for (_, d) in sse(&text) {
+        if let Ok(v) = serde_json::from_str::<Value>(&d) {
+            acc.push(&v);
+        }
+    }
+    let replayed = acc.finish();
+    assert_eq!(
+        replayed["choices"][0]["message"]["content"],
+        first_body["choices"][0]["message"]["content"]
+    );
+    assert_eq!(replayed["usage"]["prompt_tokens"], first_body["usage"]["prompt_tokens"]);
+    assert_eq!(h.mock.stats.requests(), upstream_calls, "no upstream call for a hit");
+
+    let call = h.call(&id).await;
+    assert_eq!(call.cache.as_deref(), Some("hit"));
+    assert_eq!(call.cost_usd, Some(0.0));
+    assert!((call.cost_avoided_usd.unwrap() - first_cost).abs() < 1e-9);
+
+    // Not deterministic: not cached, unless asked; `off` and `refresh` do what they say.
+    let warm = json!({"model": "gpt-4o", "temperature": 0.7, "messages": user("a poem")});
+    assert_eq!(
+        header(&h.post("/v1/chat/completions", warm.clone()).await, "x-leanlm-cache"),
+        "bypass"
+    );
+    let with = |v: &str, body: &Value| {
+        h.http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .header("x-leanlm-cache", v)
+            .json(body)
+            .send()
+    };
+    assert_eq!(header(&with("on", &warm).await.unwrap(), "x-leanlm-cache"), "miss");
+    assert_eq!(header(&with("on", &warm).await.unwrap(), "x-leanlm-cache"), "hit");
+    assert_eq!(header(&with("off", &req).await.unwrap(), "x-leanlm-cache"), "bypass");
+    let before = h.mock.stats.requests();
+    assert_eq!(header(&with("refresh", &req).await.unwrap(), "x-leanlm-cache"), "miss");
+    assert_eq!(h.mock.stats.requests(), before + 1);
+    let bad = with("maybe", &req).await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // An Anthropic client gets its own entries, replayed as Anthropic events.
+    let a = json!({"model": "claude-haiku-4-5", "max_tokens": 20, "temperature": 0, "messages": [{"role": "user", "content": "hello cache"}]});
+    assert_eq!(
+        header(&h.post("/v1/messages", a.clone()).await, "x-leanlm-cache"),
+        "miss"
+    );
+    let mut s = a.clone();
+    s["stream"] = json!(true);
+    let r = h.post("/v1/messages", s).await;
+    assert_eq!(header(&r, "x-leanlm-cache"), "hit");
+    let text = r.text().await.unwrap();
+    let mut acc = leanlm_wire::anthropic::StreamAccumulator::default();
+    for (_, d) in sse(&text) {
+        acc.push(&serde_json::from_str(&d).unwrap());
+    }
+    assert_eq!(acc.finish()["content"][0]["text"], "Echo: hello cache");
+
+    // A streamed answer is cached too, and replays whole to a non-streaming client, usage included.
+    let q = json!({"model": "gpt-4o-mini", "temperature": 0, "stream": true, "messages": user("stream then plain")});
+    let r = h.post("/v1/chat/completions", q.clone()).await;
+    assert_eq!(header(&r, "x-leanlm-cache"), "miss");
+    let _ = r.text().await.unwrap();
+    let mut plain = q.clone();
+    plain["stream"] = json!(false);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let r = loop {
+        // The stream's entry is stored when the stream ends, just after the client has seen its end.
+        let r = h.post("/v1/chat/completions", plain.clone()).await;
+        if header(&r, "x-leanlm-cache") == "hit" || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(header(&r, "x-leanlm-cache"), "hit");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Echo: stream then plain");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    h.shutdown().await;
+}

@@ -85,6 +85,10 @@ pub struct CallRecord {
     pub attempts: u32,
     pub request_body: Option<String>,
     pub response_body: Option<String>,
+    /// The exact cache's part: `hit`, `miss` (looked up, then stored), or `bypass` (not eligible or off).
+    pub cache: Option<String>,
+    /// What a cache hit would have cost upstream: the cached call's own cost.
+    pub cost_avoided_usd: Option<f64>,
 }
 
 /// Which task a call belongs to.
@@ -144,6 +148,7 @@ pub struct CallSummary {
     pub cost_estimated: bool,
     pub latency_ms: f64,
     pub error: Option<String>,
+    pub cache: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -174,4 +179,6 @@ pub struct SpendRow {
     pub cost_usd: f64,
     /// Calls whose cost is estimated from local token counts.
     pub estimated_calls: u64,
+    /// What cache hits saved: the cost of the calls they answered.
+    pub cost_avoided_usd: f64,
 }

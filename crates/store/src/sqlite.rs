@@ -53,6 +53,10 @@ CREATE TABLE tasks (
 ALTER TABLE calls ADD COLUMN request_hash TEXT;
 ALTER TABLE calls ADD COLUMN output_hash TEXT;
 "#,
+    r#"
+ALTER TABLE calls ADD COLUMN cache TEXT;
+ALTER TABLE calls ADD COLUMN cost_avoided_usd REAL;
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -156,9 +160,9 @@ impl Store {
                     requested_model, served_model, provider, upstream_model, stream, status, http_status, error,
                     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
                     cost_usd, cost_estimated, latency_ms, ttft_ms, overhead_us, attempts, request_body, response_body,
-                    request_hash, output_hash)
+                    request_hash, output_hash, cache, cost_avoided_usd)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
             )?;
             for r in records {
                 let u = r.usage;
@@ -192,6 +196,8 @@ impl Store {
                     r.response_body,
                     r.request_body.as_deref().map(|b| short_hash(b.as_bytes())),
                     r.response_body.as_deref().and_then(output_hash),
+                    r.cache,
+                    r.cost_avoided_usd,
                 ])?;
             }
         }
@@ -204,7 +210,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, started_at_ms, endpoint, requested_model, served_model, provider, stream, status,
                     http_status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, cost_usd,
-                    cost_estimated, latency_ms, error, task
+                    cost_estimated, latency_ms, error, task, cache
              FROM calls
              WHERE (?1 IS NULL OR requested_model = ?1 OR served_model = ?1)
                AND (?2 IS NULL OR status = ?2)
@@ -230,6 +236,7 @@ impl Store {
                 Ok(CallSummary {
                     id: r.get(0)?,
                     task: r.get(17)?,
+                    cache: r.get(18)?,
                     started_at_ms: r.get(1)?,
                     endpoint: r.get(2)?,
                     requested_model: r.get(3)?,
@@ -256,7 +263,8 @@ impl Store {
             "SELECT c.id, started_at_ms, endpoint, client_format, client_key_id, task, requested_model, served_model,
                     provider, upstream_model, stream, status, http_status, error, input_tokens, cached_input_tokens,
                     cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, cost_estimated, latency_ms,
-                    ttft_ms, overhead_us, attempts, request_body, response_body, t.name, t.origin
+                    ttft_ms, overhead_us, attempts, request_body, response_body, t.name, t.origin, cache,
+                    cost_avoided_usd
              FROM calls c LEFT JOIN tasks t ON t.id = c.task WHERE c.id = ?1",
         )?;
         let rec = stmt
@@ -304,6 +312,8 @@ impl Store {
                     attempts: r.get(24)?,
                     request_body: r.get(25)?,
                     response_body: r.get(26)?,
+                    cache: r.get(29)?,
+                    cost_avoided_usd: r.get(30)?,
                 })
             })
             .optional()?;
@@ -320,7 +330,8 @@ impl Store {
         let sql = format!(
             "SELECT {key} AS key, COUNT(*), COALESCE(SUM(input_tokens + cache_write_tokens), 0),
                     COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-                    COALESCE(SUM(cost_usd), 0.0) AS cost, COALESCE(SUM(cost_estimated), 0)
+                    COALESCE(SUM(cost_usd), 0.0) AS cost, COALESCE(SUM(cost_estimated), 0),
+                    COALESCE(SUM(cost_avoided_usd), 0.0)
              FROM calls WHERE (?1 IS NULL OR started_at_ms >= ?1)
              GROUP BY key ORDER BY {order}"
         );
@@ -334,6 +345,7 @@ impl Store {
                 output_tokens: r.get::<_, i64>(4)? as u64,
                 cost_usd: r.get(5)?,
                 estimated_calls: r.get::<_, i64>(6)? as u64,
+                cost_avoided_usd: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -466,6 +478,8 @@ pub(crate) mod tests {
             attempts: 1,
             request_body: Some("{}".into()),
             response_body: None,
+            cache: None,
+            cost_avoided_usd: None,
         }
     }
 

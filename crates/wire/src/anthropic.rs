@@ -491,6 +491,47 @@ pub fn response_from_openai(resp: &Value) -> Value {
     })
 }
 
+/// Replays a whole message as the events of a stream (for cached answers).
+pub fn message_to_events(msg: &Value) -> Vec<Value> {
+    let mut start = msg.clone();
+    start["content"] = json!([]);
+    start["stop_reason"] = Value::Null;
+    start["stop_sequence"] = Value::Null;
+    let mut out = vec![json!({"type": "message_start", "message": start})];
+    for (i, b) in msg
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        match b.get("type").and_then(Value::as_str) {
+            Some("tool_use") => {
+                let mut open = b.clone();
+                open["input"] = json!({});
+                out.push(json!({"type": "content_block_start", "index": i, "content_block": open}));
+                let input = b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into());
+                out.push(json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": input}}));
+            }
+            _ => {
+                out.push(
+                    json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}),
+                );
+                let text = b.get("text").cloned().unwrap_or(json!(""));
+                out.push(
+                    json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": text}}),
+                );
+            }
+        }
+        out.push(json!({"type": "content_block_stop", "index": i}));
+    }
+    out.push(json!({"type": "message_delta",
+        "delta": {"stop_reason": msg.get("stop_reason"), "stop_sequence": msg.get("stop_sequence")},
+        "usage": msg.get("usage").cloned().unwrap_or(json!({}))}));
+    out.push(json!({"type": "message_stop"}));
+    out
+}
+
 /// Rebuilds a whole message from the events of an Anthropic stream, for the call log.
 #[derive(Debug, Default)]
 pub struct StreamAccumulator {
@@ -648,6 +689,16 @@ mod tests {
         assert_eq!(back["content"][1]["input"]["q"], 1);
         assert_eq!(back["usage"]["input_tokens"], 10);
         assert_eq!(back["usage"]["cache_read_input_tokens"], 5);
+    }
+
+    #[test]
+    fn a_message_replays_as_events_and_back() {
+        let msg = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "tu", "name": "f", "input": {"a": 1}}],
+            "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 4, "output_tokens": 6}});
+        let mut acc = StreamAccumulator::default();
+        message_to_events(&msg).iter().for_each(|e| acc.push(e));
+        assert_eq!(acc.finish(), msg);
     }
 
     #[test]

@@ -240,6 +240,47 @@ pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value 
     })
 }
 
+/// Replays a whole `chat.completion` as the chunks of a stream (for cached answers): the role, the text, the
+/// tool calls, the finish reason, and the usage chunk if asked.
+pub fn completion_to_chunks(resp: &Value, include_usage: bool) -> Vec<Value> {
+    let id = resp.get("id").and_then(Value::as_str).unwrap_or("chatcmpl-leanlm");
+    let model = resp.get("model").and_then(Value::as_str).unwrap_or("");
+    let created = resp.get("created").and_then(Value::as_u64).unwrap_or(0);
+    let msg = resp.pointer("/choices/0/message").cloned().unwrap_or(Value::Null);
+    let mut out = vec![chunk(
+        id,
+        model,
+        created,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    if let Some(t) = msg.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        out.push(chunk(id, model, created, json!({"content": t}), None));
+    }
+    if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
+        let calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut c = c.clone();
+                c["index"] = json!(i);
+                c
+            })
+            .collect();
+        out.push(chunk(id, model, created, json!({"tool_calls": calls}), None));
+    }
+    let finish = resp
+        .pointer("/choices/0/finish_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("stop");
+    out.push(chunk(id, model, created, json!({}), Some(finish)));
+    if include_usage {
+        let usage = resp.get("usage").and_then(Usage::from_openai).unwrap_or_default();
+        out.push(usage_chunk(id, model, created, &usage));
+    }
+    out
+}
+
 /// Rebuilds a whole `chat.completion` from the chunks of a stream, for the call log.
 #[derive(Debug, Default)]
 pub struct StreamAccumulator {
@@ -342,6 +383,26 @@ mod tests {
         assert!(e.message.contains("at least one"), "{}", e.message);
         let e = ChatRequest::parse(b"{not json").unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_completion_replays_as_a_stream_and_back() {
+        let resp = json!({"id": "c9", "model": "m", "created": 5, "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "hi", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
+        let chunks = completion_to_chunks(&resp, true);
+        let mut acc = StreamAccumulator::default();
+        chunks.iter().for_each(|c| acc.push(c));
+        let back = acc.finish();
+        assert_eq!(back["choices"][0]["message"]["content"], "hi");
+        assert_eq!(back["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(back["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(back["usage"]["prompt_tokens"], 3);
+        assert!(
+            completion_to_chunks(&resp, false)
+                .iter()
+                .all(|c| c.get("usage").is_none())
+        );
     }
 
     #[test]

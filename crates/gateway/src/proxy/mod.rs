@@ -12,11 +12,12 @@ use leanlm_cost::{cost_usd, tokens};
 use leanlm_profile::{Identity, Shape};
 use leanlm_store::{CallRecord, CallStatus, TaskRef};
 use leanlm_wire::anthropic::{self, MessagesRequest};
-use leanlm_wire::openai::ChatRequest;
+use leanlm_wire::openai::{self, ChatRequest};
 use leanlm_wire::{ClientFormat, ErrorKind, ProviderKind, Usage, WireError, gemini};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::cache::{Directive, Entry, HEADER_CACHE, Key};
 use crate::config::Secret;
 use crate::route::Target;
 use crate::server::AppState;
@@ -88,6 +89,8 @@ impl Recorder {
                 attempts: 0,
                 request_body: None,
                 response_body: None,
+                cache: None,
+                cost_avoided_usd: None,
             }),
         }
     }
@@ -328,6 +331,13 @@ impl Ingress {
         }
     }
 
+    fn temperature(&self) -> Option<f64> {
+        match self {
+            Ingress::OpenAi(r) => r.temperature,
+            Ingress::Anthropic(r) => r.temperature,
+        }
+    }
+
     /// The request in the OpenAI hub format.
     fn hub(&self) -> Result<ChatRequest, WireError> {
         match self {
@@ -418,6 +428,24 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Ok(c) => c,
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
+    let wants_usage = match &ingress {
+        Ingress::OpenAi(r) => r.wants_stream_usage(),
+        Ingress::Anthropic(_) => true,
+    };
+    let directive = match Directive::from_headers(&headers) {
+        Ok(d) => d,
+        Err(m) => return rec.fail(format, 400, WireError::invalid(m), CallStatus::ClientError),
+    };
+    let key = app
+        .cache
+        .key(directive, format, &chain[0], &bytes, ingress.temperature() == Some(0.0));
+    if let Some(k) = &key
+        && directive != Directive::Refresh
+        && let Some(hit) = app.cache.get(k)
+    {
+        return cache_hit(&app, rec, format, hit, stream, wants_usage);
+    }
+    rec.rec().cache = Some(if key.is_some() { "miss" } else { "bypass" }.to_owned());
     let auth = client_auth(&headers);
     let op = Operation::Chat { stream };
     let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
@@ -428,18 +456,74 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Ok(s) => s,
         Err(failed) => return rec.upstream_failed(format, &chain, failed),
     };
+    // An answer is cached under the model asked for only if that model gave it, not a fallback.
+    let key = key.filter(|_| sent.target == 0);
     let target = chain[sent.target].clone();
     rec.set_target(&target);
     rec.rec().attempts = sent.attempts;
-    let wants_usage = match &ingress {
-        Ingress::OpenAi(r) => r.wants_stream_usage(),
-        Ingress::Anthropic(_) => true,
-    };
     if stream {
-        stream::stream_response(app, rec, format, target, sent, wants_usage, ingress)
+        stream::stream_response(app, rec, format, target, sent, wants_usage, ingress, key)
     } else {
-        unary_response(app, rec, format, target, sent, ingress).await
+        unary_response(app, rec, format, target, sent, ingress, key).await
     }
+}
+
+/// Answers from the exact cache, as a stream when the client asked for one.
+fn cache_hit(
+    app: &AppState,
+    mut rec: Recorder,
+    format: ClientFormat,
+    hit: Entry,
+    stream: bool,
+    wants_usage: bool,
+) -> Response {
+    let r = rec.rec();
+    r.cache = Some("hit".to_owned());
+    r.cost_usd = Some(0.0);
+    r.cost_avoided_usd = hit.cost_usd;
+    r.served_model = Some(hit.model.clone());
+    r.provider = Some(hit.provider.clone());
+    if app.config.log_bodies {
+        r.response_body = Some(body_text(&hit.body));
+    }
+    let (content_type, body) = if stream {
+        let v: serde_json::Value = serde_json::from_slice(&hit.body).unwrap_or_default();
+        let mut buf = Vec::with_capacity(hit.body.len() * 2);
+        match format {
+            ClientFormat::OpenAi => {
+                for c in openai::completion_to_chunks(&v, wants_usage) {
+                    stream::sse_frame(&mut buf, format, None, &c.to_string());
+                }
+                buf.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            ClientFormat::Anthropic => {
+                for e in anthropic::message_to_events(&v) {
+                    stream::sse_frame(&mut buf, format, e.get("type").and_then(|t| t.as_str()), &e.to_string());
+                }
+            }
+        }
+        ("text/event-stream", Bytes::from(buf))
+    } else {
+        ("application/json", hit.body.clone())
+    };
+    rec.rec().overhead_us = Some(rec.started.elapsed().as_secs_f64() * 1e6);
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let h = resp.headers_mut();
+    let r = rec.rec();
+    for (name, value) in [
+        (HEADER_CALL_ID, Some(r.id.as_str())),
+        (HEADER_TASK, r.task.as_ref().map(|t| t.id.as_str())),
+        (HEADER_MODEL, Some(hit.model.as_str())),
+        (HEADER_PROVIDER, Some(hit.provider.as_str())),
+        (HEADER_CACHE, Some("hit")),
+        (HEADER_COST, Some("0.00000000")),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    rec.log(CallStatus::Ok, 200);
+    resp
 }
 
 /// Headers every successful LeanLM response carries, plus the forwardable upstream ones.
@@ -461,6 +545,9 @@ fn success_headers(resp: &mut Response, rec: &CallRecord, target: &Target, upstr
     }
     put(HEADER_MODEL, &target.model);
     put(HEADER_PROVIDER, &target.provider.name);
+    if let Some(c) = &rec.cache {
+        put(HEADER_CACHE, c);
+    }
 }
 
 /// The only part of a response LeanLM reads when it passes the body through untouched; serde skips the rest
@@ -572,6 +659,7 @@ async fn unary_response(
     target: Target,
     sent: Sent,
     ingress: Ingress,
+    cache_key: Option<Key>,
 ) -> Response {
     let kind = target.provider.kind;
     let mut done = match read_answer(sent, &target).await {
@@ -632,6 +720,10 @@ async fn unary_response(
         (Some(v), ..) => v.to_string().into(),
     };
     let logged = app.config.log_bodies.then(|| body_text(&out));
+    if let Some(k) = cache_key {
+        let cost = target.price.map(|p| cost_usd(&usage, &p));
+        app.cache.put(k, Entry::new(out.clone(), cost, &target));
+    }
     done.body = out;
     rec.succeed(done, &target, usage, estimated, logged)
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{Ingress, Recorder, estimate_usage, format_cost, response_text, settle_cost, success_headers};
+use crate::cache::{Entry, Key};
 use crate::route::Target;
 use crate::server::AppState;
 use crate::upstream::Sent;
@@ -45,7 +46,7 @@ impl Accumulator {
     }
 }
 
-fn sse_frame(buf: &mut Vec<u8>, format: ClientFormat, event: Option<&str>, data: &str) {
+pub(super) fn sse_frame(buf: &mut Vec<u8>, format: ClientFormat, event: Option<&str>, data: &str) {
     if format == ClientFormat::Anthropic
         && let Some(e) = event
     {
@@ -77,6 +78,7 @@ fn stream_error(kind: ProviderKind, v: &Value) -> Option<String> {
     })
 }
 
+#[allow(clippy::too_many_arguments)] // the call's parts, handed on once to the task that pumps it
 pub(super) fn stream_response(
     app: Arc<AppState>,
     mut rec: Recorder,
@@ -85,6 +87,7 @@ pub(super) fn stream_response(
     sent: Sent,
     wants_usage: bool,
     ingress: Ingress,
+    cache_key: Option<Key>,
 ) -> Response {
     let overhead = rec.started.elapsed().saturating_sub(sent.waited);
     rec.rec().overhead_us = Some(overhead.as_secs_f64() * 1e6);
@@ -104,6 +107,7 @@ pub(super) fn stream_response(
         sent.response,
         wants_usage,
         ingress,
+        cache_key,
         tx,
     ));
     resp
@@ -120,6 +124,7 @@ async fn pump(
     response: reqwest::Response,
     wants_usage: bool,
     ingress: Ingress,
+    cache_key: Option<Key>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
     let kind = target.provider.kind;
@@ -127,7 +132,7 @@ async fn pump(
     let mut events = response.bytes_stream().eventsource();
     let mut tracker = UsageTracker::new(kind);
     let mut translator = Translator::new(kind, format, &target.model, wants_usage);
-    let mut acc = match (app.config.log_bodies, format) {
+    let mut acc = match (app.config.log_bodies || cache_key.is_some(), format) {
         (false, _) => Accumulator::Off,
         (true, ClientFormat::OpenAi) => Accumulator::OpenAi(Default::default()),
         (true, ClientFormat::Anthropic) => Accumulator::Anthropic(Default::default()),
@@ -252,7 +257,17 @@ async fn pump(
     if tx.send(Ok(Bytes::from(buf))).await.is_err() {
         return;
     }
-    rec.rec().response_body = acc.finish();
+    let assembled = acc.finish();
+    if let (Some(k), Some(body), None) = (cache_key, &assembled, &error) {
+        // The answer is cached whole and non-streaming, with its usage, to replay in either shape.
+        let mut v: Value = serde_json::from_str(body).unwrap_or_default();
+        if format == ClientFormat::OpenAi {
+            v["usage"] = usage.to_openai();
+        }
+        let cost = target.price.map(|p| leanlm_cost::cost_usd(&usage, &p));
+        app.cache.put(k, Entry::new(Bytes::from(v.to_string()), cost, &target));
+    }
+    rec.rec().response_body = if app.config.log_bodies { assembled } else { None };
     match error {
         Some(e) => {
             rec.rec().error = Some(e);

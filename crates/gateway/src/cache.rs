@@ -1,0 +1,272 @@
+//! The exact cache: a repeated request, byte for byte in meaning, answered from memory.
+//!
+//! The key is a hash of everything that shapes the answer (the client's wire format, the provider and model
+//! that serve it, and the request with its JSON keys sorted and whitespace gone), leaving out only what
+//! does not change the answer (`stream`, `stream_options`, `user`, `metadata`). A request is served from
+//! the cache only where that is safe: deterministic requests (temperature 0) or an explicit opt-in
+//! (`X-LeanLM-Cache: on`). The whole response is cached, so `n > 1` is served only with all its choices.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use leanlm_wire::ClientFormat;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::{CacheConfig, CacheMode};
+use crate::route::Target;
+
+pub const HEADER_CACHE: &str = "x-leanlm-cache";
+
+/// What the client asked of the cache with `X-LeanLM-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directive {
+    /// No header: the configured mode decides.
+    Default,
+    /// Use the cache even for a request that is not deterministic.
+    On,
+    /// Neither read nor write.
+    Off,
+    /// Do not read; ask the upstream and store its answer.
+    Refresh,
+}
+
+impl Directive {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Directive, String> {
+        match headers
+            .get(HEADER_CACHE)
+            .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
+        {
+            None => Ok(Directive::Default),
+            Some(v) => match v.as_str() {
+                "on" => Ok(Directive::On),
+                "off" => Ok(Directive::Off),
+                "refresh" => Ok(Directive::Refresh),
+                other => Err(format!("X-LeanLM-Cache must be on, off or refresh, not `{other}`")),
+            },
+        }
+    }
+}
+
+pub type Key = [u8; 32];
+
+/// A cached answer: the response body in the client's format, non-streaming, with what it cost.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub body: Bytes,
+    pub cost_usd: Option<f64>,
+    pub model: String,
+    pub provider: String,
+    stored: Instant,
+}
+
+impl Entry {
+    pub fn new(body: Bytes, cost_usd: Option<f64>, target: &Target) -> Entry {
+        Entry {
+            body,
+            cost_usd,
+            model: target.model.clone(),
+            provider: target.provider.name.clone(),
+            stored: Instant::now(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<Key, Entry>,
+    /// Insertion order, for evicting the oldest entry once full.
+    order: VecDeque<Key>,
+}
+
+pub struct ExactCache {
+    config: CacheConfig,
+    inner: Mutex<Inner>,
+}
+
+impl ExactCache {
+    pub fn new(config: CacheConfig) -> ExactCache {
+        ExactCache {
+            config,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The key for a request, or `None` when the request may not use the cache.
+    pub fn key(
+        &self,
+        directive: Directive,
+        format: ClientFormat,
+        target: &Target,
+        request: &[u8],
+        deterministic: bool,
+    ) -> Option<Key> {
+        let allowed = match (self.config.mode, directive) {
+            (_, Directive::Off) | (CacheMode::Off, _) => false,
+            (_, Directive::On | Directive::Refresh) => true,
+            (CacheMode::Deterministic, Directive::Default) => deterministic,
+            (CacheMode::OptIn, Directive::Default) => false,
+        };
+        if !allowed {
+            return None;
+        }
+        let mut v: Value = serde_json::from_slice(request).ok()?;
+        if let Some(o) = v.as_object_mut() {
+            for k in ["stream", "stream_options", "user", "metadata", "model"] {
+                o.remove(k);
+            }
+        }
+        let mut h = Sha256::new();
+        for part in [format.as_str(), &target.provider.name, &target.upstream_model] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        // serde_json's maps are sorted, so this is the canonical form: key order and whitespace are gone.
+        h.update(v.to_string().as_bytes());
+        Some(h.finalize().into())
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Entry> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = inner.map.get(key).is_some_and(|e| e.stored.elapsed() < self.config.ttl);
+        if !fresh {
+            inner.map.remove(key);
+            return None;
+        }
+        inner.map.get(key).cloned()
+    }
+
+    pub fn put(&self, key: Key, entry: Entry) {
+        if self.config.max_entries == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.map.insert(key, entry).is_none() {
+            inner.order.push_back(key);
+        }
+        while inner.map.len() > self.config.max_entries {
+            match inner.order.pop_front() {
+                Some(old) => {
+                    inner.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Keys evicted by TTL leave stale order slots behind; keep the queue bounded too.
+        if inner.order.len() > 2 * self.config.max_entries.max(1) {
+            let Inner { map, order } = &mut *inner;
+            order.retain(|k| map.contains_key(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use crate::route::Routes;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn target() -> Target {
+        let c = Arc::new(Config::from_toml("t", "", &Overrides::default(), &|_| None).unwrap());
+        Routes::new(c).resolve("gpt-4o").unwrap().remove(0)
+    }
+
+    fn cache(mode: CacheMode) -> ExactCache {
+        ExactCache::new(CacheConfig {
+            mode,
+            ttl: Duration::from_millis(200),
+            max_entries: 2,
+        })
+    }
+
+    #[test]
+    fn keys_ignore_key_order_whitespace_and_streaming() {
+        let c = cache(CacheMode::Deterministic);
+        let t = target();
+        let a = c.key(
+            Directive::Default,
+            ClientFormat::OpenAi,
+            &t,
+            br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
+            true,
+        );
+        let b = c.key(
+            Directive::Default,
+            ClientFormat::OpenAi,
+            &t,
+            b"{ \"messages\": [ {\"content\": \"hi\", \"role\": \"user\"} ],\n \"stream\": true, \"temperature\": 0 }",
+            true,
+        );
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        let other = c.key(
+            Directive::Default,
+            ClientFormat::OpenAi,
+            &t,
+            br#"{"temperature":0,"messages":[{"role":"user","content":"hello"}]}"#,
+            true,
+        );
+        assert_ne!(a, other);
+        let anthropic = c.key(
+            Directive::Default,
+            ClientFormat::Anthropic,
+            &t,
+            br#"{"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
+            true,
+        );
+        assert_ne!(a, anthropic, "one cache entry per client format");
+    }
+
+    #[test]
+    fn only_safe_requests_use_the_cache() {
+        let t = target();
+        let body = br#"{"temperature":0.7,"messages":[]}"#;
+        let det = cache(CacheMode::Deterministic);
+        assert!(
+            det.key(Directive::Default, ClientFormat::OpenAi, &t, body, false)
+                .is_none()
+        );
+        assert!(det.key(Directive::On, ClientFormat::OpenAi, &t, body, false).is_some());
+        assert!(det.key(Directive::Off, ClientFormat::OpenAi, &t, body, true).is_none());
+        assert!(
+            cache(CacheMode::OptIn)
+                .key(Directive::Default, ClientFormat::OpenAi, &t, body, true)
+                .is_none()
+        );
+        assert!(
+            cache(CacheMode::Off)
+                .key(Directive::On, ClientFormat::OpenAi, &t, body, true)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn entries_expire_and_the_oldest_are_evicted() {
+        let c = cache(CacheMode::Deterministic);
+        let t = target();
+        let e = || Entry::new(Bytes::from_static(b"{}"), Some(0.1), &t);
+        c.put([1; 32], e());
+        c.put([2; 32], e());
+        assert!(c.get(&[1; 32]).is_some());
+        c.put([3; 32], e());
+        assert!(c.get(&[1; 32]).is_none(), "evicted: at most two entries");
+        assert!(c.get(&[3; 32]).is_some());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(c.get(&[3; 32]).is_none(), "expired");
+    }
+
+    #[test]
+    fn the_header_is_parsed() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Directive::from_headers(&h), Ok(Directive::Default));
+        h.insert(HEADER_CACHE, "Refresh".parse().unwrap());
+        assert_eq!(Directive::from_headers(&h), Ok(Directive::Refresh));
+        h.insert(HEADER_CACHE, "sometimes".parse().unwrap());
+        assert!(Directive::from_headers(&h).unwrap_err().contains("on, off or refresh"));
+    }
+}
