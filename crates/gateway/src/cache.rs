@@ -82,17 +82,42 @@ struct Inner {
     order: VecDeque<Key>,
 }
 
+/// Where entries live: this process's memory, or a Redis shared by several gateway instances.
+enum Backend {
+    Memory(Mutex<Inner>),
+    Redis(redis::aio::ConnectionManager),
+}
+
+/// A Redis lookup slower than this counts as a miss: the cache must never make a call slower than no cache.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct ExactCache {
     config: CacheConfig,
-    inner: Mutex<Inner>,
+    backend: Backend,
 }
 
 impl ExactCache {
-    pub fn new(config: CacheConfig) -> ExactCache {
-        ExactCache {
-            config,
-            inner: Mutex::default(),
-        }
+    /// A cache in memory, or in the Redis at `config.redis` (connected lazily; failures count as misses).
+    pub fn new(config: CacheConfig) -> Result<ExactCache, String> {
+        let backend = match &config.redis {
+            None => Backend::Memory(Mutex::default()),
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(|e| format!("cache.redis `{url}`: {e}"))?;
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_number_of_retries(1);
+                let manager = client
+                    .get_connection_manager_lazy(cfg)
+                    .map_err(|e| format!("cache.redis `{url}`: {e}"))?;
+                Backend::Redis(manager)
+            }
+        };
+        Ok(ExactCache { config, backend })
+    }
+
+    fn redis_key(key: &Key) -> String {
+        format!("leanlm:exact:{}", hex::encode(key))
     }
 
     /// The key for a request, or `None` when the request may not use the cache.
@@ -129,21 +154,72 @@ impl ExactCache {
         Some(h.finalize().into())
     }
 
-    pub fn get(&self, key: &Key) -> Option<Entry> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = inner.map.get(key).is_some_and(|e| e.stored.elapsed() < self.config.ttl);
-        if !fresh {
-            inner.map.remove(key);
-            return None;
+    pub async fn get(&self, key: &Key) -> Option<Entry> {
+        match &self.backend {
+            Backend::Memory(inner) => {
+                let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+                let fresh = inner.map.get(key).is_some_and(|e| e.stored.elapsed() < self.config.ttl);
+                if !fresh {
+                    inner.map.remove(key);
+                    return None;
+                }
+                inner.map.get(key).cloned()
+            }
+            Backend::Redis(conn) => {
+                let mut conn = conn.clone();
+                let got: Result<redis::RedisResult<Option<String>>, _> = tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    redis::cmd("GET").arg(Self::redis_key(key)).query_async(&mut conn),
+                )
+                .await;
+                let text = match got {
+                    Ok(Ok(v)) => v?,
+                    Ok(Err(e)) => return redis_failed("GET", &e.to_string()),
+                    Err(_) => return redis_failed("GET", "timed out"),
+                };
+                let v: Value = serde_json::from_str(&text).ok()?;
+                Some(Entry {
+                    body: Bytes::from(v.get("body")?.as_str()?.to_owned()),
+                    cost_usd: v.get("cost_usd").and_then(Value::as_f64),
+                    model: v.get("model")?.as_str()?.to_owned(),
+                    provider: v.get("provider")?.as_str()?.to_owned(),
+                    stored: Instant::now(),
+                })
+            }
         }
-        inner.map.get(key).cloned()
     }
 
+    /// Stores an answer. With Redis the write leaves the request path: a task sends it.
     pub fn put(&self, key: Key, entry: Entry) {
+        let inner = match &self.backend {
+            Backend::Memory(inner) => inner,
+            Backend::Redis(conn) => {
+                let mut conn = conn.clone();
+                let value = serde_json::json!({
+                    "body": String::from_utf8_lossy(&entry.body), "cost_usd": entry.cost_usd,
+                    "model": entry.model, "provider": entry.provider,
+                })
+                .to_string();
+                let ttl = self.config.ttl.as_secs().max(1);
+                tokio::spawn(async move {
+                    let set: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(Self::redis_key(&key))
+                        .arg(value)
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(e) = set {
+                        redis_failed::<()>("SET", &e.to_string());
+                    }
+                });
+                return;
+            }
+        };
         if self.config.max_entries == 0 {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.map.insert(key, entry).is_none() {
             inner.order.push_back(key);
         }
@@ -161,6 +237,13 @@ impl ExactCache {
             order.retain(|k| map.contains_key(k));
         }
     }
+}
+
+/// A Redis failure is a miss, counted and logged, never an error for the caller.
+fn redis_failed<T>(op: &str, error: &str) -> Option<T> {
+    metrics::counter!("leanlm_cache_errors_total").increment(1);
+    tracing::warn!(op, error, "exact cache: Redis unavailable, treated as a miss");
+    None
 }
 
 #[cfg(test)]
@@ -181,7 +264,9 @@ mod tests {
             mode,
             ttl: Duration::from_millis(200),
             max_entries: 2,
+            redis: None,
         })
+        .unwrap()
     }
 
     #[test]
@@ -245,19 +330,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn entries_expire_and_the_oldest_are_evicted() {
+    #[tokio::test]
+    async fn entries_expire_and_the_oldest_are_evicted() {
         let c = cache(CacheMode::Deterministic);
         let t = target();
         let e = || Entry::new(Bytes::from_static(b"{}"), Some(0.1), &t);
         c.put([1; 32], e());
         c.put([2; 32], e());
-        assert!(c.get(&[1; 32]).is_some());
+        assert!(c.get(&[1; 32]).await.is_some());
         c.put([3; 32], e());
-        assert!(c.get(&[1; 32]).is_none(), "evicted: at most two entries");
-        assert!(c.get(&[3; 32]).is_some());
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(c.get(&[3; 32]).is_none(), "expired");
+        assert!(c.get(&[1; 32]).await.is_none(), "evicted: at most two entries");
+        assert!(c.get(&[3; 32]).await.is_some());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(c.get(&[3; 32]).await.is_none(), "expired");
     }
 
     #[test]

@@ -118,11 +118,13 @@ pub enum CacheMode {
     OptIn,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub mode: CacheMode,
     pub ttl: Duration,
     pub max_entries: usize,
+    /// A Redis URL to share the cache between gateway instances; memory otherwise.
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -193,6 +195,7 @@ struct RawCache {
     exact: Option<CacheMode>,
     ttl_secs: Option<u64>,
     max_entries: Option<usize>,
+    redis: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -485,6 +488,16 @@ impl Config {
                 mode: raw.cache.exact.unwrap_or(CacheMode::Deterministic),
                 ttl: Duration::from_secs(raw.cache.ttl_secs.unwrap_or(3600)),
                 max_entries: raw.cache.max_entries.unwrap_or(10_000),
+                redis: match &raw.cache.redis {
+                    Some(u) if !(u.get_ref().starts_with("redis://") || u.get_ref().starts_with("rediss://")) => {
+                        return Err(at(
+                            u.span().start,
+                            format!("cache.redis: `{}` must be a redis:// URL", u.get_ref()),
+                        ));
+                    }
+                    Some(u) => Some(u.get_ref().clone()),
+                    None => None,
+                },
             },
             providers,
             models,

@@ -58,7 +58,7 @@ impl Gateway {
             .pool_max_idle_per_host(512)
             .build()
             .context("building the upstream HTTP client")?;
-        let cache = crate::cache::ExactCache::new(config.cache);
+        let cache = crate::cache::ExactCache::new(config.cache.clone()).map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
         let routes = Routes::new(config.clone());
         Ok(Gateway {

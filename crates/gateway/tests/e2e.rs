@@ -1073,3 +1073,52 @@ async fn deterministic_requests_are_answered_from_the_exact_cache() {
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     h.shutdown().await;
 }
+
+/// Two gateway instances share answers through Redis. Runs where `LEANLM_TEST_REDIS` names a Redis (CI sets
+/// it; this machine kind runs one); elsewhere it says it was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_exact_cache_through_redis() {
+    let Ok(url) = std::env::var("LEANLM_TEST_REDIS") else {
+        eprintln!("skipped: set LEANLM_TEST_REDIS=redis://127.0.0.1:6379 to run");
+        return;
+    };
+    let extra = format!("[cache]\nredis = \"{url}\"\nttl_secs = 60\n");
+    let a = Harness::start(&extra).await;
+    let b = Harness::start(&extra).await;
+    // A prompt no earlier run has cached.
+    let nonce = format!("{:?}", std::time::SystemTime::now());
+    let req = json!({"model": "gpt-4o", "temperature": 0, "messages": user(&format!("shared {nonce}"))});
+    let first = a.post("/v1/chat/completions", req.clone()).await;
+    assert_eq!(header(&first, "x-leanlm-cache"), "miss");
+    let body: Value = first.json().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let hit = loop {
+        // The write to Redis leaves the request path, so the other instance may need a moment.
+        let r = b.post("/v1/chat/completions", req.clone()).await;
+        if header(&r, "x-leanlm-cache") == "hit" || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        header(&hit, "x-leanlm-cache"),
+        "hit",
+        "instance b answers from instance a's entry"
+    );
+    assert_eq!(hit.json::<Value>().await.unwrap(), body);
+    assert_eq!(b.mock.stats.requests(), 0, "b never asked its upstream");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_is_a_miss_not_an_error() {
+    let h = Harness::start("[cache]\nredis = \"redis://127.0.0.1:9\"\n").await;
+    let req = json!({"model": "gpt-4o", "temperature": 0, "messages": user("redis is down")});
+    for _ in 0..2 {
+        let r = h.post("/v1/chat/completions", req.clone()).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-leanlm-cache"), "miss");
+    }
+    h.shutdown().await;
+}

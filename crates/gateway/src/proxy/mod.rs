@@ -441,7 +441,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         .key(directive, format, &chain[0], &bytes, ingress.temperature() == Some(0.0));
     if let Some(k) = &key
         && directive != Directive::Refresh
-        && let Some(hit) = app.cache.get(k)
+        && let Some(hit) = app.cache.get(k).await
     {
         return cache_hit(&app, rec, format, hit, stream, wants_usage);
     }
