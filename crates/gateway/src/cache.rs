@@ -61,16 +61,18 @@ pub struct Entry {
     pub model: String,
     pub provider: String,
     stored: Instant,
+    ttl: std::time::Duration,
 }
 
 impl Entry {
-    pub fn new(body: Bytes, cost_usd: Option<f64>, target: &Target) -> Entry {
+    pub fn new(body: Bytes, cost_usd: Option<f64>, target: &Target, ttl: std::time::Duration) -> Entry {
         Entry {
             body,
             cost_usd,
             model: target.model.clone(),
             provider: target.provider.name.clone(),
             stored: Instant::now(),
+            ttl,
         }
     }
 }
@@ -120,7 +122,8 @@ impl ExactCache {
         format!("leanlm:exact:{}", hex::encode(key))
     }
 
-    /// The key for a request, or `None` when the request may not use the cache.
+    /// The key for a request and how long its answer may be kept, or `None` when it may not use the cache.
+    /// A task's own policy (by id or name) overrides the global one.
     pub fn key(
         &self,
         directive: Directive,
@@ -128,10 +131,17 @@ impl ExactCache {
         target: &Target,
         request: &[u8],
         deterministic: bool,
-    ) -> Option<Key> {
-        let allowed = match (self.config.mode, directive) {
+        task: Option<(&str, &str)>,
+    ) -> Option<(Key, std::time::Duration)> {
+        let policy = task
+            .and_then(|(id, name)| self.config.tasks.get(id).or_else(|| self.config.tasks.get(name)))
+            .copied()
+            .unwrap_or_default();
+        let mode = policy.mode.unwrap_or(self.config.mode);
+        let ttl = policy.ttl.unwrap_or(self.config.ttl);
+        let allowed = match (mode, directive) {
             (_, Directive::Off) | (CacheMode::Off, _) => false,
-            (_, Directive::On | Directive::Refresh) => true,
+            (_, Directive::On | Directive::Refresh) | (CacheMode::Always, Directive::Default) => true,
             (CacheMode::Deterministic, Directive::Default) => deterministic,
             (CacheMode::OptIn, Directive::Default) => false,
         };
@@ -151,14 +161,14 @@ impl ExactCache {
         }
         // serde_json's maps are sorted, so this is the canonical form: key order and whitespace are gone.
         h.update(v.to_string().as_bytes());
-        Some(h.finalize().into())
+        Some((h.finalize().into(), ttl))
     }
 
     pub async fn get(&self, key: &Key) -> Option<Entry> {
         match &self.backend {
             Backend::Memory(inner) => {
                 let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
-                let fresh = inner.map.get(key).is_some_and(|e| e.stored.elapsed() < self.config.ttl);
+                let fresh = inner.map.get(key).is_some_and(|e| e.stored.elapsed() < e.ttl);
                 if !fresh {
                     inner.map.remove(key);
                     return None;
@@ -184,6 +194,8 @@ impl ExactCache {
                     model: v.get("model")?.as_str()?.to_owned(),
                     provider: v.get("provider")?.as_str()?.to_owned(),
                     stored: Instant::now(),
+                    // Redis expires the key itself.
+                    ttl: std::time::Duration::MAX,
                 })
             }
         }
@@ -200,7 +212,7 @@ impl ExactCache {
                     "model": entry.model, "provider": entry.provider,
                 })
                 .to_string();
-                let ttl = self.config.ttl.as_secs().max(1);
+                let ttl = entry.ttl.as_secs().max(1);
                 tokio::spawn(async move {
                     let set: redis::RedisResult<()> = redis::cmd("SET")
                         .arg(Self::redis_key(&key))
@@ -260,11 +272,18 @@ mod tests {
     }
 
     fn cache(mode: CacheMode) -> ExactCache {
+        let mut tasks = std::collections::HashMap::new();
+        let labels = crate::config::TaskCachePolicy {
+            mode: Some(CacheMode::Always),
+            ttl: Some(Duration::from_secs(9)),
+        };
+        tasks.insert("labels".to_owned(), labels);
         ExactCache::new(CacheConfig {
             mode,
             ttl: Duration::from_millis(200),
             max_entries: 2,
             redis: None,
+            tasks,
         })
         .unwrap()
     }
@@ -279,6 +298,7 @@ mod tests {
             &t,
             br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
             true,
+            None,
         );
         let b = c.key(
             Directive::Default,
@@ -286,15 +306,18 @@ mod tests {
             &t,
             b"{ \"messages\": [ {\"content\": \"hi\", \"role\": \"user\"} ],\n \"stream\": true, \"temperature\": 0 }",
             true,
+            None,
         );
         assert!(a.is_some());
         assert_eq!(a, b);
+        assert_eq!(a.unwrap().1, Duration::from_millis(200), "the global TTL");
         let other = c.key(
             Directive::Default,
             ClientFormat::OpenAi,
             &t,
             br#"{"temperature":0,"messages":[{"role":"user","content":"hello"}]}"#,
             true,
+            None,
         );
         assert_ne!(a, other);
         let anthropic = c.key(
@@ -303,6 +326,7 @@ mod tests {
             &t,
             br#"{"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
             true,
+            None,
         );
         assert_ne!(a, anthropic, "one cache entry per client format");
     }
@@ -313,19 +337,25 @@ mod tests {
         let body = br#"{"temperature":0.7,"messages":[]}"#;
         let det = cache(CacheMode::Deterministic);
         assert!(
-            det.key(Directive::Default, ClientFormat::OpenAi, &t, body, false)
+            det.key(Directive::Default, ClientFormat::OpenAi, &t, body, false, None)
                 .is_none()
         );
-        assert!(det.key(Directive::On, ClientFormat::OpenAi, &t, body, false).is_some());
-        assert!(det.key(Directive::Off, ClientFormat::OpenAi, &t, body, true).is_none());
+        assert!(
+            det.key(Directive::On, ClientFormat::OpenAi, &t, body, false, None)
+                .is_some()
+        );
+        assert!(
+            det.key(Directive::Off, ClientFormat::OpenAi, &t, body, true, None)
+                .is_none()
+        );
         assert!(
             cache(CacheMode::OptIn)
-                .key(Directive::Default, ClientFormat::OpenAi, &t, body, true)
+                .key(Directive::Default, ClientFormat::OpenAi, &t, body, true, None)
                 .is_none()
         );
         assert!(
             cache(CacheMode::Off)
-                .key(Directive::On, ClientFormat::OpenAi, &t, body, true)
+                .key(Directive::On, ClientFormat::OpenAi, &t, body, true, None)
                 .is_none()
         );
     }
@@ -334,7 +364,7 @@ mod tests {
     async fn entries_expire_and_the_oldest_are_evicted() {
         let c = cache(CacheMode::Deterministic);
         let t = target();
-        let e = || Entry::new(Bytes::from_static(b"{}"), Some(0.1), &t);
+        let e = || Entry::new(Bytes::from_static(b"{}"), Some(0.1), &t, Duration::from_millis(200));
         c.put([1; 32], e());
         c.put([2; 32], e());
         assert!(c.get(&[1; 32]).await.is_some());
@@ -343,6 +373,46 @@ mod tests {
         assert!(c.get(&[3; 32]).await.is_some());
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(c.get(&[3; 32]).await.is_none(), "expired");
+    }
+
+    #[test]
+    fn a_task_policy_overrides_the_global_one() {
+        let c = cache(CacheMode::OptIn);
+        let t = target();
+        let body = br#"{"temperature":0.9,"messages":[]}"#;
+        assert!(
+            c.key(
+                Directive::Default,
+                ClientFormat::OpenAi,
+                &t,
+                body,
+                false,
+                Some(("t_x", "other"))
+            )
+            .is_none()
+        );
+        let (_, ttl) = c
+            .key(
+                Directive::Default,
+                ClientFormat::OpenAi,
+                &t,
+                body,
+                false,
+                Some(("t_x", "labels")),
+            )
+            .unwrap();
+        assert_eq!(ttl, Duration::from_secs(9));
+        assert!(
+            c.key(
+                Directive::Off,
+                ClientFormat::OpenAi,
+                &t,
+                body,
+                false,
+                Some(("labels", "x"))
+            )
+            .is_none()
+        );
     }
 
     #[test]

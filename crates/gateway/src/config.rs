@@ -2,7 +2,7 @@
 //!
 //! A bad file is refused at start with its path, line, column and the offending field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -112,6 +112,8 @@ pub struct ModelConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum CacheMode {
     Off,
+    /// Every request, deterministic or not: for tasks whose answers do not vary (classification, extraction).
+    Always,
     /// Deterministic requests (temperature 0), and any request sent with `X-LeanLM-Cache: on`.
     Deterministic,
     /// Only requests sent with `X-LeanLM-Cache: on`.
@@ -125,6 +127,14 @@ pub struct CacheConfig {
     pub max_entries: usize,
     /// A Redis URL to share the cache between gateway instances; memory otherwise.
     pub redis: Option<String>,
+    /// Per-task policies, by task id or name: a mode and a TTL of their own.
+    pub tasks: HashMap<String, TaskCachePolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCachePolicy {
+    pub mode: Option<CacheMode>,
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +206,15 @@ struct RawCache {
     ttl_secs: Option<u64>,
     max_entries: Option<usize>,
     redis: Option<Spanned<String>>,
+    #[serde(default)]
+    tasks: BTreeMap<String, RawTaskCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTaskCache {
+    exact: Option<CacheMode>,
+    ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,6 +517,20 @@ impl Config {
                     Some(u) => Some(u.get_ref().clone()),
                     None => None,
                 },
+                tasks: raw
+                    .cache
+                    .tasks
+                    .iter()
+                    .map(|(k, t)| {
+                        (
+                            k.clone(),
+                            TaskCachePolicy {
+                                mode: t.exact,
+                                ttl: t.ttl_secs.map(Duration::from_secs),
+                            },
+                        )
+                    })
+                    .collect(),
             },
             providers,
             models,

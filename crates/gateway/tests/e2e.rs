@@ -1122,3 +1122,26 @@ async fn an_unreachable_redis_is_a_miss_not_an_error() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_policy_can_cache_what_the_global_one_would_not() {
+    let h =
+        Harness::start("[cache]\nexact = \"opt-in\"\n[cache.tasks.\"labels\"]\nexact = \"always\"\nttl_secs = 60\n")
+            .await;
+    let req = json!({"model": "gpt-4o", "temperature": 0.7, "messages": user("label this")});
+    let named = |task: &'static str| {
+        h.http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .header("x-leanlm-task", task)
+            .json(&req)
+            .send()
+    };
+    assert_eq!(header(&named("labels").await.unwrap(), "x-leanlm-cache"), "miss");
+    assert_eq!(header(&named("labels").await.unwrap(), "x-leanlm-cache"), "hit");
+    assert_eq!(
+        header(&named("other").await.unwrap(), "x-leanlm-cache"),
+        "bypass",
+        "the global policy is opt-in"
+    );
+    h.shutdown().await;
+}

@@ -436,10 +436,16 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Ok(d) => d,
         Err(m) => return rec.fail(format, 400, WireError::invalid(m), CallStatus::ClientError),
     };
-    let key = app
-        .cache
-        .key(directive, format, &chain[0], &bytes, ingress.temperature() == Some(0.0));
-    if let Some(k) = &key
+    let task = rec.rec().task.as_ref().map(|t| (t.id.clone(), t.name.clone()));
+    let key = app.cache.key(
+        directive,
+        format,
+        &chain[0],
+        &bytes,
+        ingress.temperature() == Some(0.0),
+        task.as_ref().map(|(id, name)| (id.as_str(), name.as_str())),
+    );
+    if let Some((k, _)) = &key
         && directive != Directive::Refresh
         && let Some(hit) = app.cache.get(k).await
     {
@@ -659,7 +665,7 @@ async fn unary_response(
     target: Target,
     sent: Sent,
     ingress: Ingress,
-    cache_key: Option<Key>,
+    cache_key: Option<(Key, std::time::Duration)>,
 ) -> Response {
     let kind = target.provider.kind;
     let mut done = match read_answer(sent, &target).await {
@@ -722,7 +728,7 @@ async fn unary_response(
     let logged = app.config.log_bodies.then(|| body_text(&out));
     if let Some(k) = cache_key {
         let cost = target.price.map(|p| cost_usd(&usage, &p));
-        app.cache.put(k, Entry::new(out.clone(), cost, &target));
+        app.cache.put(k.0, Entry::new(out.clone(), cost, &target, k.1));
     }
     done.body = out;
     rec.succeed(done, &target, usage, estimated, logged)

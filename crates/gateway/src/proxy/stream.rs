@@ -87,7 +87,7 @@ pub(super) fn stream_response(
     sent: Sent,
     wants_usage: bool,
     ingress: Ingress,
-    cache_key: Option<Key>,
+    cache_key: Option<(Key, std::time::Duration)>,
 ) -> Response {
     let overhead = rec.started.elapsed().saturating_sub(sent.waited);
     rec.rec().overhead_us = Some(overhead.as_secs_f64() * 1e6);
@@ -124,7 +124,7 @@ async fn pump(
     response: reqwest::Response,
     wants_usage: bool,
     ingress: Ingress,
-    cache_key: Option<Key>,
+    cache_key: Option<(Key, std::time::Duration)>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
     let kind = target.provider.kind;
@@ -265,7 +265,8 @@ async fn pump(
             v["usage"] = usage.to_openai();
         }
         let cost = target.price.map(|p| leanlm_cost::cost_usd(&usage, &p));
-        app.cache.put(k, Entry::new(Bytes::from(v.to_string()), cost, &target));
+        app.cache
+            .put(k.0, Entry::new(Bytes::from(v.to_string()), cost, &target, k.1));
     }
     rec.rec().response_body = if app.config.log_bodies { assembled } else { None };
     match error {
