@@ -347,7 +347,23 @@ impl Ingress {
     }
 
     /// The request body for one target, in the target's wire format.
-    fn body_for(&self, target: &Target) -> Result<Vec<u8>, WireError> {
+    /// The request body for one target, in the target's wire format. When the client already speaks the
+    /// target's format and names its model, the client's own bytes go upstream untouched.
+    fn body_for(&self, target: &Target, raw: &Bytes) -> Result<Bytes, WireError> {
+        let unchanged = match (target.provider.kind, self) {
+            (ProviderKind::OpenAi, Ingress::OpenAi(r)) => {
+                r.model == target.upstream_model && (!r.is_stream() || r.wants_stream_usage())
+            }
+            (ProviderKind::Anthropic, Ingress::Anthropic(r)) => r.model == target.upstream_model,
+            _ => false,
+        };
+        if unchanged {
+            return Ok(raw.clone());
+        }
+        self.translated_body_for(target).map(Bytes::from)
+    }
+
+    fn translated_body_for(&self, target: &Target) -> Result<Vec<u8>, WireError> {
         let upstream = target.upstream_model.clone();
         match (target.provider.kind, self) {
             (ProviderKind::OpenAi, Ingress::OpenAi(r)) => {
@@ -455,7 +471,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
     let auth = client_auth(&headers);
     let op = Operation::Chat { stream };
     let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
-        upstream::prepare(target, op, Bytes::from(ingress.body_for(target)?), &auth)
+        upstream::prepare(target, op, ingress.body_for(target, &bytes)?, &auth)
     })
     .await;
     let sent = match sent {
