@@ -5,6 +5,8 @@
 //! embeddings, in the same run.
 //!
 //!     cargo run --release -p leanlm-semantic --example fow_cache [-- DATA_DIR]
+//!
+//! `FOW_THRESHOLD` and `FOW_CONTEXT_THRESHOLD` override the policy's thresholds, to explore the trade-off.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -97,7 +99,13 @@ fn main() {
     }
     let per_text_ms = started.elapsed().as_secs_f64() * 1000.0 / texts.len() as f64;
 
-    let policy = Policy::default();
+    // FOW_THRESHOLD / FOW_CONTEXT_THRESHOLD explore the policy; the defaults are what LeanLM ships.
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f32>().ok());
+    let defaults = Policy::default();
+    let policy = Policy {
+        threshold: env("FOW_THRESHOLD").unwrap_or(defaults.threshold),
+        context_threshold: env("FOW_CONTEXT_THRESHOLD").unwrap_or(defaults.context_threshold),
+    };
     // group -> (n, same_answer, plain served, leanlm served)
     let mut table: BTreeMap<String, (u32, bool, u32, u32)> = BTreeMap::new();
     let mut vetoes: BTreeMap<String, (u32, u32)> = BTreeMap::new(); // guard -> (traps stopped, good hits lost)
