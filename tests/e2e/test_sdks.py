@@ -191,6 +191,8 @@ def test_curl_plain_stream_and_errors(gateway):
 
 
 def test_calls_and_spend_are_recorded(gateway):
+    bad = curl(gateway.url + "/v1/chat/completions", "-d", '{"model": "gpt-4o"}')
+    assert "messages" in bad.stdout
     raw = oai(gateway).chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "spend"}])
     gateway.call(raw.headers["x-leanlm-call-id"])
     calls = gateway.calls()

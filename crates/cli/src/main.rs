@@ -31,15 +31,18 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The store's URL: `--db`, else the config file's, else the default.
+    fn url(&self) -> anyhow::Result<String> {
+        let overrides = Overrides {
+            db: self.db.clone(),
+            listen: None,
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?.store_url)
+    }
+
+    /// Opens an existing call log.
     fn open(&self) -> anyhow::Result<Store> {
-        let config = Config::load(
-            self.config.as_deref(),
-            &Overrides {
-                db: self.db.clone(),
-                listen: None,
-            },
-        )?;
-        let url = config.store_url;
+        let url = self.url()?;
         if let Some(path) = url.strip_prefix("sqlite://")
             && !std::path::Path::new(path).exists()
         {
@@ -484,14 +487,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--batch-price-factor must be a positive number"
             );
             // Importing is how a call log starts: create the store if it does not exist yet.
-            let config = Config::load(
-                store.config.as_deref(),
-                &Overrides {
-                    db: store.db.clone(),
-                    listen: None,
-                },
-            )?;
-            let mut db = Store::open(&config.store_url).with_context(|| format!("opening {}", config.store_url))?;
+            let url = store.url()?;
+            let mut db = Store::open(&url).with_context(|| format!("opening {url}"))?;
             let bar = indicatif::ProgressBar::new(leanlm_gateway::import::total_bytes(&files));
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})")
@@ -506,7 +503,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "imported {} calls into {}; {} lines skipped{}",
                 report.imported,
-                config.store_url,
+                url,
                 report.skipped.len(),
                 if report.skipped.is_empty() {
                     ""
