@@ -89,7 +89,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Tasks ranked by spend: what the calls are doing and what they cost.
+    /// Tasks ranked by savings potential: what the calls do, what they cost, what they could cost.
     Tasks {
         #[command(flatten)]
         store: StoreArgs,

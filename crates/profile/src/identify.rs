@@ -114,7 +114,7 @@ impl<'a> Shape<'a> {
     }
 }
 
-/// Most system prompts repeat exactly, call after call: their skeletons are cached by a hash of the text.
+/// Identities remembered for system-prompt calls; past this the memory is reset.
 const CACHE_LIMIT: usize = 4096;
 
 /// A template seen without a system prompt becomes a task of its own once it has framed this many
@@ -127,7 +127,6 @@ const CANDIDATE_LIMIT: usize = 50_000;
 /// Identifies tasks. Shared by all requests; its memory is bounded.
 #[derive(Default)]
 pub struct Discoverer {
-    cache: Mutex<HashMap<u64, String>>,
     /// Whole identities of calls with a system prompt, which depend only on the raw system prompt, the
     /// schemas and the endpoint: the common case costs one hash and one lookup.
     known_shapes: Mutex<HashMap<u64, Identity>>,
@@ -178,25 +177,6 @@ impl Discoverer {
         false
     }
 
-    fn system_skeleton(&self, system: &str) -> String {
-        if system.is_empty() {
-            return String::new();
-        }
-        let mut h = self.hasher.build_hasher();
-        h.write(system.as_bytes());
-        let key = h.finish();
-        if let Some(s) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return s.clone();
-        }
-        let s = mask::instructions_skeleton(system);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, s.clone());
-        s
-    }
-
     /// The task of an embeddings call: one per model, as nothing else tells code paths apart.
     pub fn identify_embeddings(&self, model: &str) -> Identity {
         let digest = Sha256::digest(format!("embeddings\0{model}").as_bytes());
@@ -236,7 +216,11 @@ impl Discoverer {
     }
 
     fn discover(&self, shape: &Shape) -> Identity {
-        let system = self.system_skeleton(&shape.system);
+        let system = if shape.system.is_empty() {
+            String::new()
+        } else {
+            mask::instructions_skeleton(&shape.system)
+        };
         // With a system prompt, the instructions are there and the user turn is the input. Without one, the
         // user turn may itself be a template wrapping an input.
         let user = if system.is_empty() {

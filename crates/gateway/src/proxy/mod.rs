@@ -452,14 +452,18 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Ok(d) => d,
         Err(m) => return rec.fail(format, 400, WireError::invalid(m), CallStatus::ClientError),
     };
-    let task = rec.rec().task.as_ref().map(|t| (t.id.clone(), t.name.clone()));
+    let task = rec
+        .rec
+        .as_ref()
+        .and_then(|r| r.task.as_ref())
+        .map(|t| (t.id.as_str(), t.name.as_str()));
     let key = app.cache.key(
         directive,
         format,
         &chain[0],
         &bytes,
         ingress.temperature() == Some(0.0),
-        task.as_ref().map(|(id, name)| (id.as_str(), name.as_str())),
+        task,
     );
     if let Some((k, _)) = &key
         && directive != Directive::Refresh

@@ -141,7 +141,8 @@ async fn pump(
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut error: Option<String> = None;
     let mut upstream_reported_error = false;
-    let mut text_len_hint = String::new();
+    // The answer's text, kept only until usage arrives, for a local count if it never does.
+    let mut streamed_text = String::new();
 
     loop {
         let next = tokio::select! {
@@ -210,8 +211,8 @@ async fn pump(
         if rec.rec().ttft_ms.is_none() && !buf.is_empty() {
             rec.rec().ttft_ms = Some(rec.elapsed_ms());
         }
-        if text_len_hint.len() < 1 << 20 && tracker.usage().is_none() {
-            text_len_hint.push_str(&response_text_chunk(kind, &v));
+        if streamed_text.len() < 1 << 20 && tracker.usage().is_none() {
+            streamed_text.push_str(&response_text_chunk(kind, &v));
         }
         if !buf.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
             return;
@@ -239,7 +240,7 @@ async fn pump(
     }
     let (usage, estimated) = match tracker.usage() {
         Some(u) => (u, false),
-        None => (estimate_usage(&target, &ingress, &text_len_hint), true),
+        None => (estimate_usage(&target, &ingress, &streamed_text), true),
     };
     settle_cost(rec.rec(), &target, usage, estimated);
     match &error {
