@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+mod labels;
+pub use labels::Labeller;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     OpenAi,
@@ -102,6 +105,7 @@ pub struct Stats {
     fail_counters: Mutex<HashMap<String, u64>>,
     seen: Mutex<Vec<Seen>>,
     record: std::sync::atomic::AtomicBool,
+    labeller: Option<Labeller>,
 }
 
 impl Stats {
@@ -159,8 +163,16 @@ impl Mock {
 
     /// Serves on the given listener; `record` keeps each request for inspection (off for benchmarks).
     pub fn serve(listener: TcpListener, record: bool) -> Mock {
+        Mock::serve_with(listener, record, None)
+    }
+
+    /// Serves with a labeller: prompts that are examples of its data set get a label as the answer.
+    pub fn serve_with(listener: TcpListener, record: bool, labeller: Option<Labeller>) -> Mock {
         let addr = listener.local_addr().expect("bound listener has an address");
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats {
+            labeller,
+            ..Stats::default()
+        });
         stats.record.store(record, Ordering::SeqCst);
         let app = router(stats.clone());
         tokio::spawn(async move {
@@ -379,8 +391,19 @@ struct Answer {
     completion_tokens: u64,
 }
 
-fn answer(format: Format, body: &Value, raw_len: usize) -> Answer {
+fn answer(stats: &Stats, format: Format, body: &Value, raw_len: usize) -> Answer {
     let user = last_user_text(format, body);
+    if let Some(label) = stats.labeller.as_ref().and_then(|l| {
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+        l.answer(model, &user)
+    }) {
+        return Answer {
+            text: label.to_owned(),
+            tool: None,
+            prompt_tokens: (raw_len as u64 / 4).max(1),
+            completion_tokens: 1,
+        };
+    }
     let json_mode = match format {
         Format::OpenAi => body
             .pointer("/response_format/type")
@@ -538,7 +561,7 @@ async fn openai_chat(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: 
         Ok(x) => x,
         Err(r) => return r,
     };
-    let a = answer(Format::OpenAi, &req, body.len());
+    let a = answer(&stats, Format::OpenAi, &req, body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
     let id = format!("chatcmpl-mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let cached = d.cached.min(a.prompt_tokens);
@@ -606,7 +629,7 @@ async fn anthropic_messages(State(stats): State<Arc<Stats>>, headers: HeaderMap,
     if headers.get("anthropic-version").is_none() {
         return error_response(Format::Anthropic, 400, "anthropic-version header is required", None);
     }
-    let a = answer(Format::Anthropic, &req, body.len());
+    let a = answer(&stats, Format::Anthropic, &req, body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
     let id = format!("msg_mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let cached = d.cached.min(a.prompt_tokens);
@@ -686,7 +709,7 @@ async fn gemini(
         let embeddings: Vec<Value> = (0..n).map(|i| json!({"values": vector(&format!("{i}"))})).collect();
         return json_response(&json!({"embeddings": embeddings}), &d, guard);
     }
-    let a = answer(Format::Gemini, &req, body.len());
+    let a = answer(&stats, Format::Gemini, &req, body.len());
     let cached = d.cached.min(a.prompt_tokens);
     let mut usage = json!({"promptTokenCount": a.prompt_tokens, "candidatesTokenCount": a.completion_tokens,
         "totalTokenCount": a.prompt_tokens + a.completion_tokens + d.reasoning});
