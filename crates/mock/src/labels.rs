@@ -119,7 +119,10 @@ mod tests {
         let w = wrong(&l, "cheap");
         assert!((400..600).contains(&w), "{w} wrong of 5000 at 90%");
         // The same prompt gets the same answer; another seed moves the errors, not their number.
-        assert_eq!(l.answer("cheap", "question 3, please"), l.answer("cheap", "question 3, please"));
+        assert_eq!(
+            l.answer("cheap", "question 3, please"),
+            l.answer("cheap", "question 3, please")
+        );
         let other = l.clone().seed(7);
         let w2 = wrong(&other, "cheap");
         assert!((400..600).contains(&w2));

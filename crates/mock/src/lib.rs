@@ -784,28 +784,6 @@ async fn openai_embeddings(State(stats): State<Arc<Stats>>, headers: HeaderMap, 
     json_response(&resp, &d, guard)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn directives_parse() {
-        let d =
-            Directives::parse("hi [[mock:status=429]] [[mock:retry_after=2]] [[mock:fail_times=2:abc]] [[mock:hang]]");
-        assert_eq!(d.status, Some(429));
-        assert_eq!(d.retry_after, Some(2));
-        assert_eq!(d.fail_times, Some((2, "abc".into())));
-        assert!(d.hang);
-        assert!(!d.garbage);
-    }
-
-    #[test]
-    fn user_text_drops_directives() {
-        let body = json!({"messages": [{"role": "user", "content": "hello [[mock:delay_ms=5]] world"}]});
-        assert_eq!(last_user_text(Format::OpenAi, &body), "hello  world");
-    }
-}
-
 /// A bare reverse proxy: every request goes to `base` + its path, body and response copied as they are.
 /// It parses nothing and records nothing: the floor any gateway pays for one more HTTP hop.
 pub async fn forward(listener: TcpListener, base: String) {
@@ -849,4 +827,26 @@ pub async fn forward(listener: TcpListener, base: String) {
         let _ = tcp.set_nodelay(true);
     });
     let _ = axum::serve(listener, app).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_parse() {
+        let d =
+            Directives::parse("hi [[mock:status=429]] [[mock:retry_after=2]] [[mock:fail_times=2:abc]] [[mock:hang]]");
+        assert_eq!(d.status, Some(429));
+        assert_eq!(d.retry_after, Some(2));
+        assert_eq!(d.fail_times, Some((2, "abc".into())));
+        assert!(d.hang);
+        assert!(!d.garbage);
+    }
+
+    #[test]
+    fn user_text_drops_directives() {
+        let body = json!({"messages": [{"role": "user", "content": "hello [[mock:delay_ms=5]] world"}]});
+        assert_eq!(last_user_text(Format::OpenAi, &body), "hello  world");
+    }
 }

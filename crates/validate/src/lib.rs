@@ -1,0 +1,15 @@
+//! Validation on a task's own traffic: replay a sample of its logged calls through a replacement, score
+//! each answer against the logged one with the task's scorer, measure how consistent the reference is with
+//! itself, and decide pass or fail from a confidence interval, looking at the evidence as it arrives.
+
+pub mod replacement;
+pub mod report;
+pub mod run;
+pub mod sample;
+pub mod score;
+pub mod stats;
+
+pub use replacement::Replacement;
+pub use report::{Report, Rule, Verdict};
+pub use run::{Bound, Estimate, Logged, NoProgress, Options, Progress, Replay, Reply, ValidateError, Validation};
+pub use score::ScorerSpec;

@@ -1,0 +1,275 @@
+//! The validation report: what was decided, by which rule, on what evidence. Stored as JSON, rendered as
+//! Markdown for humans.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::Rate;
+
+/// Which rule decided the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// The agreement interval's lower end cleared the bound.
+    AgreementClears,
+    /// The agreement interval's upper end fell under the bound.
+    AgreementBelow,
+    /// Hard failures (invalid JSON, unknown labels, refusals) passed their own bound.
+    HardFailures,
+    /// The sample ran out with the bound inside the interval.
+    Inconclusive,
+    /// The cost cap stopped the replay before the evidence decided.
+    CostCap,
+    /// Too many replays failed for the rest to be trusted.
+    ReplayErrors,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::AgreementClears => "agreement_clears",
+            Rule::AgreementBelow => "agreement_below",
+            Rule::HardFailures => "hard_failures",
+            Rule::Inconclusive => "inconclusive",
+            Rule::CostCap => "cost_cap",
+            Rule::ReplayErrors => "replay_errors",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub passed: bool,
+    pub rule: Rule,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+}
+
+impl Percentiles {
+    pub fn of(values: &[f64]) -> Option<Percentiles> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(Percentiles {
+            p50: at(0.5),
+            p95: at(0.95),
+        })
+    }
+}
+
+/// One answer next to the reference, for the report's failing examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub call_id: String,
+    /// The request's last user turn, shortened.
+    pub input: String,
+    pub reference: String,
+    pub candidate: String,
+    /// What the scorer saw.
+    pub note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: String,
+    pub task_id: String,
+    pub task_name: String,
+    /// The replacement's SPEC, e.g. `model:gpt-4o-mini`.
+    pub candidate: String,
+    /// The models that served the sampled calls, with counts.
+    pub reference_models: BTreeMap<String, u64>,
+    pub scorer: String,
+    pub created_at_ms: i64,
+    pub verdict: Verdict,
+    /// Usable logged calls of the task (successful, with both bodies, not used for training).
+    pub available_calls: u64,
+    /// Calls sampled; the verdict may have needed fewer (`scored`).
+    pub sample_size: u64,
+    /// Where the evidence was looked at, and the per-look confidence that keeps the overall one.
+    pub looks: Vec<usize>,
+    pub per_look_confidence: f64,
+    pub seed: u64,
+    /// Calls replayed and scored before the verdict was decided.
+    pub scored: u64,
+    /// Replays that failed at the provider: counted, never scored.
+    pub replay_errors: u64,
+    pub agreement: Rate,
+    /// The reference replayed against its own logged answers: how consistent the reference itself is.
+    pub control: Option<Rate>,
+    /// The agreement the candidate had to clear, and where it came from.
+    pub bound: f64,
+    pub bound_rule: String,
+    pub hard_failures: BTreeMap<String, u64>,
+    pub hard_failure_rate: f64,
+    pub hard_failure_bound: f64,
+    pub reference_cost_per_call_usd: Option<f64>,
+    pub candidate_cost_per_call_usd: Option<f64>,
+    pub reference_latency_ms: Option<Percentiles>,
+    pub candidate_latency_ms: Option<Percentiles>,
+    /// The task's monthly volume at the candidate's price instead of the reference's.
+    pub monthly_calls: f64,
+    pub projected_monthly_savings_usd: Option<f64>,
+    /// What the validation itself cost: candidate, control and judge calls.
+    pub validation_cost_usd: f64,
+    pub duration_ms: f64,
+    pub failures: Vec<Example>,
+    /// A few replay error messages.
+    pub errors: Vec<String>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn usd(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.abs() >= 0.01 => format!("${v:.2}"),
+        Some(v) => format!("${v:.6}"),
+        None => "unknown".into(),
+    }
+}
+
+fn cell(s: &str) -> String {
+    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let short: String = one_line.chars().take(160).collect();
+    let short = if one_line.chars().count() > 160 {
+        format!("{short}…")
+    } else {
+        short
+    };
+    short.replace('|', "\\|")
+}
+
+impl Report {
+    /// A Markdown rendering for people: verdict first, then the numbers, then the failing examples.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.verdict.passed { "PASS" } else { "FAIL" };
+        let _ = writeln!(s, "# Validation {}: {verdict}\n", self.id);
+        let _ = writeln!(
+            s,
+            "Task **{}** (`{}`), candidate `{}`, scorer `{}`.\n",
+            self.task_name, self.task_id, self.candidate, self.scorer
+        );
+        let _ = writeln!(
+            s,
+            "**{verdict}** ({}): {}\n",
+            self.verdict.rule.as_str(),
+            self.verdict.reason
+        );
+        let a = &self.agreement;
+        let _ = writeln!(s, "| | |\n|---|---|");
+        let _ = writeln!(
+            s,
+            "| Agreement | {} ({} of {}), {:.0}% interval {} – {} |",
+            pct(a.rate),
+            a.successes,
+            a.n,
+            a.confidence * 100.0,
+            pct(a.low),
+            pct(a.high)
+        );
+        match &self.control {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "| Control (reference vs itself) | {} ({} of {}) |",
+                    pct(c.rate),
+                    c.successes,
+                    c.n
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| Control (reference vs itself) | not run |");
+            }
+        }
+        let _ = writeln!(s, "| Bound | {} ({}) |", pct(self.bound), self.bound_rule);
+        let hard: Vec<String> = self.hard_failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "| Hard failures | {} (bound {}){} |",
+            pct(self.hard_failure_rate),
+            pct(self.hard_failure_bound),
+            if hard.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", hard.join(", "))
+            }
+        );
+        let _ = writeln!(
+            s,
+            "| Sample | {} scored of {} sampled ({} usable logged calls), looks at {:?} at {:.2}% each, seed {} |",
+            self.scored,
+            self.sample_size,
+            self.available_calls,
+            self.looks,
+            self.per_look_confidence * 100.0,
+            self.seed
+        );
+        let _ = writeln!(s, "| Replay errors | {} |", self.replay_errors);
+        let _ = writeln!(
+            s,
+            "| Cost per call | candidate {} vs reference {} |",
+            usd(self.candidate_cost_per_call_usd),
+            usd(self.reference_cost_per_call_usd)
+        );
+        let lat = |p: &Option<Percentiles>| match p {
+            Some(p) => format!("p50 {:.0} ms, p95 {:.0} ms", p.p50, p.p95),
+            None => "unknown".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| Latency | candidate {} vs reference {} |",
+            lat(&self.candidate_latency_ms),
+            lat(&self.reference_latency_ms)
+        );
+        let _ = writeln!(
+            s,
+            "| Projected monthly savings | {} ({:.0} calls a month) |",
+            usd(self.projected_monthly_savings_usd),
+            self.monthly_calls
+        );
+        let _ = writeln!(
+            s,
+            "| This validation cost | {} in {:.1} s |",
+            usd(Some(self.validation_cost_usd)),
+            self.duration_ms / 1000.0
+        );
+        if !self.failures.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Disagreements\n\n| Call | Input | Reference | Candidate | Why |\n|---|---|---|---|---|"
+            );
+            for f in &self.failures {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {} | {} | {} |",
+                    f.call_id,
+                    cell(&f.input),
+                    cell(&f.reference),
+                    cell(&f.candidate),
+                    cell(&f.note)
+                );
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "\n## Replay errors\n");
+            for e in &self.errors {
+                let _ = writeln!(s, "- {}", cell(e));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,1016 @@
+//! Running a validation: the control run, the candidate's replay in sequential looks, scoring, the verdict.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use leanlm_cost::Price;
+use leanlm_store::{CallRecord, CallStatus};
+use serde_json::{Value, json};
+
+use crate::replacement::Replacement;
+use crate::report::{Example, Percentiles, Report, Rule, Verdict};
+use crate::score::{self, Embed, HardFailure, Scored, ScorerSpec, TaskContext};
+use crate::stats::{self, Plan};
+
+/// One answer from a replayed request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub text: String,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: f64,
+}
+
+/// Sends a chat request the way the gateway would (translation, retries, fallbacks), without logging it
+/// as traffic. `format` is the client format the call was logged in: `openai` or `anthropic`.
+pub trait Replay: Sync {
+    fn complete(&self, format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send;
+}
+
+/// A logged call, ready to replay.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub id: String,
+    pub started_at_ms: i64,
+    pub format: String,
+    pub request: Value,
+    /// The logged answer's text: the reference.
+    pub reference: String,
+    pub model: String,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Logged {
+    /// A call that can be replayed: successful, a chat call, with both bodies logged.
+    pub fn from_record(rec: &CallRecord) -> Option<Logged> {
+        if rec.status != CallStatus::Ok || rec.endpoint == "embeddings" {
+            return None;
+        }
+        let request: Value = serde_json::from_str(rec.request_body.as_deref()?).ok()?;
+        let response: Value = serde_json::from_str(rec.response_body.as_deref()?).ok()?;
+        let usage = rec.usage.as_ref();
+        Some(Logged {
+            id: rec.id.clone(),
+            started_at_ms: rec.started_at_ms,
+            format: rec.client_format.clone(),
+            request,
+            reference: leanlm_wire::output_text(&response),
+            model: rec.served_model.clone().unwrap_or_else(|| rec.requested_model.clone()),
+            cost_usd: rec.cost_usd,
+            latency_ms: rec.latency_ms,
+            input_tokens: usage.map_or(0, |u| u.input_tokens),
+            output_tokens: usage.map_or(0, |u| u.output_tokens),
+        })
+    }
+
+    /// The request with another model, asked for a whole answer (the replay does not stream).
+    fn with_model(&self, model: &str) -> Value {
+        let mut body = self.request.clone();
+        if let Some(o) = body.as_object_mut() {
+            o.insert("model".into(), json!(model));
+            o.remove("stream");
+            o.remove("stream_options");
+        }
+        body
+    }
+
+    /// The last user turn's text, for the report.
+    fn input(&self) -> String {
+        let last = self
+            .request
+            .get("messages")
+            .and_then(Value::as_array)
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"));
+        match last.map(|m| &m["content"]) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    }
+
+    /// The request as text, for a judge.
+    fn transcript(&self) -> String {
+        let mut out = String::new();
+        if let Some(system) = self.request.get("system") {
+            out.push_str(&format!("system: {}\n", text_of(system)));
+        }
+        for m in self
+            .request
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+            out.push_str(&format!("{role}: {}\n", text_of(&m["content"])));
+        }
+        out.chars().take(8000).collect()
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// The agreement a candidate must clear.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// A share of the control's agreement: 0.95 asks for 95% of the reference's own consistency.
+    OfControl(f64),
+    /// A fixed agreement rate.
+    Absolute(f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub task_id: String,
+    pub task_name: String,
+    pub replacement: Replacement,
+    pub scorer: ScorerSpec,
+    /// The most calls to replay; the verdict may need fewer.
+    pub sample: usize,
+    /// The first sequential look; later looks double.
+    pub first_look: usize,
+    /// Calls on which the reference is replayed against itself.
+    pub control: usize,
+    pub concurrency: usize,
+    pub max_cost_usd: Option<f64>,
+    pub confidence: f64,
+    pub bound: Bound,
+    /// The highest share of hard failures allowed.
+    pub hard_bound: f64,
+    /// The candidate's price, for the cost estimate and the cap before replies report a cost.
+    pub candidate_price: Option<Price>,
+    /// The judge's model when the scorer is `judge` without one.
+    pub judge_model: Option<String>,
+    pub monthly_calls: f64,
+    pub seed: u64,
+    /// The task's labels, for the `label` scorer's unknown-label check (from its logged answers if empty).
+    pub labels: BTreeSet<String>,
+}
+
+impl Options {
+    pub fn new(task_id: &str, task_name: &str, replacement: Replacement, scorer: ScorerSpec) -> Options {
+        Options {
+            task_id: task_id.to_owned(),
+            task_name: task_name.to_owned(),
+            replacement,
+            scorer,
+            sample: 400,
+            first_look: 50,
+            control: 50,
+            concurrency: 8,
+            max_cost_usd: None,
+            confidence: 0.95,
+            bound: Bound::OfControl(0.95),
+            hard_bound: 0.01,
+            candidate_price: None,
+            judge_model: None,
+            monthly_calls: 0.0,
+            seed: 0,
+            labels: BTreeSet::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error(
+        "task `{task}` has {have} usable logged calls (successful, with request and answer logged); a verdict at a {bound:.0}% bound needs at least {need}"
+    )]
+    TooFewCalls {
+        task: String,
+        have: usize,
+        need: usize,
+        bound: f64,
+    },
+    #[error("{0} replacements cannot be validated yet: only `model:NAME` is replayed in this version")]
+    Unsupported(&'static str),
+    #[error("the judge scorer needs a model: `--scorer judge:MODEL`")]
+    NoJudge,
+    #[error("every replay so far failed; the first error: {0}")]
+    AllFailed(String),
+}
+
+/// What a validation is expected to cost and replay, for `--dry-run` and the cap.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    pub available_calls: usize,
+    pub sample: usize,
+    pub control: usize,
+    /// The fewest calls that could pass.
+    pub min_to_pass: usize,
+    pub looks: Vec<usize>,
+    /// Candidate calls at the candidate's price, plus control calls at their logged cost; a judge
+    /// scorer adds two judge calls per candidate call, not included.
+    pub estimated_cost_usd: Option<f64>,
+}
+
+/// What a replay and its scoring gave for one call.
+struct Outcome {
+    call: usize,
+    result: Result<(Reply, Scored, f64), String>,
+}
+
+/// Progress callbacks, for a progress bar.
+pub trait Progress: Sync {
+    fn phase(&self, name: &str, total: usize);
+    fn step(&self, spent_usd: f64);
+}
+
+/// Sends nothing anywhere.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn phase(&self, _: &str, _: usize) {}
+    fn step(&self, _: f64) {}
+}
+
+/// Validates `opts.replacement` on `calls` (already sampled, in replay order; the first `control` also
+/// serve the control run). `available` is how many usable calls the task has.
+pub struct Validation<'a, R: Replay> {
+    pub opts: Options,
+    pub calls: Vec<Logged>,
+    pub available: usize,
+    pub replay: &'a R,
+    pub embedder: Option<&'a dyn Embed>,
+    pub progress: &'a dyn Progress,
+}
+
+fn candidate_model(r: &Replacement) -> Result<&str, ValidateError> {
+    match r {
+        Replacement::Model { model } => Ok(model),
+        other => Err(ValidateError::Unsupported(other.kind())),
+    }
+}
+
+fn call_cost(price: &Price, input: u64, output: u64) -> f64 {
+    (input as f64 * price.input + output as f64 * price.output) / 1_000_000.0
+}
+
+impl<R: Replay> Validation<'_, R> {
+    fn control_size(&self) -> usize {
+        match self.opts.bound {
+            Bound::OfControl(_) => self.opts.control.min(self.calls.len()),
+            Bound::Absolute(_) => 0,
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        Plan::new(
+            self.calls.len().min(self.opts.sample),
+            self.opts.first_look,
+            self.opts.confidence,
+        )
+    }
+
+    /// The planned replay and its estimated cost, checked for a sample big enough to pass.
+    pub fn estimate(&self) -> Result<Estimate, ValidateError> {
+        candidate_model(&self.opts.replacement)?;
+        if matches!(self.opts.scorer, ScorerSpec::Judge { model: None }) && self.opts.judge_model.is_none() {
+            return Err(ValidateError::NoJudge);
+        }
+        let plan = self.plan();
+        // The bound before the control is known: the control can only lower it.
+        let bound = match self.opts.bound {
+            Bound::OfControl(f) => f,
+            Bound::Absolute(b) => b,
+        };
+        let need = plan.min_to_pass(bound);
+        if self.available < need || self.calls.len() < need {
+            return Err(ValidateError::TooFewCalls {
+                task: self.opts.task_id.clone(),
+                have: self.available.min(self.calls.len()),
+                need,
+                bound: bound * 100.0,
+            });
+        }
+        let sample = self.calls.len().min(self.opts.sample);
+        let control = self.control_size();
+        let candidate = self.opts.candidate_price.as_ref().map(|p| {
+            self.calls[..sample]
+                .iter()
+                .map(|c| call_cost(p, c.input_tokens, c.output_tokens))
+                .sum::<f64>()
+        });
+        let control_cost: f64 = self.calls[..control].iter().filter_map(|c| c.cost_usd).sum();
+        Ok(Estimate {
+            available_calls: self.available,
+            sample,
+            control,
+            min_to_pass: need,
+            looks: plan.looks,
+            estimated_cost_usd: candidate.map(|c| c + control_cost),
+        })
+    }
+
+    /// Replays `model` on `calls[range]` with bounded concurrency, scoring each answer.
+    async fn replay_range(
+        &self,
+        model: &str,
+        indices: Vec<usize>,
+        ctx: &TaskContext<'_>,
+        spent: &Mutex<f64>,
+        capped: &Mutex<bool>,
+    ) -> Vec<Outcome> {
+        let judge_model = match &self.opts.scorer {
+            ScorerSpec::Judge { model: Some(m) } => Some(m.clone()),
+            ScorerSpec::Judge { model: None } => self.opts.judge_model.clone(),
+            _ => None,
+        };
+        let jobs = indices.into_iter().map(|i| {
+            let judge_model = judge_model.clone();
+            async move {
+                let call = &self.calls[i];
+                // The cap counts what is spent plus what this call is expected to cost.
+                if let Some(cap) = self.opts.max_cost_usd {
+                    let expected = self
+                        .opts
+                        .candidate_price
+                        .as_ref()
+                        .map_or(0.0, |p| call_cost(p, call.input_tokens, call.output_tokens));
+                    let s = spent.lock().map(|g| *g).unwrap_or(0.0);
+                    if s + expected > cap {
+                        if let Ok(mut c) = capped.lock() {
+                            *c = true;
+                        }
+                        return None;
+                    }
+                }
+                let result = match self.replay.complete(&call.format, call.with_model(model)).await {
+                    Err(e) => Err(e),
+                    Ok(reply) => {
+                        let mut cost = reply.cost_usd.unwrap_or(0.0);
+                        let scored = match &judge_model {
+                            Some(jm) => match judge(self.replay, jm, call, &reply.text).await {
+                                Ok((s, c)) => {
+                                    cost += c;
+                                    Ok(s)
+                                }
+                                Err(e) => Err(format!("judge: {e}")),
+                            },
+                            None => Ok(score::score(&self.opts.scorer, &call.reference, &reply.text, ctx)),
+                        };
+                        scored.map(|s| (reply, s, cost))
+                    }
+                };
+                let add = result.as_ref().map_or(0.0, |r| r.2);
+                let now = spent
+                    .lock()
+                    .map(|mut g| {
+                        *g += add;
+                        *g
+                    })
+                    .unwrap_or(0.0);
+                self.progress.step(now);
+                Some(Outcome { call: i, result })
+            }
+        });
+        let mut out: Vec<Outcome> = futures_util::stream::iter(jobs)
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .filter_map(|o| async move { o })
+            .collect()
+            .await;
+        out.sort_by_key(|o| o.call);
+        out
+    }
+
+    /// Runs the validation to a verdict.
+    pub async fn run(self) -> Result<Report, ValidateError> {
+        let started = Instant::now();
+        let estimate = self.estimate()?;
+        let model = candidate_model(&self.opts.replacement)?.to_owned();
+        let labels = if self.opts.labels.is_empty() {
+            self.calls
+                .iter()
+                .map(|c| score::normalise_label(&c.reference))
+                .collect()
+        } else {
+            self.opts.labels.clone()
+        };
+        let schema = self
+            .calls
+            .first()
+            .and_then(|c| c.request.pointer("/response_format/json_schema/schema").cloned());
+        let ctx = TaskContext {
+            labels,
+            schema,
+            embedder: self.embedder,
+        };
+        let spent = Mutex::new(0.0);
+        let capped = Mutex::new(false);
+        let mut errors: Vec<String> = Vec::new();
+        let mut replay_errors = 0u64;
+
+        // Control: each call's own model, replayed against its logged answer.
+        let control = if estimate.control > 0 {
+            self.progress.phase("control", estimate.control);
+            let mut by_model: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for i in 0..estimate.control {
+                by_model.entry(&self.calls[i].model).or_default().push(i);
+            }
+            let (mut agree, mut n) = (0u64, 0u64);
+            for (m, idx) in by_model {
+                for o in self.replay_range(m, idx, &ctx, &spent, &capped).await {
+                    match o.result {
+                        Ok((_, s, _)) => {
+                            n += 1;
+                            agree += u64::from(s.agree);
+                        }
+                        Err(e) => {
+                            replay_errors += 1;
+                            if errors.len() < 5 {
+                                errors.push(format!("control {}: {e}", self.calls[o.call].id));
+                            }
+                        }
+                    }
+                }
+            }
+            if n == 0 && replay_errors > 0 {
+                return Err(ValidateError::AllFailed(errors.first().cloned().unwrap_or_default()));
+            }
+            Some(stats::wilson(agree, n, self.opts.confidence))
+        } else {
+            None
+        };
+        let (bound, bound_rule) = match (self.opts.bound, &control) {
+            (Bound::Absolute(b), _) => (b, format!("fixed at {:.1}%", b * 100.0)),
+            (Bound::OfControl(f), Some(c)) if c.n > 0 => (
+                f * c.rate,
+                format!("{:.0}% of the control's {:.1}%", f * 100.0, c.rate * 100.0),
+            ),
+            (Bound::OfControl(f), _) => (f, format!("{:.0}% (no control)", f * 100.0)),
+        };
+
+        // The candidate, in sequential looks.
+        let plan = self.plan();
+        self.progress.phase("candidate", estimate.sample);
+        let mut outcomes: Vec<(usize, Reply, Scored)> = Vec::new();
+        let mut candidate_cost = 0.0;
+        let mut done = 0;
+        let mut verdict = None;
+        for (look_no, &look) in plan.looks.iter().enumerate() {
+            let last = look_no + 1 == plan.looks.len();
+            for o in self
+                .replay_range(&model, (done..look).collect(), &ctx, &spent, &capped)
+                .await
+            {
+                match o.result {
+                    Ok((reply, s, _)) => {
+                        candidate_cost += reply.cost_usd.unwrap_or(0.0);
+                        outcomes.push((o.call, reply, s));
+                    }
+                    Err(e) => {
+                        replay_errors += 1;
+                        if errors.len() < 5 {
+                            errors.push(format!("{}: {e}", self.calls[o.call].id));
+                        }
+                    }
+                }
+            }
+            done = look;
+            if outcomes.is_empty() && replay_errors >= 10.min(look as u64) {
+                return Err(ValidateError::AllFailed(errors.first().cloned().unwrap_or_default()));
+            }
+            let was_capped = capped.lock().map(|c| *c).unwrap_or(false);
+            let attempted = outcomes.len() as u64 + replay_errors;
+            let error_share = replay_errors as f64 / attempted.max(1) as f64;
+            if attempted >= 20 && error_share > 0.2 {
+                verdict = Some(Verdict {
+                    passed: false,
+                    rule: Rule::ReplayErrors,
+                    reason: format!(
+                        "{replay_errors} of {attempted} replays failed at the provider ({:.0}%); fix the provider and run again",
+                        error_share * 100.0
+                    ),
+                });
+                break;
+            }
+            if let Some(v) = decide(
+                &outcomes,
+                bound,
+                self.opts.hard_bound,
+                plan.per_look_confidence,
+                last || was_capped,
+            ) {
+                verdict = Some(v);
+                break;
+            }
+            if was_capped {
+                break;
+            }
+        }
+        let n = outcomes.len() as u64;
+        let agree = outcomes.iter().filter(|o| o.2.agree).count() as u64;
+        let agreement = stats::wilson(agree, n, plan.per_look_confidence);
+        let was_capped = capped.lock().map(|c| *c).unwrap_or(false);
+        let verdict = match verdict {
+            Some(v) if v.rule == Rule::Inconclusive && was_capped => Verdict {
+                passed: false,
+                rule: Rule::CostCap,
+                reason: format!(
+                    "the cost cap of ${:.4} stopped the replay after {n} calls, before the evidence decided ({})",
+                    self.opts.max_cost_usd.unwrap_or(0.0),
+                    v.reason
+                ),
+            },
+            Some(v) => v,
+            None => decide(&outcomes, bound, self.opts.hard_bound, plan.per_look_confidence, true)
+                .unwrap_or_else(|| unreachable_verdict(n)),
+        };
+
+        let mut hard_failures: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, _, s) in &outcomes {
+            if let Some(h) = s.hard {
+                *hard_failures.entry(h.as_str().to_owned()).or_default() += 1;
+            }
+        }
+        let hard_total: u64 = hard_failures.values().sum();
+        let scored_calls: Vec<&Logged> = outcomes.iter().map(|o| &self.calls[o.0]).collect();
+        let mut reference_models = BTreeMap::new();
+        for c in &scored_calls {
+            *reference_models.entry(c.model.clone()).or_insert(0u64) += 1;
+        }
+        let ref_costs: Vec<f64> = scored_calls.iter().filter_map(|c| c.cost_usd).collect();
+        let reference_cost = (!ref_costs.is_empty()).then(|| ref_costs.iter().sum::<f64>() / ref_costs.len() as f64);
+        let cand_cost = (n > 0).then(|| candidate_cost / n as f64);
+        let failures = outcomes
+            .iter()
+            .filter(|o| !o.2.agree)
+            .take(20)
+            .map(|(i, reply, s)| {
+                let c = &self.calls[*i];
+                Example {
+                    call_id: c.id.clone(),
+                    input: c.input().chars().take(300).collect(),
+                    reference: c.reference.chars().take(500).collect(),
+                    candidate: reply.text.chars().take(500).collect(),
+                    note: s.note.clone(),
+                    hard: s.hard.map(|h| h.as_str().to_owned()),
+                }
+            })
+            .collect();
+        Ok(Report {
+            id: String::new(),
+            task_id: self.opts.task_id.clone(),
+            task_name: self.opts.task_name.clone(),
+            candidate: self.opts.replacement.to_string(),
+            reference_models,
+            scorer: self.opts.scorer.to_string(),
+            created_at_ms: 0,
+            verdict,
+            available_calls: self.available as u64,
+            sample_size: estimate.sample as u64,
+            looks: plan.looks.clone(),
+            per_look_confidence: plan.per_look_confidence,
+            seed: self.opts.seed,
+            scored: n,
+            replay_errors,
+            agreement,
+            control,
+            bound,
+            bound_rule,
+            hard_failure_rate: hard_total as f64 / n.max(1) as f64,
+            hard_failures,
+            hard_failure_bound: self.opts.hard_bound,
+            reference_cost_per_call_usd: reference_cost,
+            candidate_cost_per_call_usd: cand_cost,
+            reference_latency_ms: Percentiles::of(&scored_calls.iter().map(|c| c.latency_ms).collect::<Vec<_>>()),
+            candidate_latency_ms: Percentiles::of(&outcomes.iter().map(|o| o.1.latency_ms).collect::<Vec<_>>()),
+            monthly_calls: self.opts.monthly_calls,
+            projected_monthly_savings_usd: match (reference_cost, cand_cost) {
+                (Some(r), Some(c)) => Some((r - c) * self.opts.monthly_calls),
+                _ => None,
+            },
+            validation_cost_usd: spent.lock().map(|g| *g).unwrap_or(0.0),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            failures,
+            errors,
+        })
+    }
+}
+
+fn unreachable_verdict(n: u64) -> Verdict {
+    Verdict {
+        passed: false,
+        rule: Rule::Inconclusive,
+        reason: format!("no verdict after {n} calls"),
+    }
+}
+
+/// Applies the rules to the evidence so far. `None` means look again later; on the last look every
+/// outcome is decided.
+pub fn decide(
+    outcomes: &[(usize, Reply, Scored)],
+    bound: f64,
+    hard_bound: f64,
+    confidence: f64,
+    last: bool,
+) -> Option<Verdict> {
+    let n = outcomes.len() as u64;
+    if n == 0 {
+        return last.then(|| Verdict {
+            passed: false,
+            rule: Rule::Inconclusive,
+            reason: "no answer was scored".into(),
+        });
+    }
+    let agree = outcomes.iter().filter(|o| o.2.agree).count() as u64;
+    let hard = outcomes.iter().filter(|o| o.2.hard.is_some()).count() as u64;
+    decide_counts(agree, hard, n, bound, hard_bound, confidence, last)
+}
+
+/// [`decide`] on counts.
+pub fn decide_counts(
+    agree: u64,
+    hard: u64,
+    n: u64,
+    bound: f64,
+    hard_bound: f64,
+    confidence: f64,
+    last: bool,
+) -> Option<Verdict> {
+    let a = stats::wilson(agree, n, confidence);
+    let h = stats::wilson(hard, n, confidence);
+    let hard_rate = hard as f64 / n as f64;
+    // Hard failures decide early only when even their interval's low end is over the bound.
+    if h.low > hard_bound || (last && hard_rate > hard_bound) {
+        return Some(Verdict {
+            passed: false,
+            rule: Rule::HardFailures,
+            reason: format!(
+                "{hard} of {n} answers were unusable ({:.1}%), over the {:.1}% bound for hard failures",
+                hard_rate * 100.0,
+                hard_bound * 100.0
+            ),
+        });
+    }
+    let interval = format!(
+        "agreement {:.1}% ({agree} of {n}), {:.2}% interval {:.1}%–{:.1}%",
+        a.rate * 100.0,
+        confidence * 100.0,
+        a.low * 100.0,
+        a.high * 100.0
+    );
+    if a.low >= bound && (last || hard_rate <= hard_bound) {
+        return Some(Verdict {
+            passed: true,
+            rule: Rule::AgreementClears,
+            reason: format!("{interval}: its lower end clears the {:.1}% bound", bound * 100.0),
+        });
+    }
+    if a.high < bound {
+        return Some(Verdict {
+            passed: false,
+            rule: Rule::AgreementBelow,
+            reason: format!(
+                "{interval}: even its upper end is under the {:.1}% bound",
+                bound * 100.0
+            ),
+        });
+    }
+    last.then(|| {
+        let more = stats::needed_for(a.rate, bound, confidence)
+            .map(|need| format!("; at this rate about {need} scored calls would decide"))
+            .unwrap_or_default();
+        Verdict {
+            passed: false,
+            rule: Rule::Inconclusive,
+            reason: format!(
+                "{interval}: the {:.1}% bound is inside the interval, so the candidate is not shown to be good enough{more}",
+                bound * 100.0
+            ),
+        }
+    })
+}
+
+const JUDGE_SYSTEM: &str = "You compare two answers to the same request. Judge correctness and completeness \
+for the request, not style or length. Reply with exactly one word: A if answer A is better, B if answer B \
+is better, TIE if they are equally good (they may be worded differently).";
+
+/// Asks the judge in both orders, so a judge that prefers whichever answer comes first cancels out. The
+/// candidate agrees when, averaged over the two orders, it is at least as good as the reference.
+async fn judge<R: Replay>(replay: &R, model: &str, call: &Logged, candidate: &str) -> Result<(Scored, f64), String> {
+    let ask = |a: &str, b: &str| {
+        json!({
+            "model": model,
+            "temperature": 0,
+            "max_tokens": 5,
+            "messages": [
+                {"role": "system", "content": JUDGE_SYSTEM},
+                {"role": "user", "content": format!(
+                    "<request>\n{}\n</request>\n<answer_a>\n{a}\n</answer_a>\n<answer_b>\n{b}\n</answer_b>\nWhich answer is better: A, B or TIE?",
+                    call.transcript()
+                )},
+            ],
+        })
+    };
+    let parse = |text: &str| -> Result<char, String> {
+        let word = text
+            .trim()
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("")
+            .to_uppercase();
+        match word.as_str() {
+            "A" => Ok('A'),
+            "B" => Ok('B'),
+            "TIE" => Ok('T'),
+            _ => Err(format!(
+                "the judge answered `{}`, not A, B or TIE",
+                text.chars().take(40).collect::<String>()
+            )),
+        }
+    };
+    if score::is_refusal(candidate) {
+        return Ok((
+            Scored {
+                agree: false,
+                hard: Some(HardFailure::Refused),
+                note: "the candidate refused".into(),
+            },
+            0.0,
+        ));
+    }
+    let first = replay.complete("openai", ask(&call.reference, candidate)).await?;
+    let second = replay.complete("openai", ask(candidate, &call.reference)).await?;
+    let cost = first.cost_usd.unwrap_or(0.0) + second.cost_usd.unwrap_or(0.0);
+    // Candidate's score: B in the first order, A in the second.
+    let points = |v: char, candidate_is: char| match v {
+        'T' => 0.5,
+        x if x == candidate_is => 1.0,
+        _ => 0.0,
+    };
+    let (v1, v2) = (parse(&first.text)?, parse(&second.text)?);
+    let s = (points(v1, 'B') + points(v2, 'A')) / 2.0;
+    let note = format!("judge {model}: reference-first `{v1}`, candidate-first `{v2}`");
+    Ok((
+        Scored {
+            agree: s >= 0.5,
+            hard: None,
+            note,
+        },
+        cost,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A replay that answers from a table: model → call input → answer.
+    struct Table {
+        answers: HashMap<String, HashMap<String, String>>,
+        fail: bool,
+    }
+
+    impl Replay for Table {
+        fn complete(&self, _format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send {
+            let model = body["model"].as_str().unwrap_or("").to_owned();
+            let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+            let input = msgs.last().map(|m| text_of(&m["content"])).unwrap_or_default();
+            let result = if self.fail {
+                Err("503 from provider".to_string())
+            } else if model == "judge" {
+                // A judge biased to the first position unless the answers are equal.
+                let a = input
+                    .split("<answer_a>\n")
+                    .nth(1)
+                    .and_then(|s| s.split("\n</answer_a>").next());
+                let b = input
+                    .split("<answer_b>\n")
+                    .nth(1)
+                    .and_then(|s| s.split("\n</answer_b>").next());
+                Ok(if a == b { "TIE" } else { "A" }.to_string())
+            } else {
+                self.answers
+                    .get(&model)
+                    .and_then(|m| m.get(&input))
+                    .cloned()
+                    .ok_or_else(|| format!("no answer for {model}"))
+            };
+            async move {
+                result.map(|text| Reply {
+                    text,
+                    cost_usd: Some(0.001),
+                    latency_ms: 5.0,
+                })
+            }
+        }
+    }
+
+    fn calls(n: usize) -> Vec<Logged> {
+        (0..n)
+            .map(|i| Logged {
+                id: format!("c{i}"),
+                started_at_ms: i as i64,
+                format: "openai".into(),
+                request: json!({"model": "big", "stream": true, "messages": [{"role": "user", "content": format!("q{i}")}]}),
+                reference: format!("label{}", i % 5),
+                model: "big".into(),
+                cost_usd: Some(0.01),
+                latency_ms: 100.0,
+                input_tokens: 100,
+                output_tokens: 2,
+            })
+            .collect()
+    }
+
+    /// The reference model answers every call as logged; `cheap` is wrong on every `wrong_every`-th call.
+    fn table(n: usize, wrong_every: usize) -> Table {
+        let mut answers: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for i in 0..n {
+            let right = format!("label{}", i % 5);
+            answers
+                .entry("big".into())
+                .or_default()
+                .insert(format!("q{i}"), right.clone());
+            let cheap = if wrong_every > 0 && i % wrong_every == 0 {
+                format!("label{}", (i + 1) % 5)
+            } else {
+                right
+            };
+            answers
+                .entry("cheap".into())
+                .or_default()
+                .insert(format!("q{i}"), cheap);
+        }
+        Table { answers, fail: false }
+    }
+
+    fn run(n: usize, wrong_every: usize, opts: impl FnOnce(&mut Options)) -> Result<Report, ValidateError> {
+        let t = table(n, wrong_every);
+        let mut o = Options::new("t1", "intents", "cheap".parse().unwrap(), ScorerSpec::Label);
+        o.monthly_calls = 1000.0;
+        opts(&mut o);
+        let v = Validation {
+            opts: o,
+            calls: calls(n),
+            available: n,
+            replay: &t,
+            embedder: None,
+            progress: &NoProgress,
+        };
+        futures_util::FutureExt::now_or_never(v.run()).expect("the table replay never waits")
+    }
+
+    #[test]
+    fn a_good_candidate_passes_early_and_a_poor_one_fails() {
+        let good = run(400, 0, |_| {}).unwrap();
+        assert!(good.verdict.passed, "{:?}", good.verdict);
+        assert_eq!(good.verdict.rule, Rule::AgreementClears);
+        // 100 of 100 agreeing clears 95% at 98.75% per look (n / (n + 6.25) = 0.94 at 100 is not enough).
+        assert_eq!(good.scored, 200, "{:?}", good.looks);
+        assert_eq!(good.control.unwrap().rate, 1.0);
+        assert!((good.bound - 0.95).abs() < 1e-12);
+        assert!(
+            (good.validation_cost_usd - 0.25).abs() < 1e-9,
+            "50 control + 200 candidate calls"
+        );
+        assert!((good.projected_monthly_savings_usd.unwrap() - 9.0).abs() < 1e-9);
+        assert!(good.failures.is_empty());
+
+        let poor = run(400, 5, |_| {}).unwrap();
+        assert!(!poor.verdict.passed);
+        assert_eq!(poor.verdict.rule, Rule::AgreementBelow);
+        assert!(poor.scored < 400);
+        assert!(poor.failures[0].note.contains("instead of"), "{:?}", poor.failures[0]);
+        let md = poor.markdown();
+        assert!(md.contains("FAIL") && md.contains("## Disagreements"), "{md}");
+    }
+
+    #[test]
+    fn an_open_interval_is_inconclusive_and_says_how_many_calls_would_decide() {
+        // 96% agreement on 150 calls, bound 95%: neither end decides.
+        let r = run(150, 25, |o| o.bound = Bound::Absolute(0.95)).unwrap();
+        assert!(!r.verdict.passed);
+        assert_eq!(r.verdict.rule, Rule::Inconclusive);
+        assert!(r.verdict.reason.contains("would decide"), "{}", r.verdict.reason);
+        assert!(r.control.is_none());
+    }
+
+    #[test]
+    fn too_few_calls_unknown_labels_caps_and_failures_are_reported() {
+        let e = run(40, 0, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("needs at least"), "{e}");
+
+        // Answers outside the label set are hard failures.
+        let mut t = table(200, 0);
+        for (i, a) in t.answers.get_mut("cheap").unwrap().iter_mut().enumerate() {
+            if i % 20 == 0 {
+                *a.1 = "no idea".into();
+            }
+        }
+        let mut o = Options::new("t1", "intents", "cheap".parse().unwrap(), ScorerSpec::Label);
+        o.bound = Bound::Absolute(0.9);
+        let r = futures_util::FutureExt::now_or_never(
+            Validation {
+                opts: o,
+                calls: calls(200),
+                available: 200,
+                replay: &t,
+                embedder: None,
+                progress: &NoProgress,
+            }
+            .run(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.verdict.rule, Rule::HardFailures, "{:?}", r.verdict);
+        assert!(r.hard_failures["unknown_label"] > 0);
+
+        let capped = run(400, 0, |o| {
+            o.max_cost_usd = Some(0.06);
+            o.bound = Bound::Absolute(0.95);
+            o.candidate_price = Some(Price {
+                input: 1.0,
+                output: 1.0,
+                ..Price::default()
+            });
+        })
+        .unwrap();
+        assert_eq!(capped.verdict.rule, Rule::CostCap, "{:?}", capped.verdict);
+        assert!(capped.validation_cost_usd <= 0.06 + 1e-9);
+
+        let failing = Table {
+            answers: HashMap::new(),
+            fail: true,
+        };
+        let o = Options::new("t1", "intents", "cheap".parse().unwrap(), ScorerSpec::Label);
+        let e = futures_util::FutureExt::now_or_never(
+            Validation {
+                opts: o,
+                calls: calls(200),
+                available: 200,
+                replay: &failing,
+                embedder: None,
+                progress: &NoProgress,
+            }
+            .run(),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(e.to_string().contains("503 from provider"), "{e}");
+
+        let mut o = Options::new("t1", "x", "cache:exact".parse().unwrap(), ScorerSpec::Label);
+        o.sample = 10;
+        let v = Validation {
+            opts: o,
+            calls: calls(200),
+            available: 200,
+            replay: &t,
+            embedder: None,
+            progress: &NoProgress,
+        };
+        assert!(v.estimate().unwrap_err().to_string().contains("exact-cache"));
+    }
+
+    #[test]
+    fn the_judge_cancels_position_bias() {
+        // The judge always prefers answer A unless the answers are equal: with both orders a different
+        // answer scores 0.5 (one win, one loss) and counts as agreeing; equal answers are a tie.
+        let t = table(100, 0);
+        let call = &calls(1)[0];
+        let (s, cost) = futures_util::FutureExt::now_or_never(judge(&t, "judge", call, "something else"))
+            .unwrap()
+            .unwrap();
+        assert!(s.agree, "{}", s.note);
+        assert!(s.note.contains("`A`"));
+        assert!((cost - 0.002).abs() < 1e-12);
+        let (same, _) = futures_util::FutureExt::now_or_never(judge(&t, "judge", call, "label0"))
+            .unwrap()
+            .unwrap();
+        assert!(same.agree && same.note.contains("`T`"));
+        let e = run(100, 0, |o| o.scorer = ScorerSpec::Judge { model: None }).unwrap_err();
+        assert!(matches!(e, ValidateError::NoJudge));
+    }
+
+    #[test]
+    fn decisions_at_the_edges() {
+        // Hard failures whose interval is clearly over the bound stop early.
+        let v = decide_counts(90, 10, 100, 0.5, 0.01, 0.95, false).unwrap();
+        assert_eq!(v.rule, Rule::HardFailures);
+        // One hard failure in 100 is under a 2% bound and does not block a pass.
+        let v = decide_counts(99, 1, 100, 0.9, 0.02, 0.95, true).unwrap();
+        assert!(v.passed, "{v:?}");
+        assert!(decide_counts(96, 0, 100, 0.95, 0.01, 0.95, false).is_none());
+    }
+}
