@@ -9,7 +9,9 @@ mod record;
 mod sqlite;
 mod writer;
 
-pub use record::{CallFilter, CallRecord, CallStats, CallStatus, CallSummary, SpendBy, SpendRow, TaskRef, TaskRow};
+pub use record::{
+    CallFilter, CallRecord, CallStats, CallStatus, CallSummary, SpendBy, SpendRow, TaskRef, TaskRow, ValidationRow,
+};
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, spawn_writer};
 

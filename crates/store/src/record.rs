@@ -182,3 +182,15 @@ pub struct SpendRow {
     /// What cache hits saved: the cost of the calls they answered.
     pub cost_avoided_usd: f64,
 }
+
+/// A stored validation: the columns to list it by, and its whole report as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidationRow {
+    pub id: String,
+    pub task_id: String,
+    /// The replacement's SPEC.
+    pub candidate: String,
+    pub passed: bool,
+    pub created_at_ms: i64,
+    pub report: String,
+}

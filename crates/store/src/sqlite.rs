@@ -57,6 +57,23 @@ ALTER TABLE calls ADD COLUMN output_hash TEXT;
 ALTER TABLE calls ADD COLUMN cache TEXT;
 ALTER TABLE calls ADD COLUMN cost_avoided_usd REAL;
 "#,
+    r#"
+CREATE TABLE validations (
+    id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    candidate TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE INDEX validations_task ON validations(task, created_at_ms);
+-- Calls a learned replacement was trained on: never used to validate it.
+CREATE TABLE training_calls (
+    replacement TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    PRIMARY KEY (replacement, call_id)
+);
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -423,6 +440,80 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A task's calls that a validation can replay (successful chat calls with both bodies logged, not
+    /// used to train `replacement`), as (start time, id), oldest first.
+    pub fn replayable_calls(&self, task: &str, replacement: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT started_at_ms, id FROM calls c
+             WHERE task = ?1 AND status = 'ok' AND endpoint != 'embeddings'
+               AND request_body IS NOT NULL AND response_body IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM training_calls t WHERE t.replacement = ?2 AND t.call_id = c.id)
+             ORDER BY started_at_ms",
+        )?;
+        let rows = stmt.query_map(params![task, replacement], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records which calls a learned replacement was trained on, so validation leaves them out.
+    pub fn mark_training_calls(&mut self, replacement: &str, ids: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO training_calls (replacement, call_id) VALUES (?1, ?2)")?;
+            for id in ids {
+                stmt.execute(params![replacement, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn insert_validation(&self, v: &crate::ValidationRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO validations (id, task, candidate, passed, created_at_ms, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![v.id, v.task_id, v.candidate, v.passed, v.created_at_ms, v.report],
+        )?;
+        Ok(())
+    }
+
+    /// Validations, newest first, optionally of one task.
+    pub fn validations(&self, task: Option<&str>, limit: usize) -> Result<Vec<crate::ValidationRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, task, candidate, passed, created_at_ms, report FROM validations
+             WHERE ?1 IS NULL OR task = ?1 ORDER BY created_at_ms DESC, id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![task, limit as i64], validation_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One validation by id, or by a unique prefix of its id.
+    pub fn validation(&self, id: &str) -> Result<Option<crate::ValidationRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, task, candidate, passed, created_at_ms, report FROM validations WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+        )?;
+        let rows: Vec<crate::ValidationRow> = stmt
+            .query_map([id], validation_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(if rows.len() == 1 {
+            rows.into_iter().next()
+        } else {
+            rows.into_iter().find(|r| r.id == id)
+        })
+    }
+}
+
+fn validation_row(r: &rusqlite::Row) -> rusqlite::Result<crate::ValidationRow> {
+    Ok(crate::ValidationRow {
+        id: r.get(0)?,
+        task_id: r.get(1)?,
+        candidate: r.get(2)?,
+        passed: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        report: r.get(5)?,
+    })
+}
+
 fn sqlite_path(url: &str) -> Result<&str, StoreError> {
     if url == "sqlite::memory:" {
         return Ok(":memory:");
@@ -481,6 +572,62 @@ pub(crate) mod tests {
             cache: None,
             cost_avoided_usd: None,
         }
+    }
+
+    #[test]
+    fn replayable_calls_leave_out_failures_missing_bodies_and_training_calls() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let mut ok = record("a", "m1", 3, 0.1);
+        ok.response_body = Some("{}".into());
+        let mut early = record("b", "m1", 1, 0.1);
+        early.response_body = Some("{}".into());
+        let no_answer = record("c", "m1", 2, 0.1);
+        let mut failed = record("d", "m1", 4, 0.1);
+        failed.response_body = Some("{}".into());
+        failed.status = CallStatus::UpstreamError;
+        s.insert_batch(&[ok, early, no_answer, failed]).unwrap();
+        let ids = |s: &Store, r: &str| {
+            s.replayable_calls("t_m1", r)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&s, "router:x,y"), ["b", "a"]);
+        s.mark_training_calls("router:x,y", &["b".into()]).unwrap();
+        assert_eq!(ids(&s, "router:x,y"), ["a"]);
+        assert_eq!(
+            ids(&s, "model:z"),
+            ["b", "a"],
+            "training for one replacement does not hide calls from another"
+        );
+    }
+
+    #[test]
+    fn validations_are_stored_and_found_by_prefix() {
+        let s = Store::open("sqlite::memory:").unwrap();
+        let row = |id: &str, task: &str, at| crate::ValidationRow {
+            id: id.into(),
+            task_id: task.into(),
+            candidate: "model:m".into(),
+            passed: true,
+            created_at_ms: at,
+            report: "{}".into(),
+        };
+        s.insert_validation(&row("val_abc1", "t1", 1)).unwrap();
+        s.insert_validation(&row("val_abd2", "t2", 2)).unwrap();
+        assert_eq!(s.validations(None, 10).unwrap().len(), 2);
+        assert_eq!(s.validations(Some("t1"), 10).unwrap()[0].id, "val_abc1");
+        assert_eq!(s.validation("val_abc").unwrap().unwrap().id, "val_abc1");
+        assert!(
+            s.validation("val_ab").unwrap().is_none(),
+            "an ambiguous prefix finds nothing"
+        );
+        assert!(s.validation("nope").unwrap().is_none());
+        assert!(
+            s.insert_validation(&row("val_abc1", "t1", 3)).is_err(),
+            "ids are unique"
+        );
     }
 
     #[test]
