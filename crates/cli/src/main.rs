@@ -9,6 +9,8 @@ use leanlm_gateway::{Config, Overrides};
 use leanlm_profile::TaskProfile;
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 
+mod validate;
+
 #[derive(Parser)]
 #[command(
     name = "leanlm",
@@ -143,6 +145,85 @@ enum Command {
         #[arg(long, default_value_t = 0.5)]
         batch_price_factor: f64,
     },
+    /// Replacements that apply to each task, with projected monthly savings.
+    Candidates {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this task (id or name).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a replacement on a task's own logged calls: replay, score, control run, verdict.
+    /// Exits 0 on pass, 2 on fail.
+    Validate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The task (id or name).
+        #[arg(long)]
+        task: String,
+        /// The replacement: a model name (or model:NAME); see `leanlm candidates`.
+        #[arg(long)]
+        candidate: String,
+        /// The most logged calls to replay; the verdict may need fewer.
+        #[arg(long, default_value_t = 400)]
+        sample: usize,
+        /// Calls on which the reference model is replayed against itself.
+        #[arg(long, default_value_t = 50)]
+        control: usize,
+        /// label, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN, json-path:PATH (default: from
+        /// the task's type).
+        #[arg(long)]
+        scorer: Option<String>,
+        /// The judge's model for `--scorer judge`.
+        #[arg(long)]
+        judge_model: Option<String>,
+        /// Pass when the agreement's lower confidence bound clears this share of the control's agreement.
+        #[arg(long, default_value_t = 0.95)]
+        bound: f64,
+        /// A fixed agreement bound instead (no control run).
+        #[arg(long)]
+        absolute_bound: Option<f64>,
+        /// The highest share of unusable answers (invalid JSON, unknown labels, refusals).
+        #[arg(long, default_value_t = 0.01)]
+        hard_bound: f64,
+        /// Stop spending past this many USD.
+        #[arg(long)]
+        max_cost: Option<f64>,
+        /// Replays in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Fixes the sample (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the sample size and estimated cost, replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stored validations, newest first.
+    Validations {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this task (id or name).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One validation's report (an id or a unique prefix of one).
+    Validation {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+        /// md or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
     /// The bundled price table (USD per million tokens).
     Prices {
         #[arg(long)]
@@ -185,7 +266,52 @@ fn usd(c: Option<f64>) -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Validate {
+        store,
+        task,
+        candidate,
+        sample,
+        control,
+        scorer,
+        judge_model,
+        bound,
+        absolute_bound,
+        hard_bound,
+        max_cost,
+        concurrency,
+        seed,
+        dry_run,
+        json,
+    } = cli.command
+    {
+        init_tracing();
+        let args = validate::ValidateArgs {
+            task,
+            candidate,
+            sample,
+            control,
+            scorer,
+            judge_model,
+            bound,
+            absolute_bound,
+            hard_bound,
+            max_cost,
+            concurrency,
+            seed,
+            dry_run,
+            json,
+        };
+        return match validate::validate(&store, args) {
+            Ok(true) => std::process::ExitCode::SUCCESS,
+            Ok(false) => std::process::ExitCode::from(2),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` prints the whole chain of context on one line, without a backtrace.
@@ -195,12 +321,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEANLM_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    init_tracing();
     match cli.command {
+        Command::Candidates { store, task, json } => validate::candidates(&store, task.as_deref(), json),
+        Command::Validate { .. } => unreachable!("handled in main for its exit code"),
+        Command::Validations {
+            store,
+            task,
+            limit,
+            json,
+        } => validate::validations(&store, task.as_deref(), limit, json),
+        Command::Validation { store, id, format } => validate::validation(&store, &id, &format),
         Command::Serve { config, listen, db } => {
             let config = Config::load(config.as_deref(), &Overrides { listen, db })?;
             tokio::runtime::Builder::new_multi_thread()

@@ -14,6 +14,12 @@ use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, StoreError, TaskRow};
 use serde::Deserialize;
 use serde_json::json;
 
+use std::collections::BTreeSet;
+
+use leanlm_cost::PriceTable;
+use leanlm_validate::{Candidate, CatalogModel, TaskUsage, candidates};
+
+use crate::config::Config;
 use crate::server::AppState;
 
 /// How many recent calls are read whole to type a task.
@@ -62,6 +68,56 @@ pub fn ranked_tasks_with(
     Ok(rows)
 }
 
+/// The models this deployment can route to, priced, with what the price table knows of their
+/// capabilities, and which of them may replace a task's model. `[catalog] allow = ["*"]` allows every
+/// model in the price table.
+pub fn catalog(config: &Config) -> Vec<CatalogModel> {
+    let routes = crate::route::Routes::new(Arc::new(config.clone()));
+    let table = PriceTable::bundled();
+    let everything = config.catalog_allow.iter().any(|m| m == "*");
+    let mut names: BTreeSet<String> = config.models.keys().cloned().collect();
+    names.extend(config.catalog_allow.iter().filter(|m| *m != "*").cloned());
+    if everything {
+        names.extend(table.models().into_iter().map(|(n, _)| n.to_owned()));
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let target = routes.resolve(&name).ok()?.into_iter().next()?;
+            Some(CatalogModel {
+                allowed: everything || config.catalog_allow.contains(&name),
+                provider: target.provider.name.clone(),
+                price: target.price,
+                caps: table.lookup(&target.upstream_model).map(|e| e.caps),
+                name,
+            })
+        })
+        .collect()
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A task's last month of traffic and the replacements that apply to it, priced.
+pub fn task_candidates(
+    store: &Store,
+    config: &Config,
+    task: &TaskRow,
+) -> Result<(TaskUsage, Vec<Candidate>), StoreError> {
+    let now = unix_ms();
+    let since = now - 30 * 86_400_000;
+    let profile = task_profile(store, task, Some(since))?;
+    let needs = profile.savings.as_ref().map(|s| s.needs.join(" ")).unwrap_or_default();
+    let stats = store.task_stats(&task.id, Some(since))?;
+    let usage = TaskUsage::from_stats(&stats, now, needs.contains("tools"), needs.contains("JSON schema"));
+    let list = candidates(&usage, &catalog(config));
+    Ok((usage, list))
+}
+
 pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/tasks", get(tasks))
@@ -70,6 +126,10 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/calls", get(calls))
         .route("/api/calls/{id}", get(call))
         .route("/api/spend", get(spend))
+        .route("/api/catalog", get(catalog_handler))
+        .route("/api/tasks/{id}/candidates", get(task_candidates_handler))
+        .route("/api/validations", get(validations))
+        .route("/api/validations/{id}", get(validation))
         .route_layer(middleware::from_fn_with_state(state, authorize))
 }
 
@@ -247,5 +307,78 @@ async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) ->
     match with_store(&app, move |s| s.spend(by, since_ms)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
+    }
+}
+
+async fn catalog_handler(State(app): State<Arc<AppState>>) -> Response {
+    axum::Json(catalog(&app.config)).into_response()
+}
+
+async fn task_candidates_handler(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let config = app.config.clone();
+    let lookup = id.clone();
+    let found = with_store(&app, move |s| {
+        let Some(t) = s.tasks(None)?.into_iter().find(|t| t.id == lookup) else {
+            return Ok(None);
+        };
+        let (usage, list) = task_candidates(s, &config, &t)?;
+        Ok(Some(json!({"task": t, "usage": usage, "candidates": list})))
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct ValidationQuery {
+    task: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Stored reports are JSON text; they go out as JSON values, or `null` if unreadable.
+fn report_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+async fn validations(State(app): State<Arc<AppState>>, Query(q): Query<ValidationQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    match with_store(&app, move |s| s.validations(q.task.as_deref(), limit)).await {
+        Ok(rows) => axum::Json(rows.iter().map(|r| report_value(&r.report)).collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn validation(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(f): Query<FormatQuery>,
+) -> Response {
+    let lookup = id.clone();
+    let row = match with_store(&app, move |s| s.validation(&lookup)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no validation with id {id}")),
+        Err(r) => return r,
+    };
+    match f.format.as_deref().unwrap_or("json") {
+        "json" => axum::Json(report_value(&row.report)).into_response(),
+        "md" | "markdown" => match serde_json::from_str::<leanlm_validate::Report>(&row.report) {
+            Ok(r) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], r.markdown()).into_response(),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stored report unreadable: {e}"),
+            ),
+        },
+        other => error(
+            StatusCode::BAD_REQUEST,
+            format!("`format` is json or md, not `{other}`"),
+        ),
     }
 }

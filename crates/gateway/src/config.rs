@@ -49,6 +49,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     /// Price overrides by upstream model name.
     pub prices: BTreeMap<String, Price>,
+    /// Models a validation may propose as replacements (`[catalog] allow`); the configured models when unset.
+    pub catalog_allow: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +192,14 @@ struct RawConfig {
     models: BTreeMap<String, Spanned<RawModel>>,
     #[serde(default)]
     prices: BTreeMap<String, Spanned<Price>>,
+    #[serde(default)]
+    catalog: RawCatalog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,6 +489,19 @@ impl Config {
             prices.insert(name.clone(), *p.get_ref());
         }
 
+        let catalog_allow = match &raw.catalog.allow {
+            Some(list) => {
+                let mut out = Vec::new();
+                for m in list {
+                    if m.get_ref().trim().is_empty() {
+                        return Err(at(m.span().start, "catalog.allow: a model name is empty".into()));
+                    }
+                    out.push(m.get_ref().trim().to_owned());
+                }
+                out
+            }
+            None => models.keys().cloned().collect(),
+        };
         let retry = RetryPolicy {
             max_retries: raw.retry.max_retries.unwrap_or(2),
             base_backoff: Duration::from_millis(raw.retry.base_backoff_ms.unwrap_or(250)),
@@ -535,6 +558,7 @@ impl Config {
             providers,
             models,
             prices,
+            catalog_allow,
         })
     }
 }

@@ -7,10 +7,12 @@ pub mod config;
 pub mod import;
 mod metrics;
 mod proxy;
+mod replay;
 pub mod route;
 mod server;
 mod upstream;
 
 pub use config::{Config, ConfigError, Overrides};
 pub use proxy::{HEADER_CALL_ID, HEADER_COST, HEADER_COST_ESTIMATED, HEADER_MODEL, HEADER_PROVIDER, HEADER_TASK};
+pub use replay::Replayer;
 pub use server::{AppState, Gateway, run};

@@ -32,25 +32,10 @@ pub struct AppState {
     pub(crate) cache: crate::cache::ExactCache,
 }
 
-/// A configured gateway, ready to serve.
-pub struct Gateway {
-    state: Arc<AppState>,
-    writer: LogWriter,
-}
-
-impl Gateway {
-    /// Opens the store and starts the call-log writer.
-    pub fn new(config: Config) -> anyhow::Result<Gateway> {
+impl AppState {
+    pub(crate) fn new(config: Config, log: CallLog, tasks: leanlm_profile::Discoverer) -> anyhow::Result<AppState> {
         // reqwest is built without a default TLS crypto provider; ring is ours. Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        crate::metrics::handle();
-        let store =
-            Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
-        // Templates already known to be tasks keep their ids from the first call after a restart.
-        let known = store.tasks(None).context("reading known tasks")?;
-        let tasks =
-            leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
-        let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
@@ -61,15 +46,36 @@ impl Gateway {
         let cache = crate::cache::ExactCache::new(config.cache.clone()).map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
         let routes = Routes::new(config.clone());
+        Ok(AppState {
+            config,
+            routes,
+            http,
+            log,
+            tasks,
+            cache,
+        })
+    }
+}
+
+/// A configured gateway, ready to serve.
+pub struct Gateway {
+    state: Arc<AppState>,
+    writer: LogWriter,
+}
+
+impl Gateway {
+    /// Opens the store and starts the call-log writer.
+    pub fn new(config: Config) -> anyhow::Result<Gateway> {
+        crate::metrics::handle();
+        let store =
+            Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
+        // Templates already known to be tasks keep their ids from the first call after a restart.
+        let known = store.tasks(None).context("reading known tasks")?;
+        let tasks =
+            leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
+        let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
         Ok(Gateway {
-            state: Arc::new(AppState {
-                config,
-                routes,
-                http,
-                log,
-                tasks,
-                cache,
-            }),
+            state: Arc::new(AppState::new(config, log, tasks)?),
             writer,
         })
     }
@@ -120,7 +126,7 @@ impl Gateway {
     }
 }
 
-fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(crate::admin::routes(state.clone()))
         .route("/v1/chat/completions", post(chat_completions))

@@ -492,9 +492,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, task, candidate, passed, created_at_ms, report FROM validations WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
         )?;
-        let rows: Vec<crate::ValidationRow> = stmt
-            .query_map([id], validation_row)?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<crate::ValidationRow> = stmt.query_map([id], validation_row)?.collect::<Result<_, _>>()?;
         Ok(if rows.len() == 1 {
             rows.into_iter().next()
         } else {

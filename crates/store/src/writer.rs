@@ -35,7 +35,8 @@ fn write(store: &mut Store, batch: &[CallRecord], stats: &Stats) {
 /// The request path's handle on the call log. Cloning is cheap.
 #[derive(Clone)]
 pub struct CallLog {
-    tx: mpsc::Sender<CallRecord>,
+    /// `None` for a log that keeps nothing (replays for validation are not traffic).
+    tx: Option<mpsc::Sender<CallRecord>>,
     stats: Arc<Stats>,
 }
 
@@ -48,9 +49,18 @@ struct Stats {
 }
 
 impl CallLog {
+    /// A log that keeps nothing.
+    pub fn discard() -> CallLog {
+        CallLog {
+            tx: None,
+            stats: Arc::default(),
+        }
+    }
+
     /// Queues a record without waiting. A full queue drops it: counted, and warned about at most once a second.
     pub fn record(&self, record: CallRecord) {
-        match self.tx.try_send(record) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(record) {
             Ok(()) => {}
             Err(e) => {
                 let reason = match e {
@@ -70,7 +80,7 @@ impl CallLog {
 
     /// Records waiting to be written.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.tx.as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     pub fn dropped(&self) -> u64 {
@@ -137,7 +147,7 @@ pub fn spawn_writer(mut store: Store, capacity: usize) -> (CallLog, LogWriter) {
             }
         })
         .expect("spawning the call log writer thread");
-    (CallLog { tx, stats }, LogWriter { thread })
+    (CallLog { tx: Some(tx), stats }, LogWriter { thread })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! each answer against the logged one with the task's scorer, measure how consistent the reference is with
 //! itself, and decide pass or fail from a confidence interval, looking at the evidence as it arrives.
 
+pub mod candidates;
 pub mod replacement;
 pub mod report;
 pub mod run;
@@ -9,6 +10,7 @@ pub mod sample;
 pub mod score;
 pub mod stats;
 
+pub use candidates::{Candidate, CatalogModel, TaskUsage, candidates};
 pub use replacement::Replacement;
 pub use report::{Report, Rule, Verdict};
 pub use run::{Bound, Estimate, Logged, NoProgress, Options, Progress, Replay, Reply, ValidateError, Validation};

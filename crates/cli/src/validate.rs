@@ -1,0 +1,371 @@
+//! `leanlm candidates`, `validate`, `validations` and `validation`: from "what could replace this task's
+//! model" to a stored pass/fail report.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use leanlm_gateway::{Config, Overrides, Replayer};
+use leanlm_store::{Store, TaskRow, ValidationRow};
+use leanlm_validate::run::Logged;
+use leanlm_validate::{Bound, Options, Replacement, Report, ScorerSpec, Validation};
+
+use crate::StoreArgs;
+
+/// Finds a task by id, or by name when exactly one task has it.
+pub fn find_task(store: &Store, key: &str) -> anyhow::Result<TaskRow> {
+    let tasks = store.tasks(None)?;
+    if let Some(t) = tasks.iter().find(|t| t.id == key) {
+        return Ok(t.clone());
+    }
+    let named: Vec<&TaskRow> = tasks.iter().filter(|t| t.name == key).collect();
+    match named.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => anyhow::bail!("no task with id or name `{key}`; see `leanlm tasks`"),
+        _ => anyhow::bail!(
+            "{} tasks are named `{key}`; use the id (see `leanlm tasks`)",
+            named.len()
+        ),
+    }
+}
+
+fn money(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.abs() >= 1.0 => format!("${v:.2}"),
+        Some(v) => format!("${v:.4}"),
+        None => "-".into(),
+    }
+}
+
+fn config(store: &StoreArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        store.config.as_deref(),
+        &Overrides {
+            db: store.db.clone(),
+            listen: None,
+        },
+    )?)
+}
+
+pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let config = config(store_args)?;
+    let store = store_args.open()?;
+    let tasks = match task {
+        Some(key) => vec![find_task(&store, key)?],
+        None => store.tasks(None)?,
+    };
+    let mut all = Vec::new();
+    for t in &tasks {
+        let (usage, list) = leanlm_gateway::admin::task_candidates(&store, &config, t)?;
+        all.push((t.clone(), usage, list));
+    }
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(t, u, c)| serde_json::json!({"task": t, "usage": u, "candidates": c}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let catalog = leanlm_gateway::admin::catalog(&config);
+    if !catalog.iter().any(|m| m.allowed) {
+        println!("No model is allowed as a replacement: list them under [catalog] allow in the config");
+        println!("(or allow = [\"*\"] for every model in the price table), or configure them under [models].");
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(["task", "now / month", "candidate", "would cost", "saves / month", "why"]);
+    for (t, u, list) in &all {
+        let now = u.cost_per_call_usd * u.calls_per_month;
+        for c in list {
+            let spec = if c.available {
+                c.spec.clone()
+            } else {
+                format!("{} (not yet)", c.spec)
+            };
+            table.add_row([
+                format!("{} ({})", t.name, t.id),
+                format!("{} ({:.0} calls)", money(Some(now)), u.calls_per_month),
+                spec,
+                money(c.monthly_cost_usd),
+                money(c.monthly_savings_usd),
+                c.why.clone(),
+            ]);
+        }
+    }
+    println!("{table}");
+    println!(
+        "Projected from each task's last 30 days, before any quality check: `leanlm validate --task ID --candidate SPEC`."
+    );
+    Ok(())
+}
+
+/// Everything `leanlm validate` takes.
+pub struct ValidateArgs {
+    pub task: String,
+    pub candidate: String,
+    pub sample: usize,
+    pub control: usize,
+    pub scorer: Option<String>,
+    pub judge_model: Option<String>,
+    pub bound: f64,
+    pub absolute_bound: Option<f64>,
+    pub hard_bound: f64,
+    pub max_cost: Option<f64>,
+    pub concurrency: usize,
+    pub seed: Option<u64>,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// Shows replay progress with an ETA on stderr.
+struct Bar(indicatif::ProgressBar);
+
+impl leanlm_validate::Progress for Bar {
+    fn phase(&self, name: &str, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+        self.0.reset_eta();
+        self.0.set_prefix(name.to_owned());
+    }
+    fn step(&self, spent_usd: f64) {
+        self.0.inc(1);
+        self.0.set_message(format!("${spent_usd:.4} spent"));
+    }
+}
+
+/// The local embedding model for the `similarity` scorer, when installed.
+struct LocalEmbedder(leanlm_embed::Embedder);
+
+impl leanlm_validate::score::Embed for LocalEmbedder {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.0.embed(texts).map_err(|e| e.to_string())
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a validation; `Ok(false)` when the verdict is fail.
+pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool> {
+    let config = config(store_args)?;
+    let store = store_args.open()?;
+    let task = find_task(&store, &a.task)?;
+    let replacement: Replacement = a.candidate.parse().map_err(anyhow::Error::msg).context("--candidate")?;
+    anyhow::ensure!(a.sample > 0, "--sample must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.bound),
+        "--bound is a share between 0 and 1, e.g. 0.95"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.hard_bound),
+        "--hard-bound is a share between 0 and 1, e.g. 0.01"
+    );
+    if let Some(b) = a.absolute_bound {
+        anyhow::ensure!((0.0..=1.0).contains(&b), "--absolute-bound is a rate between 0 and 1");
+    }
+    if let Some(c) = a.max_cost {
+        anyhow::ensure!(c > 0.0, "--max-cost must be a positive amount of USD");
+    }
+
+    let (usage, _) = leanlm_gateway::admin::task_candidates(&store, &config, &task)?;
+    let profile = leanlm_gateway::admin::task_profile(&store, &task, None)?;
+    let scorer: ScorerSpec = match &a.scorer {
+        Some(s) => s.parse().map_err(anyhow::Error::msg).context("--scorer")?,
+        None => ScorerSpec::for_task(profile.verdict.as_ref().map(|v| v.kind)),
+    };
+    let catalog = leanlm_gateway::admin::catalog(&config);
+    let candidate_price = match &replacement {
+        Replacement::Model { model } => {
+            // An unknown model fails here, with the gateway's own message, before anything is spent.
+            let routes = leanlm_gateway::route::Routes::new(std::sync::Arc::new(config.clone()));
+            let target = routes
+                .resolve(model)
+                .map_err(|e| anyhow::anyhow!("--candidate: {}", e.message))?;
+            target
+                .first()
+                .and_then(|t| t.price)
+                .or_else(|| catalog.iter().find(|m| &m.name == model).and_then(|m| m.price))
+        }
+        _ => None,
+    };
+
+    let key = replacement.to_string();
+    let ids = store.replayable_calls(&task.id, &key)?;
+    let seed = a.seed.unwrap_or_else(|| unix_ms() as u64);
+    let picked = leanlm_validate::sample::stratified(
+        &ids.iter().map(|(t, id)| (*t, id.clone())).collect::<Vec<_>>(),
+        a.sample,
+        seed,
+    );
+    let mut calls = Vec::with_capacity(picked.len());
+    for id in &picked {
+        if let Some(l) = store.call(id)?.as_ref().and_then(Logged::from_record) {
+            calls.push(l);
+        }
+    }
+    let mut opts = Options::new(&task.id, &task.name, replacement, scorer.clone());
+    opts.sample = a.sample;
+    opts.control = a.control;
+    opts.concurrency = a.concurrency.max(1);
+    opts.max_cost_usd = a.max_cost;
+    opts.bound = match a.absolute_bound {
+        Some(b) => Bound::Absolute(b),
+        None => Bound::OfControl(a.bound),
+    };
+    opts.hard_bound = a.hard_bound;
+    opts.candidate_price = candidate_price;
+    opts.judge_model = a.judge_model.clone();
+    opts.monthly_calls = usage.calls_per_month;
+    opts.seed = seed;
+
+    let embedder = if matches!(scorer, ScorerSpec::Similarity { .. }) {
+        match leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir()) {
+            Ok(e) => Some(LocalEmbedder(e)),
+            Err(e) => {
+                eprintln!("note: no local embedding model ({e}); the similarity scorer uses ROUGE-L only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let replayer = Replayer::new(config)?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress = Bar(bar);
+    let validation = Validation {
+        opts,
+        calls,
+        available: ids.len(),
+        replay: &replayer,
+        embedder: embedder.as_ref().map(|e| e as &dyn leanlm_validate::score::Embed),
+        progress: &progress,
+    };
+    let estimate = validation.estimate()?;
+    if a.dry_run {
+        progress.0.finish_and_clear();
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&estimate)?);
+        } else {
+            println!(
+                "task {} ({}): {} usable logged calls; would replay up to {} through {} (looks at {:?}) and {} control calls on the reference",
+                task.name, task.id, estimate.available_calls, estimate.sample, key, estimate.looks, estimate.control
+            );
+            println!(
+                "at least {} scored calls are needed to pass; estimated cost at most {}{}",
+                estimate.min_to_pass,
+                money(estimate.estimated_cost_usd),
+                if matches!(scorer, ScorerSpec::Judge { .. }) {
+                    " plus two judge calls per candidate call"
+                } else {
+                    ""
+                }
+            );
+        }
+        return Ok(true);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut report = runtime.block_on(validation.run())?;
+    progress.0.finish_and_clear();
+    report.created_at_ms = unix_ms();
+    report.id = format!("val_{}", uuid::Uuid::now_v7().simple());
+    store.insert_validation(&ValidationRow {
+        id: report.id.clone(),
+        task_id: report.task_id.clone(),
+        candidate: report.candidate.clone(),
+        passed: report.verdict.passed,
+        created_at_ms: report.created_at_ms,
+        report: serde_json::to_string(&report)?,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(report.verdict.passed)
+}
+
+pub fn validations(store_args: &StoreArgs, task: Option<&str>, limit: usize, json: bool) -> anyhow::Result<()> {
+    let store = store_args.open()?;
+    let task_id = match task {
+        Some(key) => Some(find_task(&store, key)?.id),
+        None => None,
+    };
+    let rows = store.validations(task_id.as_deref(), limit)?;
+    let reports: Vec<Report> = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.report).with_context(|| format!("reading stored report {}", r.id)))
+        .collect::<anyhow::Result<_>>()?;
+    if json {
+        for r in &reports {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header([
+        "id",
+        "time (UTC)",
+        "task",
+        "candidate",
+        "verdict",
+        "agreement",
+        "bound",
+        "scored",
+        "saves / month",
+        "cost",
+    ]);
+    for r in &reports {
+        table.add_row([
+            r.id.clone(),
+            crate::chrono_like(r.created_at_ms),
+            r.task_name.clone(),
+            r.candidate.clone(),
+            format!(
+                "{} ({})",
+                if r.verdict.passed { "PASS" } else { "FAIL" },
+                r.verdict.rule.as_str()
+            ),
+            format!(
+                "{:.1}% [{:.1}–{:.1}]",
+                r.agreement.rate * 100.0,
+                r.agreement.low * 100.0,
+                r.agreement.high * 100.0
+            ),
+            format!("{:.1}%", r.bound * 100.0),
+            r.scored.to_string(),
+            money(r.projected_monthly_savings_usd),
+            money(Some(r.validation_cost_usd)),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+pub fn validation(store_args: &StoreArgs, id: &str, format: &str) -> anyhow::Result<()> {
+    let store = store_args.open()?;
+    let row = store.validation(id)?.with_context(|| {
+        format!("no validation with id `{id}` (or more than one starts with it); see `leanlm validations`")
+    })?;
+    let report: Report =
+        serde_json::from_str(&row.report).with_context(|| format!("reading stored report {}", row.id))?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "md" | "markdown" => print!("{}", report.markdown()),
+        other => anyhow::bail!("--format is md or json, not `{other}`"),
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Replaying logged calls for validation: through the gateway's own request path (translation, retries,
+//! fallbacks, cost), in process, with the cache bypassed and nothing written to the call log, so a
+//! validation's traffic never counts as the task's.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, header};
+use http_body_util::BodyExt;
+use leanlm_validate::{Replay, Reply};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::server::AppState;
+
+/// Sends chat requests through an in-process gateway that logs nothing.
+#[derive(Clone)]
+pub struct Replayer {
+    router: Router,
+}
+
+impl Replayer {
+    pub fn new(config: Config) -> anyhow::Result<Replayer> {
+        let state = AppState::new(
+            config,
+            leanlm_store::CallLog::discard(),
+            leanlm_profile::Discoverer::default(),
+        )?;
+        Ok(Replayer {
+            router: crate::server::router(Arc::new(state)),
+        })
+    }
+
+    async fn send(&self, format: &str, body: Value) -> Result<Reply, String> {
+        let path = match format {
+            "anthropic" => "/v1/messages",
+            "openai" => "/v1/chat/completions",
+            other => return Err(format!("cannot replay a call logged in the `{other}` format")),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let req = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(crate::cache::HEADER_CACHE, "off")
+            .body(Body::from(bytes))
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let resp = self.router.clone().oneshot(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let cost = resp
+            .headers()
+            .get(crate::HEADER_COST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let json: Value =
+            serde_json::from_slice(&body).map_err(|_| format!("HTTP {status}: the answer is not JSON"))?;
+        if !status.is_success() {
+            let message = json
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
+            return Err(format!("HTTP {}: {message}", status.as_u16()));
+        }
+        Ok(Reply {
+            text: leanlm_wire::output_text(&json),
+            cost_usd: cost,
+            latency_ms,
+        })
+    }
+}
+
+impl Replay for Replayer {
+    fn complete(&self, format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send {
+        let this = self.clone();
+        let format = format.to_owned();
+        async move { this.send(&format, body).await }
+    }
+}
