@@ -113,7 +113,7 @@ PY
 done
 
 mkdir -p bench/results
-out="bench/results/validate-$(date -u +%Y%m%d).json"
+out="bench/results/validate-$(date -u +%Y%m%d)-sample$SAMPLE.json"
 python3 - "$results" "$out" <<'PY'
 import json, sys
 rows = json.loads(sys.argv[1])

@@ -15,7 +15,7 @@ const bin = name => join(target, "debug", name);
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const TOKEN = "ui-test-token";
 const procs = [];
-let url, db, browser;
+let url, db, config, browser;
 
 const freePort = () => new Promise(ok => { const s = net.createServer(); s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); }); });
 const sleep = ms => new Promise(ok => setTimeout(ok, ms));
@@ -29,14 +29,20 @@ async function post(body) {
 before(async () => {
   const dir = mkdtempSync(join(tmpdir(), "leanlm-ui-"));
   db = `sqlite://${join(dir, "calls.db")}`;
-  const mock = spawn(bin("leanlm-mock"), ["--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
+  // A labelled task for the validation pages: the mock answers these questions with their label, and the
+  // `cheap` model gets 40% of them wrong.
+  const { writeFileSync } = await import("node:fs");
+  const questions = Array.from({ length: 120 }, (_, i) => `question number ${i} about my account`);
+  writeFileSync(join(dir, "labels.csv"), "text,label\n" + questions.map((q, i) => `${q},label_${i % 5}`).join("\n") + "\n");
+  const mock = spawn(bin("leanlm-mock"), ["--listen", "127.0.0.1:0", "--labels", join(dir, "labels.csv"), "--accuracy", "cheap=0.6"],
+    { stdio: ["ignore", "pipe", "inherit"] });
   procs.push(mock);
   const mockAddr = await new Promise(ok => mock.stdout.once("data", d => ok(d.toString().trim())));
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  const config = join(dir, "leanlm.toml");
-  const { writeFileSync } = await import("node:fs");
-  writeFileSync(config, `[providers.openai]\nkind = "openai"\nbase_url = "http://${mockAddr}/v1"\napi_key = "sk"\n`);
+  config = join(dir, "leanlm.toml");
+  writeFileSync(config, `[providers.openai]\nkind = "openai"\nbase_url = "http://${mockAddr}/v1"\napi_key = "sk"\n` +
+    `[models.cheap]\nprovider = "openai"\nupstream = "cheap"\nprice = { input = 0.1, output = 0.4 }\n[catalog]\nallow = ["cheap"]\n`);
   procs.push(spawn(bin("leanlm"), ["serve", "--config", config, "--listen", `127.0.0.1:${port}`, "--db", db],
     { env: { ...process.env, LEANLM_ADMIN_TOKEN: TOKEN }, stdio: "ignore" }));
   for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/healthz`)).ok) break; } catch {} await sleep(100); }
@@ -46,10 +52,12 @@ before(async () => {
     { role: "user", content: q }] });
   for (const q of ["I lost my card", "my card has not arrived", "top up failed", "PIN blocked", "refund please", "card declined", "exchange rate?", "cash withdrawal pending"]) await post(classify(q));
   for (const t of ["hello", "see you tomorrow", "thanks a lot"]) await post({ model: "gpt-4o-mini", messages: [{ role: "system", content: "Translate the user's message into French." }, { role: "user", content: t }] });
-  // The call log is written asynchronously: wait until all 11 calls are in it.
+  await Promise.all(questions.map(q => post({ model: "gpt-4o", temperature: 0, messages: [
+    { role: "system", content: "Label the account question with its label id." }, { role: "user", content: q }] })));
+  // The call log is written asynchronously: wait until all 131 calls are in it.
   for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${url}/api/calls?limit=100`, { headers: { Authorization: `Bearer ${TOKEN}` } });
-    if ((await r.json()).length === 11) break;
+    const r = await fetch(`${url}/api/calls?limit=1000`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    if ((await r.json()).length === 131) break;
     await sleep(50);
   }
   browser = await chromium.launch({ executablePath: chromiumPath, headless: true,
@@ -96,7 +104,7 @@ test("tasks page lists every task and a click leads to its calls", async () => {
   const tasks = cli("tasks", "--json");
   const p = await page("#/tasks");
   assert.equal((await p.$$('[data-testid="task-row"]')).length, tasks.length);
-  const classify = tasks.find(t => t.profile.type?.type === "classify");
+  const classify = tasks.find(t => t.profile.type?.type === "classify" && t.task.name.includes("classify"));
   assert.ok(classify, "the classification task was typed classify");
   await p.click(`[data-task="${classify.task.id}"]`);
   await p.waitForSelector('[data-testid="task-name"]');
@@ -112,6 +120,7 @@ test("tasks page lists every task and a click leads to its calls", async () => {
 test("the call explorer filters by task and model", async () => {
   const tasks = cli("tasks", "--json");
   const translate = tasks.find(t => t.task.name.includes("translate"));
+  assert.ok(translate, tasks.map(t => t.task.name).join(", "));
   const p = await page(`#/calls?task=${translate.task.id}`);
   assert.equal((await p.$$('[data-testid="call-row"]')).length, translate.profile.calls);
   await p.fill('input[name="task"]', "");
@@ -119,4 +128,34 @@ test("the call explorer filters by task and model", async () => {
   await p.click("form#f button");
   await p.waitForFunction(() => document.body.dataset.ready.includes("model=gpt-4o-mini"));
   assert.equal((await p.$$('[data-testid="call-row"]')).length, 3);
+});
+
+test("a validation run by the CLI shows in the dashboard, with its verdict and disagreements", async () => {
+  const task = cli("tasks", "--json").find(t => t.task.name.includes("label"));
+  assert.ok(task, "the labelled task exists");
+  let report;
+  try {
+    execFileSync(bin("leanlm"), ["validate", "--task", task.task.id, "--candidate", "cheap", "--seed", "1", "--json", "--config", config, "--db", db],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    assert.fail("a 60% candidate must not pass");
+  } catch (e) {
+    assert.equal(e.status, 2, e.stderr);
+    report = JSON.parse(e.stdout);
+  }
+  assert.equal(report.verdict.passed, false);
+  const p = await page(`#/tasks/${task.task.id}`);
+  assert.equal((await p.$$('[data-testid="candidate-row"]')).length >= 1, true, "the cheap model is a candidate");
+  assert.match(await p.textContent('[data-testid="candidate-table"]'), /model:cheap/);
+  await p.click('[data-testid="validation-row"]');
+  await p.waitForSelector('[data-testid="validation-verdict"]');
+  assert.match(await p.textContent('[data-testid="validation-verdict"]'), /FAIL/);
+  assert.equal(await p.textContent('[data-testid="validation-reason"]'), report.verdict.reason);
+  assert.equal((await p.$$('[data-testid="failure-table"] tr')).length - 1, report.failures.length);
+  // The Markdown export is the CLI's report.
+  const md = await p.evaluate(async id => (await fetch(`/api/validations/${id}?format=md`,
+    { headers: { Authorization: "Bearer " + sessionStorage.getItem("leanlm-token") } })).text(), report.id);
+  assert.match(md, /# Validation .*: FAIL/);
+  const list = await page("#/validations");
+  assert.equal((await list.$$('[data-testid="validation-row"]')).length, 1);
+  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-validation.png"), fullPage: true });
 });
