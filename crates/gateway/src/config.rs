@@ -588,7 +588,20 @@ mod tests {
     #[test]
     fn the_example_config_is_valid() {
         let text = include_str!("../../../leanlm.example.toml");
-        parse(text).unwrap();
+        let c = parse(text).unwrap();
+        assert_eq!(c.catalog_allow, ["gpt-4o-mini", "claude-haiku-4-5", "llama-local"]);
+    }
+
+    #[test]
+    fn the_catalog_defaults_to_the_configured_models_and_refuses_empty_names() {
+        let c = parse("[models.fast]\nprovider = \"openai\"\nupstream = \"gpt-4o-mini\"\n").unwrap();
+        assert_eq!(c.catalog_allow, ["fast"]);
+        let e = parse("[catalog]\nallow = [\"gpt-4o-mini\", \" \"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("catalog.allow") && e.contains(":2:"), "{e}");
+        let e = parse("[catalog]\nallowed = []\n").unwrap_err().to_string();
+        assert!(e.contains("allowed"), "{e}");
     }
 
     #[test]
