@@ -145,6 +145,13 @@ enum Command {
         #[arg(long, default_value_t = 0.5)]
         batch_price_factor: f64,
     },
+    /// The models this deployment can route to: price, context, capabilities, and which may replace others.
+    Catalog {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replacements that apply to each task, with projected monthly savings.
     Candidates {
         #[command(flatten)]
@@ -331,6 +338,7 @@ fn init_tracing() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
+        Command::Catalog { store, json } => validate::catalog(&store, json),
         Command::Candidates { store, task, json } => validate::candidates(&store, task.as_deref(), json),
         Command::Validate { .. } => unreachable!("handled in main for its exit code"),
         Command::Validations {

@@ -47,6 +47,53 @@ fn config(store: &StoreArgs) -> anyhow::Result<Config> {
     )?)
 }
 
+pub fn catalog(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
+    let catalog = leanlm_gateway::admin::catalog(&config(store_args)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header([
+        "model",
+        "provider",
+        "input",
+        "output",
+        "context",
+        "tools",
+        "JSON schema",
+        "vision",
+        "replacement",
+    ]);
+    let yes = |b: bool| if b { "yes" } else { "-" }.to_owned();
+    for m in &catalog {
+        let (context, tools, schema, vision) = match &m.caps {
+            Some(c) => (
+                format!("{}k", c.context / 1000),
+                yes(c.tools),
+                yes(c.json_schema),
+                yes(c.vision),
+            ),
+            None => ("?".into(), "?".into(), "?".into(), "?".into()),
+        };
+        table.add_row([
+            m.name.clone(),
+            m.provider.clone(),
+            m.price.map_or("-".into(), |p| p.input.to_string()),
+            m.price.map_or("-".into(), |p| p.output.to_string()),
+            context,
+            tools,
+            schema,
+            vision,
+            if m.allowed { "allowed" } else { "-" }.to_owned(),
+        ]);
+    }
+    println!("{table}");
+    println!("USD per million tokens. Mark replacements with [catalog] allow = [...] in the config ([\"*\"] for all).");
+    Ok(())
+}
+
 pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::Result<()> {
     let config = config(store_args)?;
     let store = store_args.open()?;

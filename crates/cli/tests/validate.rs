@@ -236,6 +236,43 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
                 .collect();
             assert_eq!(specs, ["model:cheap-90", "model:cheap-99"], "{out}");
 
+            // An LLM judge (the mock's judge knows the true labels) reaches the same verdict, at the cost
+            // of two judge calls per answer.
+            let (code, out, err) = leanlm(
+                &l,
+                &[
+                    "validate",
+                    "--task",
+                    &l.task,
+                    "--candidate",
+                    "cheap-90",
+                    "--scorer",
+                    "judge:big",
+                    "--seed",
+                    "0",
+                    "--json",
+                ],
+            );
+            assert_eq!(code, 2, "{err}");
+            let judged: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(judged["scorer"], "judge:big");
+            assert_eq!(judged["verdict"]["rule"], "agreement_below", "{:#}", judged["verdict"]);
+            assert!(judged["failures"][0]["note"].as_str().unwrap().contains("judge big"));
+            assert!(judged["validation_cost_usd"].as_f64() > poor["validation_cost_usd"].as_f64());
+
+            // The catalog marks the allowed replacements.
+            let (code, out, _) = leanlm(&l, &["catalog", "--json"]);
+            assert_eq!(code, 0);
+            let catalog: Value = serde_json::from_str(&out).unwrap();
+            let allowed: Vec<&str> = catalog
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["allowed"] == true)
+                .map(|m| m["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(allowed, ["cheap-90", "cheap-99"]);
+
             // A dry run replays nothing and prices the plan.
             let (code, out, _) = leanlm(
                 &l,

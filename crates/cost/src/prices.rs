@@ -75,6 +75,7 @@ struct RawEntry {
     context: u64,
     tools: bool,
     json_schema: bool,
+    vision: bool,
 }
 
 impl From<RawEntry> for PriceEntry {
@@ -96,6 +97,7 @@ impl From<RawEntry> for PriceEntry {
                 context: r.context,
                 tools: r.tools,
                 json_schema: r.json_schema,
+                vision: r.vision,
             },
         }
     }
@@ -111,6 +113,8 @@ pub struct Capabilities {
     pub tools: bool,
     /// Native structured output against a JSON schema.
     pub json_schema: bool,
+    /// Image input.
+    pub vision: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,7 +249,7 @@ mod tests {
 
     #[test]
     fn bad_prices_are_refused() {
-        let caps = "kind = \"chat\"\ncontext = 1000\ntools = true\njson_schema = true\n";
+        let caps = "kind = \"chat\"\ncontext = 1000\ntools = true\njson_schema = true\nvision = false\n";
         let e = PriceTable::parse(&format!(
             "as_of = \"x\"\n[models.m]\nprovider = \"openai\"\ninput = -1.0\noutput = 1.0\n{caps}"
         ))

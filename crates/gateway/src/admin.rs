@@ -17,7 +17,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 
 use leanlm_cost::PriceTable;
-use leanlm_validate::{Candidate, CatalogModel, TaskUsage, candidates};
+use leanlm_validate::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
 
 use crate::config::Config;
 use crate::server::AppState;
@@ -111,9 +111,13 @@ pub fn task_candidates(
     let now = unix_ms();
     let since = now - 30 * 86_400_000;
     let profile = task_profile(store, task, Some(since))?;
-    let needs = profile.savings.as_ref().map(|s| s.needs.join(" ")).unwrap_or_default();
+    let needs = profile
+        .savings
+        .as_ref()
+        .map(|s| Needs::from_profile(&s.needs))
+        .unwrap_or_default();
     let stats = store.task_stats(&task.id, Some(since))?;
-    let usage = TaskUsage::from_stats(&stats, now, needs.contains("tools"), needs.contains("JSON schema"));
+    let usage = TaskUsage::from_stats(&stats, now, needs);
     let list = candidates(&usage, &catalog(config));
     Ok((usage, list))
 }

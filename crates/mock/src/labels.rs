@@ -95,6 +95,36 @@ impl Labeller {
     }
 }
 
+impl Labeller {
+    /// Answers LeanLM's judge prompt as a judge that knows the data set: the answer that names the
+    /// request's true label wins, a tie when both or neither do. `None` when the prompt is not a judge
+    /// prompt about an example of the data set.
+    pub fn judge(&self, prompt: &str) -> Option<&'static str> {
+        let between = |open: &str, close: &str| -> Option<String> {
+            let start = prompt.find(open)? + open.len();
+            let end = prompt[start..].find(close)? + start;
+            Some(prompt[start..end].trim().to_owned())
+        };
+        let request = between("<request>", "</request>")?;
+        let (a, b) = (
+            between("<answer_a>", "</answer_a>")?,
+            between("<answer_b>", "</answer_b>")?,
+        );
+        let truth = request
+            .lines()
+            .rev()
+            .filter_map(|l| l.strip_prefix("user: "))
+            .find_map(|q| self.truth.get(&normalise(q)))?;
+        let label = &self.labels[*truth];
+        let right = |answer: &str| normalise(answer) == normalise(label);
+        Some(match (right(&a), right(&b)) {
+            (true, false) => "A",
+            (false, true) => "B",
+            _ => "TIE",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +164,20 @@ mod tests {
             .count();
         assert!(moved > 500, "{moved}");
         assert_eq!(l.answer("cheap", "not in the data"), None);
+    }
+
+    #[test]
+    fn the_judge_prefers_the_true_label() {
+        let l = Labeller::from_csv(&data()).unwrap();
+        let ask = |a: &str, b: &str| {
+            format!(
+                "<request>\nsystem: classify\nuser: question 3, please\n</request>\n<answer_a>\n{a}\n</answer_a>\n<answer_b>\n{b}\n</answer_b>"
+            )
+        };
+        assert_eq!(l.judge(&ask("label3", "label4")), Some("A"));
+        assert_eq!(l.judge(&ask("label4", "label3")), Some("B"));
+        assert_eq!(l.judge(&ask("label3", "label3")), Some("TIE"));
+        assert_eq!(l.judge("not a judge prompt"), None);
     }
 
     #[test]

@@ -395,7 +395,7 @@ fn answer(stats: &Stats, format: Format, body: &Value, raw_len: usize) -> Answer
     let user = last_user_text(format, body);
     if let Some(label) = stats.labeller.as_ref().and_then(|l| {
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-        l.answer(model, &user)
+        l.judge(&user).or_else(|| l.answer(model, &user))
     }) {
         return Answer {
             text: label.to_owned(),

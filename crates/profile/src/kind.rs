@@ -40,6 +40,8 @@ pub struct CallSignals {
     /// Structured output against a schema (`response_format: json_schema`), not just JSON mode.
     pub schema_requested: bool,
     pub tools_offered: bool,
+    /// The request sends an image.
+    pub images: bool,
     pub tool_called: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,

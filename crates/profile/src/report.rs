@@ -77,6 +77,7 @@ fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<S
     let embeddings = signals.iter().any(|s| s.embeddings);
     let tools = signals.iter().any(|s| s.tools_offered);
     let schema = signals.iter().any(|s| s.schema_requested);
+    let images = signals.iter().any(|s| s.images);
     let longest = priced.iter().map(|p| p.0 + p.1).max().unwrap_or(0);
     let mut needs = vec![format!("context of {longest} tokens")];
     if tools {
@@ -84,6 +85,9 @@ fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<S
     }
     if schema {
         needs.push("JSON schema output".into());
+    }
+    if images {
+        needs.push("image input".into());
     }
     if embeddings {
         needs.push("embeddings".into());
@@ -101,6 +105,7 @@ fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<S
                 && e.caps.context >= longest
                 && (!tools || e.caps.tools)
                 && (!schema || e.caps.json_schema)
+                && (!images || e.caps.vision)
         })
         .map(|(name, e)| {
             let cost: f64 = priced
@@ -232,11 +237,29 @@ fn signals_of(call: &CallRecord) -> Option<CallSignals> {
             .is_some_and(|t| t != "text"),
         schema_requested: request.pointer("/response_format/type").and_then(Value::as_str) == Some("json_schema"),
         tools_offered: request.get("tools").is_some_and(|t| !t.is_null()),
+        images: has_images(&request),
         tool_called,
         input_tokens: usage.prompt_tokens(),
         output_tokens: usage.output_tokens,
         output: leanlm_wire::output_text(&response),
     })
+}
+
+/// True when a request sends an image: an OpenAI `image_url` part or an Anthropic `image` block.
+fn has_images(request: &Value) -> bool {
+    request
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .any(|part| {
+            matches!(
+                part.get("type").and_then(Value::as_str),
+                Some("image_url" | "image" | "input_image")
+            )
+        })
 }
 
 #[cfg(test)]
@@ -277,6 +300,23 @@ mod tests {
         let s = savings(&stats, &tools, 2.6).unwrap();
         let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
         assert!(e.caps.tools && e.caps.json_schema, "{}", s.cheapest_model);
+        let images = vec![CallSignals {
+            images: true,
+            ..Default::default()
+        }];
+        let s = savings(&stats, &images, 2.6).unwrap();
+        assert!(s.needs.contains(&"image input".to_owned()));
+        let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
+        assert!(e.caps.vision, "{}", s.cheapest_model);
+        assert_ne!(s.cheapest_model, "llama-3.1-8b-instant");
+        assert!(has_images(
+            &serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]})
+        ));
+        assert!(!has_images(
+            &serde_json::json!({"messages": [{"role": "user", "content": "no image"}]})
+        ));
         let long: Vec<_> = (0..10).map(|_| stat(300_000, 10, 1.0)).collect();
         let s = savings(&long, &plain, 10.0).unwrap();
         assert!(

@@ -24,6 +24,28 @@ pub struct CatalogModel {
     pub allowed: bool,
 }
 
+/// What a task's calls use that a replacement must support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Needs {
+    pub tools: bool,
+    /// Structured output against a JSON schema.
+    pub schema: bool,
+    /// Image input.
+    pub vision: bool,
+}
+
+impl Needs {
+    /// Reads the needs a task profile lists (`tools`, `JSON schema output`, `image input`).
+    pub fn from_profile(needs: &[String]) -> Needs {
+        let has = |what: &str| needs.iter().any(|n| n.contains(what));
+        Needs {
+            tools: has("tools"),
+            schema: has("JSON schema"),
+            vision: has("image input"),
+        }
+    }
+}
+
 /// What a task's traffic looks like, for pricing replacements.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TaskUsage {
@@ -36,15 +58,14 @@ pub struct TaskUsage {
     pub models: BTreeSet<String>,
     /// The largest prompt plus answer seen.
     pub longest_tokens: u64,
-    pub needs_tools: bool,
-    pub needs_schema: bool,
+    pub needs: Needs,
     /// Calls that repeat an earlier request exactly.
     pub duplicate_share: f64,
 }
 
 impl TaskUsage {
     /// Measures a task's last 30 days (before `now_ms`) from its calls' numbers.
-    pub fn from_stats(stats: &[CallStats], now_ms: i64, needs_tools: bool, needs_schema: bool) -> TaskUsage {
+    pub fn from_stats(stats: &[CallStats], now_ms: i64, needs: Needs) -> TaskUsage {
         let since = now_ms - MONTH_MS;
         let recent: Vec<&CallStats> = stats
             .iter()
@@ -74,8 +95,7 @@ impl TaskUsage {
                 .map(|s| s.input_tokens.unwrap_or(0) + s.output_tokens.unwrap_or(0))
                 .max()
                 .unwrap_or(0),
-            needs_tools,
-            needs_schema,
+            needs,
             duplicate_share: duplicates as f64 / n,
         }
     }
@@ -111,17 +131,21 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
         let mut reasons = Vec::new();
         if let Some(c) = &m.caps {
             if c.kind != ModelKind::Chat
-                || (task.needs_tools && !c.tools)
-                || (task.needs_schema && !c.json_schema)
+                || (task.needs.tools && !c.tools)
+                || (task.needs.schema && !c.json_schema)
+                || (task.needs.vision && !c.vision)
                 || c.context < task.longest_tokens
             {
                 continue;
             }
-            if task.needs_tools {
+            if task.needs.tools {
                 reasons.push("supports tools".to_owned());
             }
-            if task.needs_schema {
+            if task.needs.schema {
                 reasons.push("supports JSON schema output".to_owned());
+            }
+            if task.needs.vision {
+                reasons.push("reads images".to_owned());
             }
             reasons.push(format!(
                 "a {}k context holds the longest call ({} tokens)",
@@ -251,6 +275,7 @@ mod tests {
                 context: 128_000,
                 tools,
                 json_schema: true,
+                vision: true,
             }),
             allowed: true,
         }
@@ -267,7 +292,7 @@ mod tests {
             status: CallStatus::UpstreamError,
             ..stat(now - 1, 5, 5, 0.0, "x")
         });
-        let u = TaskUsage::from_stats(&stats, now, false, false);
+        let u = TaskUsage::from_stats(&stats, now, Needs::default());
         assert!((u.calls_per_month - 1500.0).abs() < 1.0, "{}", u.calls_per_month);
         assert!((u.duplicate_share - 0.2).abs() < 1e-9);
         assert_eq!(u.longest_tokens, 1010);
@@ -283,12 +308,16 @@ mod tests {
             cost_per_call_usd: 0.0026,
             models: ["gpt-4o".to_owned()].into(),
             longest_tokens: 2000,
-            needs_tools: true,
-            needs_schema: false,
+            needs: Needs {
+                tools: true,
+                schema: false,
+                vision: true,
+            },
             duplicate_share: 0.1,
         };
-        let mut blocked = model("tiny", 0.01, 0.01, false);
-        blocked.caps.as_mut().unwrap().tools = false;
+        let blocked = model("tiny", 0.01, 0.01, false);
+        let mut blind = model("blind", 0.01, 0.01, true);
+        blind.caps.as_mut().unwrap().vision = false;
         let mut not_allowed = model("cheapest", 0.001, 0.001, true);
         not_allowed.allowed = false;
         let catalog = vec![
@@ -296,12 +325,14 @@ mod tests {
             model("gpt-4o-mini", 0.15, 0.6, true),
             model("pricier", 5.0, 20.0, true),
             blocked,
+            blind,
             not_allowed,
         ];
         let c = candidates(&task, &catalog);
         let specs: Vec<&str> = c.iter().map(|c| c.spec.as_str()).collect();
         assert_eq!(specs[0], "model:gpt-4o-mini", "{specs:?}");
         assert!(!specs.contains(&"model:pricier") && !specs.contains(&"model:tiny"));
+        assert!(!specs.contains(&"model:blind"), "the task sends images");
         assert!(!specs.contains(&"model:cheapest") && !specs.contains(&"model:gpt-4o"));
         // 10,000 calls of 1,000 + 10 tokens at $0.15 / $0.60: $1.56 a month against $26.
         let mini = &c[0];

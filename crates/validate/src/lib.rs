@@ -10,7 +10,7 @@ pub mod sample;
 pub mod score;
 pub mod stats;
 
-pub use candidates::{Candidate, CatalogModel, TaskUsage, candidates};
+pub use candidates::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
 pub use replacement::Replacement;
 pub use report::{Report, Rule, Verdict};
 pub use run::{Bound, Estimate, Logged, NoProgress, Options, Progress, Replay, Reply, ValidateError, Validation};
