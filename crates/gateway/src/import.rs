@@ -255,6 +255,7 @@ fn call_from(
         response_body: Some(resp.to_string()),
         cache: None,
         cost_avoided_usd: None,
+        policy: None,
     })
 }
 

@@ -10,7 +10,8 @@ mod sqlite;
 mod writer;
 
 pub use record::{
-    CallFilter, CallRecord, CallStats, CallStatus, CallSummary, SpendBy, SpendRow, TaskRef, TaskRow, ValidationRow,
+    AuditRow, CallFilter, CallRecord, CallStats, CallStatus, CallSummary, OnlineCounts, OnlineScore, PolicyRow,
+    PolicyTag, SpendBy, SpendRow, TaskRef, TaskRow, ValidationRow,
 };
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, spawn_writer};

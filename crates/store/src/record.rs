@@ -89,6 +89,16 @@ pub struct CallRecord {
     pub cache: Option<String>,
     /// What a cache hit would have cost upstream: the cached call's own cost.
     pub cost_avoided_usd: Option<f64>,
+    /// The deployment policy the call was served under, if its task had an active one.
+    pub policy: Option<PolicyTag>,
+}
+
+/// Which policy version served a call, and in which role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyTag {
+    pub version: u64,
+    /// `reference` or `replacement`.
+    pub role: String,
 }
 
 /// Which task a call belongs to.
@@ -193,4 +203,58 @@ pub struct ValidationRow {
     pub passed: bool,
     pub created_at_ms: i64,
     pub report: String,
+}
+
+/// A task's current policy, stored as JSON (its type lives with the deployment logic).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyRow {
+    pub task_id: String,
+    pub version: u64,
+    pub policy: String,
+    pub updated_at_ms: i64,
+}
+
+/// One change to a policy: who, when, what, why, on what evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    pub task_id: String,
+    pub version: u64,
+    pub at_ms: i64,
+    /// `cli:<user>`, `api`, or `auto` for the gateway's own decisions.
+    pub actor: String,
+    /// `deploy`, `promote`, `rollback`.
+    pub action: String,
+    pub from_stage: Option<String>,
+    pub to_stage: String,
+    pub reason: Option<String>,
+    /// JSON: the online counts or validation the change rested on.
+    pub evidence: Option<String>,
+}
+
+/// One piece of online evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnlineScore {
+    pub task_id: String,
+    pub version: u64,
+    pub at_ms: i64,
+    /// `shadow` (the replacement answered a reference-served call), `audit` (the reference re-answered a
+    /// replacement-served call), or `served` (the replacement served; only its failure counts).
+    pub kind: String,
+    /// Whether the two answers agreed; `None` when there was nothing to compare.
+    pub agreed: Option<bool>,
+    /// The replacement failed (an error, or a fallback to the reference).
+    pub error: bool,
+    pub cost_usd: Option<f64>,
+    pub call_id: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Online evidence summed for one policy version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct OnlineCounts {
+    pub scored: u64,
+    pub agreed: u64,
+    pub attempts: u64,
+    pub errors: u64,
+    pub cost_usd: f64,
 }

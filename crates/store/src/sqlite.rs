@@ -74,6 +74,43 @@ CREATE TABLE training_calls (
     PRIMARY KEY (replacement, call_id)
 );
 "#,
+    r#"
+-- One policy per task, its latest version as JSON; every change is in policy_audit.
+CREATE TABLE policies (
+    task TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE policy_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_stage TEXT,
+    to_stage TEXT NOT NULL,
+    reason TEXT,
+    evidence TEXT
+);
+CREATE INDEX policy_audit_task ON policy_audit(task, at_ms);
+-- Online evidence: shadow and audit answers scored against each other, and replacement failures.
+CREATE TABLE online_scores (
+    task TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    agreed INTEGER,
+    error INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL,
+    call_id TEXT,
+    note TEXT
+);
+CREATE INDEX online_scores_policy ON online_scores(task, version);
+ALTER TABLE calls ADD COLUMN policy_version INTEGER;
+ALTER TABLE calls ADD COLUMN policy_role TEXT;
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -177,9 +214,9 @@ impl Store {
                     requested_model, served_model, provider, upstream_model, stream, status, http_status, error,
                     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
                     cost_usd, cost_estimated, latency_ms, ttft_ms, overhead_us, attempts, request_body, response_body,
-                    request_hash, output_hash, cache, cost_avoided_usd)
+                    request_hash, output_hash, cache, cost_avoided_usd, policy_version, policy_role)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
             )?;
             for r in records {
                 let u = r.usage;
@@ -215,6 +252,8 @@ impl Store {
                     r.response_body.as_deref().and_then(output_hash),
                     r.cache,
                     r.cost_avoided_usd,
+                    r.policy.as_ref().map(|p| p.version as i64),
+                    r.policy.as_ref().map(|p| p.role.as_str()),
                 ])?;
             }
         }
@@ -281,7 +320,7 @@ impl Store {
                     provider, upstream_model, stream, status, http_status, error, input_tokens, cached_input_tokens,
                     cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, cost_estimated, latency_ms,
                     ttft_ms, overhead_us, attempts, request_body, response_body, t.name, t.origin, cache,
-                    cost_avoided_usd
+                    cost_avoided_usd, policy_version, policy_role
              FROM calls c LEFT JOIN tasks t ON t.id = c.task WHERE c.id = ?1",
         )?;
         let rec = stmt
@@ -331,6 +370,13 @@ impl Store {
                     response_body: r.get(26)?,
                     cache: r.get(29)?,
                     cost_avoided_usd: r.get(30)?,
+                    policy: match (r.get::<_, Option<i64>>(31)?, r.get::<_, Option<String>>(32)?) {
+                        (Some(version), Some(role)) => Some(crate::PolicyTag {
+                            version: version as u64,
+                            role,
+                        }),
+                        _ => None,
+                    },
                 })
             })
             .optional()?;
@@ -501,6 +547,151 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every task's current policy.
+    pub fn policies(&self) -> Result<Vec<crate::PolicyRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT task, version, policy, updated_at_ms FROM policies ORDER BY task")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(crate::PolicyRow {
+                task_id: r.get(0)?,
+                version: r.get::<_, i64>(1)? as u64,
+                policy: r.get(2)?,
+                updated_at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Writes a task's new policy version and its audit entry in one transaction, if the stored version is
+    /// still `expected` (`None`: whatever it is). `false` when another change got there first.
+    pub fn write_policy(
+        &mut self,
+        row: &crate::PolicyRow,
+        expected: Option<u64>,
+        audit: &crate::AuditRow,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let current: Option<i64> = tx
+            .query_row("SELECT version FROM policies WHERE task = ?1", [&row.task_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(e) = expected
+            && current.map(|c| c as u64) != Some(e)
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO policies (task, version, policy, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(task) DO UPDATE SET version = excluded.version, policy = excluded.policy,
+                updated_at_ms = excluded.updated_at_ms",
+            params![row.task_id, row.version as i64, row.policy, row.updated_at_ms],
+        )?;
+        tx.execute(
+            "INSERT INTO policy_audit (task, version, at_ms, actor, action, from_stage, to_stage, reason, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                audit.task_id,
+                audit.version as i64,
+                audit.at_ms,
+                audit.actor,
+                audit.action,
+                audit.from_stage,
+                audit.to_stage,
+                audit.reason,
+                audit.evidence
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Policy changes, newest first, optionally of one task.
+    pub fn policy_audit(&self, task: Option<&str>, limit: usize) -> Result<Vec<crate::AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task, version, at_ms, actor, action, from_stage, to_stage, reason, evidence FROM policy_audit
+             WHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![task, limit as i64], |r| {
+            Ok(crate::AuditRow {
+                task_id: r.get(0)?,
+                version: r.get::<_, i64>(1)? as u64,
+                at_ms: r.get(2)?,
+                actor: r.get(3)?,
+                action: r.get(4)?,
+                from_stage: r.get(5)?,
+                to_stage: r.get(6)?,
+                reason: r.get(7)?,
+                evidence: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_online(&mut self, scores: &[crate::OnlineScore]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for s in scores {
+                stmt.execute(params![
+                    s.task_id,
+                    s.version as i64,
+                    s.at_ms,
+                    s.kind,
+                    s.agreed,
+                    s.error,
+                    s.cost_usd,
+                    s.call_id,
+                    s.note
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The online evidence for one policy version, summed over every gateway instance.
+    pub fn online_counts(&self, task: &str, version: u64) -> Result<crate::OnlineCounts, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(agreed), COALESCE(SUM(agreed), 0), COUNT(*), COALESCE(SUM(error), 0),
+                    COALESCE(SUM(cost_usd), 0.0)
+             FROM online_scores WHERE task = ?1 AND version = ?2",
+        )?;
+        Ok(stmt.query_row(params![task, version as i64], |r| {
+            Ok(crate::OnlineCounts {
+                scored: r.get::<_, i64>(0)? as u64,
+                agreed: r.get::<_, i64>(1)? as u64,
+                attempts: r.get::<_, i64>(2)? as u64,
+                errors: r.get::<_, i64>(3)? as u64,
+                cost_usd: r.get(4)?,
+            })
+        })?)
+    }
+
+    /// Calls served under each policy version of a task, by role, with their cost.
+    pub fn policy_spend(&self, task: &str) -> Result<Vec<(u64, String, u64, f64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT policy_version, policy_role, COUNT(*), COALESCE(SUM(cost_usd), 0.0) FROM calls
+             WHERE task = ?1 AND policy_version IS NOT NULL GROUP BY policy_version, policy_role
+             ORDER BY policy_version, policy_role",
+        )?;
+        let rows = stmt.query_map([task], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 fn validation_row(r: &rusqlite::Row) -> rusqlite::Result<crate::ValidationRow> {
     Ok(crate::ValidationRow {
         id: r.get(0)?,
@@ -569,6 +760,7 @@ pub(crate) mod tests {
             response_body: None,
             cache: None,
             cost_avoided_usd: None,
+            policy: None,
         }
     }
 
@@ -599,6 +791,53 @@ pub(crate) mod tests {
             ["b", "a"],
             "training for one replacement does not hide calls from another"
         );
+    }
+
+    #[test]
+    fn policies_change_atomically_with_their_audit_and_collect_online_evidence() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let row = |version| crate::PolicyRow {
+            task_id: "t1".into(),
+            version,
+            policy: format!("{{\"v\": {version}}}"),
+            updated_at_ms: version as i64,
+        };
+        let audit = |version, to: &str| crate::AuditRow {
+            task_id: "t1".into(),
+            version,
+            at_ms: version as i64,
+            actor: "cli:test".into(),
+            action: "deploy".into(),
+            from_stage: None,
+            to_stage: to.into(),
+            reason: Some("because".into()),
+            evidence: None,
+        };
+        assert!(s.write_policy(&row(1), None, &audit(1, "shadow")).unwrap());
+        assert!(s.write_policy(&row(2), Some(1), &audit(2, "canary")).unwrap());
+        // A change based on a stale version loses, and leaves no audit entry.
+        assert!(!s.write_policy(&row(3), Some(1), &audit(3, "rolled_back")).unwrap());
+        assert_eq!(s.policies().unwrap(), [row(2)]);
+        let log = s.policy_audit(Some("t1"), 10).unwrap();
+        assert_eq!(log.iter().map(|a| a.version).collect::<Vec<_>>(), [2, 1]);
+
+        let score = |agreed: Option<bool>, error| crate::OnlineScore {
+            task_id: "t1".into(),
+            version: 2,
+            at_ms: 5,
+            kind: "audit".into(),
+            agreed,
+            error,
+            cost_usd: Some(0.5),
+            call_id: None,
+            note: None,
+        };
+        s.insert_online(&[score(Some(true), false), score(Some(false), false), score(None, true)])
+            .unwrap();
+        let c = s.online_counts("t1", 2).unwrap();
+        assert_eq!((c.scored, c.agreed, c.attempts, c.errors), (2, 1, 3, 1));
+        assert!((c.cost_usd - 1.5).abs() < 1e-12);
+        assert_eq!(s.online_counts("t1", 1).unwrap().attempts, 0);
     }
 
     #[test]

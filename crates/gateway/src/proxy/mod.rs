@@ -91,6 +91,7 @@ impl Recorder {
                 response_body: None,
                 cache: None,
                 cost_avoided_usd: None,
+                policy: None,
             }),
         }
     }
