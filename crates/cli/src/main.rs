@@ -9,6 +9,7 @@ use leanlm_gateway::{Config, Overrides};
 use leanlm_profile::TaskProfile;
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 
+mod deploy;
 mod validate;
 
 #[derive(Parser)]
@@ -231,6 +232,85 @@ enum Command {
         #[arg(long, default_value = "md")]
         format: String,
     },
+    /// Deploy a replacement for a task to shadow or canary. Past shadow it needs a passing validation, or
+    /// --force with a reason.
+    Deploy {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The task (id or name).
+        #[arg(long)]
+        task: String,
+        /// The replacement: a model name (or model:NAME).
+        #[arg(long)]
+        replacement: String,
+        /// shadow or canary.
+        #[arg(long, default_value = "shadow")]
+        stage: String,
+        /// In canary, the share of calls the replacement serves (default 0.1).
+        #[arg(long)]
+        share: Option<f64>,
+        /// The share of calls checked by the other model (default 0.1).
+        #[arg(long)]
+        audit_rate: Option<f64>,
+        /// The online agreement the replacement must keep (default 0.95).
+        #[arg(long)]
+        bound: Option<f64>,
+        /// The highest share of replacement failures (default 0.05).
+        #[arg(long)]
+        error_bound: Option<f64>,
+        /// Scored calls before any automatic decision (default 20).
+        #[arg(long)]
+        min_samples: Option<u64>,
+        /// Move up a stage automatically when the online evidence clears the bound.
+        #[arg(long)]
+        auto_promote: bool,
+        /// How online answers are compared (default: the validation's, else from the task type).
+        #[arg(long)]
+        scorer: Option<String>,
+        /// Go past shadow without a passing validation, recording this reason.
+        #[arg(long)]
+        force: Option<String>,
+    },
+    /// Move a task's policy up a stage: shadow → canary → live.
+    Promote {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        task: String,
+        /// The canary's share of calls (default 0.1).
+        #[arg(long)]
+        share: Option<f64>,
+        /// Promote an unvalidated shadow, recording this reason.
+        #[arg(long)]
+        force: Option<String>,
+    },
+    /// Send a task back to its reference model.
+    Rollback {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Each task's policy: stage, replacement, share, and its online agreement.
+    Policies {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every policy change, manual or automatic: who, when, what, why.
+    PolicyLog {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The bundled price table (USD per million tokens).
     Prices {
         #[arg(long)]
@@ -339,6 +419,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Catalog { store, json } => validate::catalog(&store, json),
+        Command::Deploy {
+            store,
+            task,
+            replacement,
+            stage,
+            share,
+            audit_rate,
+            bound,
+            error_bound,
+            min_samples,
+            auto_promote,
+            scorer,
+            force,
+        } => deploy::deploy(
+            &store,
+            deploy::DeployArgs {
+                task,
+                replacement,
+                stage,
+                share,
+                audit_rate,
+                bound,
+                error_bound,
+                min_samples,
+                auto_promote,
+                scorer,
+                force,
+            },
+        ),
+        Command::Promote {
+            store,
+            task,
+            share,
+            force,
+        } => deploy::promote(&store, &task, share, force),
+        Command::Rollback { store, task, reason } => deploy::rollback(&store, &task, &reason),
+        Command::Policies { store, json } => deploy::policies(&store, json),
+        Command::PolicyLog {
+            store,
+            task,
+            limit,
+            json,
+        } => deploy::policy_log(&store, task.as_deref(), limit, json),
         Command::Candidates { store, task, json } => validate::candidates(&store, task.as_deref(), json),
         Command::Validate { .. } => unreachable!("handled in main for its exit code"),
         Command::Validations {

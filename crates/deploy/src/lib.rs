@@ -167,12 +167,43 @@ pub enum Decision {
 /// Confidence of the online intervals.
 pub const ONLINE_CONFIDENCE: f64 = 0.95;
 
-/// Rolls back when even the upper end of the agreement's interval is under the bound, or the low end of
-/// the error rate's is over its bound; promotes (when allowed) when the agreement's low end clears it.
-pub fn decide(policy: &Policy, e: &Evidence) -> Decision {
+/// How many of the latest scored answers the rollback rule looks at: a regression after a long good run
+/// must not hide behind the good run's numbers.
+pub const RECENT_WINDOW: usize = 200;
+
+/// Rolls back when, over the recent window, even the upper end of the agreement's interval is under the
+/// bound, or the low end of the error rate's is over its bound; promotes (when allowed) when the lower end
+/// of the whole version's agreement clears the bound and the recent window does not say otherwise.
+pub fn decide(policy: &Policy, recent: &Evidence, total: &Evidence) -> Decision {
     if !policy.stage.is_active() {
         return Decision::Keep;
     }
+    match rollback(policy, recent) {
+        Decision::Keep => {}
+        roll => return roll,
+    }
+    if total.scored < policy.min_samples || !policy.auto_promote {
+        return Decision::Keep;
+    }
+    let a = wilson(total.agreed, total.scored, ONLINE_CONFIDENCE);
+    match policy.next_stage() {
+        Some(to) if a.low >= policy.bound => Decision::Promote {
+            to,
+            reason: format!(
+                "online agreement {:.1}% ({} of {}), interval {:.1}%–{:.1}%: its lower end clears the {:.1}% bound",
+                a.rate * 100.0,
+                total.agreed,
+                total.scored,
+                a.low * 100.0,
+                a.high * 100.0,
+                policy.bound * 100.0
+            ),
+        },
+        _ => Decision::Keep,
+    }
+}
+
+fn rollback(policy: &Policy, e: &Evidence) -> Decision {
     if e.attempts >= policy.min_samples {
         let err = wilson(e.errors, e.attempts, ONLINE_CONFIDENCE);
         if err.low > policy.error_bound {
@@ -194,7 +225,7 @@ pub fn decide(policy: &Policy, e: &Evidence) -> Decision {
     }
     let a = wilson(e.agreed, e.scored, ONLINE_CONFIDENCE);
     let interval = format!(
-        "online agreement {:.1}% ({} of {}), interval {:.1}%–{:.1}%",
+        "recent online agreement {:.1}% ({} of {}), interval {:.1}%–{:.1}%",
         a.rate * 100.0,
         e.agreed,
         e.scored,
@@ -329,19 +360,25 @@ mod tests {
             attempts: scored,
             errors: 0,
         };
-        assert_eq!(decide(&p, &e(10, 0)), Decision::Keep, "too few samples to judge");
-        assert!(matches!(decide(&p, &e(40, 30)), Decision::Rollback { .. }));
-        assert_eq!(decide(&p, &e(100, 100)), Decision::Keep, "no promotion unless allowed");
+        let same = |ev: Evidence| decide(&p, &ev, &ev);
+        assert_eq!(same(e(10, 0)), Decision::Keep, "too few samples to judge");
+        assert!(matches!(same(e(40, 30)), Decision::Rollback { .. }));
+        assert_eq!(same(e(100, 100)), Decision::Keep, "no promotion unless allowed");
+        // A recent regression rolls back even after a long good run.
+        assert!(matches!(
+            decide(&p, &e(60, 40), &e(5000, 4980)),
+            Decision::Rollback { .. }
+        ));
         let auto = Policy {
             auto_promote: true,
             ..p.clone()
         };
         assert!(matches!(
-            decide(&auto, &e(100, 100)),
+            decide(&auto, &e(100, 100), &e(100, 100)),
             Decision::Promote { to: Stage::Live, .. }
         ));
         assert_eq!(
-            decide(&auto, &e(40, 39)),
+            decide(&auto, &e(40, 39), &e(40, 39)),
             Decision::Keep,
             "not enough to promote, not bad enough to roll back"
         );
@@ -351,11 +388,14 @@ mod tests {
             attempts: 50,
             errors: 10,
         };
-        match decide(&p, &errors) {
+        match decide(&p, &errors, &errors) {
             Decision::Rollback { reason } => assert!(reason.contains("error bound"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(decide(&policy(Stage::RolledBack), &e(100, 0)), Decision::Keep);
+        assert_eq!(
+            decide(&policy(Stage::RolledBack), &e(100, 0), &e(100, 0)),
+            Decision::Keep
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod admin;
 mod cache;
 pub mod config;
+pub mod deploy;
 pub mod import;
 mod metrics;
 mod proxy;

@@ -30,6 +30,8 @@ pub struct AppState {
     /// Discovers which task each call belongs to.
     pub tasks: leanlm_profile::Discoverer,
     pub(crate) cache: crate::cache::ExactCache,
+    /// Deployment policies; `None` where calls are never served under one (replays).
+    pub(crate) policies: Option<Arc<crate::deploy::PolicyRuntime>>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             log,
             tasks,
             cache,
+            policies: None,
         })
     }
 }
@@ -73,9 +76,12 @@ impl Gateway {
         let known = store.tasks(None).context("reading known tasks")?;
         let tasks =
             leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
+        let policies = crate::deploy::start(&config)?;
         let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
+        let mut state = AppState::new(config, log, tasks)?;
+        state.policies = Some(policies);
         Ok(Gateway {
-            state: Arc::new(AppState::new(config, log, tasks)?),
+            state: Arc::new(state),
             writer,
         })
     }

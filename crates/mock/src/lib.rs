@@ -105,7 +105,7 @@ pub struct Stats {
     fail_counters: Mutex<HashMap<String, u64>>,
     seen: Mutex<Vec<Seen>>,
     record: std::sync::atomic::AtomicBool,
-    labeller: Option<Labeller>,
+    labeller: Option<std::sync::RwLock<Labeller>>,
 }
 
 impl Stats {
@@ -170,7 +170,7 @@ impl Mock {
     pub fn serve_with(listener: TcpListener, record: bool, labeller: Option<Labeller>) -> Mock {
         let addr = listener.local_addr().expect("bound listener has an address");
         let stats = Arc::new(Stats {
-            labeller,
+            labeller: labeller.map(std::sync::RwLock::new),
             ..Stats::default()
         });
         stats.record.store(record, Ordering::SeqCst);
@@ -199,12 +199,35 @@ pub fn router(stats: Arc<Stats>) -> Router {
         .route("/v1beta/models/{action}", post(gemini))
         .route("/mock/stats", get(stats_handler))
         .route("/mock/requests", get(requests_handler))
+        .route("/mock/accuracy", post(accuracy_handler))
         .with_state(stats)
 }
 
 async fn stats_handler(State(stats): State<Arc<Stats>>) -> Response {
     axum::Json(json!({"requests": stats.requests(), "cancelled": stats.cancelled(), "completed": stats.completed()}))
         .into_response()
+}
+
+/// `POST /mock/accuracy {"model": "cheap", "accuracy": 0.5}`: changes a labelled model's accuracy while
+/// running, to degrade a deployed replacement on purpose.
+async fn accuracy_handler(State(stats): State<Arc<Stats>>, body: Bytes) -> Response {
+    let Some(labeller) = &stats.labeller else {
+        return (StatusCode::BAD_REQUEST, "mock: started without --labels").into_response();
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (Some(model), Some(p)) = (
+        v.get("model").and_then(Value::as_str),
+        v.get("accuracy").and_then(Value::as_f64),
+    ) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "mock: expected {\"model\": ..., \"accuracy\": ...}",
+        )
+            .into_response();
+    };
+    let mut l = labeller.write().unwrap_or_else(|p| p.into_inner());
+    *l = std::mem::take(&mut *l).accuracy(model, p);
+    axum::Json(json!({"model": model, "accuracy": p})).into_response()
 }
 
 async fn requests_handler(State(stats): State<Arc<Stats>>) -> Response {
@@ -394,11 +417,12 @@ struct Answer {
 fn answer(stats: &Stats, format: Format, body: &Value, raw_len: usize) -> Answer {
     let user = last_user_text(format, body);
     if let Some(label) = stats.labeller.as_ref().and_then(|l| {
+        let l = l.read().unwrap_or_else(|p| p.into_inner());
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-        l.judge(&user).or_else(|| l.answer(model, &user))
+        l.judge(&user).or_else(|| l.answer(model, &user)).map(str::to_owned)
     }) {
         return Answer {
-            text: label.to_owned(),
+            text: label,
             tool: None,
             prompt_tokens: (raw_len as u64 / 4).max(1),
             completion_tokens: 1,

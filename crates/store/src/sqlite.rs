@@ -657,20 +657,34 @@ impl Store {
 
     /// The online evidence for one policy version, summed over every gateway instance.
     pub fn online_counts(&self, task: &str, version: u64) -> Result<crate::OnlineCounts, StoreError> {
+        self.online_counts_recent(task, version, usize::MAX / 2)
+    }
+
+    /// [`Store::online_counts`] over the latest `window` pieces of evidence only.
+    pub fn online_counts_recent(
+        &self,
+        task: &str,
+        version: u64,
+        window: usize,
+    ) -> Result<crate::OnlineCounts, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT COUNT(agreed), COALESCE(SUM(agreed), 0), COUNT(*), COALESCE(SUM(error), 0),
+            "SELECT COUNT(agreed), COALESCE(SUM(agreed), 0),
+                    COALESCE(SUM(kind != 'audit'), 0), COALESCE(SUM(CASE WHEN kind != 'audit' THEN error END), 0),
                     COALESCE(SUM(cost_usd), 0.0)
-             FROM online_scores WHERE task = ?1 AND version = ?2",
+             FROM (SELECT * FROM online_scores WHERE task = ?1 AND version = ?2 ORDER BY rowid DESC LIMIT ?3)",
         )?;
-        Ok(stmt.query_row(params![task, version as i64], |r| {
-            Ok(crate::OnlineCounts {
-                scored: r.get::<_, i64>(0)? as u64,
-                agreed: r.get::<_, i64>(1)? as u64,
-                attempts: r.get::<_, i64>(2)? as u64,
-                errors: r.get::<_, i64>(3)? as u64,
-                cost_usd: r.get(4)?,
-            })
-        })?)
+        Ok(stmt.query_row(
+            params![task, version as i64, window.min(i64::MAX as usize) as i64],
+            |r| {
+                Ok(crate::OnlineCounts {
+                    scored: r.get::<_, i64>(0)? as u64,
+                    agreed: r.get::<_, i64>(1)? as u64,
+                    attempts: r.get::<_, i64>(2)? as u64,
+                    errors: r.get::<_, i64>(3)? as u64,
+                    cost_usd: r.get(4)?,
+                })
+            },
+        )?)
     }
 
     /// Calls served under each policy version of a task, by role, with their cost.
@@ -832,12 +846,28 @@ pub(crate) mod tests {
             call_id: None,
             note: None,
         };
-        s.insert_online(&[score(Some(true), false), score(Some(false), false), score(None, true)])
-            .unwrap();
+        let served = |error| crate::OnlineScore {
+            kind: "served".into(),
+            ..score(None, error)
+        };
+        s.insert_online(&[
+            score(Some(true), false),
+            score(Some(false), false),
+            served(true),
+            served(false),
+        ])
+        .unwrap();
         let c = s.online_counts("t1", 2).unwrap();
-        assert_eq!((c.scored, c.agreed, c.attempts, c.errors), (2, 1, 3, 1));
-        assert!((c.cost_usd - 1.5).abs() < 1e-12);
+        // Audits are the reference's answers: they score, but are not attempts of the replacement.
+        assert_eq!((c.scored, c.agreed, c.attempts, c.errors), (2, 1, 2, 1));
+        assert!((c.cost_usd - 2.0).abs() < 1e-12);
         assert_eq!(s.online_counts("t1", 1).unwrap().attempts, 0);
+        let last_two = s.online_counts_recent("t1", 2, 2).unwrap();
+        assert_eq!(
+            (last_two.scored, last_two.attempts, last_two.errors),
+            (0, 2, 1),
+            "the two served rows"
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub(crate) struct Recorder {
     app: Arc<AppState>,
     started: Instant,
     rec: Option<CallRecord>,
+    /// The call is served under a deployment policy: what to check once it is complete.
+    online: Option<crate::deploy::OnlineJob>,
 }
 
 impl Recorder {
@@ -93,6 +95,7 @@ impl Recorder {
                 cost_avoided_usd: None,
                 policy: None,
             }),
+            online: None,
         }
     }
 
@@ -122,6 +125,9 @@ impl Recorder {
             r.http_status = http_status;
             r.latency_ms = latency;
             crate::metrics::record(&r);
+            if let (Some(job), Some(runtime)) = (self.online.take(), &self.app.policies) {
+                runtime.finished(job, &r.id, &r.client_format, &r);
+            }
             self.app.log.record(r);
         }
     }
@@ -438,13 +444,20 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Ingress::Anthropic(r) => explicit_task(&headers, None)
             .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_anthropic("chat", r)))),
     };
+    let policy = app.policies.as_ref().and_then(|p| p.get(&task.id));
     rec.rec().task = Some(task);
     let stream = ingress.is_stream();
     rec.rec().stream = stream;
-    let chain = match app.routes.resolve(ingress.model()) {
+    let mut chain = match app.routes.resolve(ingress.model()) {
         Ok(c) => c,
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
+    if let Some(policy) = policy {
+        chain = match apply_policy(&app, &mut rec, policy, ingress.model(), chain) {
+            Ok(c) => c,
+            Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
+        };
+    }
     let wants_usage = match &ingress {
         Ingress::OpenAi(r) => r.wants_stream_usage(),
         Ingress::Anthropic(_) => true,
@@ -493,6 +506,52 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
     } else {
         unary_response(app, rec, format, target, sent, ingress, key).await
     }
+}
+
+/// Routes a call under its task's policy: the replacement serves (the reference's chain behind it, so a
+/// failing replacement falls back instead of failing the call) or the reference does; either way the call
+/// is tagged with the policy version and may get a second opinion once complete.
+fn apply_policy(
+    app: &AppState,
+    rec: &mut Recorder,
+    policy: Arc<leanlm_deploy::Policy>,
+    reference: &str,
+    chain: Vec<Target>,
+) -> Result<Vec<Target>, WireError> {
+    use leanlm_deploy::Route;
+    let Some(model) = policy.replacement_model() else {
+        return Ok(chain);
+    };
+    let route = policy.route(rand::random(), rand::random());
+    let (chain, role, check, served_by_replacement) = match route {
+        Route::Replacement { audit } => {
+            let mut served = app.routes.resolve(model)?;
+            served.extend(chain);
+            (
+                served,
+                "replacement",
+                audit.then_some(crate::deploy::Check::Audit),
+                true,
+            )
+        }
+        Route::Reference { shadow } => (
+            chain,
+            "reference",
+            shadow.then_some(crate::deploy::Check::Shadow),
+            false,
+        ),
+    };
+    rec.rec().policy = Some(leanlm_store::PolicyTag {
+        version: policy.version,
+        role: role.to_owned(),
+    });
+    rec.online = Some(crate::deploy::OnlineJob {
+        policy,
+        check,
+        reference: reference.to_owned(),
+        served_by_replacement,
+    });
+    Ok(chain)
 }
 
 /// Answers from the exact cache, as a stream when the client asked for one.

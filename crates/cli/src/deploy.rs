@@ -1,0 +1,177 @@
+//! `leanlm deploy`, `promote`, `rollback`, `policies` and `policy-log`: moving a validated replacement
+//! through its stages, and reading where each task stands.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use leanlm_deploy::Stage;
+use leanlm_gateway::deploy::{self, DeployRequest};
+use leanlm_validate::stats::wilson;
+
+use crate::StoreArgs;
+use crate::validate::find_task;
+
+/// Who is making a change, for the audit log.
+fn actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// Everything `leanlm deploy` takes.
+pub struct DeployArgs {
+    pub task: String,
+    pub replacement: String,
+    pub stage: String,
+    pub share: Option<f64>,
+    pub audit_rate: Option<f64>,
+    pub bound: Option<f64>,
+    pub error_bound: Option<f64>,
+    pub min_samples: Option<u64>,
+    pub auto_promote: bool,
+    pub scorer: Option<String>,
+    pub force: Option<String>,
+}
+
+fn describe(p: &leanlm_deploy::Policy) -> String {
+    let share = match p.stage {
+        Stage::Canary => format!(" on {:.0}% of calls", p.share * 100.0),
+        _ => String::new(),
+    };
+    format!(
+        "task {}: {} is {}{share} (policy version {}, audit {:.0}%, bound {:.1}%)",
+        p.task_id,
+        p.replacement,
+        p.stage,
+        p.version,
+        p.audit_rate * 100.0,
+        p.bound * 100.0
+    )
+}
+
+pub fn deploy(store_args: &StoreArgs, a: DeployArgs) -> anyhow::Result<()> {
+    let mut store = store_args.open()?;
+    let task = find_task(&store, &a.task)?;
+    let stage: Stage = a.stage.parse().map_err(anyhow::Error::msg)?;
+    let policy = deploy::deploy(
+        &mut store,
+        DeployRequest {
+            task_id: task.id,
+            replacement: a.replacement.parse().map_err(anyhow::Error::msg)?,
+            stage,
+            share: a.share,
+            audit_rate: a.audit_rate,
+            bound: a.bound,
+            error_bound: a.error_bound,
+            min_samples: a.min_samples,
+            auto_promote: a.auto_promote,
+            scorer: a.scorer.map(|s| s.parse()).transpose().map_err(anyhow::Error::msg)?,
+            force: a.force,
+            actor: actor(),
+        },
+    )?;
+    println!("{}", describe(&policy));
+    println!(
+        "Running gateways pick it up within {} s.",
+        deploy::SYNC_INTERVAL.as_secs()
+    );
+    Ok(())
+}
+
+pub fn promote(store_args: &StoreArgs, task: &str, share: Option<f64>, force: Option<String>) -> anyhow::Result<()> {
+    let mut store = store_args.open()?;
+    let task = find_task(&store, task)?;
+    let policy = deploy::promote(&mut store, &task.id, share, force, &actor())?;
+    println!("{}", describe(&policy));
+    Ok(())
+}
+
+pub fn rollback(store_args: &StoreArgs, task: &str, reason: &str) -> anyhow::Result<()> {
+    let mut store = store_args.open()?;
+    let task = find_task(&store, task)?;
+    let policy = deploy::rollback(&mut store, &task.id, reason, &actor())?;
+    println!("{}", describe(&policy));
+    Ok(())
+}
+
+pub fn policies(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
+    let store = store_args.open()?;
+    let rows = deploy::overview(&store)?;
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, c)| serde_json::json!({"policy": p, "online": c}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header([
+        "task",
+        "stage",
+        "replacement",
+        "share",
+        "audit",
+        "bound",
+        "online agreement",
+        "errors",
+        "version",
+        "since (UTC)",
+    ]);
+    for (p, c) in &rows {
+        let a = wilson(c.agreed, c.scored, leanlm_deploy::ONLINE_CONFIDENCE);
+        table.add_row([
+            p.task_id.clone(),
+            p.stage.to_string(),
+            p.replacement.to_string(),
+            format!("{:.0}%", p.share * 100.0),
+            format!("{:.0}%", p.audit_rate * 100.0),
+            format!("{:.1}%", p.bound * 100.0),
+            if c.scored == 0 {
+                "-".into()
+            } else {
+                format!(
+                    "{:.1}% [{:.1}–{:.1}] of {}",
+                    a.rate * 100.0,
+                    a.low * 100.0,
+                    a.high * 100.0,
+                    c.scored
+                )
+            },
+            format!("{} of {}", c.errors, c.attempts),
+            p.version.to_string(),
+            crate::chrono_like(p.updated_at_ms),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+pub fn policy_log(store_args: &StoreArgs, task: Option<&str>, limit: usize, json: bool) -> anyhow::Result<()> {
+    let store = store_args.open()?;
+    let task_id = match task {
+        Some(t) => Some(find_task(&store, t)?.id),
+        None => None,
+    };
+    let rows = store.policy_audit(task_id.as_deref(), limit)?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(["time (UTC)", "task", "version", "who", "what", "from", "to", "why"]);
+    for r in &rows {
+        table.add_row([
+            crate::chrono_like(r.at_ms),
+            r.task_id.clone(),
+            r.version.to_string(),
+            r.actor.clone(),
+            r.action.clone(),
+            r.from_stage.clone().unwrap_or_else(|| "-".into()),
+            r.to_stage.clone(),
+            r.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}

@@ -1,0 +1,516 @@
+//! Deployment policies at run time: the snapshot the request path reads, the online checks (shadow and
+//! audit answers scored off the hot path), and the sync thread that reloads policies from the store, writes
+//! online evidence, and rolls back or promotes on it.
+//!
+//! The request path does one atomic load and one hash lookup per call; it never locks or touches the
+//! store. Every gateway instance sharing a store syncs once a second, so a change made anywhere (the CLI,
+//! the admin API, another instance's automatic rollback) is everywhere within about a second.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use leanlm_deploy::{Decision, Evidence, Policy, Stage};
+use leanlm_store::{AuditRow, OnlineScore, PolicyRow, Store, StoreError};
+use leanlm_validate::Replay;
+use leanlm_validate::score::{self, TaskContext};
+use serde_json::{Value, json};
+
+use crate::replay::Replayer;
+
+/// How often each instance reloads policies and judges the online evidence.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Online scores waiting for the sync thread; beyond it new ones are dropped (and counted).
+const QUEUE: usize = 10_000;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Snapshot = HashMap<String, Arc<Policy>>;
+
+/// What the request path needs: the current policies, and where online work goes.
+pub struct PolicyRuntime {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    scores: mpsc::SyncSender<OnlineScore>,
+    /// Answers shadow and audit requests: the gateway's own request path, logging nothing.
+    replayer: Replayer,
+}
+
+/// Which second opinion a call gets, off the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The reference served; ask the replacement.
+    Shadow,
+    /// The replacement served; ask the reference.
+    Audit,
+}
+
+/// A call whose answer is to be checked once it is complete.
+pub struct OnlineJob {
+    pub policy: Arc<Policy>,
+    pub check: Option<Check>,
+    /// The model the client asked for: the reference.
+    pub reference: String,
+    /// Set when the replacement served: its failures count against it.
+    pub served_by_replacement: bool,
+}
+
+impl PolicyRuntime {
+    /// The active policy of a task, if any: one atomic load and one lookup.
+    pub fn get(&self, task: &str) -> Option<Arc<Policy>> {
+        self.snapshot.load().get(task).filter(|p| p.stage.is_active()).cloned()
+    }
+
+    fn push(&self, score: OnlineScore) {
+        if self.scores.try_send(score).is_err() {
+            metrics::counter!("leanlm_online_scores_dropped_total").increment(1);
+        }
+    }
+
+    /// Records what a finished call says about its policy, and starts its second opinion.
+    pub fn finished(self: &Arc<Self>, job: OnlineJob, call_id: &str, format: &str, record: &leanlm_store::CallRecord) {
+        let ok = record.status == leanlm_store::CallStatus::Ok;
+        if job.served_by_replacement {
+            // A replacement that failed, or that the chain had to fall back from, counts as an error.
+            let replacement = job.policy.replacement_model().unwrap_or_default();
+            let error = !ok || record.served_model.as_deref() != Some(replacement);
+            if record.status != leanlm_store::CallStatus::ClientClosed {
+                self.push(OnlineScore {
+                    task_id: job.policy.task_id.clone(),
+                    version: job.policy.version,
+                    at_ms: unix_ms(),
+                    kind: "served".into(),
+                    agreed: None,
+                    error,
+                    cost_usd: None,
+                    call_id: Some(call_id.to_owned()),
+                    note: record.error.clone(),
+                });
+            }
+        }
+        let (Some(check), true) = (job.check, ok) else { return };
+        let (Some(request), Some(response)) = (&record.request_body, &record.response_body) else {
+            return;
+        };
+        let Ok(request) = serde_json::from_str::<Value>(request) else {
+            return;
+        };
+        let Ok(response) = serde_json::from_str::<Value>(response) else {
+            return;
+        };
+        let answer = leanlm_wire::output_text(&response);
+        let other = match check {
+            Check::Shadow => job.policy.replacement_model().unwrap_or_default().to_owned(),
+            Check::Audit => job.reference.clone(),
+        };
+        let mut body = request;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("model".into(), json!(other));
+            o.remove("stream");
+            o.remove("stream_options");
+        }
+        let this = self.clone();
+        let format = format.to_owned();
+        let call_id = call_id.to_owned();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            let result = this.replayer.complete(&format, body).await;
+            let policy = &job.policy;
+            let score = match (result, check) {
+                (Ok(reply), _) => {
+                    let (reference, candidate) = match check {
+                        Check::Shadow => (answer.as_str(), reply.text.as_str()),
+                        Check::Audit => (reply.text.as_str(), answer.as_str()),
+                    };
+                    let s = score::score(&policy.scorer, reference, candidate, &TaskContext::default());
+                    OnlineScore {
+                        task_id: policy.task_id.clone(),
+                        version: policy.version,
+                        at_ms: unix_ms(),
+                        kind: if check == Check::Shadow { "shadow" } else { "audit" }.into(),
+                        agreed: Some(s.agree),
+                        error: false,
+                        cost_usd: reply.cost_usd,
+                        call_id: Some(call_id),
+                        note: (!s.agree).then_some(s.note),
+                    }
+                }
+                // The replacement failed to answer a shadow request: an error against it.
+                (Err(e), Check::Shadow) => OnlineScore {
+                    task_id: policy.task_id.clone(),
+                    version: policy.version,
+                    at_ms: unix_ms(),
+                    kind: "shadow".into(),
+                    agreed: None,
+                    error: true,
+                    cost_usd: None,
+                    call_id: Some(call_id),
+                    note: Some(e),
+                },
+                // The reference failed to re-answer: no evidence either way.
+                (Err(e), Check::Audit) => {
+                    tracing::warn!(task = %policy.task_id, error = %e, "audit request to the reference failed");
+                    return;
+                }
+            };
+            this.push(score);
+        });
+    }
+}
+
+/// Reads every stored policy.
+pub fn load(store: &Store) -> Result<Vec<Policy>, StoreError> {
+    Ok(store
+        .policies()?
+        .into_iter()
+        .filter_map(|row| match serde_json::from_str::<Policy>(&row.policy) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(task = %row.task_id, error = %e, "unreadable stored policy ignored");
+                None
+            }
+        })
+        .collect())
+}
+
+fn snapshot_of(policies: Vec<Policy>) -> Snapshot {
+    policies.into_iter().map(|p| (p.task_id.clone(), Arc::new(p))).collect()
+}
+
+/// Starts the runtime: loads the policies and spawns the sync thread, which stops once the runtime is
+/// dropped (after writing what is queued).
+pub fn start(config: &crate::Config) -> anyhow::Result<Arc<PolicyRuntime>> {
+    let mut store = Store::open(&config.store_url).context("opening the store for policies")?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot_of(load(&store)?)));
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let shared = snapshot.clone();
+    std::thread::Builder::new()
+        .name("leanlm-policies".into())
+        .spawn(move || {
+            loop {
+                let mut batch = Vec::new();
+                let gone = match rx.recv_timeout(SYNC_INTERVAL) {
+                    Ok(s) => {
+                        batch.push(s);
+                        false
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => false,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => true,
+                };
+                batch.extend(rx.try_iter());
+                if let Err(e) = sync(&mut store, &shared, &batch) {
+                    tracing::error!(error = %e, "policy sync failed");
+                }
+                if gone {
+                    break;
+                }
+            }
+        })
+        .context("starting the policy thread")?;
+    Ok(Arc::new(PolicyRuntime {
+        snapshot,
+        scores: tx,
+        replayer: Replayer::new(config.clone())?,
+    }))
+}
+
+/// One sync: write the new evidence, reload, judge each active policy, and publish the snapshot.
+fn sync(store: &mut Store, snapshot: &ArcSwap<Snapshot>, batch: &[OnlineScore]) -> Result<(), StoreError> {
+    if !batch.is_empty() {
+        store.insert_online(batch)?;
+    }
+    let mut policies = load(store)?;
+    for p in policies.iter_mut().filter(|p| p.stage.is_active()) {
+        let evidence = |c: &leanlm_store::OnlineCounts| Evidence {
+            scored: c.scored,
+            agreed: c.agreed,
+            attempts: c.attempts,
+            errors: c.errors,
+        };
+        let recent = store.online_counts_recent(&p.task_id, p.version, leanlm_deploy::RECENT_WINDOW)?;
+        let c = store.online_counts(&p.task_id, p.version)?;
+        let (to, action, reason) = match leanlm_deploy::decide(p, &evidence(&recent), &evidence(&c)) {
+            Decision::Keep => continue,
+            Decision::Rollback { reason } => (Stage::RolledBack, "rollback", reason),
+            Decision::Promote { to, reason } => (to, "promote", reason),
+        };
+        let mut next = p.clone();
+        next.version += 1;
+        next.stage = to;
+        next.updated_at_ms = unix_ms();
+        if to == Stage::Live {
+            next.share = 1.0;
+        }
+        let written = write(
+            store,
+            &next,
+            Some(p.version),
+            "auto",
+            action,
+            Some(p.stage),
+            Some(&reason),
+            Some(&c),
+        )?;
+        if written {
+            tracing::warn!(task = %p.task_id, from = %p.stage, to = %to, %reason, "policy changed automatically");
+            metrics::counter!("leanlm_policy_changes_total", "action" => action).increment(1);
+            *p = next;
+        }
+    }
+    let fresh = snapshot_of(policies);
+    let current = snapshot.load();
+    let changed = fresh.len() != current.len()
+        || fresh
+            .iter()
+            .any(|(k, p)| current.get(k).is_none_or(|c| c.version != p.version));
+    if changed {
+        snapshot.store(Arc::new(fresh));
+    }
+    Ok(())
+}
+
+/// Stores a new policy version with its audit entry; `false` if the stored version moved meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    store: &mut Store,
+    policy: &Policy,
+    expected: Option<u64>,
+    actor: &str,
+    action: &str,
+    from: Option<Stage>,
+    reason: Option<&str>,
+    evidence: Option<&leanlm_store::OnlineCounts>,
+) -> Result<bool, StoreError> {
+    let row = PolicyRow {
+        task_id: policy.task_id.clone(),
+        version: policy.version,
+        policy: serde_json::to_string(policy).unwrap_or_default(),
+        updated_at_ms: policy.updated_at_ms,
+    };
+    let audit = AuditRow {
+        task_id: policy.task_id.clone(),
+        version: policy.version,
+        at_ms: policy.updated_at_ms,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        from_stage: from.map(|s| s.as_str().to_owned()),
+        to_stage: policy.stage.as_str().to_owned(),
+        reason: reason.map(str::to_owned),
+        evidence: evidence.and_then(|e| serde_json::to_string(e).ok()),
+    };
+    store.write_policy(&row, expected, &audit)
+}
+
+/// A request to deploy a replacement for a task.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub task_id: String,
+    pub replacement: leanlm_validate::Replacement,
+    pub stage: Stage,
+    pub share: Option<f64>,
+    pub audit_rate: Option<f64>,
+    pub bound: Option<f64>,
+    pub error_bound: Option<f64>,
+    pub min_samples: Option<u64>,
+    pub auto_promote: bool,
+    pub scorer: Option<leanlm_validate::ScorerSpec>,
+    /// Go past shadow without a passing validation, for this reason.
+    pub force: Option<String>,
+    /// Who asks: `cli:<user>`, `api`.
+    pub actor: String,
+}
+
+fn current(store: &Store, task: &str) -> Result<Option<Policy>, StoreError> {
+    Ok(load(store)?.into_iter().find(|p| p.task_id == task))
+}
+
+/// The latest passing validation of this replacement for this task: its id and scorer.
+fn passing_validation(store: &Store, task: &str, replacement: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(store
+        .validations(Some(task), 1000)?
+        .into_iter()
+        .find(|v| v.passed && v.candidate == replacement)
+        .map(|v| {
+            let scorer = serde_json::from_str::<Value>(&v.report)
+                .ok()
+                .and_then(|r| r.get("scorer").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            (v.id, scorer)
+        }))
+}
+
+/// Deploys a replacement to shadow or canary, as a new policy version.
+pub fn deploy(store: &mut Store, req: DeployRequest) -> anyhow::Result<Policy> {
+    let task = store
+        .tasks(None)?
+        .into_iter()
+        .find(|t| t.id == req.task_id)
+        .with_context(|| format!("no task with id `{}`; see `leanlm tasks`", req.task_id))?;
+    let spec = req.replacement.to_string();
+    let validation = passing_validation(store, &task.id, &spec)?;
+    let share = req.share.unwrap_or(if req.stage == Stage::Canary {
+        leanlm_deploy::DEFAULT_CANARY_SHARE
+    } else {
+        0.0
+    });
+    let audit_rate = req.audit_rate.unwrap_or(leanlm_deploy::DEFAULT_AUDIT_RATE);
+    leanlm_deploy::check_deploy(
+        &task.id,
+        &req.replacement,
+        req.stage,
+        share,
+        audit_rate,
+        validation.as_ref().map(|v| v.0.as_str()),
+        req.force.as_deref(),
+    )?;
+    for (what, v) in [("--bound", req.bound), ("--error-bound", req.error_bound)] {
+        if let Some(v) = v {
+            anyhow::ensure!((0.0..=1.0).contains(&v), "{what} must be between 0 and 1, not {v}");
+        }
+    }
+    let scorer = match (req.scorer, &validation) {
+        (Some(s), _) => s,
+        (None, Some((_, s))) if !s.is_empty() => s.parse().map_err(anyhow::Error::msg)?,
+        _ => {
+            let profile = crate::admin::task_profile(store, &task, None)?;
+            leanlm_validate::ScorerSpec::for_task(profile.verdict.map(|v| v.kind))
+        }
+    };
+    let before = current(store, &task.id)?;
+    let policy = Policy {
+        task_id: task.id.clone(),
+        version: before.as_ref().map_or(1, |p| p.version + 1),
+        stage: req.stage,
+        replacement: req.replacement,
+        share,
+        audit_rate,
+        bound: req.bound.unwrap_or(leanlm_deploy::DEFAULT_BOUND),
+        error_bound: req.error_bound.unwrap_or(leanlm_deploy::DEFAULT_ERROR_BOUND),
+        scorer,
+        min_samples: req.min_samples.unwrap_or(leanlm_deploy::DEFAULT_MIN_SAMPLES).max(1),
+        auto_promote: req.auto_promote,
+        validation_id: validation.map(|v| v.0),
+        forced: req.force.filter(|f| !f.trim().is_empty()),
+        updated_at_ms: unix_ms(),
+    };
+    let reason = match (&policy.validation_id, &policy.forced) {
+        (Some(v), _) => format!("validated by {v}"),
+        (None, Some(f)) => format!("forced: {f}"),
+        (None, None) => "shadow needs no validation".to_owned(),
+    };
+    let written = write(
+        store,
+        &policy,
+        before.as_ref().map(|p| p.version),
+        &req.actor,
+        "deploy",
+        before.as_ref().map(|p| p.stage),
+        Some(&reason),
+        None,
+    )?;
+    anyhow::ensure!(
+        written,
+        "the task's policy changed meanwhile; look at `leanlm policies` and try again"
+    );
+    Ok(policy)
+}
+
+/// Moves a policy up a stage: shadow → canary (at `share`) → live.
+pub fn promote(
+    store: &mut Store,
+    task: &str,
+    share: Option<f64>,
+    force: Option<String>,
+    actor: &str,
+) -> anyhow::Result<Policy> {
+    let before = current(store, task)?.ok_or(leanlm_deploy::ChangeError::NoPolicy("promote"))?;
+    let to = before
+        .next_stage()
+        .ok_or(leanlm_deploy::ChangeError::CannotPromote(before.stage))?;
+    let mut next = before.clone();
+    if before.stage == Stage::Shadow && before.validation_id.is_none() {
+        let spec = before.replacement.to_string();
+        match passing_validation(store, task, &spec)? {
+            Some((id, _)) => next.validation_id = Some(id),
+            None if force.as_deref().is_some_and(|f| !f.trim().is_empty()) => next.forced = force.clone(),
+            None => {
+                return Err(leanlm_deploy::ChangeError::NotValidated {
+                    task: task.to_owned(),
+                    replacement: spec,
+                }
+                .into());
+            }
+        }
+    }
+    next.version += 1;
+    next.stage = to;
+    next.share = match to {
+        Stage::Live => 1.0,
+        _ => share.unwrap_or(leanlm_deploy::DEFAULT_CANARY_SHARE),
+    };
+    anyhow::ensure!((0.0..=1.0).contains(&next.share), "--share must be between 0 and 1");
+    next.updated_at_ms = unix_ms();
+    let counts = store.online_counts(task, before.version)?;
+    let reason = force.map(|f| format!("forced: {f}"));
+    let written = write(
+        store,
+        &next,
+        Some(before.version),
+        actor,
+        "promote",
+        Some(before.stage),
+        reason.as_deref(),
+        Some(&counts),
+    )?;
+    anyhow::ensure!(
+        written,
+        "the task's policy changed meanwhile; look at `leanlm policies` and try again"
+    );
+    Ok(next)
+}
+
+/// Sends a task back to its reference, recording why.
+pub fn rollback(store: &mut Store, task: &str, reason: &str, actor: &str) -> anyhow::Result<Policy> {
+    anyhow::ensure!(!reason.trim().is_empty(), "say why: --reason \"...\"");
+    let before = current(store, task)?.ok_or(leanlm_deploy::ChangeError::NoPolicy("roll back"))?;
+    let mut next = before.clone();
+    next.version += 1;
+    next.stage = Stage::RolledBack;
+    next.updated_at_ms = unix_ms();
+    let counts = store.online_counts(task, before.version)?;
+    let written = write(
+        store,
+        &next,
+        Some(before.version),
+        actor,
+        "rollback",
+        Some(before.stage),
+        Some(reason),
+        Some(&counts),
+    )?;
+    anyhow::ensure!(
+        written,
+        "the task's policy changed meanwhile; look at `leanlm policies` and try again"
+    );
+    Ok(next)
+}
+
+/// Every policy with its online evidence, for listings.
+pub fn overview(store: &Store) -> Result<Vec<(Policy, leanlm_store::OnlineCounts)>, StoreError> {
+    load(store)?
+        .into_iter()
+        .map(|p| {
+            let c = store.online_counts(&p.task_id, p.version)?;
+            Ok((p, c))
+        })
+        .collect()
+}
