@@ -1,0 +1,232 @@
+//! Shared by the end-to-end tests: Banking77, a labelled mock, a gateway in front of it, and the binary.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use futures_util::StreamExt;
+use leanlm_gateway::{Config, Gateway, Overrides};
+use leanlm_mock::{Labeller, Mock};
+use serde_json::json;
+
+pub const SYSTEM: &str =
+    "Classify the customer's banking query into one of the 77 Banking77 intents. Answer with the intent name only.";
+
+/// `../shared/data/banking77` from the project root (or `LEANLM_SHARED_DATA/banking77`).
+pub fn banking77() -> PathBuf {
+    let candidates = [
+        std::env::var_os("LEANLM_SHARED_DATA").map(|d| PathBuf::from(d).join("banking77")),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/banking77")),
+        Some(PathBuf::from("/work/shared/data/banking77")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("test.csv").exists())
+        .expect("Banking77 not found: set LEANLM_SHARED_DATA to the shared data folder")
+}
+
+/// Every `every`-th test query with its intent.
+pub fn examples(dir: &Path, every: usize) -> Vec<(String, String)> {
+    let mut reader = csv::Reader::from_path(dir.join("test.csv")).unwrap();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[1].to_owned())
+        })
+        .enumerate()
+        .filter(|(i, _)| i % every == 0)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// A labelled mock, a gateway in front of it (models `big`, always right, and the cheap ones), and a
+/// config file for the binary.
+pub struct Env {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub db: String,
+    pub url: String,
+    pub mock_url: String,
+    pub rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// What one call got back.
+pub struct Answer {
+    pub status: u16,
+    pub model: String,
+    pub text: String,
+}
+
+impl Env {
+    pub fn start(name: &str, seed: u64, accuracy: &[(&str, f64)]) -> Env {
+        let data = std::fs::read_to_string(banking77().join("test.csv")).unwrap();
+        let mut labeller = Labeller::from_csv(&data).unwrap().seed(seed);
+        for (m, p) in accuracy {
+            labeller = labeller.accuracy(*m, *p);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("leanlm-{name}-{}-{seed}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = format!("sqlite://{}", dir.join("calls.db").display());
+        let mock_url = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Mock::serve_with(listener, false, Some(labeller)).url()
+        });
+        let toml = format!(
+            r#"
+[store]
+url = "{db}"
+[retry]
+max_retries = 1
+base_backoff_ms = 10
+[providers.mock]
+kind = "openai"
+base_url = "{mock_url}/v1"
+api_key = "sk-mock"
+[providers.mock-anthropic]
+kind = "anthropic"
+base_url = "{mock_url}"
+api_key = "sk-mock"
+[models.big]
+provider = "mock"
+upstream = "big"
+price = {{ input = 2.5, output = 10.0 }}
+[models.cheap-90]
+provider = "mock"
+upstream = "cheap-90"
+price = {{ input = 0.15, output = 0.6 }}
+[models.cheap-99]
+provider = "mock-anthropic"
+upstream = "cheap-99"
+price = {{ input = 0.25, output = 1.25 }}
+[catalog]
+allow = ["cheap-90", "cheap-99"]
+"#
+        );
+        let config_path = dir.join("leanlm.toml");
+        std::fs::write(&config_path, &toml).unwrap();
+        let config = Config::from_toml("leanlm.toml", &toml, &Overrides::default(), &|_| None).unwrap();
+        let (url, stop, served) = rt.block_on(async {
+            let gateway = Gateway::new(config).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let served = tokio::spawn(gateway.serve(listener, async move {
+                let _ = stopped.await;
+            }));
+            (url, stop, served)
+        });
+        Env {
+            dir,
+            config: config_path,
+            db,
+            url,
+            mock_url,
+            rt,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Sends the queries as `model`, one call in four in the Anthropic format.
+    pub fn send(&self, queries: &[String], model: &str, concurrency: usize) -> Vec<Answer> {
+        let http = reqwest::Client::new();
+        self.rt.block_on(async {
+            futures_util::stream::iter(queries.iter().enumerate())
+                .map(|(i, text)| {
+                    let http = http.clone();
+                    let url = self.url.clone();
+                    async move {
+                        let r = if i % 4 == 0 {
+                            http.post(format!("{url}/v1/messages"))
+                                .json(&json!({"model": model, "max_tokens": 20,
+                                "system": SYSTEM, "messages": [{"role": "user", "content": text}]}))
+                        } else {
+                            http.post(format!("{url}/v1/chat/completions"))
+                                .json(&json!({"model": model,
+                                "temperature": 0, "messages": [{"role": "system", "content": SYSTEM},
+                                {"role": "user", "content": text}]}))
+                        };
+                        let resp = r.send().await.unwrap();
+                        let status = resp.status().as_u16();
+                        let served = resp
+                            .headers()
+                            .get(leanlm_gateway::HEADER_MODEL)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                        Answer {
+                            status,
+                            model: served,
+                            text: leanlm_wire::output_text(&body),
+                        }
+                    }
+                })
+                .buffered(concurrency)
+                .collect()
+                .await
+        })
+    }
+
+    /// Stops the gateway, flushing the call log; the mock keeps running for replays.
+    pub fn stop_gateway(&mut self) {
+        if let (Some(stop), Some(served)) = (self.stop.take(), self.served.take()) {
+            let _ = stop.send(());
+            self.rt.block_on(served).unwrap().unwrap();
+        }
+    }
+
+    /// Waits until the call log holds `n` calls (writes are asynchronous by design).
+    pub fn wait_for_calls(&self, n: u64) -> leanlm_store::TaskRow {
+        let store = leanlm_store::Store::open(&self.db).unwrap();
+        for _ in 0..200 {
+            if let Some(t) = store.tasks(None).unwrap().into_iter().max_by_key(|t| t.calls)
+                && t.calls >= n
+            {
+                return t;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the call log never reached {n} calls");
+    }
+
+    /// Runs the `leanlm` binary with this environment's config: (exit code, stdout, stderr).
+    pub fn leanlm(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_leanlm"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("LEANLM_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_gateway();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The true intent of each query.
+pub fn truth(examples: &[(String, String)]) -> HashMap<String, String> {
+    examples.iter().cloned().collect()
+}

@@ -1,0 +1,201 @@
+//! End-to-end deployment: a cheap model goes to shadow (checked online, never serving), is validated,
+//! promoted to canary (serving half the task), then degraded on purpose at the mock; the gateway must roll
+//! it back by itself, and say why.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, banking77, examples, truth};
+use leanlm_deploy::{Policy, Stage};
+use leanlm_store::Store;
+use serde_json::Value;
+
+fn policy(env: &Env) -> Option<Policy> {
+    let store = Store::open(&env.db).unwrap();
+    leanlm_gateway::deploy::load(&store).unwrap().into_iter().next()
+}
+
+/// Waits for the sync thread (once a second) to have picked up a change.
+fn settle() {
+    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+}
+
+fn online(env: &Env) -> Value {
+    let (code, out, err) = env.leanlm(&["policies", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["online"].clone()
+}
+
+#[test]
+fn shadow_canary_and_automatic_rollback() {
+    let data = examples(&banking77(), 3);
+    let answers = truth(&data);
+    let queries: Vec<String> = data.iter().map(|e| e.0.clone()).collect();
+    let env = Env::start("deploy", 7, &[("cheap-99", 0.99)]);
+    assert!(env.send(&queries[..300], "big", 16).iter().all(|a| a.status == 200));
+    let task = env.wait_for_calls(300).id;
+
+    // Past shadow needs a passing validation.
+    let (code, _, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        "cheap-99",
+        "--stage",
+        "canary",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no passing validation"), "{err}");
+
+    // Shadow: the reference keeps serving; the replacement answers every call off the hot path.
+    let (code, out, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        "cheap-99",
+        "--stage",
+        "shadow",
+        "--audit-rate",
+        "1",
+        "--min-samples",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is shadow"), "{out}");
+    settle();
+    let served = env.send(&queries[300..400], "big", 8);
+    assert!(served.iter().all(|a| a.status == 200 && a.model == "big"));
+    settle();
+    let o = online(&env);
+    assert!(o["scored"].as_u64().unwrap() >= 90, "{o}");
+    assert!(
+        o["agreed"].as_u64().unwrap() as f64 >= 0.9 * o["scored"].as_f64().unwrap(),
+        "{o}"
+    );
+    assert!(
+        o["cost_usd"].as_f64().unwrap() > 0.0,
+        "shadow answers are paid for and counted"
+    );
+
+    // Validate, then promote to a 50% canary.
+    let (code, _, err) = env.leanlm(&["validate", "--task", &task, "--candidate", "cheap-99", "--seed", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = env.leanlm(&["promote", "--task", &task, "--share", "0.5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is canary on 50%"), "{out}");
+    settle();
+    let canary = env.send(&queries[400..600], "big", 8);
+    let cheap = canary.iter().filter(|a| a.model == "cheap-99").count();
+    assert!((60..=140).contains(&cheap), "{cheap} of 200 served by the canary");
+    assert!(canary.iter().all(|a| a.status == 200));
+    let p = policy(&env).unwrap();
+    assert_eq!((p.stage, p.version), (Stage::Canary, 2));
+    // Every call records the policy version and role that served it (the log is written asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let spend = Store::open(&env.db).unwrap().policy_spend(&task).unwrap();
+        let of = |role: &str| {
+            spend
+                .iter()
+                .filter(|s| s.0 == 2 && s.1 == role)
+                .map(|s| s.2 as usize)
+                .sum::<usize>()
+        };
+        if of("replacement") + of("reference") == 200 {
+            assert_eq!(of("replacement"), cheap, "{spend:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{spend:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Degrade the replacement; the policy must roll itself back.
+    env.rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/mock/accuracy", env.mock_url))
+            .json(&serde_json::json!({"model": "cheap-99", "accuracy": 0.3}))
+            .send()
+            .await
+            .unwrap()
+    });
+    let degraded = Instant::now();
+    let (mut sent, mut wrong) = (0, 0);
+    let mut rolled_back = None;
+    for batch in queries[600..].chunks(10) {
+        for (a, q) in env.send(batch, "big", 4).iter().zip(batch) {
+            if a.model == "cheap-99" && a.text != answers[q] {
+                wrong += 1;
+            }
+        }
+        sent += batch.len();
+        if let Some(p) = policy(&env).filter(|p| p.stage == Stage::RolledBack) {
+            rolled_back = Some(p);
+            break;
+        }
+    }
+    let p = rolled_back.unwrap_or_else(|| panic!("no rollback after {sent} calls: {}", online(&env)));
+    eprintln!(
+        "rolled back {:.1} s after the degradation, {sent} calls later, {wrong} of them served wrongly by the replacement",
+        degraded.elapsed().as_secs_f64()
+    );
+    assert!(wrong < 120, "{wrong} wrong answers before the rollback");
+    assert_eq!(p.version, 3);
+
+    // The audit log says who, what and why, with the evidence.
+    let (code, out, _) = env.leanlm(&["policy-log", "--json"]);
+    assert_eq!(code, 0);
+    let log: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(log.len(), 3, "{out}");
+    assert_eq!(log[0]["actor"], "auto");
+    assert_eq!(log[0]["action"], "rollback");
+    assert!(
+        log[0]["reason"].as_str().unwrap().contains("upper end is under"),
+        "{}",
+        log[0]
+    );
+    assert!(log[0]["evidence"].as_str().unwrap().contains("scored"));
+    assert_eq!(log[1]["action"], "promote");
+    assert!(log[1]["actor"].as_str().unwrap().starts_with("cli:"));
+
+    // Rolled back: the reference serves everything again.
+    settle();
+    assert!(env.send(&queries[..40], "big", 8).iter().all(|a| a.model == "big"));
+
+    // Bad requests are refused with the reason.
+    let (code, _, err) = env.leanlm(&["promote", "--task", &task]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot be promoted"), "{err}");
+    let (code, _, err) = env.leanlm(&["rollback", "--task", &task, "--reason", " "]);
+    assert_eq!(code, 1);
+    assert!(err.contains("say why"), "{err}");
+    let (code, _, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        "cache:exact",
+        "--stage",
+        "shadow",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot be served yet"), "{err}");
+    let (code, _, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        "cheap-99",
+        "--stage",
+        "canary",
+        "--share",
+        "1.5",
+        "--force",
+        "test",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("between 0 and 1"), "{err}");
+}
