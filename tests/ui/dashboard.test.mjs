@@ -159,3 +159,35 @@ test("a validation run by the CLI shows in the dashboard, with its verdict and d
   assert.equal((await list.$$('[data-testid="validation-row"]')).length, 1);
   await p.screenshot({ path: join(tmpdir(), "leanlm-ui-validation.png"), fullPage: true });
 });
+
+test("policies: deployed through the admin API, refused and rolled back from the dashboard, every change logged", async () => {
+  const task = cli("tasks", "--json").find(t => t.task.name.includes("label"));
+  const post = (path, body) => fetch(`${url}/api/${path}`, { method: "POST", body: JSON.stringify(body),
+    headers: { "content-type": "application/json", Authorization: `Bearer ${TOKEN}` } });
+  // Canary needs a passing validation; the only one failed.
+  let r = await post(`policies/${task.task.id}/deploy`, { replacement: "cheap", stage: "canary" });
+  assert.equal(r.status, 400);
+  assert.match((await r.json()).error.message, /no passing validation/);
+  r = await post(`policies/${task.task.id}/deploy`, { replacement: "cheap", stage: "shadow", bogus: 1 });
+  assert.equal(r.status, 400);
+  assert.match((await r.json()).error.message, /bogus/);
+  r = await post(`policies/${task.task.id}/deploy`, { replacement: "cheap", stage: "shadow", audit_rate: 0.5 });
+  assert.equal(r.status, 200, await r.clone().text());
+
+  const p = await page("#/policies");
+  assert.equal(await p.textContent('[data-testid="policy-stage"]'), "shadow");
+  // Promoting an unvalidated shadow is refused, with the reason shown.
+  const alerted = new Promise(ok => p.once("dialog", async d => { const m = d.message(); await d.accept(); ok(m); }));
+  await p.click('button[data-act="promote"]');
+  assert.match(await alerted, /no passing validation/);
+  // Rolling back asks why, and the reason lands in the audit log.
+  p.once("dialog", d => d.accept("testing the dashboard"));
+  await p.click('button[data-act="rollback"]');
+  await p.waitForFunction(() => document.querySelector('[data-testid="policy-stage"]')?.textContent === "rolled_back");
+  const log = execFileSync(bin("leanlm"), ["policy-log", "--json", "--db", db], { encoding: "utf8" })
+    .trim().split("\n").map(l => JSON.parse(l));
+  assert.deepEqual(log.map(e => [e.action, e.actor, e.to_stage]), [["rollback", "api", "rolled_back"], ["deploy", "api", "shadow"]]);
+  assert.equal(log[0].reason, "testing the dashboard");
+  assert.equal((await p.$$('[data-testid="audit-row"]')).length, 2);
+  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-policies.png"), fullPage: true });
+});

@@ -134,6 +134,11 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/tasks/{id}/candidates", get(task_candidates_handler))
         .route("/api/validations", get(validations))
         .route("/api/validations/{id}", get(validation))
+        .route("/api/policies", get(policies))
+        .route("/api/policies/log", get(policy_log))
+        .route("/api/policies/{task}/deploy", post(deploy))
+        .route("/api/policies/{task}/promote", post(promote))
+        .route("/api/policies/{task}/rollback", post(rollback))
         .route_layer(middleware::from_fn_with_state(state, authorize))
 }
 
@@ -385,4 +390,149 @@ async fn validation(
             format!("`format` is json or md, not `{other}`"),
         ),
     }
+}
+
+async fn policies(State(app): State<Arc<AppState>>) -> Response {
+    match with_store(&app, |s| crate::deploy::overview(s)).await {
+        Ok(rows) => {
+            let v: Vec<_> = rows
+                .into_iter()
+                .map(|(p, c)| {
+                    let a = leanlm_validate::stats::wilson(c.agreed, c.scored, leanlm_deploy::ONLINE_CONFIDENCE);
+                    json!({"policy": p, "online": c, "agreement": a})
+                })
+                .collect();
+            axum::Json(v).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    task: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn policy_log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    match with_store(&app, move |s| s.policy_audit(q.task.as_deref(), limit)).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Runs a policy change on a store connection of its own, off the async runtime; a refused change is a 400
+/// with the reason.
+async fn change(
+    app: &AppState,
+    f: impl FnOnce(&mut Store) -> anyhow::Result<leanlm_deploy::Policy> + Send + 'static,
+) -> Response {
+    let url = app.config.store_url.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&url)?;
+        f(&mut store)
+    })
+    .await;
+    match result {
+        Ok(Ok(policy)) => axum::Json(policy).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("policy change failed: {e}")),
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid body at `{path}`: {}", e.into_inner()),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    replacement: String,
+    stage: Option<String>,
+    share: Option<f64>,
+    audit_rate: Option<f64>,
+    bound: Option<f64>,
+    error_bound: Option<f64>,
+    min_samples: Option<u64>,
+    #[serde(default)]
+    auto_promote: bool,
+    scorer: Option<String>,
+    force: Option<String>,
+}
+
+async fn deploy(State(app): State<Arc<AppState>>, Path(task): Path<String>, bytes: axum::body::Bytes) -> Response {
+    let b: DeployBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    change(&app, move |store| {
+        let req = crate::deploy::DeployRequest {
+            task_id: task,
+            replacement: b.replacement.parse().map_err(anyhow::Error::msg)?,
+            stage: b
+                .stage
+                .as_deref()
+                .unwrap_or("shadow")
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            share: b.share,
+            audit_rate: b.audit_rate,
+            bound: b.bound,
+            error_bound: b.error_bound,
+            min_samples: b.min_samples,
+            auto_promote: b.auto_promote,
+            scorer: b.scorer.map(|s| s.parse()).transpose().map_err(anyhow::Error::msg)?,
+            force: b.force,
+            actor: "api".into(),
+        };
+        crate::deploy::deploy(store, req)
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    share: Option<f64>,
+    force: Option<String>,
+}
+
+async fn promote(State(app): State<Arc<AppState>>, Path(task): Path<String>, bytes: axum::body::Bytes) -> Response {
+    let b: PromoteBody = if bytes.is_empty() {
+        PromoteBody::default()
+    } else {
+        match body(&bytes) {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    };
+    change(&app, move |store| {
+        crate::deploy::promote(store, &task, b.share, b.force, "api")
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    reason: String,
+}
+
+async fn rollback(State(app): State<Arc<AppState>>, Path(task): Path<String>, bytes: axum::body::Bytes) -> Response {
+    let b: RollbackBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    change(&app, move |store| {
+        crate::deploy::rollback(store, &task, &b.reason, "api")
+    })
+    .await
 }
