@@ -6,6 +6,7 @@
 #   bench/overhead.sh                 # ~2 minutes
 #   DURATION=20 bench/overhead.sh     # longer, steadier runs
 #   LITELLM=1 bench/overhead.sh       # also measure the LiteLLM proxy where `pip install 'litellm[proxy]'` works
+#   POLICY=1 bench/overhead.sh        # also measure with a deployment policy on the task (a 50% canary)
 #
 # For scale, each load also goes through a bare reverse proxy (hyper, no parsing, no logging: `leanlm-mock
 # --forward`), the floor cost of one more HTTP hop on this machine.
@@ -61,6 +62,10 @@ api_key = "sk-bench"
 [store]
 url = "sqlite://$work/calls.db"
 queue_capacity = ${QUEUE:-10000}
+# A second name for the same upstream model: the replacement of the POLICY=1 runs.
+[models."gpt-4o-mini-b"]
+provider = "openai"
+upstream = "gpt-4o-mini"
 # The request is deterministic (temperature 0): without this every call after the first is a cache hit.
 [cache]
 exact = "off"
@@ -93,6 +98,20 @@ for c in 1 32 128; do
         run bare-proxy "$floor" "$c" "$mode" "$floor_pid" >> "$results"
     done
 done
+
+if [ "${POLICY:-0}" = 1 ]; then
+    # A 50% canary with no audit: every call looks up its task's policy and draws its route.
+    task=$("$bin/leanlm" tasks --db "sqlite://$work/calls.db" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["task"]["id"])')
+    "$bin/leanlm" deploy --db "sqlite://$work/calls.db" --task "$task" --replacement gpt-4o-mini-b --stage canary \
+        --share 0.5 --audit-rate 0 --force "overhead benchmark" > /dev/null
+    sleep 2
+    for c in 1 32 128; do
+        for mode in "$RATE" 0; do
+            run direct-policy "$mock" "$c" "$mode" "$mock_pid" >> "$results"
+            run leanlm-policy "http://127.0.0.1:$port" "$c" "$mode" "$gw_pid" >> "$results"
+        done
+    done
+fi
 
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 gw_rss=$(rss "$gw_pid"); mock_rss=$(rss "$mock_pid")
@@ -143,17 +162,18 @@ print("| concurrency | load | direct p50 / p99 (µs) | via gateway p50 / p99 (µ
 print("|---|---|---|---|---|---|---|")
 summary = []
 for r in rows:
-    if r["label"] != "direct":
+    if r["label"] not in ("direct", "direct-policy"):
         continue
     c, rate = r["concurrency"], r["rate"]
-    for other in ("leanlm", "bare-proxy", "litellm"):
+    others = ("leanlm-policy",) if r["label"] == "direct-policy" else ("leanlm", "bare-proxy", "litellm")
+    for other in others:
         g = get(other, c, rate)
         if not g:
             continue
         load = f"{rate:.0f} req/s" if rate else "max"
         ratio = g["rps"] / r["rps"]
         added50, added99 = g["p50_us"] - r["p50_us"], g["p99_us"] - r["p99_us"]
-        name = {"leanlm": "", "bare-proxy": " (bare proxy)", "litellm": " (LiteLLM)"}[other]
+        name = {"leanlm": "", "bare-proxy": " (bare proxy)", "litellm": " (LiteLLM)", "leanlm-policy": " (50% canary policy)"}[other]
         print(f"| {c}{name} | {load} | {r['p50_us']} / {r['p99_us']} | {g['p50_us']} / {g['p99_us']} | "
               f"{added50} / {added99} | {g['rps']:.0f} / {r['rps']:.0f} = {ratio:.2f} | {g['server_cpu_us_per_request']:.0f} / {r['server_cpu_us_per_request']:.0f} |")
         summary.append({"via": other, "concurrency": c, "rate": rate, "added_p50_us": added50, "added_p99_us": added99,

@@ -199,3 +199,45 @@ fn shadow_canary_and_automatic_rollback() {
     assert_eq!(code, 1);
     assert!(err.contains("between 0 and 1"), "{err}");
 }
+
+#[test]
+fn gateways_sharing_a_store_see_a_change_within_seconds() {
+    let queries: Vec<String> = examples(&banking77(), 50).into_iter().map(|e| e.0).collect();
+    let mut env = Env::start("instances", 1, &[]);
+    let second = env.add_gateway();
+    assert!(env.send(&queries[..30], "big", 8).iter().all(|a| a.status == 200));
+    let task = env.wait_for_calls(30).id;
+    let (code, _, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        "cheap-90",
+        "--stage",
+        "canary",
+        "--share",
+        "1",
+        "--audit-rate",
+        "0",
+        "--force",
+        "multi-instance test",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let changed = Instant::now();
+    let (mut first_sees, mut second_sees) = (None, None);
+    while changed.elapsed() < Duration::from_secs(10) && (first_sees.is_none() || second_sees.is_none()) {
+        if first_sees.is_none() && env.send(&queries[..1], "big", 1)[0].model == "cheap-90" {
+            first_sees = Some(changed.elapsed());
+        }
+        if second_sees.is_none() && env.send_to(&second, &queries[1..2], "big", 1)[0].model == "cheap-90" {
+            second_sees = Some(changed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (a, b) = (
+        first_sees.expect("the first gateway never switched"),
+        second_sees.expect("the second never switched"),
+    );
+    eprintln!("the change reached the gateways after {a:?} and {b:?}");
+    assert!(a < Duration::from_secs(5) && b < Duration::from_secs(5));
+}

@@ -108,6 +108,17 @@ CREATE TABLE online_scores (
     note TEXT
 );
 CREATE INDEX online_scores_policy ON online_scores(task, version);
+-- Running totals per policy version, added to by every instance: reading evidence costs one row.
+CREATE TABLE online_totals (
+    task TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    scored INTEGER NOT NULL DEFAULT 0,
+    agreed INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (task, version)
+);
 ALTER TABLE calls ADD COLUMN policy_version INTEGER;
 ALTER TABLE calls ADD COLUMN policy_role TEXT;
 "#,
@@ -630,15 +641,31 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Adds online evidence: shadow and audit answers are kept one by one (the recent window reads them);
+    /// every piece, `served` ones included, is added to the version's running totals.
     pub fn insert_online(&mut self, scores: &[crate::OnlineScore]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
+            let mut row = tx.prepare_cached(
                 "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
+            let mut totals: std::collections::HashMap<(&str, u64), crate::OnlineCounts> = Default::default();
             for s in scores {
-                stmt.execute(params![
+                let t = totals.entry((s.task_id.as_str(), s.version)).or_default();
+                if let Some(a) = s.agreed {
+                    t.scored += 1;
+                    t.agreed += u64::from(a);
+                }
+                if s.kind != "audit" {
+                    t.attempts += 1;
+                    t.errors += u64::from(s.error);
+                }
+                t.cost_usd += s.cost_usd.unwrap_or(0.0);
+                if s.kind == "served" {
+                    continue;
+                }
+                row.execute(params![
                     s.task_id,
                     s.version as i64,
                     s.at_ms,
@@ -650,6 +677,24 @@ impl Store {
                     s.note
                 ])?;
             }
+            let mut add = tx.prepare_cached(
+                "INSERT INTO online_totals (task, version, scored, agreed, attempts, errors, cost_usd)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(task, version) DO UPDATE SET scored = scored + excluded.scored,
+                    agreed = agreed + excluded.agreed, attempts = attempts + excluded.attempts,
+                    errors = errors + excluded.errors, cost_usd = cost_usd + excluded.cost_usd",
+            )?;
+            for ((task, version), t) in totals {
+                add.execute(params![
+                    task,
+                    version as i64,
+                    t.scored as i64,
+                    t.agreed as i64,
+                    t.attempts as i64,
+                    t.errors as i64,
+                    t.cost_usd
+                ])?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -657,10 +702,25 @@ impl Store {
 
     /// The online evidence for one policy version, summed over every gateway instance.
     pub fn online_counts(&self, task: &str, version: u64) -> Result<crate::OnlineCounts, StoreError> {
-        self.online_counts_recent(task, version, usize::MAX / 2)
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT scored, agreed, attempts, errors, cost_usd FROM online_totals WHERE task = ?1 AND version = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![task, version as i64], |r| {
+                Ok(crate::OnlineCounts {
+                    scored: r.get::<_, i64>(0)? as u64,
+                    agreed: r.get::<_, i64>(1)? as u64,
+                    attempts: r.get::<_, i64>(2)? as u64,
+                    errors: r.get::<_, i64>(3)? as u64,
+                    cost_usd: r.get(4)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
     }
 
-    /// [`Store::online_counts`] over the latest `window` pieces of evidence only.
+    /// The latest `window` shadow and audit answers of a policy version: their agreement, and the shadow
+    /// requests the replacement failed.
     pub fn online_counts_recent(
         &self,
         task: &str,
@@ -862,11 +922,12 @@ pub(crate) mod tests {
         assert_eq!((c.scored, c.agreed, c.attempts, c.errors), (2, 1, 2, 1));
         assert!((c.cost_usd - 2.0).abs() < 1e-12);
         assert_eq!(s.online_counts("t1", 1).unwrap().attempts, 0);
-        let last_two = s.online_counts_recent("t1", 2, 2).unwrap();
+        // Served calls are only counted; the recent window is the answers themselves.
+        let recent = s.online_counts_recent("t1", 2, 1).unwrap();
         assert_eq!(
-            (last_two.scored, last_two.attempts, last_two.errors),
-            (0, 2, 1),
-            "the two served rows"
+            (recent.scored, recent.agreed, recent.attempts),
+            (1, 0, 0),
+            "the latest answer disagreed"
         );
     }
 

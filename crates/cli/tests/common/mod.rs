@@ -52,8 +52,33 @@ pub struct Env {
     pub url: String,
     pub mock_url: String,
     pub rt: tokio::runtime::Runtime,
+    toml: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// More gateways on the same store, for multi-instance tests.
+    others: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Starts a gateway on an ephemeral port: its URL, its stop signal, and its task.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    toml: &str,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let config = Config::from_toml("leanlm.toml", toml, &Overrides::default(), &|_| None).unwrap();
+    rt.block_on(async {
+        let gateway = Gateway::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(gateway.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        (url, stop, served)
+    })
 }
 
 /// What one call got back.
@@ -116,17 +141,7 @@ allow = ["cheap-90", "cheap-99"]
         );
         let config_path = dir.join("leanlm.toml");
         std::fs::write(&config_path, &toml).unwrap();
-        let config = Config::from_toml("leanlm.toml", &toml, &Overrides::default(), &|_| None).unwrap();
-        let (url, stop, served) = rt.block_on(async {
-            let gateway = Gateway::new(config).unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let served = tokio::spawn(gateway.serve(listener, async move {
-                let _ = stopped.await;
-            }));
-            (url, stop, served)
-        });
+        let (url, stop, served) = serve(&rt, &toml);
         Env {
             dir,
             config: config_path,
@@ -134,19 +149,33 @@ allow = ["cheap-90", "cheap-99"]
             url,
             mock_url,
             rt,
+            toml,
             stop: Some(stop),
             served: Some(served),
+            others: Vec::new(),
         }
+    }
+
+    /// Starts another gateway on the same store; returns its URL.
+    pub fn add_gateway(&mut self) -> String {
+        let (url, stop, _) = serve(&self.rt, &self.toml);
+        self.others.push(stop);
+        url
     }
 
     /// Sends the queries as `model`, one call in four in the Anthropic format.
     pub fn send(&self, queries: &[String], model: &str, concurrency: usize) -> Vec<Answer> {
+        self.send_to(&self.url, queries, model, concurrency)
+    }
+
+    /// [`Env::send`] to another gateway.
+    pub fn send_to(&self, url: &str, queries: &[String], model: &str, concurrency: usize) -> Vec<Answer> {
         let http = reqwest::Client::new();
         self.rt.block_on(async {
             futures_util::stream::iter(queries.iter().enumerate())
                 .map(|(i, text)| {
                     let http = http.clone();
-                    let url = self.url.clone();
+                    let url = url.to_owned();
                     async move {
                         let r = if i % 4 == 0 {
                             http.post(format!("{url}/v1/messages"))
@@ -182,6 +211,9 @@ allow = ["cheap-90", "cheap-99"]
 
     /// Stops the gateway, flushing the call log; the mock keeps running for replays.
     pub fn stop_gateway(&mut self) {
+        for stop in self.others.drain(..) {
+            let _ = stop.send(());
+        }
         if let (Some(stop), Some(served)) = (self.stop.take(), self.served.take()) {
             let _ = stop.send(());
             self.rt.block_on(served).unwrap().unwrap();
