@@ -393,7 +393,7 @@ async fn validation(
 }
 
 async fn policies(State(app): State<Arc<AppState>>) -> Response {
-    match with_store(&app, |s| crate::deploy::overview(s)).await {
+    match with_store(&app, crate::deploy::overview).await {
         Ok(rows) => {
             let v: Vec<_> = rows
                 .into_iter()
@@ -441,14 +441,12 @@ async fn change(
     }
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+/// Parses a JSON body, naming the bad field.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid body at `{path}`: {}", e.into_inner()),
-        )
+        format!("invalid body at `{path}`: {}", e.into_inner())
     })
 }
 
@@ -471,7 +469,7 @@ struct DeployBody {
 async fn deploy(State(app): State<Arc<AppState>>, Path(task): Path<String>, bytes: axum::body::Bytes) -> Response {
     let b: DeployBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     change(&app, move |store| {
         let req = crate::deploy::DeployRequest {
@@ -511,7 +509,7 @@ async fn promote(State(app): State<Arc<AppState>>, Path(task): Path<String>, byt
     } else {
         match body(&bytes) {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(m) => return error(StatusCode::BAD_REQUEST, m),
         }
     };
     change(&app, move |store| {
@@ -529,7 +527,7 @@ struct RollbackBody {
 async fn rollback(State(app): State<Arc<AppState>>, Path(task): Path<String>, bytes: axum::body::Bytes) -> Response {
     let b: RollbackBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     change(&app, move |store| {
         crate::deploy::rollback(store, &task, &b.reason, "api")
