@@ -334,6 +334,8 @@ enum By {
     Model,
     Day,
     Task,
+    /// Task, policy version and role: spend per deployment stage.
+    Policy,
 }
 
 fn parse_status(s: &str) -> Result<CallStatus, String> {
@@ -692,6 +694,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 By::Model => SpendBy::Model,
                 By::Day => SpendBy::Day,
                 By::Task => SpendBy::Task,
+                By::Policy => SpendBy::Policy,
             };
             let store = store.open()?;
             let mut rows = store.spend(by, since(days.map(|d| d * 24.0)))?;
@@ -716,6 +719,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     SpendBy::Model => "model",
                     SpendBy::Day => "day",
                     SpendBy::Task => "task",
+                    SpendBy::Policy => "task, policy version, role",
                 },
                 "calls",
                 "input",

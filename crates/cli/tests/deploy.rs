@@ -113,6 +113,16 @@ fn shadow_canary_and_automatic_rollback() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // `leanlm spend --by policy` attributes spend per version and role.
+    let (code, out, _) = env.leanlm(&["spend", "--by", "policy", "--json"]);
+    assert_eq!(code, 0);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let key = format!("{task} v2 replacement");
+    assert!(
+        rows.as_array().unwrap().iter().any(|r| r["key"] == key.as_str()),
+        "{out}"
+    );
+
     // Degrade the replacement; the policy must roll itself back.
     env.rt.block_on(async {
         reqwest::Client::new()

@@ -305,10 +305,11 @@ async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) ->
         "model" => SpendBy::Model,
         "day" => SpendBy::Day,
         "task" => SpendBy::Task,
+        "policy" => SpendBy::Policy,
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("`by` is model, day or task, not `{other}`"),
+                format!("`by` is model, day, task or policy, not `{other}`"),
             );
         }
     };

@@ -176,6 +176,8 @@ pub enum SpendBy {
     Model,
     Day,
     Task,
+    /// By task, policy version and role (`reference` / `replacement`): spend per deployment stage.
+    Policy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -400,6 +400,11 @@ impl Store {
             SpendBy::Model => ("COALESCE(served_model, requested_model)", "cost DESC, key"),
             SpendBy::Day => ("strftime('%Y-%m-%d', started_at_ms / 1000, 'unixepoch')", "key"),
             SpendBy::Task => ("COALESCE(task, '-')", "cost DESC, key"),
+            // Calls under a policy: task, version and role, e.g. `t_1a2b v2 replacement`.
+            SpendBy::Policy => (
+                "CASE WHEN policy_version IS NULL THEN '-' ELSE task || ' v' || policy_version || ' ' || policy_role END",
+                "key",
+            ),
         };
         let sql = format!(
             "SELECT {key} AS key, COUNT(*), COALESCE(SUM(input_tokens + cache_write_tokens), 0),
