@@ -93,6 +93,8 @@ pub fn rollback(store_args: &StoreArgs, task: &str, reason: &str) -> anyhow::Res
 pub fn policies(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     let store = store_args.open()?;
     let rows = deploy::overview(&store)?;
+    let names: std::collections::HashMap<String, String> =
+        store.tasks(None)?.into_iter().map(|t| (t.id, t.name)).collect();
     if json {
         let v: Vec<_> = rows
             .iter()
@@ -118,7 +120,10 @@ pub fn policies(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     for (p, c) in &rows {
         let a = wilson(c.agreed, c.scored, leanlm_deploy::ONLINE_CONFIDENCE);
         table.add_row([
-            p.task_id.clone(),
+            match names.get(&p.task_id) {
+                Some(n) if *n != p.task_id => format!("{n} ({})", p.task_id),
+                _ => p.task_id.clone(),
+            },
             p.stage.to_string(),
             p.replacement.to_string(),
             format!("{:.0}%", p.share * 100.0),

@@ -81,10 +81,15 @@ impl PolicyRuntime {
     pub fn finished(self: &Arc<Self>, job: OnlineJob, call_id: &str, format: &str, record: &leanlm_store::CallRecord) {
         let ok = record.status == leanlm_store::CallStatus::Ok;
         if job.served_by_replacement {
-            // A replacement that failed, or that the chain had to fall back from, counts as an error.
+            // A replacement that failed upstream, or that the chain had to fall back from, counts as an
+            // error; a request the client got wrong, or gave up on, says nothing about it.
             let replacement = job.policy.replacement_model().unwrap_or_default();
-            let error = !ok || record.served_model.as_deref() != Some(replacement);
-            if record.status != leanlm_store::CallStatus::ClientClosed {
+            let error = match record.status {
+                leanlm_store::CallStatus::Ok => Some(record.served_model.as_deref() != Some(replacement)),
+                leanlm_store::CallStatus::UpstreamError => Some(true),
+                leanlm_store::CallStatus::ClientError | leanlm_store::CallStatus::ClientClosed => None,
+            };
+            if let Some(error) = error {
                 self.push(OnlineScore {
                     task_id: job.policy.task_id.clone(),
                     version: job.policy.version,
