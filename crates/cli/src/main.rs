@@ -356,52 +356,10 @@ fn usd(c: Option<f64>) -> String {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Validate {
-        store,
-        task,
-        candidate,
-        sample,
-        control,
-        scorer,
-        judge_model,
-        bound,
-        absolute_bound,
-        hard_bound,
-        max_cost,
-        concurrency,
-        seed,
-        dry_run,
-        json,
-    } = cli.command
-    {
-        init_tracing();
-        let args = validate::ValidateArgs {
-            task,
-            candidate,
-            sample,
-            control,
-            scorer,
-            judge_model,
-            bound,
-            absolute_bound,
-            hard_bound,
-            max_cost,
-            concurrency,
-            seed,
-            dry_run,
-            json,
-        };
-        return match validate::validate(&store, args) {
-            Ok(true) => std::process::ExitCode::SUCCESS,
-            Ok(false) => std::process::ExitCode::from(2),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A validation that ran and failed is an answer, not an error: exit 2, the report is printed.
+        Err(e) if e.downcast_ref::<validate::VerdictFailed>().is_some() => std::process::ExitCode::from(2),
         Err(e) => {
             // `{:#}` prints the whole chain of context on one line, without a backtrace.
             eprintln!("error: {e:#}");
@@ -465,7 +423,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => deploy::policy_log(&store, task.as_deref(), limit, json),
         Command::Candidates { store, task, json } => validate::candidates(&store, task.as_deref(), json),
-        Command::Validate { .. } => unreachable!("handled in main for its exit code"),
+        Command::Validate {
+            store,
+            task,
+            candidate,
+            sample,
+            control,
+            scorer,
+            judge_model,
+            bound,
+            absolute_bound,
+            hard_bound,
+            max_cost,
+            concurrency,
+            seed,
+            dry_run,
+            json,
+        } => {
+            let args = validate::ValidateArgs {
+                task,
+                candidate,
+                sample,
+                control,
+                scorer,
+                judge_model,
+                bound,
+                absolute_bound,
+                hard_bound,
+                max_cost,
+                concurrency,
+                seed,
+                dry_run,
+                json,
+            };
+            match validate::validate(&store, args)? {
+                true => Ok(()),
+                false => Err(validate::VerdictFailed.into()),
+            }
+        }
         Command::Validations {
             store,
             task,

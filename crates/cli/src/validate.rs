@@ -12,6 +12,18 @@ use leanlm_validate::{Bound, Options, Replacement, Report, ScorerSpec, Validatio
 
 use crate::StoreArgs;
 
+/// The validation ran and its verdict is fail (the process exits 2).
+#[derive(Debug)]
+pub struct VerdictFailed;
+
+impl std::fmt::Display for VerdictFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the candidate did not pass")
+    }
+}
+
+impl std::error::Error for VerdictFailed {}
+
 /// Finds a task by id, or by name when exactly one task has it.
 pub fn find_task(store: &Store, key: &str) -> anyhow::Result<TaskRow> {
     let tasks = store.tasks(None)?;
