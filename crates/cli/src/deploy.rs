@@ -46,6 +46,19 @@ fn describe(p: &leanlm_deploy::Policy) -> String {
 }
 
 pub fn deploy(store_args: &StoreArgs, a: DeployArgs) -> anyhow::Result<()> {
+    let config = leanlm_gateway::Config::load(
+        store_args.config.as_deref(),
+        &leanlm_gateway::Overrides {
+            db: store_args.db.clone(),
+            listen: None,
+        },
+    )?;
+    if !config.log_bodies {
+        eprintln!(
+            "warning: [store] log_bodies is off, so no call can be checked online: shadow gathers no evidence and \
+             nothing can roll back on quality (replacement errors still count)"
+        );
+    }
     let mut store = store_args.open()?;
     let task = find_task(&store, &a.task)?;
     let stage: Stage = a.stage.parse().map_err(anyhow::Error::msg)?;
