@@ -208,8 +208,27 @@ enum Command {
         /// Print the sample size and estimated cost, replay nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Score the whole sample in one look instead of stopping once the evidence decides (for training a
+        /// router on the outcomes).
+        #[arg(long)]
+        full_sample: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Train a task's router for a cheap model on its validation outcomes, calibrated to a bound.
+    TrainRouter {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        task: String,
+        /// The cheap model the router keeps calls on.
+        #[arg(long)]
+        cheap: String,
+        /// The agreement with the reference to keep, on held-out calls.
+        #[arg(long, default_value_t = 0.95)]
+        bound: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Stored validations, newest first.
     Validations {
@@ -379,6 +398,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Catalog { store, json } => validate::catalog(&store, json),
+        Command::TrainRouter {
+            store,
+            task,
+            cheap,
+            bound,
+            seed,
+        } => validate::train_router(&store, &task, &cheap, bound, seed),
         Command::Deploy {
             store,
             task,
@@ -438,6 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             concurrency,
             seed,
             dry_run,
+            full_sample,
             json,
         } => {
             let args = validate::ValidateArgs {
@@ -454,6 +481,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 concurrency,
                 seed,
                 dry_run,
+                full_sample,
                 json,
             };
             match validate::validate(&store, args)? {

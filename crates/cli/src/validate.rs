@@ -174,6 +174,7 @@ pub struct ValidateArgs {
     pub concurrency: usize,
     pub seed: Option<u64>,
     pub dry_run: bool,
+    pub full_sample: bool,
     pub json: bool,
 }
 
@@ -281,6 +282,7 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
     opts.judge_model = a.judge_model.clone();
     opts.monthly_calls = usage.calls_per_month;
     opts.seed = seed;
+    opts.sequential = !a.full_sample;
 
     let embedder = if matches!(scorer, ScorerSpec::Similarity { .. }) {
         match leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir()) {
@@ -348,6 +350,13 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         created_at_ms: report.created_at_ms,
         report: serde_json::to_string(&report)?,
     })?;
+    let outcomes: Vec<(String, bool, Option<String>)> = report
+        .outcomes
+        .iter()
+        .map(|o| (o.call_id.clone(), o.agreed, o.hard.clone()))
+        .collect();
+    let mut store = store;
+    store.insert_validation_outcomes(&report.id, &outcomes)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -426,5 +435,107 @@ pub fn validation(store_args: &StoreArgs, id: &str, format: &str) -> anyhow::Res
         "md" | "markdown" => print!("{}", report.markdown()),
         other => anyhow::bail!("--format is md or json, not `{other}`"),
     }
+    Ok(())
+}
+
+/// The fewest scored calls a router is trained and calibrated on.
+const MIN_ROUTER_OUTCOMES: usize = 100;
+
+/// Trains a task's router for a cheap model from its validations' outcomes, calibrates its threshold on
+/// held-out outcomes to the bound, stores it, and marks the training calls so validation leaves them out.
+pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64, seed: u64) -> anyhow::Result<()> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&bound),
+        "--bound is an agreement between 0 and 1, e.g. 0.95"
+    );
+    let mut store = store_args.open()?;
+    let task = find_task(&store, task)?;
+    let candidate = Replacement::Model {
+        model: cheap.to_owned(),
+    }
+    .to_string();
+    let outcomes = store.candidate_outcomes(&task.id, &candidate)?;
+    anyhow::ensure!(
+        outcomes.len() >= MIN_ROUTER_OUTCOMES,
+        "a router needs at least {MIN_ROUTER_OUTCOMES} scored calls of {candidate} on task {} and has {}: run \
+         `leanlm validate --task {} --candidate {cheap} --full-sample` first",
+        task.id,
+        outcomes.len(),
+        task.id
+    );
+    let mut calls = Vec::new();
+    for (id, agreed) in &outcomes {
+        if let Some(l) = store.call(id)?.as_ref().and_then(Logged::from_record) {
+            calls.push((l, *agreed));
+        }
+    }
+    let mut strong: std::collections::HashMap<&str, usize> = Default::default();
+    for (l, _) in &calls {
+        *strong.entry(l.model.as_str()).or_default() += 1;
+    }
+    let strong = strong
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(m, _)| m.to_owned())
+        .context("no calls")?;
+    let embedder = leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())
+        .context("a router needs the local embedding model: run scripts/fetch-model")?;
+    let texts: Vec<String> = calls.iter().map(|(l, _)| l.transcript()).collect();
+    let mut features = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(32) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for (v, t) in embedder.embed(&refs)?.iter().zip(chunk) {
+            features.push(leanlm_route::features(v, t));
+        }
+    }
+    let mut order: Vec<usize> = (0..calls.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let (train, cal) = order.split_at(calls.len() * 7 / 10);
+    let x: Vec<Vec<f32>> = train.iter().map(|i| features[*i].clone()).collect();
+    let y: Vec<bool> = train.iter().map(|i| calls[*i].1).collect();
+    let model = leanlm_route::Logistic::fit(&x, &y, 1e-3, 300);
+    let scores: Vec<f64> = cal.iter().map(|i| model.predict(&features[*i])).collect();
+    let cal_outcomes: Vec<leanlm_route::Outcome> = cal
+        .iter()
+        .map(|i| leanlm_route::Outcome {
+            cheap_correct: calls[*i].1,
+            strong_correct: true,
+            cheap_cost: 0.0,
+            strong_cost: 1.0,
+        })
+        .collect();
+    let threshold = leanlm_route::calibrate(&scores, &cal_outcomes, bound).context("no threshold reaches the bound")?;
+    let point = leanlm_route::route_with(&scores, threshold, &cal_outcomes);
+    let router = leanlm_route::TaskRouter {
+        cheap: cheap.to_owned(),
+        strong: strong.clone(),
+        model,
+        threshold,
+        bound,
+        trained_on: train.len(),
+        calibrated_on: cal.len(),
+        cheap_share: 1.0 - point.strong_share,
+        calibration_agreement: point.accuracy,
+    };
+    let spec = Replacement::Router {
+        cheap: cheap.to_owned(),
+        strong: strong.clone(),
+    }
+    .to_string();
+    store.put_router(&task.id, &spec, unix_ms(), &serde_json::to_string(&router)?)?;
+    let trained: Vec<String> = train.iter().map(|i| calls[*i].0.id.clone()).collect();
+    store.mark_training_calls(&spec, &trained)?;
+    println!(
+        "{spec} for task {}: trained on {} calls, calibrated on {}; at a {:.1}% agreement bound it keeps {:.1}% of calls \
+         on {cheap} (agreement {:.1}% on the calibration calls). Training calls are left out of its validations.",
+        task.id,
+        router.trained_on,
+        router.calibrated_on,
+        bound * 100.0,
+        router.cheap_share * 100.0,
+        router.calibration_agreement * 100.0
+    );
     Ok(())
 }

@@ -106,6 +106,44 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             assert!(judged["failures"][0]["note"].as_str().unwrap().contains("judge big"));
             assert!(judged["validation_cost_usd"].as_f64() > poor["validation_cost_usd"].as_f64());
 
+            // A full sample's outcomes train a router for the cheap model; its training calls are then left
+            // out of anything validating it.
+            let (code, out, err) = l.leanlm(&[
+                "validate",
+                "--task",
+                &task,
+                "--candidate",
+                "cheap-90",
+                "--full-sample",
+                "--sample",
+                "150",
+                "--seed",
+                "5",
+                "--json",
+            ]);
+            assert_eq!(code, 2, "{err}");
+            let full: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(full["scored"], 150, "no early stop: {:#}", full["looks"]);
+            let (code, out, err) = l.leanlm(&["train-router", "--task", &task, "--cheap", "cheap-90"]);
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains("router:cheap-90,big") && out.contains("keeps"), "{out}");
+            let store = leanlm_store::Store::open(&format!("sqlite://{}", l.dir.join("calls.db").display())).unwrap();
+            let router: leanlm_route::TaskRouter =
+                serde_json::from_str(&store.router(&task, "router:cheap-90,big").unwrap().unwrap()).unwrap();
+            // Trained on 70% of every scored call of cheap-90 (all its validations), calibrated on the rest.
+            let total = router.trained_on + router.calibrated_on;
+            assert!(
+                total >= 150 && router.trained_on == total * 7 / 10,
+                "{total} {}",
+                router.trained_on
+            );
+            assert!(router.calibration_agreement >= 0.95, "{}", router.calibration_agreement);
+            let left = store.replayable_calls(&task, "router:cheap-90,big").unwrap().len();
+            assert_eq!(left, texts.len() - router.trained_on);
+            let (code, _, err) = l.leanlm(&["train-router", "--task", &task, "--cheap", "never-validated"]);
+            assert_eq!(code, 1);
+            assert!(err.contains("needs at least 100 scored calls"), "{err}");
+
             // The catalog marks the allowed replacements.
             let (code, out, _) = l.leanlm(&["catalog", "--json"]);
             assert_eq!(code, 0);

@@ -149,12 +149,7 @@ fn main() -> anyhow::Result<()> {
     let features: Vec<Vec<f32>> = questions
         .iter()
         .zip(&vectors)
-        .map(|(q, v)| {
-            let mut f = v.clone();
-            f.push((q.prompt.len() as f32).ln_1p());
-            f.push((q.prompt.split_whitespace().count() as f32).ln_1p());
-            f
-        })
+        .map(|(q, v)| leanlm_route::features(v, &q.prompt))
         .collect();
     let outcomes: Vec<Outcome> = questions
         .iter()

@@ -101,6 +101,38 @@ impl Logistic {
     }
 }
 
+/// A prompt's features for routing: its sentence embedding, and its length in characters and words.
+pub fn features(embedding: &[f32], text: &str) -> Vec<f32> {
+    let mut f = embedding.to_vec();
+    f.push((text.len() as f32).ln_1p());
+    f.push((text.split_whitespace().count() as f32).ln_1p());
+    f
+}
+
+/// A task's learned router: calls scoring at least `threshold` go to `cheap`, the rest to `strong`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRouter {
+    pub cheap: String,
+    pub strong: String,
+    /// P(the cheap model's answer agrees with the strong one's) from [`features`].
+    pub model: Logistic,
+    pub threshold: f64,
+    /// The agreement the threshold was calibrated to.
+    pub bound: f64,
+    pub trained_on: usize,
+    pub calibrated_on: usize,
+    /// On the calibration calls: the share kept on the cheap model, and the agreement reached.
+    pub cheap_share: f64,
+    pub calibration_agreement: f64,
+}
+
+impl TaskRouter {
+    /// True when the call should go to the cheap model.
+    pub fn cheap(&self, features: &[f32]) -> bool {
+        self.model.predict(features) >= self.threshold
+    }
+}
+
 /// One question's outcome under each model, and each model's cost for it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {

@@ -122,6 +122,24 @@ CREATE TABLE online_totals (
 ALTER TABLE calls ADD COLUMN policy_version INTEGER;
 ALTER TABLE calls ADD COLUMN policy_role TEXT;
 "#,
+    r#"
+-- Each scored call of a validation: the training data of learned routers.
+CREATE TABLE validation_outcomes (
+    validation TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    agreed INTEGER NOT NULL,
+    hard TEXT,
+    PRIMARY KEY (validation, call_id)
+);
+-- Learned routers, one per task and replacement SPEC, as JSON.
+CREATE TABLE routers (
+    task TEXT NOT NULL,
+    replacement TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    PRIMARY KEY (task, replacement)
+);
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -768,6 +786,65 @@ impl Store {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// Records how each call of a validation scored.
+    pub fn insert_validation_outcomes(
+        &mut self,
+        validation: &str,
+        outcomes: &[(String, bool, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO validation_outcomes (validation, call_id, agreed, hard) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (call, agreed, hard) in outcomes {
+                stmt.execute(params![validation, call, agreed, hard])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every scored call of a task's validations of one candidate, latest outcome per call.
+    pub fn candidate_outcomes(&self, task: &str, candidate: &str) -> Result<Vec<(String, bool)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.call_id, o.agreed FROM validation_outcomes o JOIN validations v ON v.id = o.validation
+             WHERE v.task = ?1 AND v.candidate = ?2 ORDER BY v.created_at_ms",
+        )?;
+        let rows = stmt.query_map(params![task, candidate], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+        })?;
+        let mut latest = std::collections::BTreeMap::new();
+        for row in rows {
+            let (id, agreed) = row?;
+            latest.insert(id, agreed);
+        }
+        Ok(latest.into_iter().collect())
+    }
+
+    /// Stores (or replaces) a task's learned router for a replacement SPEC.
+    pub fn put_router(&self, task: &str, replacement: &str, at_ms: i64, model: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO routers (task, replacement, created_at_ms, model) VALUES (?1, ?2, ?3, ?4)",
+            params![task, replacement, at_ms, model],
+        )?;
+        Ok(())
+    }
+
+    /// A task's learned router for a replacement SPEC, as JSON.
+    pub fn router(&self, task: &str, replacement: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT model FROM routers WHERE task = ?1 AND replacement = ?2",
+                params![task, replacement],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 }
 

@@ -127,6 +127,17 @@ pub struct Report {
     pub failures: Vec<Example>,
     /// A few replay error messages.
     pub errors: Vec<String>,
+    /// Every scored call's outcome: the training data of a learned router. Stored apart from the report.
+    #[serde(skip)]
+    pub outcomes: Vec<CallOutcome>,
+}
+
+/// How one replayed call scored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOutcome {
+    pub call_id: String,
+    pub agreed: bool,
+    pub hard: Option<String>,
 }
 
 fn pct(x: f64) -> String {

@@ -97,8 +97,8 @@ impl Logged {
         }
     }
 
-    /// The request as text, for a judge.
-    fn transcript(&self) -> String {
+    /// The request as text, for a judge or a router.
+    pub fn transcript(&self) -> String {
         let mut out = String::new();
         if let Some(system) = self.request.get("system") {
             out.push_str(&format!("system: {}\n", text_of(system)));
@@ -148,6 +148,8 @@ pub struct Options {
     pub sample: usize,
     /// The first sequential look; later looks double.
     pub first_look: usize,
+    /// Stop as soon as the evidence decides; off scores the whole sample in one look (training data).
+    pub sequential: bool,
     /// Calls on which the reference is replayed against itself.
     pub control: usize,
     pub concurrency: usize,
@@ -175,6 +177,7 @@ impl Options {
             scorer,
             sample: 400,
             first_look: 50,
+            sequential: true,
             control: 50,
             concurrency: 8,
             max_cost_usd: None,
@@ -273,11 +276,13 @@ impl<R: Replay> Validation<'_, R> {
     }
 
     fn plan(&self) -> Plan {
-        Plan::new(
-            self.calls.len().min(self.opts.sample),
-            self.opts.first_look,
-            self.opts.confidence,
-        )
+        let sample = self.calls.len().min(self.opts.sample);
+        let first = if self.opts.sequential {
+            self.opts.first_look
+        } else {
+            sample
+        };
+        Plan::new(sample, first, self.opts.confidence)
     }
 
     /// The planned replay and its estimated cost, checked for a sample big enough to pass.
@@ -602,6 +607,14 @@ impl<R: Replay> Validation<'_, R> {
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             failures,
             errors,
+            outcomes: outcomes
+                .iter()
+                .map(|(i, _, s)| crate::report::CallOutcome {
+                    call_id: self.calls[*i].id.clone(),
+                    agreed: s.agree,
+                    hard: s.hard.map(|h| h.as_str().to_owned()),
+                })
+                .collect(),
         })
     }
 }
@@ -887,6 +900,8 @@ mod tests {
         );
         assert!((good.projected_monthly_savings_usd.unwrap() - 9.0).abs() < 1e-9);
         assert!(good.failures.is_empty());
+        assert_eq!(good.outcomes.len(), 200);
+        assert!(good.outcomes.iter().all(|o| o.agreed));
 
         let poor = run(400, 5, |_| {}).unwrap();
         assert!(!poor.verdict.passed);
@@ -1001,6 +1016,14 @@ mod tests {
         assert!(same.agree && same.note.contains("`T`"));
         let e = run(100, 0, |o| o.scorer = ScorerSpec::Judge { model: None }).unwrap_err();
         assert!(matches!(e, ValidateError::NoJudge));
+    }
+
+    #[test]
+    fn a_full_sample_is_one_look() {
+        let r = run(400, 0, |o| o.sequential = false).unwrap();
+        assert_eq!(r.looks, vec![400]);
+        assert_eq!(r.scored, 400);
+        assert_eq!(r.per_look_confidence, 0.95);
     }
 
     #[test]
