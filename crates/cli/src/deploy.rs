@@ -15,17 +15,40 @@ fn actor() -> String {
 }
 
 /// Everything `leanlm deploy` takes.
+#[derive(clap::Args)]
 pub struct DeployArgs {
+    /// The task (id or name).
+    #[arg(long)]
     pub task: String,
+    /// The replacement: a model name (or model:NAME).
+    #[arg(long)]
     pub replacement: String,
+    /// shadow or canary.
+    #[arg(long, default_value = "shadow")]
     pub stage: String,
+    /// In canary, the share of calls the replacement serves (default 0.1).
+    #[arg(long)]
     pub share: Option<f64>,
+    /// The share of calls checked by the other model (default 0.1).
+    #[arg(long)]
     pub audit_rate: Option<f64>,
+    /// The online agreement the replacement must keep (default 0.95).
+    #[arg(long)]
     pub bound: Option<f64>,
+    /// The highest share of replacement failures (default 0.05).
+    #[arg(long)]
     pub error_bound: Option<f64>,
+    /// Scored calls before any automatic decision (default 20).
+    #[arg(long)]
     pub min_samples: Option<u64>,
+    /// Move up a stage automatically when the online evidence clears the bound.
+    #[arg(long)]
     pub auto_promote: bool,
+    /// How online answers are compared (default: the validation's, else from the task type).
+    #[arg(long)]
     pub scorer: Option<String>,
+    /// Go past shadow without a passing validation, recording this reason.
+    #[arg(long)]
     pub force: Option<String>,
 }
 
@@ -46,14 +69,7 @@ fn describe(p: &leanlm_deploy::Policy) -> String {
 }
 
 pub fn deploy(store_args: &StoreArgs, a: DeployArgs) -> anyhow::Result<()> {
-    let config = leanlm_gateway::Config::load(
-        store_args.config.as_deref(),
-        &leanlm_gateway::Overrides {
-            db: store_args.db.clone(),
-            listen: None,
-        },
-    )?;
-    if !config.log_bodies {
+    if !store_args.config()?.log_bodies {
         eprintln!(
             "warning: [store] log_bodies is off, so no call can be checked online: shadow gathers no evidence and \
              nothing can roll back on quality (replacement errors still count)"

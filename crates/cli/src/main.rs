@@ -34,13 +34,18 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The store's URL: `--db`, else the config file's, else the default.
-    fn url(&self) -> anyhow::Result<String> {
+    /// The configuration, with `--db` applied.
+    fn config(&self) -> anyhow::Result<Config> {
         let overrides = Overrides {
             db: self.db.clone(),
             listen: None,
         };
-        Ok(Config::load(self.config.as_deref(), &overrides)?.store_url)
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+
+    /// The store's URL: `--db`, else the config file's, else the default.
+    fn url(&self) -> anyhow::Result<String> {
+        Ok(self.config()?.store_url)
     }
 
     /// Opens an existing call log.
@@ -168,52 +173,8 @@ enum Command {
     Validate {
         #[command(flatten)]
         store: StoreArgs,
-        /// The task (id or name).
-        #[arg(long)]
-        task: String,
-        /// The replacement: a model name (or model:NAME); see `leanlm candidates`.
-        #[arg(long)]
-        candidate: String,
-        /// The most logged calls to replay; the verdict may need fewer.
-        #[arg(long, default_value_t = 400)]
-        sample: usize,
-        /// Calls on which the reference model is replayed against itself.
-        #[arg(long, default_value_t = 50)]
-        control: usize,
-        /// label, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN, json-path:PATH (default: from
-        /// the task's type).
-        #[arg(long)]
-        scorer: Option<String>,
-        /// The judge's model for `--scorer judge`.
-        #[arg(long)]
-        judge_model: Option<String>,
-        /// Pass when the agreement's lower confidence bound clears this share of the control's agreement.
-        #[arg(long, default_value_t = 0.95)]
-        bound: f64,
-        /// A fixed agreement bound instead (no control run).
-        #[arg(long)]
-        absolute_bound: Option<f64>,
-        /// The highest share of unusable answers (invalid JSON, unknown labels, refusals).
-        #[arg(long, default_value_t = 0.01)]
-        hard_bound: f64,
-        /// Stop spending past this many USD.
-        #[arg(long)]
-        max_cost: Option<f64>,
-        /// Replays in flight at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Fixes the sample (default: from the clock).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Print the sample size and estimated cost, replay nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Score the whole sample in one look instead of stopping once the evidence decides (for training a
-        /// router on the outcomes).
-        #[arg(long)]
-        full_sample: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        args: validate::ValidateArgs,
     },
     /// Train a task's router for a cheap model on its validation outcomes, calibrated to a bound.
     TrainRouter {
@@ -256,39 +217,8 @@ enum Command {
     Deploy {
         #[command(flatten)]
         store: StoreArgs,
-        /// The task (id or name).
-        #[arg(long)]
-        task: String,
-        /// The replacement: a model name (or model:NAME).
-        #[arg(long)]
-        replacement: String,
-        /// shadow or canary.
-        #[arg(long, default_value = "shadow")]
-        stage: String,
-        /// In canary, the share of calls the replacement serves (default 0.1).
-        #[arg(long)]
-        share: Option<f64>,
-        /// The share of calls checked by the other model (default 0.1).
-        #[arg(long)]
-        audit_rate: Option<f64>,
-        /// The online agreement the replacement must keep (default 0.95).
-        #[arg(long)]
-        bound: Option<f64>,
-        /// The highest share of replacement failures (default 0.05).
-        #[arg(long)]
-        error_bound: Option<f64>,
-        /// Scored calls before any automatic decision (default 20).
-        #[arg(long)]
-        min_samples: Option<u64>,
-        /// Move up a stage automatically when the online evidence clears the bound.
-        #[arg(long)]
-        auto_promote: bool,
-        /// How online answers are compared (default: the validation's, else from the task type).
-        #[arg(long)]
-        scorer: Option<String>,
-        /// Go past shadow without a passing validation, recording this reason.
-        #[arg(long)]
-        force: Option<String>,
+        #[command(flatten)]
+        args: deploy::DeployArgs,
     },
     /// Move a task's policy up a stage: shadow → canary → live.
     Promote {
@@ -405,35 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bound,
             seed,
         } => validate::train_router(&store, &task, &cheap, bound, seed),
-        Command::Deploy {
-            store,
-            task,
-            replacement,
-            stage,
-            share,
-            audit_rate,
-            bound,
-            error_bound,
-            min_samples,
-            auto_promote,
-            scorer,
-            force,
-        } => deploy::deploy(
-            &store,
-            deploy::DeployArgs {
-                task,
-                replacement,
-                stage,
-                share,
-                audit_rate,
-                bound,
-                error_bound,
-                min_samples,
-                auto_promote,
-                scorer,
-                force,
-            },
-        ),
+        Command::Deploy { store, args } => deploy::deploy(&store, args),
         Command::Promote {
             store,
             task,
@@ -449,46 +351,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => deploy::policy_log(&store, task.as_deref(), limit, json),
         Command::Candidates { store, task, json } => validate::candidates(&store, task.as_deref(), json),
-        Command::Validate {
-            store,
-            task,
-            candidate,
-            sample,
-            control,
-            scorer,
-            judge_model,
-            bound,
-            absolute_bound,
-            hard_bound,
-            max_cost,
-            concurrency,
-            seed,
-            dry_run,
-            full_sample,
-            json,
-        } => {
-            let args = validate::ValidateArgs {
-                task,
-                candidate,
-                sample,
-                control,
-                scorer,
-                judge_model,
-                bound,
-                absolute_bound,
-                hard_bound,
-                max_cost,
-                concurrency,
-                seed,
-                dry_run,
-                full_sample,
-                json,
-            };
-            match validate::validate(&store, args)? {
-                true => Ok(()),
-                false => Err(validate::VerdictFailed.into()),
-            }
-        }
+        Command::Validate { store, args } => match validate::validate(&store, args)? {
+            true => Ok(()),
+            false => Err(validate::VerdictFailed.into()),
+        },
         Command::Validations {
             store,
             task,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use leanlm_gateway::{Config, Overrides, Replayer};
+use leanlm_gateway::Replayer;
 use leanlm_store::{Store, TaskRow, ValidationRow};
 use leanlm_validate::run::Logged;
 use leanlm_validate::{Bound, Options, Replacement, Report, ScorerSpec, Validation};
@@ -49,18 +49,8 @@ fn money(v: Option<f64>) -> String {
     }
 }
 
-fn config(store: &StoreArgs) -> anyhow::Result<Config> {
-    Ok(Config::load(
-        store.config.as_deref(),
-        &Overrides {
-            db: store.db.clone(),
-            listen: None,
-        },
-    )?)
-}
-
 pub fn catalog(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
-    let catalog = leanlm_gateway::admin::catalog(&config(store_args)?);
+    let catalog = leanlm_gateway::admin::catalog(&store_args.config()?);
     if json {
         println!("{}", serde_json::to_string_pretty(&catalog)?);
         return Ok(());
@@ -107,7 +97,7 @@ pub fn catalog(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let config = config(store_args)?;
+    let config = store_args.config()?;
     let store = store_args.open()?;
     let tasks = match task {
         Some(key) => vec![find_task(&store, key)?],
@@ -160,21 +150,53 @@ pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> any
 }
 
 /// Everything `leanlm validate` takes.
+#[derive(clap::Args)]
 pub struct ValidateArgs {
+    /// The task (id or name).
+    #[arg(long)]
     pub task: String,
+    /// The replacement: a model name (or model:NAME); see `leanlm candidates`.
+    #[arg(long)]
     pub candidate: String,
+    /// The most logged calls to replay; the verdict may need fewer.
+    #[arg(long, default_value_t = 400)]
     pub sample: usize,
+    /// Calls on which the reference model is replayed against itself.
+    #[arg(long, default_value_t = 50)]
     pub control: usize,
+    /// label, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN, json-path:PATH (default: from
+    /// the task's type).
+    #[arg(long)]
     pub scorer: Option<String>,
+    /// The judge's model for `--scorer judge`.
+    #[arg(long)]
     pub judge_model: Option<String>,
+    /// Pass when the agreement's lower confidence bound clears this share of the control's agreement.
+    #[arg(long, default_value_t = 0.95)]
     pub bound: f64,
+    /// A fixed agreement bound instead (no control run).
+    #[arg(long)]
     pub absolute_bound: Option<f64>,
+    /// The highest share of unusable answers (invalid JSON, unknown labels, refusals).
+    #[arg(long, default_value_t = 0.01)]
     pub hard_bound: f64,
+    /// Stop spending past this many USD.
+    #[arg(long)]
     pub max_cost: Option<f64>,
+    /// Replays in flight at once.
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Fixes the sample (default: from the clock).
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Print the sample size and estimated cost, replay nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// Score the whole sample in one look instead of stopping once the evidence decides (for training a
+    /// router on the outcomes).
+    #[arg(long)]
     pub full_sample: bool,
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -212,8 +234,8 @@ fn unix_ms() -> i64 {
 
 /// Runs a validation; `Ok(false)` when the verdict is fail.
 pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool> {
-    let config = config(store_args)?;
-    let store = store_args.open()?;
+    let config = store_args.config()?;
+    let mut store = store_args.open()?;
     let task = find_task(&store, &a.task)?;
     let replacement: Replacement = a.candidate.parse().map_err(anyhow::Error::msg).context("--candidate")?;
     anyhow::ensure!(a.sample > 0, "--sample must be at least 1");
@@ -355,7 +377,6 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         .iter()
         .map(|o| (o.call_id.clone(), o.agreed, o.hard.clone()))
         .collect();
-    let mut store = store;
     store.insert_validation_outcomes(&report.id, &outcomes)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -21,6 +21,7 @@ use leanlm_validate::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
 
 use crate::config::Config;
 use crate::server::AppState;
+use crate::unix_ms;
 
 /// How many recent calls are read whole to type a task.
 const TYPING_SAMPLE: usize = 200;
@@ -93,13 +94,6 @@ pub fn catalog(config: &Config) -> Vec<CatalogModel> {
             })
         })
         .collect()
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A task's last month of traffic and the replacements that apply to it, priced.
@@ -216,20 +210,19 @@ async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Res
     }
 }
 
-async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w): Query<Window>) -> Response {
-    let since_ms = since(w.days);
+/// Answers with a view of one task, or 404 when there is none with that id.
+async fn task_view(
+    app: &AppState,
+    id: String,
+    since_ms: Option<i64>,
+    view: impl FnOnce(&Store, TaskRow) -> Result<serde_json::Value, StoreError> + Send + 'static,
+) -> Response {
     let lookup = id.clone();
-    let found = with_store(&app, move |s| {
-        let Some(t) = s.tasks(since_ms)?.into_iter().find(|t| t.id == lookup) else {
-            return Ok(None);
-        };
-        let profile = task_profile(s, &t, since_ms)?;
-        let samples = s.calls(&CallFilter {
-            limit: 20,
-            task: Some(t.id.clone()),
-            ..Default::default()
-        })?;
-        Ok(Some(json!({"task": t, "profile": profile, "samples": samples})))
+    let found = with_store(app, move |s| {
+        match s.tasks(since_ms)?.into_iter().find(|t| t.id == lookup) {
+            Some(t) => view(s, t).map(Some),
+            None => Ok(None),
+        }
     })
     .await;
     match found {
@@ -237,6 +230,20 @@ async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w)
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
         Err(r) => r,
     }
+}
+
+async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w): Query<Window>) -> Response {
+    let since_ms = since(w.days);
+    task_view(&app, id, since_ms, move |s, t| {
+        let profile = task_profile(s, &t, since_ms)?;
+        let samples = s.calls(&CallFilter {
+            limit: 20,
+            task: Some(t.id.clone()),
+            ..Default::default()
+        })?;
+        Ok(json!({"task": t, "profile": profile, "samples": samples}))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -326,20 +333,11 @@ async fn catalog_handler(State(app): State<Arc<AppState>>) -> Response {
 
 async fn task_candidates_handler(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let config = app.config.clone();
-    let lookup = id.clone();
-    let found = with_store(&app, move |s| {
-        let Some(t) = s.tasks(None)?.into_iter().find(|t| t.id == lookup) else {
-            return Ok(None);
-        };
+    task_view(&app, id, None, move |s, t| {
         let (usage, list) = task_candidates(s, &config, &t)?;
-        Ok(Some(json!({"task": t, "usage": usage, "candidates": list})))
+        Ok(json!({"task": t, "usage": usage, "candidates": list}))
     })
-    .await;
-    match found {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
-        Err(r) => r,
-    }
+    .await
 }
 
 #[derive(Deserialize)]

@@ -17,9 +17,10 @@ use leanlm_deploy::{Decision, Evidence, Policy, Stage};
 use leanlm_store::{AuditRow, OnlineScore, PolicyRow, Store, StoreError};
 use leanlm_validate::Replay;
 use leanlm_validate::score::{self, TaskContext};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::replay::Replayer;
+use crate::unix_ms;
 
 /// How often each instance reloads policies and judges the online evidence.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,13 +29,6 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 const GATHER: Duration = Duration::from_millis(100);
 /// Online scores waiting for the sync thread; beyond it new ones are dropped (and counted).
 const QUEUE: usize = 100_000;
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 type Snapshot = HashMap<String, Arc<Policy>>;
 
@@ -104,33 +98,29 @@ impl PolicyRuntime {
             }
         }
         let (Some(check), true) = (job.check, ok) else { return };
-        let (Some(request), Some(response)) = (&record.request_body, &record.response_body) else {
+        let (Some(request), Some(response)) = (record.request_body.clone(), record.response_body.clone()) else {
             return;
         };
-        let Ok(request) = serde_json::from_str::<Value>(request) else {
-            return;
-        };
-        let Ok(response) = serde_json::from_str::<Value>(response) else {
-            return;
-        };
-        let answer = leanlm_wire::output_text(&response);
         let other = match check {
             Check::Shadow => job.policy.replacement_model().unwrap_or_default().to_owned(),
             Check::Audit => job.reference.clone(),
         };
-        let mut body = request;
-        if let Some(o) = body.as_object_mut() {
-            o.insert("model".into(), json!(other));
-            o.remove("stream");
-            o.remove("stream_options");
-        }
         let this = self.clone();
         let format = format.to_owned();
         let call_id = call_id.to_owned();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Parsing the bodies and everything after happens off the response path.
         handle.spawn(async move {
+            let (Ok(request), Ok(response)) = (
+                serde_json::from_str::<Value>(&request),
+                serde_json::from_str::<Value>(&response),
+            ) else {
+                return;
+            };
+            let answer = leanlm_wire::output_text(&response);
+            let body = leanlm_validate::run::replay_body(&request, &other);
             let result = this.replayer.complete(&format, body).await;
             let policy = &job.policy;
             let score = match (result, check) {

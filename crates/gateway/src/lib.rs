@@ -17,3 +17,11 @@ pub use config::{Config, ConfigError, Overrides};
 pub use proxy::{HEADER_CALL_ID, HEADER_COST, HEADER_COST_ESTIMATED, HEADER_MODEL, HEADER_PROVIDER, HEADER_TASK};
 pub use replay::Replayer;
 pub use server::{AppState, Gateway, run};
+
+/// Unix milliseconds now: call times, policy changes, report dates.
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

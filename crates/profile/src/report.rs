@@ -6,15 +6,22 @@ use std::collections::{BTreeMap, HashSet};
 use leanlm_store::{CallRecord, CallStats, CallStatus};
 use leanlm_wire::anthropic::MessagesRequest;
 use leanlm_wire::openai::{ChatRequest, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{CallSignals, TypeVerdict, classify, mask};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
+}
+
+impl Percentiles {
+    /// The p50 and p95 of some values (nearest rank); `None` for none.
+    pub fn of(values: Vec<f64>) -> Option<Percentiles> {
+        percentiles(values)
+    }
 }
 
 fn percentiles(mut v: Vec<f64>) -> Option<Percentiles> {

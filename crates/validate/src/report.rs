@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+pub use leanlm_profile::Percentiles;
+
 use crate::stats::Rate;
 
 /// Which rule decided the verdict.
@@ -44,27 +46,6 @@ pub struct Verdict {
     pub passed: bool,
     pub rule: Rule,
     pub reason: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p95: f64,
-}
-
-impl Percentiles {
-    pub fn of(values: &[f64]) -> Option<Percentiles> {
-        if values.is_empty() {
-            return None;
-        }
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Some(Percentiles {
-            p50: at(0.5),
-            p95: at(0.95),
-        })
-    }
 }
 
 /// One answer next to the reference, for the report's failing examples.

@@ -70,31 +70,17 @@ impl Logged {
 
     /// The request with another model, asked for a whole answer (the replay does not stream).
     fn with_model(&self, model: &str) -> Value {
-        let mut body = self.request.clone();
-        if let Some(o) = body.as_object_mut() {
-            o.insert("model".into(), json!(model));
-            o.remove("stream");
-            o.remove("stream_options");
-        }
-        body
+        replay_body(&self.request, model)
     }
 
     /// The last user turn's text, for the report.
     fn input(&self) -> String {
-        let last = self
-            .request
+        self.request
             .get("messages")
             .and_then(Value::as_array)
-            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"));
-        match last.map(|m| &m["content"]) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => String::new(),
-        }
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .map(|m| text_of(&m["content"]))
+            .unwrap_or_default()
     }
 
     /// The request as text, for a judge or a router.
@@ -117,6 +103,17 @@ impl Logged {
     }
 }
 
+/// A logged request sent again to another model, asking for a whole answer: replays never stream.
+pub fn replay_body(request: &Value, model: &str) -> Value {
+    let mut body = request.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.insert("model".into(), json!(model));
+        o.remove("stream");
+        o.remove("stream_options");
+    }
+    body
+}
+
 fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -125,6 +122,7 @@ fn text_of(v: &Value) -> String {
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect::<Vec<_>>()
             .join(" "),
+        Value::Null => String::new(),
         other => other.to_string(),
     }
 }
@@ -536,8 +534,8 @@ impl<R: Replay> Validation<'_, R> {
                 ),
             },
             Some(v) => v,
-            None => decide(&outcomes, bound, self.opts.hard_bound, plan.per_look_confidence, true)
-                .unwrap_or_else(|| unreachable_verdict(n)),
+            // Every plan has a last look, which always decides; this is the same rule applied once more.
+            None => verdict_of(&outcomes, bound, self.opts.hard_bound, plan.per_look_confidence, true),
         };
 
         let mut hard_failures: BTreeMap<String, u64> = BTreeMap::new();
@@ -596,8 +594,8 @@ impl<R: Replay> Validation<'_, R> {
             hard_failure_bound: self.opts.hard_bound,
             reference_cost_per_call_usd: reference_cost,
             candidate_cost_per_call_usd: cand_cost,
-            reference_latency_ms: Percentiles::of(&scored_calls.iter().map(|c| c.latency_ms).collect::<Vec<_>>()),
-            candidate_latency_ms: Percentiles::of(&outcomes.iter().map(|o| o.1.latency_ms).collect::<Vec<_>>()),
+            reference_latency_ms: Percentiles::of(scored_calls.iter().map(|c| c.latency_ms).collect()),
+            candidate_latency_ms: Percentiles::of(outcomes.iter().map(|o| o.1.latency_ms).collect()),
             monthly_calls: self.opts.monthly_calls,
             projected_monthly_savings_usd: match (reference_cost, cand_cost) {
                 (Some(r), Some(c)) => Some((r - c) * self.opts.monthly_calls),
@@ -619,14 +617,6 @@ impl<R: Replay> Validation<'_, R> {
     }
 }
 
-fn unreachable_verdict(n: u64) -> Verdict {
-    Verdict {
-        passed: false,
-        rule: Rule::Inconclusive,
-        reason: format!("no verdict after {n} calls"),
-    }
-}
-
 /// Applies the rules to the evidence so far. `None` means look again later; on the last look every
 /// outcome is decided.
 pub fn decide(
@@ -636,17 +626,29 @@ pub fn decide(
     confidence: f64,
     last: bool,
 ) -> Option<Verdict> {
+    let v = verdict_of(outcomes, bound, hard_bound, confidence, last);
+    (last || v.rule != Rule::Inconclusive).then_some(v)
+}
+
+/// The rules applied to the evidence; `Inconclusive` when they do not decide yet.
+fn verdict_of(
+    outcomes: &[(usize, Reply, Scored)],
+    bound: f64,
+    hard_bound: f64,
+    confidence: f64,
+    last: bool,
+) -> Verdict {
     let n = outcomes.len() as u64;
     if n == 0 {
-        return last.then(|| Verdict {
+        return Verdict {
             passed: false,
             rule: Rule::Inconclusive,
             reason: "no answer was scored".into(),
-        });
+        };
     }
     let agree = outcomes.iter().filter(|o| o.2.agree).count() as u64;
     let hard = outcomes.iter().filter(|o| o.2.hard.is_some()).count() as u64;
-    decide_counts(agree, hard, n, bound, hard_bound, confidence, last)
+    verdict_of_counts(agree, hard, n, bound, hard_bound, confidence, last)
 }
 
 /// [`decide`] on counts.
@@ -659,12 +661,25 @@ pub fn decide_counts(
     confidence: f64,
     last: bool,
 ) -> Option<Verdict> {
+    let v = verdict_of_counts(agree, hard, n, bound, hard_bound, confidence, last);
+    (last || v.rule != Rule::Inconclusive).then_some(v)
+}
+
+fn verdict_of_counts(
+    agree: u64,
+    hard: u64,
+    n: u64,
+    bound: f64,
+    hard_bound: f64,
+    confidence: f64,
+    last: bool,
+) -> Verdict {
     let a = stats::wilson(agree, n, confidence);
     let h = stats::wilson(hard, n, confidence);
     let hard_rate = hard as f64 / n as f64;
     // Hard failures decide early only when even their interval's low end is over the bound.
     if h.low > hard_bound || (last && hard_rate > hard_bound) {
-        return Some(Verdict {
+        return Verdict {
             passed: false,
             rule: Rule::HardFailures,
             reason: format!(
@@ -672,7 +687,7 @@ pub fn decide_counts(
                 hard_rate * 100.0,
                 hard_bound * 100.0
             ),
-        });
+        };
     }
     let interval = format!(
         "agreement {:.1}% ({agree} of {n}), {:.2}% interval {:.1}%–{:.1}%",
@@ -682,35 +697,33 @@ pub fn decide_counts(
         a.high * 100.0
     );
     if a.low >= bound && (last || hard_rate <= hard_bound) {
-        return Some(Verdict {
+        return Verdict {
             passed: true,
             rule: Rule::AgreementClears,
             reason: format!("{interval}: its lower end clears the {:.1}% bound", bound * 100.0),
-        });
+        };
     }
     if a.high < bound {
-        return Some(Verdict {
+        return Verdict {
             passed: false,
             rule: Rule::AgreementBelow,
             reason: format!(
                 "{interval}: even its upper end is under the {:.1}% bound",
                 bound * 100.0
             ),
-        });
+        };
     }
-    last.then(|| {
-        let more = stats::needed_for(a.rate, bound, confidence)
-            .map(|need| format!("; at this rate about {need} scored calls would decide"))
-            .unwrap_or_default();
-        Verdict {
-            passed: false,
-            rule: Rule::Inconclusive,
-            reason: format!(
-                "{interval}: the {:.1}% bound is inside the interval, so the candidate is not shown to be good enough{more}",
-                bound * 100.0
-            ),
-        }
-    })
+    let more = stats::needed_for(a.rate, bound, confidence)
+        .map(|need| format!("; at this rate about {need} scored calls would decide"))
+        .unwrap_or_default();
+    Verdict {
+        passed: false,
+        rule: Rule::Inconclusive,
+        reason: format!(
+            "{interval}: the {:.1}% bound is inside the interval, so the candidate is not shown to be good enough{more}",
+            bound * 100.0
+        ),
+    }
 }
 
 const JUDGE_SYSTEM: &str = "You compare two answers to the same request. Judge correctness and completeness \

@@ -21,6 +21,7 @@ use crate::cache::{Directive, Entry, HEADER_CACHE, Key};
 use crate::config::Secret;
 use crate::route::Target;
 use crate::server::AppState;
+use crate::unix_ms;
 use crate::upstream::{self, ClientAuth, Failed, Operation, Sent, status_of};
 
 mod embeddings;
@@ -42,13 +43,6 @@ fn forwardable(name: &str) -> bool {
         || name == "openai-processing-ms"
         || name.starts_with("x-ratelimit-")
         || name.starts_with("anthropic-ratelimit-")
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Owns a call's record until it is logged, exactly once. Dropped unfinished (the client went away and
