@@ -9,6 +9,7 @@ use leanlm_gateway::{Config, Overrides};
 use leanlm_profile::TaskProfile;
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 
+mod cache;
 mod deploy;
 mod validate;
 
@@ -249,6 +250,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cache hits and savings per task, and the semantic cache's measured false-hit rate and threshold.
+    Cache {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every policy change, manual or automatic: who, when, what, why.
     PolicyLog {
         #[command(flatten)]
@@ -324,6 +332,18 @@ fn init_tracing() {
         .init();
 }
 
+/// Loads MiniLM for the semantic cache, the first time a request needs it.
+fn local_embedder() -> leanlm_gateway::semantic::EmbedLoader {
+    Box::new(|dir| {
+        let dir = dir
+            .map(std::path::Path::to_owned)
+            .unwrap_or_else(leanlm_embed::default_model_dir);
+        leanlm_embed::Embedder::load(&dir)
+            .map(|e| std::sync::Arc::new(validate::LocalEmbedder(e)) as leanlm_gateway::semantic::SharedEmbed)
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
@@ -344,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => deploy::promote(&store, &task, share, force),
         Command::Rollback { store, task, reason } => deploy::rollback(&store, &task, &reason),
         Command::Policies { store, json } => deploy::policies(&store, json),
+        Command::Cache { store, json } => cache::cache(&store, json),
         Command::PolicyLog {
             store,
             task,
@@ -368,7 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(leanlm_gateway::run(config))
+                .block_on(leanlm_gateway::run(config, Some(local_embedder())))
         }
         Command::Calls {
             store,

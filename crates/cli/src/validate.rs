@@ -216,8 +216,8 @@ impl leanlm_validate::Progress for Bar {
     }
 }
 
-/// The local embedding model for the `similarity` scorer, when installed.
-struct LocalEmbedder(leanlm_embed::Embedder);
+/// The local embedding model, for the `similarity` scorer and the gateway's semantic cache.
+pub(crate) struct LocalEmbedder(pub(crate) leanlm_embed::Embedder);
 
 impl leanlm_validate::score::Embed for LocalEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {

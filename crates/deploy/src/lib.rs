@@ -262,7 +262,7 @@ pub enum ChangeError {
         "`{replacement}` has no passing validation for this task: run `leanlm validate --task {task} --candidate {replacement}`, or force it with a reason"
     )]
     NotValidated { task: String, replacement: String },
-    #[error("`{0}` replacements cannot be served yet: deploy a model (model:NAME)")]
+    #[error("`{0}` replacements cannot be served yet: deploy a model (model:NAME) or cache:semantic")]
     NotServable(&'static str),
     #[error("{what} must be between 0 and 1, not {value}")]
     OutOfRange { what: &'static str, value: f64 },
@@ -285,7 +285,7 @@ pub fn check_deploy(
     passing_validation: Option<&str>,
     forced: Option<&str>,
 ) -> Result<(), ChangeError> {
-    if !matches!(replacement, Replacement::Model { .. }) {
+    if !matches!(replacement, Replacement::Model { .. } | Replacement::SemanticCache) {
         return Err(ChangeError::NotServable(replacement.kind()));
     }
     if !matches!(stage, Stage::Shadow | Stage::Canary) {
@@ -296,7 +296,14 @@ pub fn check_deploy(
             return Err(ChangeError::OutOfRange { what, value });
         }
     }
-    if stage > Stage::Shadow && passing_validation.is_none() && forced.is_none_or(|r| r.trim().is_empty()) {
+    // The semantic cache validates itself: it serves a hit only while the false-hit rate measured on the
+    // task's own traffic stays within its bound, so going past shadow needs no separate validation.
+    let self_validating = *replacement == Replacement::SemanticCache;
+    if stage > Stage::Shadow
+        && !self_validating
+        && passing_validation.is_none()
+        && forced.is_none_or(|r| r.trim().is_empty())
+    {
         return Err(ChangeError::NotValidated {
             task: task.to_owned(),
             replacement: replacement.to_string(),
@@ -441,5 +448,10 @@ mod tests {
             Err(ChangeError::NotServable(_))
         ));
         assert_eq!("rolled-back".parse::<Stage>().unwrap(), Stage::RolledBack);
+        assert_eq!(
+            check_deploy("t", &Replacement::SemanticCache, Stage::Canary, 0.5, 0.1, None, None),
+            Ok(()),
+            "the semantic cache gates its own hits on the task's traffic"
+        );
     }
 }

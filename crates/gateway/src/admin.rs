@@ -128,6 +128,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/tasks/{id}/candidates", get(task_candidates_handler))
         .route("/api/validations", get(validations))
         .route("/api/validations/{id}", get(validation))
+        .route("/api/cache", get(cache_overview))
         .route("/api/policies", get(policies))
         .route("/api/policies/log", get(policy_log))
         .route("/api/policies/{task}/deploy", post(deploy))
@@ -388,6 +389,15 @@ async fn validation(
             StatusCode::BAD_REQUEST,
             format!("`format` is json or md, not `{other}`"),
         ),
+    }
+}
+
+/// Cache hits and savings per task, and the semantic cache's false-hit estimate.
+async fn cache_overview(State(app): State<Arc<AppState>>) -> Response {
+    let config = app.config.clone();
+    match with_store(&app, move |s| crate::semantic::overview(s, &config)).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(r) => r,
     }
 }
 

@@ -284,6 +284,8 @@ mod tests {
             max_entries: 2,
             redis: None,
             tasks,
+            semantic: Default::default(),
+            semantic_tasks: Default::default(),
         })
         .unwrap()
     }

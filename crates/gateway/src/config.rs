@@ -131,6 +131,10 @@ pub struct CacheConfig {
     pub redis: Option<String>,
     /// Per-task policies, by task id or name: a mode and a TTL of their own.
     pub tasks: HashMap<String, TaskCachePolicy>,
+    /// `[cache.semantic]`.
+    pub semantic: crate::semantic::SemanticConfig,
+    /// Per-task semantic settings (`[cache.tasks.NAME] semantic`, `semantic_bound`, `scorer`).
+    pub semantic_tasks: HashMap<String, crate::semantic::TaskSemantic>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,6 +173,54 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Other(String),
+}
+
+fn fraction(what: &str, v: Option<f64>, default: f64) -> Result<f64, String> {
+    match v {
+        None => Ok(default),
+        Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Some(x) => Err(format!("{what} must be between 0 and 1, not {x}")),
+    }
+}
+
+fn semantic_config(r: &RawSemantic) -> Result<crate::semantic::SemanticConfig, String> {
+    use crate::semantic::{Embeddings, SemanticConfig};
+    let d = SemanticConfig::default();
+    let min_similarity = fraction(
+        "cache.semantic.min_similarity",
+        r.min_similarity.map(f64::from),
+        f64::from(d.min_similarity),
+    )? as f32;
+    Ok(SemanticConfig {
+        enabled: r.enabled.unwrap_or(d.enabled),
+        bound: fraction("cache.semantic.bound", r.bound, d.bound)?,
+        verify: fraction("cache.semantic.verify", r.verify, d.verify)?,
+        min_similarity,
+        max_entries: r.max_entries.unwrap_or(d.max_entries).max(1),
+        embeddings: match r.embeddings.as_deref().map(str::trim) {
+            None | Some("local") => Embeddings::Local {
+                model_dir: r.model_dir.clone(),
+            },
+            Some("") => return Err("cache.semantic.embeddings: expected `local` or a model name".to_owned()),
+            Some(model) => Embeddings::Remote {
+                model: model.to_owned(),
+            },
+        },
+    })
+}
+
+fn task_semantic(name: &str, t: &RawTaskCache) -> Result<crate::semantic::TaskSemantic, String> {
+    Ok(crate::semantic::TaskSemantic {
+        enabled: t.semantic,
+        bound: match t.semantic_bound {
+            None => None,
+            Some(b) => Some(fraction(&format!("cache.tasks.{name}.semantic_bound"), Some(b), 0.0)?),
+        },
+        scorer: match &t.scorer {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|e| format!("cache.tasks.{name}.scorer: {e}"))?),
+        },
+    })
 }
 
 // --- the file as written ------------------------------------------------------------------------------
@@ -217,7 +269,8 @@ struct RawCache {
     max_entries: Option<usize>,
     redis: Option<Spanned<String>>,
     #[serde(default)]
-    tasks: BTreeMap<String, RawTaskCache>,
+    tasks: BTreeMap<String, Spanned<RawTaskCache>>,
+    semantic: Option<Spanned<RawSemantic>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +278,22 @@ struct RawCache {
 struct RawTaskCache {
     exact: Option<CacheMode>,
     ttl_secs: Option<u64>,
+    semantic: Option<bool>,
+    semantic_bound: Option<f64>,
+    scorer: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSemantic {
+    enabled: Option<bool>,
+    bound: Option<f64>,
+    verify: Option<f64>,
+    min_similarity: Option<f32>,
+    max_entries: Option<usize>,
+    /// `local`, or the name of a configured embedding model.
+    embeddings: Option<String>,
+    model_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -548,12 +617,27 @@ impl Config {
                         (
                             k.clone(),
                             TaskCachePolicy {
-                                mode: t.exact,
-                                ttl: t.ttl_secs.map(Duration::from_secs),
+                                mode: t.get_ref().exact,
+                                ttl: t.get_ref().ttl_secs.map(Duration::from_secs),
                             },
                         )
                     })
                     .collect(),
+                semantic: match &raw.cache.semantic {
+                    Some(s) => semantic_config(s.get_ref()).map_err(|m| at(s.span().start, m))?,
+                    None => Default::default(),
+                },
+                semantic_tasks: raw
+                    .cache
+                    .tasks
+                    .iter()
+                    .map(|(k, t)| {
+                        Ok((
+                            k.clone(),
+                            task_semantic(k, t.get_ref()).map_err(|m| at(t.span().start, m))?,
+                        ))
+                    })
+                    .collect::<Result<_, ConfigError>>()?,
             },
             providers,
             models,

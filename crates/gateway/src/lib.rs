@@ -10,6 +10,7 @@ mod metrics;
 mod proxy;
 mod replay;
 pub mod route;
+pub mod semantic;
 mod server;
 mod upstream;
 

@@ -32,6 +32,8 @@ pub struct AppState {
     pub(crate) cache: crate::cache::ExactCache,
     /// Deployment policies; `None` where calls are never served under one (replays).
     pub(crate) policies: Option<Arc<crate::deploy::PolicyRuntime>>,
+    /// The semantic cache; `None` in replays.
+    pub(crate) semantic: Option<Arc<crate::semantic::SemanticCache>>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             tasks,
             cache,
             policies: None,
+            semantic: None,
         })
     }
 }
@@ -67,8 +70,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the store and starts the call-log writer.
+    /// Opens the store and starts the call-log writer. Without an embedder, the semantic cache can only
+    /// use a remote embedding model.
     pub fn new(config: Config) -> anyhow::Result<Gateway> {
+        Gateway::with_embedder(config, None)
+    }
+
+    /// Like `new`, with the loader of the local embedder the semantic cache uses.
+    pub fn with_embedder(config: Config, embedder: Option<crate::semantic::EmbedLoader>) -> anyhow::Result<Gateway> {
         crate::metrics::handle();
         let store =
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
@@ -77,9 +86,16 @@ impl Gateway {
         let tasks =
             leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
         let policies = crate::deploy::start(&config)?;
+        let semantic = crate::semantic::SemanticCache::new(
+            config.cache.semantic.clone(),
+            config.cache.semantic_tasks.clone(),
+            &config.store_url,
+            embedder,
+        )?;
         let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
         let mut state = AppState::new(config, log, tasks)?;
         state.policies = Some(policies);
+        state.semantic = Some(Arc::new(semantic));
         Ok(Gateway {
             state: Arc::new(state),
             writer,
@@ -226,10 +242,10 @@ async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
 }
 
 /// Binds the configured address and serves until Ctrl-C or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, embedder: Option<crate::semantic::EmbedLoader>) -> anyhow::Result<()> {
     let listen: SocketAddr = config.listen;
     let store = config.store_url.clone();
-    let gateway = Gateway::new(config)?;
+    let gateway = Gateway::with_embedder(config, embedder)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -4,9 +4,13 @@
 //! whose texts differ in numbers, negation, named entities, quantifiers or opposite words, and the whole
 //! conversation is compared, not only its last turn.
 
+mod bound;
 mod guards;
+mod index;
 
+pub use bound::{CONFIDENCE, Estimate, Verified, calibrate, evidence_needed};
 pub use guards::{Veto, veto, veto_context};
+pub use index::{Neighbour, Partition, dot};
 
 /// A request as the semantic cache compares it.
 #[derive(Debug, Clone, Copy)]

@@ -233,6 +233,18 @@ pub struct AuditRow {
     pub evidence: Option<String>,
 }
 
+/// One verified would-be hit of the semantic cache: the request went upstream and its fresh answer was
+/// compared with the cached answer it would have been served.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SemanticEvidence {
+    pub task_id: String,
+    pub at_ms: i64,
+    pub similarity: f32,
+    pub agreed: bool,
+    pub call_id: Option<String>,
+    pub note: Option<String>,
+}
+
 /// One piece of online evidence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OnlineScore {

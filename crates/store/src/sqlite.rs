@@ -140,6 +140,18 @@ CREATE TABLE routers (
     PRIMARY KEY (task, replacement)
 );
 "#,
+    r#"
+-- The semantic cache's verified would-be hits: the evidence its per-task thresholds are read from.
+CREATE TABLE semantic_evidence (
+    task TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    similarity REAL NOT NULL,
+    agreed INTEGER NOT NULL,
+    call_id TEXT,
+    note TEXT
+);
+CREATE INDEX semantic_evidence_task ON semantic_evidence (task, at_ms);
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -666,6 +678,59 @@ impl Store {
 
     /// Adds online evidence: shadow and audit answers are kept one by one (the recent window reads them);
     /// every piece, `served` ones included, is added to the version's running totals.
+    /// Stores verified would-be hits of the semantic cache.
+    pub fn insert_semantic_evidence(&mut self, rows: &[crate::SemanticEvidence]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO semantic_evidence (task, at_ms, similarity, agreed, call_id, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in rows {
+                ins.execute(params![r.task_id, r.at_ms, r.similarity, r.agreed, r.call_id, r.note])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The latest `per_task` verified would-be hits of one task, or of every task, oldest first.
+    pub fn semantic_evidence(
+        &self,
+        task: Option<&str>,
+        per_task: usize,
+    ) -> Result<Vec<crate::SemanticEvidence>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task, at_ms, similarity, agreed, call_id, note FROM (
+                SELECT *, ROW_NUMBER() OVER (PARTITION BY task ORDER BY at_ms DESC, rowid DESC) AS k
+                FROM semantic_evidence WHERE ?1 IS NULL OR task = ?1)
+             WHERE k <= ?2 ORDER BY task, at_ms, k DESC",
+        )?;
+        let rows = stmt.query_map(params![task, per_task as i64], |r| {
+            Ok(crate::SemanticEvidence {
+                task_id: r.get(0)?,
+                at_ms: r.get(1)?,
+                similarity: r.get::<_, f64>(2)? as f32,
+                agreed: r.get(3)?,
+                call_id: r.get(4)?,
+                note: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Per task and kind (`hit`, `semantic-hit`): calls served from a cache and the cost they avoided.
+    pub fn cache_hits(&self) -> Result<Vec<(String, String, u64, f64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task, cache, COUNT(*), COALESCE(SUM(cost_avoided_usd), 0.0) FROM calls
+             WHERE cache IN ('hit', 'semantic-hit') AND task IS NOT NULL GROUP BY task, cache ORDER BY task, cache",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn insert_online(&mut self, scores: &[crate::OnlineScore]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {

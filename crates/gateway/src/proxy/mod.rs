@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::{Directive, Entry, HEADER_CACHE, Key};
 use crate::config::Secret;
 use crate::route::Target;
+use crate::semantic::Lookup;
 use crate::server::AppState;
 use crate::unix_ms;
 use crate::upstream::{self, ClientAuth, Failed, Operation, Sent, status_of};
@@ -439,6 +440,11 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
             .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_anthropic("chat", r)))),
     };
     let policy = app.policies.as_ref().and_then(|p| p.get(&task.id));
+    // A `cache:semantic` policy switches the semantic cache on for its task; it serves no model itself.
+    let (policy, policy_semantic) = match policy {
+        Some(p) if p.replacement == leanlm_validate::Replacement::SemanticCache => (None, Some(p)),
+        other => (other, None),
+    };
     rec.rec().task = Some(task);
     let stream = ingress.is_stream();
     rec.rec().stream = stream;
@@ -477,7 +483,41 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         && directive != Directive::Refresh
         && let Some(hit) = app.cache.get(k).await
     {
-        return cache_hit(&app, rec, format, hit, stream, wants_usage);
+        let served = Served {
+            body: hit.body,
+            cost_usd: hit.cost_usd,
+            model: hit.model,
+            provider: hit.provider,
+            kind: "hit",
+        };
+        return cache_hit(&app, rec, format, served, stream, wants_usage);
+    }
+    let probe = match (&app.semantic, task, &key) {
+        (Some(s), Some(task), Some((_, ttl))) if directive != Directive::Refresh => {
+            let governed = policy_semantic.as_ref().map(|p| {
+                let serve = matches!(p.route(rand::random(), 1.0), leanlm_deploy::Route::Replacement { .. });
+                (serve, &p.scorer)
+            });
+            s.probe(task, governed, Some(*ttl), format, &chain[0], &bytes)
+        }
+        _ => None,
+    };
+    let mut semantic = None;
+    if let (Some(s), Some(probe)) = (&app.semantic, probe) {
+        match s.lookup(&app.routes, &app.http, probe).await {
+            Lookup::Hit(hit) => {
+                let served = Served {
+                    body: hit.body,
+                    cost_usd: hit.cost_usd,
+                    model: hit.model,
+                    provider: hit.provider,
+                    kind: "semantic-hit",
+                };
+                return cache_hit(&app, rec, format, served, stream, wants_usage);
+            }
+            Lookup::Pending(p) => semantic = Some(p),
+            Lookup::Skipped => {}
+        }
     }
     rec.rec().cache = Some(if key.is_some() { "miss" } else { "bypass" }.to_owned());
     let auth = client_auth(&headers);
@@ -491,7 +531,10 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Err(failed) => return rec.upstream_failed(format, &chain, failed),
     };
     // An answer is cached under the model asked for only if that model gave it, not a fallback.
-    let key = key.filter(|_| sent.target == 0);
+    let key = CacheWrite {
+        exact: key.filter(|_| sent.target == 0),
+        semantic: semantic.filter(|_| sent.target == 0),
+    };
     let target = chain[sent.target].clone();
     rec.set_target(&target);
     rec.rec().attempts = sent.attempts;
@@ -548,17 +591,49 @@ fn apply_policy(
     Ok(chain)
 }
 
-/// Answers from the exact cache, as a stream when the client asked for one.
+/// An answer from a cache.
+struct Served {
+    body: Bytes,
+    cost_usd: Option<f64>,
+    model: String,
+    provider: String,
+    /// `hit` or `semantic-hit`.
+    kind: &'static str,
+}
+
+/// Where the upstream's answer goes once complete: the exact cache, the semantic cache, or both.
+pub(super) struct CacheWrite {
+    exact: Option<(Key, std::time::Duration)>,
+    semantic: Option<crate::semantic::Pending>,
+}
+
+impl CacheWrite {
+    fn wanted(&self) -> bool {
+        self.exact.is_some() || self.semantic.is_some()
+    }
+
+    /// Stores a complete answer (in the client's format, non-streaming).
+    fn write(self, app: &AppState, body: Bytes, cost: Option<f64>, target: &Target, call_id: &str) {
+        if let (Some(s), Some(p)) = (&app.semantic, self.semantic) {
+            s.complete(p, &body, cost, target, call_id);
+        }
+        if let Some((k, ttl)) = self.exact {
+            app.cache.put(k, Entry::new(body, cost, target, ttl));
+        }
+    }
+}
+
+/// Answers from the exact or semantic cache, as a stream when the client asked for one.
 fn cache_hit(
     app: &AppState,
     mut rec: Recorder,
     format: ClientFormat,
-    hit: Entry,
+    hit: Served,
     stream: bool,
     wants_usage: bool,
 ) -> Response {
     let r = rec.rec();
-    r.cache = Some("hit".to_owned());
+    r.cache = Some(hit.kind.to_owned());
     r.cost_usd = Some(0.0);
     r.cost_avoided_usd = hit.cost_usd;
     r.served_model = Some(hit.model.clone());
@@ -595,7 +670,7 @@ fn cache_hit(
         (HEADER_TASK, r.task.as_ref().map(|t| t.id.as_str())),
         (HEADER_MODEL, Some(hit.model.as_str())),
         (HEADER_PROVIDER, Some(hit.provider.as_str())),
-        (HEADER_CACHE, Some("hit")),
+        (HEADER_CACHE, Some(hit.kind)),
         (HEADER_COST, Some("0.00000000")),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -739,7 +814,7 @@ async fn unary_response(
     target: Target,
     sent: Sent,
     ingress: Ingress,
-    cache_key: Option<(Key, std::time::Duration)>,
+    cache_key: CacheWrite,
 ) -> Response {
     let kind = target.provider.kind;
     let mut done = match read_answer(sent, &target).await {
@@ -800,9 +875,10 @@ async fn unary_response(
         (Some(v), ..) => v.to_string().into(),
     };
     let logged = app.config.log_bodies.then(|| body_text(&out));
-    if let Some(k) = cache_key {
+    if cache_key.wanted() {
         let cost = target.price.map(|p| cost_usd(&usage, &p));
-        app.cache.put(k.0, Entry::new(out.clone(), cost, &target, k.1));
+        let id = rec.id();
+        cache_key.write(&app, out.clone(), cost, &target, &id);
     }
     done.body = out;
     rec.succeed(done, &target, usage, estimated, logged)

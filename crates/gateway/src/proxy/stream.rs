@@ -15,8 +15,8 @@ use leanlm_wire::{ClientFormat, ErrorKind, ProviderKind, WireError, anthropic, o
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::CacheWrite;
 use super::{Ingress, Recorder, estimate_usage, format_cost, response_text, settle_cost, success_headers};
-use crate::cache::{Entry, Key};
 use crate::route::Target;
 use crate::server::AppState;
 use crate::upstream::Sent;
@@ -87,7 +87,7 @@ pub(super) fn stream_response(
     sent: Sent,
     wants_usage: bool,
     ingress: Ingress,
-    cache_key: Option<(Key, std::time::Duration)>,
+    cache_key: CacheWrite,
 ) -> Response {
     let overhead = rec.started.elapsed().saturating_sub(sent.waited);
     rec.rec().overhead_us = Some(overhead.as_secs_f64() * 1e6);
@@ -124,7 +124,7 @@ async fn pump(
     response: reqwest::Response,
     wants_usage: bool,
     ingress: Ingress,
-    cache_key: Option<(Key, std::time::Duration)>,
+    cache_key: CacheWrite,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
     let kind = target.provider.kind;
@@ -132,7 +132,7 @@ async fn pump(
     let mut events = response.bytes_stream().eventsource();
     let mut tracker = UsageTracker::new(kind);
     let mut translator = Translator::new(kind, format, &target.model, wants_usage);
-    let mut acc = match (app.config.log_bodies || cache_key.is_some(), format) {
+    let mut acc = match (app.config.log_bodies || cache_key.wanted(), format) {
         (false, _) => Accumulator::Off,
         (true, ClientFormat::OpenAi) => Accumulator::OpenAi(Default::default()),
         (true, ClientFormat::Anthropic) => Accumulator::Anthropic(Default::default()),
@@ -259,15 +259,15 @@ async fn pump(
         return;
     }
     let assembled = acc.finish();
-    if let (Some(k), Some(body), None) = (cache_key, &assembled, &error) {
+    if let (true, Some(body), None) = (cache_key.wanted(), &assembled, &error) {
         // The answer is cached whole and non-streaming, with its usage, to replay in either shape.
         let mut v: Value = serde_json::from_str(body).unwrap_or_default();
         if format == ClientFormat::OpenAi {
             v["usage"] = usage.to_openai();
         }
         let cost = target.price.map(|p| leanlm_cost::cost_usd(&usage, &p));
-        app.cache
-            .put(k.0, Entry::new(Bytes::from(v.to_string()), cost, &target, k.1));
+        let id = rec.id();
+        cache_key.write(&app, Bytes::from(v.to_string()), cost, &target, &id);
     }
     rec.rec().response_body = if app.config.log_bodies { assembled } else { None };
     match error {

@@ -1,0 +1,73 @@
+//! `leanlm cache`: what the caches served per task, what that saved, and the semantic cache's measured
+//! false-hit rate.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+
+use crate::StoreArgs;
+
+pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
+    let config = store_args.config()?;
+    let store = store_args.open()?;
+    let rows = leanlm_gateway::semantic::overview(&store, &config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "No cache hits or semantic-cache evidence yet. The exact cache answers repeated deterministic requests;\n\
+             switch the semantic cache on per task ([cache.tasks.NAME] semantic = true) or with\n\
+             `leanlm deploy --task ID --replacement cache:semantic --stage canary`."
+        );
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header([
+        "task",
+        "exact hits",
+        "semantic hits",
+        "saved",
+        "verified",
+        "false hits",
+        "false-hit rate (upper)",
+        "bound",
+        "threshold",
+    ]);
+    for r in &rows {
+        let task = match &r.task_name {
+            Some(n) if *n != r.task_id => format!("{n} ({})", r.task_id),
+            _ => r.task_id.clone(),
+        };
+        let (verified, false_hits, rate, bound, threshold) = match &r.estimate {
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+            Some(e) => (
+                e.n.to_string(),
+                e.false_hits.to_string(),
+                format!("{:.2}% (≤ {:.2}%)", e.rate * 100.0, e.upper * 100.0),
+                format!("{:.2}%", e.bound * 100.0),
+                match e.threshold {
+                    Some(t) => format!("{t:.3}"),
+                    None => format!("learning ({} clean needed)", leanlm_semantic::evidence_needed(e.bound)),
+                },
+            ),
+        };
+        table.add_row([
+            task,
+            r.exact_hits.to_string(),
+            r.semantic_hits.to_string(),
+            format!("${:.4}", r.cost_avoided_usd),
+            verified,
+            false_hits,
+            rate,
+            bound,
+            threshold,
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "verified: would-be semantic hits sent upstream anyway and compared with the cached answer; \
+         the threshold keeps the false-hit rate's upper 95% bound under the task's bound"
+    );
+    Ok(())
+}

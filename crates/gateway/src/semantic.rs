@@ -1,0 +1,767 @@
+//! The semantic cache at run time: a similar enough request, in the same conversation context, answered
+//! from an earlier answer, only where the task's own traffic shows that is safe.
+//!
+//! For an eligible request (the same rules as the exact cache, plus semantic caching switched on for its
+//! task) the last user turn and the conversation before it are embedded, on the blocking pool, and the
+//! nearest cached requests of the same partition (task, client format, provider, model and every other
+//! request field) are compared: both the last turn and the context must be similar, and the lexical guards
+//! must not veto (numbers, negation, entities, scope, opposites). What survives is a *would-be hit*.
+//!
+//! A would-be hit is served only when its similarity clears the task's threshold, which is read off the
+//! task's verified would-be hits so that the false-hit rate's upper confidence bound stays under the
+//! task's bound (`leanlm_semantic::calibrate`). Until then, and for a sample of hits after, the request goes
+//! upstream as usual and the fresh answer is compared with the cached one by the task's scorer: learning
+//! costs nothing, and the estimate keeps being checked while hits are served.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use leanlm_semantic::{Estimate, Partition, Verified, calibrate, dot, veto, veto_context};
+use leanlm_store::{SemanticEvidence, Store};
+use leanlm_validate::ScorerSpec;
+use leanlm_validate::score::{self, TaskContext};
+use leanlm_wire::{ClientFormat, WireError};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::route::{Routes, Target};
+use crate::unix_ms;
+
+/// Embeds texts; blocking, so the gateway calls it on the blocking pool. The `leanlm` binary implements it
+/// with the local MiniLM model, so the gateway itself builds without candle.
+pub use leanlm_validate::score::Embed;
+
+/// A shareable embedder.
+pub type SharedEmbed = Arc<dyn Embed + Send + Sync>;
+
+/// Loads the local embedder (from a model directory, or its default one) the first time a request needs
+/// it, so a gateway that never uses the semantic cache never pays for the model.
+pub type EmbedLoader = Box<dyn Fn(Option<&std::path::Path>) -> Result<SharedEmbed, String> + Send + Sync>;
+
+/// Where embeddings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embeddings {
+    /// In-process, from model files in this directory (default: the embedder's own default).
+    Local { model_dir: Option<PathBuf> },
+    /// A configured embedding model, asked through its provider's `/v1/embeddings`.
+    Remote { model: String },
+}
+
+/// `[cache.semantic]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticConfig {
+    /// On for every task; otherwise per task (`[cache.tasks.NAME] semantic = true`) or by a
+    /// `cache:semantic` policy.
+    pub enabled: bool,
+    /// The highest false-hit rate allowed, as the upper end of its confidence interval.
+    pub bound: f64,
+    /// The share of would-be hits still sent upstream and compared once hits are served.
+    pub verify: f64,
+    /// Below this similarity a request is not even a would-be hit.
+    pub min_similarity: f32,
+    /// Entries per partition; the oldest are overwritten.
+    pub max_entries: usize,
+    pub embeddings: Embeddings,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        SemanticConfig {
+            enabled: false,
+            bound: 0.01,
+            verify: 0.05,
+            min_similarity: 0.8,
+            max_entries: 10_000,
+            embeddings: Embeddings::Local { model_dir: None },
+        }
+    }
+}
+
+/// A task's own semantic settings, from `[cache.tasks.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskSemantic {
+    pub enabled: Option<bool>,
+    pub bound: Option<f64>,
+    pub scorer: Option<ScorerSpec>,
+}
+
+/// Verified would-be hits kept per task: recent traffic decides, so the estimate follows drift.
+const EVIDENCE_WINDOW: usize = 5_000;
+/// Nearest entries examined per lookup: the most similar one may be vetoed where the next is fine.
+const NEIGHBOURS: usize = 4;
+/// Context embeddings remembered (system prompts and histories repeat across calls).
+const CONTEXT_MEMO: usize = 4_096;
+
+/// A cached answer with what it was the answer to.
+struct Item {
+    last: String,
+    context: String,
+    context_vector: Option<Arc<Vec<f32>>>,
+    body: Bytes,
+    cost_usd: Option<f64>,
+    model: String,
+    provider: String,
+    stored: Instant,
+    ttl: Duration,
+}
+
+struct TaskEvidence {
+    samples: VecDeque<Verified>,
+    estimate: Estimate,
+    bound: f64,
+}
+
+impl TaskEvidence {
+    fn new(bound: f64) -> TaskEvidence {
+        TaskEvidence {
+            samples: VecDeque::new(),
+            estimate: calibrate(&[], bound),
+            bound,
+        }
+    }
+
+    fn push(&mut self, v: Verified) {
+        self.samples.push_back(v);
+        while self.samples.len() > EVIDENCE_WINDOW {
+            self.samples.pop_front();
+        }
+        self.estimate = calibrate(self.samples.make_contiguous(), self.bound);
+    }
+}
+
+type PartitionKey = [u8; 32];
+
+pub struct SemanticCache {
+    config: SemanticConfig,
+    tasks: HashMap<String, TaskSemantic>,
+    loader: Option<EmbedLoader>,
+    local: tokio::sync::OnceCell<Result<SharedEmbed, String>>,
+    partitions: RwLock<HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>>,
+    contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
+    evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
+    writer: Mutex<mpsc::SyncSender<SemanticEvidence>>,
+}
+
+/// An eligible request, ready to look up.
+pub struct Probe {
+    task: String,
+    partition: PartitionKey,
+    context: String,
+    last: String,
+    /// Whether a hit may be served (a `cache:semantic` policy in shadow only learns).
+    serve: bool,
+    scorer: ScorerSpec,
+    ttl: Duration,
+}
+
+/// A semantic hit to serve.
+pub struct Hit {
+    pub body: Bytes,
+    pub cost_usd: Option<f64>,
+    pub model: String,
+    pub provider: String,
+    pub similarity: f32,
+}
+
+/// What to do with the upstream's answer once it is complete: cache it, or compare it with the cached
+/// answer the request would have been served.
+pub struct Pending {
+    probe: Probe,
+    last_vector: Arc<Vec<f32>>,
+    context_vector: Option<Arc<Vec<f32>>>,
+    verify: Option<(Bytes, f32)>,
+}
+
+pub enum Lookup {
+    Hit(Hit),
+    Pending(Pending),
+    /// Embedding failed: the request goes upstream and nothing is cached.
+    Skipped,
+}
+
+/// What `leanlm cache` and the admin API show for a task: its hits and, for the semantic cache, the
+/// false-hit estimate from its verified would-be hits.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskCache {
+    pub task_id: String,
+    pub task_name: Option<String>,
+    /// Semantic caching switched on in the config (`None`: not named there).
+    pub semantic_configured: Option<bool>,
+    pub exact_hits: u64,
+    pub semantic_hits: u64,
+    pub cost_avoided_usd: f64,
+    /// `None` until a would-be hit has been verified.
+    pub estimate: Option<Estimate>,
+}
+
+/// Per task: cache hits, savings, and the semantic cache's false-hit estimate, from the store.
+pub fn overview(store: &Store, config: &crate::Config) -> Result<Vec<TaskCache>, leanlm_store::StoreError> {
+    let names: HashMap<String, String> = store.tasks(None)?.into_iter().map(|t| (t.id, t.name)).collect();
+    let settings = |id: &str| {
+        let name = names.get(id).map(String::as_str).unwrap_or("");
+        config
+            .cache
+            .semantic_tasks
+            .get(id)
+            .or_else(|| config.cache.semantic_tasks.get(name))
+    };
+    let mut out: std::collections::BTreeMap<String, TaskCache> = Default::default();
+    fn row<'a>(
+        out: &'a mut std::collections::BTreeMap<String, TaskCache>,
+        id: &str,
+        name: Option<&String>,
+        configured: Option<bool>,
+    ) -> &'a mut TaskCache {
+        out.entry(id.to_owned()).or_insert_with(|| TaskCache {
+            task_id: id.to_owned(),
+            task_name: name.cloned(),
+            semantic_configured: configured,
+            exact_hits: 0,
+            semantic_hits: 0,
+            cost_avoided_usd: 0.0,
+            estimate: None,
+        })
+    }
+    let configured = |id: &str| {
+        settings(id)
+            .and_then(|s| s.enabled)
+            .or(config.cache.semantic.enabled.then_some(true))
+    };
+    for (task, kind, n, avoided) in store.cache_hits()? {
+        let r = row(&mut out, &task, names.get(&task), configured(&task));
+        match kind.as_str() {
+            "hit" => r.exact_hits += n,
+            _ => r.semantic_hits += n,
+        }
+        r.cost_avoided_usd += avoided;
+    }
+    let mut evidence: HashMap<String, Vec<Verified>> = HashMap::new();
+    for e in store.semantic_evidence(None, EVIDENCE_WINDOW)? {
+        evidence.entry(e.task_id).or_default().push(Verified {
+            similarity: e.similarity,
+            agreed: e.agreed,
+        });
+    }
+    for (task, samples) in evidence {
+        let bound = settings(&task)
+            .and_then(|s| s.bound)
+            .unwrap_or(config.cache.semantic.bound);
+        row(&mut out, &task, names.get(&task), configured(&task)).estimate = Some(calibrate(&samples, bound));
+    }
+    Ok(out.into_values().collect())
+}
+
+impl SemanticCache {
+    pub fn new(
+        config: SemanticConfig,
+        tasks: HashMap<String, TaskSemantic>,
+        store_url: &str,
+        loader: Option<EmbedLoader>,
+    ) -> anyhow::Result<SemanticCache> {
+        use anyhow::Context;
+        let mut store = Store::open(store_url).context("opening the store for the semantic cache")?;
+        let mut evidence: HashMap<String, Arc<Mutex<TaskEvidence>>> = HashMap::new();
+        for row in store
+            .semantic_evidence(None, EVIDENCE_WINDOW)
+            .context("reading semantic-cache evidence")?
+        {
+            let bound = tasks.get(&row.task_id).and_then(|t| t.bound).unwrap_or(config.bound);
+            let e = evidence
+                .entry(row.task_id.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(bound))));
+            let mut e = e.lock().unwrap_or_else(|p| p.into_inner());
+            e.samples.push_back(Verified {
+                similarity: row.similarity,
+                agreed: row.agreed,
+            });
+        }
+        for e in evidence.values() {
+            let mut e = e.lock().unwrap_or_else(|p| p.into_inner());
+            let bound = e.bound;
+            e.estimate = calibrate(e.samples.make_contiguous(), bound);
+        }
+        let (tx, rx) = mpsc::sync_channel::<SemanticEvidence>(10_000);
+        std::thread::Builder::new()
+            .name("leanlm-semantic".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter().take(999));
+                    if let Err(e) = store.insert_semantic_evidence(&batch) {
+                        tracing::error!(error = %e, "could not store semantic-cache evidence");
+                    }
+                }
+            })
+            .context("starting the semantic-cache writer")?;
+        Ok(SemanticCache {
+            config,
+            tasks,
+            loader,
+            local: tokio::sync::OnceCell::new(),
+            partitions: RwLock::default(),
+            contexts: Mutex::default(),
+            evidence: RwLock::new(evidence),
+            writer: Mutex::new(tx),
+        })
+    }
+
+    /// The task's settings, by id or name.
+    fn task_settings(&self, id: &str, name: &str) -> Option<&TaskSemantic> {
+        self.tasks.get(id).or_else(|| self.tasks.get(name))
+    }
+
+    /// The request as the semantic cache sees it, or `None` when it may not use it: semantic caching off
+    /// for its task, or a request that is not plain text (images, audio).
+    ///
+    /// `allowed` is the exact cache's verdict on the request (deterministic, or opted in) with its TTL;
+    /// `policy` is set when a `cache:semantic` policy governs the task: whether this call may be served
+    /// from the cache (canary share, live) or only teaches it (shadow), and the policy's scorer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn probe(
+        &self,
+        task: (&str, &str),
+        policy: Option<(bool, &ScorerSpec)>,
+        allowed: Option<Duration>,
+        format: ClientFormat,
+        target: &Target,
+        request: &[u8],
+    ) -> Option<Probe> {
+        let ttl = allowed?;
+        let settings = self.task_settings(task.0, task.1);
+        let configured = settings.and_then(|s| s.enabled).unwrap_or(self.config.enabled);
+        let serve = match policy {
+            Some((serve, _)) => serve,
+            None if configured => true,
+            None => return None,
+        };
+        let v: Value = serde_json::from_slice(request).ok()?;
+        let (context, last) = conversation(&v)?;
+        let mut rest = v;
+        if let Some(o) = rest.as_object_mut() {
+            for k in [
+                "stream",
+                "stream_options",
+                "user",
+                "metadata",
+                "model",
+                "messages",
+                "system",
+            ] {
+                o.remove(k);
+            }
+        }
+        let mut h = Sha256::new();
+        for part in [task.0, format.as_str(), &target.provider.name, &target.upstream_model] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(rest.to_string().as_bytes());
+        Some(Probe {
+            task: task.0.to_owned(),
+            partition: h.finalize().into(),
+            context,
+            last,
+            serve,
+            scorer: policy
+                .map(|(_, s)| s.clone())
+                .or_else(|| settings.and_then(|s| s.scorer.clone()))
+                .unwrap_or(ScorerSpec::Similarity { threshold: None }),
+            ttl,
+        })
+    }
+
+    fn evidence_of(&self, task: &str) -> Arc<Mutex<TaskEvidence>> {
+        if let Some(e) = self.evidence.read().unwrap_or_else(|p| p.into_inner()).get(task) {
+            return e.clone();
+        }
+        let bound = self.tasks.get(task).and_then(|t| t.bound).unwrap_or(self.config.bound);
+        self.evidence
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(task.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(bound))))
+            .clone()
+    }
+
+    async fn embed(
+        &self,
+        routes: &Routes,
+        http: &reqwest::Client,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        match &self.config.embeddings {
+            Embeddings::Local { model_dir } => {
+                let embedder = self
+                    .local
+                    .get_or_init(|| async {
+                        let Some(loader) = &self.loader else {
+                            return Err("this gateway was built without a local embedder".to_owned());
+                        };
+                        let dir = model_dir.clone();
+                        // Loading reads ~90 MB of weights: off the async workers too.
+                        let load = loader(dir.as_deref());
+                        if let Err(e) = &load {
+                            tracing::error!(error = %e, "semantic cache: no local embedder; semantic lookups are skipped");
+                        }
+                        load
+                    })
+                    .await
+                    .clone()?;
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    embedder.embed(&refs)
+                })
+                .await
+                .map_err(|e| format!("embedding task failed: {e}"))?
+            }
+            Embeddings::Remote { model } => remote_embed(routes, http, model, &texts).await,
+        }
+    }
+
+    /// Embeds the request and finds the nearest cached request that may answer it.
+    pub async fn lookup(&self, routes: &Routes, http: &reqwest::Client, probe: Probe) -> Lookup {
+        let context_key: Option<[u8; 32]> =
+            (!probe.context.is_empty()).then(|| Sha256::digest(probe.context.as_bytes()).into());
+        let memo = context_key.and_then(|k| self.contexts.lock().unwrap_or_else(|p| p.into_inner()).get(&k).cloned());
+        let mut texts = vec![probe.last.clone()];
+        if context_key.is_some() && memo.is_none() {
+            texts.push(probe.context.clone());
+        }
+        let t0 = Instant::now();
+        let vectors = match self.embed(routes, http, texts).await {
+            Ok(v) => v,
+            Err(e) => {
+                metrics::counter!("leanlm_semantic_errors_total").increment(1);
+                tracing::warn!(error = %e, "semantic cache: embedding failed, treated as a miss");
+                return Lookup::Skipped;
+            }
+        };
+        metrics::histogram!("leanlm_semantic_embed_seconds").record(t0.elapsed().as_secs_f64());
+        let mut vectors = vectors.into_iter();
+        let Some(last_vector) = vectors.next().map(Arc::new) else {
+            return Lookup::Skipped;
+        };
+        let context_vector = match (memo, vectors.next(), context_key) {
+            (Some(m), ..) => Some(m),
+            (None, Some(v), Some(k)) => {
+                let v = Arc::new(v);
+                let mut memo = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+                if memo.len() >= CONTEXT_MEMO {
+                    memo.clear();
+                }
+                memo.insert(k, v.clone());
+                Some(v)
+            }
+            _ => None,
+        };
+        let partition = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&probe.partition)
+            .cloned();
+        let found = partition.and_then(|p| {
+            let p = p.read().unwrap_or_else(|e| e.into_inner());
+            self.nearest_allowed(&p, &probe, &last_vector, context_vector.as_deref())
+        });
+        let Some((body, cost_usd, model, provider, similarity)) = found else {
+            return Lookup::Pending(Pending {
+                probe,
+                last_vector,
+                context_vector,
+                verify: None,
+            });
+        };
+        let estimate = self
+            .evidence_of(&probe.task)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .estimate;
+        let clears = estimate.threshold.is_some_and(|t| similarity >= t);
+        if probe.serve && clears && rand::random::<f64>() >= self.config.verify {
+            metrics::counter!("leanlm_semantic_hits_total").increment(1);
+            return Lookup::Hit(Hit {
+                body,
+                cost_usd,
+                model,
+                provider,
+                similarity,
+            });
+        }
+        Lookup::Pending(Pending {
+            probe,
+            last_vector,
+            context_vector,
+            verify: Some((body, similarity)),
+        })
+    }
+
+    /// The most similar cached request whose context matches and that no guard vetoes, with its similarity:
+    /// the lower of the last turns' and the contexts'.
+    #[allow(clippy::type_complexity)]
+    fn nearest_allowed(
+        &self,
+        p: &Partition<Item>,
+        probe: &Probe,
+        last: &[f32],
+        context: Option<&Vec<f32>>,
+    ) -> Option<(Bytes, Option<f64>, String, String, f32)> {
+        for n in p.nearest(last, NEIGHBOURS) {
+            if n.similarity < self.config.min_similarity {
+                break;
+            }
+            let Some(item) = p.get(n.slot) else { continue };
+            if item.stored.elapsed() >= item.ttl {
+                continue;
+            }
+            let context_similarity = match (context, &item.context_vector) {
+                (None, None) => 1.0,
+                (Some(a), Some(b)) => dot(a, b),
+                _ => continue,
+            };
+            let similarity = n.similarity.min(context_similarity);
+            if similarity < self.config.min_similarity
+                || veto(&probe.last, &item.last).is_some()
+                || veto_context(&probe.context, &item.context).is_some()
+            {
+                continue;
+            }
+            return Some((
+                item.body.clone(),
+                item.cost_usd,
+                item.model.clone(),
+                item.provider.clone(),
+                similarity,
+            ));
+        }
+        None
+    }
+
+    /// Takes the upstream's complete answer (in the client's format): caches it, or, for a would-be hit,
+    /// scores it against the cached answer, off the response path.
+    pub fn complete(
+        self: &Arc<Self>,
+        pending: Pending,
+        body: &Bytes,
+        cost_usd: Option<f64>,
+        target: &Target,
+        call_id: &str,
+    ) {
+        let Pending {
+            probe,
+            last_vector,
+            context_vector,
+            verify,
+        } = pending;
+        match verify {
+            None => {
+                let item = Item {
+                    last: probe.last,
+                    context: probe.context,
+                    context_vector,
+                    body: body.clone(),
+                    cost_usd,
+                    model: target.model.clone(),
+                    provider: target.provider.name.clone(),
+                    stored: Instant::now(),
+                    ttl: probe.ttl,
+                };
+                let partition = self
+                    .partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(probe.partition)
+                    .or_insert_with(|| {
+                        Arc::new(RwLock::new(Partition::new(last_vector.len(), self.config.max_entries)))
+                    })
+                    .clone();
+                partition
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(&last_vector, item);
+            }
+            Some((cached, similarity)) => {
+                let this = self.clone();
+                let fresh = body.clone();
+                let call_id = call_id.to_owned();
+                let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                handle.spawn(async move {
+                    let text = |b: &Bytes| {
+                        serde_json::from_slice::<Value>(b)
+                            .map(|v| leanlm_wire::output_text(&v))
+                            .unwrap_or_default()
+                    };
+                    let s = score::score(&probe.scorer, &text(&fresh), &text(&cached), &TaskContext::default());
+                    this.record(&probe.task, similarity, s.agree, &call_id, (!s.agree).then_some(s.note));
+                });
+            }
+        }
+    }
+
+    fn record(&self, task: &str, similarity: f32, agreed: bool, call_id: &str, note: Option<String>) {
+        metrics::counter!("leanlm_semantic_verified_total", "agreed" => if agreed { "true" } else { "false" })
+            .increment(1);
+        self.evidence_of(task)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Verified { similarity, agreed });
+        let row = SemanticEvidence {
+            task_id: task.to_owned(),
+            at_ms: unix_ms(),
+            similarity,
+            agreed,
+            call_id: Some(call_id.to_owned()),
+            note,
+        };
+        if self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_send(row)
+            .is_err()
+        {
+            metrics::counter!("leanlm_semantic_evidence_dropped_total").increment(1);
+        }
+    }
+}
+
+/// The text of a message's content, or `None` when it holds anything but text.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => Some(String::new()),
+        Value::Array(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(p.get("text")?.as_str()?.to_owned()),
+                    // Tool calls and results are text in JSON.
+                    Some("tool_use" | "tool_result") => out.push(p.to_string()),
+                    _ => return None,
+                }
+            }
+            Some(out.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+/// A chat request (OpenAI or Anthropic) as (context, last user turn): everything before the last user turn,
+/// system prompt included, as `role: text` lines. `None` when there is no user turn or a turn is not text.
+fn conversation(request: &Value) -> Option<(String, String)> {
+    let messages = request.get("messages")?.as_array()?;
+    let last = messages
+        .iter()
+        .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+    let mut context = Vec::new();
+    if let Some(system) = request.get("system") {
+        context.push(format!("system: {}", content_text(system)?));
+    }
+    for m in &messages[..last] {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let mut text = content_text(m.get("content").unwrap_or(&Value::Null))?;
+        if let Some(calls) = m.get("tool_calls") {
+            text.push_str(&calls.to_string());
+        }
+        context.push(format!("{role}: {text}"));
+    }
+    // Anything after the last user turn (an assistant prefill) shapes the answer too.
+    for m in &messages[last + 1..] {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        context.push(format!(
+            "{role}: {}",
+            content_text(m.get("content").unwrap_or(&Value::Null))?
+        ));
+    }
+    let text = content_text(messages[last].get("content").unwrap_or(&Value::Null))?;
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some((context.join("\n"), text))
+}
+
+/// Embeddings from a configured model through its provider's OpenAI-compatible `/v1/embeddings`.
+async fn remote_embed(
+    routes: &Routes,
+    http: &reqwest::Client,
+    model: &str,
+    texts: &[String],
+) -> Result<Vec<Vec<f32>>, String> {
+    use crate::upstream::{self, ClientAuth, Operation};
+    let chain = routes.resolve(model).map_err(|e: WireError| e.message)?;
+    let target = chain.first().ok_or("no route for the embedding model")?;
+    let body = serde_json::json!({"model": target.upstream_model, "input": texts}).to_string();
+    let prepared = upstream::prepare(target, Operation::Embeddings, Bytes::from(body), &ClientAuth::default())
+        .map_err(|e| e.message)?;
+    let resp = http
+        .post(prepared.url)
+        .headers(prepared.headers)
+        .body(prepared.body)
+        .timeout(target.provider.timeout)
+        .send()
+        .await
+        .map_err(|e| format!("embedding request to `{}` failed: {e}", target.provider.name))?;
+    if !resp.status().is_success() {
+        return Err(format!("embedding model `{model}` answered {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| format!("embedding answer: {e}"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("embedding answer is not JSON: {e}"))?;
+    let data = v
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or("embedding answer has no `data`")?;
+    let mut out = Vec::with_capacity(texts.len());
+    for d in data {
+        let e: Vec<f32> = d
+            .get("embedding")
+            .and_then(Value::as_array)
+            .ok_or("embedding answer without `embedding`")?
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(0.0) as f32)
+            .collect();
+        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return Err("embedding answer holds a zero vector".to_owned());
+        }
+        out.push(e.into_iter().map(|x| x / norm).collect());
+    }
+    if out.len() != texts.len() {
+        return Err(format!("asked for {} embeddings, got {}", texts.len(), out.len()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_conversation_splits_into_context_and_last_turn() {
+        let (ctx, last) = conversation(&json!({"messages": [
+            {"role": "system", "content": "Classify."},
+            {"role": "user", "content": "cancel it"},
+            {"role": "assistant", "content": "Which order?"},
+            {"role": "user", "content": [{"type": "text", "text": "order 7"}]}
+        ]}))
+        .unwrap();
+        assert_eq!(last, "order 7");
+        assert_eq!(ctx, "system: Classify.\nuser: cancel it\nassistant: Which order?");
+        let (ctx, last) =
+            conversation(&json!({"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+        assert_eq!((ctx.as_str(), last.as_str()), ("system: Be brief.", "hi"));
+        assert!(
+            conversation(
+                &json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
+            )
+            .is_none(),
+            "images are never compared"
+        );
+        assert!(conversation(&json!({"messages": [{"role": "assistant", "content": "x"}]})).is_none());
+    }
+}

@@ -1,0 +1,325 @@
+//! The semantic cache end to end, in-process, against the mock upstream over real HTTP on 127.0.0.1.
+//!
+//! The mock answers a small labelled data set (paraphrase groups that share a label, and traps that do
+//! not), and a bag-of-words embedder stands in for MiniLM so the test is fast and exact about similarity;
+//! `crates/cli/tests/semantic.rs` runs the real model through the real binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leanlm_gateway::semantic::{Embed, EmbedLoader, SharedEmbed};
+use leanlm_gateway::{Config, Gateway, Overrides};
+use leanlm_mock::{Labeller, Mock};
+use leanlm_store::Store;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Words hashed into 256 buckets, L2-normalised: texts that share most of their words are close.
+struct BagOfWords;
+
+impl Embed for BagOfWords {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0f32; 256];
+                for w in t
+                    .to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                {
+                    let h = w
+                        .bytes()
+                        .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+                    v[(h % 256) as usize] += 1.0;
+                }
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.into_iter().map(|x| x / n).collect()
+            })
+            .collect())
+    }
+}
+
+const LABELS: &str = "text,label
+how do i reset my password,password
+how do i reset my password please,password
+how do i reset my password now,password
+how do i reset my password thanks,password
+hey how do i reset my password,password
+so how do i reset my password,password
+how do i reset my password again,password
+tell me how do i reset my password,password
+how do i reset my password quickly,password
+ok how do i reset my password,password
+how do i reset my account password,password
+how do i reset my password online,password
+how do i reset my password here,password
+how do i reset my password fast,password
+how do i reset my password asap,password
+how do i not reset my password,other
+where is my card,card
+where is my card now,card
+where is my card please,other
+where is my card thanks,card
+where is my card again,other
+where is my card hey,card
+where is my card so,other
+where is my card ok,card
+where is my card tell me,other
+where is my card quickly,card
+where is my card here,other
+where is my card fast,card
+";
+
+struct Harness {
+    mock: Mock,
+    url: String,
+    db: PathBuf,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    async fn start(extra: &str) -> Harness {
+        let labeller = Labeller::from_csv(LABELS).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = Mock::serve_with(listener, false, Some(labeller));
+        let dir = std::env::temp_dir().join(format!("leanlm-semantic-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("calls.db");
+        let toml = format!(
+            r#"
+[store]
+url = "sqlite://{db}"
+[providers.openai]
+kind = "openai"
+base_url = "{m}/v1"
+api_key = "sk-test"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{m}"
+api_key = "sk-test"
+{extra}
+"#,
+            db = db.display(),
+            m = mock.url()
+        );
+        let config = Config::from_toml("test.toml", &toml, &Overrides::default(), &|_| None).unwrap();
+        let loader: EmbedLoader = Box::new(|_| Ok(Arc::new(BagOfWords) as SharedEmbed));
+        let gateway = Gateway::with_embedder(config, Some(loader)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(gateway.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Harness {
+            mock,
+            url,
+            db,
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            done: Some(done),
+        }
+    }
+
+    /// Asks the task `task` a question at temperature 0; returns the cache header, the answer and the call id.
+    async fn ask(&self, task: &str, system: Option<&str>, question: &str) -> (String, String, String) {
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(json!({"role": "system", "content": s}));
+        }
+        messages.push(json!({"role": "user", "content": question}));
+        let r = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .header("x-leanlm-task", task)
+            .json(&json!({"model": "gpt-4o", "temperature": 0, "messages": messages}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cache = r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned();
+        let id = r.headers()["x-leanlm-call-id"].to_str().unwrap().to_owned();
+        let v: Value = r.json().await.unwrap();
+        let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+        (cache, answer, id)
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&format!("sqlite://{}", self.db.display())).unwrap()
+    }
+
+    /// Waits until `n` verified would-be hits of the task are stored (the writer is asynchronous).
+    async fn evidence(&self, task: &str, n: usize) -> Vec<leanlm_store::SemanticEvidence> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let e = self.store().semantic_evidence(Some(task), 1000).unwrap();
+            if e.len() >= n {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} verified would-be hits stored",
+                e.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+const CONFIG: &str = r#"
+[cache.semantic]
+verify = 0.0
+min_similarity = 0.8
+[cache.tasks.pw]
+semantic = true
+semantic_bound = 0.3
+scorer = "label"
+[cache.tasks.card]
+semantic = true
+semantic_bound = 0.3
+scorer = "label"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_rate() {
+    let h = Harness::start(CONFIG).await;
+    let (cache, answer, _) = h.ask("pw", None, "how do i reset my password").await;
+    assert_eq!((cache.as_str(), answer.as_str()), ("miss", "password"));
+
+    // Learning: paraphrases are would-be hits, but go upstream until the evidence bounds the error.
+    let paraphrases = [
+        "how do i reset my password please",
+        "how do i reset my password now",
+        "how do i reset my password thanks",
+        "hey how do i reset my password",
+        "so how do i reset my password",
+        "how do i reset my password again",
+        "tell me how do i reset my password",
+        "how do i reset my password quickly",
+        "ok how do i reset my password",
+        "how do i reset my account password",
+        "how do i reset my password online",
+    ];
+    let needed = leanlm_semantic::evidence_needed(0.3) as usize;
+    assert!(needed < paraphrases.len(), "{needed}");
+    for (i, q) in paraphrases.iter().take(needed).enumerate() {
+        let (cache, answer, _) = h.ask("pw", None, q).await;
+        assert_eq!((cache.as_str(), answer.as_str()), ("miss", "password"), "{q}");
+        h.evidence("pw", i + 1).await;
+    }
+    let upstream = h.mock.stats.requests();
+    let (cache, answer, id) = h.ask("pw", None, "how do i reset my password here").await;
+    assert_eq!((cache.as_str(), answer.as_str()), ("semantic-hit", "password"));
+    assert_eq!(h.mock.stats.requests(), upstream, "a hit never reaches the upstream");
+
+    // The hit is logged with the cost it avoided.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let call = loop {
+        if let Some(c) = h.store().call(&id).unwrap() {
+            break c;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(call.cache.as_deref(), Some("semantic-hit"));
+    assert_eq!(call.cost_usd, Some(0.0));
+    assert!(call.cost_avoided_usd.unwrap_or(0.0) > 0.0);
+
+    // The guards still veto: a negation is never a hit.
+    let (cache, answer, _) = h.ask("pw", None, "how do i not reset my password").await;
+    assert_eq!((cache.as_str(), answer.as_str()), ("miss", "other"));
+    // The context must match: another system prompt is another conversation.
+    let (cache, _, _) = h
+        .ask("pw", Some("You answer in French."), "how do i reset my password fast")
+        .await;
+    assert_eq!(cache, "miss");
+    // Other tasks and non-deterministic requests never see these entries.
+    let (cache, _, _) = h.ask("card", None, "how do i reset my password asap").await;
+    assert_eq!(cache, "miss");
+
+    // The admin API shows the estimate: no false hits, a threshold, one semantic hit.
+    let overview = leanlm_gateway::semantic::overview(
+        &h.store(),
+        &Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap(),
+    )
+    .unwrap();
+    let pw = overview.iter().find(|r| r.task_id == "pw").unwrap();
+    assert_eq!(pw.semantic_hits, 1);
+    let e = pw.estimate.unwrap();
+    assert_eq!(e.false_hits, 0);
+    assert!(e.threshold.is_some() && e.upper <= 0.3, "{e:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_similar_requests_want_different_answers_is_never_served() {
+    let h = Harness::start(CONFIG).await;
+    h.ask("card", None, "where is my card").await;
+    let qs = [
+        "where is my card now",
+        "where is my card please",
+        "where is my card thanks",
+        "where is my card again",
+        "where is my card hey",
+        "where is my card so",
+        "where is my card ok",
+        "where is my card tell me",
+        "where is my card quickly",
+        "where is my card here",
+        "where is my card fast",
+    ];
+    for q in qs {
+        let (cache, _, _) = h.ask("card", None, q).await;
+        assert_eq!(
+            cache, "miss",
+            "{q}: half of this task's look-alikes want another answer"
+        );
+    }
+    let e = h.evidence("card", qs.len()).await;
+    assert!(
+        e.iter().filter(|v| !v.agreed).count() >= 4,
+        "the false would-be hits are recorded"
+    );
+    assert!(e.iter().any(|v| v.note.is_some()));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_caching_is_off_unless_switched_on() {
+    let h = Harness::start("").await;
+    for q in ["how do i reset my password", "how do i reset my password please"] {
+        let (cache, _, _) = h.ask("pw", None, q).await;
+        assert_eq!(cache, "miss");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        h.store().semantic_evidence(None, 10).unwrap().is_empty(),
+        "nothing embedded, nothing learned"
+    );
+    h.shutdown().await;
+}
+
+#[test]
+fn bad_semantic_settings_are_refused_with_the_field() {
+    for (toml, field) in [
+        ("[cache.semantic]\nbound = 1.5\n", "cache.semantic.bound"),
+        ("[cache.semantic]\nverify = -0.1\n", "cache.semantic.verify"),
+        ("[cache.tasks.x]\nsemantic_bound = 2\n", "cache.tasks.x.semantic_bound"),
+        ("[cache.tasks.x]\nscorer = \"nonsense\"\n", "cache.tasks.x.scorer"),
+        ("[cache.semantic]\nthreshold = 0.9\n", "threshold"),
+    ] {
+        let err = Config::from_toml("bad.toml", toml, &Overrides::default(), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field) && err.contains("bad.toml"), "{toml}: {err}");
+    }
+}
