@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use leanlm_semantic::{Estimate, Partition, Verified, calibrate, dot, veto, veto_context};
+use leanlm_semantic::{Decision, Estimate, Partition, Query, Verified, calibrate, dot, judge};
 use leanlm_store::{SemanticEvidence, Store};
 use leanlm_validate::ScorerSpec;
 use leanlm_validate::score::{self, TaskContext};
@@ -518,17 +518,23 @@ impl SemanticCache {
                 continue;
             }
             let context_similarity = match (context, &item.context_vector) {
-                (None, None) => 1.0,
-                (Some(a), Some(b)) => dot(a, b),
+                (None, None) => None,
+                (Some(a), Some(b)) => Some(dot(a, b)),
                 _ => continue,
             };
-            let similarity = n.similarity.min(context_similarity);
-            if similarity < self.config.min_similarity
-                || veto(&probe.last, &item.last).is_some()
-                || veto_context(&probe.context, &item.context).is_some()
-            {
+            let new = Query {
+                context: &probe.context,
+                last: &probe.last,
+            };
+            let cached = Query {
+                context: &item.context,
+                last: &item.last,
+            };
+            let Decision::Candidate { similarity } =
+                judge(new, cached, n.similarity, context_similarity, self.config.min_similarity)
+            else {
                 continue;
-            }
+            };
             return Some((
                 item.body.clone(),
                 item.cost_usd,

@@ -6,16 +6,20 @@
 //!
 //!     cargo run --release -p leanlm-semantic --example fow_cache [-- DATA_DIR]
 //!
-//! `FOW_THRESHOLD` and `FOW_CONTEXT_THRESHOLD` override the policy's thresholds, to explore the trade-off.
+//! LeanLM is measured as the gateway runs it: a would-be hit is a pair whose weaker similarity (last turn,
+//! context) reaches `min_similarity` (0.8) and that no guard vetoes; it is served only at or above the
+//! threshold calibrated from verified would-be hits to a false-hit bound (`FOW_BOUND`, default 1%). The
+//! pairs are split in two by id; each half is served with the threshold calibrated on the other half.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use leanlm_embed::{Embedder, cosine, default_model_dir};
-use leanlm_semantic::{Decision, Policy, Query, decide};
+use leanlm_semantic::{Decision, Query, Verified, calibrate, judge};
 use serde_json::Value;
 
 struct Case {
+    id: String,
     group: String,
     same_answer: bool,
     context: [String; 2],
@@ -53,6 +57,7 @@ fn main() {
     {
         let v: Value = serde_json::from_str(line).expect("JSON line");
         cases.push(Case {
+            id: v["id"].as_str().unwrap_or("").to_owned(),
             group: v["category"].as_str().unwrap_or("").to_owned(),
             same_answer: v["same_answer"].as_bool().unwrap_or(false),
             context: [String::new(), String::new()],
@@ -74,6 +79,7 @@ fn main() {
                 let (ca, la) = conversation(&v["a"]);
                 let (cb, lb) = conversation(&v["b"]);
                 cases.push(Case {
+                    id: format!("{dir}/{}", v["id"].as_str().unwrap_or(&cases.len().to_string())),
                     group: format!("{dir}/{}", v["subtype"].as_str().unwrap_or("")),
                     same_answer: v["same_answer"].as_bool().unwrap_or(false),
                     context: [ca, cb],
@@ -99,56 +105,74 @@ fn main() {
     }
     let per_text_ms = started.elapsed().as_secs_f64() * 1000.0 / texts.len() as f64;
 
-    // FOW_THRESHOLD / FOW_CONTEXT_THRESHOLD explore the policy; the defaults are what LeanLM ships.
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f32>().ok());
-    let defaults = Policy::default();
-    let policy = Policy {
-        threshold: env("FOW_THRESHOLD").unwrap_or(defaults.threshold),
-        context_threshold: env("FOW_CONTEXT_THRESHOLD").unwrap_or(defaults.context_threshold),
+    let bound: f64 = std::env::var("FOW_BOUND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.01);
+    const MIN_SIMILARITY: f32 = 0.8;
+    // Per case: plain cosine's verdict, and LeanLM's judgement.
+    let judged: Vec<(bool, Decision)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let v = &vectors[4 * i..4 * i + 4];
+            let last_sim = cosine(&v[0], &v[1]);
+            let has_context = !c.context[0].is_empty() && !c.context[1].is_empty();
+            let context_sim = has_context.then(|| cosine(&v[2], &v[3]));
+            let a = Query {
+                context: &c.context[0],
+                last: &c.last[0],
+            };
+            let b = Query {
+                context: &c.context[1],
+                last: &c.last[1],
+            };
+            (last_sim >= 0.8, judge(a, b, last_sim, context_sim, MIN_SIMILARITY))
+        })
+        .collect();
+    // Two folds by a stable hash of the id: each is served with the other's calibrated threshold.
+    let fold = |c: &Case| c.id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 2;
+    let evidence = |f: u32| -> Vec<Verified> {
+        cases
+            .iter()
+            .zip(&judged)
+            .filter(|(c, _)| fold(c) == f)
+            .filter_map(|(c, (_, d))| match d {
+                Decision::Candidate { similarity } => Some(Verified {
+                    similarity: *similarity,
+                    agreed: c.same_answer,
+                }),
+                _ => None,
+            })
+            .collect()
     };
-    // group -> (n, same_answer, plain served, leanlm served)
-    let mut table: BTreeMap<String, (u32, bool, u32, u32)> = BTreeMap::new();
+    let estimates = [calibrate(&evidence(1), bound), calibrate(&evidence(0), bound)];
+    // group -> (n, same_answer, plain, would-be hits, served)
+    let mut table: BTreeMap<String, (u32, bool, u32, u32, u32)> = BTreeMap::new();
     let mut vetoes: BTreeMap<String, (u32, u32)> = BTreeMap::new(); // guard -> (traps stopped, good hits lost)
-    let (mut good, mut good_plain, mut good_ours, mut traps, mut trap_plain, mut trap_ours) = (0, 0, 0, 0, 0, 0);
-    for (i, c) in cases.iter().enumerate() {
-        let v = &vectors[4 * i..4 * i + 4];
-        let last_sim = cosine(&v[0], &v[1]);
-        let has_context = !c.context[0].is_empty() || !c.context[1].is_empty();
-        let context_sim = has_context.then(|| cosine(&v[2], &v[3]));
-        let plain = last_sim >= 0.8;
-        let a = Query {
-            context: &c.context[0],
-            last: &c.last[0],
+    let mut totals = [[0u32; 4]; 2]; // [trap, good] x [n, plain, would-be, served]
+    for (c, (plain, d)) in cases.iter().zip(&judged) {
+        let would = matches!(d, Decision::Candidate { .. });
+        let served = match d {
+            Decision::Candidate { similarity } => estimates[fold(c) as usize]
+                .threshold
+                .is_some_and(|t| *similarity >= t),
+            _ => false,
         };
-        let b = Query {
-            context: &c.context[1],
-            last: &c.last[1],
-        };
-        let decision = decide(&policy, a, b, last_sim, context_sim);
-        if std::env::var_os("FOW_DEBUG").is_some() && c.group.starts_with("conv") {
-            eprintln!(
-                "{}\t{}\t{:.3}\t{:?}\t{:?}",
-                c.group, c.same_answer, last_sim, context_sim, decision
-            );
-        }
-        let ours = decision == Decision::Hit;
-        if let Decision::Vetoed(veto) = &decision {
+        if let Decision::Vetoed(veto) = d {
             let e = vetoes.entry(veto.as_str().to_owned()).or_default();
             if c.same_answer { e.1 += 1 } else { e.0 += 1 }
         }
-        let row = table.entry(c.group.clone()).or_insert((0, c.same_answer, 0, 0));
+        let row = table.entry(c.group.clone()).or_insert((0, c.same_answer, 0, 0, 0));
         row.0 += 1;
-        row.2 += plain as u32;
-        row.3 += ours as u32;
-        if c.same_answer {
-            good += 1;
-            good_plain += plain as u32;
-            good_ours += ours as u32;
-        } else {
-            traps += 1;
-            trap_plain += plain as u32;
-            trap_ours += ours as u32;
-        }
+        row.2 += *plain as u32;
+        row.3 += would as u32;
+        row.4 += served as u32;
+        let t = &mut totals[c.same_answer as usize];
+        t[0] += 1;
+        t[1] += *plain as u32;
+        t[2] += would as u32;
+        t[3] += served as u32;
     }
     let pct = |a: u32, b: u32| 100.0 * a as f64 / b.max(1) as f64;
     println!(
@@ -156,32 +180,57 @@ fn main() {
         cases.len(),
         per_text_ms
     );
-    println!("| category | pairs | same answer | plain cosine 0.8 serves | LeanLM serves |\n|---|---|---|---|---|");
-    for (g, (n, same, p, o)) in &table {
+    println!(
+        "| category | pairs | same answer | plain cosine 0.8 serves | LeanLM would-be hits (guards) | LeanLM serves (bound {:.0}%) |\n|---|---|---|---|---|---|",
+        bound * 100.0
+    );
+    for (g, (n, same, p, w, o)) in &table {
         println!(
-            "| {g} | {n} | {} | {:.1}% | {:.1}% |",
+            "| {g} | {n} | {} | {:.1}% | {:.1}% | {:.1}% |",
             if *same { "yes" } else { "no (trap)" },
             pct(*p, *n),
+            pct(*w, *n),
             pct(*o, *n)
         );
     }
-    println!("\n| overall | plain cosine 0.8 | LeanLM |\n|---|---|---|");
+    let [trap, good] = totals;
+    println!("\n| overall | plain cosine 0.8 | LeanLM would-be hits | LeanLM serves |\n|---|---|---|---|");
     println!(
-        "| same-answer pairs served (higher is better) | {:.1}% | {:.1}% |",
-        pct(good_plain, good),
-        pct(good_ours, good)
+        "| same-answer pairs served (higher is better) | {:.1}% | {:.1}% | {:.1}% |",
+        pct(good[1], good[0]),
+        pct(good[2], good[0]),
+        pct(good[3], good[0])
     );
     println!(
-        "| traps served wrongly (lower is better) | {:.1}% | {:.1}% |",
-        pct(trap_plain, traps),
-        pct(trap_ours, traps)
+        "| traps served wrongly (lower is better) | {:.1}% | {:.1}% | {:.1}% |",
+        pct(trap[1], trap[0]),
+        pct(trap[2], trap[0]),
+        pct(trap[3], trap[0])
     );
     println!("\n| guard | traps it stopped | good hits it cost |\n|---|---|---|");
     for (g, (stopped, lost)) in &vetoes {
         println!("| {g} | {stopped} | {lost} |");
     }
-    println!(
-        "\npolicy: last turn ≥ {}, context ≥ {}; {} same-answer pairs, {} traps",
-        policy.threshold, policy.context_threshold, good, traps
-    );
+    for (f, e) in estimates.iter().enumerate() {
+        println!(
+            "\nfold {f}: threshold {} from {} verified would-be hits ({} false, upper bound {:.2}%)",
+            e.threshold.map_or("none (nothing served)".to_owned(), |t| format!("{t:.3}")),
+            e.n,
+            e.false_hits,
+            e.upper * 100.0
+        );
+    }
+    // The whole frontier: what a fixed threshold over the guarded would-be hits would give.
+    println!("\n| threshold | same-answer pairs served | traps served |\n|---|---|---|");
+    for t in [0.80f32, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98] {
+        let (mut g, mut w) = (0, 0);
+        for (c, (_, d)) in cases.iter().zip(&judged) {
+            if let Decision::Candidate { similarity } = d
+                && *similarity >= t
+            {
+                if c.same_answer { g += 1 } else { w += 1 }
+            }
+        }
+        println!("| {t:.2} | {:.1}% | {:.1}% |", pct(g, good[0]), pct(w, trap[0]));
+    }
 }

@@ -21,45 +21,31 @@ pub struct Query<'a> {
     pub last: &'a str,
 }
 
-/// How close two requests must be, and in what, for a cached answer to be served.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    /// Cosine similarity of the last user turns.
-    pub threshold: f32,
-    /// Cosine similarity of the contexts, when there is one.
-    pub context_threshold: f32,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            threshold: 0.85,
-            context_threshold: 0.75,
-        }
-    }
-}
-
-/// The decision for one candidate, with the reason when it is refused.
+/// The judgement on one cached neighbour of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Hit,
+    /// A would-be hit, at this similarity: the lower of the last turns' and the contexts'. Whether it is
+    /// served depends on the task's calibrated threshold ([`calibrate`]).
+    Candidate { similarity: f32 },
+    /// Not similar enough to be considered at all.
     TooFar { similarity: f32 },
-    ContextDiffers { similarity: f32 },
+    /// One request has a context (system prompt, earlier turns) and the other none.
+    ContextDiffers,
     Vetoed(Veto),
 }
 
-/// Decides whether `new` may be served the answer cached for `cached`, given the cosine similarities of
-/// their last turns and of their contexts (`None` when neither has context).
-pub fn decide(policy: &Policy, new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>) -> Decision {
-    if last_sim < policy.threshold {
-        return Decision::TooFar { similarity: last_sim };
-    }
-    match context_sim {
-        Some(s) if s < policy.context_threshold => return Decision::ContextDiffers { similarity: s },
+/// Judges whether `cached`'s answer could answer `new`, given the cosine similarities of their last turns
+/// and of their contexts (`None` when neither has one), and the lowest similarity worth considering.
+pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Decision {
+    let similarity = match context_sim {
+        Some(c) => last_sim.min(c),
         None if new.context.trim().is_empty() != cached.context.trim().is_empty() => {
-            return Decision::ContextDiffers { similarity: 0.0 };
+            return Decision::ContextDiffers;
         }
-        _ => {}
+        None => last_sim,
+    };
+    if similarity < min_similarity {
+        return Decision::TooFar { similarity };
     }
     if let Some(v) = veto(new.last, cached.last) {
         return Decision::Vetoed(v);
@@ -67,5 +53,27 @@ pub fn decide(policy: &Policy, new: Query, cached: Query, last_sim: f32, context
     if let Some(v) = veto_context(new.context, cached.context) {
         return Decision::Vetoed(v);
     }
-    Decision::Hit
+    Decision::Candidate { similarity }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q<'a>(context: &'a str, last: &'a str) -> Query<'a> {
+        Query { context, last }
+    }
+
+    #[test]
+    fn the_weaker_of_turn_and_context_similarity_decides() {
+        let a = q("system: be brief", "where is my card");
+        let b = q("system: be brief", "where's my card");
+        assert_eq!(judge(a, b, 0.95, Some(0.9), 0.8), Decision::Candidate { similarity: 0.9 });
+        assert_eq!(judge(a, b, 0.95, Some(0.7), 0.8), Decision::TooFar { similarity: 0.7 });
+        assert_eq!(judge(a, q("", "where is my card"), 0.99, None, 0.8), Decision::ContextDiffers);
+        assert_eq!(
+            judge(q("", "cancel my order"), q("", "don't cancel my order"), 0.97, None, 0.8),
+            Decision::Vetoed(Veto::Negation)
+        );
+    }
 }
