@@ -42,7 +42,8 @@ before(async () => {
   url = `http://127.0.0.1:${port}`;
   config = join(dir, "leanlm.toml");
   writeFileSync(config, `[providers.openai]\nkind = "openai"\nbase_url = "http://${mockAddr}/v1"\napi_key = "sk"\n` +
-    `[models.cheap]\nprovider = "openai"\nupstream = "cheap"\nprice = { input = 0.1, output = 0.4 }\n[catalog]\nallow = ["cheap"]\n`);
+    `[models.cheap]\nprovider = "openai"\nupstream = "cheap"\nprice = { input = 0.1, output = 0.4 }\n[catalog]\nallow = ["cheap"]\n` +
+    `[cache.semantic]\nenabled = true\nbound = 0.3\nverify = 0\n`);
   procs.push(spawn(bin("leanlm"), ["serve", "--config", config, "--listen", `127.0.0.1:${port}`, "--db", db],
     { env: { ...process.env, LEANLM_ADMIN_TOKEN: TOKEN }, stdio: "ignore" }));
   for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/healthz`)).ok) break; } catch {} await sleep(100); }
@@ -190,4 +191,38 @@ test("policies: deployed through the admin API, refused and rolled back from the
   assert.equal(log[0].reason, "testing the dashboard");
   assert.equal((await p.$$('[data-testid="audit-row"]')).length, 2);
   await p.screenshot({ path: join(tmpdir(), "leanlm-ui-policies.png"), fullPage: true });
+});
+
+test("cache: semantic hits and the measured false-hit rate, as the CLI reports them", async () => {
+  // The same questions in capitals: another exact-cache key, the same meaning (MiniLM is uncased). The
+  // first ones teach the task's threshold (a 30% bound needs 9 clean verified hits); the rest are served.
+  const caps = Array.from({ length: 16 }, (_, i) => `QUESTION NUMBER ${i} ABOUT MY ACCOUNT`);
+  const served = [];
+  for (const q of caps) {
+    const r = await post({ model: "gpt-4o", temperature: 0, messages: [
+      { role: "system", content: "Label the account question with its label id." }, { role: "user", content: q }] });
+    served.push(r.headers.get("x-leanlm-cache"));
+    await r.json();
+    await sleep(30);
+  }
+  assert.ok(served.includes("semantic-hit"), served.join(","));
+  const hits = served.filter(c => c === "semantic-hit").length;
+  let row;
+  for (let i = 0; i < 100; i++) {
+    row = JSON.parse(execFileSync(bin("leanlm"), ["cache", "--json", "--db", db, "--config", config], { encoding: "utf8" }))
+      .find(r => r.semantic_hits > 0);
+    if (row?.semantic_hits === hits) break;
+    await sleep(50);
+  }
+  assert.equal(row.semantic_hits, hits);
+  assert.equal(row.estimate.false_hits, 0);
+  const p = await page("#/cache");
+  const ui = await p.$(`[data-testid="cache-row"][data-task="${row.task_id}"]`);
+  assert.ok(ui, "the task's row");
+  assert.equal(await ui.$eval('[data-testid="cache-threshold"]', e => e.textContent), row.estimate.threshold.toFixed(3));
+  assert.match(await ui.$eval('[data-testid="cache-false-rate"]', e => e.textContent), /^0\.0%/);
+  // The task page carries the same row.
+  const t = await page(`#/tasks/${encodeURIComponent(row.task_id)}`);
+  assert.ok(await t.$('[data-testid="cache-row"]'));
+  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-cache.png"), fullPage: true });
 });

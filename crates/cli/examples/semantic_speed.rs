@@ -94,7 +94,9 @@ fn main() -> anyhow::Result<()> {
         .step_by(20)
         .take(120)
         .collect();
-    let model = Arc::new(MiniLm(leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())?));
+    let model = Arc::new(MiniLm(
+        leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())?,
+    ));
 
     // 1. Embedding.
     let single: Vec<f64> = queries
@@ -114,7 +116,9 @@ fn main() -> anyhow::Result<()> {
     let batched = t.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;
     println!("## Semantic cache speed\n");
     println!("| embedding (MiniLM, one short query) | ms |\n|---|---|");
-    println!("| batch 1, p50 | {embed_p50:.1} |\n| batch 1, p99 | {embed_p99:.1} |\n| batches of 32, per query | {batched:.1} |\n");
+    println!(
+        "| batch 1, p50 | {embed_p50:.1} |\n| batch 1, p99 | {embed_p99:.1} |\n| batches of 32, per query | {batched:.1} |\n"
+    );
 
     // 2. Lookup.
     println!("| lookup, one partition | p50 ms | p99 ms | fill s |\n|---|---|---|---|");

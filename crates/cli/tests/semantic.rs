@@ -57,8 +57,10 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
         return;
     }
     let data = examples(&banking77(), 20);
-    let answers: std::collections::HashMap<String, String> =
-        truth(&data).into_iter().map(|(q, label)| (q.to_lowercase(), label)).collect();
+    let answers: std::collections::HashMap<String, String> = truth(&data)
+        .into_iter()
+        .map(|(q, label)| (q.to_lowercase(), label))
+        .collect();
     let queries: Vec<String> = data.iter().map(|e| e.0.clone()).collect();
     let env = Env::start("semantic", 3, &[]);
     let mut config = std::fs::read_to_string(&env.config).unwrap();
@@ -67,7 +69,11 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
     let gw = serve(&env);
 
     // The task exists once it has traffic; then the CLI switches its semantic cache on.
-    assert!(env.send_to(&gw.1, &queries[..20], "big", 4).iter().all(|a| a.status == 200));
+    assert!(
+        env.send_to(&gw.1, &queries[..20], "big", 4)
+            .iter()
+            .all(|a| a.status == 200)
+    );
     let task = env.wait_for_calls(20).id;
     let (code, out, err) = env.leanlm(&[
         "deploy",
@@ -107,7 +113,12 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let row = loop {
         let v = cache();
-        let row = v.as_array().unwrap().iter().find(|r| r["task_id"] == task.as_str()).cloned();
+        let row = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["task_id"] == task.as_str())
+            .cloned();
         if let Some(r) = row.filter(|r| r["semantic_hits"].as_u64().unwrap_or(0) > 0) {
             break r;
         }
@@ -116,7 +127,10 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
     };
     let hits = row["semantic_hits"].as_u64().unwrap();
     let eligible = n as u64 * 3 / 4; // the Anthropic-format quarter is not deterministic here
-    assert!(hits * 4 >= eligible, "{hits} semantic hits of {eligible} eligible repeats: {row}");
+    assert!(
+        hits * 4 >= eligible,
+        "{hits} semantic hits of {eligible} eligible repeats: {row}"
+    );
     let e = &row["estimate"];
     assert!(e["threshold"].as_f64().is_some(), "{row}");
     assert!(e["upper"].as_f64().unwrap() <= 0.05, "{row}");

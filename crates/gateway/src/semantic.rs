@@ -139,6 +139,8 @@ pub struct SemanticCache {
     tasks: HashMap<String, TaskSemantic>,
     loader: Option<EmbedLoader>,
     local: tokio::sync::OnceCell<Result<SharedEmbed, String>>,
+    /// Local inference is CPU-bound: one at a time per core, however many requests arrive together.
+    cores: Arc<tokio::sync::Semaphore>,
     partitions: RwLock<HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>>,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
     evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
@@ -301,6 +303,9 @@ impl SemanticCache {
             tasks,
             loader,
             local: tokio::sync::OnceCell::new(),
+            cores: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             partitions: RwLock::default(),
             contexts: Mutex::default(),
             evidence: RwLock::new(evidence),
@@ -410,7 +415,10 @@ impl SemanticCache {
                     })
                     .await
                     .clone()?;
+                // The permit moves into the blocking task: a caller that gives up does not free the core.
+                let core = self.cores.clone().acquire_owned().await.map_err(|e| e.to_string())?;
                 tokio::task::spawn_blocking(move || {
+                    let _core = core;
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                     embedder.embed(&refs)
                 })
@@ -530,9 +538,13 @@ impl SemanticCache {
                 context: &item.context,
                 last: &item.last,
             };
-            let Decision::Candidate { similarity } =
-                judge(new, cached, n.similarity, context_similarity, self.config.min_similarity)
-            else {
+            let Decision::Candidate { similarity } = judge(
+                new,
+                cached,
+                n.similarity,
+                context_similarity,
+                self.config.min_similarity,
+            ) else {
                 continue;
             };
             return Some((

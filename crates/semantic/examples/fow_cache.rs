@@ -131,7 +131,11 @@ fn main() {
         })
         .collect();
     // Two folds by a stable hash of the id: each is served with the other's calibrated threshold.
-    let fold = |c: &Case| c.id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 2;
+    let fold = |c: &Case| {
+        c.id.bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 2
+    };
     let evidence = |f: u32| -> Vec<Verified> {
         cases
             .iter()
@@ -154,9 +158,9 @@ fn main() {
     for (c, (plain, d)) in cases.iter().zip(&judged) {
         let would = matches!(d, Decision::Candidate { .. });
         let served = match d {
-            Decision::Candidate { similarity } => estimates[fold(c) as usize]
-                .threshold
-                .is_some_and(|t| *similarity >= t),
+            Decision::Candidate { similarity } => {
+                estimates[fold(c) as usize].threshold.is_some_and(|t| *similarity >= t)
+            }
             _ => false,
         };
         if let Decision::Vetoed(veto) = d {
@@ -214,7 +218,8 @@ fn main() {
     for (f, e) in estimates.iter().enumerate() {
         println!(
             "\nfold {f}: threshold {} from {} verified would-be hits ({} false, upper bound {:.2}%)",
-            e.threshold.map_or("none (nothing served)".to_owned(), |t| format!("{t:.3}")),
+            e.threshold
+                .map_or("none (nothing served)".to_owned(), |t| format!("{t:.3}")),
             e.n,
             e.false_hits,
             e.upper * 100.0

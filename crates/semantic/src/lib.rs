@@ -26,9 +26,13 @@ pub struct Query<'a> {
 pub enum Decision {
     /// A would-be hit, at this similarity: the lower of the last turns' and the contexts'. Whether it is
     /// served depends on the task's calibrated threshold ([`calibrate`]).
-    Candidate { similarity: f32 },
+    Candidate {
+        similarity: f32,
+    },
     /// Not similar enough to be considered at all.
-    TooFar { similarity: f32 },
+    TooFar {
+        similarity: f32,
+    },
     /// One request has a context (system prompt, earlier turns) and the other none.
     ContextDiffers,
     Vetoed(Veto),
@@ -68,11 +72,23 @@ mod tests {
     fn the_weaker_of_turn_and_context_similarity_decides() {
         let a = q("system: be brief", "where is my card");
         let b = q("system: be brief", "where's my card");
-        assert_eq!(judge(a, b, 0.95, Some(0.9), 0.8), Decision::Candidate { similarity: 0.9 });
-        assert_eq!(judge(a, b, 0.95, Some(0.7), 0.8), Decision::TooFar { similarity: 0.7 });
-        assert_eq!(judge(a, q("", "where is my card"), 0.99, None, 0.8), Decision::ContextDiffers);
         assert_eq!(
-            judge(q("", "cancel my order"), q("", "don't cancel my order"), 0.97, None, 0.8),
+            judge(a, b, 0.95, Some(0.9), 0.8),
+            Decision::Candidate { similarity: 0.9 }
+        );
+        assert_eq!(judge(a, b, 0.95, Some(0.7), 0.8), Decision::TooFar { similarity: 0.7 });
+        assert_eq!(
+            judge(a, q("", "where is my card"), 0.99, None, 0.8),
+            Decision::ContextDiffers
+        );
+        assert_eq!(
+            judge(
+                q("", "cancel my order"),
+                q("", "don't cancel my order"),
+                0.97,
+                None,
+                0.8
+            ),
             Decision::Vetoed(Veto::Negation)
         );
     }
