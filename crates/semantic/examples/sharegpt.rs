@@ -41,8 +41,11 @@ fn main() {
             let started = std::time::Instant::now();
             let mut out = Vec::with_capacity(n * DIM);
             for (i, chunk) in prompts.chunks(16).enumerate() {
-                // MiniLM reads 256 word pieces at most; longer texts only slow the tokenizer.
-                let cut: Vec<&str> = chunk.iter().map(|p| &p[..p.floor_char_boundary(2000)]).collect();
+                // MiniLM reads 256 word pieces at most (about 1,000 characters of English).
+                let cut: Vec<&str> = chunk
+                    .iter()
+                    .map(|p| p.char_indices().nth(1000).map_or(p.as_str(), |(i, _)| &p[..i]))
+                    .collect();
                 for v in model.embed(&cut).expect("embeddings") {
                     out.extend(v);
                 }
