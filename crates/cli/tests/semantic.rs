@@ -137,5 +137,6 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
     assert!(row["cost_avoided_usd"].as_f64().unwrap() > 0.0);
     let (code, out, _) = env.leanlm(&["cache"]);
     assert_eq!(code, 0);
+    eprintln!("{out}");
     assert!(out.contains("semantic hits") && out.contains(&task[..8]), "{out}");
 }

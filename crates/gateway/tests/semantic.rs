@@ -234,6 +234,22 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     assert_eq!(call.cost_usd, Some(0.0));
     assert!(call.cost_avoided_usd.unwrap_or(0.0) > 0.0);
 
+    // A streaming client gets the hit as SSE.
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-task", "pw")
+        .json(&json!({"model": "gpt-4o", "temperature": 0, "stream": true,
+            "messages": [{"role": "user", "content": "how do i reset my password online"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-leanlm-cache"], "semantic-hit");
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let sse = r.text().await.unwrap();
+    assert!(sse.contains("\"content\":\"password\"") && sse.ends_with("data: [DONE]\n\n"), "{sse}");
+    assert_eq!(h.mock.stats.requests(), upstream);
+
     // The guards still veto: a negation is never a hit.
     let (cache, answer, _) = h.ask("pw", None, "how do i not reset my password").await;
     assert_eq!((cache.as_str(), answer.as_str()), ("miss", "other"));
@@ -246,14 +262,14 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, _, _) = h.ask("card", None, "how do i reset my password asap").await;
     assert_eq!(cache, "miss");
 
-    // The admin API shows the estimate: no false hits, a threshold, one semantic hit.
+    // The admin API shows the estimate: no false hits, a threshold, two semantic hits.
     let overview = leanlm_gateway::semantic::overview(
         &h.store(),
         &Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap(),
     )
     .unwrap();
     let pw = overview.iter().find(|r| r.task_id == "pw").unwrap();
-    assert_eq!(pw.semantic_hits, 1);
+    assert_eq!(pw.semantic_hits, 2);
     let e = pw.estimate.unwrap();
     assert_eq!(e.false_hits, 0);
     assert!(e.threshold.is_some() && e.upper <= 0.3, "{e:?}");
