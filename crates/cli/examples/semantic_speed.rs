@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leanlm_gateway::semantic::{Embed, EmbedLoader, SharedEmbed};
+use leanlm_gateway::embedder::{Embed, EmbedLoader, SharedEmbed};
 use leanlm_gateway::{Config, Gateway, Overrides};
 use leanlm_mock::{Labeller, Mock};
 use leanlm_semantic::Partition;

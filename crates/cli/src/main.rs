@@ -333,13 +333,13 @@ fn init_tracing() {
 }
 
 /// Loads MiniLM for the semantic cache, the first time a request needs it.
-fn local_embedder() -> leanlm_gateway::semantic::EmbedLoader {
+fn local_embedder() -> leanlm_gateway::embedder::EmbedLoader {
     Box::new(|dir| {
         let dir = dir
             .map(std::path::Path::to_owned)
             .unwrap_or_else(leanlm_embed::default_model_dir);
         leanlm_embed::Embedder::load(&dir)
-            .map(|e| std::sync::Arc::new(validate::LocalEmbedder(e)) as leanlm_gateway::semantic::SharedEmbed)
+            .map(|e| std::sync::Arc::new(validate::LocalEmbedder(e)) as leanlm_gateway::embedder::SharedEmbed)
             .map_err(|e| e.to_string())
     })
 }

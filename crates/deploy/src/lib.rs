@@ -262,7 +262,9 @@ pub enum ChangeError {
         "`{replacement}` has no passing validation for this task: run `leanlm validate --task {task} --candidate {replacement}`, or force it with a reason"
     )]
     NotValidated { task: String, replacement: String },
-    #[error("`{0}` replacements cannot be served yet: deploy a model (model:NAME) or cache:semantic")]
+    #[error(
+        "`{0}` replacements cannot be served yet: deploy a model (model:NAME), a trained router (router:CHEAP,STRONG) or cache:semantic"
+    )]
     NotServable(&'static str),
     #[error("{what} must be between 0 and 1, not {value}")]
     OutOfRange { what: &'static str, value: f64 },
@@ -285,7 +287,10 @@ pub fn check_deploy(
     passing_validation: Option<&str>,
     forced: Option<&str>,
 ) -> Result<(), ChangeError> {
-    if !matches!(replacement, Replacement::Model { .. } | Replacement::SemanticCache) {
+    if !matches!(
+        replacement,
+        Replacement::Model { .. } | Replacement::SemanticCache | Replacement::Router { .. }
+    ) {
         return Err(ChangeError::NotServable(replacement.kind()));
     }
     if !matches!(stage, Stage::Shadow | Stage::Canary) {

@@ -184,7 +184,7 @@ fn fraction(what: &str, v: Option<f64>, default: f64) -> Result<f64, String> {
 }
 
 fn semantic_config(r: &RawSemantic) -> Result<crate::semantic::SemanticConfig, String> {
-    use crate::semantic::{Embeddings, SemanticConfig};
+    use crate::{embedder::Embeddings, semantic::SemanticConfig};
     let d = SemanticConfig::default();
     let min_similarity = fraction(
         "cache.semantic.min_similarity",

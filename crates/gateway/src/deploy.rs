@@ -30,7 +30,12 @@ const GATHER: Duration = Duration::from_millis(100);
 /// Online scores waiting for the sync thread; beyond it new ones are dropped (and counted).
 const QUEUE: usize = 100_000;
 
-type Snapshot = HashMap<String, Arc<Policy>>;
+/// The policies, and the learned routers of the active `router:` ones.
+#[derive(Default)]
+struct Snapshot {
+    policies: HashMap<String, Arc<Policy>>,
+    routers: HashMap<String, Arc<leanlm_route::TaskRouter>>,
+}
 
 /// What the request path needs: the current policies, and where online work goes.
 pub struct PolicyRuntime {
@@ -52,6 +57,8 @@ pub enum Check {
 /// A call whose answer is to be checked once it is complete.
 pub struct OnlineJob {
     pub policy: Arc<Policy>,
+    /// The model that answers for the replacement on this call (a router's pick, for `router:`).
+    pub replacement: String,
     pub check: Option<Check>,
     /// The model the client asked for: the reference.
     pub reference: String,
@@ -62,7 +69,17 @@ pub struct OnlineJob {
 impl PolicyRuntime {
     /// The active policy of a task, if any: one atomic load and one lookup.
     pub fn get(&self, task: &str) -> Option<Arc<Policy>> {
-        self.snapshot.load().get(task).filter(|p| p.stage.is_active()).cloned()
+        self.snapshot
+            .load()
+            .policies
+            .get(task)
+            .filter(|p| p.stage.is_active())
+            .cloned()
+    }
+
+    /// The learned router an active `router:` policy of the task serves with.
+    pub fn router(&self, task: &str) -> Option<Arc<leanlm_route::TaskRouter>> {
+        self.snapshot.load().routers.get(task).cloned()
     }
 
     fn push(&self, score: OnlineScore) {
@@ -77,7 +94,7 @@ impl PolicyRuntime {
         if job.served_by_replacement {
             // A replacement that failed upstream, or that the chain had to fall back from, counts as an
             // error; a request the client got wrong, or gave up on, says nothing about it.
-            let replacement = job.policy.replacement_model().unwrap_or_default();
+            let replacement = job.replacement.as_str();
             let error = match record.status {
                 leanlm_store::CallStatus::Ok => Some(record.served_model.as_deref() != Some(replacement)),
                 leanlm_store::CallStatus::UpstreamError => Some(true),
@@ -102,7 +119,7 @@ impl PolicyRuntime {
             return;
         };
         let other = match check {
-            Check::Shadow => job.policy.replacement_model().unwrap_or_default().to_owned(),
+            Check::Shadow => job.replacement.clone(),
             Check::Audit => job.reference.clone(),
         };
         let this = self.clone();
@@ -180,15 +197,35 @@ pub fn load(store: &Store) -> Result<Vec<Policy>, StoreError> {
         .collect())
 }
 
-fn snapshot_of(policies: Vec<Policy>) -> Snapshot {
-    policies.into_iter().map(|p| (p.task_id.clone(), Arc::new(p))).collect()
+fn snapshot_of(store: &Store, policies: Vec<Policy>) -> Result<Snapshot, StoreError> {
+    let mut routers = HashMap::new();
+    for p in policies.iter().filter(|p| p.stage.is_active()) {
+        if !matches!(p.replacement, leanlm_validate::Replacement::Router { .. }) {
+            continue;
+        }
+        match store.router(&p.task_id, &p.replacement.to_string())? {
+            Some(json) => match serde_json::from_str::<leanlm_route::TaskRouter>(&json) {
+                Ok(r) => {
+                    routers.insert(p.task_id.clone(), Arc::new(r));
+                }
+                Err(e) => {
+                    tracing::error!(task = %p.task_id, error = %e, "unreadable stored router; the reference serves")
+                }
+            },
+            None => tracing::error!(task = %p.task_id, "no stored router for the policy; the reference serves"),
+        }
+    }
+    Ok(Snapshot {
+        policies: policies.into_iter().map(|p| (p.task_id.clone(), Arc::new(p))).collect(),
+        routers,
+    })
 }
 
 /// Starts the runtime: loads the policies and spawns the sync thread, which stops once the runtime is
 /// dropped (after writing what is queued).
 pub fn start(config: &crate::Config) -> anyhow::Result<Arc<PolicyRuntime>> {
     let mut store = Store::open(&config.store_url).context("opening the store for policies")?;
-    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot_of(load(&store)?)));
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot_of(&store, load(&store)?)?));
     let (tx, rx) = mpsc::sync_channel(QUEUE);
     let shared = snapshot.clone();
     std::thread::Builder::new()
@@ -274,14 +311,14 @@ fn sync(store: &mut Store, snapshot: &ArcSwap<Snapshot>, batch: &[OnlineScore]) 
             *p = next;
         }
     }
-    let fresh = snapshot_of(policies);
     let current = snapshot.load();
-    let changed = fresh.len() != current.len()
-        || fresh
+    // A new policy version reloads its router too (deploy again after retraining).
+    let changed = policies.len() != current.policies.len()
+        || policies
             .iter()
-            .any(|(k, p)| current.get(k).is_none_or(|c| c.version != p.version));
+            .any(|p| current.policies.get(&p.task_id).is_none_or(|c| c.version != p.version));
     if changed {
-        snapshot.store(Arc::new(fresh));
+        snapshot.store(Arc::new(snapshot_of(store, policies)?));
     }
     Ok(())
 }
@@ -364,6 +401,14 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> anyhow::Result<Policy> {
         .find(|t| t.id == req.task_id)
         .with_context(|| format!("no task with id `{}`; see `leanlm tasks`", req.task_id))?;
     let spec = req.replacement.to_string();
+    if let leanlm_validate::Replacement::Router { cheap, .. } = &req.replacement {
+        anyhow::ensure!(
+            store.router(&task.id, &spec)?.is_some(),
+            "no `{spec}` router is trained for task {}: run `leanlm train-router --task {} --cheap {cheap}`",
+            task.id,
+            task.id
+        );
+    }
     let validation = passing_validation(store, &task.id, &spec)?;
     let share = req.share.unwrap_or(if req.stage == Stage::Canary {
         leanlm_deploy::DEFAULT_CANARY_SHARE

@@ -5,6 +5,7 @@ pub mod admin;
 mod cache;
 pub mod config;
 pub mod deploy;
+pub mod embedder;
 pub mod import;
 mod metrics;
 mod proxy;

@@ -14,7 +14,6 @@
 //! costs nothing, and the estimate keeps being checked while hits are served.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -23,32 +22,13 @@ use leanlm_semantic::{Decision, Estimate, Partition, Query, Verified, calibrate,
 use leanlm_store::{SemanticEvidence, Store};
 use leanlm_validate::ScorerSpec;
 use leanlm_validate::score::{self, TaskContext};
-use leanlm_wire::{ClientFormat, WireError};
+use leanlm_wire::ClientFormat;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::embedder::{Embedder, Embeddings};
 use crate::route::{Routes, Target};
 use crate::unix_ms;
-
-/// Embeds texts; blocking, so the gateway calls it on the blocking pool. The `leanlm` binary implements it
-/// with the local MiniLM model, so the gateway itself builds without candle.
-pub use leanlm_validate::score::Embed;
-
-/// A shareable embedder.
-pub type SharedEmbed = Arc<dyn Embed + Send + Sync>;
-
-/// Loads the local embedder (from a model directory, or its default one) the first time a request needs
-/// it, so a gateway that never uses the semantic cache never pays for the model.
-pub type EmbedLoader = Box<dyn Fn(Option<&std::path::Path>) -> Result<SharedEmbed, String> + Send + Sync>;
-
-/// Where embeddings come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Embeddings {
-    /// In-process, from model files in this directory (default: the embedder's own default).
-    Local { model_dir: Option<PathBuf> },
-    /// A configured embedding model, asked through its provider's `/v1/embeddings`.
-    Remote { model: String },
-}
 
 /// `[cache.semantic]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,10 +117,7 @@ type PartitionKey = [u8; 32];
 pub struct SemanticCache {
     config: SemanticConfig,
     tasks: HashMap<String, TaskSemantic>,
-    loader: Option<EmbedLoader>,
-    local: tokio::sync::OnceCell<Result<SharedEmbed, String>>,
-    /// Local inference is CPU-bound: one at a time per core, however many requests arrive together.
-    cores: Arc<tokio::sync::Semaphore>,
+    embedder: Arc<Embedder>,
     partitions: RwLock<HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>>,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
     evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
@@ -261,7 +238,7 @@ impl SemanticCache {
         config: SemanticConfig,
         tasks: HashMap<String, TaskSemantic>,
         store_url: &str,
-        loader: Option<EmbedLoader>,
+        embedder: Arc<Embedder>,
     ) -> anyhow::Result<SemanticCache> {
         use anyhow::Context;
         let mut store = Store::open(store_url).context("opening the store for the semantic cache")?;
@@ -301,11 +278,7 @@ impl SemanticCache {
         Ok(SemanticCache {
             config,
             tasks,
-            loader,
-            local: tokio::sync::OnceCell::new(),
-            cores: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            embedder,
             partitions: RwLock::default(),
             contexts: Mutex::default(),
             evidence: RwLock::new(evidence),
@@ -391,44 +364,6 @@ impl SemanticCache {
             .clone()
     }
 
-    async fn embed(
-        &self,
-        routes: &Routes,
-        http: &reqwest::Client,
-        texts: Vec<String>,
-    ) -> Result<Vec<Vec<f32>>, String> {
-        match &self.config.embeddings {
-            Embeddings::Local { model_dir } => {
-                let embedder = self
-                    .local
-                    .get_or_init(|| async {
-                        let Some(loader) = &self.loader else {
-                            return Err("this gateway was built without a local embedder".to_owned());
-                        };
-                        let dir = model_dir.clone();
-                        // Loading reads ~90 MB of weights: off the async workers too.
-                        let load = loader(dir.as_deref());
-                        if let Err(e) = &load {
-                            tracing::error!(error = %e, "semantic cache: no local embedder; semantic lookups are skipped");
-                        }
-                        load
-                    })
-                    .await
-                    .clone()?;
-                // The permit moves into the blocking task: a caller that gives up does not free the core.
-                let core = self.cores.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-                tokio::task::spawn_blocking(move || {
-                    let _core = core;
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    embedder.embed(&refs)
-                })
-                .await
-                .map_err(|e| format!("embedding task failed: {e}"))?
-            }
-            Embeddings::Remote { model } => remote_embed(routes, http, model, &texts).await,
-        }
-    }
-
     /// Embeds the request and finds the nearest cached request that may answer it.
     pub async fn lookup(&self, routes: &Routes, http: &reqwest::Client, probe: Probe) -> Lookup {
         let context_key: Option<[u8; 32]> =
@@ -439,7 +374,7 @@ impl SemanticCache {
             texts.push(probe.context.clone());
         }
         let t0 = Instant::now();
-        let vectors = match self.embed(routes, http, texts).await {
+        let vectors = match self.embedder.embed(routes, http, texts).await {
             Ok(v) => v,
             Err(e) => {
                 metrics::counter!("leanlm_semantic_errors_total").increment(1);
@@ -701,57 +636,6 @@ fn conversation(request: &Value) -> Option<(String, String)> {
         return None;
     }
     Some((context.join("\n"), text))
-}
-
-/// Embeddings from a configured model through its provider's OpenAI-compatible `/v1/embeddings`.
-async fn remote_embed(
-    routes: &Routes,
-    http: &reqwest::Client,
-    model: &str,
-    texts: &[String],
-) -> Result<Vec<Vec<f32>>, String> {
-    use crate::upstream::{self, ClientAuth, Operation};
-    let chain = routes.resolve(model).map_err(|e: WireError| e.message)?;
-    let target = chain.first().ok_or("no route for the embedding model")?;
-    let body = serde_json::json!({"model": target.upstream_model, "input": texts}).to_string();
-    let prepared = upstream::prepare(target, Operation::Embeddings, Bytes::from(body), &ClientAuth::default())
-        .map_err(|e| e.message)?;
-    let resp = http
-        .post(prepared.url)
-        .headers(prepared.headers)
-        .body(prepared.body)
-        .timeout(target.provider.timeout)
-        .send()
-        .await
-        .map_err(|e| format!("embedding request to `{}` failed: {e}", target.provider.name))?;
-    if !resp.status().is_success() {
-        return Err(format!("embedding model `{model}` answered {}", resp.status()));
-    }
-    let bytes = resp.bytes().await.map_err(|e| format!("embedding answer: {e}"))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("embedding answer is not JSON: {e}"))?;
-    let data = v
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or("embedding answer has no `data`")?;
-    let mut out = Vec::with_capacity(texts.len());
-    for d in data {
-        let e: Vec<f32> = d
-            .get("embedding")
-            .and_then(Value::as_array)
-            .ok_or("embedding answer without `embedding`")?
-            .iter()
-            .map(|x| x.as_f64().unwrap_or(0.0) as f32)
-            .collect();
-        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm == 0.0 || !norm.is_finite() {
-            return Err("embedding answer holds a zero vector".to_owned());
-        }
-        out.push(e.into_iter().map(|x| x / norm).collect());
-    }
-    if out.len() != texts.len() {
-        return Err(format!("asked for {} embeddings, got {}", texts.len(), out.len()));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct AppState {
     pub(crate) policies: Option<Arc<crate::deploy::PolicyRuntime>>,
     /// The semantic cache; `None` in replays.
     pub(crate) semantic: Option<Arc<crate::semantic::SemanticCache>>,
+    /// Embeddings for the semantic cache and learned routers; `None` in replays.
+    pub(crate) embedder: Option<Arc<crate::embedder::Embedder>>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             cache,
             policies: None,
             semantic: None,
+            embedder: None,
         })
     }
 }
@@ -77,7 +80,7 @@ impl Gateway {
     }
 
     /// Like `new`, with the loader of the local embedder the semantic cache uses.
-    pub fn with_embedder(config: Config, embedder: Option<crate::semantic::EmbedLoader>) -> anyhow::Result<Gateway> {
+    pub fn with_embedder(config: Config, embedder: Option<crate::embedder::EmbedLoader>) -> anyhow::Result<Gateway> {
         crate::metrics::handle();
         let store =
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
@@ -86,16 +89,21 @@ impl Gateway {
         let tasks =
             leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
         let policies = crate::deploy::start(&config)?;
+        let embedder = Arc::new(crate::embedder::Embedder::new(
+            config.cache.semantic.embeddings.clone(),
+            embedder,
+        ));
         let semantic = crate::semantic::SemanticCache::new(
             config.cache.semantic.clone(),
             config.cache.semantic_tasks.clone(),
             &config.store_url,
-            embedder,
+            embedder.clone(),
         )?;
         let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
         let mut state = AppState::new(config, log, tasks)?;
         state.policies = Some(policies);
         state.semantic = Some(Arc::new(semantic));
+        state.embedder = Some(embedder);
         Ok(Gateway {
             state: Arc::new(state),
             writer,
@@ -242,7 +250,7 @@ async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
 }
 
 /// Binds the configured address and serves until Ctrl-C or SIGTERM.
-pub async fn run(config: Config, embedder: Option<crate::semantic::EmbedLoader>) -> anyhow::Result<()> {
+pub async fn run(config: Config, embedder: Option<crate::embedder::EmbedLoader>) -> anyhow::Result<()> {
     let listen: SocketAddr = config.listen;
     let store = config.store_url.clone();
     let gateway = Gateway::with_embedder(config, embedder)?;

@@ -1,4 +1,5 @@
-//! The semantic cache end to end, in-process, against the mock upstream over real HTTP on 127.0.0.1.
+//! The semantic cache and learned routers (both embed prompts on the request path) end to end, in-process,
+//! against the mock upstream over real HTTP on 127.0.0.1.
 //!
 //! The mock answers a small labelled data set (paraphrase groups that share a label, and traps that do
 //! not), and a bag-of-words embedder stands in for MiniLM so the test is fast and exact about similarity;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leanlm_gateway::semantic::{Embed, EmbedLoader, SharedEmbed};
+use leanlm_gateway::embedder::{Embed, EmbedLoader, SharedEmbed};
 use leanlm_gateway::{Config, Gateway, Overrides};
 use leanlm_mock::{Labeller, Mock};
 use leanlm_store::Store;
@@ -247,7 +248,10 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     assert_eq!(r.headers()["x-leanlm-cache"], "semantic-hit");
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let sse = r.text().await.unwrap();
-    assert!(sse.contains("\"content\":\"password\"") && sse.ends_with("data: [DONE]\n\n"), "{sse}");
+    assert!(
+        sse.contains("\"content\":\"password\"") && sse.ends_with("data: [DONE]\n\n"),
+        "{sse}"
+    );
     assert_eq!(h.mock.stats.requests(), upstream);
 
     // The guards still veto: a negation is never a hit.
@@ -338,4 +342,110 @@ fn bad_semantic_settings_are_refused_with_the_field() {
             .to_string();
         assert!(err.contains(field) && err.contains("bad.toml"), "{toml}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
+    let models = "[models.cheap]\nprovider = \"openai\"\nupstream = \"cheap\"\n[models.big]\nprovider = \"openai\"\nupstream = \"big\"\n";
+    let h = Harness::start(models).await;
+    let ask = |q: &'static str| {
+        let http = h.http.clone();
+        let url = h.url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-leanlm-task", "intent")
+                .json(&json!({"model": "big", "messages": [{"role": "user", "content": q}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let model = r.headers()["x-leanlm-model"].to_str().unwrap().to_owned();
+            let id = r.headers()["x-leanlm-call-id"].to_str().unwrap().to_owned();
+            (model, id)
+        }
+    };
+    assert_eq!(ask("where is my card").await.0, "big");
+    let mut store = h.store();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
+        assert!(Instant::now() < deadline, "the task never reached the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let request = |replacement: &str| leanlm_gateway::deploy::DeployRequest {
+        task_id: "intent".into(),
+        replacement: replacement.parse().unwrap(),
+        stage: leanlm_deploy::Stage::Canary,
+        share: Some(1.0),
+        audit_rate: Some(0.0),
+        bound: None,
+        error_bound: None,
+        min_samples: None,
+        auto_promote: false,
+        scorer: Some(leanlm_validate::ScorerSpec::Label),
+        force: Some("router test".into()),
+        actor: "test".into(),
+    };
+    // No router trained yet: refused, with the command that trains one.
+    let err = leanlm_gateway::deploy::deploy(&mut store, request("router:cheap,big"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leanlm train-router"), "{err}");
+
+    // A router that keeps password questions on the cheap model and sends card questions to the big one,
+    // trained on the same features the gateway computes (the transcript's embedding and its length).
+    let texts: Vec<(&str, bool)> = LABELS
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .map(|(q, label)| (q, label == "password"))
+        .collect();
+    let x: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|(q, _)| {
+            let t = leanlm_validate::run::transcript(&json!({"messages": [{"role": "user", "content": q}]}));
+            leanlm_route::features(&BagOfWords.embed(&[&t]).unwrap()[0], &t)
+        })
+        .collect();
+    let y: Vec<bool> = texts.iter().map(|t| t.1).collect();
+    let router = leanlm_route::TaskRouter {
+        cheap: "cheap".into(),
+        strong: "big".into(),
+        model: leanlm_route::Logistic::fit(&x, &y, 1e-3, 500),
+        threshold: 0.5,
+        bound: 0.95,
+        trained_on: x.len(),
+        calibrated_on: 0,
+        cheap_share: 0.5,
+        calibration_agreement: 1.0,
+    };
+    store
+        .put_router(
+            "intent",
+            "router:cheap,big",
+            0,
+            &serde_json::to_string(&router).unwrap(),
+        )
+        .unwrap();
+    let policy = leanlm_gateway::deploy::deploy(&mut store, request("router:cheap,big")).unwrap();
+    assert_eq!(policy.stage, leanlm_deploy::Stage::Canary);
+    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+
+    let (model, id) = ask("how do i reset my password please").await;
+    assert_eq!(model, "cheap");
+    assert_eq!(ask("where is my card please").await.0, "big");
+    assert_eq!(ask("how do i reset my account password").await.0, "cheap");
+    // Calls record the policy version that served them, and its role.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let call = loop {
+        if let Some(c) = h.store().call(&id).unwrap() {
+            break c;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let tag = call.policy.unwrap();
+    assert_eq!((tag.version, tag.role.as_str()), (policy.version, "replacement"));
+    assert_eq!(call.served_model.as_deref(), Some("cheap"));
+    h.shutdown().await;
 }

@@ -85,22 +85,21 @@ impl Logged {
 
     /// The request as text, for a judge or a router.
     pub fn transcript(&self) -> String {
-        let mut out = String::new();
-        if let Some(system) = self.request.get("system") {
-            out.push_str(&format!("system: {}\n", text_of(system)));
-        }
-        for m in self
-            .request
-            .get("messages")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-            out.push_str(&format!("{role}: {}\n", text_of(&m["content"])));
-        }
-        out.chars().take(8000).collect()
+        transcript(&self.request)
     }
+}
+
+/// A chat request (OpenAI or Anthropic) as text, `role: text` per turn: what judges read and routers embed.
+pub fn transcript(request: &Value) -> String {
+    let mut out = String::new();
+    if let Some(system) = request.get("system") {
+        out.push_str(&format!("system: {}\n", text_of(system)));
+    }
+    for m in request.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+        out.push_str(&format!("{role}: {}\n", text_of(&m["content"])));
+    }
+    out.chars().take(8000).collect()
 }
 
 /// A logged request sent again to another model, asking for a whole answer: replays never stream.

@@ -453,7 +453,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
     if let Some(policy) = policy {
-        chain = match apply_policy(&app, &mut rec, policy, ingress.model(), chain) {
+        chain = match apply_policy(&app, &mut rec, policy, ingress.model(), chain, &bytes).await {
             Ok(c) => c,
             Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
         };
@@ -548,20 +548,28 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
 /// Routes a call under its task's policy: the replacement serves (the reference's chain behind it, so a
 /// failing replacement falls back instead of failing the call) or the reference does; either way the call
 /// is tagged with the policy version and may get a second opinion once complete.
-fn apply_policy(
+async fn apply_policy(
     app: &AppState,
     rec: &mut Recorder,
     policy: Arc<leanlm_deploy::Policy>,
     reference: &str,
     chain: Vec<Target>,
+    request: &[u8],
 ) -> Result<Vec<Target>, WireError> {
     use leanlm_deploy::Route;
-    let Some(model) = policy.replacement_model() else {
-        return Ok(chain);
+    let mut route = policy.route(rand::random(), rand::random());
+    // Only a call the replacement serves or shadows needs its model; a router embeds the prompt for it.
+    let needs_model = !matches!(route, Route::Reference { shadow: false });
+    let model = match &policy.replacement {
+        leanlm_validate::Replacement::Model { model } => Some(model.clone()),
+        leanlm_validate::Replacement::Router { .. } if needs_model => routed(app, &policy.task_id, request).await,
+        _ => None,
     };
-    let route = policy.route(rand::random(), rand::random());
-    let (chain, role, check, served_by_replacement) = match route {
-        Route::Replacement { audit } => {
+    if model.is_none() {
+        route = Route::Reference { shadow: false };
+    }
+    let (chain, role, check, served_by_replacement) = match (route, &model) {
+        (Route::Replacement { audit }, Some(model)) => {
             let mut served = app.routes.resolve(model)?;
             served.extend(chain);
             (
@@ -571,12 +579,14 @@ fn apply_policy(
                 true,
             )
         }
-        Route::Reference { shadow } => (
+        (Route::Reference { shadow }, _) => (
             chain,
             "reference",
             shadow.then_some(crate::deploy::Check::Shadow),
             false,
         ),
+        // Unreachable: without a model the route was set to the reference above.
+        (Route::Replacement { .. }, None) => (chain, "reference", None, false),
     };
     rec.rec().policy = Some(leanlm_store::PolicyTag {
         version: policy.version,
@@ -584,11 +594,36 @@ fn apply_policy(
     });
     rec.online = Some(crate::deploy::OnlineJob {
         policy,
+        replacement: model.unwrap_or_default(),
         check,
         reference: reference.to_owned(),
         served_by_replacement,
     });
     Ok(chain)
+}
+
+/// The model a task's learned router picks for a request, or `None` (the reference serves) when there is
+/// no router or the prompt cannot be embedded.
+async fn routed(app: &AppState, task: &str, request: &[u8]) -> Option<String> {
+    let router = app.policies.as_ref()?.router(task)?;
+    let embedder = app.embedder.as_ref()?;
+    let v: Value = serde_json::from_slice(request).ok()?;
+    let text = leanlm_validate::run::transcript(&v);
+    let vector = match embedder.embed(&app.routes, &app.http, vec![text.clone()]).await {
+        Ok(mut v) if v.len() == 1 => v.remove(0),
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(task, error = %e, "router: could not embed the prompt; the reference serves");
+            return None;
+        }
+    };
+    let cheap = router.cheap(&leanlm_route::features(&vector, &text));
+    metrics::counter!("leanlm_router_picks_total", "pick" => if cheap { "cheap" } else { "strong" }).increment(1);
+    Some(if cheap {
+        router.cheap.clone()
+    } else {
+        router.strong.clone()
+    })
 }
 
 /// An answer from a cache.
