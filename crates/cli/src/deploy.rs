@@ -20,7 +20,7 @@ pub struct DeployArgs {
     /// The task (id or name).
     #[arg(long)]
     pub task: String,
-    /// The replacement: a model name (or model:NAME).
+    /// The replacement: a model name (or model:NAME), a trained router:CHEAP,STRONG, or cache:semantic.
     #[arg(long)]
     pub replacement: String,
     /// shadow or canary.

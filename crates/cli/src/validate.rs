@@ -317,6 +317,10 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
     } else {
         None
     };
+    let picks = match &opts.replacement {
+        Replacement::Router { cheap, .. } => Some(router_picks(&store, &task.id, &key, cheap, &calls)?),
+        _ => None,
+    };
     let replayer = Replayer::new(config)?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -332,6 +336,7 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         replay: &replayer,
         embedder: embedder.as_ref().map(|e| e as &dyn leanlm_validate::score::Embed),
         progress: &progress,
+        picks,
     };
     let estimate = validation.estimate()?;
     if a.dry_run {
@@ -457,6 +462,39 @@ pub fn validation(store_args: &StoreArgs, id: &str, format: &str) -> anyhow::Res
         other => anyhow::bail!("--format is md or json, not `{other}`"),
     }
     Ok(())
+}
+
+/// The model the task's stored router picks for each call, as the gateway would: from the embedding of the
+/// call's transcript and its length.
+fn router_picks(
+    store: &leanlm_store::Store,
+    task: &str,
+    spec: &str,
+    cheap: &str,
+    calls: &[Logged],
+) -> anyhow::Result<Vec<String>> {
+    let json = store.router(task, spec)?.with_context(|| {
+        format!(
+            "no `{spec}` router is trained for task {task}: run `leanlm train-router --task {task} --cheap {cheap}`"
+        )
+    })?;
+    let router: leanlm_route::TaskRouter = serde_json::from_str(&json).context("reading the stored router")?;
+    let embedder = leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())
+        .context("a router needs the local embedding model: run scripts/fetch-model")?;
+    let texts: Vec<String> = calls.iter().map(Logged::transcript).collect();
+    let mut picks = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(32) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for (v, t) in embedder.embed(&refs)?.iter().zip(chunk) {
+            let model = if router.cheap(&leanlm_route::features(v, t)) {
+                &router.cheap
+            } else {
+                &router.strong
+            };
+            picks.push(model.clone());
+        }
+    }
+    Ok(picks)
 }
 
 /// The fewest scored calls a router is trained and calibrated on.

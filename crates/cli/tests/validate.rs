@@ -140,6 +140,23 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             assert!(router.calibration_agreement >= 0.95, "{}", router.calibration_agreement);
             let left = store.replayable_calls(&task, "router:cheap-90,big").unwrap().len();
             assert_eq!(left, texts.len() - router.trained_on);
+            // The router is validated like any replacement, on calls it was not trained on, each answered by
+            // the model it picks.
+            let (code, out, err) = l.leanlm(&[
+                "validate",
+                "--task",
+                &task,
+                "--candidate",
+                "router:cheap-90,big",
+                "--json",
+            ]);
+            assert!(code == 0 || code == 2, "{err}");
+            let report: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(report["candidate"], "router:cheap-90,big");
+            assert!(report["scored"].as_u64().unwrap() >= 50, "{report:#}");
+            let (code, _, err) = l.leanlm(&["validate", "--task", &task, "--candidate", "router:cheap-99,big"]);
+            assert_eq!(code, 1);
+            assert!(err.contains("leanlm train-router"), "{err}");
             let (code, _, err) = l.leanlm(&["train-router", "--task", &task, "--cheap", "never-validated"]);
             assert_eq!(code, 1);
             assert!(err.contains("needs at least 100 scored calls"), "{err}");

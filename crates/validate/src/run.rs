@@ -201,7 +201,7 @@ pub enum ValidateError {
         need: usize,
         bound: f64,
     },
-    #[error("{0} replacements cannot be validated yet: only `model:NAME` is replayed in this version")]
+    #[error("{0} replacements cannot be validated yet: `model:NAME` and trained `router:CHEAP,STRONG` are replayed")]
     Unsupported(&'static str),
     #[error("the judge scorer needs a model: `--scorer judge:MODEL`")]
     NoJudge,
@@ -251,13 +251,8 @@ pub struct Validation<'a, R: Replay> {
     pub replay: &'a R,
     pub embedder: Option<&'a dyn Embed>,
     pub progress: &'a dyn Progress,
-}
-
-fn candidate_model(r: &Replacement) -> Result<&str, ValidateError> {
-    match r {
-        Replacement::Model { model } => Ok(model),
-        other => Err(ValidateError::Unsupported(other.kind())),
-    }
+    /// For a `router:` replacement, the model the router picks for each call (in the order of `calls`).
+    pub picks: Option<Vec<String>>,
 }
 
 fn call_cost(price: &Price, input: u64, output: u64) -> f64 {
@@ -265,6 +260,17 @@ fn call_cost(price: &Price, input: u64, output: u64) -> f64 {
 }
 
 impl<R: Replay> Validation<'_, R> {
+    /// The model that answers call `i` for the candidate: the replacement model, or the router's pick.
+    fn candidate_model(&self, i: usize) -> Result<&str, ValidateError> {
+        match (&self.opts.replacement, &self.picks) {
+            (Replacement::Model { model }, _) => Ok(model),
+            (Replacement::Router { .. }, Some(picks)) if picks.len() == self.calls.len() => {
+                Ok(picks.get(i).map(String::as_str).unwrap_or_default())
+            }
+            (other, _) => Err(ValidateError::Unsupported(other.kind())),
+        }
+    }
+
     fn control_size(&self) -> usize {
         match self.opts.bound {
             Bound::OfControl(_) => self.opts.control.min(self.calls.len()),
@@ -284,7 +290,7 @@ impl<R: Replay> Validation<'_, R> {
 
     /// The planned replay and its estimated cost, checked for a sample big enough to pass.
     pub fn estimate(&self) -> Result<Estimate, ValidateError> {
-        candidate_model(&self.opts.replacement)?;
+        self.candidate_model(0)?;
         if matches!(self.opts.scorer, ScorerSpec::Judge { model: None }) && self.opts.judge_model.is_none() {
             return Err(ValidateError::NoJudge);
         }
@@ -397,7 +403,7 @@ impl<R: Replay> Validation<'_, R> {
     pub async fn run(self) -> Result<Report, ValidateError> {
         let started = Instant::now();
         let estimate = self.estimate()?;
-        let model = candidate_model(&self.opts.replacement)?.to_owned();
+        self.candidate_model(0)?;
         let labels = if self.opts.labels.is_empty() {
             self.calls
                 .iter()
@@ -469,10 +475,17 @@ impl<R: Replay> Validation<'_, R> {
         let mut verdict = None;
         for (look_no, &look) in plan.looks.iter().enumerate() {
             let last = look_no + 1 == plan.looks.len();
-            for o in self
-                .replay_range(&model, (done..look).collect(), &ctx, &spent, &capped)
-                .await
-            {
+            // A router answers each call with the model it picks: one replay batch per model.
+            let mut by_model: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for i in done..look {
+                by_model.entry(self.candidate_model(i)?.to_owned()).or_default().push(i);
+            }
+            let mut replayed = Vec::new();
+            for (model, idx) in by_model {
+                replayed.extend(self.replay_range(&model, idx, &ctx, &spent, &capped).await);
+            }
+            replayed.sort_by_key(|o| o.call);
+            for o in replayed {
                 match o.result {
                     Ok((reply, s, _)) => {
                         candidate_cost += reply.cost_usd.unwrap_or(0.0);
@@ -893,6 +906,7 @@ mod tests {
             replay: &t,
             embedder: None,
             progress: &NoProgress,
+            picks: None,
         };
         futures_util::FutureExt::now_or_never(v.run()).expect("the table replay never waits")
     }
@@ -956,6 +970,7 @@ mod tests {
                 replay: &t,
                 embedder: None,
                 progress: &NoProgress,
+                picks: None,
             }
             .run(),
         )
@@ -990,6 +1005,7 @@ mod tests {
                 replay: &failing,
                 embedder: None,
                 progress: &NoProgress,
+                picks: None,
             }
             .run(),
         )
@@ -1006,6 +1022,7 @@ mod tests {
             replay: &t,
             embedder: None,
             progress: &NoProgress,
+            picks: None,
         };
         assert!(v.estimate().unwrap_err().to_string().contains("exact-cache"));
     }
