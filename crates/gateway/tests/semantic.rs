@@ -84,6 +84,10 @@ struct Harness {
 
 impl Harness {
     async fn start(extra: &str) -> Harness {
+        Harness::start_with(extra, Box::new(|_| Ok(Arc::new(BagOfWords) as SharedEmbed))).await
+    }
+
+    async fn start_with(extra: &str, loader: EmbedLoader) -> Harness {
         let labeller = Labeller::from_csv(LABELS).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock = Mock::serve_with(listener, false, Some(labeller));
@@ -108,7 +112,6 @@ api_key = "sk-test"
             m = mock.url()
         );
         let config = Config::from_toml("test.toml", &toml, &Overrides::default(), &|_| None).unwrap();
-        let loader: EmbedLoader = Box::new(|_| Ok(Arc::new(BagOfWords) as SharedEmbed));
         let gateway = Gateway::with_embedder(config, Some(loader)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -447,5 +450,49 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     let tag = call.policy.unwrap();
     assert_eq!((tag.version, tag.role.as_str()), (policy.version, "replacement"));
     assert_eq!(call.served_model.as_deref(), Some("cheap"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_embedding_model_can_replace_the_local_one() {
+    let config = r#"
+[models.emb]
+provider = "openai"
+upstream = "text-embedding-3-small"
+[cache.semantic]
+enabled = true
+bound = 0.3
+verify = 0.0
+embeddings = "emb"
+[cache.tasks.pw]
+scorer = "label"
+"#;
+    let never: EmbedLoader = Box::new(|_| Err("the local model must not be loaded".into()));
+    let h = Harness::start_with(config, never).await;
+    // The same question from different users (`name`): another exact-cache key, the same text.
+    let ask = |user: String| {
+        let http = h.http.clone();
+        let url = h.url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-leanlm-task", "pw")
+                .json(&json!({"model": "gpt-4o", "temperature": 0,
+                    "messages": [{"role": "user", "name": user, "content": "how do i reset my password"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned()
+        }
+    };
+    let needed = leanlm_semantic::evidence_needed(0.3) as usize;
+    for i in 0..=needed {
+        assert_eq!(ask(format!("u{i}")).await, "miss");
+        if i > 0 {
+            h.evidence("pw", i).await;
+        }
+    }
+    assert_eq!(ask("last".into()).await, "semantic-hit");
     h.shutdown().await;
 }
