@@ -515,11 +515,23 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
         model: cheap.to_owned(),
     }
     .to_string();
-    let outcomes = store.candidate_outcomes(&task.id, &candidate)?;
+    // Validation outcomes, then the online checks (shadow and audit) of the same model; a call scored both
+    // ways keeps its validation outcome.
+    let validated = store.candidate_outcomes(&task.id, &candidate)?;
+    let online: Vec<(String, bool)> = {
+        let seen: std::collections::HashSet<&str> = validated.iter().map(|(id, _)| id.as_str()).collect();
+        store
+            .online_outcomes(&task.id, cheap)?
+            .into_iter()
+            .filter(|(id, _)| !seen.contains(id.as_str()))
+            .collect()
+    };
+    let from_online = online.len();
+    let outcomes: Vec<(String, bool)> = validated.into_iter().chain(online).collect();
     anyhow::ensure!(
         outcomes.len() >= MIN_ROUTER_OUTCOMES,
         "a router needs at least {MIN_ROUTER_OUTCOMES} scored calls of {candidate} on task {} and has {}: run \
-         `leanlm validate --task {} --candidate {cheap} --full-sample` first",
+         `leanlm validate --task {} --candidate {cheap} --full-sample` or shadow it first",
         task.id,
         outcomes.len(),
         task.id
@@ -587,8 +599,9 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
     let trained: Vec<String> = train.iter().map(|i| calls[*i].0.id.clone()).collect();
     store.mark_training_calls(&spec, &trained)?;
     println!(
-        "{spec} for task {}: trained on {} calls, calibrated on {}; at a {:.1}% agreement bound it keeps {:.1}% of calls \
-         on {cheap} (agreement {:.1}% on the calibration calls). Training calls are left out of its validations.",
+        "{spec} for task {}: trained on {} calls, calibrated on {} ({from_online} of them from online checks); at a \
+         {:.1}% agreement bound it keeps {:.1}% of calls on {cheap} (agreement {:.1}% on the calibration calls). \
+         Training calls are left out of its validations.",
         task.id,
         router.trained_on,
         router.calibrated_on,

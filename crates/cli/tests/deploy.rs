@@ -171,6 +171,18 @@ fn shadow_canary_and_automatic_rollback() {
     assert_eq!(log[1]["action"], "promote");
     assert!(log[1]["actor"].as_str().unwrap().starts_with("cli:"));
 
+    // The online checks are training data: a router for the replacement learns from the shadow and audit
+    // answers as well as from the validation.
+    let (code, out, err) = env.leanlm(&["train-router", "--task", &task, "--cheap", "cheap-99", "--bound", "0.5"]);
+    assert_eq!(code, 0, "{err}");
+    let from_online: usize = out
+        .split(" of them from online checks")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(from_online >= 50, "{out}");
+
     // Rolled back: the reference serves everything again.
     settle();
     assert!(env.send(&queries[..40], "big", 8).iter().all(|a| a.model == "big"));

@@ -111,6 +111,7 @@ impl PolicyRuntime {
                     cost_usd: None,
                     call_id: Some(call_id.to_owned()),
                     note: record.error.clone(),
+                    model: Some(job.replacement.clone()),
                 });
             }
         }
@@ -125,6 +126,7 @@ impl PolicyRuntime {
         let this = self.clone();
         let format = format.to_owned();
         let call_id = call_id.to_owned();
+        let replacement = job.replacement.clone();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -157,6 +159,7 @@ impl PolicyRuntime {
                         cost_usd: reply.cost_usd,
                         call_id: Some(call_id),
                         note: (!s.agree).then_some(s.note),
+                        model: Some(replacement),
                     }
                 }
                 // The replacement failed to answer a shadow request: an error against it.
@@ -170,6 +173,7 @@ impl PolicyRuntime {
                     cost_usd: None,
                     call_id: Some(call_id),
                     note: Some(e),
+                    model: Some(replacement),
                 },
                 // The reference failed to re-answer: no evidence either way.
                 (Err(e), Check::Audit) => {

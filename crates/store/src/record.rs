@@ -261,6 +261,8 @@ pub struct OnlineScore {
     pub cost_usd: Option<f64>,
     pub call_id: Option<String>,
     pub note: Option<String>,
+    /// The model that answered for the replacement (shadow, audit): what a router learns from.
+    pub model: Option<String>,
 }
 
 /// Online evidence summed for one policy version.

@@ -152,6 +152,10 @@ CREATE TABLE semantic_evidence (
 );
 CREATE INDEX semantic_evidence_task ON semantic_evidence (task, at_ms);
 "#,
+    r#"
+-- The model that answered for the replacement in a shadow or audit check: routers learn from these.
+ALTER TABLE online_scores ADD COLUMN model TEXT;
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -735,8 +739,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut row = tx.prepare_cached(
-                "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note, model)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut totals: std::collections::HashMap<(&str, u64), crate::OnlineCounts> = Default::default();
             for s in scores {
@@ -762,7 +766,8 @@ impl Store {
                     s.error,
                     s.cost_usd,
                     s.call_id,
-                    s.note
+                    s.note,
+                    s.model
                 ])?;
             }
             let mut add = tx.prepare_cached(
@@ -881,6 +886,26 @@ impl Store {
              WHERE v.task = ?1 AND v.candidate = ?2 ORDER BY v.created_at_ms",
         )?;
         let rows = stmt.query_map(params![task, candidate], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+        })?;
+        let mut latest = std::collections::BTreeMap::new();
+        for row in rows {
+            let (id, agreed) = row?;
+            latest.insert(id, agreed);
+        }
+        Ok(latest.into_iter().collect())
+    }
+
+    /// The online checks of `model` on a task (shadow and audit answers scored against the reference), by
+    /// call id, the latest per call: more training data for the task's router.
+    pub fn online_outcomes(&self, task: &str, model: &str) -> Result<Vec<(String, bool)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT call_id, agreed FROM online_scores
+             WHERE task = ?1 AND model = ?2 AND kind IN ('shadow', 'audit') AND agreed IS NOT NULL
+                AND call_id IS NOT NULL
+             ORDER BY at_ms",
+        )?;
+        let rows = stmt.query_map(params![task, model], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
         })?;
         let mut latest = std::collections::BTreeMap::new();
@@ -1050,8 +1075,9 @@ pub(crate) mod tests {
             agreed,
             error,
             cost_usd: Some(0.5),
-            call_id: None,
+            call_id: Some("c1".into()),
             note: None,
+            model: Some("cheap".into()),
         };
         let served = |error| crate::OnlineScore {
             kind: "served".into(),
@@ -1064,6 +1090,9 @@ pub(crate) mod tests {
             served(false),
         ])
         .unwrap();
+        // The scored checks are training data for a router of `cheap`: the latest per call.
+        assert_eq!(s.online_outcomes("t1", "cheap").unwrap(), [("c1".to_owned(), false)]);
+        assert!(s.online_outcomes("t1", "other").unwrap().is_empty());
         let c = s.online_counts("t1", 2).unwrap();
         // Audits are the reference's answers: they score, but are not attempts of the replacement.
         assert_eq!((c.scored, c.agreed, c.attempts, c.errors), (2, 1, 2, 1));
