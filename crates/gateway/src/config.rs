@@ -197,6 +197,7 @@ fn semantic_config(r: &RawSemantic) -> Result<crate::semantic::SemanticConfig, S
         verify: fraction("cache.semantic.verify", r.verify, d.verify)?,
         min_similarity,
         max_entries: r.max_entries.unwrap_or(d.max_entries).max(1),
+        max_total_entries: r.max_total_entries.unwrap_or(d.max_total_entries).max(1),
         embeddings: match r.embeddings.as_deref().map(str::trim) {
             None | Some("local") => Embeddings::Local {
                 model_dir: r.model_dir.clone(),
@@ -291,6 +292,7 @@ struct RawSemantic {
     verify: Option<f64>,
     min_similarity: Option<f32>,
     max_entries: Option<usize>,
+    max_total_entries: Option<usize>,
     /// `local`, or the name of a configured embedding model.
     embeddings: Option<String>,
     model_dir: Option<PathBuf>,

@@ -44,6 +44,9 @@ pub struct SemanticConfig {
     pub min_similarity: f32,
     /// Entries per partition; the oldest are overwritten.
     pub max_entries: usize,
+    /// Entries in all partitions together: once reached, only full partitions take new entries (over their
+    /// oldest), so many small partitions cannot grow memory without bound.
+    pub max_total_entries: usize,
     pub embeddings: Embeddings,
 }
 
@@ -55,6 +58,7 @@ impl Default for SemanticConfig {
             verify: 0.05,
             min_similarity: 0.8,
             max_entries: 10_000,
+            max_total_entries: 200_000,
             embeddings: Embeddings::Local { model_dir: None },
         }
     }
@@ -119,6 +123,8 @@ pub struct SemanticCache {
     tasks: HashMap<String, TaskSemantic>,
     embedder: Arc<Embedder>,
     partitions: RwLock<HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>>,
+    /// Entries in all partitions.
+    total: std::sync::atomic::AtomicUsize,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
     evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
     writer: Mutex<mpsc::SyncSender<SemanticEvidence>>,
@@ -280,6 +286,7 @@ impl SemanticCache {
             tasks,
             embedder,
             partitions: RwLock::default(),
+            total: std::sync::atomic::AtomicUsize::new(0),
             contexts: Mutex::default(),
             evidence: RwLock::new(evidence),
             writer: Mutex::new(tx),
@@ -522,19 +529,33 @@ impl SemanticCache {
                     stored: Instant::now(),
                     ttl: probe.ttl,
                 };
-                let partition = self
-                    .partitions
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(probe.partition)
-                    .or_insert_with(|| {
-                        Arc::new(RwLock::new(Partition::new(last_vector.len(), self.config.max_entries)))
-                    })
-                    .clone();
-                partition
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(&last_vector, item);
+                use std::sync::atomic::Ordering;
+                let budget_left = self.total.load(Ordering::Relaxed) < self.config.max_total_entries;
+                let partition = {
+                    let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+                    match all.get(&probe.partition) {
+                        Some(p) => p.clone(),
+                        None if budget_left => all
+                            .entry(probe.partition)
+                            .or_insert_with(|| {
+                                Arc::new(RwLock::new(Partition::new(last_vector.len(), self.config.max_entries)))
+                            })
+                            .clone(),
+                        None => {
+                            metrics::counter!("leanlm_semantic_full_total").increment(1);
+                            return;
+                        }
+                    }
+                };
+                let mut p = partition.write().unwrap_or_else(|p| p.into_inner());
+                let grows = p.len() < self.config.max_entries;
+                if grows && !budget_left {
+                    metrics::counter!("leanlm_semantic_full_total").increment(1);
+                    return;
+                }
+                if p.insert(&last_vector, item).is_some() && grows {
+                    self.total.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Some((cached, similarity)) => {
                 let this = self.clone();

@@ -496,3 +496,21 @@ scorer = "label"
     assert_eq!(ask("last".into()).await, "semantic-hit");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_entry_budget_bounds_memory() {
+    let h = Harness::start(&CONFIG.replace(
+        "[cache.semantic]\nverify = 0.0\n",
+        "[cache.semantic]\nverify = 0.0\nmax_total_entries = 1\n",
+    ))
+    .await;
+    h.ask("pw", None, "how do i reset my password").await;
+    h.ask("pw", None, "where is my card").await;
+    // The second question found the budget spent: it was not cached, so its paraphrase finds nothing.
+    h.ask("pw", None, "where is my card now").await;
+    h.ask("pw", None, "how do i reset my password please").await;
+    let e = h.evidence("pw", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.store().semantic_evidence(Some("pw"), 10).unwrap().len(), 1, "{e:?}");
+    h.shutdown().await;
+}
