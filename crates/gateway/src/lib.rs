@@ -16,7 +16,10 @@ mod server;
 mod upstream;
 
 pub use config::{Config, ConfigError, Overrides};
-pub use proxy::{HEADER_CALL_ID, HEADER_COST, HEADER_COST_ESTIMATED, HEADER_MODEL, HEADER_PROVIDER, HEADER_TASK};
+pub use proxy::{
+    HEADER_CACHE_SIMILARITY, HEADER_CALL_ID, HEADER_COST, HEADER_COST_ESTIMATED, HEADER_MODEL, HEADER_PROVIDER,
+    HEADER_TASK,
+};
 pub use replay::Replayer;
 pub use server::{AppState, Gateway, run};
 

@@ -224,6 +224,22 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, answer, id) = h.ask("pw", None, "how do i reset my password here").await;
     assert_eq!((cache.as_str(), answer.as_str()), ("semantic-hit", "password"));
     assert_eq!(h.mock.stats.requests(), upstream, "a hit never reaches the upstream");
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-task", "pw")
+        .json(&json!({"model": "gpt-4o", "temperature": 0,
+            "messages": [{"role": "user", "content": "how do i reset my password asap"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-leanlm-cache"], "semantic-hit");
+    let similarity: f32 = r.headers()["x-leanlm-cache-similarity"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.8..=1.0).contains(&similarity), "{similarity}");
 
     // The hit is logged with the cost it avoided.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -276,7 +292,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     )
     .unwrap();
     let pw = overview.iter().find(|r| r.task_id == "pw").unwrap();
-    assert_eq!(pw.semantic_hits, 2);
+    assert_eq!(pw.semantic_hits, 3);
     let e = pw.estimate.unwrap();
     assert_eq!(e.false_hits, 0);
     assert!(e.threshold.is_some() && e.upper <= 0.3, "{e:?}");

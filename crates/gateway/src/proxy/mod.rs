@@ -36,6 +36,8 @@ pub const HEADER_PROVIDER: &str = "x-leanlm-provider";
 pub const HEADER_COST: &str = "x-leanlm-cost-usd";
 pub const HEADER_COST_ESTIMATED: &str = "x-leanlm-cost-estimated";
 pub const HEADER_TASK: &str = "x-leanlm-task";
+/// On a semantic hit: the similarity of the request to the cached one.
+pub const HEADER_CACHE_SIMILARITY: &str = "x-leanlm-cache-similarity";
 
 /// Upstream response headers worth handing to the client (request ids, rate-limit state).
 fn forwardable(name: &str) -> bool {
@@ -489,6 +491,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
             model: hit.model,
             provider: hit.provider,
             kind: "hit",
+            similarity: None,
         };
         return cache_hit(&app, rec, format, served, stream, wants_usage);
     }
@@ -512,6 +515,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
                     model: hit.model,
                     provider: hit.provider,
                     kind: "semantic-hit",
+                    similarity: Some(hit.similarity),
                 };
                 return cache_hit(&app, rec, format, served, stream, wants_usage);
             }
@@ -634,6 +638,8 @@ struct Served {
     provider: String,
     /// `hit` or `semantic-hit`.
     kind: &'static str,
+    /// For a semantic hit, how similar the request was to the one whose answer it gets.
+    similarity: Option<f32>,
 }
 
 /// Where the upstream's answer goes once complete: the exact cache, the semantic cache, or both.
@@ -711,6 +717,11 @@ fn cache_hit(
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             h.insert(HeaderName::from_static(name), v);
         }
+    }
+    if let Some(s) = hit.similarity
+        && let Ok(v) = HeaderValue::from_str(&format!("{s:.4}"))
+    {
+        h.insert(HeaderName::from_static(HEADER_CACHE_SIMILARITY), v);
     }
     rec.log(CallStatus::Ok, 200);
     resp
