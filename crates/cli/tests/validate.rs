@@ -83,7 +83,11 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
                 .filter(|c| c["available"] == true)
                 .map(|c| c["spec"].as_str().unwrap())
                 .collect();
-            assert_eq!(specs, ["model:cheap-90", "model:cheap-99"], "{out}");
+            assert_eq!(
+                specs,
+                ["model:cheap-90", "model:cheap-99", "router:cheap-90,big"],
+                "{out}"
+            );
 
             // An LLM judge (the mock's judge knows the true labels) reaches the same verdict, at the cost
             // of two judge calls per answer.

@@ -210,6 +210,54 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // Exploration (stderr only, not what the deployable router does): similarity-weighted kNN of the gain
+    // over the training prompts, alone and blended with the logistic gain.
+    if std::env::var_os("MMLU_KNN").is_some() {
+        let dim = vectors[0].len();
+        let knn = |x: &[f32], k: usize| -> f64 {
+            let mut sims: Vec<(f32, usize)> = x_train
+                .iter()
+                .enumerate()
+                .map(|(j, t)| (x[..dim].iter().zip(&t[..dim]).map(|(a, b)| a * b).sum::<f32>(), j))
+                .collect();
+            sims.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+            let (mut num, mut den) = (0.0, 0.0);
+            for (s, j) in &sims[..k] {
+                let w = f64::from(s.max(0.0)).powi(4);
+                let g =
+                    f64::from(u8::from(o_train[*j].cheap_correct)) - f64::from(u8::from(o_train[*j].strong_correct));
+                num += w * g;
+                den += w;
+            }
+            num / den.max(1e-9)
+        };
+        let (bc, bs) = (
+            best.as_ref().map(|b| b.2.clone()),
+            best.as_ref().and_then(|b| b.3.clone()),
+        );
+        let lr = |x: &[f32]| bc.as_ref().map_or(0.0, |m| m.predict(x)) - bs.as_ref().map_or(0.0, |m| m.predict(x));
+        for k in [20usize, 50, 100, 200] {
+            let kc: Vec<f64> = x_cal.iter().map(|x| knn(x, k)).collect();
+            let kt: Vec<f64> = x_test.iter().map(|x| knn(x, k)).collect();
+            let lc: Vec<f64> = x_cal.iter().map(|x| lr(x)).collect();
+            let lt: Vec<f64> = x_test.iter().map(|x| lr(x)).collect();
+            for alpha in [0.0, 0.25, 0.5, 0.75] {
+                let mix = |l: &[f64], kk: &[f64]| -> Vec<f64> {
+                    l.iter().zip(kk).map(|(a, b)| alpha * a + (1.0 - alpha) * b).collect()
+                };
+                let (cal_s, test_s) = (mix(&lc, &kc), mix(&lt, &kt));
+                let t = apgr(
+                    &curve(&test_s, &o_test, 100),
+                    acc(&o_test, |o| o.cheap_correct),
+                    acc(&o_test, |o| o.strong_correct),
+                );
+                eprintln!(
+                    "knn k={k} alpha={alpha}: calibration APGR {:.3}, test APGR {t:.3}",
+                    cal_apgr(&cal_s)
+                );
+            }
+        }
+    }
     let (_, l2, cheap_model, strong_model) = best.context("no model")?;
     let score = |x: &[f32]| cheap_model.predict(x) - strong_model.as_ref().map_or(0.0, |m| m.predict(x));
     let fit_secs = started.elapsed().as_secs_f64();

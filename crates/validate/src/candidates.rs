@@ -195,8 +195,8 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
             available: false,
         });
     }
-    // The cheapest applicable model and the current one make a cascade or a router; both need the
-    // deployment machinery to validate and serve.
+    // The cheapest applicable model and the current one make a router (trained from the cheap model's
+    // validation and online outcomes) or a cascade (not built yet).
     if let (Some(cheap), Some(strong)) = (
         out.iter()
             .filter(|c| matches!(c.replacement, Replacement::Model { .. }))
@@ -211,27 +211,31 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
             }),
         task.models.iter().next().cloned(),
     ) {
-        for r in [
-            Replacement::Cascade {
-                cheap: cheap.clone(),
-                strong: strong.clone(),
-            },
-            Replacement::Router {
-                cheap: cheap.clone(),
-                strong: strong.clone(),
-            },
-        ] {
-            out.push(Candidate {
-                spec: r.to_string(),
-                why: format!(
-                    "serves part of the task on {cheap} and the rest on {strong}; savings depend on the share kept cheap (not available in this version)"
-                ),
-                replacement: r,
-                monthly_cost_usd: None,
-                monthly_savings_usd: None,
-                available: false,
-            });
-        }
+        let router = Replacement::Router {
+            cheap: cheap.clone(),
+            strong: strong.clone(),
+        };
+        out.push(Candidate {
+            spec: router.to_string(),
+            why: format!(
+                "serves each call on {cheap} or {strong}, as a router learned from {cheap}'s outcomes predicts; \
+                 validate {cheap} with --full-sample, then `leanlm train-router --cheap {cheap}`; savings depend on \
+                 the share kept cheap"
+            ),
+            replacement: router,
+            monthly_cost_usd: None,
+            monthly_savings_usd: None,
+            available: true,
+        });
+        let cascade = Replacement::Cascade { cheap, strong };
+        out.push(Candidate {
+            spec: cascade.to_string(),
+            why: "asks the cheap model first and escalates unsure answers (not available in this version)".to_owned(),
+            replacement: cascade,
+            monthly_cost_usd: None,
+            monthly_savings_usd: None,
+            available: false,
+        });
     }
     out.sort_by(|a, b| {
         b.available.cmp(&a.available).then(
@@ -342,5 +346,6 @@ mod tests {
         let cache = c.iter().find(|c| c.spec == "cache:exact").unwrap();
         assert!((cache.monthly_savings_usd.unwrap() - 2.6).abs() < 1e-9);
         assert!(c.iter().any(|c| c.spec == "cascade:gpt-4o-mini,gpt-4o" && !c.available));
+        assert!(c.iter().any(|c| c.spec == "router:gpt-4o-mini,gpt-4o" && c.available));
     }
 }
