@@ -43,7 +43,8 @@ before(async () => {
   config = join(dir, "leanlm.toml");
   writeFileSync(config, `[providers.openai]\nkind = "openai"\nbase_url = "http://${mockAddr}/v1"\napi_key = "sk"\n` +
     `[models.cheap]\nprovider = "openai"\nupstream = "cheap"\nprice = { input = 0.1, output = 0.4 }\n[catalog]\nallow = ["cheap"]\n` +
-    `[cache.semantic]\nenabled = true\nbound = 0.3\nverify = 0\n`);
+    // The semantic cache on for the label task only, named by its discovered name, with a bound of its own.
+    `[cache.semantic]\nverify = 0\n[cache.tasks."label-account-question-label-id"]\nsemantic = true\nsemantic_bound = 0.3\n`);
   procs.push(spawn(bin("leanlm"), ["serve", "--config", config, "--listen", `127.0.0.1:${port}`, "--db", db],
     { env: { ...process.env, LEANLM_ADMIN_TOKEN: TOKEN }, stdio: "ignore" }));
   for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/healthz`)).ok) break; } catch {} await sleep(100); }

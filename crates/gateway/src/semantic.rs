@@ -138,6 +138,8 @@ pub struct Probe {
     last: String,
     /// Whether a hit may be served (a `cache:semantic` policy in shadow only learns).
     serve: bool,
+    /// The task's false-hit bound.
+    bound: f64,
     scorer: ScorerSpec,
     ttl: Duration,
 }
@@ -249,11 +251,23 @@ impl SemanticCache {
         use anyhow::Context;
         let mut store = Store::open(store_url).context("opening the store for the semantic cache")?;
         let mut evidence: HashMap<String, Arc<Mutex<TaskEvidence>>> = HashMap::new();
+        // Settings may name a task by its name; evidence is kept by id.
+        let names: HashMap<String, String> = store
+            .tasks(None)
+            .context("reading task names")?
+            .into_iter()
+            .map(|t| (t.id, t.name))
+            .collect();
         for row in store
             .semantic_evidence(None, EVIDENCE_WINDOW)
             .context("reading semantic-cache evidence")?
         {
-            let bound = tasks.get(&row.task_id).and_then(|t| t.bound).unwrap_or(config.bound);
+            let name = names.get(&row.task_id).map(String::as_str).unwrap_or("");
+            let bound = tasks
+                .get(&row.task_id)
+                .or_else(|| tasks.get(name))
+                .and_then(|t| t.bound)
+                .unwrap_or(config.bound);
             let e = evidence
                 .entry(row.task_id.clone())
                 .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(bound))));
@@ -350,6 +364,7 @@ impl SemanticCache {
             context,
             last,
             serve,
+            bound: settings.and_then(|s| s.bound).unwrap_or(self.config.bound),
             scorer: policy
                 .map(|(_, s)| s.clone())
                 .or_else(|| settings.and_then(|s| s.scorer.clone()))
@@ -358,11 +373,11 @@ impl SemanticCache {
         })
     }
 
-    fn evidence_of(&self, task: &str) -> Arc<Mutex<TaskEvidence>> {
+    /// The task's evidence, created with its false-hit bound on first use.
+    fn evidence_of(&self, task: &str, bound: f64) -> Arc<Mutex<TaskEvidence>> {
         if let Some(e) = self.evidence.read().unwrap_or_else(|p| p.into_inner()).get(task) {
             return e.clone();
         }
-        let bound = self.tasks.get(task).and_then(|t| t.bound).unwrap_or(self.config.bound);
         self.evidence
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -426,7 +441,7 @@ impl SemanticCache {
             });
         };
         let estimate = self
-            .evidence_of(&probe.task)
+            .evidence_of(&probe.task, probe.bound)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .estimate;
@@ -571,16 +586,17 @@ impl SemanticCache {
                             .unwrap_or_default()
                     };
                     let s = score::score(&probe.scorer, &text(&fresh), &text(&cached), &TaskContext::default());
-                    this.record(&probe.task, similarity, s.agree, &call_id, (!s.agree).then_some(s.note));
+                    let note = (!s.agree).then_some(s.note);
+                    this.record(&probe.task, probe.bound, similarity, s.agree, &call_id, note);
                 });
             }
         }
     }
 
-    fn record(&self, task: &str, similarity: f32, agreed: bool, call_id: &str, note: Option<String>) {
+    fn record(&self, task: &str, bound: f64, similarity: f32, agreed: bool, call_id: &str, note: Option<String>) {
         metrics::counter!("leanlm_semantic_verified_total", "agreed" => if agreed { "true" } else { "false" })
             .increment(1);
-        self.evidence_of(task)
+        self.evidence_of(task, bound)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Verified { similarity, agreed });
