@@ -285,13 +285,18 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, _, _) = h.ask("card", None, "how do i reset my password asap").await;
     assert_eq!(cache, "miss");
 
-    // The admin API shows the estimate: no false hits, a threshold, two semantic hits.
-    let overview = leanlm_gateway::semantic::overview(
-        &h.store(),
-        &Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap(),
-    )
-    .unwrap();
-    let pw = overview.iter().find(|r| r.task_id == "pw").unwrap();
+    // The admin API shows the estimate: no false hits, a threshold, three semantic hits (the call log is
+    // written asynchronously: wait for them).
+    let config = Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pw = loop {
+        let overview = leanlm_gateway::semantic::overview(&h.store(), &config).unwrap();
+        let pw = overview.into_iter().find(|r| r.task_id == "pw").unwrap();
+        if pw.semantic_hits >= 3 || Instant::now() > deadline {
+            break pw;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(pw.semantic_hits, 3);
     let e = pw.estimate.unwrap();
     assert_eq!(e.false_hits, 0);
