@@ -43,6 +43,17 @@ pub const CONFIDENCE: f64 = 0.95;
 pub fn calibrate(evidence: &[Verified], bound: f64) -> Estimate {
     let mut sorted: Vec<Verified> = evidence.iter().filter(|v| v.similarity.is_finite()).copied().collect();
     sorted.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    let estimate = |threshold: Option<f32>, n: u64, false_hits: u64| {
+        let r = wilson(false_hits, n, CONFIDENCE);
+        Estimate {
+            threshold,
+            n,
+            false_hits,
+            rate: r.rate,
+            upper: r.high,
+            bound,
+        }
+    };
     let (mut n, mut false_hits) = (0u64, 0u64);
     let mut best: Option<Estimate> = None;
     let mut i = 0;
@@ -54,29 +65,12 @@ pub fn calibrate(evidence: &[Verified], bound: f64) -> Estimate {
             false_hits += u64::from(!sorted[i].agreed);
             i += 1;
         }
-        let r = wilson(false_hits, n, CONFIDENCE);
-        if r.high <= bound {
-            best = Some(Estimate {
-                threshold: Some(s),
-                n,
-                false_hits,
-                rate: r.rate,
-                upper: r.high,
-                bound,
-            });
+        let e = estimate(Some(s), n, false_hits);
+        if e.upper <= bound {
+            best = Some(e);
         }
     }
-    best.unwrap_or_else(|| {
-        let r = wilson(false_hits, n, CONFIDENCE);
-        Estimate {
-            threshold: None,
-            n,
-            false_hits,
-            rate: r.rate,
-            upper: r.high,
-            bound,
-        }
-    })
+    best.unwrap_or_else(|| estimate(None, n, false_hits))
 }
 
 /// How many verified would-be hits, all agreeing, it takes before any threshold can keep `bound`.

@@ -885,15 +885,7 @@ impl Store {
             "SELECT o.call_id, o.agreed FROM validation_outcomes o JOIN validations v ON v.id = o.validation
              WHERE v.task = ?1 AND v.candidate = ?2 ORDER BY v.created_at_ms",
         )?;
-        let rows = stmt.query_map(params![task, candidate], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
-        })?;
-        let mut latest = std::collections::BTreeMap::new();
-        for row in rows {
-            let (id, agreed) = row?;
-            latest.insert(id, agreed);
-        }
-        Ok(latest.into_iter().collect())
+        latest_per_call(stmt.query_map(params![task, candidate], outcome_row)?)
     }
 
     /// The online checks of `model` on a task (shadow and audit answers scored against the reference), by
@@ -905,15 +897,7 @@ impl Store {
                 AND call_id IS NOT NULL
              ORDER BY at_ms",
         )?;
-        let rows = stmt.query_map(params![task, model], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
-        })?;
-        let mut latest = std::collections::BTreeMap::new();
-        for row in rows {
-            let (id, agreed) = row?;
-            latest.insert(id, agreed);
-        }
-        Ok(latest.into_iter().collect())
+        latest_per_call(stmt.query_map(params![task, model], outcome_row)?)
     }
 
     /// Stores (or replaces) a task's learned router for a replacement SPEC.
@@ -936,6 +920,22 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+fn outcome_row(r: &rusqlite::Row) -> rusqlite::Result<(String, bool)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+/// (call id, agreed) rows in time order, reduced to the latest outcome of each call.
+fn latest_per_call(
+    rows: impl Iterator<Item = rusqlite::Result<(String, bool)>>,
+) -> Result<Vec<(String, bool)>, StoreError> {
+    let mut latest = std::collections::BTreeMap::new();
+    for row in rows {
+        let (id, agreed) = row?;
+        latest.insert(id, agreed);
+    }
+    Ok(latest.into_iter().collect())
 }
 
 fn validation_row(r: &rusqlite::Row) -> rusqlite::Result<crate::ValidationRow> {
