@@ -10,6 +10,7 @@ use leanlm_profile::TaskProfile;
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 
 mod cache;
+mod cascade;
 mod deploy;
 mod validate;
 
@@ -192,6 +193,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Train a task's cascade: the cheap model answers a sample of its logged calls, and an acceptance
+    /// score (hard checks, log-probabilities, sample agreement, the prompt) is fitted and calibrated to a
+    /// bound on the outcomes.
+    TrainCascade {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        args: cascade::TrainCascadeArgs,
+    },
     /// Stored validations, newest first.
     Validations {
         #[command(flatten)]
@@ -355,6 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bound,
             seed,
         } => validate::train_router(&store, &task, &cheap, bound, seed),
+        Command::TrainCascade { store, args } => cascade::train_cascade(&store, args),
         Command::Deploy { store, args } => deploy::deploy(&store, args),
         Command::Promote {
             store,

@@ -225,7 +225,7 @@ impl leanlm_validate::score::Embed for LocalEmbedder {
     }
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -321,6 +321,10 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         Replacement::Router { cheap, .. } => Some(router_picks(&store, &task.id, &key, cheap, &calls)?),
         _ => None,
     };
+    let cascade = match &opts.replacement {
+        Replacement::Cascade { .. } => Some(crate::cascade::CascadeAccept::load(&store, &task.id, &key)?),
+        _ => None,
+    };
     let replayer = Replayer::new(config)?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -337,6 +341,7 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         embedder: embedder.as_ref().map(|e| e as &dyn leanlm_validate::score::Embed),
         progress: &progress,
         picks,
+        cascade: cascade.as_ref().map(|c| c as &dyn leanlm_validate::run::Accept),
     };
     let estimate = validation.estimate()?;
     if a.dry_run {
@@ -554,35 +559,36 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
     let embedder = leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())
         .context("a router needs the local embedding model: run scripts/fetch-model")?;
     let texts: Vec<String> = calls.iter().map(|(l, _)| l.transcript()).collect();
-    let mut features = Vec::with_capacity(texts.len());
+    let (mut features, mut dim) = (Vec::with_capacity(texts.len()), 0);
     for chunk in texts.chunks(32) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         for (v, t) in embedder.embed(&refs)?.iter().zip(chunk) {
+            dim = v.len();
             features.push(leanlm_route::features(v, t));
         }
     }
     let mut order: Vec<usize> = (0..calls.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let (train, cal) = order.split_at(calls.len() * 7 / 10);
-    let x: Vec<Vec<f32>> = train.iter().map(|i| features[*i].clone()).collect();
-    let y: Vec<bool> = train.iter().map(|i| calls[*i].1).collect();
-    let model = leanlm_route::Logistic::fit(&x, &y, 1e-3, 300);
-    let scores: Vec<f64> = cal.iter().map(|i| model.predict(&features[*i])).collect();
-    let cal_outcomes: Vec<leanlm_route::Outcome> = cal
-        .iter()
-        .map(|i| leanlm_route::Outcome {
-            cheap_correct: calls[*i].1,
-            strong_correct: true,
-            cheap_cost: 0.0,
-            strong_cost: 1.0,
-        })
-        .collect();
+    // The reference is right by definition: the cheap model's outcome is its agreement with it.
+    let outcome = |i: &usize| leanlm_route::Outcome {
+        cheap_correct: calls[*i].1,
+        strong_correct: true,
+        cheap_cost: 0.0,
+        strong_cost: 1.0,
+    };
+    let x_train: Vec<Vec<f32>> = train.iter().map(|i| features[*i].clone()).collect();
+    let o_train: Vec<leanlm_route::Outcome> = train.iter().map(outcome).collect();
+    let x_cal: Vec<Vec<f32>> = cal.iter().map(|i| features[*i].clone()).collect();
+    let cal_outcomes: Vec<leanlm_route::Outcome> = cal.iter().map(outcome).collect();
+    let (scorer, _) = leanlm_route::fit(&x_train, &o_train, &x_cal, &cal_outcomes, dim);
+    let scores: Vec<f64> = x_cal.iter().map(|x| scorer.score(x)).collect();
     let threshold = leanlm_route::calibrate(&scores, &cal_outcomes, bound).context("no threshold reaches the bound")?;
     let point = leanlm_route::route_with(&scores, threshold, &cal_outcomes);
     let router = leanlm_route::TaskRouter {
         cheap: cheap.to_owned(),
         strong: strong.clone(),
-        model,
+        scorer,
         threshold,
         bound,
         trained_on: train.len(),
@@ -599,10 +605,11 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
     let trained: Vec<String> = train.iter().map(|i| calls[*i].0.id.clone()).collect();
     store.mark_training_calls(&spec, &trained)?;
     println!(
-        "{spec} for task {}: trained on {} calls, calibrated on {} ({from_online} of them from online checks); at a \
-         {:.1}% agreement bound it keeps {:.1}% of calls on {cheap} (agreement {:.1}% on the calibration calls). \
-         Training calls are left out of its validations.",
+        "{spec} for task {}: {}, trained on {} calls, calibrated on {} ({from_online} of them from online checks); \
+         at a {:.1}% agreement bound it keeps {:.1}% of calls on {cheap} (agreement {:.1}% on the calibration \
+         calls). Training calls are left out of its validations.",
         task.id,
+        router.scorer.describe(),
         router.trained_on,
         router.calibrated_on,
         bound * 100.0,

@@ -289,7 +289,10 @@ pub fn check_deploy(
 ) -> Result<(), ChangeError> {
     if !matches!(
         replacement,
-        Replacement::Model { .. } | Replacement::SemanticCache | Replacement::Router { .. }
+        Replacement::Model { .. }
+            | Replacement::SemanticCache
+            | Replacement::Router { .. }
+            | Replacement::Cascade { .. }
     ) {
         return Err(ChangeError::NotServable(replacement.kind()));
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use leanlm_deploy::{Decision, Evidence, Policy, Stage};
+use leanlm_route::cascade::TaskCascade;
 use leanlm_store::{AuditRow, OnlineScore, PolicyRow, Store, StoreError};
 use leanlm_validate::Replay;
 use leanlm_validate::score::{self, TaskContext};
@@ -30,11 +31,12 @@ const GATHER: Duration = Duration::from_millis(100);
 /// Online scores waiting for the sync thread; beyond it new ones are dropped (and counted).
 const QUEUE: usize = 100_000;
 
-/// The policies, and the learned routers of the active `router:` ones.
+/// The policies, and the learned routers and cascades of the active `router:` and `cascade:` ones.
 #[derive(Default)]
 struct Snapshot {
     policies: HashMap<String, Arc<Policy>>,
     routers: HashMap<String, Arc<leanlm_route::TaskRouter>>,
+    cascades: HashMap<String, Arc<TaskCascade>>,
 }
 
 /// What the request path needs: the current policies, and where online work goes.
@@ -64,6 +66,8 @@ pub struct OnlineJob {
     pub reference: String,
     /// Set when the replacement served: its failures count against it.
     pub served_by_replacement: bool,
+    /// For a `cascade:` policy: the cascade, whose shadow checks judge the cheap answer as it would serve.
+    pub cascade: Option<Arc<TaskCascade>>,
 }
 
 impl PolicyRuntime {
@@ -82,6 +86,11 @@ impl PolicyRuntime {
         self.snapshot.load().routers.get(task).cloned()
     }
 
+    /// The trained cascade an active `cascade:` policy of the task serves with.
+    pub fn cascade(&self, task: &str) -> Option<Arc<TaskCascade>> {
+        self.snapshot.load().cascades.get(task).cloned()
+    }
+
     fn push(&self, score: OnlineScore) {
         if self.scores.try_send(score).is_err() {
             metrics::counter!("leanlm_online_scores_dropped_total").increment(1);
@@ -89,7 +98,14 @@ impl PolicyRuntime {
     }
 
     /// Records what a finished call says about its policy, and starts its second opinion.
-    pub fn finished(self: &Arc<Self>, job: OnlineJob, call_id: &str, format: &str, record: &leanlm_store::CallRecord) {
+    pub fn finished(
+        self: &Arc<Self>,
+        job: OnlineJob,
+        call_id: &str,
+        format: &str,
+        record: &leanlm_store::CallRecord,
+        app: &Arc<crate::AppState>,
+    ) {
         let ok = record.status == leanlm_store::CallStatus::Ok;
         if job.served_by_replacement {
             // A replacement that failed upstream, or that the chain had to fall back from, counts as an
@@ -130,6 +146,18 @@ impl PolicyRuntime {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if let (Check::Shadow, Some(cascade)) = (check, job.cascade.clone()) {
+            let app = app.clone();
+            handle.spawn(async move {
+                let score = this
+                    .shadow_cascade(&app, &job, &cascade, &format, &call_id, &request, &response)
+                    .await;
+                if let Some(score) = score {
+                    this.push(score);
+                }
+            });
+            return;
+        }
         // Parsing the bodies and everything after happens off the response path.
         handle.spawn(async move {
             let (Ok(request), Ok(response)) = (
@@ -186,6 +214,100 @@ impl PolicyRuntime {
     }
 }
 
+impl PolicyRuntime {
+    /// A cascade's shadow check: the cheap model answers as the cascade would ask it, the cascade judges
+    /// the answer, and what it would have served is scored against the reference's answer. An escalated
+    /// call would have been answered by the strong model; when that is the reference, it agrees.
+    #[allow(clippy::too_many_arguments)]
+    async fn shadow_cascade(
+        &self,
+        app: &crate::AppState,
+        job: &OnlineJob,
+        cascade: &TaskCascade,
+        format: &str,
+        call_id: &str,
+        request: &str,
+        response: &str,
+    ) -> Option<OnlineScore> {
+        let (request, response) = (
+            serde_json::from_str::<Value>(request).ok()?,
+            serde_json::from_str::<Value>(response).ok()?,
+        );
+        let policy = &job.policy;
+        let setup = &cascade.setup;
+        let mut body = leanlm_validate::run::replay_body(&request, &setup.cheap);
+        if setup.logprobs
+            && format == "openai"
+            && let Some(o) = body.as_object_mut()
+        {
+            o.insert("logprobs".into(), serde_json::json!(true));
+        }
+        let first = self.replayer.complete(format, body.clone()).await;
+        let second = match (&first, setup.samples > 1) {
+            (Ok(_), true) => {
+                if let Some(o) = body.as_object_mut() {
+                    let t = o.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
+                    o.insert(
+                        "temperature".into(),
+                        serde_json::json!(t.max(leanlm_validate::run::SECOND_SAMPLE_TEMPERATURE)),
+                    );
+                }
+                self.replayer.complete(format, body).await.ok()
+            }
+            _ => None,
+        };
+        let spec = policy.replacement.to_string();
+        let mut score = OnlineScore {
+            task_id: policy.task_id.clone(),
+            version: policy.version,
+            at_ms: unix_ms(),
+            kind: "shadow".into(),
+            agreed: None,
+            error: false,
+            cost_usd: None,
+            call_id: Some(call_id.to_owned()),
+            note: None,
+            // Not the cheap model's name: these outcomes are the cascade's, not the cheap model's own.
+            model: Some(spec),
+        };
+        let first = match first {
+            Ok(r) => r,
+            Err(e) => {
+                score.error = true;
+                score.note = Some(e);
+                return Some(score);
+            }
+        };
+        score.cost_usd = Some(first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0));
+        let decision = crate::cascade::judge(
+            app,
+            cascade,
+            &request,
+            &first.text,
+            first.logprobs.as_deref(),
+            second.as_ref().map(|s| s.text.as_str()),
+        )
+        .await;
+        let reference = leanlm_wire::output_text(&response);
+        match decision {
+            Ok(d) if d.accepted() => {
+                let s = score::score(&policy.scorer, &reference, &first.text, &TaskContext::default());
+                score.agreed = Some(s.agree);
+                score.note = (!s.agree).then_some(s.note);
+            }
+            Ok(d) => {
+                score.agreed = Some(setup.strong == job.reference);
+                score.note = Some(format!("escalated ({})", crate::cascade::outcome(&d).0));
+            }
+            Err(e) => {
+                tracing::warn!(task = %policy.task_id, error = %e, "cascade shadow: could not judge the cheap answer");
+                return None;
+            }
+        }
+        Some(score)
+    }
+}
+
 /// Reads every stored policy.
 pub fn load(store: &Store) -> Result<Vec<Policy>, StoreError> {
     Ok(store
@@ -202,26 +324,34 @@ pub fn load(store: &Store) -> Result<Vec<Policy>, StoreError> {
 }
 
 fn snapshot_of(store: &Store, policies: Vec<Policy>) -> Result<Snapshot, StoreError> {
-    let mut routers = HashMap::new();
+    let (mut routers, mut cascades) = (HashMap::new(), HashMap::new());
     for p in policies.iter().filter(|p| p.stage.is_active()) {
-        if !matches!(p.replacement, leanlm_validate::Replacement::Router { .. }) {
+        let what = match p.replacement {
+            leanlm_validate::Replacement::Router { .. } => "router",
+            leanlm_validate::Replacement::Cascade { .. } => "cascade",
+            _ => continue,
+        };
+        let Some(json) = store.router(&p.task_id, &p.replacement.to_string())? else {
+            tracing::error!(task = %p.task_id, what, "nothing trained is stored for the policy; the reference serves");
             continue;
-        }
-        match store.router(&p.task_id, &p.replacement.to_string())? {
-            Some(json) => match serde_json::from_str::<leanlm_route::TaskRouter>(&json) {
-                Ok(r) => {
-                    routers.insert(p.task_id.clone(), Arc::new(r));
-                }
-                Err(e) => {
-                    tracing::error!(task = %p.task_id, error = %e, "unreadable stored router; the reference serves")
-                }
-            },
-            None => tracing::error!(task = %p.task_id, "no stored router for the policy; the reference serves"),
+        };
+        let loaded = if what == "router" {
+            serde_json::from_str::<leanlm_route::TaskRouter>(&json).map(|r| {
+                routers.insert(p.task_id.clone(), Arc::new(r));
+            })
+        } else {
+            serde_json::from_str::<TaskCascade>(&json).map(|c| {
+                cascades.insert(p.task_id.clone(), Arc::new(c));
+            })
+        };
+        if let Err(e) = loaded {
+            tracing::error!(task = %p.task_id, what, error = %e, "unreadable stored model; the reference serves");
         }
     }
     Ok(Snapshot {
         policies: policies.into_iter().map(|p| (p.task_id.clone(), Arc::new(p))).collect(),
         routers,
+        cascades,
     })
 }
 
@@ -316,7 +446,7 @@ fn sync(store: &mut Store, snapshot: &ArcSwap<Snapshot>, batch: &[OnlineScore]) 
         }
     }
     let current = snapshot.load();
-    // A new policy version reloads its router too (deploy again after retraining).
+    // A new policy version reloads its router or cascade too (deploy again after retraining).
     let changed = policies.len() != current.policies.len()
         || policies
             .iter()
@@ -405,13 +535,21 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> anyhow::Result<Policy> {
         .find(|t| t.id == req.task_id)
         .with_context(|| format!("no task with id `{}`; see `leanlm tasks`", req.task_id))?;
     let spec = req.replacement.to_string();
-    if let leanlm_validate::Replacement::Router { cheap, .. } = &req.replacement {
-        anyhow::ensure!(
+    match &req.replacement {
+        leanlm_validate::Replacement::Router { cheap, .. } => anyhow::ensure!(
             store.router(&task.id, &spec)?.is_some(),
             "no `{spec}` router is trained for task {}: run `leanlm train-router --task {} --cheap {cheap}`",
             task.id,
             task.id
-        );
+        ),
+        leanlm_validate::Replacement::Cascade { cheap, strong } => anyhow::ensure!(
+            store.router(&task.id, &spec)?.is_some(),
+            "no `{spec}` cascade is trained for task {}: run `leanlm train-cascade --task {} --cheap {cheap} \
+             --strong {strong}`",
+            task.id,
+            task.id
+        ),
+        _ => {}
     }
     let validation = passing_validation(store, &task.id, &spec)?;
     let share = req.share.unwrap_or(if req.stage == Stage::Canary {

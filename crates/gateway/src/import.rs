@@ -256,6 +256,7 @@ fn call_from(
         cache: None,
         cost_avoided_usd: None,
         policy: None,
+        stages: Vec::new(),
     })
 }
 

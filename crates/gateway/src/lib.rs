@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod cache;
+mod cascade;
 pub mod config;
 pub mod deploy;
 pub mod embedder;

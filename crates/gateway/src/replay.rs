@@ -74,6 +74,7 @@ impl Replayer {
             text: leanlm_wire::output_text(&json),
             cost_usd: cost,
             latency_ms,
+            logprobs: leanlm_wire::output_logprobs(&json),
         })
     }
 }

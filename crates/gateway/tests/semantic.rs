@@ -1,4 +1,4 @@
-//! The semantic cache and learned routers (both embed prompts on the request path) end to end, in-process,
+//! The semantic cache, learned routers and cascades (all embed prompts on the request path) end to end, in-process,
 //! against the mock upstream over real HTTP on 127.0.0.1.
 //!
 //! The mock answers a small labelled data set (paraphrase groups that share a label, and traps that do
@@ -435,7 +435,12 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     let router = leanlm_route::TaskRouter {
         cheap: "cheap".into(),
         strong: "big".into(),
-        model: leanlm_route::Logistic::fit(&x, &y, 1e-3, 500),
+        scorer: leanlm_route::Scorer {
+            cheap: leanlm_route::Logistic::fit(&x, &y, 1e-3, 500),
+            strong: None,
+            neighbours: None,
+            blend: 1.0,
+        },
         threshold: 0.5,
         bound: 0.95,
         trained_on: x.len(),
@@ -533,5 +538,183 @@ async fn the_total_entry_budget_bounds_memory() {
     let e = h.evidence("pw", 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.store().semantic_evidence(Some("pw"), 10).unwrap().len(), 1, "{e:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest() {
+    let models = "[models.cheap]\nprovider = \"openai\"\nupstream = \"cheap\"\nprice = { input = 1.0, output = 2.0 }\n\
+                  [models.big]\nprovider = \"openai\"\nupstream = \"big\"\nprice = { input = 10.0, output = 20.0 }\n";
+    let h = Harness::start(models).await;
+    // The cheap model is right 60% of the time, and less sure (lower log-probabilities) when wrong.
+    h.http
+        .post(format!("{}/mock/accuracy", h.mock.url()))
+        .json(&json!({"model": "cheap", "accuracy": 0.6}))
+        .send()
+        .await
+        .unwrap();
+    let ask = |q: &'static str, stream: bool| {
+        let http = h.http.clone();
+        let url = h.url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-leanlm-task", "intent")
+                .json(&json!({"model": "big", "stream": stream, "messages": [{"role": "user", "content": q}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+            let (model, cascade, id) = (
+                header("x-leanlm-model").unwrap(),
+                header("x-leanlm-cascade"),
+                header("x-leanlm-call-id").unwrap(),
+            );
+            let body = r.text().await.unwrap();
+            (model, cascade, id, body)
+        }
+    };
+    ask("where is my card", false).await;
+    let mut store = h.store();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
+        assert!(Instant::now() < deadline, "the task never reached the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let request = leanlm_gateway::deploy::DeployRequest {
+        task_id: "intent".into(),
+        replacement: "cascade:cheap,big".parse().unwrap(),
+        stage: leanlm_deploy::Stage::Canary,
+        share: Some(1.0),
+        audit_rate: Some(0.0),
+        bound: None,
+        error_bound: None,
+        min_samples: None,
+        auto_promote: false,
+        scorer: Some(leanlm_validate::ScorerSpec::Label),
+        force: Some("cascade test".into()),
+        actor: "test".into(),
+    };
+    let err = leanlm_gateway::deploy::deploy(&mut store, request.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leanlm train-cascade"), "{err}");
+
+    // A cascade trained on answers whose log-probability says whether they were right (the mock's wrong
+    // answers never score above -0.2), on the features the gateway computes.
+    let questions: Vec<&str> = LABELS
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .map(|(q, _)| q)
+        .collect();
+    let examples: Vec<leanlm_route::cascade::Example> = (0..400)
+        .map(|i| {
+            let q = questions[i % questions.len()];
+            let t = leanlm_validate::run::transcript(&json!({"messages": [{"role": "user", "content": q}]}));
+            let lp = -2.5 * (i as f64 / 400.0);
+            leanlm_route::cascade::Example {
+                prompt: leanlm_route::features(&BagOfWords.embed(&[&t]).unwrap()[0], &t),
+                answer: "password".into(),
+                logprobs: Some(vec![lp]),
+                second: None,
+                agreed: lp > -0.2,
+            }
+        })
+        .collect();
+    let setup = leanlm_route::cascade::Setup {
+        cheap: "cheap".into(),
+        strong: "big".into(),
+        scorer: leanlm_validate::ScorerSpec::Label,
+        labels: ["password", "card", "other"].map(String::from).into(),
+        schema: None,
+        logprobs: true,
+        samples: 1,
+        bound: 0.99,
+    };
+    let (cascade, _) = leanlm_route::cascade::train(setup, &examples, 256, 1).unwrap();
+    store
+        .put_router(
+            "intent",
+            "cascade:cheap,big",
+            0,
+            &serde_json::to_string(&cascade).unwrap(),
+        )
+        .unwrap();
+    let policy = leanlm_gateway::deploy::deploy(&mut store, request).unwrap();
+    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+
+    let truth: std::collections::HashMap<&str, &str> =
+        LABELS.lines().skip(1).filter_map(|l| l.split_once(',')).collect();
+    let (mut accepted, mut escalated) = (Vec::new(), Vec::new());
+    for q in &questions {
+        let (model, outcome, id, body) = ask(q, false).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+        assert!(
+            v["choices"][0]["logprobs"].is_null(),
+            "log-probabilities the client did not ask for: {v}"
+        );
+        match outcome.as_deref() {
+            Some("accepted") => {
+                assert_eq!(model, "cheap");
+                assert_eq!(answer, truth[q], "an accepted cheap answer was wrong for `{q}`");
+                accepted.push(id);
+            }
+            Some("escalated") => {
+                assert_eq!(model, "big");
+                assert_eq!(answer, truth[q], "the big model is always right");
+                escalated.push(id);
+            }
+            other => panic!("x-leanlm-cascade: {other:?}"),
+        }
+    }
+    assert!(
+        !accepted.is_empty() && !escalated.is_empty(),
+        "{accepted:?} {escalated:?}"
+    );
+
+    // An answer outside the task's labels is unusable, whatever its log-probability: escalated.
+    let (model, outcome, _, _) = ask("what is the weather", false).await;
+    assert_eq!((model.as_str(), outcome.as_deref()), ("big", Some("unusable")));
+
+    // A streaming client gets only the answer served: an accepted one replayed as events.
+    let (model, outcome, _, body) = ask(questions[0], true).await;
+    assert!(body.starts_with("data: "), "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    let streamed: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, truth[questions[0]]);
+    assert_eq!(model == "cheap", outcome.as_deref() == Some("accepted"));
+
+    // The log has each stage: an escalated call costs the cheap attempt plus the big answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let call = |id: &str| loop {
+        if let Some(c) = h.store().call(id).unwrap() {
+            break c;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let e = call(&escalated[0]);
+    assert_eq!(e.stages.len(), 1);
+    assert_eq!(e.stages[0].model, "cheap");
+    assert_eq!(e.stages[0].outcome, "escalated");
+    assert!(e.stages[0].score.is_some());
+    let stage_cost = e.stages[0].cost_usd.unwrap();
+    let usage = e.usage.unwrap();
+    let big = (usage.input_tokens as f64 * 10.0 + usage.output_tokens as f64 * 20.0) / 1e6;
+    assert!((e.cost_usd.unwrap() - (big + stage_cost)).abs() < 1e-12, "{e:?}");
+    assert_eq!(e.served_model.as_deref(), Some("big"));
+    let a = call(&accepted[0]);
+    assert_eq!(a.stages[0].outcome, "accepted");
+    assert_eq!(a.served_model.as_deref(), Some("cheap"));
+    assert!((a.cost_usd.unwrap() - a.stages[0].cost_usd.unwrap()).abs() < 1e-12);
+    assert_eq!(a.policy.unwrap().version, policy.version);
     h.shutdown().await;
 }

@@ -81,17 +81,25 @@ impl Labeller {
 
     /// The model's answer to a prompt, if the prompt is an example of the data set.
     pub fn answer(&self, model: &str, prompt: &str) -> Option<&str> {
+        self.answer_with_logprob(model, prompt).map(|(a, _)| a)
+    }
+
+    /// The model's answer and the log-probability it gives its answer's token. Like a real model's, it is
+    /// mostly high when the answer is right and lower when wrong, with overlap: right answers fall in
+    /// [-0.4, -0.01], wrong ones in [-2.5, -0.2].
+    pub fn answer_with_logprob(&self, model: &str, prompt: &str) -> Option<(&str, f64)> {
         let text = normalise(prompt);
         let truth = *self.truth.get(&text)?;
         let p = self.accuracy.get(model).copied().unwrap_or(1.0);
         let h = fnv(&[&self.seed.to_le_bytes(), model.as_bytes(), text.as_bytes()]);
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        let v = (fnv(&[&h.to_le_bytes()]) >> 11) as f64 / (1u64 << 53) as f64;
         if u < p {
-            return Some(&self.labels[truth]);
+            return Some((&self.labels[truth], -0.01 - 0.39 * v));
         }
         // A wrong label, the same one every time for this prompt.
         let offset = 1 + (h % (self.labels.len() as u64 - 1)) as usize;
-        Some(&self.labels[(truth + offset) % self.labels.len()])
+        Some((&self.labels[(truth + offset) % self.labels.len()], -0.2 - 2.3 * v))
     }
 }
 

@@ -408,6 +408,8 @@ fn last_user_text(format: Format, body: &Value) -> String {
 /// What the mock model decided to say.
 struct Answer {
     text: String,
+    /// The log-probability of each answer token, for a request that asks for them.
+    logprob: f64,
     /// A tool call: name and JSON arguments.
     tool: Option<(String, Value)>,
     prompt_tokens: u64,
@@ -419,10 +421,14 @@ fn answer(stats: &Stats, format: Format, body: &Value, raw_len: usize) -> Answer
     if let Some(label) = stats.labeller.as_ref().and_then(|l| {
         let l = l.read().unwrap_or_else(|p| p.into_inner());
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-        l.judge(&user).or_else(|| l.answer(model, &user)).map(str::to_owned)
+        l.judge(&user)
+            .map(|j| (j.to_owned(), -0.01))
+            .or_else(|| l.answer_with_logprob(model, &user).map(|(a, lp)| (a.to_owned(), lp)))
     }) {
+        let (label, logprob) = label;
         return Answer {
             text: label,
+            logprob,
             tool: None,
             prompt_tokens: (raw_len as u64 / 4).max(1),
             completion_tokens: 1,
@@ -466,6 +472,7 @@ fn answer(stats: &Stats, format: Format, body: &Value, raw_len: usize) -> Answer
     let completion_tokens = text.split_whitespace().count() as u64 + if tool.is_some() { 8 } else { 0 };
     Answer {
         text,
+        logprob: -0.05,
         tool,
         prompt_tokens: (raw_len as u64 / 4).max(1),
         completion_tokens: completion_tokens.max(1),
@@ -636,9 +643,18 @@ async fn openai_chat(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: 
     if let Some(tc) = tool_call {
         message["tool_calls"] = json!([tc]);
     }
+    let logprobs = if req.get("logprobs").and_then(Value::as_bool) == Some(true) {
+        let tokens: Vec<Value> = words(&a.text)
+            .iter()
+            .map(|w| json!({"token": w, "logprob": a.logprob, "bytes": null, "top_logprobs": []}))
+            .collect();
+        json!({"content": tokens, "refusal": null})
+    } else {
+        Value::Null
+    };
     let mut resp = json!({"id": id, "object": "chat.completion", "created": 1, "model": model,
         "system_fingerprint": "fp_mock",
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}]});
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}]});
     if !d.no_usage {
         resp["usage"] = usage;
     }

@@ -1,7 +1,9 @@
 //! Learned routing on MMLU (../shared/data/routellm-mmlu, Apache-2.0, from lm-sys/RouteLLM): the real
 //! per-question correctness of Mixtral-8x7B-Instruct (cheap) and GPT-4-1106-preview (strong) on 14,042
-//! questions. A logistic router on each prompt's MiniLM embedding and its length is trained on 60% of the
-//! questions, its threshold calibrated on 20%, and everything is reported on the last 20%: the cost/accuracy
+//! questions. The router `leanlm train-router` fits (`leanlm_route::fit`: logistic models on each prompt's
+//! MiniLM embedding and length, and the similarity-weighted outcomes of the nearest training prompts, the
+//! best on the calibration split) is trained on 60% of the questions, chosen and its threshold calibrated on
+//! 20%, and everything is reported on the last 20%: the cost/accuracy
 //! curve, APGR, CPT(50%), CPT(80%), next to a random router measured the same way, and the cost saved at 95%
 //! of GPT-4's accuracy. Prompts RouteLLM lists as contaminated are left out.
 //!
@@ -15,7 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use leanlm_route::{Logistic, Outcome, apgr, calibrate, cpt, curve, pgr, random_curve, route_with};
+use leanlm_route::{Outcome, apgr, calibrate, cpt, curve, pgr, random_curve, route_with};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
@@ -178,93 +180,23 @@ fn main() -> anyhow::Result<()> {
     let (x_cal, o_cal) = pick(cal);
     let (x_test, o_test) = pick(test);
 
-    // Two ways to score a call (low scores go to the strong model), chosen on the calibration split:
-    // `cheap`: P(the cheap model is right); `gain`: P(cheap right) - P(strong right), which also keeps on the
-    // cheap model the questions both models get wrong, where paying for the strong one buys nothing.
-    let y_cheap: Vec<bool> = o_train.iter().map(|o| o.cheap_correct).collect();
-    let y_strong: Vec<bool> = o_train.iter().map(|o| o.strong_correct).collect();
+    // What `leanlm train-router` fits: logistic models, then similarity-weighted nearest neighbours alone or
+    // blended, whichever ranks the calibration split best. The best logistic one is shown beside it.
     let started = std::time::Instant::now();
-    let acc = |o: &[Outcome], f: fn(&Outcome) -> bool| o.iter().filter(|o| f(o)).count() as f64 / o.len() as f64;
-    let cal_apgr = |s: &[f64]| {
-        apgr(
-            &curve(s, &o_cal, 100),
-            acc(&o_cal, |o| o.cheap_correct),
-            acc(&o_cal, |o| o.strong_correct),
-        )
-    };
-    let mut best: Option<(f64, String, Logistic, Option<Logistic>)> = None;
-    for l2 in [1e-4, 1e-3, 1e-2, 1e-1] {
-        let cheap = Logistic::fit(&x_train, &y_cheap, l2, 300);
-        let strong = Logistic::fit(&x_train, &y_strong, l2, 300);
-        let s_cheap: Vec<f64> = x_cal.iter().map(|x| cheap.predict(x)).collect();
-        let s_gain: Vec<f64> = x_cal.iter().map(|x| cheap.predict(x) - strong.predict(x)).collect();
-        for (name, a, with_strong) in [("cheap", cal_apgr(&s_cheap), false), ("gain", cal_apgr(&s_gain), true)] {
-            eprintln!("l2 {l2}, score {name}: calibration APGR {a:.3}");
-            if best.as_ref().is_none_or(|b| a > b.0) {
-                best = Some((
-                    a,
-                    format!("{name}, l2 {l2}"),
-                    cheap.clone(),
-                    with_strong.then(|| strong.clone()),
-                ));
-            }
-        }
-    }
-    let (_, l2, cheap_model, strong_model) = best.context("no model")?;
-    let score = |x: &[f32]| cheap_model.predict(x) - strong_model.as_ref().map_or(0.0, |m| m.predict(x));
+    let dim = vectors[0].len();
+    let (linear_model, linear_cal) = leanlm_route::fit_linear(&x_train, &o_train, &x_cal, &o_cal);
+    let (scorer, chosen_cal) = leanlm_route::fit(&x_train, &o_train, &x_cal, &o_cal, dim);
     let fit_secs = started.elapsed().as_secs_f64();
+    let acc = |o: &[Outcome], f: fn(&Outcome) -> bool| o.iter().filter(|o| f(o)).count() as f64 / o.len() as f64;
     let (cheap_acc, strong_acc) = (acc(&o_test, |o| o.cheap_correct), acc(&o_test, |o| o.strong_correct));
-    let scores: Vec<f64> = x_test.iter().map(|x| score(x)).collect();
+    let scores: Vec<f64> = x_test.iter().map(|x| scorer.score(x)).collect();
     let learned = curve(&scores, &o_test, 100);
+    let linear_scores: Vec<f64> = x_test.iter().map(|x| linear_model.score(x)).collect();
+    let linear = curve(&linear_scores, &o_test, 100);
     let random = random_curve(&o_test, 100, 200, 7);
 
-    // Exploration, not yet what `leanlm train-router` fits: the similarity-weighted gain of the nearest
-    // training prompts (as RouteLLM's SW ranking), blended with the logistic gain; k and the blend chosen on
-    // the calibration split like everything else.
-    let dim = vectors[0].len();
-    let knn = |x: &[f32], k: usize| -> f64 {
-        let mut sims: Vec<(f32, usize)> = x_train
-            .iter()
-            .enumerate()
-            .map(|(j, t)| (leanlm_semantic::dot(&x[..dim], &t[..dim]), j))
-            .collect();
-        sims.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
-        let (mut num, mut den) = (0.0, 0.0);
-        for (sim, j) in &sims[..k] {
-            let w = f64::from(sim.max(0.0)).powi(4);
-            let o = &o_train[*j];
-            num += w * (f64::from(u8::from(o.cheap_correct)) - f64::from(u8::from(o.strong_correct)));
-            den += w;
-        }
-        num / den.max(1e-9)
-    };
-    let mut best_knn: Option<(f64, usize, f64)> = None;
-    let cal_lr: Vec<f64> = x_cal.iter().map(|x| score(x)).collect();
-    for k in [50usize, 100, 200] {
-        let cal_knn: Vec<f64> = x_cal.iter().map(|x| knn(x, k)).collect();
-        for alpha in [0.0, 0.25, 0.5] {
-            let s: Vec<f64> = cal_lr
-                .iter()
-                .zip(&cal_knn)
-                .map(|(l, n)| alpha * l + (1.0 - alpha) * n)
-                .collect();
-            let a = cal_apgr(&s);
-            eprintln!("knn k={k}, blend {alpha}: calibration APGR {a:.3}");
-            if best_knn.is_none_or(|b| a > b.0) {
-                best_knn = Some((a, k, alpha));
-            }
-        }
-    }
-    let (_, k_best, alpha_best) = best_knn.context("no kNN candidate")?;
-    let knn_scores: Vec<f64> = x_test
-        .iter()
-        .zip(&scores)
-        .map(|(x, l)| alpha_best * l + (1.0 - alpha_best) * knn(x, k_best))
-        .collect();
-    let knn_curve = curve(&knn_scores, &o_test, 100);
-
     let all_strong: f64 = o_test.iter().map(|o| o.strong_cost).sum();
-    let cal_scores: Vec<f64> = x_cal.iter().map(|x| score(x)).collect();
+    let cal_scores: Vec<f64> = x_cal.iter().map(|x| scorer.score(x)).collect();
     let target = 0.95 * acc(&o_cal, |o| o.strong_correct);
     let threshold = calibrate(&cal_scores, &o_cal, target);
 
@@ -278,13 +210,17 @@ fn main() -> anyhow::Result<()> {
         strong_acc * 100.0
     );
     println!(
-        "router: logistic regression on MiniLM embedding + length (chosen on calibration: score {l2}; fitted in {fit_secs:.1} s)\n"
+        "router: {} on the MiniLM embedding + length (calibration APGR {chosen_cal:.3}; best logistic alone: {}, \
+         calibration APGR {linear_cal:.3}); candidates fitted and chosen in {fit_secs:.1} s\n",
+        scorer.describe(),
+        linear_model.describe()
     );
     println!("| router | APGR | CPT(50%) | CPT(80%) |\n|---|---|---|---|");
-    let knn_name = format!("kNN gain, k={k_best}, blend {alpha_best} (exploration, not deployable yet)");
+    let learned_name = format!("LeanLM router ({})", scorer.describe());
+    let linear_name = format!("logistic alone ({})", linear_model.describe());
     for (name, c) in [
-        ("learned (LeanLM)", &learned),
-        (knn_name.as_str(), &knn_curve),
+        (learned_name.as_str(), &learned),
+        (linear_name.as_str(), &linear),
         ("random", &random),
     ] {
         let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}%", v * 100.0));

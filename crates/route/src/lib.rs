@@ -3,6 +3,11 @@
 //! is calibrated on held-out outcomes to a quality bound at the lowest cost. Also the metrics RouteLLM
 //! reports: the cost/quality curve, PGR, APGR and CPT.
 
+pub mod cascade;
+mod neighbours;
+
+pub use neighbours::{MAX_NEIGHBOURS, Neighbours};
+
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -109,13 +114,153 @@ pub fn features(embedding: &[f32], text: &str) -> Vec<f32> {
     f
 }
 
+/// How a router scores a call (high: keep it on the cheap model): a logistic model of P(the cheap model is
+/// right), minus one of P(the strong model is right) where the strong model is not always right, optionally
+/// blended with the call's nearest training calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scorer {
+    /// P(the cheap model's answer will do) from [`features`]. (Stored as `model` since the first routers.)
+    #[serde(rename = "model")]
+    pub cheap: Logistic,
+    /// P(the strong model's answer will do): where both can fail, a call both get wrong stays cheap.
+    #[serde(default, rename = "strong_model")]
+    pub strong: Option<Logistic>,
+    #[serde(default)]
+    pub neighbours: Option<Neighbours>,
+    /// The logistic part's weight against the neighbours' (1 without neighbours).
+    #[serde(default = "one")]
+    pub blend: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Scorer {
+    pub fn score(&self, features: &[f32]) -> f64 {
+        let linear = self.cheap.predict(features) - self.strong.as_ref().map_or(0.0, |m| m.predict(features));
+        match &self.neighbours {
+            Some(n) => self.blend * linear + (1.0 - self.blend) * n.score(features),
+            None => linear,
+        }
+    }
+
+    /// What the scorer is, in a few words.
+    pub fn describe(&self) -> String {
+        let linear = if self.strong.is_some() {
+            "logistic gain"
+        } else {
+            "logistic"
+        };
+        match &self.neighbours {
+            Some(n) if self.blend <= 0.0 => format!("{}-nearest-neighbour gain", n.k),
+            Some(n) => format!("{linear} blended {:.2} with {}-nearest-neighbour gain", self.blend, n.k),
+            None => linear.to_owned(),
+        }
+    }
+}
+
+/// The logistic scorer with the highest APGR on the calibration calls: four penalties, each with and
+/// without the strong model's own logistic model (only where the strong model can fail), and that APGR.
+pub fn fit_linear(x_train: &[Vec<f32>], o_train: &[Outcome], x_cal: &[Vec<f32>], o_cal: &[Outcome]) -> (Scorer, f64) {
+    let y_cheap: Vec<bool> = o_train.iter().map(|o| o.cheap_correct).collect();
+    let y_strong: Vec<bool> = o_train.iter().map(|o| o.strong_correct).collect();
+    let strong_varies = y_strong.iter().any(|y| *y) && y_strong.iter().any(|y| !*y);
+    let judge = calibration_apgr(o_cal);
+    let mut best: Option<(f64, Scorer)> = None;
+    for l2 in [1e-4, 1e-3, 1e-2, 1e-1] {
+        let plain = Scorer {
+            cheap: Logistic::fit(x_train, &y_cheap, l2, 300),
+            strong: None,
+            neighbours: None,
+            blend: 1.0,
+        };
+        let gain = strong_varies.then(|| Scorer {
+            strong: Some(Logistic::fit(x_train, &y_strong, l2, 300)),
+            ..plain.clone()
+        });
+        for s in std::iter::once(plain).chain(gain) {
+            let a = judge(&x_cal.iter().map(|x| s.score(x)).collect::<Vec<_>>());
+            // Strictly better only: on a tie the simpler, earlier candidate stays.
+            if best.as_ref().is_none_or(|b| a > b.0 + 1e-9) {
+                best = Some((a, s));
+            }
+        }
+    }
+    let (a, s) = best.unwrap_or_else(|| {
+        (
+            0.0,
+            Scorer {
+                cheap: Logistic::fit(x_train, &y_cheap, 1e-3, 0),
+                strong: None,
+                neighbours: None,
+                blend: 1.0,
+            },
+        )
+    });
+    (s, a)
+}
+
+/// The router's scorer: the best logistic one ([`fit_linear`]), or the similarity-weighted gain of the k
+/// nearest training calls (k of 20 to 200) alone or blended with it, whichever has the highest APGR on the
+/// calibration calls; and that APGR. `dim` is the embedding's length at the front of each feature vector.
+pub fn fit(
+    x_train: &[Vec<f32>],
+    o_train: &[Outcome],
+    x_cal: &[Vec<f32>],
+    o_cal: &[Outcome],
+    dim: usize,
+) -> (Scorer, f64) {
+    let (linear, mut best_apgr) = fit_linear(x_train, o_train, x_cal, o_cal);
+    let judge = calibration_apgr(o_cal);
+    let mut best = linear.clone();
+    let embeddings: Vec<&[f32]> = x_train.iter().map(|x| &x[..dim.min(x.len())]).collect();
+    let gains: Vec<i8> = o_train
+        .iter()
+        .map(|o| i8::from(o.cheap_correct) - i8::from(o.strong_correct))
+        .collect();
+    let linear_cal: Vec<f64> = x_cal.iter().map(|x| linear.score(x)).collect();
+    for k in [20usize, 50, 100, 200] {
+        // Neighbourhoods of more than half the training calls are no longer local.
+        if k > 20 && k * 2 > x_train.len() {
+            continue;
+        }
+        let neighbours = Neighbours::new(&embeddings, &gains, k);
+        let near: Vec<f64> = x_cal.iter().map(|x| neighbours.score(x)).collect();
+        for blend in [0.0, 0.25, 0.5, 0.75] {
+            let scores: Vec<f64> = linear_cal
+                .iter()
+                .zip(&near)
+                .map(|(l, n)| blend * l + (1.0 - blend) * n)
+                .collect();
+            let a = judge(&scores);
+            if a > best_apgr + 1e-9 {
+                best_apgr = a;
+                best = Scorer {
+                    neighbours: Some(neighbours.clone()),
+                    blend,
+                    ..linear.clone()
+                };
+            }
+        }
+    }
+    (best, best_apgr)
+}
+
+/// APGR of scores on the calibration calls (the cheap and strong models' accuracies taken from them).
+fn calibration_apgr(o_cal: &[Outcome]) -> impl Fn(&[f64]) -> f64 + '_ {
+    let accuracy = |f: fn(&Outcome) -> bool| o_cal.iter().filter(|o| f(o)).count() as f64 / o_cal.len().max(1) as f64;
+    let (cheap, strong) = (accuracy(|o| o.cheap_correct), accuracy(|o| o.strong_correct));
+    move |scores| apgr(&curve(scores, o_cal, 100), cheap, strong)
+}
+
 /// A task's learned router: calls scoring at least `threshold` go to `cheap`, the rest to `strong`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRouter {
     pub cheap: String,
     pub strong: String,
-    /// P(the cheap model's answer agrees with the strong one's) from [`features`].
-    pub model: Logistic,
+    #[serde(flatten)]
+    pub scorer: Scorer,
     pub threshold: f64,
     /// The agreement the threshold was calibrated to.
     pub bound: f64,
@@ -129,7 +274,7 @@ pub struct TaskRouter {
 impl TaskRouter {
     /// True when the call should go to the cheap model.
     pub fn cheap(&self, features: &[f32]) -> bool {
-        self.model.predict(features) >= self.threshold
+        self.scorer.score(features) >= self.threshold
     }
 }
 
@@ -253,7 +398,8 @@ pub fn calibrate(scores: &[f64], outcomes: &[Outcome], bound: f64) -> Option<f64
         return None;
     }
     // Calls with equal scores move together: a threshold cannot split them.
-    let mut best = f64::INFINITY;
+    // Not infinity: a threshold is stored as JSON, which has no infinities.
+    let mut best = f64::MAX;
     let mut k = order.len();
     while k > 0 {
         let score = scores[order[k - 1]];
@@ -266,7 +412,7 @@ pub fn calibrate(scores: &[f64], outcomes: &[Outcome], bound: f64) -> Option<f64
             best = score;
         }
     }
-    // Calls scoring at least `best` go cheap (none when it stays infinite).
+    // Calls scoring at least `best` go cheap (none when it stays at the maximum).
     Some(best)
 }
 
@@ -331,5 +477,59 @@ mod tests {
             "only the cheap model's misses go strong: {p:?}"
         );
         assert!(calibrate(&perfect, &o, 1.01).is_none());
+    }
+
+    #[test]
+    fn neighbours_win_where_a_linear_model_cannot_separate() {
+        // The cheap model fails on two opposite clusters (an XOR a linear model of the embedding cannot
+        // draw) and is right in between; neighbours see the clusters.
+        let point = |i: usize| -> (Vec<f32>, bool) {
+            let angle = (i % 8) as f32 * std::f32::consts::FRAC_PI_4 + (i / 8 % 5) as f32 * 0.01;
+            let e = vec![angle.cos(), angle.sin(), 0.0];
+            let wrong = i.is_multiple_of(4);
+            (features(&e, "q"), !wrong)
+        };
+        let data: Vec<(Vec<f32>, Outcome)> = (0..800)
+            .map(|i| {
+                let (x, right) = point(i);
+                let o = Outcome {
+                    cheap_correct: right,
+                    strong_correct: true,
+                    cheap_cost: 1.0,
+                    strong_cost: 10.0,
+                };
+                (x, o)
+            })
+            .collect();
+        let (train, cal) = data.split_at(600);
+        let split = |d: &[(Vec<f32>, Outcome)]| -> (Vec<Vec<f32>>, Vec<Outcome>) { d.iter().cloned().unzip() };
+        let ((xt, ot), (xc, oc)) = (split(train), split(cal));
+        let (_, linear) = fit_linear(&xt, &ot, &xc, &oc);
+        let (scorer, best) = fit(&xt, &ot, &xc, &oc, 3);
+        assert!(scorer.neighbours.is_some(), "{}", scorer.describe());
+        assert!(best > 0.7 && best > linear + 0.1, "neighbours {best}, linear {linear}");
+        // A stored router round-trips, and one stored before neighbours existed still reads.
+        let router = TaskRouter {
+            cheap: "c".into(),
+            strong: "s".into(),
+            scorer: scorer.clone(),
+            threshold: -0.5,
+            bound: 0.9,
+            trained_on: 600,
+            calibrated_on: 200,
+            cheap_share: 0.7,
+            calibration_agreement: 0.95,
+        };
+        let json = serde_json::to_value(&router).unwrap();
+        assert_eq!(serde_json::from_value::<TaskRouter>(json.clone()).unwrap(), router);
+        let mut old = json;
+        let old_obj = old.as_object_mut().unwrap();
+        old_obj.remove("neighbours");
+        old_obj.remove("blend");
+        old_obj.remove("strong_model");
+        let old: TaskRouter = serde_json::from_value(old).unwrap();
+        assert_eq!(old.scorer.blend, 1.0);
+        assert!(old.scorer.neighbours.is_none());
+        assert_eq!(old.scorer.score(&xc[0]), scorer.cheap.predict(&xc[0]));
     }
 }

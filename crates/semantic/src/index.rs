@@ -116,8 +116,9 @@ impl<T> Partition<T> {
     }
 }
 
-/// A vector scaled to i8 by its largest component, and the factor back.
-fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
+/// A vector scaled to i8 by its largest component, and the factor back: `dot_i8(a, b) * fa * fb`
+/// approximates `dot` of the originals.
+pub fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
         return (vec![0; v.len()], 0.0);
@@ -127,7 +128,7 @@ fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
 }
 
 /// The dot product of two i8 vectors, in i32: with AVX2 where the CPU has it.
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {

@@ -91,6 +91,25 @@ pub struct CallRecord {
     pub cost_avoided_usd: Option<f64>,
     /// The deployment policy the call was served under, if its task had an active one.
     pub policy: Option<PolicyTag>,
+    /// A cascade's first stage, when one answered before the served answer was chosen. `cost_usd` is the
+    /// call's total, this stage's cost included.
+    pub stages: Vec<StageRecord>,
+}
+
+/// A cascade stage: the cheap model's answer and what the cascade did with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub model: String,
+    /// Every sample the stage drew.
+    pub cost_usd: Option<f64>,
+    pub latency_ms: f64,
+    /// `accepted` (served), `escalated` (the score was under the threshold), `unusable` (failed a hard
+    /// check) or `failed` (no answer).
+    pub outcome: String,
+    /// The acceptance score, where one was computed.
+    pub score: Option<f64>,
+    /// What failed, for `unusable` and `failed`.
+    pub note: Option<String>,
 }
 
 /// Which policy version served a call, and in which role.

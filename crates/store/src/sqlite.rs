@@ -156,6 +156,10 @@ CREATE INDEX semantic_evidence_task ON semantic_evidence (task, at_ms);
 -- The model that answered for the replacement in a shadow or audit check: routers learn from these.
 ALTER TABLE online_scores ADD COLUMN model TEXT;
 "#,
+    r#"
+-- A cascade's stages before the served answer, as JSON: model, cost, outcome, score.
+ALTER TABLE calls ADD COLUMN stages TEXT;
+"#,
 ];
 
 /// A short, stable content hash (for equality only).
@@ -259,9 +263,9 @@ impl Store {
                     requested_model, served_model, provider, upstream_model, stream, status, http_status, error,
                     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
                     cost_usd, cost_estimated, latency_ms, ttft_ms, overhead_us, attempts, request_body, response_body,
-                    request_hash, output_hash, cache, cost_avoided_usd, policy_version, policy_role)
+                    request_hash, output_hash, cache, cost_avoided_usd, policy_version, policy_role, stages)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+                    ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
             )?;
             for r in records {
                 let u = r.usage;
@@ -299,6 +303,9 @@ impl Store {
                     r.cost_avoided_usd,
                     r.policy.as_ref().map(|p| p.version as i64),
                     r.policy.as_ref().map(|p| p.role.as_str()),
+                    (!r.stages.is_empty())
+                        .then(|| serde_json::to_string(&r.stages).ok())
+                        .flatten(),
                 ])?;
             }
         }
@@ -365,7 +372,7 @@ impl Store {
                     provider, upstream_model, stream, status, http_status, error, input_tokens, cached_input_tokens,
                     cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, cost_estimated, latency_ms,
                     ttft_ms, overhead_us, attempts, request_body, response_body, t.name, t.origin, cache,
-                    cost_avoided_usd, policy_version, policy_role
+                    cost_avoided_usd, policy_version, policy_role, stages
              FROM calls c LEFT JOIN tasks t ON t.id = c.task WHERE c.id = ?1",
         )?;
         let rec = stmt
@@ -422,6 +429,10 @@ impl Store {
                         }),
                         _ => None,
                     },
+                    stages: r
+                        .get::<_, Option<String>>(33)?
+                        .and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or_default(),
                 })
             })
             .optional()?;
@@ -1007,6 +1018,7 @@ pub(crate) mod tests {
             cache: None,
             cost_avoided_usd: None,
             policy: None,
+            stages: Vec::new(),
         }
     }
 

@@ -196,7 +196,7 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
         });
     }
     // The cheapest applicable model and the current one make a router (trained from the cheap model's
-    // validation and online outcomes) or a cascade (not built yet).
+    // validation and online outcomes) or a cascade (trained on the cheap model's answers to logged calls).
     if let (Some(cheap), Some(strong)) = (
         out.iter()
             .filter(|c| matches!(c.replacement, Replacement::Model { .. }))
@@ -227,14 +227,18 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
             monthly_savings_usd: None,
             available: true,
         });
+        let why = format!(
+            "asks {cheap} first and escalates the answers a learned acceptance score doubts to {strong}; \
+             `leanlm train-cascade --cheap {cheap}` first; savings depend on the share accepted"
+        );
         let cascade = Replacement::Cascade { cheap, strong };
         out.push(Candidate {
             spec: cascade.to_string(),
-            why: "asks the cheap model first and escalates unsure answers (not available in this version)".to_owned(),
+            why,
             replacement: cascade,
             monthly_cost_usd: None,
             monthly_savings_usd: None,
-            available: false,
+            available: true,
         });
     }
     out.sort_by(|a, b| {
@@ -345,7 +349,7 @@ mod tests {
         assert!(mini.why.contains("supports tools"), "{}", mini.why);
         let cache = c.iter().find(|c| c.spec == "cache:exact").unwrap();
         assert!((cache.monthly_savings_usd.unwrap() - 2.6).abs() < 1e-9);
-        assert!(c.iter().any(|c| c.spec == "cascade:gpt-4o-mini,gpt-4o" && !c.available));
+        assert!(c.iter().any(|c| c.spec == "cascade:gpt-4o-mini,gpt-4o" && c.available));
         assert!(c.iter().any(|c| c.spec == "router:gpt-4o-mini,gpt-4o" && c.available));
     }
 }

@@ -21,12 +21,24 @@ pub struct Reply {
     pub text: String,
     pub cost_usd: Option<f64>,
     pub latency_ms: f64,
+    /// The answer's token log-probabilities, when asked for and returned.
+    pub logprobs: Option<Vec<f64>>,
 }
 
 /// Sends a chat request the way the gateway would (translation, retries, fallbacks), without logging it
 /// as traffic. `format` is the client format the call was logged in: `openai` or `anthropic`.
 pub trait Replay: Sync {
     fn complete(&self, format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send;
+}
+
+/// A cascade's judgement of its cheap model's answers, for validating the cascade as it would serve.
+pub trait Accept: Sync {
+    /// Ask the cheap model for token log-probabilities.
+    fn logprobs(&self) -> bool;
+    /// Cheap samples per call (1 or 2).
+    fn samples(&self) -> usize;
+    /// True when the cheap answer (and the second sample, if drawn) would be served.
+    fn accept(&self, call: &Logged, first: &Reply, second: Option<&Reply>) -> bool;
 }
 
 /// A logged call, ready to replay.
@@ -253,6 +265,8 @@ pub struct Validation<'a, R: Replay> {
     pub progress: &'a dyn Progress,
     /// For a `router:` replacement, the model the router picks for each call (in the order of `calls`).
     pub picks: Option<Vec<String>>,
+    /// For a cascade: how it judges its cheap answers.
+    pub cascade: Option<&'a dyn Accept>,
 }
 
 fn call_cost(price: &Price, input: u64, output: u64) -> f64 {
@@ -267,6 +281,7 @@ impl<R: Replay> Validation<'_, R> {
             (Replacement::Router { .. }, Some(picks)) if picks.len() == self.calls.len() => {
                 Ok(picks.get(i).map(String::as_str).unwrap_or_default())
             }
+            (Replacement::Cascade { cheap, .. }, _) if self.cascade.is_some() => Ok(cheap),
             (other, _) => Err(ValidateError::Unsupported(other.kind())),
         }
     }
@@ -361,7 +376,13 @@ impl<R: Replay> Validation<'_, R> {
                         return None;
                     }
                 }
-                let result = match self.replay.complete(&call.format, call.with_model(model)).await {
+                let replied = match (&self.opts.replacement, self.cascade) {
+                    (Replacement::Cascade { cheap, strong }, Some(accept)) if model == cheap => {
+                        cascade_reply(self.replay, accept, call, cheap, strong).await
+                    }
+                    _ => self.replay.complete(&call.format, call.with_model(model)).await,
+                };
+                let result = match replied {
                     Err(e) => Err(e),
                     Ok(reply) => {
                         let mut cost = reply.cost_usd.unwrap_or(0.0);
@@ -744,6 +765,53 @@ is better, TIE if they are equally good (they may be worded differently).";
 
 /// Asks the judge in both orders, so a judge that prefers whichever answer comes first cancels out. The
 /// candidate agrees when, averaged over the two orders, it is at least as good as the reference.
+/// A cascade's answer to one call, as the gateway would serve it: the cheap model's (two samples if the
+/// cascade draws two), unless the cascade does not accept it, then the strong model's. The cost is every
+/// stage's.
+async fn cascade_reply<R: Replay>(
+    replay: &R,
+    accept: &dyn Accept,
+    call: &Logged,
+    cheap: &str,
+    strong: &str,
+) -> Result<Reply, String> {
+    let mut body = call.with_model(cheap);
+    if accept.logprobs()
+        && call.format == "openai"
+        && let Some(o) = body.as_object_mut()
+    {
+        o.insert("logprobs".into(), json!(true));
+    }
+    let first = replay.complete(&call.format, body.clone()).await?;
+    let second = if accept.samples() > 1 {
+        if let Some(o) = body.as_object_mut() {
+            let t = o.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
+            o.insert("temperature".into(), json!(t.max(SECOND_SAMPLE_TEMPERATURE)));
+        }
+        Some(replay.complete(&call.format, body).await?)
+    } else {
+        None
+    };
+    let cheap_cost = first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
+    if accept.accept(call, &first, second.as_ref()) {
+        return Ok(Reply {
+            cost_usd: Some(cheap_cost),
+            latency_ms: first.latency_ms + second.as_ref().map_or(0.0, |s| s.latency_ms),
+            ..first
+        });
+    }
+    let escalated = replay.complete(&call.format, call.with_model(strong)).await?;
+    Ok(Reply {
+        cost_usd: Some(cheap_cost + escalated.cost_usd.unwrap_or(0.0)),
+        latency_ms: first.latency_ms + second.map_or(0.0, |s| s.latency_ms) + escalated.latency_ms,
+        ..escalated
+    })
+}
+
+/// The temperature a cascade's second cheap sample is drawn at (at least): two samples at temperature 0
+/// would agree by construction.
+pub const SECOND_SAMPLE_TEMPERATURE: f64 = 0.7;
+
 async fn judge<R: Replay>(replay: &R, model: &str, call: &Logged, candidate: &str) -> Result<(Scored, f64), String> {
     let ask = |a: &str, b: &str| {
         json!({
@@ -850,6 +918,7 @@ mod tests {
                     text,
                     cost_usd: Some(0.001),
                     latency_ms: 5.0,
+                    logprobs: None,
                 })
             }
         }
@@ -907,8 +976,67 @@ mod tests {
             embedder: None,
             progress: &NoProgress,
             picks: None,
+            cascade: None,
         };
         futures_util::FutureExt::now_or_never(v.run()).expect("the table replay never waits")
+    }
+
+    /// Accepts the cheap answer on calls whose number is not a multiple of `doubt_every`.
+    struct Doubts {
+        doubt_every: usize,
+    }
+
+    impl Accept for Doubts {
+        fn logprobs(&self) -> bool {
+            true
+        }
+        fn samples(&self) -> usize {
+            1
+        }
+        fn accept(&self, call: &Logged, _: &Reply, second: Option<&Reply>) -> bool {
+            assert!(second.is_none());
+            let i: usize = call.id[1..].parse().unwrap();
+            self.doubt_every == 0 || !i.is_multiple_of(self.doubt_every)
+        }
+    }
+
+    fn run_cascade(doubt_every: usize) -> Report {
+        let t = table(400, 5);
+        let mut o = Options::new("t1", "intents", "cascade:cheap,big".parse().unwrap(), ScorerSpec::Label);
+        o.sequential = false;
+        o.sample = 300;
+        let accept = Doubts { doubt_every };
+        let v = Validation {
+            opts: o,
+            calls: calls(400),
+            available: 400,
+            replay: &t,
+            embedder: None,
+            progress: &NoProgress,
+            picks: None,
+            cascade: Some(&accept),
+        };
+        futures_util::FutureExt::now_or_never(v.run())
+            .expect("the table replay never waits")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cascade_is_validated_as_it_would_serve() {
+        // The cheap model is wrong on every fifth call; a cascade that doubts exactly those escalates them.
+        let sure = run_cascade(5);
+        assert!(sure.verdict.passed, "{:?}", sure.verdict);
+        assert!(sure.outcomes.iter().all(|o| o.agreed));
+        // Each call pays the cheap model; every fifth pays the strong one too.
+        let expected = 300.0 * 0.001 + 60.0 * 0.001 + 50.0 * 0.001;
+        assert!(
+            (sure.validation_cost_usd - expected).abs() < 1e-9,
+            "{}",
+            sure.validation_cost_usd
+        );
+        // One that trusts everything serves the cheap model's mistakes.
+        let trusting = run_cascade(0);
+        assert!(!trusting.verdict.passed, "{:?}", trusting.verdict);
     }
 
     #[test]
@@ -971,6 +1099,7 @@ mod tests {
                 embedder: None,
                 progress: &NoProgress,
                 picks: None,
+                cascade: None,
             }
             .run(),
         )
@@ -1006,6 +1135,7 @@ mod tests {
                 embedder: None,
                 progress: &NoProgress,
                 picks: None,
+                cascade: None,
             }
             .run(),
         )
@@ -1023,6 +1153,7 @@ mod tests {
             embedder: None,
             progress: &NoProgress,
             picks: None,
+            cascade: None,
         };
         assert!(v.estimate().unwrap_err().to_string().contains("exact-cache"));
     }

@@ -312,6 +312,39 @@ pub fn score(spec: &ScorerSpec, reference: &str, candidate: &str, ctx: &TaskCont
     }
 }
 
+/// The hard failure an answer shows on its own, with no reference to compare: a refusal, JSON that does not
+/// parse or breaks the request's schema, a label outside the task's set, nothing for the pattern or path.
+/// What a cascade checks before it trusts a cheap answer.
+pub fn hard_failure(spec: &ScorerSpec, candidate: &str, ctx: &TaskContext) -> Option<HardFailure> {
+    if is_refusal(candidate) {
+        return Some(HardFailure::Refused);
+    }
+    match spec {
+        ScorerSpec::Label => (!ctx.labels.is_empty() && !ctx.labels.contains(&normalise_label(candidate)))
+            .then_some(HardFailure::UnknownLabel),
+        ScorerSpec::Json { .. } => {
+            let Some(c) = parse_json_answer(candidate) else {
+                return Some(HardFailure::InvalidJson);
+            };
+            let schema = ctx.schema.as_ref()?;
+            let validator = jsonschema::validator_for(schema).ok()?;
+            validator.iter_errors(&c).next().map(|_| HardFailure::SchemaViolation)
+        }
+        ScorerSpec::Regex { pattern } => {
+            let re = regex::Regex::new(pattern).ok()?;
+            (!re.is_match(candidate)).then_some(HardFailure::NoMatch)
+        }
+        ScorerSpec::JsonPath { path } => {
+            let jp = serde_json_path::JsonPath::parse(path).ok()?;
+            let Some(c) = parse_json_answer(candidate) else {
+                return Some(HardFailure::InvalidJson);
+            };
+            jp.query(&c).all().is_empty().then_some(HardFailure::NoMatch)
+        }
+        ScorerSpec::Similarity { .. } | ScorerSpec::Judge { .. } => None,
+    }
+}
+
 fn score_json(reference: &str, candidate: &str, tolerance: f64, schema: Option<&Value>) -> Scored {
     let Some(c) = parse_json_answer(candidate) else {
         return Scored::hard(HardFailure::InvalidJson, "the candidate's answer is not JSON");
@@ -594,6 +627,42 @@ mod tests {
         assert_eq!(
             score(&jp, r#"{"intent": "refund"}"#, r#"{"other": 1}"#, &ctx()).hard,
             Some(HardFailure::NoMatch)
+        );
+    }
+
+    #[test]
+    fn hard_failures_are_found_without_a_reference() {
+        let ctx = TaskContext {
+            labels: ["refund".to_owned(), "card_lost".to_owned()].into(),
+            schema: Some(json!({"type": "object", "required": ["a"]})),
+            embedder: None,
+        };
+        assert_eq!(hard_failure(&ScorerSpec::Label, "Refund.", &ctx), None);
+        assert_eq!(
+            hard_failure(&ScorerSpec::Label, "weather", &ctx),
+            Some(HardFailure::UnknownLabel)
+        );
+        let json_spec = ScorerSpec::Json {
+            tolerance: DEFAULT_TOLERANCE,
+        };
+        assert_eq!(hard_failure(&json_spec, r#"{"a": 1}"#, &ctx), None);
+        assert_eq!(
+            hard_failure(&json_spec, r#"{"b": 1}"#, &ctx),
+            Some(HardFailure::SchemaViolation)
+        );
+        assert_eq!(
+            hard_failure(&json_spec, "not json", &ctx),
+            Some(HardFailure::InvalidJson)
+        );
+        let regex = ScorerSpec::Regex { pattern: r"\d+".into() };
+        assert_eq!(hard_failure(&regex, "no digits", &ctx), Some(HardFailure::NoMatch));
+        assert_eq!(
+            hard_failure(
+                &ScorerSpec::Similarity { threshold: None },
+                "I'm unable to help with that.",
+                &ctx
+            ),
+            Some(HardFailure::Refused)
         );
     }
 }

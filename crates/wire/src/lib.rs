@@ -93,6 +93,18 @@ pub fn output_text(resp: &serde_json::Value) -> String {
     out.trim().to_owned()
 }
 
+/// The answer's token log-probabilities in an OpenAI `chat.completion` (`choices[0].logprobs.content`),
+/// when the request asked for them and the provider returned them.
+pub fn output_logprobs(resp: &serde_json::Value) -> Option<Vec<f64>> {
+    let tokens = resp.pointer("/choices/0/logprobs/content")?.as_array()?;
+    let out: Vec<f64> = tokens
+        .iter()
+        .filter_map(|t| t.get("logprob")?.as_f64())
+        .filter(|l| l.is_finite())
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
 /// Parses a JSON body into `T`, reporting the path of the first bad field (`messages[2].role: ...`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
@@ -107,4 +119,21 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Wire
             WireError::invalid(format!("invalid field `{path}`: {inner}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn log_probabilities_are_read_where_present() {
+        let v = json!({"choices": [{"message": {"content": "hi there"}, "logprobs": {"content": [
+            {"token": "hi", "logprob": -0.01, "bytes": null, "top_logprobs": []},
+            {"token": " there", "logprob": -1.5, "bytes": null, "top_logprobs": []}
+        ]}}]});
+        assert_eq!(super::output_logprobs(&v), Some(vec![-0.01, -1.5]));
+        let none = json!({"choices": [{"message": {"content": "hi"}, "logprobs": null}]});
+        assert_eq!(super::output_logprobs(&none), None);
+        assert_eq!(super::output_logprobs(&json!({"content": []})), None);
+    }
 }

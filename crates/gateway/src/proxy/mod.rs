@@ -24,7 +24,9 @@ use crate::semantic::Lookup;
 use crate::server::AppState;
 use crate::unix_ms;
 use crate::upstream::{self, ClientAuth, Failed, Operation, Sent, status_of};
+use leanlm_route::cascade::TaskCascade;
 
+mod cascade;
 mod embeddings;
 mod stream;
 
@@ -36,6 +38,8 @@ pub const HEADER_PROVIDER: &str = "x-leanlm-provider";
 pub const HEADER_COST: &str = "x-leanlm-cost-usd";
 pub const HEADER_COST_ESTIMATED: &str = "x-leanlm-cost-estimated";
 pub const HEADER_TASK: &str = "x-leanlm-task";
+/// Under a cascade: what it did with the cheap model's answer (`accepted`, `escalated`, `unusable`, `failed`).
+pub const HEADER_CASCADE: &str = "x-leanlm-cascade";
 /// On a semantic hit: the similarity of the request to the cached one.
 pub const HEADER_CACHE_SIMILARITY: &str = "x-leanlm-cache-similarity";
 
@@ -56,6 +60,10 @@ pub(crate) struct Recorder {
     rec: Option<CallRecord>,
     /// The call is served under a deployment policy: what to check once it is complete.
     online: Option<crate::deploy::OnlineJob>,
+    /// What earlier stages (a cascade's cheap model) cost: added to the served answer's cost.
+    prior_cost: f64,
+    /// Time earlier stages spent waiting on upstreams: not the gateway's own overhead.
+    prior_wait: std::time::Duration,
 }
 
 impl Recorder {
@@ -91,8 +99,30 @@ impl Recorder {
                 cache: None,
                 cost_avoided_usd: None,
                 policy: None,
+                stages: Vec::new(),
             }),
             online: None,
+            prior_cost: 0.0,
+            prior_wait: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The gateway's own time so far: everything but the waits on upstreams.
+    fn overhead_us(&self, waited: std::time::Duration) -> f64 {
+        self.started
+            .elapsed()
+            .saturating_sub(waited + self.prior_wait)
+            .as_secs_f64()
+            * 1e6
+    }
+
+    /// Settles the served answer's usage and the call's cost: the answer's, plus earlier stages'.
+    fn settle(&mut self, target: &Target, usage: Usage, estimated: bool) {
+        let prior = self.prior_cost;
+        let r = self.rec();
+        settle_cost(r, target, usage, estimated);
+        if prior > 0.0 {
+            r.cost_usd = r.cost_usd.map(|c| c + prior);
         }
     }
 
@@ -123,7 +153,7 @@ impl Recorder {
             r.latency_ms = latency;
             crate::metrics::record(&r);
             if let (Some(job), Some(runtime)) = (self.online.take(), &self.app.policies) {
-                runtime.finished(job, &r.id, &r.client_format, &r);
+                runtime.finished(job, &r.id, &r.client_format, &r, &self.app);
             }
             self.app.log.record(r);
         }
@@ -143,7 +173,7 @@ impl Recorder {
     fn upstream_failed(mut self, format: ClientFormat, chain: &[Target], failed: Failed) -> Response {
         self.set_target(&chain[failed.target]);
         self.rec().attempts = failed.attempts;
-        self.rec().overhead_us = Some(self.started.elapsed().saturating_sub(failed.waited).as_secs_f64() * 1e6);
+        self.rec().overhead_us = Some(self.overhead_us(failed.waited));
         let (status, err) = failed.error.to_client();
         let call_status = match failed.error {
             upstream::UpstreamError::Translate(_) => CallStatus::ClientError,
@@ -161,11 +191,11 @@ impl Recorder {
         estimated: bool,
         logged: Option<String>,
     ) -> Response {
+        self.settle(target, usage, estimated);
         let r = self.rec();
-        settle_cost(r, target, usage, estimated);
         r.response_body = logged;
         let cost = r.cost_usd;
-        self.rec().overhead_us = Some(self.started.elapsed().saturating_sub(done.waited).as_secs_f64() * 1e6);
+        self.rec().overhead_us = Some(self.overhead_us(done.waited));
         let mut resp = ([(header::CONTENT_TYPE, "application/json")], done.body).into_response();
         success_headers(&mut resp, self.rec(), target, &done.headers);
         self.log(CallStatus::Ok, 200);
@@ -342,6 +372,23 @@ impl Ingress {
         }
     }
 
+    /// The same request asking for a whole answer, not a stream.
+    fn whole(&self) -> Ingress {
+        match self {
+            Ingress::OpenAi(r) => {
+                let mut r = r.clone();
+                r.stream = None;
+                r.stream_options = None;
+                Ingress::OpenAi(r)
+            }
+            Ingress::Anthropic(r) => {
+                let mut r = r.clone();
+                r.stream = None;
+                Ingress::Anthropic(r)
+            }
+        }
+    }
+
     /// The request in the OpenAI hub format.
     fn hub(&self) -> Result<ChatRequest, WireError> {
         match self {
@@ -454,8 +501,9 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         Ok(c) => c,
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
+    let mut cascade = None;
     if let Some(policy) = policy {
-        chain = match apply_policy(&app, &mut rec, policy, ingress.model(), chain, &bytes).await {
+        (chain, cascade) = match apply_policy(&app, &mut rec, policy, ingress.model(), chain, &bytes).await {
             Ok(c) => c,
             Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
         };
@@ -525,6 +573,17 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
     }
     rec.rec().cache = Some(if key.is_some() { "miss" } else { "bypass" }.to_owned());
     let auth = client_auth(&headers);
+    if let Some(c) = cascade {
+        let stage = cascade::Stage {
+            format,
+            stream,
+            wants_usage,
+        };
+        rec = match stage.run(&app, rec, &c, &ingress, &auth).await {
+            Ok(served) => return served,
+            Err(escalated) => escalated,
+        };
+    }
     let op = Operation::Chat { stream };
     let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
         upstream::prepare(target, op, ingress.body_for(target, &bytes)?, &auth)
@@ -551,7 +610,8 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
 
 /// Routes a call under its task's policy: the replacement serves (the reference's chain behind it, so a
 /// failing replacement falls back instead of failing the call) or the reference does; either way the call
-/// is tagged with the policy version and may get a second opinion once complete.
+/// is tagged with the policy version and may get a second opinion once complete. A cascade that serves
+/// comes back with the chain of its strong model: its cheap stage runs first.
 async fn apply_policy(
     app: &AppState,
     rec: &mut Recorder,
@@ -559,14 +619,21 @@ async fn apply_policy(
     reference: &str,
     chain: Vec<Target>,
     request: &[u8],
-) -> Result<Vec<Target>, WireError> {
+) -> Result<(Vec<Target>, Option<Arc<TaskCascade>>), WireError> {
     use leanlm_deploy::Route;
+    use leanlm_validate::Replacement;
     let mut route = policy.route(rand::random(), rand::random());
     // Only a call the replacement serves or shadows needs its model; a router embeds the prompt for it.
     let needs_model = !matches!(route, Route::Reference { shadow: false });
+    let cascade = match &policy.replacement {
+        Replacement::Cascade { .. } if needs_model => app.policies.as_ref().and_then(|p| p.cascade(&policy.task_id)),
+        _ => None,
+    };
     let model = match &policy.replacement {
-        leanlm_validate::Replacement::Model { model } => Some(model.clone()),
-        leanlm_validate::Replacement::Router { .. } if needs_model => routed(app, &policy.task_id, request).await,
+        Replacement::Model { model } => Some(model.clone()),
+        Replacement::Router { .. } if needs_model => routed(app, &policy.task_id, request).await,
+        // Whatever the cheap stage does, the strong model is the chain behind it.
+        Replacement::Cascade { strong, .. } => cascade.as_ref().map(|_| strong.clone()),
         _ => None,
     };
     if model.is_none() {
@@ -602,8 +669,10 @@ async fn apply_policy(
         check,
         reference: reference.to_owned(),
         served_by_replacement,
+        // A shadow check judges the cheap answer as the cascade would.
+        cascade: cascade.clone().filter(|_| !served_by_replacement),
     });
-    Ok(chain)
+    Ok((chain, cascade.filter(|_| served_by_replacement)))
 }
 
 /// The model a task's learned router picks for a request, or `None` (the reference serves) when there is
@@ -684,21 +753,7 @@ fn cache_hit(
     }
     let (content_type, body) = if stream {
         let v: serde_json::Value = serde_json::from_slice(&hit.body).unwrap_or_default();
-        let mut buf = Vec::with_capacity(hit.body.len() * 2);
-        match format {
-            ClientFormat::OpenAi => {
-                for c in openai::completion_to_chunks(&v, wants_usage) {
-                    stream::sse_frame(&mut buf, format, None, &c.to_string());
-                }
-                buf.extend_from_slice(b"data: [DONE]\n\n");
-            }
-            ClientFormat::Anthropic => {
-                for e in anthropic::message_to_events(&v) {
-                    stream::sse_frame(&mut buf, format, e.get("type").and_then(|t| t.as_str()), &e.to_string());
-                }
-            }
-        }
-        ("text/event-stream", Bytes::from(buf))
+        ("text/event-stream", as_sse(format, &v, wants_usage))
     } else {
         ("application/json", hit.body.clone())
     };
@@ -727,6 +782,25 @@ fn cache_hit(
     resp
 }
 
+/// A whole answer (in the client's format) replayed as the client's event stream.
+fn as_sse(format: ClientFormat, v: &Value, wants_usage: bool) -> Bytes {
+    let mut buf = Vec::with_capacity(1024);
+    match format {
+        ClientFormat::OpenAi => {
+            for c in openai::completion_to_chunks(v, wants_usage) {
+                stream::sse_frame(&mut buf, format, None, &c.to_string());
+            }
+            buf.extend_from_slice(b"data: [DONE]\n\n");
+        }
+        ClientFormat::Anthropic => {
+            for e in anthropic::message_to_events(v) {
+                stream::sse_frame(&mut buf, format, e.get("type").and_then(|t| t.as_str()), &e.to_string());
+            }
+        }
+    }
+    Bytes::from(buf)
+}
+
 /// Headers every successful LeanLM response carries, plus the forwardable upstream ones.
 fn success_headers(resp: &mut Response, rec: &CallRecord, target: &Target, upstream: &reqwest::header::HeaderMap) {
     let h = resp.headers_mut();
@@ -748,6 +822,9 @@ fn success_headers(resp: &mut Response, rec: &CallRecord, target: &Target, upstr
     put(HEADER_PROVIDER, &target.provider.name);
     if let Some(c) = &rec.cache {
         put(HEADER_CACHE, c);
+    }
+    if let Some(stage) = rec.stages.last() {
+        put(HEADER_CASCADE, &stage.outcome);
     }
 }
 
@@ -853,6 +930,19 @@ fn format_cost(c: f64) -> String {
     format!("{c:.8}")
 }
 
+/// A whole upstream answer in the client's format.
+fn to_client(kind: ProviderKind, format: ClientFormat, v: Value, target: &Target) -> Value {
+    match (kind, format) {
+        (ProviderKind::Anthropic, ClientFormat::OpenAi) => anthropic::response_to_openai(&v),
+        (ProviderKind::Gemini, ClientFormat::OpenAi) => gemini::response_to_openai(&v, &target.model),
+        (ProviderKind::OpenAi, ClientFormat::Anthropic) => anthropic::response_from_openai(&v),
+        (ProviderKind::Gemini, ClientFormat::Anthropic) => {
+            anthropic::response_from_openai(&gemini::response_to_openai(&v, &target.model))
+        }
+        _ => v,
+    }
+}
+
 async fn unary_response(
     app: Arc<AppState>,
     rec: Recorder,
@@ -904,21 +994,9 @@ async fn unary_response(
             (estimate_usage(&target, &ingress, &text), true)
         }
     };
-    let out: Bytes = match (&full, kind, format) {
-        (None, ..) => bytes,
-        (Some(v), ProviderKind::Anthropic, ClientFormat::OpenAi) => anthropic::response_to_openai(v).to_string().into(),
-        (Some(v), ProviderKind::Gemini, ClientFormat::OpenAi) => {
-            gemini::response_to_openai(v, &target.model).to_string().into()
-        }
-        (Some(v), ProviderKind::OpenAi, ClientFormat::Anthropic) => {
-            anthropic::response_from_openai(v).to_string().into()
-        }
-        (Some(v), ProviderKind::Gemini, ClientFormat::Anthropic) => {
-            anthropic::response_from_openai(&gemini::response_to_openai(v, &target.model))
-                .to_string()
-                .into()
-        }
-        (Some(v), ..) => v.to_string().into(),
+    let out: Bytes = match full {
+        None => bytes,
+        Some(v) => to_client(kind, format, v, &target).to_string().into(),
     };
     let logged = app.config.log_bodies.then(|| body_text(&out));
     if cache_key.wanted() {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::CacheWrite;
-use super::{Ingress, Recorder, estimate_usage, format_cost, response_text, settle_cost, success_headers};
+use super::{Ingress, Recorder, estimate_usage, format_cost, response_text, success_headers};
 use crate::route::Target;
 use crate::server::AppState;
 use crate::upstream::Sent;
@@ -89,8 +89,7 @@ pub(super) fn stream_response(
     ingress: Ingress,
     cache_key: CacheWrite,
 ) -> Response {
-    let overhead = rec.started.elapsed().saturating_sub(sent.waited);
-    rec.rec().overhead_us = Some(overhead.as_secs_f64() * 1e6);
+    rec.rec().overhead_us = Some(rec.overhead_us(sent.waited));
     let upstream_headers = sent.response.headers().clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(32);
     let mut resp = Response::builder()
@@ -242,7 +241,7 @@ async fn pump(
         Some(u) => (u, false),
         None => (estimate_usage(&target, &ingress, &streamed_text), true),
     };
-    settle_cost(rec.rec(), &target, usage, estimated);
+    rec.settle(&target, usage, estimated);
     match &error {
         Some(msg) if !upstream_reported_error => error_frame(&mut buf, format, msg),
         _ => {}

@@ -1,0 +1,44 @@
+//! Judging a cascade's cheap answer, the one way the request path and shadow checks both use: the
+//! request's transcript is embedded (the shared embedder, off the async workers) into the prompt features
+//! the cascade was trained on, and the stored cascade decides.
+
+use leanlm_route::cascade::{Decision, Evidence, TaskCascade};
+use serde_json::Value;
+
+use crate::server::AppState;
+
+/// The cascade's decision on a cheap answer to `request`; `Err` when the prompt cannot be embedded (the
+/// call then escalates: an answer that cannot be judged is not served).
+pub(crate) async fn judge(
+    app: &AppState,
+    cascade: &TaskCascade,
+    request: &Value,
+    answer: &str,
+    logprobs: Option<&[f64]>,
+    second: Option<&str>,
+) -> Result<Decision, String> {
+    // Hard checks first: an unusable answer needs no embedding to be turned down.
+    if let Some(h) = cascade.setup.hard_failure(answer) {
+        return Ok(Decision::Unusable(h));
+    }
+    let embedder = app.embedder.as_ref().ok_or("this gateway has no embedder")?;
+    let text = leanlm_validate::run::transcript(request);
+    let mut vectors = embedder.embed(&app.routes, &app.http, vec![text.clone()]).await?;
+    let vector = vectors.pop().ok_or("the embedder returned nothing")?;
+    let prompt = leanlm_route::features(&vector, &text);
+    Ok(cascade.decide(&Evidence {
+        prompt: &prompt,
+        answer,
+        logprobs,
+        second,
+    }))
+}
+
+/// A decision as the call log's stage outcome, and its note.
+pub(crate) fn outcome(d: &Decision) -> (&'static str, Option<String>) {
+    match d {
+        Decision::Accept { .. } => ("accepted", None),
+        Decision::Unsure { .. } => ("escalated", None),
+        Decision::Unusable(h) => ("unusable", Some(h.as_str().to_owned())),
+    }
+}

@@ -1,0 +1,457 @@
+//! Cascades, as in FrugalGPT: the cheap model answers first, and its answer is served only when it passes
+//! the task's hard checks (valid JSON and schema, a label from the task's set, no refusal) and a learned
+//! acceptance score clears a threshold calibrated to the task's quality bound; otherwise the call escalates
+//! to the strong model. The score is learned from the cheap model's own answers to the task's logged calls,
+//! scored against the logged answers: what the prompt looks like (as a router sees it) and what the answer
+//! shows (its token log-probabilities where the provider returns them, whether a second sample agrees, how
+//! often the cheap model was right when it gave this label).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use leanlm_validate::score::{self, HardFailure, ScorerSpec, TaskContext};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Outcome, Scorer, calibrate, fit, route_with};
+
+/// What the acceptance score sees of one cheap answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// The prompt's router features ([`crate::features`]): its embedding, then its length.
+    pub prompt: &'a [f32],
+    pub answer: &'a str,
+    /// The answer's token log-probabilities, where the provider returned them.
+    pub logprobs: Option<&'a [f64]>,
+    /// A second sample's answer, for a cascade that draws two.
+    pub second: Option<&'a str>,
+}
+
+/// How a cascade is set up before training: the models, the checks, what to ask the cheap model for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    pub cheap: String,
+    pub strong: String,
+    /// The task's scorer: its hard checks gate every cheap answer, and it compares two samples.
+    pub scorer: ScorerSpec,
+    /// The task's labels (normalised), for the label check.
+    #[serde(default)]
+    pub labels: BTreeSet<String>,
+    /// The JSON schema the task's requests ask for, for the schema check.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// Ask the cheap model for token log-probabilities (OpenAI-compatible providers return them).
+    #[serde(default)]
+    pub logprobs: bool,
+    /// Cheap samples per call: 2 adds their agreement to the score, at twice the cheap cost.
+    #[serde(default = "one_sample")]
+    pub samples: u8,
+    /// The agreement with the reference the accepted-or-escalated answers must keep.
+    pub bound: f64,
+}
+
+fn one_sample() -> u8 {
+    1
+}
+
+/// A task's trained cascade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCascade {
+    #[serde(flatten)]
+    pub setup: Setup,
+    /// For each label the cheap model answered in training, how often it agreed (smoothed toward `prior`).
+    pub label_precision: BTreeMap<String, f64>,
+    /// The cheap model's agreement over all training answers.
+    pub prior: f64,
+    pub accept: Scorer,
+    /// Answers scoring at least this are served.
+    pub threshold: f64,
+    pub trained_on: usize,
+    pub calibrated_on: usize,
+    /// On the calibration calls: the share of cheap answers served, and the agreement reached.
+    pub accepted_share: f64,
+    pub calibration_agreement: f64,
+}
+
+/// What a cascade does with one cheap answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    Accept {
+        score: f64,
+    },
+    /// The answer fails a hard check: escalated whatever its score.
+    Unusable(HardFailure),
+    /// The score is under the threshold.
+    Unsure {
+        score: f64,
+    },
+}
+
+impl Decision {
+    pub fn accepted(&self) -> bool {
+        matches!(self, Decision::Accept { .. })
+    }
+
+    pub fn score(&self) -> Option<f64> {
+        match self {
+            Decision::Accept { score } | Decision::Unsure { score } => Some(*score),
+            Decision::Unusable(_) => None,
+        }
+    }
+}
+
+/// Why a cascade could not be trained.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TrainError {
+    #[error("a cascade needs at least {need} scored answers of the cheap model and has {have}")]
+    TooFew { have: usize, need: usize },
+    #[error("the bound must be an agreement between 0 and 1, not {0}")]
+    Bound(f64),
+}
+
+/// The fewest scored cheap answers a cascade is trained and calibrated on.
+pub const MIN_EXAMPLES: usize = 100;
+
+/// Pseudo-counts pulling a label's precision toward the overall agreement: a label seen twice says little.
+const SMOOTHING: f64 = 5.0;
+
+impl Setup {
+    fn context(&self) -> TaskContext<'static> {
+        TaskContext {
+            labels: self.labels.clone(),
+            schema: self.schema.clone(),
+            embedder: None,
+        }
+    }
+
+    /// The hard failure a cheap answer shows on its own, if any.
+    pub fn hard_failure(&self, answer: &str) -> Option<HardFailure> {
+        score::hard_failure(&self.scorer, answer, &self.context())
+    }
+
+    /// True when two samples agree under the task's scorer.
+    fn samples_agree(&self, a: &str, b: &str) -> bool {
+        match self.scorer {
+            // Two samples compared by a judge would cost a third call: text similarity stands in.
+            ScorerSpec::Judge { .. } => score::rouge_l(a, b) >= score::DEFAULT_ROUGE,
+            _ => score::score(&self.scorer, a, b, &self.context()).agree,
+        }
+    }
+
+    fn label_of(&self, answer: &str) -> Option<String> {
+        matches!(self.scorer, ScorerSpec::Label).then(|| score::normalise_label(answer))
+    }
+
+    /// The features the acceptance score reads: the prompt's, then seven of the answer's.
+    fn features(&self, e: &Evidence, precision: f64) -> Vec<f32> {
+        let mut f = e.prompt.to_vec();
+        let (has_lp, mean_lp, min_lp) = match e.logprobs.filter(|l| !l.is_empty()) {
+            Some(l) => (
+                1.0,
+                l.iter().sum::<f64>() / l.len() as f64,
+                l.iter().copied().fold(0.0, f64::min),
+            ),
+            None => (0.0, 0.0, 0.0),
+        };
+        let (has_second, agrees) = match e.second {
+            Some(s) => (1.0, f64::from(u8::from(self.samples_agree(e.answer, s)))),
+            None => (0.0, 0.0),
+        };
+        f.extend(
+            [
+                (e.answer.len() as f64).ln_1p(),
+                has_lp,
+                mean_lp.max(-20.0),
+                min_lp.max(-20.0),
+                has_second,
+                agrees,
+                precision,
+            ]
+            .map(|v| v as f32),
+        );
+        f
+    }
+}
+
+impl TaskCascade {
+    fn precision(&self, answer: &str) -> f64 {
+        self.setup
+            .label_of(answer)
+            .and_then(|l| self.label_precision.get(&l).copied())
+            .unwrap_or(self.prior)
+    }
+
+    /// The acceptance score of a cheap answer that passed the hard checks.
+    pub fn score(&self, e: &Evidence) -> f64 {
+        self.accept.score(&self.setup.features(e, self.precision(e.answer)))
+    }
+
+    /// Serve the cheap answer, or escalate.
+    pub fn decide(&self, e: &Evidence) -> Decision {
+        if let Some(h) = self.setup.hard_failure(e.answer) {
+            return Decision::Unusable(h);
+        }
+        let score = self.score(e);
+        if score >= self.threshold {
+            Decision::Accept { score }
+        } else {
+            Decision::Unsure { score }
+        }
+    }
+}
+
+/// One cheap answer to a logged call, scored against the logged answer: a training example.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub prompt: Vec<f32>,
+    pub answer: String,
+    pub logprobs: Option<Vec<f64>>,
+    pub second: Option<String>,
+    /// The cheap answer agreed with the reference.
+    pub agreed: bool,
+}
+
+impl Example {
+    fn evidence(&self) -> Evidence<'_> {
+        Evidence {
+            prompt: &self.prompt,
+            answer: &self.answer,
+            logprobs: self.logprobs.as_deref(),
+            second: self.second.as_deref(),
+        }
+    }
+}
+
+/// Trains a cascade: 70% of the examples fit the acceptance score ([`crate::fit`]: logistic, nearest
+/// neighbours or both, chosen on the other 30%), whose threshold is then calibrated on that 30% to the
+/// lowest that keeps `setup.bound` (escalated answers count as the reference's, which agree by definition).
+/// `dim` is the prompt embedding's length. Returns the cascade and the indices of the training examples.
+pub fn train(
+    setup: Setup,
+    examples: &[Example],
+    dim: usize,
+    seed: u64,
+) -> Result<(TaskCascade, Vec<usize>), TrainError> {
+    if !(0.0..=1.0).contains(&setup.bound) {
+        return Err(TrainError::Bound(setup.bound));
+    }
+    if examples.len() < MIN_EXAMPLES {
+        return Err(TrainError::TooFew {
+            have: examples.len(),
+            need: MIN_EXAMPLES,
+        });
+    }
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let (train, cal) = order.split_at(examples.len() * 7 / 10);
+
+    // Per-label precision from the training split; each training example sees it without itself, so the
+    // feature does not simply memorise its own outcome.
+    let prior = train.iter().filter(|i| examples[**i].agreed).count() as f64 / train.len().max(1) as f64;
+    let mut counts: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for &i in train {
+        if let Some(l) = setup.label_of(&examples[i].answer) {
+            let c = counts.entry(l).or_default();
+            c.0 += f64::from(u8::from(examples[i].agreed));
+            c.1 += 1.0;
+        }
+    }
+    let smoothed = |agreed: f64, n: f64| (agreed + SMOOTHING * prior) / (n + SMOOTHING);
+    let label_precision: BTreeMap<String, f64> =
+        counts.iter().map(|(l, (a, n))| (l.clone(), smoothed(*a, *n))).collect();
+    let precision_without = |e: &Example| match setup.label_of(&e.answer).and_then(|l| counts.get(&l)) {
+        Some((a, n)) => smoothed(a - f64::from(u8::from(e.agreed)), n - 1.0),
+        None => prior,
+    };
+    let precision = |e: &Example| {
+        setup
+            .label_of(&e.answer)
+            .and_then(|l| label_precision.get(&l).copied())
+            .unwrap_or(prior)
+    };
+
+    // Answers failing a hard check escalate whatever they score: the score is fitted on the others.
+    let usable = |i: &&usize| setup.hard_failure(&examples[**i].answer).is_none();
+    let outcome = |e: &Example| Outcome {
+        cheap_correct: e.agreed,
+        strong_correct: true,
+        cheap_cost: 0.0,
+        strong_cost: 1.0,
+    };
+    let train_ok: Vec<usize> = train.iter().filter(usable).copied().collect();
+    let cal_ok: Vec<usize> = cal.iter().filter(usable).copied().collect();
+    let x_train: Vec<Vec<f32>> = train_ok
+        .iter()
+        .map(|i| setup.features(&examples[*i].evidence(), precision_without(&examples[*i])))
+        .collect();
+    let o_train: Vec<Outcome> = train_ok.iter().map(|i| outcome(&examples[*i])).collect();
+    let x_cal: Vec<Vec<f32>> = cal_ok
+        .iter()
+        .map(|i| setup.features(&examples[*i].evidence(), precision(&examples[*i])))
+        .collect();
+    let o_cal: Vec<Outcome> = cal_ok.iter().map(|i| outcome(&examples[*i])).collect();
+    let (accept, _) = fit(&x_train, &o_train, &x_cal, &o_cal, dim);
+    let scores: Vec<f64> = x_cal.iter().map(|x| accept.score(x)).collect();
+
+    // Over all calibration calls, escalated unusable answers agree by definition; what the usable ones
+    // must reach so the whole keeps the bound:
+    let n = cal.len() as f64;
+    let escalated = n - cal_ok.len() as f64;
+    let (threshold, accepted, agreement) = if cal_ok.is_empty() {
+        (f64::MAX, 0.0, 1.0)
+    } else {
+        let need = ((setup.bound * n - escalated) / cal_ok.len() as f64).min(1.0);
+        let threshold = calibrate(&scores, &o_cal, need).unwrap_or(f64::MAX);
+        let p = route_with(&scores, threshold, &o_cal);
+        let accepted = (1.0 - p.strong_share) * cal_ok.len() as f64;
+        let agreement = (p.accuracy * cal_ok.len() as f64 + escalated) / n;
+        (threshold, accepted / n, agreement)
+    };
+    let cascade = TaskCascade {
+        setup,
+        label_precision,
+        prior,
+        accept,
+        threshold,
+        trained_on: train.len(),
+        calibrated_on: cal.len(),
+        accepted_share: accepted,
+        calibration_agreement: agreement,
+    };
+    Ok((cascade, train.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(scorer: ScorerSpec) -> Setup {
+        Setup {
+            cheap: "cheap".into(),
+            strong: "strong".into(),
+            scorer,
+            labels: ["a", "b", "c"].map(String::from).into(),
+            schema: None,
+            logprobs: true,
+            samples: 1,
+            bound: 0.95,
+        }
+    }
+
+    /// A cheap labeller that is right 80% of the time, less sure (lower log-probabilities) when wrong, and
+    /// sometimes answers outside the label set.
+    fn examples(n: usize) -> Vec<Example> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                let right = h % 10 < 8;
+                let noise = (h % 97) as f64 / 97.0;
+                let lp = if right { -0.05 - 0.4 * noise } else { -0.3 - 2.0 * noise };
+                let answer = if i % 50 == 7 {
+                    "banana".to_owned()
+                } else {
+                    ["a", "b", "c"][i % 3].to_owned()
+                };
+                Example {
+                    prompt: vec![(i % 5) as f32, 1.0, 0.5],
+                    answer,
+                    logprobs: Some(vec![lp]),
+                    second: None,
+                    agreed: right && i % 50 != 7,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_trained_cascade_keeps_the_bound_and_serves_the_sure_answers() {
+        let ex = examples(2000);
+        let (c, train) = train(setup(ScorerSpec::Label), &ex, 1, 3).unwrap();
+        assert_eq!(train.len(), 1400);
+        assert!(c.calibration_agreement >= 0.95, "{c:?}");
+        assert!(
+            c.accepted_share > 0.5,
+            "log-probabilities separate most answers: {}",
+            c.accepted_share
+        );
+        // On all examples: the served answers' agreement keeps the bound.
+        let (mut served, mut right) = (0, 0);
+        for e in &ex {
+            let d = c.decide(&e.evidence());
+            if d.accepted() {
+                served += 1;
+                right += usize::from(e.agreed);
+            }
+        }
+        let overall = (right + (ex.len() - served)) as f64 / ex.len() as f64;
+        assert!(overall >= 0.94, "{overall}");
+        let mut unusable = ex[7].clone();
+        unusable.logprobs = Some(vec![0.0]);
+        assert_eq!(
+            c.decide(&unusable.evidence()),
+            Decision::Unusable(HardFailure::UnknownLabel)
+        );
+        let round: TaskCascade = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        for e in &ex[..50] {
+            assert_eq!(
+                round.decide(&e.evidence()).accepted(),
+                c.decide(&e.evidence()).accepted()
+            );
+        }
+    }
+
+    #[test]
+    fn a_label_the_cheap_model_gets_wrong_is_learned() {
+        // No log-probabilities; the cheap model is always wrong when it answers `c`.
+        let ex: Vec<Example> = (0..900)
+            .map(|i| Example {
+                prompt: vec![0.0, 1.0],
+                answer: ["a", "b", "c"][i % 3].to_owned(),
+                logprobs: None,
+                second: None,
+                agreed: i % 3 != 2,
+            })
+            .collect();
+        let mut s = setup(ScorerSpec::Label);
+        s.bound = 0.99;
+        let (c, _) = train(s, &ex, 1, 1).unwrap();
+        assert!(c.label_precision["c"] < 0.1, "{:?}", c.label_precision);
+        assert!(c.decide(&ex[0].evidence()).accepted());
+        assert!(!c.decide(&ex[2].evidence()).accepted());
+        assert!((c.accepted_share - 2.0 / 3.0).abs() < 0.05, "{}", c.accepted_share);
+    }
+
+    #[test]
+    fn two_samples_that_disagree_escalate() {
+        let ex: Vec<Example> = (0..600)
+            .map(|i| {
+                let right = i % 4 != 0;
+                Example {
+                    prompt: vec![0.0, 1.0],
+                    answer: "a".into(),
+                    logprobs: None,
+                    second: Some(if right { "a" } else { "b" }.into()),
+                    agreed: right,
+                }
+            })
+            .collect();
+        let mut s = setup(ScorerSpec::Label);
+        s.samples = 2;
+        let (c, _) = train(s, &ex, 1, 1).unwrap();
+        assert!(c.decide(&ex[1].evidence()).accepted());
+        assert!(!c.decide(&ex[0].evidence()).accepted());
+    }
+
+    #[test]
+    fn bad_training_input_is_refused() {
+        let few = examples(10);
+        assert!(matches!(
+            train(setup(ScorerSpec::Label), &few, 1, 1),
+            Err(TrainError::TooFew { have: 10, .. })
+        ));
+        let mut s = setup(ScorerSpec::Label);
+        s.bound = 1.5;
+        assert_eq!(train(s, &examples(200), 1, 1).unwrap_err(), TrainError::Bound(1.5));
+    }
+}
