@@ -25,8 +25,9 @@ pub struct TrainCascadeArgs {
     /// The model unsure answers escalate to (default: the model that served most of the task's calls).
     #[arg(long)]
     pub strong: Option<String>,
-    /// The agreement with the reference to keep, on held-out calls.
-    #[arg(long, default_value_t = 0.95)]
+    /// The agreement with the reference to keep on the calibration calls. Above the bound validation
+    /// asks for (95% by default), so that the validated lower confidence bound clears it.
+    #[arg(long, default_value_t = 0.98)]
     pub bound: f64,
     /// Logged calls the cheap model answers to learn from (they are then left out of the cascade's
     /// validations).

@@ -4,51 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, banking77, examples, truth};
+use common::{Env, banking77, examples, model_installed, serve_binary, truth};
 use serde_json::Value;
-
-/// `leanlm serve` on a free port of 127.0.0.1; killed on drop.
-struct Served(Child, String);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(env: &Env) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_leanlm"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&env.config)
-        .env("LEANLM_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "leanlm serve never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Served(child, url)
-}
-
-fn model_installed() -> bool {
-    let ok = leanlm_embed::default_model_dir().join("model.safetensors").exists();
-    if !ok && std::env::var_os("LEANLM_REQUIRE_MODEL").is_some() {
-        panic!("LEANLM_REQUIRE_MODEL is set but the embedding model is missing: run scripts/fetch-model");
-    }
-    ok
-}
 
 #[test]
 fn banking77_traffic_learns_then_serves_semantic_hits() {
@@ -66,7 +25,7 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
     let mut config = std::fs::read_to_string(&env.config).unwrap();
     config.push_str("\n[cache.semantic]\nbound = 0.05\nverify = 0.05\n");
     std::fs::write(&env.config, config).unwrap();
-    let gw = serve(&env);
+    let gw = serve_binary(&env);
 
     // The task exists once it has traffic; then the CLI switches its semantic cache on.
     assert!(

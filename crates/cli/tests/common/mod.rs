@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use leanlm_gateway::{Config, Gateway, Overrides};
@@ -261,4 +262,44 @@ impl Drop for Env {
 /// The true intent of each query.
 pub fn truth(examples: &[(String, String)]) -> HashMap<String, String> {
     examples.iter().cloned().collect()
+}
+
+/// `leanlm serve` on a free port of 127.0.0.1; killed on drop.
+pub struct Served(Child, pub String);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn serve_binary(env: &Env) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_leanlm"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&env.config)
+        .env("LEANLM_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "leanlm serve never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Served(child, url)
+}
+
+pub fn model_installed() -> bool {
+    let ok = leanlm_embed::default_model_dir().join("model.safetensors").exists();
+    if !ok && std::env::var_os("LEANLM_REQUIRE_MODEL").is_some() {
+        panic!("LEANLM_REQUIRE_MODEL is set but the embedding model is missing: run scripts/fetch-model");
+    }
+    ok
 }

@@ -1,0 +1,186 @@
+//! A cascade end to end through the real `leanlm` binary with the real local embedding model: Banking77
+//! traffic logged from a reference that is always right; `leanlm train-cascade` has a cheap model that is
+//! right 90% of the time (and, like a real model, less sure of its wrong answers) answer part of it, and
+//! fits the acceptance score; `leanlm validate` replays held-out calls through the cascade as it would
+//! serve; `leanlm deploy` puts it live for the task; `leanlm serve` then answers new questions cheaply where
+//! the cascade trusts the cheap answer and escalates the rest, logging every stage's cost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, banking77, examples, model_installed, serve_binary, truth};
+use serde_json::Value;
+
+#[test]
+fn a_cascade_is_trained_validated_deployed_and_served() {
+    if !model_installed() {
+        eprintln!("skipped: no local embedding model (scripts/fetch-model installs it)");
+        return;
+    }
+    let all = examples(&banking77(), 1);
+    let traffic: Vec<String> = all.iter().step_by(3).map(|e| e.0.clone()).collect();
+    let fresh: Vec<(String, String)> = all.iter().skip(1).step_by(10).take(240).cloned().collect();
+    let mut env = Env::start("cascade", 5, &[("cheap-90", 0.90)]);
+    assert!(env.send(&traffic, "big", 16).iter().all(|a| a.status == 200));
+    env.stop_gateway();
+    let task = env.wait_for_calls(traffic.len() as u64).id;
+
+    // Not trained yet: validation and deployment say how to train it.
+    let spec = "cascade:cheap-90,big";
+    let (code, _, err) = env.leanlm(&["validate", "--task", &task, "--candidate", spec]);
+    assert_ne!(code, 0);
+    assert!(err.contains("leanlm train-cascade"), "{err}");
+    // Bad input names the field.
+    let (code, _, err) = env.leanlm(&["train-cascade", "--task", &task, "--cheap", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--cheap") && err.contains("nope"), "{err}");
+    let (code, _, err) = env.leanlm(&[
+        "train-cascade",
+        "--task",
+        &task,
+        "--cheap",
+        "cheap-90",
+        "--bound",
+        "1.5",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--bound"), "{err}");
+
+    let (code, out, err) = env.leanlm(&[
+        "train-cascade",
+        "--task",
+        &task,
+        "--cheap",
+        "cheap-90",
+        "--logprobs",
+        "--sample",
+        "400",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(spec) && out.contains("with log-probabilities"), "{out}");
+    let store = leanlm_store::Store::open(&env.db).unwrap();
+    let cascade: leanlm_route::cascade::TaskCascade =
+        serde_json::from_str(&store.router(&task, spec).unwrap().unwrap()).unwrap();
+    assert!(cascade.calibration_agreement >= 0.95, "{cascade:?}");
+    assert!(
+        cascade.accepted_share > 0.2,
+        "log-probabilities let the cascade trust a good share of the cheap answers: {}",
+        cascade.accepted_share
+    );
+
+    // Validated on calls it did not learn from, as it would serve: a 90% model alone fails the bound,
+    // the cascade passes it.
+    let (code, out, err) = env.leanlm(&[
+        "validate",
+        "--task",
+        &task,
+        "--candidate",
+        spec,
+        "--seed",
+        "1",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(code, 0, "{:#}", report["verdict"]);
+    assert_eq!(report["verdict"]["passed"], true);
+    let learned: std::collections::HashSet<String> = store
+        .replayable_calls(&task, "")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
+    let held_out: std::collections::HashSet<String> = store
+        .replayable_calls(&task, spec)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(
+        learned.len() - held_out.len(),
+        400,
+        "the 400 calls it learned from are left out"
+    );
+    let validated = store.candidate_outcomes(&task, spec).unwrap();
+    assert!(validated.len() >= 100, "{}", validated.len());
+    assert!(validated.iter().all(|(id, _)| held_out.contains(id)));
+
+    let (code, out, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        spec,
+        "--stage",
+        "canary",
+        "--share",
+        "1",
+        "--audit-rate",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // New questions through `leanlm serve`: right answers, some from the cheap model.
+    let gw = serve_binary(&env);
+    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+    let answers = truth(&fresh);
+    let queries: Vec<String> = fresh.iter().map(|e| e.0.clone()).collect();
+    let got = env.send_to(&gw.1, &queries, "big", 4);
+    let right = queries
+        .iter()
+        .zip(&got)
+        .filter(|(q, a)| a.status == 200 && Some(&a.text) == answers.get(*q))
+        .count();
+    let cheap = got.iter().filter(|a| a.model == "cheap-90").count();
+    assert!(
+        right as f64 >= 0.95 * queries.len() as f64,
+        "{right} of {} right",
+        queries.len()
+    );
+    assert!(
+        cheap * 5 >= queries.len(),
+        "{cheap} of {} served cheaply",
+        queries.len()
+    );
+    assert!(cheap < queries.len(), "every call served cheaply: nothing escalated");
+
+    // Every served call records its stage; an escalated one costs both models.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = store
+            .calls(&leanlm_store::CallFilter {
+                task: Some(task.clone()),
+                limit: 5000,
+                ..Default::default()
+            })
+            .unwrap();
+        if rows.len() >= traffic.len() + queries.len() {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "the served calls never reached the log");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut accepted, mut escalated) = (0, 0);
+    for row in rows.iter().take(queries.len()) {
+        let call = store.call(&row.id).unwrap().unwrap();
+        let stage = call
+            .stages
+            .first()
+            .unwrap_or_else(|| panic!("no stage logged: {call:?}"));
+        assert_eq!(stage.model, "cheap-90");
+        match stage.outcome.as_str() {
+            "accepted" => {
+                accepted += 1;
+                assert_eq!(call.served_model.as_deref(), Some("cheap-90"));
+            }
+            "escalated" | "unusable" => {
+                escalated += 1;
+                assert_eq!(call.served_model.as_deref(), Some("big"));
+                assert!(call.cost_usd.unwrap() > stage.cost_usd.unwrap());
+            }
+            other => panic!("stage outcome {other}: {call:?}"),
+        }
+    }
+    assert_eq!(accepted, cheap);
+    assert!(escalated > 0);
+}
