@@ -93,6 +93,7 @@ pub struct CallRecord {
     pub policy: Option<PolicyTag>,
     /// A cascade's first stage, when one answered before the served answer was chosen. `cost_usd` is the
     /// call's total, this stage's cost included.
+    #[serde(default)]
     pub stages: Vec<StageRecord>,
 }
 
