@@ -85,7 +85,12 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
                 .collect();
             assert_eq!(
                 specs,
-                ["model:cheap-90", "model:cheap-99", "router:cheap-90,big"],
+                [
+                    "model:cheap-90",
+                    "model:cheap-99",
+                    "router:cheap-90,big",
+                    "cascade:cheap-90,big"
+                ],
                 "{out}"
             );
 
