@@ -602,12 +602,14 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
     }
     .to_string();
     store.put_router(&task.id, &spec, unix_ms(), &serde_json::to_string(&router)?)?;
-    let trained: Vec<String> = train.iter().map(|i| calls[*i].0.id.clone()).collect();
-    store.mark_training_calls(&spec, &trained)?;
+    // The calibration calls chose the scorer and its threshold: they are no more held out than the
+    // training calls, so no validation of the router replays either.
+    let learned: Vec<String> = calls.iter().map(|(l, _)| l.id.clone()).collect();
+    store.mark_training_calls(&spec, &learned)?;
     println!(
         "{spec} for task {}: {}, trained on {} calls, calibrated on {} ({from_online} of them from online checks); \
          at a {:.1}% agreement bound it keeps {:.1}% of calls on {cheap} (agreement {:.1}% on the calibration \
-         calls). Training calls are left out of its validations.",
+         calls). The calls it learned from are left out of its validations.",
         task.id,
         router.scorer.describe(),
         router.trained_on,

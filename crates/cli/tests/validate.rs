@@ -115,8 +115,8 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             assert!(judged["failures"][0]["note"].as_str().unwrap().contains("judge big"));
             assert!(judged["validation_cost_usd"].as_f64() > poor["validation_cost_usd"].as_f64());
 
-            // A full sample's outcomes train a router for the cheap model; its training calls are then left
-            // out of anything validating it.
+            // A full sample's outcomes train a router for the cheap model; the calls it learned from (trained
+            // and calibrated on) are then left out of anything validating it.
             let (code, out, err) = l.leanlm(&[
                 "validate",
                 "--task",
@@ -148,7 +148,7 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             );
             assert!(router.calibration_agreement >= 0.95, "{}", router.calibration_agreement);
             let left = store.replayable_calls(&task, "router:cheap-90,big").unwrap().len();
-            assert_eq!(left, texts.len() - router.trained_on);
+            assert_eq!(left, texts.len() - total, "training and calibration calls are both left out");
             // The router is validated like any replacement, on calls it was not trained on, each answered by
             // the model it picks.
             let (code, out, err) = l.leanlm(&[
