@@ -148,7 +148,11 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             );
             assert!(router.calibration_agreement >= 0.95, "{}", router.calibration_agreement);
             let left = store.replayable_calls(&task, "router:cheap-90,big").unwrap().len();
-            assert_eq!(left, texts.len() - total, "training and calibration calls are both left out");
+            assert_eq!(
+                left,
+                texts.len() - total,
+                "training and calibration calls are both left out"
+            );
             // The router is validated like any replacement, on calls it was not trained on, each answered by
             // the model it picks.
             let (code, out, err) = l.leanlm(&[

@@ -1,10 +1,19 @@
-//! Exact nearest-neighbour search over one partition of the cache.
+//! Nearest-neighbour search over one partition of the cache.
 //!
-//! A partition holds the entries of one task, served model and set of sampling parameters, so it stays small
-//! next to the whole cache; an exact scan has no build step and no tuning. The scan is bound by memory
-//! bandwidth, so it reads a copy of the vectors quantised to 8 bits (a quarter of the bytes) and re-scores
-//! the best few with the full vectors: the similarities it returns are exact. Entries are kept in a ring:
-//! once full, the oldest is overwritten.
+//! A partition holds the entries of one task, served model and set of sampling parameters, so it usually
+//! stays small next to the whole cache, and an exact scan (no build step, no tuning, no missed neighbour)
+//! is the default. The scan is bound by memory bandwidth, so it reads a copy of the vectors quantised to 8
+//! bits (a quarter of the bytes) and re-scores the best few with the full vectors: the similarities it
+//! returns are exact. A partition allowed [`ANN_FROM`] entries or more also keeps an HNSW graph (usearch,
+//! 8-bit) and, once it holds [`ANN_SEARCH_FROM`] entries, searches the graph for the short list instead of
+//! scanning: sub-millisecond at a million entries, at the price of sometimes missing a neighbour (a cache
+//! miss, never a wrong hit: the short list is still re-scored exactly). Entries are kept in a ring: once
+//! full, the oldest is overwritten.
+
+/// Partitions allowed at least this many entries keep an HNSW graph beside the scan copy.
+pub const ANN_FROM: usize = 50_000;
+/// From this many entries such a partition searches the graph instead of scanning.
+pub const ANN_SEARCH_FROM: usize = 20_000;
 
 /// One partition: unit vectors of one dimension, each with an item.
 pub struct Partition<T> {
@@ -18,6 +27,8 @@ pub struct Partition<T> {
     items: Vec<T>,
     /// The slot the next insertion overwrites once the ring is full.
     next: usize,
+    /// The HNSW graph of a large partition, keyed by slot.
+    ann: Option<usearch::Index>,
 }
 
 /// A search result: the slot of an entry and its cosine similarity to the query.
@@ -30,15 +41,30 @@ pub struct Neighbour {
 impl<T> Partition<T> {
     /// An empty partition for vectors of `dim` dimensions holding at most `capacity` entries (at least one).
     pub fn new(dim: usize, capacity: usize) -> Partition<T> {
+        Partition::with_ann_from(dim, capacity, ANN_FROM)
+    }
+
+    /// Like [`Partition::new`], with the capacity from which the graph is kept (tests use small ones).
+    pub fn with_ann_from(dim: usize, capacity: usize, ann_from: usize) -> Partition<T> {
+        let capacity = capacity.max(1);
+        let ann = (capacity >= ann_from && dim > 0)
+            .then(|| graph(dim, capacity))
+            .flatten();
         Partition {
             dim,
-            capacity: capacity.max(1),
+            capacity,
             vectors: Vec::new(),
             quantised: Vec::new(),
             scales: Vec::new(),
             items: Vec::new(),
             next: 0,
+            ann,
         }
+    }
+
+    /// True when lookups search the HNSW graph rather than scan.
+    pub fn searches_graph(&self) -> bool {
+        self.ann.is_some() && self.items.len() >= ANN_SEARCH_FROM.min(self.capacity)
     }
 
     pub fn len(&self) -> usize {
@@ -65,15 +91,31 @@ impl<T> Partition<T> {
             self.quantised.extend_from_slice(&q);
             self.scales.push(scale);
             self.items.push(item);
-            return Some(self.items.len() - 1);
+            let slot = self.items.len() - 1;
+            self.index(slot, vector, false);
+            return Some(slot);
         }
         let slot = self.next;
+        self.index(slot, vector, true);
         self.vectors[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(vector);
         self.quantised[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&q);
         self.scales[slot] = scale;
         self.items[slot] = item;
         self.next = (slot + 1) % self.capacity;
         Some(slot)
+    }
+
+    /// Adds a slot's vector to the graph, replacing what the slot held. A graph that fails is dropped (the
+    /// partition goes back to scanning), never left half-updated.
+    fn index(&mut self, slot: usize, vector: &[f32], replace: bool) {
+        let Some(ann) = &self.ann else { return };
+        let key = slot as u64;
+        // Room grows with the partition (doubling), not reserved for its whole capacity up front.
+        let room = ann.size() < ann.capacity() || ann.reserve((ann.capacity() * 2).clamp(1024, self.capacity)).is_ok();
+        let done = room && (!replace || ann.remove(key).is_ok()) && ann.add(key, vector).is_ok();
+        if !done {
+            self.ann = None;
+        }
     }
 
     pub fn get(&self, slot: usize) -> Option<&T> {
@@ -89,10 +131,15 @@ impl<T> Partition<T> {
         if query.len() != self.dim || k == 0 {
             return Vec::new();
         }
-        // Scan the 8-bit copy for a short list, then re-score it with the full vectors. Quantisation moves a
-        // cosine by about 0.01 at most, so a short list of 4k + 8 keeps the true top k.
-        let (q, q_scale) = quantise(query);
+        // Scan the 8-bit copy (or search the graph) for a short list, then re-score it with the full vectors.
+        // Quantisation moves a cosine by about 0.01 at most, so a short list of 4k + 8 keeps the true top k.
         let short = 4 * k + 8;
+        if self.searches_graph()
+            && let Some(found) = self.ann.as_ref().and_then(|a| a.search(query, short).ok())
+        {
+            return self.rescore_with(query, found.keys.iter().map(|key| *key as usize), k);
+        }
+        let (q, q_scale) = quantise(query);
         let mut best: Vec<(usize, f32)> = Vec::with_capacity(short + 1);
         for (slot, v) in self.quantised.chunks_exact(self.dim).enumerate() {
             let approx = dot_i8(&q, v) as f32 * q_scale * self.scales[slot];
@@ -103,17 +150,39 @@ impl<T> Partition<T> {
             best.insert(at, (slot, approx));
             best.truncate(short);
         }
-        let mut exact: Vec<Neighbour> = best
-            .into_iter()
-            .map(|(slot, _)| Neighbour {
+        self.rescore_with(query, best.into_iter().map(|(slot, _)| slot), k)
+    }
+
+    /// The exact similarities of the short list's slots to `query`; the best `k`.
+    fn rescore_with(&self, query: &[f32], slots: impl Iterator<Item = usize>, k: usize) -> Vec<Neighbour> {
+        let mut exact: Vec<Neighbour> = slots
+            .filter(|slot| *slot < self.items.len())
+            .map(|slot| Neighbour {
                 slot,
                 similarity: dot(query, &self.vectors[slot * self.dim..(slot + 1) * self.dim]),
             })
             .collect();
         exact.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        exact.dedup_by_key(|n| n.slot);
         exact.truncate(k);
         exact
     }
+}
+
+/// An 8-bit inner-product HNSW graph for up to `capacity` unit vectors; `None` if usearch cannot make one.
+fn graph(dim: usize, capacity: usize) -> Option<usearch::Index> {
+    let options = usearch::IndexOptions {
+        dimensions: dim,
+        metric: usearch::MetricKind::IP,
+        quantization: usearch::ScalarKind::I8,
+        connectivity: 16,
+        expansion_add: 64,
+        expansion_search: 96,
+        multi: false,
+    };
+    let index = usearch::Index::new(&options).ok()?;
+    index.reserve(capacity.min(1024)).ok()?;
+    Some(index)
 }
 
 /// A vector scaled to i8 by its largest component, and the factor back: `dot_i8(a, b) * fa * fb`
@@ -244,6 +313,47 @@ mod tests {
         let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - want).abs() < 1e-3);
         assert!((dot_portable(&a, &b) - want).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_large_partition_searches_its_graph_and_finds_near_duplicates() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mut random = |d: usize| unit(&(0..d).map(|_| next()).collect::<Vec<_>>());
+        let (dim, capacity) = (32, 3_000);
+        let mut p = Partition::with_ann_from(dim, capacity, 1_000);
+        let vs: Vec<Vec<f32>> = (0..capacity + 500).map(|_| random(dim)).collect();
+        for (i, v) in vs.iter().enumerate() {
+            p.insert(v, i).unwrap();
+            if i + 1 == capacity / 2 {
+                assert!(!p.searches_graph(), "a partition still filling scans");
+            }
+        }
+        assert!(p.searches_graph());
+        // The last 500 overwrote the oldest slots: the graph must find what the slots hold now.
+        let mut found = 0;
+        for (i, v) in vs.iter().enumerate().skip(500) {
+            let noise = random(dim);
+            let q = unit(&v.iter().zip(&noise).map(|(a, b)| a + 0.2 * b).collect::<Vec<_>>());
+            let got = p.nearest(&q, 1);
+            if let Some(n) = got.first()
+                && p.get(n.slot) == Some(&i)
+            {
+                found += 1;
+                assert!((n.similarity - dot(&q, v)).abs() < 1e-5, "similarities stay exact");
+            }
+        }
+        assert!(
+            found * 100 >= 97 * capacity,
+            "{found} of {capacity} near-duplicates found"
+        );
+        // A small partition never builds a graph.
+        assert!(!Partition::<u8>::new(dim, 100).searches_graph());
     }
 
     #[test]

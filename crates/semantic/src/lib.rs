@@ -10,7 +10,7 @@ mod index;
 
 pub use bound::{CONFIDENCE, Estimate, Verified, calibrate, evidence_needed};
 pub use guards::{Veto, veto, veto_context};
-pub use index::{Neighbour, Partition, dot, dot_i8, quantise};
+pub use index::{ANN_FROM, ANN_SEARCH_FROM, Neighbour, Partition, dot, dot_i8, quantise};
 
 /// A request as the semantic cache compares it.
 #[derive(Debug, Clone, Copy)]
