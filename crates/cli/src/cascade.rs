@@ -207,11 +207,9 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
     };
     let texts: Vec<String> = answered.iter().map(|a| calls[a.call].transcript()).collect();
     let mut prompts = Vec::with_capacity(texts.len());
-    let mut dim = 0;
     for chunk in texts.chunks(32) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         for (v, t) in embedder.embed(&refs)?.iter().zip(chunk) {
-            dim = v.len();
             prompts.push(leanlm_route::features(v, t));
         }
     }
@@ -237,7 +235,7 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
         samples: a.samples,
         bound: a.bound,
     };
-    let (trained, _) = cascade::train(setup, &examples, dim, a.seed)?;
+    let (trained, _) = cascade::train(setup, &examples, a.seed)?;
     let spec = Replacement::Cascade {
         cheap: a.cheap.clone(),
         strong,
