@@ -6,10 +6,9 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use leanlm_gateway::Replayer;
 use leanlm_route::cascade::{self, Evidence, Example, Setup, TaskCascade};
-use leanlm_validate::run::{Accept, Logged, Reply, SECOND_SAMPLE_TEMPERATURE};
+use leanlm_validate::Replacement;
+use leanlm_validate::run::{Accept, Logged, Reply};
 use leanlm_validate::score::{self, ScorerSpec, TaskContext};
-use leanlm_validate::{Replacement, Replay};
-use serde_json::json;
 
 use crate::StoreArgs;
 use crate::validate::{LocalEmbedder, find_task};
@@ -54,34 +53,6 @@ struct Answered {
     call: usize,
     first: Reply,
     second: Option<Reply>,
-}
-
-/// Replays the cheap stage of a cascade on one call: one or two samples, log-probabilities if asked.
-async fn cheap_stage(
-    replayer: &Replayer,
-    call: &Logged,
-    cheap: &str,
-    logprobs: bool,
-    samples: u8,
-) -> Result<(Reply, Option<Reply>), String> {
-    let mut body = leanlm_validate::run::replay_body(&call.request, cheap);
-    if logprobs
-        && call.format == "openai"
-        && let Some(o) = body.as_object_mut()
-    {
-        o.insert("logprobs".into(), json!(true));
-    }
-    let first = replayer.complete(&call.format, body.clone()).await?;
-    let second = if samples > 1 {
-        if let Some(o) = body.as_object_mut() {
-            let t = o.get("temperature").and_then(|t| t.as_f64()).unwrap_or(0.0);
-            o.insert("temperature".into(), json!(t.max(SECOND_SAMPLE_TEMPERATURE)));
-        }
-        Some(replayer.complete(&call.format, body).await?)
-    } else {
-        None
-    };
-    Ok((first, second))
 }
 
 pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Result<()> {
@@ -165,9 +136,20 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
             let replayer = &replayer;
             let cheap = a.cheap.as_str();
             async move {
-                cheap_stage(replayer, call, cheap, a.logprobs, a.samples)
-                    .await
-                    .map(|(first, second)| Answered { call: i, first, second })
+                let (first, second) = leanlm_validate::run::cheap_samples(
+                    replayer,
+                    &call.format,
+                    &call.request,
+                    cheap,
+                    a.logprobs,
+                    usize::from(a.samples),
+                )
+                .await?;
+                Ok(Answered {
+                    call: i,
+                    first,
+                    second: second.transpose()?,
+                })
             }
         }))
         .buffer_unordered(a.concurrency.max(1))

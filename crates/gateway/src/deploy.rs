@@ -235,26 +235,19 @@ impl PolicyRuntime {
         );
         let policy = &job.policy;
         let setup = &cascade.setup;
-        let mut body = leanlm_validate::run::replay_body(&request, &setup.cheap);
-        if setup.logprobs
-            && format == "openai"
-            && let Some(o) = body.as_object_mut()
-        {
-            o.insert("logprobs".into(), serde_json::json!(true));
-        }
-        let first = self.replayer.complete(format, body.clone()).await;
-        let second = match (&first, setup.samples > 1) {
-            (Ok(_), true) => {
-                if let Some(o) = body.as_object_mut() {
-                    let t = o.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
-                    o.insert(
-                        "temperature".into(),
-                        serde_json::json!(t.max(leanlm_validate::run::SECOND_SAMPLE_TEMPERATURE)),
-                    );
-                }
-                self.replayer.complete(format, body).await.ok()
-            }
-            _ => None,
+        let sampled = leanlm_validate::run::cheap_samples(
+            &self.replayer,
+            format,
+            &request,
+            &setup.cheap,
+            setup.logprobs,
+            usize::from(setup.samples),
+        )
+        .await;
+        // A second sample that fails leaves the first to be judged alone.
+        let (first, second) = match sampled {
+            Ok((first, second)) => (Ok(first), second.and_then(Result::ok)),
+            Err(e) => (Err(e), None),
         };
         let spec = policy.replacement.to_string();
         let mut score = OnlineScore {

@@ -163,7 +163,6 @@ impl<T> Partition<T> {
             })
             .collect();
         exact.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        exact.dedup_by_key(|n| n.slot);
         exact.truncate(k);
         exact
     }

@@ -775,23 +775,16 @@ async fn cascade_reply<R: Replay>(
     cheap: &str,
     strong: &str,
 ) -> Result<Reply, String> {
-    let mut body = call.with_model(cheap);
-    if accept.logprobs()
-        && call.format == "openai"
-        && let Some(o) = body.as_object_mut()
-    {
-        o.insert("logprobs".into(), json!(true));
-    }
-    let first = replay.complete(&call.format, body.clone()).await?;
-    let second = if accept.samples() > 1 {
-        if let Some(o) = body.as_object_mut() {
-            let t = o.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
-            o.insert("temperature".into(), json!(t.max(SECOND_SAMPLE_TEMPERATURE)));
-        }
-        Some(replay.complete(&call.format, body).await?)
-    } else {
-        None
-    };
+    let (first, second) = cheap_samples(
+        replay,
+        &call.format,
+        &call.request,
+        cheap,
+        accept.logprobs(),
+        accept.samples(),
+    )
+    .await?;
+    let second = second.transpose()?;
     let cheap_cost = first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
     if accept.accept(call, &first, second.as_ref()) {
         return Ok(Reply {
@@ -806,6 +799,37 @@ async fn cascade_reply<R: Replay>(
         latency_ms: first.latency_ms + second.map_or(0.0, |s| s.latency_ms) + escalated.latency_ms,
         ..escalated
     })
+}
+
+/// A cascade's cheap stage replayed on a logged request: the first answer (with token log-probabilities when
+/// asked for and the request is in the OpenAI format, as the gateway asks), and, for a cascade drawing two,
+/// a second one at least [`SECOND_SAMPLE_TEMPERATURE`] hot, drawn only once the first arrived. Training,
+/// validation and shadow checks all ask this way.
+pub async fn cheap_samples<R: Replay>(
+    replay: &R,
+    format: &str,
+    request: &Value,
+    cheap: &str,
+    logprobs: bool,
+    samples: usize,
+) -> Result<(Reply, Option<Result<Reply, String>>), String> {
+    let mut body = replay_body(request, cheap);
+    if logprobs
+        && format == "openai"
+        && let Some(o) = body.as_object_mut()
+    {
+        o.insert("logprobs".into(), json!(true));
+    }
+    let first = replay.complete(format, body.clone()).await?;
+    if samples < 2 {
+        return Ok((first, None));
+    }
+    if let Some(o) = body.as_object_mut() {
+        let t = o.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
+        o.insert("temperature".into(), json!(t.max(SECOND_SAMPLE_TEMPERATURE)));
+    }
+    let second = replay.complete(format, body).await;
+    Ok((first, Some(second)))
 }
 
 /// The temperature a cascade's second cheap sample is drawn at (at least): two samples at temperature 0
