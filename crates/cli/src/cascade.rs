@@ -217,7 +217,7 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
         samples: a.samples,
         bound: a.bound,
     };
-    let (trained, _) = cascade::train(setup, &examples, a.seed)?;
+    let trained = cascade::train(setup, &examples, a.seed)?;
     let spec = Replacement::Cascade {
         cheap: a.cheap.clone(),
         strong,
@@ -235,8 +235,9 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
     let agreed = examples.iter().filter(|e| e.agreed).count();
     println!(
         "{spec} for task {}: {} answered {} calls (${spent:.4}; {} with log-probabilities) and agreed with the \
-         logged answer on {:.1}%. Acceptance score: {}, fitted on {} and calibrated on {}: at a {:.1}% agreement \
-         bound it serves {:.1}% of the calibration calls from {} and escalates the rest (agreement {:.1}%). \
+         logged answer on {:.1}%. Acceptance score: {} over {}, fitted on the {} usable answers and calibrated \
+         out of fold on all {}: at a {:.1}% agreement bound it serves {:.1}% of them from {} and escalates the \
+         rest (agreement {:.1}%). \
          These calls are left out of its validations: `leanlm validate --task {} --candidate {spec}`.",
         task.id,
         a.cheap,
@@ -244,6 +245,11 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
         with_logprobs,
         agreed as f64 / examples.len() as f64 * 100.0,
         trained.accept.describe(),
+        if trained.reads_prompt {
+            "the prompt's and the answer's features"
+        } else {
+            "the answer's features"
+        },
         trained.trained_on,
         trained.calibrated_on,
         a.bound * 100.0,

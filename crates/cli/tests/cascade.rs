@@ -65,9 +65,12 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     let cascade: leanlm_route::cascade::TaskCascade =
         serde_json::from_str(&store.router(&task, spec).unwrap().unwrap()).unwrap();
     assert!(cascade.calibration_agreement >= 0.99, "{cascade:?}");
+    eprintln!("{out}");
+    // Log-probabilities alone separate ~80% of the answers at this bound (see the route crate's tests);
+    // calibrated on a 30% split it once trusted 9%.
     assert!(
-        cascade.accepted_share > 0.1,
-        "log-probabilities let the cascade trust a good share of the cheap answers: {}",
+        cascade.accepted_share > 0.5,
+        "log-probabilities let the cascade trust most of the cheap answers: {}",
         cascade.accepted_share
     );
 
@@ -139,9 +142,9 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
         "{right} of {} right",
         queries.len()
     );
-    // The share depends on the threshold learned from this run's sample (15–45% seen): some, not all.
+    // Most, not all.
     assert!(
-        cheap * 10 >= queries.len(),
+        cheap * 2 >= queries.len(),
         "{cheap} of {} served cheaply",
         queries.len()
     );

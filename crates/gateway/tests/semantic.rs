@@ -633,7 +633,7 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
         samples: 1,
         bound: 0.99,
     };
-    let (cascade, _) = leanlm_route::cascade::train(setup, &examples, 1).unwrap();
+    let cascade = leanlm_route::cascade::train(setup, &examples, 1).unwrap();
     store
         .put_router(
             "intent",
