@@ -118,6 +118,16 @@ gw_rss=$(rss "$gw_pid"); mock_rss=$(rss "$mock_pid")
 dropped=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^leanlm_call_log_dropped_total/ {print $2}')
 logged=$("$bin/leanlm" calls --db "sqlite://$work/calls.db" --json --limit 100000000 | wc -l)
 logged="$logged (dropped by a full queue: ${dropped:-0})"
+# The gateway's own time per call as it logs it (everything but the wait on the upstream), over all runs:
+# what the gateway adds beyond the extra HTTP hop that the bare-proxy rows measure.
+own=$(python3 - "$work/calls.db" <<'PY'
+import sqlite3, sys
+v = sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute(
+    "SELECT overhead_us FROM calls WHERE overhead_us IS NOT NULL AND status = 'ok'"))
+q = lambda p: round(v[min(len(v) - 1, int(len(v) * p))]) if v else 0
+print(f"p50 {q(0.5)} µs, p90 {q(0.9)} µs, p99 {q(0.99)} µs over {len(v)} calls")
+PY
+)
 
 litellm_note="not measured (set LITELLM=1)"
 if [ "${LITELLM:-0}" = 1 ]; then
@@ -150,14 +160,15 @@ fi
 
 mkdir -p bench/results
 out="bench/results/overhead-$(date -u +%Y%m%d).json"
-python3 - "$results" "$gw_rss" "$mock_rss" "$logged" "$litellm_note" "$out" <<'PY'
+python3 - "$results" "$gw_rss" "$mock_rss" "$logged" "$litellm_note" "$out" "$own" <<'PY'
 import json, sys, platform, os
 rows = [json.loads(l) for l in open(sys.argv[1])]
-gw_rss, mock_rss, logged, note, out = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+gw_rss, mock_rss, logged, note, out, own = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 def get(label, c, rate):
     return next((r for r in rows if r["label"] == label and r["concurrency"] == c and r["rate"] == rate), None)
 print(f"machine: {os.cpu_count()} cores, {platform.machine()}; gateway peak RSS {gw_rss/1024:.1f} MB "
-      f"(mock {mock_rss/1024:.1f} MB); calls logged: {logged}; LiteLLM: {note}\n")
+      f"(mock {mock_rss/1024:.1f} MB); calls logged: {logged}; LiteLLM: {note}")
+print(f"gateway's own time per call (call log, upstream wait excluded): {own}\n")
 print("| concurrency | load | direct p50 / p99 (µs) | via gateway p50 / p99 (µs) | added p50 / p99 (µs) | throughput via gateway / direct | CPU per request: gateway / mock (µs) |")
 print("|---|---|---|---|---|---|---|")
 summary = []
@@ -179,6 +190,6 @@ for r in rows:
         summary.append({"via": other, "concurrency": c, "rate": rate, "added_p50_us": added50, "added_p99_us": added99,
                         "throughput_ratio": ratio, "direct": r, "proxied": g})
 json.dump({"rows": rows, "summary": summary, "gateway_peak_rss_kb": gw_rss, "mock_peak_rss_kb": mock_rss,
-           "calls_logged": logged, "litellm": note}, open(out, "w"), indent=1)
+           "calls_logged": logged, "litellm": note, "gateway_own_time": own}, open(out, "w"), indent=1)
 print(f"\nraw results: {out}")
 PY

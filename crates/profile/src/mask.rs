@@ -22,14 +22,26 @@ static ID: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[-+$€£]?\d[\d,.:/-]*%?").expect("valid regex"));
+// Lengths are checked after matching, not with bounded repetitions: `[^"\n]{1,2000}` compiles to an
+// automaton with thousands of copies of a Unicode class, ~30 MB of memory for this one pattern.
 static QUOTED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#""[^"\n]{1,2000}"|“[^”\n]{1,2000}”|«[^»\n]{1,2000}»|(?:^|\s)'[^'\n]{1,2000}'(?:$|[\s.,;:!?])"#)
-        .expect("valid regex")
+    Regex::new(r#""[^"\n]+"|“[^”\n]+”|«[^»\n]+»|(?:^|\s)'[^'\n]+'(?:$|[\s.,;:!?])"#).expect("valid regex")
 });
+/// The longest quoted span masked as a value, in characters.
+const MAX_QUOTED: usize = 2000;
 static CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)```.*?(```|$)").expect("valid regex"));
 /// `Label: value` on one line, the label short.
 static LABEL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(\s*[\p{L}][\p{L}\p{N} ()/_-]{0,40}:)\s*\S.*$").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"^(\s*[\p{L}][\p{L}\p{N} ()/_-]*:)\s*\S.*$").expect("valid regex"));
+/// The longest label, colon included, in characters.
+const MAX_LABEL: usize = 42;
+
+/// `Label: value` on one line, the label short: the label with its colon.
+fn label(line: &str) -> Option<regex::Captures<'_>> {
+    LABEL
+        .captures(line)
+        .filter(|c| c[1].trim_start().chars().count() <= MAX_LABEL)
+}
 static SPACES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[ \t]+").expect("valid regex"));
 
 /// Replaces `<tag>…</tag>` contents and balanced `{…}` / `[…]` spans (inserted JSON, lists) with a value
@@ -137,6 +149,9 @@ fn mask_spans(text: &str) -> String {
         QUOTED
             .replace_all(&t, |c: &regex::Captures| {
                 let m = &c[0];
+                if m.chars().count() > MAX_QUOTED + 4 {
+                    return m.to_owned();
+                }
                 let lead = if m.starts_with(char::is_whitespace) { " " } else { "" };
                 let trail = m
                     .chars()
@@ -169,7 +184,7 @@ fn structure(t: &str, data_rules: bool) -> String {
             let label = para
                 .lines()
                 .next()
-                .and_then(|l| LABEL.captures(l.trim_end()))
+                .and_then(|l| label(l.trim_end()))
                 .filter(|_| !inserting);
             match label {
                 Some(c) => paragraphs.push(format!("{} {VALUE}", &c[1])),
@@ -191,10 +206,7 @@ fn structure(t: &str, data_rules: bool) -> String {
             // A template's labels open a paragraph or follow one another; a label-like line after inserted
             // text is part of that text.
             let label_position = !in_data;
-            if let Some(c) = LABEL
-                .captures(trimmed)
-                .filter(|_| !data_rules || !seen_insert || label_position)
-            {
+            if let Some(c) = label(trimmed).filter(|_| !data_rules || !seen_insert || label_position) {
                 lines.push(format!("{} {VALUE}", &c[1]));
                 seen_insert = true;
             } else if data_rules && trimmed.ends_with(':') {
@@ -254,6 +266,18 @@ pub fn has_fixed_text(skeleton: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_spans_and_labels_have_length_limits() {
+        let short = mask_spans(r#"Say "hello there" now"#);
+        assert_eq!(short, format!("Say {VALUE} now"));
+        // Past the limit the quotes are not a value (the words inside may still be masked by other rules).
+        let long = format!(r#"Say "{}" now"#, "go ".repeat(MAX_QUOTED / 3 + 10));
+        assert!(mask_spans(&long).starts_with("Say \"go go"), "{}", mask_spans(&long));
+        assert!(label("Customer name: Jane").is_some());
+        let long_label = format!("{}: value", "word ".repeat(10));
+        assert!(label(&long_label).is_none(), "a sentence with a colon is not a label");
+    }
 
     #[test]
     fn inserts_of_one_template_share_a_skeleton() {
