@@ -233,11 +233,15 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
     let used: Vec<String> = answered.iter().map(|a| calls[a.call].id.clone()).collect();
     store.mark_training_calls(&spec, &used)?;
     let agreed = examples.iter().filter(|e| e.agreed).count();
+    // The calibration agreement as evidence: validation asks that an interval like this one, over calls the
+    // cascade never saw, clears its bound.
+    let n = trained.calibrated_on as u64;
+    let interval = leanlm_validate::stats::wilson((trained.calibration_agreement * n as f64).round() as u64, n, 0.95);
     println!(
         "{spec} for task {}: {} answered {} calls (${spent:.4}; {} with log-probabilities) and agreed with the \
          logged answer on {:.1}%. Acceptance score: {} over {}, fitted on the {} usable answers and calibrated \
          out of fold on all {}: at a {:.1}% agreement bound it serves {:.1}% of them from {} and escalates the \
-         rest (agreement {:.1}%). \
+         rest (agreement {:.1}%, 95% interval {:.1}%–{:.1}%). \
          These calls are left out of its validations: `leanlm validate --task {} --candidate {spec}`.",
         task.id,
         a.cheap,
@@ -256,6 +260,8 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
         trained.accepted_share * 100.0,
         a.cheap,
         trained.calibration_agreement * 100.0,
+        interval.low * 100.0,
+        interval.high * 100.0,
         task.id,
     );
     Ok(())
