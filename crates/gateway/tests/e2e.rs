@@ -745,6 +745,47 @@ async fn embeddings_models_health_and_metrics() {
     );
     let r = h.http.get(format!("{}/nope", h.url)).send().await.unwrap();
     assert_eq!(r.status(), 404);
+
+    // Counters move with calls (other tests share the process's recorder, so at least by this much).
+    let scrape = || async {
+        h.http
+            .get(format!("{}/metrics", h.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = scrape().await;
+    let mut provider = String::new();
+    for i in 0..3 {
+        let r = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .json(&json!({"model": "gpt-4o-mini", "messages": user(&format!("count me {i}"))}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        provider = header(&r, "x-leanlm-provider").to_owned();
+    }
+    let after = scrape().await;
+    let requests = format!("leanlm_requests_total{{model=\"gpt-4o-mini\",provider=\"{provider}\",status=\"ok\"}}");
+    assert!(
+        value(&after, &requests) - value(&before, &requests) >= 3.0,
+        "{requests}: {after}"
+    );
+    let input = "leanlm_tokens_total{model=\"gpt-4o-mini\",kind=\"input\"}";
+    assert!(value(&after, input) > value(&before, input), "{input}: {after}");
+    let spend = "leanlm_spend_usd_total{model=\"gpt-4o-mini\"}";
+    assert!(value(&after, spend) > value(&before, spend), "{spend}: {after}");
+
     let metrics = h
         .http
         .get(format!("{}/metrics", h.url))
