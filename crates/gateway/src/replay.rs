@@ -20,10 +20,12 @@ use crate::server::AppState;
 #[derive(Clone)]
 pub struct Replayer {
     router: Router,
+    routes: Arc<crate::route::Routes>,
 }
 
 impl Replayer {
     pub fn new(config: Config) -> anyhow::Result<Replayer> {
+        let routes = Arc::new(crate::route::Routes::new(Arc::new(config.clone())));
         let state = AppState::new(
             config,
             leanlm_store::CallLog::discard(),
@@ -31,6 +33,7 @@ impl Replayer {
         )?;
         Ok(Replayer {
             router: crate::server::router(Arc::new(state)),
+            routes,
         })
     }
 
@@ -84,5 +87,13 @@ impl Replay for Replayer {
         let this = self.clone();
         let format = format.to_owned();
         async move { this.send(&format, body).await }
+    }
+
+    fn has_logprobs(&self, model: &str) -> bool {
+        self.routes.resolve(model).is_ok_and(|chain| {
+            chain
+                .first()
+                .is_some_and(|t| t.provider.kind == leanlm_wire::ProviderKind::OpenAi)
+        })
     }
 }

@@ -29,6 +29,11 @@ pub struct Reply {
 /// as traffic. `format` is the client format the call was logged in: `openai` or `anthropic`.
 pub trait Replay: Sync {
     fn complete(&self, format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send;
+
+    /// Whether `model`'s provider returns token log-probabilities when asked (OpenAI-compatible ones do).
+    fn has_logprobs(&self, _model: &str) -> bool {
+        true
+    }
 }
 
 /// A cascade's judgement of its cheap model's answers, for validating the cascade as it would serve.
@@ -802,7 +807,8 @@ async fn cascade_reply<R: Replay>(
 }
 
 /// A cascade's cheap stage replayed on a logged request: the first answer (with token log-probabilities when
-/// asked for and the request is in the OpenAI format, as the gateway asks), and, for a cascade drawing two,
+/// asked for and the cheap model's provider returns them; a request logged in the Anthropic format is then
+/// sent translated to the OpenAI one, as the gateway sends it), and, for a cascade drawing two,
 /// a second one at least [`SECOND_SAMPLE_TEMPERATURE`] hot, drawn only once the first arrived. Training,
 /// validation and shadow checks all ask this way.
 pub async fn cheap_samples<R: Replay>(
@@ -814,6 +820,18 @@ pub async fn cheap_samples<R: Replay>(
     samples: usize,
 ) -> Result<(Reply, Option<Result<Reply, String>>), String> {
     let mut body = replay_body(request, cheap);
+    let mut format = format;
+    let logprobs = logprobs && replay.has_logprobs(cheap);
+    if logprobs && format == "anthropic" {
+        // The Messages API has no log-probabilities: asked as the gateway asks an OpenAI-compatible cheap
+        // model for an Anthropic client, through the same translation.
+        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let hub = leanlm_wire::anthropic::MessagesRequest::parse(&bytes)
+            .and_then(|r| r.into_openai())
+            .map_err(|e| format!("translating the logged request: {}", e.message))?;
+        body = serde_json::to_value(&hub).map_err(|e| e.to_string())?;
+        format = "openai";
+    }
     if logprobs
         && format == "openai"
         && let Some(o) = body.as_object_mut()
@@ -1021,6 +1039,61 @@ mod tests {
             assert!(second.is_none());
             let i: usize = call.id[1..].parse().unwrap();
             self.doubt_every == 0 || !i.is_multiple_of(self.doubt_every)
+        }
+    }
+
+    /// Records what a cheap stage sends; answers "a" with log-probabilities when asked in the OpenAI format.
+    struct Recording {
+        logprobs: bool,
+        sent: std::sync::Mutex<Vec<(String, Value)>>,
+    }
+
+    impl Replay for Recording {
+        fn complete(&self, format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send {
+            let asked = format == "openai" && body["logprobs"] == json!(true);
+            self.sent.lock().unwrap().push((format.to_owned(), body));
+            async move {
+                Ok(Reply {
+                    text: "a".into(),
+                    cost_usd: None,
+                    latency_ms: 1.0,
+                    logprobs: asked.then(|| vec![-0.1]),
+                })
+            }
+        }
+
+        fn has_logprobs(&self, _model: &str) -> bool {
+            self.logprobs
+        }
+    }
+
+    #[test]
+    fn an_anthropic_call_is_asked_for_log_probabilities_in_the_openai_format() {
+        let logged = json!({"model": "big", "max_tokens": 10, "system": "Classify.", "stream": true,
+            "messages": [{"role": "user", "content": "card lost"}]});
+        for provider_has_them in [true, false] {
+            let r = Recording {
+                logprobs: provider_has_them,
+                sent: Default::default(),
+            };
+            let (first, _) =
+                futures_util::FutureExt::now_or_never(cheap_samples(&r, "anthropic", &logged, "cheap", true, 1))
+                    .expect("never waits")
+                    .unwrap();
+            let sent = r.sent.lock().unwrap();
+            let (format, body) = &sent[0];
+            assert_eq!(body["model"], "cheap");
+            if provider_has_them {
+                assert_eq!(format, "openai");
+                assert_eq!(body["logprobs"], true);
+                assert_eq!(body["messages"][0]["role"], "system");
+                assert_eq!(first.logprobs, Some(vec![-0.1]));
+            } else {
+                // A provider without them is asked in the client's own format, as the gateway asks it.
+                assert_eq!(format, "anthropic");
+                assert!(body.get("logprobs").is_none() && body.get("stream").is_none());
+                assert_eq!(first.logprobs, None);
+            }
         }
     }
 

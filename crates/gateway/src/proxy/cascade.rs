@@ -129,8 +129,8 @@ impl Stage {
         Ok(self.serve(app, rec, first, second_cost))
     }
 
-    /// Asks the cheap model for a whole answer; `logprobs` asks for token log-probabilities (OpenAI-format
-    /// requests to OpenAI-compatible providers), `temperature` draws at least that hot.
+    /// Asks the cheap model for a whole answer; `logprobs` asks for token log-probabilities (of
+    /// OpenAI-compatible providers), `temperature` draws at least that hot.
     async fn ask(
         &self,
         app: &AppState,
@@ -141,9 +141,8 @@ impl Stage {
         temperature: Option<f64>,
     ) -> Result<Answer, String> {
         let chain = app.routes.resolve(model).map_err(|e| e.message)?;
-        // Asked for as training and validation replays ask (they replay the client's own format): only an
-        // OpenAI-format request to an OpenAI-compatible provider carries the field.
-        let logprobs = logprobs && self.format == ClientFormat::OpenAi;
+        // Only an OpenAI-compatible provider returns them, whatever the client's format (training and validation
+        // replays ask the same way: `leanlm_validate::run::cheap_samples`).
         let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
             let mut body = ingress.translated_body_for(target)?;
             if (logprobs && target.provider.kind == ProviderKind::OpenAi) || temperature.is_some() {
