@@ -69,7 +69,6 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     let cascade: leanlm_route::cascade::TaskCascade =
         serde_json::from_str(&store.router(&task, spec).unwrap().unwrap()).unwrap();
     assert!(cascade.calibration_agreement >= 0.99, "{cascade:?}");
-    eprintln!("{out}");
     // Log-probabilities alone separate ~80% of the answers at this bound (see the route crate's tests);
     // calibrated on a 30% split it once trusted 9%.
     assert!(

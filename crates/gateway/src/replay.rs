@@ -20,20 +20,19 @@ use crate::server::AppState;
 #[derive(Clone)]
 pub struct Replayer {
     router: Router,
-    routes: Arc<crate::route::Routes>,
+    state: Arc<AppState>,
 }
 
 impl Replayer {
     pub fn new(config: Config) -> anyhow::Result<Replayer> {
-        let routes = Arc::new(crate::route::Routes::new(Arc::new(config.clone())));
-        let state = AppState::new(
+        let state = Arc::new(AppState::new(
             config,
             leanlm_store::CallLog::discard(),
             leanlm_profile::Discoverer::default(),
-        )?;
+        )?);
         Ok(Replayer {
-            router: crate::server::router(Arc::new(state)),
-            routes,
+            router: crate::server::router(state.clone()),
+            state,
         })
     }
 
@@ -90,7 +89,7 @@ impl Replay for Replayer {
     }
 
     fn has_logprobs(&self, model: &str) -> bool {
-        self.routes.resolve(model).is_ok_and(|chain| {
+        self.state.routes.resolve(model).is_ok_and(|chain| {
             chain
                 .first()
                 .is_some_and(|t| t.provider.kind == leanlm_wire::ProviderKind::OpenAi)

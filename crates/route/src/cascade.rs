@@ -265,12 +265,11 @@ pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascad
 
     // Folds over all examples, in a seeded order.
     let n = examples.len() as f64;
-    let folds = FOLDS;
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let mut fold_of = vec![0; examples.len()];
     for (position, i) in order.iter().enumerate() {
-        fold_of[*i] = position % folds;
+        fold_of[*i] = position % FOLDS;
     }
 
     // Per-label precision: served from all examples; as a feature, each example sees it from the other
@@ -278,7 +277,7 @@ pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascad
     // that).
     let prior = examples.iter().filter(|e| e.agreed).count() as f64 / n;
     let mut counts: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    let mut fold_counts: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); folds];
+    let mut fold_counts: Vec<BTreeMap<String, (f64, f64)>> = vec![BTreeMap::new(); FOLDS];
     for (i, e) in examples.iter().enumerate() {
         if let Some(l) = setup.label_of(&e.answer) {
             for c in [
@@ -325,15 +324,16 @@ pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascad
     } else {
         ((setup.bound * n - escalated) / usable.len() as f64).min(1.0)
     };
-    let features = |with_prompt: bool| -> Vec<Vec<f32>> {
+    // The answer's features alone, then with the prompt's.
+    let features = [false, true].map(|with_prompt| -> Vec<Vec<f32>> {
         usable
             .iter()
             .map(|i| setup.features(&examples[*i].evidence(), precision_elsewhere(*i), with_prompt))
             .collect()
-    };
+    });
     let out_of_fold = |x: &[Vec<f32>], l2: f64| -> Vec<f64> {
         let mut scores = vec![0.0; x.len()];
-        for fold in 0..folds {
+        for fold in 0..FOLDS {
             let (fit_x, fit_y): (Vec<Vec<f32>>, Vec<bool>) = (0..x.len())
                 .filter(|k| fold_of[usable[*k]] != fold)
                 .map(|k| (x[k].clone(), agreed[k]))
@@ -348,10 +348,9 @@ pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascad
 
     // The answer's features alone come first: the prompt's must serve strictly more to be kept.
     let mut best: Option<(usize, bool, f64, Vec<f64>, f64)> = None;
-    for with_prompt in [false, true] {
-        let x = features(with_prompt);
+    for (with_prompt, x) in [false, true].into_iter().zip(&features) {
         for l2 in PENALTIES {
-            let scores = out_of_fold(&x, l2);
+            let scores = out_of_fold(x, l2);
             let threshold = calibrate(&scores, &outcomes, need).unwrap_or(f64::MAX);
             let served = scores.iter().filter(|s| **s >= threshold).count();
             if best.as_ref().is_none_or(|b| served > b.0) {
@@ -364,7 +363,7 @@ pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascad
         _ => (false, PENALTIES[0], Vec::new(), f64::MAX),
     };
     let accept = Scorer {
-        cheap: Logistic::fit(&features(reads_prompt), &agreed, l2, ITERATIONS),
+        cheap: Logistic::fit(&features[usize::from(reads_prompt)], &agreed, l2, ITERATIONS),
         strong: None,
         neighbours: None,
         blend: 1.0,

@@ -305,6 +305,16 @@ mod tests {
         v.iter().map(|x| x / n).collect()
     }
 
+    /// A seeded xorshift source of components in [-0.5, 0.5).
+    fn components(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        }
+    }
+
     #[test]
     fn the_fast_and_portable_dot_products_agree() {
         let a: Vec<f32> = (0..389).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -316,13 +326,7 @@ mod tests {
 
     #[test]
     fn a_large_partition_searches_its_graph_and_finds_near_duplicates() {
-        let mut seed = 11u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = components(11);
         let mut random = |d: usize| unit(&(0..d).map(|_| next()).collect::<Vec<_>>());
         let (dim, capacity) = (32, 3_000);
         let mut p = Partition::with_ann_from(dim, capacity, 1_000);
@@ -358,13 +362,7 @@ mod tests {
     #[test]
     fn quantised_scan_returns_the_exact_top_k() {
         // 2,000 pseudo-random unit vectors; the quantised scan must find what an exact scan finds.
-        let mut seed = 7u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = components(7);
         let mut p = Partition::new(64, 2_000);
         let vs: Vec<Vec<f32>> = (0..2_000)
             .map(|_| unit(&(0..64).map(|_| next()).collect::<Vec<_>>()))
