@@ -5,6 +5,11 @@
 //! prompts a model gets wrong is fixed by a hash of the seed, the model and the prompt, so a model answers
 //! the same prompt the same way every time (like a model at temperature 0), and a model of accuracy `p`
 //! is wrong on a share `1 - p` of the examples, spread evenly over them.
+//!
+//! Or it replays real models: RouteLLM's MMLU files record, per question, whether each model answered it
+//! right. Those files hold no answers, so each question gets a stand-in true letter (a hash of the
+//! question), and a model the file names answers that letter where it was right and another letter, fixed
+//! per model and question, where it was wrong: right and wrong exactly where the real model was.
 
 use std::collections::HashMap;
 
@@ -12,10 +17,18 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Default)]
 pub struct Labeller {
     labels: Vec<String>,
-    /// Normalised example text to the index of its label.
-    truth: HashMap<String, usize>,
+    /// Normalised example text to the index of its label and its row.
+    truth: HashMap<String, Example>,
     accuracy: HashMap<String, f64>,
+    /// Recorded outcomes: for each model, whether it answered each row right (replaces its accuracy).
+    recorded: HashMap<String, Vec<bool>>,
     seed: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Example {
+    label: usize,
+    row: usize,
 }
 
 fn normalise(text: &str) -> String {
@@ -55,12 +68,116 @@ impl Labeller {
             if idx == next {
                 labeller.labels.push(label.to_owned());
             }
-            labeller.truth.insert(normalise(text), idx);
+            let row = labeller.truth.len();
+            labeller.truth.insert(normalise(text), Example { label: idx, row });
         }
         if labeller.labels.len() < 2 {
             anyhow::bail!("labels: need at least two distinct labels");
         }
         Ok(labeller)
+    }
+
+    /// Reads RouteLLM's MMLU folder: per-model correctness files under `responses/` (`prompt,<model>…` with
+    /// `True`/`False` cells, one CSV per subject; the models are the columns), leaving out the prompts
+    /// `contaminated_prompts.jsonl` lists (`eval_prompt`), as RouteLLM's own evaluation does.
+    pub fn from_routellm(root: &std::path::Path) -> anyhow::Result<Labeller> {
+        let exclude: std::collections::HashSet<String> =
+            match std::fs::read_to_string(root.join("contaminated_prompts.jsonl")) {
+                Ok(text) => text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v.get("eval_prompt")?.as_str().map(str::to_owned))
+                    .collect(),
+                Err(_) => Default::default(),
+            };
+        let dir = root.join("responses");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+            .collect();
+        files.sort();
+        anyhow::ensure!(!files.is_empty(), "{}: no .csv files", dir.display());
+
+        let mut labeller = Labeller {
+            labels: ["A", "B", "C", "D"].map(String::from).to_vec(),
+            ..Labeller::default()
+        };
+        for file in &files {
+            let mut reader = csv::Reader::from_path(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let models: Vec<String> = reader
+                .headers()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                .iter()
+                .skip(1)
+                .map(str::to_owned)
+                .collect();
+            anyhow::ensure!(
+                !models.is_empty(),
+                "{}: expected prompt,<model>… columns",
+                file.display()
+            );
+            for (i, row) in reader.records().enumerate() {
+                let row = row.map_err(|e| anyhow::anyhow!("{} row {}: {e}", file.display(), i + 2))?;
+                let prompt = row.get(0).unwrap_or_default();
+                if exclude.contains(prompt) {
+                    continue;
+                }
+                let text = normalise(prompt);
+                if labeller.truth.contains_key(&text) {
+                    continue;
+                }
+                let mut right = Vec::with_capacity(models.len());
+                for (m, cell) in models.iter().zip(row.iter().skip(1)) {
+                    right.push(match cell {
+                        "True" | "true" | "1" => true,
+                        "False" | "false" | "0" => false,
+                        other => anyhow::bail!(
+                            "{} row {}: `{other}` for {m} is not True or False",
+                            file.display(),
+                            i + 2
+                        ),
+                    });
+                }
+                anyhow::ensure!(
+                    right.len() == models.len(),
+                    "{} row {}: missing cells",
+                    file.display(),
+                    i + 2
+                );
+                let row = labeller.truth.len();
+                let label = (fnv(&[b"truth", text.as_bytes()]) % 4) as usize;
+                labeller.truth.insert(text, Example { label, row });
+                for (m, r) in models.iter().zip(right) {
+                    labeller.recorded.entry(m.clone()).or_default().push(r);
+                }
+            }
+        }
+        anyhow::ensure!(!labeller.truth.is_empty(), "{}: no questions", dir.display());
+        Ok(labeller)
+    }
+
+    /// The stand-in true answer to a prompt, if it is an example of the data set.
+    pub fn truth(&self, prompt: &str) -> Option<&str> {
+        self.truth
+            .get(&normalise(prompt))
+            .map(|e| self.labels[e.label].as_str())
+    }
+
+    /// The models whose outcomes were recorded (for [`Labeller::from_routellm`]).
+    pub fn recorded_models(&self) -> impl Iterator<Item = &str> {
+        self.recorded.keys().map(String::as_str)
+    }
+
+    /// Lets `name` answer as the recorded model `recorded` does (a model under its current name).
+    pub fn alias(mut self, name: impl Into<String>, recorded: &str) -> anyhow::Result<Labeller> {
+        let outcomes = self
+            .recorded
+            .get(recorded)
+            .ok_or_else(|| anyhow::anyhow!("alias: no recorded model `{recorded}`"))?
+            .clone();
+        self.recorded.insert(name.into(), outcomes);
+        Ok(self)
     }
 
     /// Sets a model's accuracy (models not named are always right).
@@ -89,12 +206,16 @@ impl Labeller {
     /// [-0.4, -0.01], wrong ones in [-2.5, -0.2].
     pub fn answer_with_logprob(&self, model: &str, prompt: &str) -> Option<(&str, f64)> {
         let text = normalise(prompt);
-        let truth = *self.truth.get(&text)?;
-        let p = self.accuracy.get(model).copied().unwrap_or(1.0);
+        let Example { label: truth, row } = *self.truth.get(&text)?;
         let h = fnv(&[&self.seed.to_le_bytes(), model.as_bytes(), text.as_bytes()]);
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
         let v = (fnv(&[&h.to_le_bytes()]) >> 11) as f64 / (1u64 << 53) as f64;
-        if u < p {
+        // A changed accuracy (`/mock/accuracy`) overrides what was recorded, to degrade a model on purpose.
+        let right = match (self.accuracy.get(model), self.recorded.get(model)) {
+            (None, Some(recorded)) => recorded[row],
+            (p, _) => u < p.copied().unwrap_or(1.0),
+        };
+        if right {
             return Some((&self.labels[truth], -0.01 - 0.39 * v));
         }
         // A wrong label, the same one every time for this prompt.
@@ -123,7 +244,7 @@ impl Labeller {
             .rev()
             .filter_map(|l| l.strip_prefix("user: "))
             .find_map(|q| self.truth.get(&normalise(q)))?;
-        let label = &self.labels[*truth];
+        let label = &self.labels[truth.label];
         let right = |answer: &str| normalise(answer) == normalise(label);
         Some(match (right(&a), right(&b)) {
             (true, false) => "A",
@@ -186,6 +307,80 @@ mod tests {
         assert_eq!(l.judge(&ask("label4", "label3")), Some("B"));
         assert_eq!(l.judge(&ask("label3", "label3")), Some("TIE"));
         assert_eq!(l.judge("not a judge prompt"), None);
+    }
+
+    fn routellm_dir(files: &[(&str, &str)], contaminated: &str) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "leanlm-mock-routellm-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("responses")).unwrap();
+        for (name, text) in files {
+            std::fs::write(root.join("responses").join(name), text).unwrap();
+        }
+        std::fs::write(root.join("contaminated_prompts.jsonl"), contaminated).unwrap();
+        root
+    }
+
+    #[test]
+    fn recorded_models_are_right_exactly_where_they_were() {
+        let mut a = String::from("prompt,weak,strong\n");
+        for i in 0..400 {
+            a.push_str(&format!(
+                "\"Question {i}?\nA. x\nB. y\",{},{}\n",
+                i % 3 == 0,
+                i % 5 != 0
+            ));
+        }
+        let root = routellm_dir(
+            &[
+                ("mmlu_a.csv", &a),
+                ("mmlu_b.csv", "prompt,weak,strong\nOther question,False,True\n"),
+            ],
+            "{\"train_prompt\": \"x\", \"eval_prompt\": \"Other question\"}\n",
+        );
+        let l = Labeller::from_routellm(&root).unwrap();
+        let mut models: Vec<&str> = l.recorded_models().collect();
+        models.sort();
+        assert_eq!(models, ["strong", "weak"]);
+        let mut letters = std::collections::HashSet::new();
+        for i in 0..400 {
+            let q = format!("Question {i}?\nA. x\nB. y");
+            let truth = l.truth(&q).unwrap();
+            letters.insert(truth.to_owned());
+            assert_eq!(l.answer("weak", &q) == Some(truth), i % 3 == 0, "weak on {i}");
+            assert_eq!(l.answer("strong", &q) == Some(truth), i % 5 != 0, "strong on {i}");
+            // A model the files do not name is always right; a set accuracy overrides the record.
+            assert_eq!(l.answer("unnamed", &q), Some(truth));
+        }
+        assert_eq!(letters.len(), 4, "the stand-in answers use every letter");
+        // Contaminated prompts are left out.
+        assert_eq!(l.truth("Other question"), None);
+        let aliased = l.clone().alias("strong-2", "strong").unwrap();
+        assert_eq!(
+            aliased.answer("strong-2", "Question 5?\nA. x\nB. y"),
+            l.answer("strong", "Question 5?\nA. x\nB. y")
+        );
+        assert!(l.clone().alias("x", "nope").is_err());
+        let degraded = l.clone().accuracy("strong", 0.0);
+        assert_ne!(
+            degraded.answer("strong", "Question 1?\nA. x\nB. y"),
+            l.truth("Question 1?\nA. x\nB. y")
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn bad_routellm_files_are_refused() {
+        let root = routellm_dir(&[("mmlu_a.csv", "prompt,weak\nQ,maybe\n")], "");
+        let e = Labeller::from_routellm(&root).unwrap_err().to_string();
+        assert!(e.contains("row 2") && e.contains("maybe"), "{e}");
+        let _ = std::fs::remove_dir_all(root);
+        let e = Labeller::from_routellm(std::path::Path::new("/nonexistent")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent"), "{e}");
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub fn router(stats: Arc<Stats>) -> Router {
         .route("/mock/stats", get(stats_handler))
         .route("/mock/requests", get(requests_handler))
         .route("/mock/accuracy", post(accuracy_handler))
+        .route("/mock/truth", post(truth_handler))
         .with_state(stats)
 }
 
@@ -228,6 +229,20 @@ async fn accuracy_handler(State(stats): State<Arc<Stats>>, body: Bytes) -> Respo
     let mut l = labeller.write().unwrap_or_else(|p| p.into_inner());
     *l = std::mem::take(&mut *l).accuracy(model, p);
     axum::Json(json!({"model": model, "accuracy": p})).into_response()
+}
+
+/// `POST /mock/truth {"prompt": "..."}`: the true answer to an example of the labelled data set, so a
+/// benchmark can score what the gateway served against the truth.
+async fn truth_handler(State(stats): State<Arc<Stats>>, body: Bytes) -> Response {
+    let Some(labeller) = &stats.labeller else {
+        return (StatusCode::BAD_REQUEST, "mock: started without --labels or --routellm").into_response();
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Some(prompt) = v.get("prompt").and_then(Value::as_str) else {
+        return (StatusCode::BAD_REQUEST, "mock: expected {\"prompt\": ...}").into_response();
+    };
+    let l = labeller.read().unwrap_or_else(|p| p.into_inner());
+    axum::Json(json!({"truth": l.truth(prompt)})).into_response()
 }
 
 async fn requests_handler(State(stats): State<Arc<Stats>>) -> Response {

@@ -25,6 +25,13 @@ struct Args {
     /// A model's accuracy on the labels, as MODEL=P (repeatable; models not named are always right).
     #[arg(long, value_parser = parse_accuracy)]
     accuracy: Vec<(String, f64)>,
+    /// RouteLLM's MMLU folder (`responses/*.csv`, `contaminated_prompts.jsonl`): each model named in its
+    /// columns answers each question right exactly where the real model did (instead of --labels).
+    #[arg(long, conflicts_with = "labels")]
+    routellm: Option<std::path::PathBuf>,
+    /// With --routellm, NAME=RECORDED answers requests for NAME as the recorded model RECORDED (repeatable).
+    #[arg(long, value_parser = parse_alias)]
+    alias: Vec<(String, String)>,
     /// Changes which examples each model gets wrong, not how many.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -39,19 +46,36 @@ fn parse_accuracy(s: &str) -> Result<(String, f64), String> {
     Ok((model.to_owned(), p))
 }
 
+fn parse_alias(s: &str) -> Result<(String, String), String> {
+    let (name, recorded) = s
+        .split_once('=')
+        .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+        .ok_or("expected NAME=RECORDED, e.g. gpt-4-turbo=gpt-4-1106-preview")?;
+    Ok((name.to_owned(), recorded.to_owned()))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let labeller = match &args.labels {
-        Some(path) => {
+    let labeller = match (&args.labels, &args.routellm) {
+        (Some(path), _) => {
             let data = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let mut l = leanlm_mock::Labeller::from_csv(&data)?.seed(args.seed);
-            for (model, p) in &args.accuracy {
-                l = l.accuracy(model.clone(), *p);
-            }
-            Some(l)
+            Some(leanlm_mock::Labeller::from_csv(&data)?)
         }
-        None => None,
-    };
+        (None, Some(root)) => {
+            let l = leanlm_mock::Labeller::from_routellm(root)?;
+            Some(
+                args.alias
+                    .iter()
+                    .try_fold(l, |l, (name, recorded)| l.alias(name.clone(), recorded))?,
+            )
+        }
+        (None, None) => None,
+    }
+    .map(|l| {
+        args.accuracy
+            .iter()
+            .fold(l.seed(args.seed), |l, (model, p)| l.accuracy(model.clone(), *p))
+    });
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if args.threads > 0 {
         rt.worker_threads(args.threads);
