@@ -22,7 +22,7 @@ A router keeps the agreement with the reference (GPT-4) at its bound; what is re
 the truth, where GPT-4 is wrong on a fifth of the questions.
 
     python3 bench/mmlu.py                     # ~15 min on a 2-core VM, mostly MiniLM embeddings
-    TRAIN=2400 VALIDATE=600 TEST=2000 BOUNDS="0.75 0.85 0.9" python3 bench/mmlu.py
+    TRAIN=2400 VALIDATE=600 TEST=1500 BOUNDS="0.8 0.9" python3 bench/mmlu.py
 
 Data: ../shared/data/routellm-mmlu (lm-sys/RouteLLM, Apache-2.0); prompts RouteLLM lists as contaminated
 are left out. Needs the local embedding model (scripts/fetch-model).
@@ -49,8 +49,8 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 LEANLM = TARGET / "release" / "leanlm"
 TRAIN = int(os.environ.get("TRAIN", "2400"))
 VALIDATE = int(os.environ.get("VALIDATE", "600"))
-TEST = int(os.environ.get("TEST", "2000"))
-BOUNDS = [float(b) for b in os.environ.get("BOUNDS", "0.75 0.85 0.9").split()]
+TEST = int(os.environ.get("TEST", "1500"))
+BOUNDS = [float(b) for b in os.environ.get("BOUNDS", "0.8 0.9").split()]
 CASCADE_BOUND = float(os.environ.get("CASCADE_BOUND", "0.85"))
 CASCADE_SAMPLE = int(os.environ.get("CASCADE_SAMPLE", "1500"))
 SEED = int(os.environ.get("SEED", "7"))

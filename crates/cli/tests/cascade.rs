@@ -62,7 +62,7 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     assert_eq!(code, 0, "{out}{err}");
     // Calls logged through the Anthropic API are asked in the OpenAI format, so every answer has them.
     assert!(
-        out.contains(spec) && out.contains("600 with log-probabilities"),
+        out.contains(spec) && out.contains("600 answers with log-probabilities"),
         "{out}"
     );
     let store = leanlm_store::Store::open(&env.db).unwrap();
@@ -192,4 +192,152 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     }
     assert_eq!(accepted, cheap);
     assert!(escalated > 0);
+}
+
+/// A chain of two cheap models before the strong one: a 90% model with log-probabilities answers first, a
+/// 99% one (through the Anthropic API, so without them) answers what the first is unsure of, and the strong
+/// model what neither is trusted with. Trained, validated, deployed and served like a two-model cascade.
+#[test]
+fn a_chain_of_two_cheap_models_serves_each_where_it_is_trusted() {
+    if !model_installed() {
+        eprintln!("skipped: no local embedding model (scripts/fetch-model installs it)");
+        return;
+    }
+    let all = examples(&banking77(), 1);
+    let traffic: Vec<String> = all.iter().skip(2).step_by(3).map(|e| e.0.clone()).collect();
+    let fresh: Vec<(String, String)> = all.iter().skip(4).step_by(10).take(160).cloned().collect();
+    let mut env = Env::start("chain", 9, &[("cheap-90", 0.90), ("cheap-99", 0.99)]);
+    assert!(env.send(&traffic, "big", 16).iter().all(|a| a.status == 200));
+    env.stop_gateway();
+    let task = env.wait_for_calls(traffic.len() as u64).id;
+
+    // Bad input names the field.
+    let (code, _, err) = env.leanlm(&[
+        "train-cascade",
+        "--task",
+        &task,
+        "--cheap",
+        "cheap-90,cheap-99,cheap-90,cheap-99",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--cheap") && err.contains("1 to 3"), "{err}");
+
+    let spec = "cascade:cheap-90,cheap-99,big";
+    let (code, out, err) = env.leanlm(&[
+        "train-cascade",
+        "--task",
+        &task,
+        "--cheap",
+        "cheap-90,cheap-99",
+        "--strong",
+        "big",
+        "--logprobs",
+        "--sample",
+        "500",
+        "--bound",
+        "0.99",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(spec) && out.contains("cheap-90:") && out.contains("cheap-99:"),
+        "{out}"
+    );
+    let store = leanlm_store::Store::open(&env.db).unwrap();
+    let chain: leanlm_route::cascade::Chain =
+        serde_json::from_str(&store.router(&task, spec).unwrap().unwrap()).unwrap();
+    assert_eq!(chain.cheap().collect::<Vec<_>>(), ["cheap-90", "cheap-99"]);
+    assert!(chain.calibration_agreement >= 0.99, "{chain:?}");
+    // The 90% model keeps the answers its log-probabilities vouch for; the 99% model, ten times cheaper
+    // than the strong one, is worth asking about most of the rest.
+    assert!(chain.served[0] > 0.3, "{:?}", chain.served);
+    assert!(chain.served[1] > 0.05, "{:?}", chain.served);
+
+    let (code, out, err) = env.leanlm(&[
+        "validate",
+        "--task",
+        &task,
+        "--candidate",
+        spec,
+        "--seed",
+        "1",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(code, 0, "{:#}", report["verdict"]);
+    let (code, out, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        spec,
+        "--stage",
+        "canary",
+        "--share",
+        "1",
+        "--audit-rate",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let gw = serve_binary(&env);
+    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+    let answers = truth(&fresh);
+    let queries: Vec<String> = fresh.iter().map(|e| e.0.clone()).collect();
+    let got = env.send_to(&gw.1, &queries, "big", 4);
+    let right = queries
+        .iter()
+        .zip(&got)
+        .filter(|(q, a)| a.status == 200 && Some(&a.text) == answers.get(*q))
+        .count();
+    assert!(
+        right as f64 >= 0.95 * queries.len() as f64,
+        "{right} of {} right",
+        queries.len()
+    );
+    let by = |m: &str| got.iter().filter(|a| a.model == m).count();
+    assert!(
+        by("cheap-90") > 0 && by("cheap-99") > 0,
+        "{} / {} / {}",
+        by("cheap-90"),
+        by("cheap-99"),
+        by("big")
+    );
+
+    // A call the second stage served logs both stages, and costs both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = store
+            .calls(&leanlm_store::CallFilter {
+                task: Some(task.clone()),
+                limit: 5000,
+                ..Default::default()
+            })
+            .unwrap();
+        if rows.len() >= traffic.len() + queries.len() {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "the served calls never reached the log");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut second = 0;
+    for row in rows.iter().take(queries.len()) {
+        let call = store.call(&row.id).unwrap().unwrap();
+        let models: Vec<&str> = call.stages.iter().map(|s| s.model.as_str()).collect();
+        match call.served_model.as_deref() {
+            Some("cheap-90") => assert_eq!(models, ["cheap-90"], "{call:?}"),
+            Some("cheap-99") => {
+                second += 1;
+                assert_eq!(models, ["cheap-90", "cheap-99"], "{call:?}");
+                assert_ne!(call.stages[0].outcome, "accepted");
+                assert_eq!(call.stages[1].outcome, "accepted");
+                let stages: f64 = call.stages.iter().map(|s| s.cost_usd.unwrap()).sum();
+                assert!((call.cost_usd.unwrap() - stages).abs() < 1e-9, "{call:?}");
+            }
+            Some("big") => {
+                assert!(call.cost_usd.unwrap() > call.stages.iter().map(|s| s.cost_usd.unwrap_or(0.0)).sum::<f64>())
+            }
+            other => panic!("served by {other:?}"),
+        }
+    }
+    assert_eq!(second, by("cheap-99"));
 }

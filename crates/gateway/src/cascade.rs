@@ -8,11 +8,13 @@ use serde_json::Value;
 use crate::server::AppState;
 
 /// The cascade's decision on a cheap answer to `request`; `Err` when the prompt cannot be embedded (the
-/// call then escalates: an answer that cannot be judged is not served).
+/// call then escalates: an answer that cannot be judged is not served). `prompt` keeps the prompt's
+/// features between the stages of a chain, so a call is embedded once.
 pub(crate) async fn judge(
     app: &AppState,
     cascade: &TaskCascade,
     request: &Value,
+    prompt: &mut Option<Vec<f32>>,
     answer: &str,
     logprobs: Option<&[f64]>,
     second: Option<&str>,
@@ -21,13 +23,18 @@ pub(crate) async fn judge(
     if let Some(h) = cascade.setup.hard_failure(answer) {
         return Ok(Decision::Unusable(h));
     }
-    let embedder = app.embedder.as_ref().ok_or("this gateway has no embedder")?;
-    let text = leanlm_validate::run::transcript(request);
-    let mut vectors = embedder.embed(&app.routes, &app.http, vec![text.clone()]).await?;
-    let vector = vectors.pop().ok_or("the embedder returned nothing")?;
-    let prompt = leanlm_route::features(&vector, &text);
+    let features = match prompt {
+        Some(f) => f,
+        None => {
+            let embedder = app.embedder.as_ref().ok_or("this gateway has no embedder")?;
+            let text = leanlm_validate::run::transcript(request);
+            let mut vectors = embedder.embed(&app.routes, &app.http, vec![text.clone()]).await?;
+            let vector = vectors.pop().ok_or("the embedder returned nothing")?;
+            prompt.insert(leanlm_route::features(&vector, &text))
+        }
+    };
     Ok(cascade.decide(&Evidence {
-        prompt: &prompt,
+        prompt: features,
         answer,
         logprobs,
         second,

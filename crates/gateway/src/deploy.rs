@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use leanlm_deploy::{Decision, Evidence, Policy, Stage};
-use leanlm_route::cascade::TaskCascade;
+use leanlm_route::cascade::Chain;
 use leanlm_store::{AuditRow, OnlineScore, PolicyRow, Store, StoreError};
 use leanlm_validate::Replay;
 use leanlm_validate::score::{self, TaskContext};
@@ -36,7 +36,7 @@ const QUEUE: usize = 100_000;
 struct Snapshot {
     policies: HashMap<String, Arc<Policy>>,
     routers: HashMap<String, Arc<leanlm_route::TaskRouter>>,
-    cascades: HashMap<String, Arc<TaskCascade>>,
+    cascades: HashMap<String, Arc<Chain>>,
 }
 
 /// What the request path needs: the current policies, and where online work goes.
@@ -67,7 +67,7 @@ pub struct OnlineJob {
     /// Set when the replacement served: its failures count against it.
     pub served_by_replacement: bool,
     /// For a `cascade:` policy: the cascade, whose shadow checks judge the cheap answer as it would serve.
-    pub cascade: Option<Arc<TaskCascade>>,
+    pub cascade: Option<Arc<Chain>>,
 }
 
 impl PolicyRuntime {
@@ -87,7 +87,7 @@ impl PolicyRuntime {
     }
 
     /// The trained cascade an active `cascade:` policy of the task serves with.
-    pub fn cascade(&self, task: &str) -> Option<Arc<TaskCascade>> {
+    pub fn cascade(&self, task: &str) -> Option<Arc<Chain>> {
         self.snapshot.load().cascades.get(task).cloned()
     }
 
@@ -215,15 +215,15 @@ impl PolicyRuntime {
 }
 
 impl PolicyRuntime {
-    /// A cascade's shadow check: the cheap model answers as the cascade would ask it, the cascade judges
-    /// the answer, and what it would have served is scored against the reference's answer. An escalated
-    /// call would have been answered by the strong model; when that is the reference, it agrees.
+    /// A cascade's shadow check: each cheap stage answers as the cascade would ask it, in turn, until the
+    /// cascade accepts one, and what it would have served is scored against the reference's answer. A call
+    /// no stage accepts would have been answered by the strong model; when that is the reference, it agrees.
     #[allow(clippy::too_many_arguments)]
     async fn shadow_cascade(
         &self,
         app: &crate::AppState,
         job: &OnlineJob,
-        cascade: &TaskCascade,
+        chain: &Chain,
         format: &str,
         call_id: &str,
         request: &str,
@@ -234,22 +234,6 @@ impl PolicyRuntime {
             serde_json::from_str::<Value>(response).ok()?,
         );
         let policy = &job.policy;
-        let setup = &cascade.setup;
-        let sampled = leanlm_validate::run::cheap_samples(
-            &self.replayer,
-            format,
-            &request,
-            &setup.cheap,
-            setup.logprobs,
-            usize::from(setup.samples),
-        )
-        .await;
-        // A second sample that fails leaves the first to be judged alone.
-        let (first, second) = match sampled {
-            Ok((first, second)) => (Ok(first), second.and_then(Result::ok)),
-            Err(e) => (Err(e), None),
-        };
-        let spec = policy.replacement.to_string();
         let mut score = OnlineScore {
             task_id: policy.task_id.clone(),
             version: policy.version,
@@ -257,46 +241,62 @@ impl PolicyRuntime {
             kind: "shadow".into(),
             agreed: None,
             error: false,
-            cost_usd: None,
+            cost_usd: Some(0.0),
             call_id: Some(call_id.to_owned()),
             note: None,
             // Not the cheap model's name: these outcomes are the cascade's, not the cheap model's own.
-            model: Some(spec),
+            model: Some(policy.replacement.to_string()),
         };
-        let first = match first {
-            Ok(r) => r,
-            Err(e) => {
-                score.error = true;
-                score.note = Some(e);
-                return Some(score);
-            }
-        };
-        score.cost_usd = Some(first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0));
-        let decision = crate::cascade::judge(
-            app,
-            cascade,
-            &request,
-            &first.text,
-            first.logprobs.as_deref(),
-            second.as_ref().map(|s| s.text.as_str()),
-        )
-        .await;
         let reference = leanlm_wire::output_text(&response);
-        match decision {
-            Ok(d) if d.accepted() => {
-                let s = score::score(&policy.scorer, &reference, &first.text, &TaskContext::default());
-                score.agreed = Some(s.agree);
-                score.note = (!s.agree).then_some(s.note);
-            }
-            Ok(d) => {
-                score.agreed = Some(setup.strong == job.reference);
-                score.note = Some(format!("escalated ({})", crate::cascade::outcome(&d).0));
-            }
-            Err(e) => {
-                tracing::warn!(task = %policy.task_id, error = %e, "cascade shadow: could not judge the cheap answer");
-                return None;
+        let (mut last, mut prompt) = (None, None);
+        for cascade in chain.stages.iter().filter(|s| !s.never_accepts()) {
+            let setup = &cascade.setup;
+            let sampled = leanlm_validate::run::cheap_samples(
+                &self.replayer,
+                format,
+                &request,
+                &setup.cheap,
+                setup.logprobs,
+                usize::from(setup.samples),
+            )
+            .await;
+            // A second sample that fails leaves the first to be judged alone.
+            let (first, second) = match sampled {
+                Ok((first, second)) => (first, second.and_then(Result::ok)),
+                Err(e) => {
+                    score.error = true;
+                    score.note = Some(format!("{}: {e}", setup.cheap));
+                    return Some(score);
+                }
+            };
+            let spent = first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
+            score.cost_usd = Some(score.cost_usd.unwrap_or(0.0) + spent);
+            let decision = crate::cascade::judge(
+                app,
+                cascade,
+                &request,
+                &mut prompt,
+                &first.text,
+                first.logprobs.as_deref(),
+                second.as_ref().map(|s| s.text.as_str()),
+            )
+            .await;
+            match decision {
+                Ok(d) if d.accepted() => {
+                    let s = score::score(&policy.scorer, &reference, &first.text, &TaskContext::default());
+                    score.agreed = Some(s.agree);
+                    score.note = (!s.agree).then(|| format!("{}: {}", setup.cheap, s.note));
+                    return Some(score);
+                }
+                Ok(d) => last = Some(d),
+                Err(e) => {
+                    tracing::warn!(task = %policy.task_id, error = %e, "cascade shadow: could not judge the cheap answer");
+                    return None;
+                }
             }
         }
+        score.agreed = Some(chain.strong() == job.reference);
+        score.note = last.map(|d| format!("escalated ({})", crate::cascade::outcome(&d).0));
         Some(score)
     }
 }
@@ -333,7 +333,7 @@ fn snapshot_of(store: &Store, policies: Vec<Policy>) -> Result<Snapshot, StoreEr
                 routers.insert(p.task_id.clone(), Arc::new(r));
             })
         } else {
-            serde_json::from_str::<TaskCascade>(&json).map(|c| {
+            serde_json::from_str::<Chain>(&json).map(|c| {
                 cascades.insert(p.task_id.clone(), Arc::new(c));
             })
         };
@@ -535,12 +535,13 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> anyhow::Result<Policy> {
             task.id,
             task.id
         ),
-        leanlm_validate::Replacement::Cascade { cheap, strong } => anyhow::ensure!(
+        r @ leanlm_validate::Replacement::Cascade { strong, .. } => anyhow::ensure!(
             store.router(&task.id, &spec)?.is_some(),
-            "no `{spec}` cascade is trained for task {}: run `leanlm train-cascade --task {} --cheap {cheap} \
+            "no `{spec}` cascade is trained for task {}: run `leanlm train-cascade --task {} --cheap {} \
              --strong {strong}`",
             task.id,
-            task.id
+            task.id,
+            r.cascade_stages().join(",")
         ),
         _ => {}
     }

@@ -118,6 +118,10 @@ pub enum TrainError {
     TooFew { have: usize, need: usize },
     #[error("the bound must be an agreement between 0 and 1, not {0}")]
     Bound(f64),
+    #[error("a cascade has 1 to {MAX_STAGES} cheap stages before the strong model, not {0}")]
+    Stages(usize),
+    #[error("every stage needs an answer to every call, and a cost per stage and for the strong model")]
+    Misaligned,
 }
 
 /// The fewest scored cheap answers a cascade is trained and calibrated on.
@@ -203,6 +207,11 @@ impl TaskCascade {
             .score(&self.setup.features(e, self.precision(e.answer), self.reads_prompt))
     }
 
+    /// True when no answer can clear the threshold: the stage is not asked at all.
+    pub fn never_accepts(&self) -> bool {
+        self.threshold == f64::MAX
+    }
+
     /// Serve the cheap answer, or escalate.
     pub fn decide(&self, e: &Evidence) -> Decision {
         if let Some(h) = self.setup.hard_failure(e.answer) {
@@ -253,6 +262,16 @@ const PENALTIES: [f64; 3] = [1e-3, 1e-2, 1e-1];
 /// answers agree by definition). Calibrating on every example rather than a held-out 30% makes the
 /// threshold far steadier at tight bounds, where it turns on the few wrong answers that score highest.
 pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascade, TrainError> {
+    fit(setup, examples, seed).map(|f| f.cascade)
+}
+
+/// A stage fitted by [`train`], with each example's out-of-fold score (`None`: it fails a hard check).
+struct Fitted {
+    cascade: TaskCascade,
+    out_of_fold: Vec<Option<f64>>,
+}
+
+fn fit(setup: Setup, examples: &[Example], seed: u64) -> Result<Fitted, TrainError> {
     if !(0.0..=1.0).contains(&setup.bound) {
         return Err(TrainError::Bound(setup.bound));
     }
@@ -371,18 +390,271 @@ pub fn train(setup: Setup, examples: &[Example], seed: u64) -> Result<TaskCascad
     let p = route_with(&scores, threshold, &outcomes);
     let accepted = (1.0 - p.strong_share) * usable.len() as f64;
     let agreement = (p.accuracy * usable.len() as f64 + escalated) / n;
-    Ok(TaskCascade {
-        setup,
-        label_precision,
-        prior,
-        accept,
-        reads_prompt,
-        threshold,
-        trained_on: usable.len(),
-        calibrated_on: examples.len(),
-        accepted_share: accepted / n,
-        calibration_agreement: agreement,
+    let mut out_of_fold = vec![None; examples.len()];
+    for (k, i) in usable.iter().enumerate() {
+        out_of_fold[*i] = scores.get(k).copied();
+    }
+    Ok(Fitted {
+        cascade: TaskCascade {
+            setup,
+            label_precision,
+            prior,
+            accept,
+            reads_prompt,
+            threshold,
+            trained_on: usable.len(),
+            calibrated_on: examples.len(),
+            accepted_share: accepted / n,
+            calibration_agreement: agreement,
+        },
+        out_of_fold,
     })
+}
+
+/// A cascade of one or more cheap stages before the strong model (FrugalGPT's chain): each stage's answer
+/// is judged by its own acceptance score, the first one accepted is served, and a call no stage accepts
+/// goes to the strong model. A two-model cascade is a chain of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chain {
+    pub stages: Vec<TaskCascade>,
+    /// Of the calibration calls, the share each stage served (the rest went to the strong model).
+    pub served: Vec<f64>,
+    /// The agreement with the reference on the calibration calls, as the chain serves them.
+    pub calibration_agreement: f64,
+    pub calibrated_on: usize,
+}
+
+impl<'de> Deserialize<'de> for Chain {
+    /// A chain, or a single [`TaskCascade`] as stored before chains existed.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Chain, D::Error> {
+        #[derive(Deserialize)]
+        struct Stored {
+            stages: Vec<TaskCascade>,
+            served: Vec<f64>,
+            calibration_agreement: f64,
+            calibrated_on: usize,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Chain(Stored),
+            One(Box<TaskCascade>),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Chain(c) if !c.stages.is_empty() && c.served.len() == c.stages.len() => Chain {
+                stages: c.stages,
+                served: c.served,
+                calibration_agreement: c.calibration_agreement,
+                calibrated_on: c.calibrated_on,
+            },
+            Either::Chain(_) => {
+                return Err(serde::de::Error::custom(
+                    "a cascade chain needs one served share per stage",
+                ));
+            }
+            Either::One(c) => Chain::from(*c),
+        })
+    }
+}
+
+impl From<TaskCascade> for Chain {
+    fn from(c: TaskCascade) -> Chain {
+        Chain {
+            served: vec![c.accepted_share],
+            calibration_agreement: c.calibration_agreement,
+            calibrated_on: c.calibrated_on,
+            stages: vec![c],
+        }
+    }
+}
+
+impl Chain {
+    /// The model a call goes to when no stage accepts its answer.
+    pub fn strong(&self) -> &str {
+        self.stages.last().map_or("", |s| s.setup.strong.as_str())
+    }
+
+    /// The cheap models, in the order they answer.
+    pub fn cheap(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|s| s.setup.cheap.as_str())
+    }
+
+    /// The share of calls a cheap stage served in calibration.
+    pub fn accepted_share(&self) -> f64 {
+        self.served.iter().sum()
+    }
+}
+
+/// The most cheap stages a chain is trained with: the joint search over thresholds grows as a power of it.
+pub const MAX_STAGES: usize = 3;
+
+/// Trains a chain: each stage's acceptance score as [`train`] fits it, on its model's answers to the same
+/// calls (`stages[j].1[i]` answers call `i`), then the stages' thresholds together, on the out-of-fold
+/// scores: of every combination (a grid of each stage's score quantiles, "never" included), the one with
+/// the lowest expected cost whose served answers keep `bound` over all calls (the strong model's agreeing
+/// by definition). `costs` is each cheap stage's mean cost per call, then the strong model's: a stage's
+/// cost is paid by every call that reaches it, unless it never accepts (then it is skipped).
+pub fn train_chain(
+    stages: Vec<(Setup, Vec<Example>)>,
+    costs: &[f64],
+    bound: f64,
+    seed: u64,
+) -> Result<Chain, TrainError> {
+    if !(0.0..=1.0).contains(&bound) {
+        return Err(TrainError::Bound(bound));
+    }
+    if stages.is_empty() || stages.len() > MAX_STAGES {
+        return Err(TrainError::Stages(stages.len()));
+    }
+    let n = stages[0].1.len();
+    if stages.iter().any(|(_, e)| e.len() != n) || costs.len() != stages.len() + 1 {
+        return Err(TrainError::Misaligned);
+    }
+    if stages.len() == 1 {
+        let (mut setup, examples) = stages.into_iter().next().ok_or(TrainError::Stages(0))?;
+        setup.bound = bound;
+        return train(setup, &examples, seed).map(Chain::from);
+    }
+    let mut fitted = Vec::with_capacity(stages.len());
+    let mut agreed = Vec::with_capacity(stages.len());
+    for (j, (mut setup, examples)) in stages.into_iter().enumerate() {
+        setup.bound = bound;
+        fitted.push(fit(setup, &examples, seed.wrapping_add(j as u64))?);
+        agreed.push(examples.iter().map(|e| e.agreed).collect::<Vec<bool>>());
+    }
+    // Each stage's candidate thresholds: quantiles of its out-of-fold scores, and "never".
+    let grid = match fitted.len() {
+        2 => 120,
+        _ => 30,
+    };
+    let candidates: Vec<Vec<f64>> = fitted
+        .iter()
+        .map(|f| {
+            let mut s: Vec<f64> = f.out_of_fold.iter().flatten().copied().collect();
+            s.sort_by(f64::total_cmp);
+            s.dedup();
+            let mut c: Vec<f64> = if s.len() <= grid {
+                s
+            } else {
+                (0..grid).map(|q| s[q * (s.len() - 1) / (grid - 1)]).collect()
+            };
+            c.push(f64::MAX);
+            c.dedup();
+            c
+        })
+        .collect();
+    let scores: Vec<&[Option<f64>]> = fitted.iter().map(|f| f.out_of_fold.as_slice()).collect();
+    let allowed = ((1.0 - bound) * n as f64 + 1e-9).floor() as usize;
+    let mut search = Search {
+        scores: &scores,
+        agreed: &agreed,
+        costs,
+        candidates: &candidates,
+        allowed,
+        thresholds: vec![f64::MAX; fitted.len()],
+        best: None,
+    };
+    search.descend(0, &(0..n).collect::<Vec<usize>>(), 0, 0.0);
+    let (thresholds, served) = match search.best {
+        Some(b) => (b.thresholds, b.served),
+        None => (vec![f64::MAX; fitted.len()], vec![0; fitted.len()]),
+    };
+    let wrong = search_wrong(&scores, &agreed, &thresholds, n);
+    let stages: Vec<TaskCascade> = fitted
+        .into_iter()
+        .zip(&thresholds)
+        .zip(&served)
+        .map(|((f, t), s)| TaskCascade {
+            threshold: *t,
+            accepted_share: *s as f64 / n as f64,
+            calibration_agreement: 1.0 - wrong as f64 / n as f64,
+            ..f.cascade
+        })
+        .collect();
+    Ok(Chain {
+        served: served.iter().map(|s| *s as f64 / n as f64).collect(),
+        calibration_agreement: 1.0 - wrong as f64 / n as f64,
+        calibrated_on: n,
+        stages,
+    })
+}
+
+/// Wrong answers a chain with these thresholds serves, on the out-of-fold scores.
+fn search_wrong(scores: &[&[Option<f64>]], agreed: &[Vec<bool>], thresholds: &[f64], n: usize) -> usize {
+    (0..n)
+        .filter(|i| {
+            (0..scores.len())
+                .find(|j| scores[*j][*i].is_some_and(|s| s >= thresholds[*j]))
+                .is_some_and(|j| !agreed[j][*i])
+        })
+        .count()
+}
+
+struct Best {
+    cost: f64,
+    thresholds: Vec<f64>,
+    served: Vec<usize>,
+}
+
+/// The joint threshold search of [`train_chain`], one stage per level.
+struct Search<'a> {
+    scores: &'a [&'a [Option<f64>]],
+    agreed: &'a [Vec<bool>],
+    costs: &'a [f64],
+    candidates: &'a [Vec<f64>],
+    allowed: usize,
+    thresholds: Vec<f64>,
+    best: Option<Best>,
+}
+
+impl Search<'_> {
+    /// Tries every candidate threshold of `stage` for the calls that reach it, given `wrong` answers
+    /// served and `cost` spent before it.
+    fn descend(&mut self, stage: usize, reaching: &[usize], wrong: usize, cost: f64) {
+        for c in 0..self.candidates[stage].len() {
+            let t = self.candidates[stage][c];
+            // A stage that never accepts is skipped: it costs nothing.
+            let cost = if t == f64::MAX {
+                cost
+            } else {
+                cost + self.costs[stage] * reaching.len() as f64
+            };
+            let (mut w, mut rest) = (wrong, Vec::with_capacity(reaching.len()));
+            for i in reaching {
+                match self.scores[stage][*i] {
+                    Some(s) if s >= t => w += usize::from(!self.agreed[stage][*i]),
+                    _ => rest.push(*i),
+                }
+            }
+            if w > self.allowed {
+                continue;
+            }
+            self.thresholds[stage] = t;
+            if stage + 1 < self.scores.len() {
+                self.descend(stage + 1, &rest, w, cost);
+                continue;
+            }
+            let total = cost + self.costs[stage + 1] * rest.len() as f64;
+            if self.best.as_ref().is_none_or(|b| total < b.cost - 1e-12) {
+                let served = self.served(&self.thresholds);
+                self.best = Some(Best {
+                    cost: total,
+                    thresholds: self.thresholds.clone(),
+                    served,
+                });
+            }
+        }
+    }
+
+    fn served(&self, thresholds: &[f64]) -> Vec<usize> {
+        let mut served = vec![0; thresholds.len()];
+        for i in 0..self.scores[0].len() {
+            if let Some(j) = (0..thresholds.len()).find(|j| self.scores[*j][i].is_some_and(|s| s >= thresholds[*j])) {
+                served[j] += 1;
+            }
+        }
+        served
+    }
 }
 
 /// Gradient steps per logistic fit.
@@ -538,6 +810,142 @@ mod tests {
         let c = train(s, &ex, 1).unwrap();
         assert!(c.decide(&ex[1].evidence()).accepted());
         assert!(!c.decide(&ex[0].evidence()).accepted());
+    }
+
+    /// A labeller right with probability `p`, with log-probabilities that mostly tell right from wrong.
+    fn labeller(n: usize, p: f64, rng: &mut rand::rngs::StdRng) -> Vec<Example> {
+        use rand::Rng;
+        (0..n)
+            .map(|_| {
+                let right = rng.random::<f64>() < p;
+                let v: f64 = rng.random();
+                let lp = if right { -0.01 - 0.5 * v } else { -0.3 - 2.0 * v };
+                Example {
+                    prompt: vec![0.0, 1.0],
+                    answer: ["a", "b", "c"][rng.random_range(0..3)].to_owned(),
+                    logprobs: Some(vec![lp]),
+                    second: None,
+                    agreed: right,
+                }
+            })
+            .collect()
+    }
+
+    /// Expected cost per call of a chain on its examples, and the agreement it reaches.
+    // `call` indexes every stage's answers, not one slice.
+    #[allow(clippy::needless_range_loop)]
+    fn run_chain(chain: &Chain, stages: &[Vec<Example>], costs: &[f64]) -> (f64, f64) {
+        let n = stages[0].len();
+        let (mut cost, mut agreed) = (0.0, 0);
+        for call in 0..n {
+            let mut served = false;
+            for (j, stage) in chain.stages.iter().enumerate().filter(|(_, s)| !s.never_accepts()) {
+                cost += costs[j];
+                let answer = &stages[j][call];
+                if stage.decide(&answer.evidence()).accepted() {
+                    agreed += usize::from(answer.agreed);
+                    served = true;
+                    break;
+                }
+            }
+            if !served {
+                cost += costs[chain.stages.len()];
+                agreed += 1;
+            }
+        }
+        (cost / n as f64, agreed as f64 / n as f64)
+    }
+
+    #[test]
+    fn a_chain_of_two_cheap_stages_keeps_the_bound_for_less_than_either_alone() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let costs = [0.05, 0.2, 1.0];
+        let (first, second) = (labeller(1500, 0.6, &mut rng), labeller(1500, 0.85, &mut rng));
+        let mut s1 = setup(ScorerSpec::Label);
+        s1.cheap = "small".into();
+        let mut s2 = setup(ScorerSpec::Label);
+        s2.cheap = "medium".into();
+        let chain = train_chain(
+            vec![(s1.clone(), first.clone()), (s2.clone(), second.clone())],
+            &costs,
+            0.95,
+            1,
+        )
+        .unwrap();
+        assert_eq!(chain.cheap().collect::<Vec<_>>(), ["small", "medium"]);
+        assert_eq!(chain.strong(), "strong");
+        assert!(chain.calibration_agreement >= 0.95, "{:?}", chain.served);
+        assert!(
+            chain.served.iter().all(|s| *s > 0.05),
+            "both stages serve: {:?}",
+            chain.served
+        );
+        let (chain_cost, agreement) = run_chain(&chain, &[first.clone(), second.clone()], &costs);
+        assert!(agreement >= 0.94, "{agreement}");
+        // Each cheap model alone before the strong one, calibrated the same way.
+        for (alone, c) in [
+            (first.clone(), [costs[0], costs[2]]),
+            (second.clone(), [costs[1], costs[2]]),
+        ] {
+            let one = train_chain(vec![(s1.clone(), alone.clone())], &c, 0.95, 1).unwrap();
+            let (cost, _) = run_chain(&one, &[alone], &c);
+            assert!(
+                chain_cost < cost,
+                "the chain costs {chain_cost:.3} per call, one stage alone {cost:.3}"
+            );
+        }
+        // Stored and read back, including a single cascade stored before chains existed.
+        let round: Chain = serde_json::from_str(&serde_json::to_string(&chain).unwrap()).unwrap();
+        assert_eq!(round.served, chain.served);
+        for (j, stage) in [&first, &second].into_iter().enumerate() {
+            for e in &stage[..200] {
+                assert_eq!(
+                    round.stages[j].decide(&e.evidence()).accepted(),
+                    chain.stages[j].decide(&e.evidence()).accepted()
+                );
+            }
+        }
+        let ex = examples(300);
+        let single = train(setup(ScorerSpec::Label), &ex, 1).unwrap();
+        let read: Chain = serde_json::from_str(&serde_json::to_string(&single).unwrap()).unwrap();
+        assert_eq!(read.stages.len(), 1);
+        assert_eq!(read.stages[0].setup, single.setup);
+        assert_eq!(read.served, vec![single.accepted_share]);
+        for e in &ex {
+            assert_eq!(
+                read.stages[0].decide(&e.evidence()).accepted(),
+                single.decide(&e.evidence()).accepted()
+            );
+        }
+    }
+
+    #[test]
+    fn bad_chains_are_refused() {
+        let ex = examples(200);
+        let s = setup(ScorerSpec::Label);
+        assert_eq!(
+            train_chain(
+                vec![(s.clone(), ex.clone()), (s.clone(), ex[..150].to_vec())],
+                &[0.1, 0.2, 1.0],
+                0.9,
+                1
+            )
+            .unwrap_err(),
+            TrainError::Misaligned
+        );
+        assert_eq!(
+            train_chain(vec![(s.clone(), ex.clone())], &[0.1], 0.9, 1).unwrap_err(),
+            TrainError::Misaligned
+        );
+        assert_eq!(train_chain(vec![], &[1.0], 0.9, 1).unwrap_err(), TrainError::Stages(0));
+        let four = vec![(s.clone(), ex.clone()); 4];
+        assert_eq!(train_chain(four, &[0.1; 5], 0.9, 1).unwrap_err(), TrainError::Stages(4));
+        assert!(
+            serde_json::from_str::<Chain>(
+                r#"{"stages": [], "served": [], "calibration_agreement": 1, "calibrated_on": 0}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

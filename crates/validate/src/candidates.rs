@@ -231,7 +231,11 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
             "asks {cheap} first and escalates the answers a learned acceptance score doubts to {strong}; \
              `leanlm train-cascade --cheap {cheap}` first; savings depend on the share accepted"
         );
-        let cascade = Replacement::Cascade { cheap, strong };
+        let cascade = Replacement::Cascade {
+            cheap,
+            then: Vec::new(),
+            strong,
+        };
         out.push(Candidate {
             spec: cascade.to_string(),
             why,

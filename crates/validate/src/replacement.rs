@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A replacement for the way a task is served now. Written as a SPEC on the command line: a model name
-/// (or `model:NAME`), `cache:exact`, `cache:semantic`, `cascade:CHEAP,STRONG`, `router:CHEAP,STRONG`.
+/// (or `model:NAME`), `cache:exact`, `cache:semantic`, `cascade:CHEAP[,CHEAPER…],STRONG`, `router:CHEAP,STRONG`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Replacement {
@@ -16,13 +16,29 @@ pub enum Replacement {
     ExactCache,
     /// Similar requests are answered from the semantic cache.
     SemanticCache,
-    /// The cheap model answers first; unsure answers escalate to the strong one.
-    Cascade { cheap: String, strong: String },
+    /// The cheap model answers first; unsure answers escalate to the next model in `then` (each judged the
+    /// same way), and finally to the strong one.
+    Cascade {
+        cheap: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        then: Vec<String>,
+        strong: String,
+    },
     /// A learned router sends each call to the cheap or the strong model.
     Router { cheap: String, strong: String },
 }
 
 impl Replacement {
+    /// A cascade's cheap models in the order they answer (empty for other kinds).
+    pub fn cascade_stages(&self) -> Vec<&str> {
+        match self {
+            Replacement::Cascade { cheap, then, .. } => {
+                std::iter::once(cheap).chain(then).map(String::as_str).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The kind, as the CLI and reports name it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -41,7 +57,13 @@ impl fmt::Display for Replacement {
             Replacement::Model { model } => write!(f, "model:{model}"),
             Replacement::ExactCache => f.write_str("cache:exact"),
             Replacement::SemanticCache => f.write_str("cache:semantic"),
-            Replacement::Cascade { cheap, strong } => write!(f, "cascade:{cheap},{strong}"),
+            Replacement::Cascade { cheap, then, strong } => {
+                write!(f, "cascade:{cheap}")?;
+                for m in then {
+                    write!(f, ",{m}")?;
+                }
+                write!(f, ",{strong}")
+            }
             Replacement::Router { cheap, strong } => write!(f, "router:{cheap},{strong}"),
         }
     }
@@ -72,8 +94,18 @@ impl FromStr for Replacement {
                 ));
             }
             Some(("cascade", rest)) => {
-                let (cheap, strong) = pair("cascade", rest)?;
-                Replacement::Cascade { cheap, strong }
+                let models: Vec<String> = rest.split(',').map(|m| m.trim().to_owned()).collect();
+                if models.len() < 2 || models.iter().any(String::is_empty) {
+                    return Err(format!(
+                        "`{s}`: a cascade names two models or more, the cheap ones first: `cascade:CHEAP[,CHEAPER…],STRONG`"
+                    ));
+                }
+                let (strong, cheap) = models.split_last().unwrap_or((&models[0], &[]));
+                Replacement::Cascade {
+                    cheap: cheap[0].clone(),
+                    then: cheap[1..].to_vec(),
+                    strong: strong.clone(),
+                }
             }
             Some(("router", rest)) => {
                 let (cheap, strong) = pair("router", rest)?;
@@ -96,6 +128,7 @@ mod tests {
             "cache:exact",
             "cache:semantic",
             "cascade:a,b",
+            "cascade:a,b,c",
             "router:a,b",
             "model:ft:gpt-4o-mini:acme",
         ] {
@@ -108,6 +141,21 @@ mod tests {
             }
         );
         assert!("cascade:a".parse::<Replacement>().unwrap_err().contains("two models"));
+        assert!(
+            "cascade:a,,c"
+                .parse::<Replacement>()
+                .unwrap_err()
+                .contains("two models")
+        );
+        let chain: Replacement = "cascade:a, b ,c".parse().unwrap();
+        assert_eq!(chain.cascade_stages(), ["a", "b"]);
+        // Stored before chains existed, and read back the same.
+        let old: Replacement = serde_json::from_str(r#"{"kind": "cascade", "cheap": "a", "strong": "b"}"#).unwrap();
+        assert_eq!(old, "cascade:a,b".parse().unwrap());
+        assert_eq!(
+            serde_json::to_value(&old).unwrap(),
+            serde_json::json!({"kind": "cascade", "cheap": "a", "strong": "b"})
+        );
         assert!(
             "cache:fuzzy"
                 .parse::<Replacement>()

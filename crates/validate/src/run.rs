@@ -36,14 +36,19 @@ pub trait Replay: Sync {
     }
 }
 
-/// A cascade's judgement of its cheap model's answers, for validating the cascade as it would serve.
+/// A cascade's judgement of its cheap models' answers, for validating the cascade as it would serve. Stages
+/// are numbered from 0, in the order the cheap models answer.
 pub trait Accept: Sync {
-    /// Ask the cheap model for token log-probabilities.
-    fn logprobs(&self) -> bool;
-    /// Cheap samples per call (1 or 2).
-    fn samples(&self) -> usize;
-    /// True when the cheap answer (and the second sample, if drawn) would be served.
-    fn accept(&self, call: &Logged, first: &Reply, second: Option<&Reply>) -> bool;
+    /// Ask stage `stage`'s model for token log-probabilities.
+    fn logprobs(&self, stage: usize) -> bool;
+    /// Samples per call at that stage (1 or 2).
+    fn samples(&self, stage: usize) -> usize;
+    /// True when the stage's answer (and its second sample, if drawn) would be served.
+    fn accept(&self, stage: usize, call: &Logged, first: &Reply, second: Option<&Reply>) -> bool;
+    /// True when the stage accepts no answer, so it is not asked at all.
+    fn skips(&self, _stage: usize) -> bool {
+        false
+    }
 }
 
 /// A logged call, ready to replay.
@@ -382,8 +387,8 @@ impl<R: Replay> Validation<'_, R> {
                     }
                 }
                 let replied = match (&self.opts.replacement, self.cascade) {
-                    (Replacement::Cascade { cheap, strong }, Some(accept)) if model == cheap => {
-                        cascade_reply(self.replay, accept, call, cheap, strong).await
+                    (r @ Replacement::Cascade { cheap, strong, .. }, Some(accept)) if model == cheap => {
+                        cascade_reply(self.replay, accept, call, &r.cascade_stages(), strong).await
                     }
                     _ => self.replay.complete(&call.format, call.with_model(model)).await,
                 };
@@ -770,38 +775,42 @@ is better, TIE if they are equally good (they may be worded differently).";
 
 /// Asks the judge in both orders, so a judge that prefers whichever answer comes first cancels out. The
 /// candidate agrees when, averaged over the two orders, it is at least as good as the reference.
-/// A cascade's answer to one call, as the gateway would serve it: the cheap model's (two samples if the
-/// cascade draws two), unless the cascade does not accept it, then the strong model's. The cost is every
-/// stage's.
+/// A cascade's answer to one call, as the gateway would serve it: each cheap stage's answer in turn (two
+/// samples where the stage draws two), the first one the cascade accepts, else the strong model's. The cost
+/// is every stage's that ran, and so is the latency.
 async fn cascade_reply<R: Replay>(
     replay: &R,
     accept: &dyn Accept,
     call: &Logged,
-    cheap: &str,
+    stages: &[&str],
     strong: &str,
 ) -> Result<Reply, String> {
-    let (first, second) = cheap_samples(
-        replay,
-        &call.format,
-        &call.request,
-        cheap,
-        accept.logprobs(),
-        accept.samples(),
-    )
-    .await?;
-    let second = second.transpose()?;
-    let cheap_cost = first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
-    if accept.accept(call, &first, second.as_ref()) {
-        return Ok(Reply {
-            cost_usd: Some(cheap_cost),
-            latency_ms: first.latency_ms + second.as_ref().map_or(0.0, |s| s.latency_ms),
-            ..first
-        });
+    let (mut cost, mut latency) = (0.0, 0.0);
+    for (stage, cheap) in stages.iter().enumerate().filter(|(stage, _)| !accept.skips(*stage)) {
+        let (first, second) = cheap_samples(
+            replay,
+            &call.format,
+            &call.request,
+            cheap,
+            accept.logprobs(stage),
+            accept.samples(stage),
+        )
+        .await?;
+        let second = second.transpose()?;
+        cost += first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
+        latency += first.latency_ms + second.as_ref().map_or(0.0, |s| s.latency_ms);
+        if accept.accept(stage, call, &first, second.as_ref()) {
+            return Ok(Reply {
+                cost_usd: Some(cost),
+                latency_ms: latency,
+                ..first
+            });
+        }
     }
     let escalated = replay.complete(&call.format, call.with_model(strong)).await?;
     Ok(Reply {
-        cost_usd: Some(cheap_cost + escalated.cost_usd.unwrap_or(0.0)),
-        latency_ms: first.latency_ms + second.map_or(0.0, |s| s.latency_ms) + escalated.latency_ms,
+        cost_usd: Some(cost + escalated.cost_usd.unwrap_or(0.0)),
+        latency_ms: latency + escalated.latency_ms,
         ..escalated
     })
 }
@@ -1029,14 +1038,15 @@ mod tests {
     }
 
     impl Accept for Doubts {
-        fn logprobs(&self) -> bool {
+        fn logprobs(&self, _: usize) -> bool {
             true
         }
-        fn samples(&self) -> usize {
+        fn samples(&self, _: usize) -> usize {
             1
         }
-        fn accept(&self, call: &Logged, _: &Reply, second: Option<&Reply>) -> bool {
+        fn accept(&self, stage: usize, call: &Logged, _: &Reply, second: Option<&Reply>) -> bool {
             assert!(second.is_none());
+            assert_eq!(stage, 0);
             let i: usize = call.id[1..].parse().unwrap();
             self.doubt_every == 0 || !i.is_multiple_of(self.doubt_every)
         }
@@ -1134,6 +1144,77 @@ mod tests {
         // One that trusts everything serves the cheap model's mistakes.
         let trusting = run_cascade(0);
         assert!(!trusting.verdict.passed, "{:?}", trusting.verdict);
+    }
+
+    /// Two cheap stages: `tiny` is right on odd calls only and doubted on even ones; `cheap` (wrong on every
+    /// fifth call) is doubted on those.
+    struct Chained;
+
+    impl Accept for Chained {
+        fn logprobs(&self, _: usize) -> bool {
+            false
+        }
+        fn samples(&self, _: usize) -> usize {
+            1
+        }
+        fn accept(&self, stage: usize, call: &Logged, _: &Reply, _: Option<&Reply>) -> bool {
+            let i: usize = call.id[1..].parse().unwrap();
+            match stage {
+                0 => i % 2 == 1,
+                1 => !i.is_multiple_of(5),
+                _ => panic!("a third stage was asked"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_chain_of_cascade_stages_is_validated_as_it_would_serve() {
+        let mut t = table(400, 5);
+        let tiny: HashMap<String, String> = (0..400)
+            .map(|i| {
+                let label = if i % 2 == 1 { i % 5 } else { (i + 2) % 5 };
+                (format!("q{i}"), format!("label{label}"))
+            })
+            .collect();
+        t.answers.insert("tiny".into(), tiny);
+        let mut o = Options::new(
+            "t1",
+            "intents",
+            "cascade:tiny,cheap,big".parse().unwrap(),
+            ScorerSpec::Label,
+        );
+        o.sequential = false;
+        o.sample = 300;
+        let v = Validation {
+            opts: o,
+            calls: calls(400),
+            available: 400,
+            replay: &t,
+            embedder: None,
+            progress: &NoProgress,
+            picks: None,
+            cascade: Some(&Chained),
+        };
+        let report = futures_util::FutureExt::now_or_never(v.run())
+            .expect("the table replay never waits")
+            .unwrap();
+        assert!(report.verdict.passed, "{:?}", report.verdict);
+        assert!(report.outcomes.iter().all(|o| o.agreed));
+        // Every call pays tiny; the even ones cheap too; the even multiples of five big as well; then the
+        // control (50 calls on big).
+        let sampled: Vec<usize> = report
+            .outcomes
+            .iter()
+            .map(|o| o.call_id[1..].parse().unwrap())
+            .collect();
+        let evens = sampled.iter().filter(|i| *i % 2 == 0).count() as f64;
+        let tens = sampled.iter().filter(|i| *i % 10 == 0).count() as f64;
+        let expected = (sampled.len() as f64 + evens + tens + 50.0) * 0.001;
+        assert!(
+            (report.validation_cost_usd - expected).abs() < 1e-9,
+            "{} vs {expected}",
+            report.validation_cost_usd
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ struct Answer {
 }
 
 impl Stage {
-    /// Serves the cheap answer (`Ok`), or hands the call back to go on to the strong model (`Err`).
+    /// Serves this stage's answer (`Ok`), or hands the call back to go on to the next stage or the strong
+    /// model (`Err`). `prompt` carries the prompt's features from stage to stage.
     pub(super) async fn run(
         &self,
         app: &Arc<AppState>,
@@ -53,6 +54,7 @@ impl Stage {
         cascade: &TaskCascade,
         ingress: &Ingress,
         auth: &ClientAuth,
+        prompt: &mut Option<Vec<f32>>,
     ) -> Result<Response, Recorder> {
         let started = Instant::now();
         let setup = &cascade.setup;
@@ -97,6 +99,7 @@ impl Stage {
             app,
             cascade,
             &request,
+            prompt,
             &first.text,
             first.logprobs.as_deref(),
             second.as_ref().map(|s| s.text.as_str()),

@@ -24,7 +24,7 @@ use crate::semantic::Lookup;
 use crate::server::AppState;
 use crate::unix_ms;
 use crate::upstream::{self, ClientAuth, Failed, Operation, Sent, status_of};
-use leanlm_route::cascade::TaskCascade;
+use leanlm_route::cascade::Chain;
 
 mod cascade;
 mod embeddings;
@@ -38,7 +38,8 @@ pub const HEADER_PROVIDER: &str = "x-leanlm-provider";
 pub const HEADER_COST: &str = "x-leanlm-cost-usd";
 pub const HEADER_COST_ESTIMATED: &str = "x-leanlm-cost-estimated";
 pub const HEADER_TASK: &str = "x-leanlm-task";
-/// Under a cascade: what it did with the cheap model's answer (`accepted`, `escalated`, `unusable`, `failed`).
+/// Under a cascade: what it did with the last cheap answer it judged (`accepted`, `escalated`, `unusable`,
+/// `failed`).
 pub const HEADER_CASCADE: &str = "x-leanlm-cascade";
 /// On a semantic hit: the similarity of the request to the cached one.
 pub const HEADER_CACHE_SIMILARITY: &str = "x-leanlm-cache-similarity";
@@ -579,10 +580,14 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
             stream,
             wants_usage,
         };
-        rec = match stage.run(&app, rec, &c, &ingress, &auth).await {
-            Ok(served) => return served,
-            Err(escalated) => escalated,
-        };
+        // Each cheap stage in turn; the first answer accepted is served.
+        let mut prompt = None;
+        for step in c.stages.iter().filter(|s| !s.never_accepts()) {
+            rec = match stage.run(&app, rec, step, &ingress, &auth, &mut prompt).await {
+                Ok(served) => return served,
+                Err(escalated) => escalated,
+            };
+        }
     }
     let op = Operation::Chat { stream };
     let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
@@ -611,7 +616,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
 /// Routes a call under its task's policy: the replacement serves (the reference's chain behind it, so a
 /// failing replacement falls back instead of failing the call) or the reference does; either way the call
 /// is tagged with the policy version and may get a second opinion once complete. A cascade that serves
-/// comes back with the chain of its strong model: its cheap stage runs first.
+/// comes back with the chain of its strong model: its cheap stages run first.
 async fn apply_policy(
     app: &AppState,
     rec: &mut Recorder,
@@ -619,7 +624,7 @@ async fn apply_policy(
     reference: &str,
     chain: Vec<Target>,
     request: &[u8],
-) -> Result<(Vec<Target>, Option<Arc<TaskCascade>>), WireError> {
+) -> Result<(Vec<Target>, Option<Arc<Chain>>), WireError> {
     use leanlm_deploy::Route;
     use leanlm_validate::Replacement;
     let mut route = policy.route(rand::random(), rand::random());
