@@ -313,6 +313,15 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
         a.cheap.join(", "),
     );
     for ((stage, served), agreed) in chain.stages.iter().zip(&chain.served).zip(&agreement) {
+        if stage.never_accepts() {
+            println!(
+                "  {}: agreed with the logged answer on {:.1}%; no threshold pays for asking it at this bound: it \
+                 is skipped.",
+                stage.setup.cheap,
+                agreed * 100.0
+            );
+            continue;
+        }
         println!(
             "  {}: agreed with the logged answer on {:.1}%; acceptance score {} over {}, fitted on its {} usable \
              answers; serves {:.1}% of the calls.",

@@ -9,8 +9,69 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, banking77, examples, model_installed, serve_binary, truth};
+use common::{Env, Served, banking77, examples, model_installed, serve_binary, truth};
 use serde_json::Value;
+
+/// `leanlm validate` on the task's held-out calls; the report, once it passed.
+fn validate(env: &Env, task: &str, spec: &str) -> Value {
+    let (code, out, err) = env.leanlm(&["validate", "--task", task, "--candidate", spec, "--seed", "1", "--json"]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(code, 0, "{:#}", report["verdict"]);
+    report
+}
+
+/// New questions through `leanlm serve` (once it has the policy): the answers, how many are right, and the
+/// server (killed when dropped, so kept until its call log is read).
+fn serve_fresh(env: &Env, fresh: &[(String, String)]) -> (Vec<common::Answer>, usize, Served) {
+    let gw = serve_binary(env);
+    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+    let answers = truth(fresh);
+    let queries: Vec<String> = fresh.iter().map(|e| e.0.clone()).collect();
+    let got = env.send_to(&gw.1, &queries, "big", 4);
+    let right = queries
+        .iter()
+        .zip(&got)
+        .filter(|(q, a)| a.status == 200 && Some(&a.text) == answers.get(*q))
+        .count();
+    (got, right, gw)
+}
+
+/// Puts the cascade live for every call of the task (no audit), as validated.
+fn deploy_everywhere(env: &Env, task: &str, spec: &str) {
+    let (code, out, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        task,
+        "--replacement",
+        spec,
+        "--stage",
+        "canary",
+        "--share",
+        "1",
+        "--audit-rate",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The task's logged calls, newest first, once there are `n` (writes are asynchronous).
+fn logged(store: &leanlm_store::Store, task: &str, n: usize) -> Vec<leanlm_store::CallSummary> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store
+            .calls(&leanlm_store::CallFilter {
+                task: Some(task.to_owned()),
+                limit: 5000,
+                ..Default::default()
+            })
+            .unwrap();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "the served calls never reached the log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 #[test]
 fn a_cascade_is_trained_validated_deployed_and_served() {
@@ -79,18 +140,7 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
 
     // Validated on calls it did not learn from, as it would serve: a 90% model alone fails the bound,
     // the cascade passes it.
-    let (code, out, err) = env.leanlm(&[
-        "validate",
-        "--task",
-        &task,
-        "--candidate",
-        spec,
-        "--seed",
-        "1",
-        "--json",
-    ]);
-    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
-    assert_eq!(code, 0, "{:#}", report["verdict"]);
+    let report = validate(&env, &task, spec);
     assert_eq!(report["verdict"]["passed"], true);
     let learned: std::collections::HashSet<String> = store
         .replayable_calls(&task, "")
@@ -113,32 +163,11 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     assert!(validated.len() >= 100, "{}", validated.len());
     assert!(validated.iter().all(|(id, _)| held_out.contains(id)));
 
-    let (code, out, err) = env.leanlm(&[
-        "deploy",
-        "--task",
-        &task,
-        "--replacement",
-        spec,
-        "--stage",
-        "canary",
-        "--share",
-        "1",
-        "--audit-rate",
-        "0",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    deploy_everywhere(&env, &task, spec);
 
     // New questions through `leanlm serve`: right answers, some from the cheap model.
-    let gw = serve_binary(&env);
-    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
-    let answers = truth(&fresh);
     let queries: Vec<String> = fresh.iter().map(|e| e.0.clone()).collect();
-    let got = env.send_to(&gw.1, &queries, "big", 4);
-    let right = queries
-        .iter()
-        .zip(&got)
-        .filter(|(q, a)| a.status == 200 && Some(&a.text) == answers.get(*q))
-        .count();
+    let (got, right, _served) = serve_fresh(&env, &fresh);
     let cheap = got.iter().filter(|a| a.model == "cheap-90").count();
     assert!(
         right as f64 >= 0.95 * queries.len() as f64,
@@ -154,21 +183,7 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     assert!(cheap < queries.len(), "every call served cheaply: nothing escalated");
 
     // Every served call records its stage; an escalated one costs both models.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let rows = loop {
-        let rows = store
-            .calls(&leanlm_store::CallFilter {
-                task: Some(task.clone()),
-                limit: 5000,
-                ..Default::default()
-            })
-            .unwrap();
-        if rows.len() >= traffic.len() + queries.len() {
-            break rows;
-        }
-        assert!(Instant::now() < deadline, "the served calls never reached the log");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let rows = logged(&store, &task, traffic.len() + queries.len());
     let (mut accepted, mut escalated) = (0, 0);
     for row in rows.iter().take(queries.len()) {
         let call = store.call(&row.id).unwrap().unwrap();
@@ -252,43 +267,11 @@ fn a_chain_of_two_cheap_models_serves_each_where_it_is_trusted() {
     assert!(chain.served[0] > 0.3, "{:?}", chain.served);
     assert!(chain.served[1] > 0.05, "{:?}", chain.served);
 
-    let (code, out, err) = env.leanlm(&[
-        "validate",
-        "--task",
-        &task,
-        "--candidate",
-        spec,
-        "--seed",
-        "1",
-        "--json",
-    ]);
-    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
-    assert_eq!(code, 0, "{:#}", report["verdict"]);
-    let (code, out, err) = env.leanlm(&[
-        "deploy",
-        "--task",
-        &task,
-        "--replacement",
-        spec,
-        "--stage",
-        "canary",
-        "--share",
-        "1",
-        "--audit-rate",
-        "0",
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    validate(&env, &task, spec);
+    deploy_everywhere(&env, &task, spec);
 
-    let gw = serve_binary(&env);
-    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
-    let answers = truth(&fresh);
     let queries: Vec<String> = fresh.iter().map(|e| e.0.clone()).collect();
-    let got = env.send_to(&gw.1, &queries, "big", 4);
-    let right = queries
-        .iter()
-        .zip(&got)
-        .filter(|(q, a)| a.status == 200 && Some(&a.text) == answers.get(*q))
-        .count();
+    let (got, right, _served) = serve_fresh(&env, &fresh);
     assert!(
         right as f64 >= 0.95 * queries.len() as f64,
         "{right} of {} right",
@@ -304,21 +287,7 @@ fn a_chain_of_two_cheap_models_serves_each_where_it_is_trusted() {
     );
 
     // A call the second stage served logs both stages, and costs both.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let rows = loop {
-        let rows = store
-            .calls(&leanlm_store::CallFilter {
-                task: Some(task.clone()),
-                limit: 5000,
-                ..Default::default()
-            })
-            .unwrap();
-        if rows.len() >= traffic.len() + queries.len() {
-            break rows;
-        }
-        assert!(Instant::now() < deadline, "the served calls never reached the log");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let rows = logged(&store, &task, traffic.len() + queries.len());
     let mut second = 0;
     for row in rows.iter().take(queries.len()) {
         let call = store.call(&row.id).unwrap().unwrap();

@@ -1107,25 +1107,28 @@ mod tests {
         }
     }
 
-    fn run_cascade(doubt_every: usize) -> Report {
-        let t = table(400, 5);
-        let mut o = Options::new("t1", "intents", "cascade:cheap,big".parse().unwrap(), ScorerSpec::Label);
+    /// Validates the cascade `spec` on 300 of 400 calls, judged by `accept`, in one look.
+    fn validate_cascade(t: &Table, spec: &str, accept: &dyn Accept) -> Report {
+        let mut o = Options::new("t1", "intents", spec.parse().unwrap(), ScorerSpec::Label);
         o.sequential = false;
         o.sample = 300;
-        let accept = Doubts { doubt_every };
         let v = Validation {
             opts: o,
             calls: calls(400),
             available: 400,
-            replay: &t,
+            replay: t,
             embedder: None,
             progress: &NoProgress,
             picks: None,
-            cascade: Some(&accept),
+            cascade: Some(accept),
         };
         futures_util::FutureExt::now_or_never(v.run())
             .expect("the table replay never waits")
             .unwrap()
+    }
+
+    fn run_cascade(doubt_every: usize) -> Report {
+        validate_cascade(&table(400, 5), "cascade:cheap,big", &Doubts { doubt_every })
     }
 
     #[test]
@@ -1177,27 +1180,7 @@ mod tests {
             })
             .collect();
         t.answers.insert("tiny".into(), tiny);
-        let mut o = Options::new(
-            "t1",
-            "intents",
-            "cascade:tiny,cheap,big".parse().unwrap(),
-            ScorerSpec::Label,
-        );
-        o.sequential = false;
-        o.sample = 300;
-        let v = Validation {
-            opts: o,
-            calls: calls(400),
-            available: 400,
-            replay: &t,
-            embedder: None,
-            progress: &NoProgress,
-            picks: None,
-            cascade: Some(&Chained),
-        };
-        let report = futures_util::FutureExt::now_or_never(v.run())
-            .expect("the table replay never waits")
-            .unwrap();
+        let report = validate_cascade(&t, "cascade:tiny,cheap,big", &Chained);
         assert!(report.verdict.passed, "{:?}", report.verdict);
         assert!(report.outcomes.iter().all(|o| o.agreed));
         // Every call pays tiny; the even ones cheap too; the even multiples of five big as well; then the
