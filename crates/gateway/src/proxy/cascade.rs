@@ -1,8 +1,8 @@
-//! A cascade's cheap stage on the request path. The cheap model answers in full, never streamed (a client
-//! must not see an answer that may be withdrawn); the task's cascade judges it; an accepted answer is
-//! served (replayed as the client's event stream when it asked for one), anything else escalates and the
-//! call goes on to the strong model, which streams as usual. The stage's cost and outcome are logged with
-//! the call, and its cost is part of the call's.
+//! A cascade's cheap stages on the request path, one at a time. The stage's model answers in full, never
+//! streamed (a client must not see an answer that may be withdrawn); the task's cascade judges it; an
+//! accepted answer is served (replayed as the client's event stream when it asked for one), anything else
+//! escalates and the call goes on to the next stage, or to the strong model, which streams as usual. Each
+//! stage's cost and outcome are logged with the call, and its cost is part of the call's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
