@@ -193,9 +193,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Train a task's cascade: the cheap model answers a sample of its logged calls, and an acceptance
-    /// score (hard checks, log-probabilities, sample agreement, the prompt) is fitted and calibrated to a
-    /// bound on the outcomes.
+    /// Train a task's cascade: each cheap model answers a sample of its logged calls, and an acceptance
+    /// score per model (hard checks, log-probabilities, sample agreement, the prompt) is fitted and the
+    /// thresholds calibrated to a bound on the outcomes.
     TrainCascade {
         #[command(flatten)]
         store: StoreArgs,
