@@ -541,6 +541,68 @@ async fn the_total_entry_budget_bounds_memory() {
     h.shutdown().await;
 }
 
+/// Asks `big` for task `intent`: the serving model, the cascade's outcome, the call id and the body.
+async fn cascade_ask(h: &Harness, q: &str, stream: bool) -> (String, Option<String>, String, String) {
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-task", "intent")
+        .json(&json!({"model": "big", "stream": stream, "messages": [{"role": "user", "content": q}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    let (model, cascade, id) = (
+        header("x-leanlm-model").unwrap(),
+        header("x-leanlm-cascade"),
+        header("x-leanlm-call-id").unwrap(),
+    );
+    let body = r.text().await.unwrap();
+    (model, cascade, id, body)
+}
+
+/// The labelled questions.
+fn questions() -> Vec<&'static str> {
+    LABELS
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .map(|(q, _)| q)
+        .collect()
+}
+
+/// A cascade stage for `cheap` (before `big`) trained on answers whose log-probability says whether they
+/// were right (the mock's wrong answers never score above -0.2), on the features the gateway computes.
+fn trained_cascade(cheap: &str) -> leanlm_route::cascade::TaskCascade {
+    let questions = questions();
+    let examples: Vec<leanlm_route::cascade::Example> = (0..400)
+        .map(|i| {
+            let q = questions[i % questions.len()];
+            let t = leanlm_validate::run::transcript(&json!({"messages": [{"role": "user", "content": q}]}));
+            let lp = -2.5 * (i as f64 / 400.0);
+            leanlm_route::cascade::Example {
+                prompt: leanlm_route::features(&BagOfWords.embed(&[&t]).unwrap()[0], &t),
+                answer: "password".into(),
+                logprobs: Some(vec![lp]),
+                second: None,
+                agreed: lp > -0.2,
+            }
+        })
+        .collect();
+    let setup = leanlm_route::cascade::Setup {
+        cheap: cheap.into(),
+        strong: "big".into(),
+        scorer: leanlm_validate::ScorerSpec::Label,
+        labels: ["password", "card", "other"].map(String::from).into(),
+        schema: None,
+        logprobs: true,
+        samples: 1,
+        bound: 0.99,
+    };
+    leanlm_route::cascade::train(setup, &examples, 1).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest() {
     let models = "[models.cheap]\nprovider = \"openai\"\nupstream = \"cheap\"\nprice = { input = 1.0, output = 2.0 }\n\
@@ -553,28 +615,7 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
         .send()
         .await
         .unwrap();
-    let ask = |q: &'static str, stream: bool| {
-        let http = h.http.clone();
-        let url = h.url.clone();
-        async move {
-            let r = http
-                .post(format!("{url}/v1/chat/completions"))
-                .header("x-leanlm-task", "intent")
-                .json(&json!({"model": "big", "stream": stream, "messages": [{"role": "user", "content": q}]}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
-            let (model, cascade, id) = (
-                header("x-leanlm-model").unwrap(),
-                header("x-leanlm-cascade"),
-                header("x-leanlm-call-id").unwrap(),
-            );
-            let body = r.text().await.unwrap();
-            (model, cascade, id, body)
-        }
-    };
+    let ask = |q: &'static str, stream: bool| cascade_ask(&h, q, stream);
     ask("where is my card", false).await;
     let mut store = h.store();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -601,39 +642,8 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
         .to_string();
     assert!(err.contains("leanlm train-cascade"), "{err}");
 
-    // A cascade trained on answers whose log-probability says whether they were right (the mock's wrong
-    // answers never score above -0.2), on the features the gateway computes.
-    let questions: Vec<&str> = LABELS
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(','))
-        .map(|(q, _)| q)
-        .collect();
-    let examples: Vec<leanlm_route::cascade::Example> = (0..400)
-        .map(|i| {
-            let q = questions[i % questions.len()];
-            let t = leanlm_validate::run::transcript(&json!({"messages": [{"role": "user", "content": q}]}));
-            let lp = -2.5 * (i as f64 / 400.0);
-            leanlm_route::cascade::Example {
-                prompt: leanlm_route::features(&BagOfWords.embed(&[&t]).unwrap()[0], &t),
-                answer: "password".into(),
-                logprobs: Some(vec![lp]),
-                second: None,
-                agreed: lp > -0.2,
-            }
-        })
-        .collect();
-    let setup = leanlm_route::cascade::Setup {
-        cheap: "cheap".into(),
-        strong: "big".into(),
-        scorer: leanlm_validate::ScorerSpec::Label,
-        labels: ["password", "card", "other"].map(String::from).into(),
-        schema: None,
-        logprobs: true,
-        samples: 1,
-        bound: 0.99,
-    };
-    let cascade = leanlm_route::cascade::train(setup, &examples, 1).unwrap();
+    let questions = questions();
+    let cascade = trained_cascade("cheap");
     store
         .put_router(
             "intent",
@@ -716,5 +726,106 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
     assert_eq!(a.served_model.as_deref(), Some("cheap"));
     assert!((a.cost_usd.unwrap() - a.stages[0].cost_usd.unwrap()).abs() < 1e-12);
     assert_eq!(a.policy.unwrap().version, policy.version);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage() {
+    let models = "[models.tiny]\nprovider = \"openai\"\nupstream = \"tiny\"\nprice = { input = 0.1, output = 0.2 }\n\
+                  [models.cheap]\nprovider = \"openai\"\nupstream = \"cheap\"\nprice = { input = 1.0, output = 2.0 }\n\
+                  [models.big]\nprovider = \"openai\"\nupstream = \"big\"\nprice = { input = 10.0, output = 20.0 }\n";
+    let h = Harness::start(models).await;
+    h.http
+        .post(format!("{}/mock/accuracy", h.mock.url()))
+        .json(&json!({"model": "cheap", "accuracy": 0.6}))
+        .send()
+        .await
+        .unwrap();
+    cascade_ask(&h, "where is my card", false).await;
+    let mut store = h.store();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
+        assert!(Instant::now() < deadline, "the task never reached the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `tiny` was trained but no threshold paid for asking it: it must never be asked.
+    let second = trained_cascade("cheap");
+    let mut never = trained_cascade("tiny");
+    never.threshold = f64::MAX;
+    let chain = leanlm_route::cascade::Chain {
+        served: vec![0.0, second.accepted_share],
+        calibration_agreement: second.calibration_agreement,
+        calibrated_on: 400,
+        stages: vec![never, second],
+    };
+    let spec = "cascade:tiny,cheap,big";
+    store
+        .put_router("intent", spec, 0, &serde_json::to_string(&chain).unwrap())
+        .unwrap();
+    let deploy = |stage, share, audit_rate| leanlm_gateway::deploy::DeployRequest {
+        task_id: "intent".into(),
+        replacement: spec.parse().unwrap(),
+        stage,
+        share,
+        audit_rate,
+        bound: Some(0.5),
+        error_bound: None,
+        min_samples: None,
+        auto_promote: false,
+        scorer: Some(leanlm_validate::ScorerSpec::Label),
+        force: Some("chain test".into()),
+        actor: "test".into(),
+    };
+    leanlm_gateway::deploy::deploy(&mut store, deploy(leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0))).unwrap();
+    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    let questions = questions();
+    let mut ids = Vec::new();
+    for q in &questions {
+        let (model, outcome, id, _) = cascade_ask(&h, q, false).await;
+        assert!(model == "cheap" || model == "big", "{model}");
+        assert!(
+            matches!(outcome.as_deref(), Some("accepted" | "escalated")),
+            "{outcome:?}"
+        );
+        ids.push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for id in &ids {
+        let call = loop {
+            if let Some(c) = h.store().call(id).unwrap() {
+                break c;
+            }
+            assert!(Instant::now() < deadline, "call {id} never reached the log");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let asked: Vec<&str> = call.stages.iter().map(|s| s.model.as_str()).collect();
+        assert_eq!(asked, ["cheap"], "{call:?}");
+    }
+
+    // In shadow, the reference serves and the chain is judged stage by stage off the hot path, recorded
+    // under the chain's name.
+    leanlm_gateway::deploy::deploy(&mut store, deploy(leanlm_deploy::Stage::Shadow, None, Some(1.0))).unwrap();
+    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    for q in &questions {
+        let (model, outcome, _, _) = cascade_ask(&h, q, false).await;
+        assert_eq!((model.as_str(), outcome), ("big", None));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scored = h.store().online_outcomes("intent", spec).unwrap();
+        if scored.len() >= questions.len() {
+            // Accepted answers are the ones log-probabilities vouch for; escalated ones are the reference's.
+            assert!(scored.iter().all(|(_, agreed)| *agreed), "{scored:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} shadow checks",
+            scored.len(),
+            questions.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.store().online_outcomes("intent", "tiny").unwrap().is_empty());
     h.shutdown().await;
 }
