@@ -391,11 +391,7 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     };
     assert_eq!(ask("where is my card").await.0, "big");
     let mut store = h.store();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
-        assert!(Instant::now() < deadline, "the task never reached the log");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    intent_logged(&store).await;
     let request = |replacement: &str| leanlm_gateway::deploy::DeployRequest {
         task_id: "intent".into(),
         replacement: replacement.parse().unwrap(),
@@ -562,6 +558,15 @@ async fn cascade_ask(h: &Harness, q: &str, stream: bool) -> (String, Option<Stri
     (model, cascade, id, body)
 }
 
+/// Waits until task `intent` is in the call log.
+async fn intent_logged(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
+        assert!(Instant::now() < deadline, "the task never reached the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The labelled questions.
 fn questions() -> Vec<&'static str> {
     LABELS
@@ -618,11 +623,7 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
     let ask = |q: &'static str, stream: bool| cascade_ask(&h, q, stream);
     ask("where is my card", false).await;
     let mut store = h.store();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
-        assert!(Instant::now() < deadline, "the task never reached the log");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    intent_logged(&store).await;
     let request = leanlm_gateway::deploy::DeployRequest {
         task_id: "intent".into(),
         replacement: "cascade:cheap,big".parse().unwrap(),
@@ -743,11 +744,7 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
         .unwrap();
     cascade_ask(&h, "where is my card", false).await;
     let mut store = h.store();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !store.tasks(None).unwrap().iter().any(|t| t.id == "intent") {
-        assert!(Instant::now() < deadline, "the task never reached the log");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    intent_logged(&store).await;
     // `tiny` was trained but no threshold paid for asking it: it must never be asked.
     let second = trained_cascade("cheap");
     let mut never = trained_cascade("tiny");
