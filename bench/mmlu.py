@@ -239,7 +239,7 @@ def main() -> None:
         say(f"| all Mixtral | {cheap['agreement']:.1%} | {cheap['accuracy']:.1%} | 0.00 | ${cheap['cost']:.3f} | 0% | "
             f"{1 - cheap['cost'] / strong['cost']:.1%} | |")
 
-        def deploy_and_test(name: str, spec: str, bound: float, extra: str = "") -> None:
+        def deploy_and_test(name: str, spec: str, bound: float) -> None:
             out = b.leanlm("validate", "--task", task, "--candidate", spec, "--sample", str(VALIDATE),
                            "--bound", f"{bound - 0.05:.2f}", "--scorer", "label", "--seed", str(SEED), check=False)
             verdict = next((ln.strip() for ln in out.splitlines() if "PASS" in ln or "FAIL" in ln), out.strip()[-120:])
@@ -252,7 +252,7 @@ def main() -> None:
             time.sleep(2.5)
             rows = b.send(test, STRONG, "mmlu")
             s = summary(rows, reference)
-            say(f"| {name}{extra} | {s['agreement']:.1%} | {s['accuracy']:.1%} | {pgr(s['accuracy']):.2f} "
+            say(f"| {name} | {s['agreement']:.1%} | {s['accuracy']:.1%} | {pgr(s['accuracy']):.2f} "
                 f"({s['strong_share']:.2f}) | ${s['cost']:.3f} | {s['strong_share']:.0%} | "
                 f"{1 - s['cost'] / strong['cost']:.1%} | {'pass' if passed else 'fail'} at {bound - 0.05:.0%} |")
             if spec.startswith("cascade"):

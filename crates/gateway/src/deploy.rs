@@ -241,7 +241,7 @@ impl PolicyRuntime {
             kind: "shadow".into(),
             agreed: None,
             error: false,
-            cost_usd: Some(0.0),
+            cost_usd: None,
             call_id: Some(call_id.to_owned()),
             note: None,
             // Not the cheap model's name: these outcomes are the cascade's, not the cheap model's own.
@@ -270,7 +270,7 @@ impl PolicyRuntime {
                 }
             };
             let spent = first.cost_usd.unwrap_or(0.0) + second.as_ref().and_then(|s| s.cost_usd).unwrap_or(0.0);
-            score.cost_usd = Some(score.cost_usd.unwrap_or(0.0) + spent);
+            *score.cost_usd.get_or_insert(0.0) += spent;
             let decision = crate::cascade::judge(
                 app,
                 cascade,

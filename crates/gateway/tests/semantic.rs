@@ -537,6 +537,22 @@ async fn the_total_entry_budget_bounds_memory() {
     h.shutdown().await;
 }
 
+/// A harness whose `cheap` model is right 60% of the time, and less sure (lower log-probabilities) when
+/// wrong, with task `intent` logged; and its store.
+async fn cascade_harness(models: &str) -> (Harness, Store) {
+    let h = Harness::start(models).await;
+    h.http
+        .post(format!("{}/mock/accuracy", h.mock.url()))
+        .json(&json!({"model": "cheap", "accuracy": 0.6}))
+        .send()
+        .await
+        .unwrap();
+    cascade_ask(&h, "where is my card", false).await;
+    let store = h.store();
+    intent_logged(&store).await;
+    (h, store)
+}
+
 /// Asks `big` for task `intent`: the serving model, the cascade's outcome, the call id and the body.
 async fn cascade_ask(h: &Harness, q: &str, stream: bool) -> (String, Option<String>, String, String) {
     let r = h
@@ -612,18 +628,8 @@ fn trained_cascade(cheap: &str) -> leanlm_route::cascade::TaskCascade {
 async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest() {
     let models = "[models.cheap]\nprovider = \"openai\"\nupstream = \"cheap\"\nprice = { input = 1.0, output = 2.0 }\n\
                   [models.big]\nprovider = \"openai\"\nupstream = \"big\"\nprice = { input = 10.0, output = 20.0 }\n";
-    let h = Harness::start(models).await;
-    // The cheap model is right 60% of the time, and less sure (lower log-probabilities) when wrong.
-    h.http
-        .post(format!("{}/mock/accuracy", h.mock.url()))
-        .json(&json!({"model": "cheap", "accuracy": 0.6}))
-        .send()
-        .await
-        .unwrap();
+    let (h, mut store) = cascade_harness(models).await;
     let ask = |q: &'static str, stream: bool| cascade_ask(&h, q, stream);
-    ask("where is my card", false).await;
-    let mut store = h.store();
-    intent_logged(&store).await;
     let request = leanlm_gateway::deploy::DeployRequest {
         task_id: "intent".into(),
         replacement: "cascade:cheap,big".parse().unwrap(),
@@ -735,16 +741,7 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
     let models = "[models.tiny]\nprovider = \"openai\"\nupstream = \"tiny\"\nprice = { input = 0.1, output = 0.2 }\n\
                   [models.cheap]\nprovider = \"openai\"\nupstream = \"cheap\"\nprice = { input = 1.0, output = 2.0 }\n\
                   [models.big]\nprovider = \"openai\"\nupstream = \"big\"\nprice = { input = 10.0, output = 20.0 }\n";
-    let h = Harness::start(models).await;
-    h.http
-        .post(format!("{}/mock/accuracy", h.mock.url()))
-        .json(&json!({"model": "cheap", "accuracy": 0.6}))
-        .send()
-        .await
-        .unwrap();
-    cascade_ask(&h, "where is my card", false).await;
-    let mut store = h.store();
-    intent_logged(&store).await;
+    let (h, mut store) = cascade_harness(models).await;
     // `tiny` was trained but no threshold paid for asking it: it must never be asked.
     let second = trained_cascade("cheap");
     let mut never = trained_cascade("tiny");

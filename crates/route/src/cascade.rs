@@ -555,11 +555,11 @@ pub fn train_chain(
         best: None,
     };
     search.descend(0, &(0..n).collect::<Vec<usize>>(), 0, 0.0);
-    let (thresholds, served) = match search.best {
-        Some(b) => (b.thresholds, b.served),
-        None => (vec![f64::MAX; fitted.len()], vec![0; fitted.len()]),
-    };
-    let wrong = search_wrong(&scores, &agreed, &thresholds, n);
+    // "Never" at every stage serves nothing wrong, so some combination always keeps the bound.
+    let (thresholds, wrong) = search
+        .best
+        .map_or((vec![f64::MAX; fitted.len()], 0), |b| (b.thresholds, b.wrong));
+    let served = served_by(&scores, &thresholds, n);
     let stages: Vec<TaskCascade> = fitted
         .into_iter()
         .zip(&thresholds)
@@ -579,21 +579,20 @@ pub fn train_chain(
     })
 }
 
-/// Wrong answers a chain with these thresholds serves, on the out-of-fold scores.
-fn search_wrong(scores: &[&[Option<f64>]], agreed: &[Vec<bool>], thresholds: &[f64], n: usize) -> usize {
+/// How many calls each stage serves with these thresholds, on the out-of-fold scores.
+fn served_by(scores: &[&[Option<f64>]], thresholds: &[f64], n: usize) -> Vec<usize> {
+    let mut served = vec![0; thresholds.len()];
     (0..n)
-        .filter(|i| {
-            (0..scores.len())
-                .find(|j| scores[*j][*i].is_some_and(|s| s >= thresholds[*j]))
-                .is_some_and(|j| !agreed[j][*i])
-        })
-        .count()
+        .filter_map(|i| (0..thresholds.len()).find(|j| scores[*j][i].is_some_and(|s| s >= thresholds[*j])))
+        .for_each(|j| served[j] += 1);
+    served
 }
 
 struct Best {
     cost: f64,
     thresholds: Vec<f64>,
-    served: Vec<usize>,
+    /// Wrong answers served.
+    wrong: usize,
 }
 
 /// The joint threshold search of [`train_chain`], one stage per level.
@@ -636,24 +635,13 @@ impl Search<'_> {
             }
             let total = cost + self.costs[stage + 1] * rest.len() as f64;
             if self.best.as_ref().is_none_or(|b| total < b.cost - 1e-12) {
-                let served = self.served(&self.thresholds);
                 self.best = Some(Best {
                     cost: total,
                     thresholds: self.thresholds.clone(),
-                    served,
+                    wrong: w,
                 });
             }
         }
-    }
-
-    fn served(&self, thresholds: &[f64]) -> Vec<usize> {
-        let mut served = vec![0; thresholds.len()];
-        for i in 0..self.scores[0].len() {
-            if let Some(j) = (0..thresholds.len()).find(|j| self.scores[*j][i].is_some_and(|s| s >= thresholds[*j])) {
-                served[j] += 1;
-            }
-        }
-        served
     }
 }
 
