@@ -9,44 +9,15 @@
 //!
 //!     cargo run --release -p leanlm --example ann_recall
 //!
-//! Embedding the 13,000 questions takes ~5 minutes on this 2-core machine. Prints a Markdown report.
+//! Embedding the 13,000 questions takes ~5 minutes on this 2-core machine the first time (then they are
+//! read from the cache, see `common/banking77.rs`). Prints a Markdown report.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use leanlm_semantic::Partition;
 
-fn banking77() -> anyhow::Result<PathBuf> {
-    [
-        std::env::var_os("LEANLM_SHARED_DATA").map(|d| PathBuf::from(d).join("banking77")),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/banking77")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("test.csv").exists())
-    .context("Banking77 not found: set LEANLM_SHARED_DATA to the shared data folder")
-}
-
-fn questions(path: PathBuf) -> anyhow::Result<Vec<String>> {
-    let mut reader = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
-    reader
-        .records()
-        .map(|r| Ok(r?.get(0).context("a row without text")?.to_owned()))
-        .collect()
-}
-
-fn embed_all(embedder: &leanlm_embed::Embedder, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(32) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        out.extend(embedder.embed(&refs)?);
-        if out.len() % 2048 < 32 {
-            eprintln!("embedded {} of {}", out.len(), texts.len());
-        }
-    }
-    Ok(out)
-}
+#[path = "common/banking77.rs"]
+mod banking77;
 
 fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -55,15 +26,12 @@ fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let dir = banking77()?;
-    let train = questions(dir.join("train.csv"))?;
-    let test = questions(dir.join("test.csv"))?;
-    let embedder = leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())
-        .context("the local embedding model: run scripts/fetch-model")?;
+    let train = banking77::questions("train")?;
+    let test = banking77::questions("test")?;
     let t0 = Instant::now();
-    let stored = embed_all(&embedder, &train)?;
-    let queries = embed_all(&embedder, &test)?;
-    eprintln!("embedded in {:.0} s", t0.elapsed().as_secs_f64());
+    let stored = banking77::embeddings(&train)?;
+    let queries = banking77::embeddings(&test)?;
+    eprintln!("embeddings ready in {:.0} s", t0.elapsed().as_secs_f64());
 
     let dim = stored.first().map_or(384, Vec::len);
     let mut graph: Partition<usize> = Partition::with_ann_from(dim, stored.len(), 0);
