@@ -92,11 +92,11 @@ impl<T> Partition<T> {
             self.scales.push(scale);
             self.items.push(item);
             let slot = self.items.len() - 1;
-            self.index(slot, &q, false);
+            self.index(slot, vector, false);
             return Some(slot);
         }
         let slot = self.next;
-        self.index(slot, &q, true);
+        self.index(slot, vector, true);
         self.vectors[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(vector);
         self.quantised[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&q);
         self.scales[slot] = scale;
@@ -105,9 +105,9 @@ impl<T> Partition<T> {
         Some(slot)
     }
 
-    /// Adds a slot's 8-bit vector to the graph, replacing what the slot held. A graph that fails is dropped
-    /// (the partition goes back to scanning), never left half-updated.
-    fn index(&mut self, slot: usize, vector: &[i8], replace: bool) {
+    /// Adds a slot's vector to the graph, replacing what the slot held. A graph that fails is dropped (the
+    /// partition goes back to scanning), never left half-updated.
+    fn index(&mut self, slot: usize, vector: &[f32], replace: bool) {
         let Some(ann) = &self.ann else { return };
         let key = slot as u64;
         // Room grows with the partition (doubling), not reserved for its whole capacity up front.
@@ -134,12 +134,12 @@ impl<T> Partition<T> {
         // Scan the 8-bit copy (or search the graph) for a short list, then re-score it with the full vectors.
         // Quantisation moves a cosine by about 0.01 at most, so a short list of 4k + 8 keeps the true top k.
         let short = 4 * k + 8;
-        let (q, q_scale) = quantise(query);
         if self.searches_graph()
-            && let Some(found) = self.ann.as_ref().and_then(|a| a.search(&q, short).ok())
+            && let Some(found) = self.ann.as_ref().and_then(|a| a.search(query, short).ok())
         {
             return self.rescore_with(query, found.keys.iter().map(|key| *key as usize), k);
         }
+        let (q, q_scale) = quantise(query);
         let mut best: Vec<(usize, f32)> = Vec::with_capacity(short + 1);
         for (slot, v) in self.quantised.chunks_exact(self.dim).enumerate() {
             let approx = dot_i8(&q, v) as f32 * q_scale * self.scales[slot];
@@ -168,16 +168,11 @@ impl<T> Partition<T> {
     }
 }
 
-/// An 8-bit cosine HNSW graph for up to `capacity` vectors; `None` if usearch cannot make one.
-///
-/// The graph is given the vectors as [`quantise`] scales them (each by its largest component, rounded), not
-/// as f32: usearch would scale each by its length instead, which leaves a 384-dimensional unit vector's
-/// components about six levels of the 255 (and truncates), enough noise to send the graph's greedy search
-/// astray where neighbours are not far closer than the rest. Cosine is blind to each vector's own scale.
+/// An 8-bit inner-product HNSW graph for up to `capacity` unit vectors; `None` if usearch cannot make one.
 fn graph(dim: usize, capacity: usize) -> Option<usearch::Index> {
     let options = usearch::IndexOptions {
         dimensions: dim,
-        metric: usearch::MetricKind::Cos,
+        metric: usearch::MetricKind::IP,
         quantization: usearch::ScalarKind::I8,
         connectivity: 16,
         expansion_add: 64,
