@@ -42,7 +42,7 @@ struct Snapshot {
 /// What the request path needs: the current policies, and where online work goes.
 pub struct PolicyRuntime {
     snapshot: Arc<ArcSwap<Snapshot>>,
-    scores: mpsc::SyncSender<OnlineScore>,
+    scores: crate::queue::Sender<OnlineScore>,
     /// Answers shadow and audit requests: the gateway's own request path, logging nothing.
     replayer: Replayer,
 }
@@ -353,7 +353,7 @@ fn snapshot_of(store: &Store, policies: Vec<Policy>) -> Result<Snapshot, StoreEr
 pub fn start(config: &crate::Config) -> anyhow::Result<Arc<PolicyRuntime>> {
     let mut store = Store::open(&config.store_url).context("opening the store for policies")?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot_of(&store, load(&store)?)?));
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let (tx, rx) = crate::queue::bounded(QUEUE);
     let shared = snapshot.clone();
     std::thread::Builder::new()
         .name("leanlm-policies".into())

@@ -10,6 +10,7 @@ pub mod embedder;
 pub mod import;
 mod metrics;
 mod proxy;
+mod queue;
 mod replay;
 pub mod route;
 pub mod semantic;

@@ -14,7 +14,7 @@
 //! costs nothing, and the estimate keeps being checked while hits are served.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -127,7 +127,7 @@ pub struct SemanticCache {
     total: std::sync::atomic::AtomicUsize,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
     evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
-    writer: Mutex<mpsc::SyncSender<SemanticEvidence>>,
+    writer: crate::queue::Sender<SemanticEvidence>,
 }
 
 /// An eligible request, ready to look up.
@@ -282,7 +282,7 @@ impl SemanticCache {
             let bound = e.bound;
             e.estimate = calibrate(e.samples.make_contiguous(), bound);
         }
-        let (tx, rx) = mpsc::sync_channel::<SemanticEvidence>(10_000);
+        let (tx, rx) = crate::queue::bounded::<SemanticEvidence>(10_000);
         std::thread::Builder::new()
             .name("leanlm-semantic".into())
             .spawn(move || {
@@ -303,7 +303,7 @@ impl SemanticCache {
             total: std::sync::atomic::AtomicUsize::new(0),
             contexts: Mutex::default(),
             evidence: RwLock::new(evidence),
-            writer: Mutex::new(tx),
+            writer: tx,
         })
     }
 
@@ -608,13 +608,7 @@ impl SemanticCache {
             call_id: Some(call_id.to_owned()),
             note,
         };
-        if self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_send(row)
-            .is_err()
-        {
+        if self.writer.try_send(row).is_err() {
             metrics::counter!("leanlm_semantic_evidence_dropped_total").increment(1);
         }
     }
