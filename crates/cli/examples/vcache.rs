@@ -120,8 +120,13 @@ impl LeanLm<'_> {
             if n.similarity < MIN_SIMILARITY {
                 break;
             }
-            let Some(&(question, intent)) = self.cache.get(n.slot) else { continue };
-            let new = Query { context: "", last: r.text };
+            let Some(&(question, intent)) = self.cache.get(n.slot) else {
+                continue;
+            };
+            let new = Query {
+                context: "",
+                last: r.text,
+            };
             let cached = Query {
                 context: "",
                 last: self.texts[question],
@@ -183,11 +188,10 @@ fn sigmoid(x: f64) -> f64 {
 /// vCache's variance of the threshold when the outcomes separate perfectly, by number of outcomes (6–48;
 /// the last beyond), from the reference code.
 const SEPARATED_VARIANCE: [f64; 43] = [
-    0.035445, 0.028285, 0.026436, 0.021349, 0.019371, 0.012615, 0.011433, 0.010228, 0.009963, 0.009253,
-    0.011674, 0.013015, 0.010897, 0.011841, 0.013081, 0.010585, 0.014255, 0.012058, 0.013002, 0.011715,
-    0.00839, 0.008839, 0.010628, 0.009899, 0.008033, 0.00457, 0.007335, 0.008932, 0.00729, 0.007445,
-    0.00761, 0.011423, 0.011233, 0.006783, 0.005233, 0.00872, 0.010005, 0.01199, 0.00977, 0.01891, 0.01513,
-    0.02109, 0.01531,
+    0.035445, 0.028285, 0.026436, 0.021349, 0.019371, 0.012615, 0.011433, 0.010228, 0.009963, 0.009253, 0.011674,
+    0.013015, 0.010897, 0.011841, 0.013081, 0.010585, 0.014255, 0.012058, 0.013002, 0.011715, 0.00839, 0.008839,
+    0.010628, 0.009899, 0.008033, 0.00457, 0.007335, 0.008932, 0.00729, 0.007445, 0.00761, 0.011423, 0.011233,
+    0.006783, 0.005233, 0.00872, 0.010005, 0.01199, 0.00977, 0.01891, 0.01513, 0.02109, 0.01531,
 ];
 
 impl VCache {
@@ -198,8 +202,16 @@ impl VCache {
         if outcomes.len() < 6 {
             return None;
         }
-        let lowest_right = outcomes.iter().filter(|o| o.1).map(|o| o.0).fold(f64::INFINITY, f64::min);
-        let highest_wrong = outcomes.iter().filter(|o| !o.1).map(|o| o.0).fold(f64::NEG_INFINITY, f64::max);
+        let lowest_right = outcomes
+            .iter()
+            .filter(|o| o.1)
+            .map(|o| o.0)
+            .fold(f64::INFINITY, f64::min);
+        let highest_wrong = outcomes
+            .iter()
+            .filter(|o| !o.1)
+            .map(|o| o.0)
+            .fold(f64::NEG_INFINITY, f64::max);
         let one_sided = lowest_right.is_infinite() || highest_wrong.is_infinite();
         if one_sided && !self.one_sided {
             return None;
@@ -273,7 +285,13 @@ impl VCache {
 impl Policy for VCache {
     fn request(&mut self, r: &Request, rng: &mut Rng) -> Served {
         let Some(n) = self.cache.nearest(r.vector, 1).first().copied() else {
-            self.cache.insert(r.vector, Entry { intent: r.intent, outcomes: Vec::new() });
+            self.cache.insert(
+                r.vector,
+                Entry {
+                    intent: r.intent,
+                    outcomes: Vec::new(),
+                },
+            );
             return Served::Upstream;
         };
         let s = (f64::from(n.similarity) * 1000.0).round() / 1000.0;
@@ -292,7 +310,13 @@ impl Policy for VCache {
             entry.outcomes.push((s, right));
         }
         if !right {
-            self.cache.insert(r.vector, Entry { intent: r.intent, outcomes: Vec::new() });
+            self.cache.insert(
+                r.vector,
+                Entry {
+                    intent: r.intent,
+                    outcomes: Vec::new(),
+                },
+            );
         }
         Served::Upstream
     }
@@ -321,7 +345,9 @@ fn pct(n: u64, d: u64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let seeds: u64 = match std::env::args().nth(1) {
-        Some(s) => s.parse().map_err(|_| anyhow::anyhow!("SEEDS must be a positive number, not {s:?}"))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("SEEDS must be a positive number, not {s:?}"))?,
         None => 3,
     };
     anyhow::ensure!(seeds > 0, "SEEDS must be a positive number");
@@ -342,11 +368,12 @@ fn main() -> anyhow::Result<()> {
     let names: Vec<String> = [0.8, 0.9, 0.95]
         .iter()
         .map(|t| format!("static cosine {t}"))
-        .chain(
-            BOUNDS
-                .iter()
-                .flat_map(|d| [format!("vCache δ={d} (as published)"), format!("vCache δ={d} (one-sided fits)")]),
-        )
+        .chain(BOUNDS.iter().flat_map(|d| {
+            [
+                format!("vCache δ={d} (as published)"),
+                format!("vCache δ={d} (one-sided fits)"),
+            ]
+        }))
         .chain(BOUNDS.iter().map(|b| format!("LeanLM bound {b}")))
         .collect();
     let mut totals = vec![[Tally::default(); 2]; names.len()];

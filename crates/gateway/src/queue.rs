@@ -39,9 +39,9 @@ pub enum Full<T> {
 impl<T> Sender<T> {
     /// Queues an item without waiting, or hands it back when the queue is full or the receiver is gone.
     pub fn try_send(&self, item: T) -> Result<(), Full<T>> {
-        let reserved = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.capacity).then_some(n + 1));
+        let reserved = self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < self.capacity).then_some(n + 1)
+        });
         if reserved.is_err() {
             return Err(Full::Full(item));
         }

@@ -10,6 +10,7 @@
 //! context) reaches `min_similarity` (0.8) and that no guard vetoes; it is served only at or above the
 //! threshold calibrated from verified would-be hits to a false-hit bound (`FOW_BOUND`, default 1%). The
 //! pairs are split in two by id; each half is served with the threshold calibrated on the other half.
+//! `FOW_SHOW=1` also lists the traps the guards let through.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -224,6 +225,15 @@ fn main() {
             e.false_hits,
             e.upper * 100.0
         );
+    }
+    // `FOW_SHOW=1`: the traps that got through the guards, to see what a sharper judge must catch.
+    if std::env::var_os("FOW_SHOW").is_some() {
+        println!("\n| trap let through | similarity | a | b |\n|---|---|---|---|");
+        for (c, (_, d)) in cases.iter().zip(&judged) {
+            if let (false, Decision::Candidate { similarity }) = (c.same_answer, d) {
+                println!("| {} | {similarity:.3} | {} | {} |", c.id, c.last[0], c.last[1]);
+            }
+        }
     }
     // The whole frontier: what a fixed threshold over the guarded would-be hits would give.
     println!("\n| threshold | same-answer pairs served | traps served |\n|---|---|---|");

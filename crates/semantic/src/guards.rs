@@ -18,6 +18,9 @@ pub enum Veto {
     Scope,
     /// Opposite words: "open" against "closed", "before" against "after".
     Opposites,
+    /// The same two things in the opposite direction: "from savings to current" against "from current to
+    /// savings".
+    Direction,
 }
 
 impl Veto {
@@ -28,6 +31,7 @@ impl Veto {
             Veto::Entities => "entities",
             Veto::Scope => "scope",
             Veto::Opposites => "opposites",
+            Veto::Direction => "direction",
         }
     }
 }
@@ -280,12 +284,50 @@ fn entities(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Prefixes that negate or invert the word they start ("unsafe", "non-refundable", "self-employed"), with the
+/// shortest word each is trusted on: "in" + "form" is another word, "in" + "valid" is not.
+const NEGATING_PREFIXES: &[(&str, usize)] = &[
+    ("un", 4),
+    ("non-", 3),
+    ("non", 4),
+    ("anti-", 3),
+    ("self-", 4),
+    ("dis", 5),
+    ("mis", 5),
+    ("in", 5),
+    ("im", 5),
+    ("il", 5),
+    ("ir", 5),
+];
+
+/// Whether `long` is `short` with a negating prefix, or the two share a stem and end in "-ful" and "-less".
+fn negated_form(short: &str, long: &str) -> bool {
+    let prefixed = NEGATING_PREFIXES
+        .iter()
+        .any(|(p, min)| short.chars().count() >= *min && long.strip_prefix(p).is_some_and(|rest| rest == short));
+    let suffixed = ["ful", "less"].iter().any(|s| {
+        short.strip_suffix(s).is_some_and(|stem| {
+            stem.chars().count() >= 3 && ["ful", "less"].iter().any(|t| t != s && long == format!("{stem}{t}"))
+        })
+    });
+    prefixed || suffixed
+}
+
 fn opposites(a: &BTreeSet<String>, b: &BTreeSet<String>) -> bool {
-    OPPOSITES.iter().any(|(x, y)| {
+    let listed = OPPOSITES.iter().any(|(x, y)| {
         let (x, y) = (x.to_string(), y.to_string());
         (a.contains(&x) && b.contains(&y) && !a.contains(&y) && !b.contains(&x))
             || (a.contains(&y) && b.contains(&x) && !a.contains(&x) && !b.contains(&y))
-    })
+    });
+    // A word on one side only whose negated form is on the other side only.
+    let morphological = |x: &BTreeSet<String>, y: &BTreeSet<String>| {
+        x.iter().filter(|w| !y.contains(*w)).any(|w| {
+            y.iter()
+                .filter(|v| !x.contains(*v))
+                .any(|v| negated_form(w, v) || negated_form(v, w))
+        })
+    };
+    listed || morphological(a, b)
 }
 
 /// The guard for two conversations' histories. Histories grow (small talk, an extra turn), so only a *swap*
@@ -311,6 +353,29 @@ pub fn veto_context(a: &str, b: &str) -> Option<Veto> {
     None
 }
 
+/// Words skipped between a preposition and what it points at.
+const DETERMINERS: &[&str] = &[
+    "my", "the", "a", "an", "our", "your", "their", "his", "her", "its", "this", "that",
+];
+
+/// What a text moves from and to ("from my savings to my current account": savings, current), if it says.
+fn direction(words: &[String]) -> Option<(&str, &str)> {
+    let after = |i: usize| {
+        words[i + 1..]
+            .iter()
+            .find(|w| !DETERMINERS.contains(&w.as_str()))
+            .map(String::as_str)
+    };
+    let from = words.iter().position(|w| w == "from")?;
+    let to = words
+        .iter()
+        .enumerate()
+        .skip(from + 1)
+        .find(|(_, w)| *w == "to" || *w == "into")?
+        .0;
+    Some((after(from)?, after(to)?))
+}
+
 /// The first guard that refuses to treat `a` and `b` as the same question, if any.
 pub fn veto(a: &str, b: &str) -> Option<Veto> {
     if numbers(a) != numbers(b) {
@@ -323,6 +388,13 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
         (words(a).into_iter().collect(), words(b).into_iter().collect());
     if opposites(&wa, &wb) {
         return Some(Veto::Opposites);
+    }
+    if let (Some((from_a, to_a)), Some((from_b, to_b))) = (direction(&words(a)), direction(&words(b)))
+        && from_a != to_a
+        && from_a == to_b
+        && to_a == from_b
+    {
+        return Some(Veto::Direction);
     }
     if marked(a, SCOPE) != marked(b, SCOPE) {
         return Some(Veto::Scope);
@@ -365,6 +437,62 @@ mod tests {
         assert_eq!(
             veto("Refund all my orders", "Refund some of my orders"),
             Some(Veto::Scope)
+        );
+    }
+
+    #[test]
+    fn a_word_against_its_negated_form_is_an_opposite() {
+        for (a, b) in [
+            (
+                "Is ibuprofen safe to take with alcohol?",
+                "Is ibuprofen unsafe to take with alcohol?",
+            ),
+            ("Is the deposit refundable?", "Is the deposit non-refundable?"),
+            (
+                "Can I claim it if I'm employed?",
+                "Can I claim it if I'm self-employed?",
+            ),
+            (
+                "Is the room available on arrival?",
+                "Is the room unavailable on arrival?",
+            ),
+            (
+                "Which of these filters are useful?",
+                "Which of these filters are useless?",
+            ),
+        ] {
+            assert_eq!(veto(a, b), Some(Veto::Opposites), "{a} / {b}");
+        }
+        // Prefixes that often start unrelated words are trusted only on longer ones.
+        assert!(negated_form("valid", "invalid"));
+        assert!(!negated_form("form", "inform"));
+        assert!(!negated_form("play", "display"));
+        assert!(!negated_form("do", "undo"));
+        assert!(negated_form("careful", "careless") && negated_form("careless", "careful"));
+    }
+
+    #[test]
+    fn the_same_move_in_the_other_direction_is_vetoed() {
+        assert_eq!(
+            veto(
+                "Transfer £50 from my savings to my current account",
+                "Transfer £50 from my current account to my savings"
+            ),
+            Some(Veto::Direction)
+        );
+        assert_eq!(
+            veto(
+                "How do I migrate from MySQL to Postgres?",
+                "How do I migrate from Postgres to MySQL?"
+            ),
+            Some(Veto::Direction)
+        );
+        assert_eq!(
+            veto(
+                "Move money from savings to checking",
+                "Send money from savings to checking please"
+            ),
+            None
         );
     }
 

@@ -1,7 +1,7 @@
 //! The semantic cache's judgement: whether a new request may be answered with a cached answer to a
 //! similar one. Similar embeddings are not enough: "Cancel my subscription" and "Don't cancel my
 //! subscription" are close in embedding space and want opposite answers. Cheap lexical guards veto hits
-//! whose texts differ in numbers, negation, named entities, quantifiers or opposite words, and the whole
+//! whose texts differ in numbers, negation, named entities, quantifiers, opposite words or direction, and the whole
 //! conversation is compared, not only its last turn.
 
 mod bound;

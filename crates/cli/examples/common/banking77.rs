@@ -68,7 +68,11 @@ pub fn embeddings(questions: &[Question]) -> anyhow::Result<Vec<Vec<f32>>> {
     {
         return Ok(bytes
             .chunks_exact(DIM * 4)
-            .map(|v| v.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            .map(|v| {
+                v.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            })
             .collect());
     }
     let embedder = leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())
@@ -82,8 +86,15 @@ pub fn embeddings(questions: &[Question]) -> anyhow::Result<Vec<Vec<f32>>> {
             eprintln!("embedded {} of {}", out.len(), questions.len());
         }
     }
-    eprintln!("embedded {} questions in {:.0} s", out.len(), started.elapsed().as_secs_f64());
-    anyhow::ensure!(out.iter().all(|v| v.len() == DIM), "the model's vectors are not {DIM}-dimensional");
+    eprintln!(
+        "embedded {} questions in {:.0} s",
+        out.len(),
+        started.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        out.iter().all(|v| v.len() == DIM),
+        "the model's vectors are not {DIM}-dimensional"
+    );
     let bytes: Vec<u8> = out.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
     std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok(out)
