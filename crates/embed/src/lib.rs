@@ -14,6 +14,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, DTYPE};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+pub mod cached;
+
 /// sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 word pieces.
 const MAX_TOKENS: usize = 256;
 

@@ -10,8 +10,8 @@
 //!   cargo run --release -p leanlm-route --example mmlu            # embeds once (~5 min), then seconds
 //!
 //! Prices come from the bundled table: Mixtral-8x7B on Together, and gpt-4-turbo for GPT-4-1106-preview
-//! (the same model, priced under its current name). Embeddings are cached under $LEANLM_DATA
-//! (default /var/cache/leanlm-data, else ~/.cache/leanlm-data); nothing is committed.
+//! (the same model, priced under its current name). Embeddings are kept on disk (`leanlm_embed::cached`);
+//! nothing is committed.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -30,17 +30,6 @@ fn data_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
         .join("routellm-mmlu")
-}
-
-fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("LEANLM_DATA") {
-        return PathBuf::from(d);
-    }
-    let var = PathBuf::from("/var/cache/leanlm-data");
-    if std::fs::create_dir_all(&var).is_ok() {
-        return var;
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/leanlm-data")
 }
 
 struct Question {
@@ -87,52 +76,11 @@ fn load(dir: &Path) -> anyhow::Result<Vec<Question>> {
     Ok(out)
 }
 
-/// Embeds every prompt once, and keeps the vectors next to a fingerprint of the prompts.
+/// Embeds every prompt once (`leanlm_embed::cached`).
 fn embeddings(questions: &[Question]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let fingerprint = {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for q in questions {
-            for b in q.prompt.bytes().chain([0]) {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        h
-    };
-    let dir = cache_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("mmlu-minilm-{fingerprint:016x}.bin"));
-    if let Ok(bytes) = std::fs::read(&path)
-        && bytes.len() == questions.len() * 384 * 4
-    {
-        return Ok(bytes
-            .chunks_exact(384 * 4)
-            .map(|c| {
-                c.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect()
-            })
-            .collect());
-    }
-    let model = leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir())
-        .context("the embedding model is missing: run scripts/fetch-model")?;
-    let started = std::time::Instant::now();
-    let mut out = Vec::with_capacity(questions.len());
-    for (i, chunk) in questions.chunks(32).enumerate() {
-        let texts: Vec<&str> = chunk.iter().map(|q| q.prompt.as_str()).collect();
-        out.extend(model.embed(&texts)?);
-        if i % 20 == 0 {
-            eprint!(
-                "\rembedding {}/{} ({:.0}/s)",
-                out.len(),
-                questions.len(),
-                out.len() as f64 / started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    eprintln!();
-    let bytes: Vec<u8> = out.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&path, bytes)?;
-    Ok(out)
+    let texts: Vec<&str> = questions.iter().map(|q| q.prompt.as_str()).collect();
+    leanlm_embed::cached::embed_cached("mmlu", &texts)
+        .context("embedding MMLU (the local model: run scripts/fetch-model)")
 }
 
 fn main() -> anyhow::Result<()> {
