@@ -31,23 +31,23 @@ pub struct Sender<T> {
 
 /// Why an item was not queued; it is handed back.
 #[derive(Debug)]
-pub enum Full<T> {
+pub enum TrySendError<T> {
     Full(T),
     Disconnected(T),
 }
 
 impl<T> Sender<T> {
     /// Queues an item without waiting, or hands it back when the queue is full or the receiver is gone.
-    pub fn try_send(&self, item: T) -> Result<(), Full<T>> {
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let reserved = self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
             (n < self.capacity).then_some(n + 1)
         });
         if reserved.is_err() {
-            return Err(Full::Full(item));
+            return Err(TrySendError::Full(item));
         }
         self.tx.send(item).map_err(|e| {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            Full::Disconnected(e.0)
+            TrySendError::Disconnected(e.0)
         })
     }
 }
@@ -87,7 +87,7 @@ mod tests {
         let (tx, rx) = bounded(2);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
-        assert!(matches!(tx.try_send(3), Err(Full::Full(3))));
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
         assert_eq!(rx.recv().unwrap(), 1);
         tx.try_send(4).unwrap();
         assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![2, 4]);
@@ -103,8 +103,8 @@ mod tests {
     fn a_gone_receiver_hands_the_item_back_without_taking_room() {
         let (tx, rx) = bounded(1);
         drop(rx);
-        assert!(matches!(tx.try_send(7), Err(Full::Disconnected(7))));
-        assert!(matches!(tx.try_send(8), Err(Full::Disconnected(8))));
+        assert!(matches!(tx.try_send(7), Err(TrySendError::Disconnected(7))));
+        assert!(matches!(tx.try_send(8), Err(TrySendError::Disconnected(8))));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub(crate) struct Recorder {
 }
 
 /// A new call id: a UUIDv7 (time-ordered), with a 12-bit sequence so calls in one millisecond keep their
-/// order, and the rest drawn from the thread's generator. `Uuid::now_v7` reads the OS's random source twice
+/// order (up to 4,096 of them), and the rest drawn from the thread's generator. `Uuid::now_v7` reads the OS's random source twice
 /// per id, two system calls on every request.
 fn call_id() -> String {
     static SEQUENCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
