@@ -249,7 +249,7 @@ impl PolicyRuntime {
         };
         let reference = leanlm_wire::output_text(&response);
         let (mut last, mut prompt) = (None, None);
-        for cascade in chain.stages.iter().filter(|s| !s.never_accepts()) {
+        for (_, cascade) in chain.asked() {
             let setup = &cascade.setup;
             let sampled = leanlm_validate::run::cheap_samples(
                 &self.replayer,

@@ -392,20 +392,7 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     assert_eq!(ask("where is my card").await.0, "big");
     let mut store = h.store();
     intent_logged(&store).await;
-    let request = |replacement: &str| leanlm_gateway::deploy::DeployRequest {
-        task_id: "intent".into(),
-        replacement: replacement.parse().unwrap(),
-        stage: leanlm_deploy::Stage::Canary,
-        share: Some(1.0),
-        audit_rate: Some(0.0),
-        bound: None,
-        error_bound: None,
-        min_samples: None,
-        auto_promote: false,
-        scorer: Some(leanlm_validate::ScorerSpec::Label),
-        force: Some("router test".into()),
-        actor: "test".into(),
-    };
+    let request = |replacement: &str| deploy_request(replacement, leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
     // No router trained yet: refused, with the command that trains one.
     let err = leanlm_gateway::deploy::deploy(&mut store, request("router:cheap,big"))
         .unwrap_err()
@@ -539,6 +526,29 @@ async fn the_total_entry_budget_bounds_memory() {
 
 /// A harness whose `cheap` model is right 60% of the time, and less sure (lower log-probabilities) when
 /// wrong, with task `intent` logged; and its store.
+/// A policy for the `intent` task, scored by label, deployed without a stored validation.
+fn deploy_request(
+    replacement: &str,
+    stage: leanlm_deploy::Stage,
+    share: Option<f64>,
+    audit_rate: Option<f64>,
+) -> leanlm_gateway::deploy::DeployRequest {
+    leanlm_gateway::deploy::DeployRequest {
+        task_id: "intent".into(),
+        replacement: replacement.parse().unwrap(),
+        stage,
+        share,
+        audit_rate,
+        bound: None,
+        error_bound: None,
+        min_samples: None,
+        auto_promote: false,
+        scorer: Some(leanlm_validate::ScorerSpec::Label),
+        force: Some("test".into()),
+        actor: "test".into(),
+    }
+}
+
 async fn cascade_harness(models: &str) -> (Harness, Store) {
     let h = Harness::start(models).await;
     h.http
@@ -630,20 +640,7 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
                   [models.big]\nprovider = \"openai\"\nupstream = \"big\"\nprice = { input = 10.0, output = 20.0 }\n";
     let (h, mut store) = cascade_harness(models).await;
     let ask = |q: &'static str, stream: bool| cascade_ask(&h, q, stream);
-    let request = leanlm_gateway::deploy::DeployRequest {
-        task_id: "intent".into(),
-        replacement: "cascade:cheap,big".parse().unwrap(),
-        stage: leanlm_deploy::Stage::Canary,
-        share: Some(1.0),
-        audit_rate: Some(0.0),
-        bound: None,
-        error_bound: None,
-        min_samples: None,
-        auto_promote: false,
-        scorer: Some(leanlm_validate::ScorerSpec::Label),
-        force: Some("cascade test".into()),
-        actor: "test".into(),
-    };
+    let request = deploy_request("cascade:cheap,big", leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
     let err = leanlm_gateway::deploy::deploy(&mut store, request.clone())
         .unwrap_err()
         .to_string();
@@ -757,18 +754,8 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
         .put_router("intent", spec, 0, &serde_json::to_string(&chain).unwrap())
         .unwrap();
     let deploy = |stage, share, audit_rate| leanlm_gateway::deploy::DeployRequest {
-        task_id: "intent".into(),
-        replacement: spec.parse().unwrap(),
-        stage,
-        share,
-        audit_rate,
         bound: Some(0.5),
-        error_bound: None,
-        min_samples: None,
-        auto_promote: false,
-        scorer: Some(leanlm_validate::ScorerSpec::Label),
-        force: Some("chain test".into()),
-        actor: "test".into(),
+        ..deploy_request(spec, stage, share, audit_rate)
     };
     leanlm_gateway::deploy::deploy(&mut store, deploy(leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0))).unwrap();
     tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;

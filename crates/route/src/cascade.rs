@@ -474,6 +474,12 @@ impl Chain {
         self.stages.last().map_or("", |s| s.setup.strong.as_str())
     }
 
+    /// The stages a call is asked at, in order, with their index: a stage whose threshold is "never" is
+    /// skipped (asking it would cost and could serve nothing).
+    pub fn asked(&self) -> impl Iterator<Item = (usize, &TaskCascade)> {
+        self.stages.iter().enumerate().filter(|(_, s)| !s.never_accepts())
+    }
+
     /// The cheap models, in the order they answer.
     pub fn cheap(&self) -> impl Iterator<Item = &str> {
         self.stages.iter().map(|s| s.setup.cheap.as_str())
@@ -827,7 +833,7 @@ mod tests {
         let (mut cost, mut agreed) = (0.0, 0);
         for call in 0..n {
             let mut served = false;
-            for (j, stage) in chain.stages.iter().enumerate().filter(|(_, s)| !s.never_accepts()) {
+            for (j, stage) in chain.asked() {
                 cost += costs[j];
                 let answer = &stages[j][call];
                 if stage.decide(&answer.evidence()).accepted() {

@@ -773,8 +773,6 @@ const JUDGE_SYSTEM: &str = "You compare two answers to the same request. Judge c
 for the request, not style or length. Reply with exactly one word: A if answer A is better, B if answer B \
 is better, TIE if they are equally good (they may be worded differently).";
 
-/// Asks the judge in both orders, so a judge that prefers whichever answer comes first cancels out. The
-/// candidate agrees when, averaged over the two orders, it is at least as good as the reference.
 /// A cascade's answer to one call, as the gateway would serve it: each cheap stage's answer in turn (two
 /// samples where the stage draws two), the first one the cascade accepts, else the strong model's. The cost
 /// is every stage's that ran, and so is the latency.
@@ -863,6 +861,8 @@ pub async fn cheap_samples<R: Replay>(
 /// would agree by construction.
 pub const SECOND_SAMPLE_TEMPERATURE: f64 = 0.7;
 
+/// Asks the judge in both orders, so a judge that prefers whichever answer comes first cancels out. The
+/// candidate agrees when, averaged over the two orders, it is at least as good as the reference.
 async fn judge<R: Replay>(replay: &R, model: &str, call: &Logged, candidate: &str) -> Result<(Scored, f64), String> {
     let ask = |a: &str, b: &str| {
         json!({

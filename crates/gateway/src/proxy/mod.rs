@@ -67,10 +67,11 @@ pub(crate) struct Recorder {
     prior_wait: std::time::Duration,
 }
 
-/// A new call id: a UUIDv7 (time-ordered), with a 12-bit sequence so calls in one millisecond keep their
-/// order (up to 4,096 of them), and the rest drawn from the thread's generator. `Uuid::now_v7` reads the OS's random source twice
-/// per id, two system calls on every request.
-fn call_id() -> String {
+/// A new call id for a call started at `started_ms` (Unix milliseconds): a UUIDv7 (time-ordered), with a
+/// 12-bit sequence so calls in one millisecond keep their order (up to 4,096 of them), and the rest drawn
+/// from the thread's generator. `Uuid::now_v7` reads the OS's random source twice per id, two system calls
+/// on every request.
+fn call_id(started_ms: i64) -> String {
     static SEQUENCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let random: [u8; 8] = rand::random();
@@ -78,7 +79,7 @@ fn call_id() -> String {
     bytes[0] = ((seq >> 8) & 0x0F) as u8;
     bytes[1] = seq as u8;
     bytes[2..].copy_from_slice(&random);
-    uuid::Builder::from_unix_timestamp_millis(unix_ms().max(0) as u64, &bytes)
+    uuid::Builder::from_unix_timestamp_millis(started_ms.max(0) as u64, &bytes)
         .into_uuid()
         .to_string()
 }
@@ -86,12 +87,13 @@ fn call_id() -> String {
 impl Recorder {
     fn new(app: &Arc<AppState>, format: ClientFormat, endpoint: &str, headers: &HeaderMap) -> Recorder {
         let key = client_key(headers);
+        let now = unix_ms();
         Recorder {
             app: app.clone(),
             started: Instant::now(),
             rec: Some(CallRecord {
-                id: call_id(),
-                started_at_ms: unix_ms(),
+                id: call_id(now),
+                started_at_ms: now,
                 endpoint: endpoint.to_owned(),
                 client_format: format.as_str().to_owned(),
                 client_key_id: key.map(|k| key_id(&k)),
@@ -598,7 +600,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         };
         // Each cheap stage in turn; the first answer accepted is served.
         let mut prompt = None;
-        for step in c.stages.iter().filter(|s| !s.never_accepts()) {
+        for (_, step) in c.asked() {
             rec = match stage.run(&app, rec, step, &ingress, &auth, &mut prompt).await {
                 Ok(served) => return served,
                 Err(escalated) => escalated,
@@ -1035,7 +1037,7 @@ mod tests {
 
     #[test]
     fn call_ids_are_unique_time_ordered_uuids_that_keep_their_order_within_a_millisecond() {
-        let ids: Vec<uuid::Uuid> = (0..2_000).map(|_| call_id().parse().unwrap()).collect();
+        let ids: Vec<uuid::Uuid> = (0..2_000).map(|_| call_id(crate::unix_ms()).parse().unwrap()).collect();
         let unique: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());
         for pair in ids.windows(2) {
