@@ -170,8 +170,7 @@ fn short_hash(bytes: &[u8]) -> String {
 
 /// The hash of a logged answer's text, so equal answers compare equal whatever their ids and timestamps.
 fn output_hash(response_body: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(response_body).ok()?;
-    let text = leanlm_wire::output_text(&v);
+    let text = leanlm_wire::output_text_of(response_body)?;
     Some(short_hash(text.as_bytes()))
 }
 

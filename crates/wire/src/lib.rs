@@ -93,6 +93,118 @@ pub fn output_text(resp: &serde_json::Value) -> String {
     out.trim().to_owned()
 }
 
+/// [`output_text`] of a response body that is still text, without building its JSON tree: the call log hashes
+/// every answer this way, and a typed pass that skips what it does not need costs a fraction of a `Value`.
+/// `None` where the body is not JSON. Bodies of an unexpected shape take the `Value` path, so the text is
+/// always what [`output_text`] gives.
+pub fn output_text_of(body: &str) -> Option<String> {
+    if let Ok(view) = serde_json::from_str::<view::Response>(body) {
+        return Some(view.text());
+    }
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .map(|v| output_text(&v))
+}
+
+/// Borrowed views of the parts of a response that [`output_text`] reads. Any field of another type than
+/// these fails the parse, and the caller falls back to the general path.
+mod view {
+    use std::borrow::Cow;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// A field that may be absent (`None`), `null` (`Some(None)`) or a value: `output_text` treats a
+    /// `null` message as present and a `null` tool input as the text `null`.
+    fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Response<'a> {
+        #[serde(default, borrow)]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(default, borrow)]
+        content: Option<Vec<Block<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow, deserialize_with = "present")]
+        message: Option<Option<Message<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(default, borrow)]
+        content: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct ToolCall<'a> {
+        #[serde(default, borrow)]
+        function: Option<Function<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Function<'a> {
+        #[serde(default, borrow)]
+        name: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        arguments: Option<Cow<'a, str>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Block<'a> {
+        #[serde(default, borrow)]
+        text: Option<Cow<'a, str>>,
+        #[serde(default, borrow, rename = "type")]
+        kind: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        name: Option<Cow<'a, str>>,
+        #[serde(default, deserialize_with = "present")]
+        input: Option<Option<serde_json::Value>>,
+    }
+
+    impl Response<'_> {
+        pub(super) fn text(&self) -> String {
+            let mut out = String::new();
+            if let Some(message) = self
+                .choices
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(|c| c.message.as_ref())
+            {
+                if let Some(m) = message {
+                    out.push_str(m.content.as_deref().unwrap_or(""));
+                    for tc in m.tool_calls.iter().flatten() {
+                        let f = tc.function.as_ref();
+                        let name = f.and_then(|f| f.name.as_deref()).unwrap_or("");
+                        let args = f.and_then(|f| f.arguments.as_deref()).unwrap_or("");
+                        out.push_str(&format!("{name}({args})"));
+                    }
+                }
+            } else {
+                for b in self.content.iter().flatten() {
+                    if let Some(t) = &b.text {
+                        out.push_str(t);
+                    } else if b.kind.as_deref() == Some("tool_use") {
+                        let name = b.name.as_deref().unwrap_or("");
+                        let input = match &b.input {
+                            None => String::new(),
+                            Some(None) => "null".to_owned(),
+                            Some(Some(v)) => v.to_string(),
+                        };
+                        out.push_str(&format!("{name}({input})"));
+                    }
+                }
+            }
+            out.trim().to_owned()
+        }
+    }
+}
+
 /// The answer's token log-probabilities in an OpenAI `chat.completion` (`choices[0].logprobs.content`),
 /// when the request asked for them and the provider returned them.
 pub fn output_logprobs(resp: &serde_json::Value) -> Option<Vec<f64>> {
@@ -135,5 +247,47 @@ mod tests {
         let none = json!({"choices": [{"message": {"content": "hi"}, "logprobs": null}]});
         assert_eq!(super::output_logprobs(&none), None);
         assert_eq!(super::output_logprobs(&json!({"content": []})), None);
+    }
+
+    #[test]
+    fn the_typed_answer_text_is_the_general_one_whatever_the_shape() {
+        let bodies = [
+            json!({"choices": [{"message": {"role": "assistant", "content": "  card_arrival\n"}}], "usage": {"prompt_tokens": 3}}),
+            json!({"choices": [{"message": {"content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "c2", "function": {"arguments": "{}"}},
+                {"id": "c3"}
+            ]}}]}),
+            json!({"choices": [{"message": {"content": "a"}}, {"message": {"content": "b"}}]}),
+            json!({"choices": [{"message": null}], "content": [{"text": "not read"}]}),
+            json!({"choices": [{"index": 0}], "content": [{"type": "text", "text": "read"}]}),
+            json!({"choices": [], "content": [{"type": "text", "text": "é \"quoted\""}]}),
+            json!({"choices": null}),
+            json!({"content": [{"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"b": 1, "a": [true, null]}},
+                {"type": "tool_use", "name": "nothing", "input": null},
+                {"type": "tool_use", "name": "absent"},
+                {"type": "image"}]}),
+            // Shapes the typed pass refuses, answered by the general path.
+            json!({"choices": [{"message": {"content": [{"type": "text", "text": "parts"}]}}]}),
+            json!({"choices": [{"message": "odd"}]}),
+            json!({"choices": [1, 2]}),
+            json!({"choices": "odd", "content": [{"text": 5, "type": "tool_use", "name": "n", "input": 1}]}),
+            json!({"content": "a plain string"}),
+            json!({"content": [{"type": "tool_use", "name": 7}]}),
+            json!([1, 2, 3]),
+            json!("text"),
+        ];
+        for b in &bodies {
+            let text = b.to_string();
+            assert_eq!(super::output_text_of(&text), Some(super::output_text(b)), "{text}");
+        }
+        assert_eq!(
+            super::output_text_of(r#"{"choices": [{"message": {"content": "x"}}], "choices": []}"#),
+            Some(super::output_text(&serde_json::from_str(r#"{"choices": []}"#).unwrap())),
+            "a repeated key counts once, as in a JSON value (the last wins)"
+        );
+        assert_eq!(super::output_text_of("{not json"), None);
+        assert_eq!(super::output_text_of(""), None);
     }
 }
