@@ -198,6 +198,7 @@ fn semantic_config(r: &RawSemantic) -> Result<crate::semantic::SemanticConfig, S
         min_similarity,
         max_entries: r.max_entries.unwrap_or(d.max_entries).max(1),
         max_total_entries: r.max_total_entries.unwrap_or(d.max_total_entries).max(1),
+        persist: r.persist.unwrap_or(d.persist),
         embeddings: match r.embeddings.as_deref().map(str::trim) {
             None | Some("local") => Embeddings::Local {
                 model_dir: r.model_dir.clone(),
@@ -293,6 +294,7 @@ struct RawSemantic {
     min_similarity: Option<f32>,
     max_entries: Option<usize>,
     max_total_entries: Option<usize>,
+    persist: Option<bool>,
     /// `local`, or the name of a configured embedding model.
     embeddings: Option<String>,
     model_dir: Option<PathBuf>,

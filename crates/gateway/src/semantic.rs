@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use leanlm_semantic::{Decision, Estimate, Partition, Query, Verified, calibrate, dot, judge};
-use leanlm_store::{SemanticEvidence, Store};
+use leanlm_store::{SemanticEntry, SemanticEvidence, Store};
 use leanlm_validate::ScorerSpec;
 use leanlm_validate::score::{self, TaskContext};
 use leanlm_wire::ClientFormat;
@@ -47,6 +47,9 @@ pub struct SemanticConfig {
     /// Entries in all partitions together: once reached, only full partitions take new entries (over their
     /// oldest), so many small partitions cannot grow memory without bound.
     pub max_total_entries: usize,
+    /// Entries are also written to the store and reloaded at start, so a restart keeps the cache (never
+    /// where `[store] log_bodies = false`: an entry holds the request's text and the answer).
+    pub persist: bool,
     pub embeddings: Embeddings,
 }
 
@@ -59,6 +62,7 @@ impl Default for SemanticConfig {
             min_similarity: 0.8,
             max_entries: 10_000,
             max_total_entries: 200_000,
+            persist: true,
             embeddings: Embeddings::Local { model_dir: None },
         }
     }
@@ -78,6 +82,8 @@ const EVIDENCE_WINDOW: usize = 5_000;
 const NEIGHBOURS: usize = 4;
 /// Context embeddings remembered (system prompts and histories repeat across calls).
 const CONTEXT_MEMO: usize = 4_096;
+/// How often stored entries that expired or that no cache could hold any more are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// A cached answer with what it was the answer to.
 struct Item {
@@ -127,7 +133,18 @@ pub struct SemanticCache {
     total: std::sync::atomic::AtomicUsize,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
     evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
-    writer: crate::queue::Sender<SemanticEvidence>,
+    /// `None` once dropping: closing the queue lets the writer finish.
+    writer: Option<crate::queue::Sender<Write>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Which embedding model makes the vectors, as stored with each entry; `None` when entries are not
+    /// persisted.
+    persisted_as: Option<String>,
+}
+
+/// What the semantic cache's writer thread stores.
+enum Write {
+    Evidence(SemanticEvidence),
+    Entry(Box<SemanticEntry>),
 }
 
 /// An eligible request, ready to look up.
@@ -242,10 +259,13 @@ pub fn overview(store: &Store, config: &crate::Config) -> Result<Vec<TaskCache>,
 }
 
 impl SemanticCache {
+    /// Opens the cache: its tasks' evidence and, where entries persist, the live entries stored by earlier
+    /// runs. `log_bodies` is the store's privacy setting; without it entries stay in memory.
     pub fn new(
         config: SemanticConfig,
         tasks: HashMap<String, TaskSemantic>,
         store_url: &str,
+        log_bodies: bool,
         embedder: Arc<Embedder>,
     ) -> anyhow::Result<SemanticCache> {
         use anyhow::Context;
@@ -282,15 +302,43 @@ impl SemanticCache {
             let bound = e.bound;
             e.estimate = calibrate(e.samples.make_contiguous(), bound);
         }
-        let (tx, rx) = crate::queue::bounded::<SemanticEvidence>(10_000);
-        std::thread::Builder::new()
+        let persisted_as = (config.persist && log_bodies).then(|| match &config.embeddings {
+            Embeddings::Local { .. } => "local".to_owned(),
+            Embeddings::Remote { model } => format!("remote:{model}"),
+        });
+        let (partitions, total) = match &persisted_as {
+            Some(embedding) => load_entries(&mut store, &config, embedding),
+            None => (HashMap::new(), 0),
+        };
+        let (tx, rx) = crate::queue::bounded::<Write>(10_000);
+        let limits = persisted_as
+            .is_some()
+            .then_some((config.max_entries, config.max_total_entries));
+        let writer_thread = std::thread::Builder::new()
             .name("leanlm-semantic".into())
             .spawn(move || {
+                let mut pruned = Instant::now();
                 while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter().take(999));
-                    if let Err(e) = store.insert_semantic_evidence(&batch) {
+                    let (mut evidence, mut entries) = (Vec::new(), Vec::new());
+                    for w in std::iter::once(first).chain(rx.try_iter().take(999)) {
+                        match w {
+                            Write::Evidence(e) => evidence.push(e),
+                            Write::Entry(e) => entries.push(*e),
+                        }
+                    }
+                    if let Err(e) = store.insert_semantic_evidence(&evidence) {
                         tracing::error!(error = %e, "could not store semantic-cache evidence");
+                    }
+                    if let Err(e) = store.insert_semantic_entries(&entries) {
+                        tracing::error!(error = %e, "could not store semantic-cache entries");
+                    }
+                    if let Some((per_partition, total)) = limits
+                        && pruned.elapsed() >= PRUNE_EVERY
+                    {
+                        pruned = Instant::now();
+                        if let Err(e) = store.prune_semantic_entries(unix_ms(), per_partition, total) {
+                            tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
+                        }
                     }
                 }
             })
@@ -299,11 +347,13 @@ impl SemanticCache {
             config,
             tasks,
             embedder,
-            partitions: RwLock::default(),
-            total: std::sync::atomic::AtomicUsize::new(0),
+            partitions: RwLock::new(partitions),
+            total: std::sync::atomic::AtomicUsize::new(total),
             contexts: Mutex::default(),
             evidence: RwLock::new(evidence),
-            writer: tx,
+            writer: Some(tx),
+            writer_thread: Some(writer_thread),
+            persisted_as,
         })
     }
 
@@ -533,6 +583,16 @@ impl SemanticCache {
         } = pending;
         match verify {
             None => {
+                let persist = self.persisted_as.is_some();
+                let (stored_last, stored_context, stored_context_vector) = if persist {
+                    (
+                        probe.last.clone(),
+                        probe.context.clone(),
+                        context_vector.as_ref().map(|v| v.to_vec()),
+                    )
+                } else {
+                    Default::default()
+                };
                 let item = Item {
                     last: probe.last,
                     context: probe.context,
@@ -568,8 +628,33 @@ impl SemanticCache {
                     metrics::counter!("leanlm_semantic_full_total").increment(1);
                     return;
                 }
-                if p.insert(&last_vector, item).is_some() && grows {
+                if p.insert(&last_vector, item).is_none() {
+                    return;
+                }
+                if grows {
                     self.total.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(p);
+                if let Some(embedding) = &self.persisted_as {
+                    let now = unix_ms();
+                    let entry = SemanticEntry {
+                        partition: probe.partition,
+                        task_id: probe.task,
+                        embedding: embedding.clone(),
+                        stored_at_ms: now,
+                        expires_at_ms: now.saturating_add(i64::try_from(probe.ttl.as_millis()).unwrap_or(i64::MAX)),
+                        last: stored_last,
+                        context: stored_context,
+                        last_vector: last_vector.to_vec(),
+                        context_vector: stored_context_vector,
+                        body: body.to_vec(),
+                        cost_usd,
+                        model: target.model.clone(),
+                        provider: target.provider.name.clone(),
+                    };
+                    if !self.queue(Write::Entry(Box::new(entry))) {
+                        metrics::counter!("leanlm_semantic_entries_dropped_total").increment(1);
+                    }
                 }
             }
             Some((cached, similarity)) => {
@@ -593,6 +678,11 @@ impl SemanticCache {
         }
     }
 
+    /// Hands a row to the writer thread; false when the queue is full.
+    fn queue(&self, w: Write) -> bool {
+        self.writer.as_ref().is_some_and(|tx| tx.try_send(w).is_ok())
+    }
+
     fn record(&self, task: &str, bound: f64, similarity: f32, agreed: bool, call_id: &str, note: Option<String>) {
         metrics::counter!("leanlm_semantic_verified_total", "agreed" => if agreed { "true" } else { "false" })
             .increment(1);
@@ -608,10 +698,76 @@ impl SemanticCache {
             call_id: Some(call_id.to_owned()),
             note,
         };
-        if self.writer.try_send(row).is_err() {
+        if !self.queue(Write::Evidence(row)) {
             metrics::counter!("leanlm_semantic_evidence_dropped_total").increment(1);
         }
     }
+}
+
+impl Drop for SemanticCache {
+    /// Closes the writer's queue and waits for it to store what is left, so a graceful shutdown loses no
+    /// evidence or entry.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(t) = self.writer_thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the semantic-cache writer thread panicked");
+        }
+    }
+}
+
+/// The live entries earlier runs stored, in partitions, with their count. A store that cannot be read
+/// leaves the cache empty (said in the log), never stops the gateway.
+type Partitions = HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>;
+
+fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> (Partitions, usize) {
+    let now_ms = unix_ms();
+    if let Err(e) = store.prune_semantic_entries(now_ms, config.max_entries, config.max_total_entries) {
+        tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
+    }
+    let entries = match store.semantic_entries(embedding, now_ms, config.max_entries, config.max_total_entries) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read stored semantic-cache entries; starting empty");
+            return (HashMap::new(), 0);
+        }
+    };
+    let now = Instant::now();
+    let mut partitions: HashMap<PartitionKey, Partition<Item>> = HashMap::new();
+    for e in entries {
+        let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
+        let ttl = Duration::from_millis(u64::try_from(e.expires_at_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
+        let item = Item {
+            last: e.last,
+            context: e.context,
+            context_vector: e.context_vector.map(Arc::new),
+            body: Bytes::from(e.body),
+            cost_usd: e.cost_usd,
+            model: e.model,
+            provider: e.provider,
+            stored: now.checked_sub(age).unwrap_or(now),
+            ttl,
+        };
+        let dim = e.last_vector.len();
+        let p = partitions
+            .entry(e.partition)
+            .or_insert_with(|| Partition::new(dim, config.max_entries));
+        p.insert(&e.last_vector, item);
+    }
+    let total = partitions.values().map(Partition::len).sum();
+    if total > 0 {
+        tracing::info!(
+            entries = total,
+            partitions = partitions.len(),
+            "semantic cache reloaded from the store"
+        );
+    }
+    let partitions = partitions
+        .into_iter()
+        .map(|(k, p)| (k, Arc::new(RwLock::new(p))))
+        .collect();
+    (partitions, total)
 }
 
 /// The text of a message's content, or `None` when it holds anything but text.

@@ -97,6 +97,7 @@ impl Gateway {
             config.cache.semantic.clone(),
             config.cache.semantic_tasks.clone(),
             &config.store_url,
+            config.log_bodies,
             embedder.clone(),
         )?;
         let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);

@@ -88,16 +88,22 @@ impl Harness {
     }
 
     async fn start_with(extra: &str, loader: EmbedLoader) -> Harness {
+        let dir = std::env::temp_dir().join(format!("leanlm-semantic-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness::start_on(dir.join("calls.db"), "", extra, loader).await
+    }
+
+    /// A gateway (and a fresh mock upstream) on the store at `db`, as after a restart; `store` adds
+    /// settings to `[store]`.
+    async fn start_on(db: PathBuf, store: &str, extra: &str, loader: EmbedLoader) -> Harness {
         let labeller = Labeller::from_csv(LABELS).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock = Mock::serve_with(listener, false, Some(labeller));
-        let dir = std::env::temp_dir().join(format!("leanlm-semantic-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("calls.db");
         let toml = format!(
             r#"
 [store]
 url = "sqlite://{db}"
+{store}
 [providers.openai]
 kind = "openai"
 base_url = "{m}/v1"
@@ -349,6 +355,70 @@ async fn semantic_caching_is_off_unless_switched_on() {
         h.store().semantic_evidence(None, 10).unwrap().is_empty(),
         "nothing embedded, nothing learned"
     );
+    h.shutdown().await;
+}
+
+/// Teaches the `pw` task until its paraphrases are served from the cache.
+async fn learn_password_task(h: &Harness) {
+    h.ask("pw", None, "how do i reset my password").await;
+    let needed = leanlm_semantic::evidence_needed(0.3) as usize;
+    let paraphrases = [
+        "how do i reset my password please",
+        "how do i reset my password now",
+        "how do i reset my password thanks",
+        "hey how do i reset my password",
+        "so how do i reset my password",
+        "how do i reset my password again",
+        "tell me how do i reset my password",
+        "how do i reset my password quickly",
+        "ok how do i reset my password",
+        "how do i reset my account password",
+        "how do i reset my password fast",
+    ];
+    assert!(needed < paraphrases.len(), "{needed}");
+    for (i, q) in paraphrases.iter().take(needed).enumerate() {
+        h.ask("pw", None, q).await;
+        h.evidence("pw", i + 1).await;
+    }
+    let (cache, _, _) = h.ask("pw", None, "how do i reset my password here").await;
+    assert_eq!(cache, "semantic-hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_keeps_its_semantic_cache_unless_bodies_stay_out_of_the_store() {
+    let bag = || -> EmbedLoader { Box::new(|_| Ok(Arc::new(BagOfWords) as SharedEmbed)) };
+    let h = Harness::start(CONFIG).await;
+    learn_password_task(&h).await;
+    let db = h.db.clone();
+    h.shutdown().await;
+    let stored = |db: &PathBuf| {
+        Store::open(&format!("sqlite://{}", db.display()))
+            .unwrap()
+            .semantic_entries("local", 0, 100, 100)
+            .unwrap()
+    };
+    let entries = stored(&db);
+    assert!(!entries.is_empty(), "the shutdown flushed the entries");
+    assert!(entries.iter().all(|e| e.task_id == "pw" && e.last_vector.len() == 256));
+
+    // A new process on the same store: entries and evidence are back, and the first paraphrase is a hit.
+    let h = Harness::start_on(db.clone(), "", CONFIG, bag()).await;
+    let (cache, answer, _) = h.ask("pw", None, "how do i reset my password online").await;
+    assert_eq!((cache.as_str(), answer.as_str()), ("semantic-hit", "password"));
+    assert_eq!(h.mock.stats.requests(), 0, "nothing went upstream after the restart");
+    h.shutdown().await;
+
+    // With bodies kept out of the store, entries stay in memory: a restart starts the cache empty.
+    let dir = std::env::temp_dir().join(format!("leanlm-semantic-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("calls.db");
+    let h = Harness::start_on(db.clone(), "log_bodies = false", CONFIG, bag()).await;
+    learn_password_task(&h).await;
+    h.shutdown().await;
+    assert!(stored(&db).is_empty(), "no request text or answer in the store");
+    let h = Harness::start_on(db, "log_bodies = false", CONFIG, bag()).await;
+    let (cache, _, _) = h.ask("pw", None, "how do i reset my password online").await;
+    assert_eq!(cache, "miss");
     h.shutdown().await;
 }
 

@@ -11,7 +11,7 @@ mod writer;
 
 pub use record::{
     AuditRow, CallFilter, CallRecord, CallStats, CallStatus, CallSummary, OnlineCounts, OnlineScore, PolicyRow,
-    PolicyTag, SemanticEvidence, SpendBy, SpendRow, StageRecord, TaskRef, TaskRow, ValidationRow,
+    PolicyTag, SemanticEntry, SemanticEvidence, SpendBy, SpendRow, StageRecord, TaskRef, TaskRow, ValidationRow,
 };
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, spawn_writer};

@@ -265,6 +265,27 @@ pub struct SemanticEvidence {
     pub note: Option<String>,
 }
 
+/// One semantic-cache entry as kept across restarts: the request it answered (its partition, last user turn
+/// and context, with their embeddings) and the answer, until it expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticEntry {
+    /// The hash of everything but the conversation that must match for a hit (task, format, model, fields).
+    pub partition: [u8; 32],
+    pub task_id: String,
+    /// Which embedding model made the vectors: entries of another are not loaded.
+    pub embedding: String,
+    pub stored_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last: String,
+    pub context: String,
+    pub last_vector: Vec<f32>,
+    pub context_vector: Option<Vec<f32>>,
+    pub body: Vec<u8>,
+    pub cost_usd: Option<f64>,
+    pub model: String,
+    pub provider: String,
+}
+
 /// One piece of online evidence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OnlineScore {

@@ -160,7 +160,40 @@ ALTER TABLE online_scores ADD COLUMN model TEXT;
 -- A cascade's stages before the served answer, as JSON: model, cost, outcome, score.
 ALTER TABLE calls ADD COLUMN stages TEXT;
 "#,
+    r#"
+-- The semantic cache's entries, so a restarted gateway keeps its cache (vectors as little-endian f32).
+CREATE TABLE semantic_entries (
+    partition BLOB NOT NULL,
+    task TEXT NOT NULL,
+    embedding TEXT NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    last TEXT NOT NULL,
+    context TEXT NOT NULL,
+    last_vector BLOB NOT NULL,
+    context_vector BLOB,
+    body BLOB NOT NULL,
+    cost_usd REAL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL
+);
+CREATE INDEX semantic_entries_partition ON semantic_entries (partition, stored_at_ms);
+CREATE INDEX semantic_entries_expiry ON semantic_entries (expires_at_ms);
+"#,
 ];
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_of(bytes: &[u8]) -> Option<Vec<f32>> {
+    bytes.len().is_multiple_of(4).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
 
 /// A short, stable content hash (for equality only).
 fn short_hash(bytes: &[u8]) -> String {
@@ -690,8 +723,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Adds online evidence: shadow and audit answers are kept one by one (the recent window reads them);
-    /// every piece, `served` ones included, is added to the version's running totals.
     /// Stores verified would-be hits of the semantic cache.
     pub fn insert_semantic_evidence(&mut self, rows: &[crate::SemanticEvidence]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
@@ -733,6 +764,120 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Stores semantic-cache entries.
+    pub fn insert_semantic_entries(&mut self, rows: &[crate::SemanticEntry]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO semantic_entries (partition, task, embedding, stored_at_ms, expires_at_ms, last, context,
+                    last_vector, context_vector, body, cost_usd, model, provider)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for r in rows {
+                ins.execute(params![
+                    r.partition.as_slice(),
+                    r.task_id,
+                    r.embedding,
+                    r.stored_at_ms,
+                    r.expires_at_ms,
+                    r.last,
+                    r.context,
+                    vector_bytes(&r.last_vector),
+                    r.context_vector.as_deref().map(vector_bytes),
+                    r.body,
+                    r.cost_usd,
+                    r.model,
+                    r.provider,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The semantic-cache entries of one embedding model still live at `now_ms`: the newest `per_partition`
+    /// of each partition and the newest `total` in all, oldest first (the order to refill a cache in).
+    /// Rows that do not decode (a vector of a broken length) are left out.
+    pub fn semantic_entries(
+        &self,
+        embedding: &str,
+        now_ms: i64,
+        per_partition: usize,
+        total: usize,
+    ) -> Result<Vec<crate::SemanticEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT partition, task, embedding, stored_at_ms, expires_at_ms, last, context, last_vector, context_vector,
+                body, cost_usd, model, provider FROM (
+                SELECT *, ROW_NUMBER() OVER (PARTITION BY partition ORDER BY stored_at_ms DESC, rowid DESC) AS k
+                FROM semantic_entries WHERE embedding = ?1 AND expires_at_ms > ?2)
+             WHERE k <= ?3 ORDER BY stored_at_ms DESC, k LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![embedding, now_ms, per_partition as i64, total as i64], |r| {
+            let partition: Vec<u8> = r.get(0)?;
+            let last_vector: Vec<u8> = r.get(7)?;
+            let context_vector: Option<Vec<u8>> = r.get(8)?;
+            let decoded = (
+                <[u8; 32]>::try_from(partition.as_slice()).ok(),
+                vector_of(&last_vector),
+                context_vector.as_deref().map(vector_of),
+            );
+            let (Some(partition), Some(last_vector), context_vector) = decoded else {
+                return Ok(None);
+            };
+            let context_vector = match context_vector {
+                None => None,
+                Some(Some(v)) => Some(v),
+                Some(None) => return Ok(None),
+            };
+            Ok(Some(crate::SemanticEntry {
+                partition,
+                task_id: r.get(1)?,
+                embedding: r.get(2)?,
+                stored_at_ms: r.get(3)?,
+                expires_at_ms: r.get(4)?,
+                last: r.get(5)?,
+                context: r.get(6)?,
+                last_vector,
+                context_vector,
+                body: r.get(9)?,
+                cost_usd: r.get(10)?,
+                model: r.get(11)?,
+                provider: r.get(12)?,
+            }))
+        })?;
+        let mut out: Vec<_> = rows.filter_map(Result::transpose).collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Deletes semantic-cache entries that have expired at `now_ms` or that a cache could no longer hold:
+    /// beyond the newest `per_partition` of their partition or the newest `total` in all. Returns how many.
+    pub fn prune_semantic_entries(
+        &mut self,
+        now_ms: i64,
+        per_partition: usize,
+        total: usize,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut n = tx.execute(
+            "DELETE FROM semantic_entries WHERE expires_at_ms <= ?1",
+            params![now_ms],
+        )?;
+        n += tx.execute(
+            "DELETE FROM semantic_entries WHERE rowid IN (SELECT rowid FROM (
+                SELECT rowid, ROW_NUMBER() OVER (PARTITION BY partition ORDER BY stored_at_ms DESC, rowid DESC) AS k
+                FROM semantic_entries) WHERE k > ?1)",
+            params![per_partition as i64],
+        )?;
+        n += tx.execute(
+            "DELETE FROM semantic_entries WHERE rowid IN (
+                SELECT rowid FROM semantic_entries ORDER BY stored_at_ms DESC, rowid DESC LIMIT -1 OFFSET ?1)",
+            params![total as i64],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Per task and kind (`hit`, `semantic-hit`): calls served from a cache and the cost they avoided.
     pub fn cache_hits(&self) -> Result<Vec<(String, String, u64, f64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -745,6 +890,8 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Adds online evidence: shadow and audit answers are kept one by one (the recent window reads them);
+    /// every piece, `served` ones included, is added to the version's running totals.
     pub fn insert_online(&mut self, scores: &[crate::OnlineScore]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
@@ -1259,6 +1406,84 @@ pub(crate) mod tests {
         drop(s);
         assert!(matches!(Store::open(&url), Err(StoreError::TooNew { found: 99, .. })));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn entry(partition: u8, stored_at_ms: i64, expires_at_ms: i64, embedding: &str) -> crate::SemanticEntry {
+        crate::SemanticEntry {
+            partition: [partition; 32],
+            task_id: "t".into(),
+            embedding: embedding.into(),
+            stored_at_ms,
+            expires_at_ms,
+            last: format!("question {stored_at_ms}"),
+            context: String::new(),
+            last_vector: vec![0.6, -0.8, stored_at_ms as f32],
+            context_vector: partition.is_multiple_of(2).then(|| vec![1.0, 0.0, 0.0]),
+            body: format!("{{\"answer\": {stored_at_ms}}}").into_bytes(),
+            cost_usd: Some(0.001),
+            model: "gpt-4o".into(),
+            provider: "openai".into(),
+        }
+    }
+
+    #[test]
+    fn semantic_entries_come_back_live_newest_per_partition_oldest_first() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let mut rows = Vec::new();
+        for t in 0..6 {
+            rows.push(entry(1, 100 + t, 1_000, "local"));
+            rows.push(entry(2, 200 + t, 1_000, "local"));
+        }
+        rows.push(entry(3, 300, 400, "local")); // expired at 500
+        rows.push(entry(4, 301, 1_000, "remote:text-embedding-3-small")); // another model
+        s.insert_semantic_entries(&rows).unwrap();
+
+        let got = s.semantic_entries("local", 500, 4, 100).unwrap();
+        let stored: Vec<i64> = got.iter().map(|e| e.stored_at_ms).collect();
+        assert_eq!(stored, vec![102, 103, 104, 105, 202, 203, 204, 205]);
+        assert_eq!(
+            got[0],
+            entry(1, 102, 1_000, "local"),
+            "every field and both vectors survive"
+        );
+        assert_eq!(got[4], entry(2, 202, 1_000, "local"));
+        let newest: Vec<i64> = s
+            .semantic_entries("local", 500, 4, 3)
+            .unwrap()
+            .iter()
+            .map(|e| e.stored_at_ms)
+            .collect();
+        assert_eq!(newest, vec![203, 204, 205], "the total keeps the newest");
+        assert_eq!(
+            s.semantic_entries("remote:text-embedding-3-small", 500, 4, 100)
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // A row that does not decode is skipped, not fatal.
+        s.conn
+            .execute(
+                "UPDATE semantic_entries SET last_vector = x'0102' WHERE stored_at_ms = 205",
+                [],
+            )
+            .unwrap();
+        assert_eq!(s.semantic_entries("local", 500, 4, 100).unwrap().len(), 7);
+
+        // Pruning drops the expired, what no partition can hold, then the oldest beyond the total.
+        assert_eq!(s.prune_semantic_entries(500, 4, 100).unwrap(), 1 + 2 + 2);
+        assert_eq!(s.prune_semantic_entries(500, 4, 5).unwrap(), 4);
+        let left: Vec<i64> = s
+            .semantic_entries("local", 500, 10, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.stored_at_ms)
+            .collect();
+        assert_eq!(
+            left,
+            vec![202, 203, 204],
+            "205 is kept but does not decode; 301 is another model's"
+        );
     }
 
     #[test]
