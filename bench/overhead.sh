@@ -7,6 +7,7 @@
 #   DURATION=20 bench/overhead.sh     # longer, steadier runs
 #   LITELLM=1 bench/overhead.sh       # also measure the LiteLLM proxy where `pip install 'litellm[proxy]'` works
 #   POLICY=1 bench/overhead.sh        # also measure with a deployment policy on the task (a 50% canary)
+#   OUT=bench/results/x.json ...      # where the raw results go (default: bench/results/overhead-<date>.json)
 #
 # For scale, each load also goes through a bare reverse proxy (hyper, no parsing, no logging: `leanlm-mock
 # --forward`), the floor cost of one more HTTP hop on this machine.
@@ -76,17 +77,24 @@ pids+=($!); gw_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the process's call-log writer thread (0 for processes without one).
+writer_ticks() {
+    for t in /proc/"$1"/task/*; do
+        if [ "$(cat "$t/comm" 2>/dev/null)" = leanlm-call-log ]; then awk '{print $14 + $15}' "$t/stat"; return; fi
+    done
+    echo 0
+}
 hz=$(getconf CLK_TCK)
 run() { # label url concurrency rate server-pid
     # A short warm-up run first, so connections are open and CPU time is counted for measured requests only.
     "$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --concurrency "$3" \
         --rate "$4" --duration-secs 1 --warmup-secs 0 > /dev/null
-    local t0 t1 out
-    t0=$(ticks "$5")
+    local t0 t1 w0 w1 out
+    t0=$(ticks "$5"); w0=$(writer_ticks "$5")
     out=$("$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --label "$1" \
         --concurrency "$3" --rate "$4" --duration-secs "$DURATION" --warmup-secs 0)
-    t1=$(ticks "$5")
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["server_cpu_us_per_request"]=(int(sys.argv[3])-int(sys.argv[2]))*1e6/int(sys.argv[4])/max(r["requests"],1); print(json.dumps(r))' "$out" "$t0" "$t1" "$hz"
+    t1=$(ticks "$5"); w1=$(writer_ticks "$5")
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=max(r["requests"],1); hz=int(sys.argv[4]); r["server_cpu_us_per_request"]=(int(sys.argv[3])-int(sys.argv[2]))*1e6/hz/n; r["writer_cpu_us_per_request"]=(int(sys.argv[6])-int(sys.argv[5]))*1e6/hz/n; print(json.dumps(r))' "$out" "$t0" "$t1" "$hz" "$w0" "$w1"
 }
 
 results="$work/results.jsonl"
@@ -159,7 +167,7 @@ YAML
 fi
 
 mkdir -p bench/results
-out="bench/results/overhead-$(date -u +%Y%m%d).json"
+out="${OUT:-bench/results/overhead-$(date -u +%Y%m%d).json}"
 python3 - "$results" "$gw_rss" "$mock_rss" "$logged" "$litellm_note" "$out" "$own" <<'PY'
 import json, sys, platform, os
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -189,6 +197,9 @@ for r in rows:
               f"{added50} / {added99} | {g['rps']:.0f} / {r['rps']:.0f} = {ratio:.2f} | {g['server_cpu_us_per_request']:.0f} / {r['server_cpu_us_per_request']:.0f} |")
         summary.append({"via": other, "concurrency": c, "rate": rate, "added_p50_us": added50, "added_p99_us": added99,
                         "throughput_ratio": ratio, "direct": r, "proxied": g})
+writer = [f"c={g['concurrency']} {g['proxied']['writer_cpu_us_per_request']:.0f} µs" for g in summary
+          if g["via"] == "leanlm" and g["rate"]]
+print(f"\nof the gateway's CPU per request at the fixed rate, its call-log writer thread: {', '.join(writer)}")
 json.dump({"rows": rows, "summary": summary, "gateway_peak_rss_kb": gw_rss, "mock_peak_rss_kb": mock_rss,
            "calls_logged": logged, "litellm": note, "gateway_own_time": own}, open(out, "w"), indent=1)
 print(f"\nraw results: {out}")
