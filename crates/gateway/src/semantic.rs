@@ -735,13 +735,18 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
     };
     let now = Instant::now();
     let mut partitions: HashMap<PartitionKey, Partition<Item>> = HashMap::new();
+    // Entries of one system prompt or history share its embedding in memory, as they did before the restart.
+    let mut contexts: HashMap<String, Arc<Vec<f32>>> = HashMap::new();
     for e in entries {
         let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
         let ttl = Duration::from_millis(u64::try_from(e.expires_at_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
+        let context_vector = e
+            .context_vector
+            .map(|v| contexts.entry(e.context.clone()).or_insert_with(|| Arc::new(v)).clone());
         let item = Item {
             last: e.last,
             context: e.context,
-            context_vector: e.context_vector.map(Arc::new),
+            context_vector,
             body: Bytes::from(e.body),
             cost_usd: e.cost_usd,
             model: e.model,

@@ -389,6 +389,8 @@ async fn a_restarted_gateway_keeps_its_semantic_cache_unless_bodies_stay_out_of_
     let bag = || -> EmbedLoader { Box::new(|_| Ok(Arc::new(BagOfWords) as SharedEmbed)) };
     let h = Harness::start(CONFIG).await;
     learn_password_task(&h).await;
+    let bank = Some("You help the customers of a bank.");
+    h.ask("pw", bank, "how do i reset my password").await;
     let db = h.db.clone();
     h.shutdown().await;
     let stored = |db: &PathBuf| {
@@ -406,6 +408,13 @@ async fn a_restarted_gateway_keeps_its_semantic_cache_unless_bodies_stay_out_of_
     let (cache, answer, _) = h.ask("pw", None, "how do i reset my password online").await;
     assert_eq!((cache.as_str(), answer.as_str()), ("semantic-hit", "password"));
     assert_eq!(h.mock.stats.requests(), 0, "nothing went upstream after the restart");
+    // The conversation's context came back with its entry: the same system prompt hits, another misses.
+    let (cache, _, _) = h.ask("pw", bank, "how do i reset my password online").await;
+    assert_eq!(cache, "semantic-hit");
+    let (cache, _, _) = h
+        .ask("pw", Some("You are a pirate."), "how do i reset my password online")
+        .await;
+    assert_eq!(cache, "miss");
     h.shutdown().await;
 
     // With bodies kept out of the store, entries stay in memory: a restart starts the cache empty.
