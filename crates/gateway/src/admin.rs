@@ -129,6 +129,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/validations", get(validations))
         .route("/api/validations/{id}", get(validation))
         .route("/api/cache", get(cache_overview))
+        .route("/api/cache/clear", post(cache_clear))
         .route("/api/policies", get(policies))
         .route("/api/policies/log", get(policy_log))
         .route("/api/policies/{task}/deploy", post(deploy))
@@ -399,6 +400,37 @@ async fn cache_overview(State(app): State<Arc<AppState>>) -> Response {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(r) => r,
     }
+}
+
+#[derive(Deserialize)]
+struct ClearQuery {
+    /// A task id or name; every task when absent.
+    task: Option<String>,
+}
+
+/// Drops the semantic cache's entries of a task (or of all), in this gateway and in the store: the way
+/// to withdraw answers that should no longer be served, without a restart.
+async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuery>) -> Response {
+    let task = match q.task {
+        None => None,
+        Some(wanted) => {
+            let lookup = wanted.clone();
+            let found = with_store(&app, move |s| {
+                Ok(s.tasks(None)?
+                    .into_iter()
+                    .find(|t| t.id == lookup || t.name == lookup)
+                    .map(|t| t.id))
+            })
+            .await;
+            match found {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => return error(StatusCode::NOT_FOUND, format!("no task with id or name `{wanted}`")),
+                Err(r) => return r,
+            }
+        }
+    };
+    let removed = app.semantic.as_ref().map_or(0, |c| c.clear(task.as_deref()));
+    axum::Json(json!({"task": task, "semantic_entries_removed": removed})).into_response()
 }
 
 async fn policies(State(app): State<Arc<AppState>>) -> Response {

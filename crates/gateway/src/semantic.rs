@@ -128,7 +128,7 @@ pub struct SemanticCache {
     config: SemanticConfig,
     tasks: HashMap<String, TaskSemantic>,
     embedder: Arc<Embedder>,
-    partitions: RwLock<HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>>,
+    partitions: RwLock<Partitions>,
     /// Entries in all partitions.
     total: std::sync::atomic::AtomicUsize,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
@@ -141,11 +141,21 @@ pub struct SemanticCache {
     persisted_as: Option<String>,
 }
 
-/// What the semantic cache's writer thread stores.
+/// What the semantic cache's writer thread stores, in the order it was asked.
 enum Write {
     Evidence(SemanticEvidence),
     Entry(Box<SemanticEntry>),
+    /// Deletes the stored entries of a task (`None`: of every task).
+    Clear(Option<String>),
 }
+
+/// A partition's entries and the task they belong to.
+struct Shelf {
+    task: String,
+    entries: Arc<RwLock<Partition<Item>>>,
+}
+
+type Partitions = HashMap<PartitionKey, Shelf>;
 
 /// An eligible request, ready to look up.
 pub struct Probe {
@@ -318,20 +328,31 @@ impl SemanticCache {
             .name("leanlm-semantic".into())
             .spawn(move || {
                 let mut pruned = Instant::now();
+                let insert = |store: &mut Store, entries: &mut Vec<SemanticEntry>| {
+                    if let Err(e) = store.insert_semantic_entries(entries) {
+                        tracing::error!(error = %e, "could not store semantic-cache entries");
+                    }
+                    entries.clear();
+                };
                 while let Ok(first) = rx.recv() {
                     let (mut evidence, mut entries) = (Vec::new(), Vec::new());
                     for w in std::iter::once(first).chain(rx.try_iter().take(999)) {
                         match w {
                             Write::Evidence(e) => evidence.push(e),
                             Write::Entry(e) => entries.push(*e),
+                            // Entries queued before the clear are stored first, so it deletes them too.
+                            Write::Clear(task) => {
+                                insert(&mut store, &mut entries);
+                                if let Err(e) = store.delete_semantic_entries(task.as_deref()) {
+                                    tracing::error!(error = %e, "could not delete stored semantic-cache entries");
+                                }
+                            }
                         }
                     }
                     if let Err(e) = store.insert_semantic_evidence(&evidence) {
                         tracing::error!(error = %e, "could not store semantic-cache evidence");
                     }
-                    if let Err(e) = store.insert_semantic_entries(&entries) {
-                        tracing::error!(error = %e, "could not store semantic-cache entries");
-                    }
+                    insert(&mut store, &mut entries);
                     if let Some((per_partition, total)) = limits
                         && pruned.elapsed() >= PRUNE_EVERY
                     {
@@ -477,7 +498,7 @@ impl SemanticCache {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&probe.partition)
-            .cloned();
+            .map(|s| s.entries.clone());
         let found = partition.and_then(|p| {
             let p = p.read().unwrap_or_else(|e| e.into_inner());
             self.nearest_allowed(&p, &probe, &last_vector, context_vector.as_deref())
@@ -609,12 +630,17 @@ impl SemanticCache {
                 let partition = {
                     let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
                     match all.get(&probe.partition) {
-                        Some(p) => p.clone(),
+                        Some(s) => s.entries.clone(),
                         None if budget_left => all
                             .entry(probe.partition)
-                            .or_insert_with(|| {
-                                Arc::new(RwLock::new(Partition::new(last_vector.len(), self.config.max_entries)))
+                            .or_insert_with(|| Shelf {
+                                task: probe.task.clone(),
+                                entries: Arc::new(RwLock::new(Partition::new(
+                                    last_vector.len(),
+                                    self.config.max_entries,
+                                ))),
                             })
+                            .entries
                             .clone(),
                         None => {
                             metrics::counter!("leanlm_semantic_full_total").increment(1);
@@ -678,6 +704,30 @@ impl SemanticCache {
         }
     }
 
+    /// Drops the cached entries of a task (by id; `None`: of every task), here and in the store, and returns
+    /// how many this gateway held. What the task's traffic taught (its evidence and threshold) stays. Other
+    /// gateways on the same store keep what they hold in memory until they restart.
+    pub fn clear(&self, task: Option<&str>) -> usize {
+        let removed: usize = {
+            let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let mut removed = 0;
+            all.retain(|_, s| {
+                let keep = task.is_some_and(|t| t != s.task);
+                if !keep {
+                    removed += s.entries.read().unwrap_or_else(|p| p.into_inner()).len();
+                }
+                keep
+            });
+            removed
+        };
+        self.total.fetch_sub(removed, std::sync::atomic::Ordering::Relaxed);
+        if self.persisted_as.is_some() && !self.queue(Write::Clear(task.map(str::to_owned))) {
+            tracing::error!("could not queue deleting stored semantic-cache entries: the queue is full");
+        }
+        metrics::counter!("leanlm_semantic_cleared_total").increment(removed as u64);
+        removed
+    }
+
     /// Hands a row to the writer thread; false when the queue is full.
     fn queue(&self, w: Write) -> bool {
         self.writer.as_ref().is_some_and(|tx| tx.try_send(w).is_ok())
@@ -719,8 +769,6 @@ impl Drop for SemanticCache {
 
 /// The live entries earlier runs stored, in partitions, with their count. A store that cannot be read
 /// leaves the cache empty (said in the log), never stops the gateway.
-type Partitions = HashMap<PartitionKey, Arc<RwLock<Partition<Item>>>>;
-
 fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> (Partitions, usize) {
     let now_ms = unix_ms();
     if let Err(e) = store.prune_semantic_entries(now_ms, config.max_entries, config.max_total_entries) {
@@ -734,7 +782,7 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
         }
     };
     let now = Instant::now();
-    let mut partitions: HashMap<PartitionKey, Partition<Item>> = HashMap::new();
+    let mut partitions: HashMap<PartitionKey, (String, Partition<Item>)> = HashMap::new();
     // Entries of one system prompt or history share its embedding in memory, as they did before the restart.
     let mut contexts: HashMap<String, Arc<Vec<f32>>> = HashMap::new();
     for e in entries {
@@ -755,12 +803,12 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
             ttl,
         };
         let dim = e.last_vector.len();
-        let p = partitions
+        let (_, p) = partitions
             .entry(e.partition)
-            .or_insert_with(|| Partition::new(dim, config.max_entries));
+            .or_insert_with(|| (e.task_id, Partition::new(dim, config.max_entries)));
         p.insert(&e.last_vector, item);
     }
-    let total = partitions.values().map(Partition::len).sum();
+    let total = partitions.values().map(|(_, p)| p.len()).sum();
     if total > 0 {
         tracing::info!(
             entries = total,
@@ -770,7 +818,10 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
     }
     let partitions = partitions
         .into_iter()
-        .map(|(k, p)| (k, Arc::new(RwLock::new(p))))
+        .map(|(k, (task, p))| {
+            let entries = Arc::new(RwLock::new(p));
+            (k, Shelf { task, entries })
+        })
         .collect();
     (partitions, total)
 }

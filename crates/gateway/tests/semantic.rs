@@ -431,6 +431,48 @@ async fn a_restarted_gateway_keeps_its_semantic_cache_unless_bodies_stay_out_of_
     h.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_withdraws_a_tasks_cached_answers_here_and_in_the_store() {
+    let h = Harness::start(&format!("{CONFIG}\n[admin]\ntoken = \"admin-secret\"\n")).await;
+    learn_password_task(&h).await;
+    h.ask("card", None, "where is my card").await;
+    let clear = |task: &str, token: &str| {
+        h.http
+            .post(format!("{}/api/cache/clear?task={task}", h.url))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(clear("pw", "wrong").await.unwrap().status(), 401);
+    let r = clear("no-such-task", "admin-secret").await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("no-such-task"));
+
+    let r = clear("pw", "admin-secret").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["semantic_entries_removed"].as_u64().unwrap() >= 1, "{v}");
+    let (cache, _, _) = h.ask("pw", None, "how do i reset my password online").await;
+    assert_eq!(cache, "miss", "the task's entries are gone");
+    let (cache, _, _) = h.ask("pw", None, "how do i reset my password online please").await;
+    assert_eq!(
+        cache, "semantic-hit",
+        "its evidence stays: the next entry serves at once"
+    );
+    let db = h.db.clone();
+    h.shutdown().await;
+    let stored = Store::open(&format!("sqlite://{}", db.display()))
+        .unwrap()
+        .semantic_entries("local", 0, 100, 100)
+        .unwrap();
+    let mut questions: Vec<&str> = stored.iter().map(|e| e.last.as_str()).collect();
+    questions.sort();
+    assert_eq!(
+        questions,
+        ["how do i reset my password online", "where is my card"],
+        "the store keeps what was cached after the clear, and the other task's entries"
+    );
+}
+
 #[test]
 fn bad_semantic_settings_are_refused_with_the_field() {
     for (toml, field) in [

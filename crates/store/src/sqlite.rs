@@ -850,6 +850,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes the semantic-cache entries of a task, or of every task. Returns how many.
+    pub fn delete_semantic_entries(&mut self, task: Option<&str>) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM semantic_entries WHERE ?1 IS NULL OR task = ?1",
+            params![task],
+        )?)
+    }
+
     /// Deletes semantic-cache entries that have expired at `now_ms` or that a cache could no longer hold:
     /// beyond the newest `per_partition` of their partition or the newest `total` in all. Returns how many.
     pub fn prune_semantic_entries(
@@ -1484,6 +1492,14 @@ pub(crate) mod tests {
             vec![202, 203, 204],
             "205 is kept but does not decode; 301 is another model's"
         );
+
+        // Clearing one task's entries leaves the others; clearing all leaves none.
+        let mut other = entry(5, 400, 1_000, "local");
+        other.task_id = "u".into();
+        s.insert_semantic_entries(&[other]).unwrap();
+        assert_eq!(s.delete_semantic_entries(Some("t")).unwrap(), 5);
+        assert_eq!(s.semantic_entries("local", 500, 10, 100).unwrap()[0].task_id, "u");
+        assert_eq!(s.delete_semantic_entries(None).unwrap(), 1);
     }
 
     #[test]
