@@ -429,7 +429,12 @@ async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuer
             }
         }
     };
-    let removed = app.semantic.as_ref().map_or(0, |c| c.clear(task.as_deref()));
+    let Some(removed) = app.semantic.as_ref().map_or(Some(0), |c| c.clear(task.as_deref())) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the semantic cache's store queue is full; nothing was cleared, try again",
+        );
+    };
     axum::Json(json!({"task": task, "semantic_entries_removed": removed})).into_response()
 }
 

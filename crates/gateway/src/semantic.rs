@@ -706,8 +706,12 @@ impl SemanticCache {
 
     /// Drops the cached entries of a task (by id; `None`: of every task), here and in the store, and returns
     /// how many this gateway held. What the task's traffic taught (its evidence and threshold) stays. Other
-    /// gateways on the same store keep what they hold in memory until they restart.
-    pub fn clear(&self, task: Option<&str>) -> usize {
+    /// gateways on the same store keep what they hold in memory until they restart. `None` when the store's
+    /// queue is full: nothing is dropped then, so memory and store never disagree.
+    pub fn clear(&self, task: Option<&str>) -> Option<usize> {
+        if self.persisted_as.is_some() && !self.queue(Write::Clear(task.map(str::to_owned))) {
+            return None;
+        }
         let removed: usize = {
             let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
             let mut removed = 0;
@@ -721,11 +725,8 @@ impl SemanticCache {
             removed
         };
         self.total.fetch_sub(removed, std::sync::atomic::Ordering::Relaxed);
-        if self.persisted_as.is_some() && !self.queue(Write::Clear(task.map(str::to_owned))) {
-            tracing::error!("could not queue deleting stored semantic-cache entries: the queue is full");
-        }
         metrics::counter!("leanlm_semantic_cleared_total").increment(removed as u64);
-        removed
+        Some(removed)
     }
 
     /// Hands a row to the writer thread; false when the queue is full.
