@@ -5,6 +5,31 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::StoreArgs;
 
+/// `leanlm cache --clear`: records a clear in the store, which deletes the stored entries; running gateways
+/// apply it to what they hold within a second.
+pub fn clear(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::Result<()> {
+    store_args.open()?;
+    let Some((task, id, _, deleted)) = leanlm_gateway::admin::record_cache_clear(&store_args.url()?, task)? else {
+        anyhow::bail!(
+            "--task: no task with id or name `{}` (`leanlm tasks` lists them)",
+            task.unwrap_or_default()
+        );
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"task": task, "clear_id": id, "stored_entries_deleted": deleted})
+        );
+    } else {
+        println!(
+            "Cleared the semantic cache of {}: {deleted} stored entries deleted; running gateways on this store drop \
+             theirs within a second.",
+            task.as_deref().map_or("every task".to_owned(), |t| format!("task {t}"))
+        );
+    }
+    Ok(())
+}
+
 pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     let config = store_args.config()?;
     let store = store_args.open()?;

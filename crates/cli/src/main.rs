@@ -260,12 +260,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Cache hits and savings per task, and the semantic cache's measured false-hit rate and threshold.
+    /// Cache hits and savings per task, and the semantic cache's measured false-hit rate and threshold;
+    /// with --clear, drops the semantic cache's entries of a task (or of all) in every gateway on the store.
     Cache {
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
         json: bool,
+        /// Drop the semantic cache's entries (of --task, else of every task): stored ones now, those in running
+        /// gateways' memory within a second. What the task's traffic taught stays.
+        #[arg(long)]
+        clear: bool,
+        /// With --clear: the task, by id or name.
+        #[arg(long, requires = "clear")]
+        task: Option<String>,
     },
     /// Every policy change, manual or automatic: who, when, what, why.
     PolicyLog {
@@ -375,7 +383,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => deploy::promote(&store, &task, share, force),
         Command::Rollback { store, task, reason } => deploy::rollback(&store, &task, &reason),
         Command::Policies { store, json } => deploy::policies(&store, json),
-        Command::Cache { store, json } => cache::cache(&store, json),
+        Command::Cache {
+            store,
+            json,
+            clear: true,
+            task,
+        } => cache::clear(&store, task.as_deref(), json),
+        Command::Cache { store, json, .. } => cache::cache(&store, json),
         Command::PolicyLog {
             store,
             task,

@@ -99,4 +99,25 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
     assert_eq!(code, 0);
     eprintln!("{out}");
     assert!(out.contains("semantic hits") && out.contains(&task[..8]), "{out}");
+
+    // `leanlm cache --clear` withdraws the task's entries: the stored ones at once (running gateways drop
+    // theirs within a second; crates/gateway/tests/semantic.rs checks that part).
+    let (code, _, err) = env.leanlm(&["cache", "--clear", "--task", "no-such-task"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--task") && err.contains("no-such-task"), "{err}");
+    let stored = || {
+        leanlm_store::Store::open(&env.db)
+            .unwrap()
+            .semantic_entries("local", 0, 100_000, 100_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.task_id == task)
+            .count()
+    };
+    assert!(stored() > 0, "the task's entries are stored");
+    let (code, out, err) = env.leanlm(&["cache", "--clear", "--task", &task, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["stored_entries_deleted"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(stored(), 0);
 }

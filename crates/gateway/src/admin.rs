@@ -408,34 +408,67 @@ struct ClearQuery {
     task: Option<String>,
 }
 
-/// Drops the semantic cache's entries of a task (or of all), in this gateway and in the store: the way
-/// to withdraw answers that should no longer be served, without a restart.
+/// Drops the semantic cache's entries of a task (or of all): from the store, from this gateway at once,
+/// and from every other gateway on the store within a second. The way to withdraw answers that should no
+/// longer be served, without a restart.
 async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuery>) -> Response {
-    let task = match q.task {
-        None => None,
-        Some(wanted) => {
-            let lookup = wanted.clone();
-            let found = with_store(&app, move |s| {
-                Ok(s.tasks(None)?
-                    .into_iter()
-                    .find(|t| t.id == lookup || t.name == lookup)
-                    .map(|t| t.id))
-            })
-            .await;
-            match found {
-                Ok(Some(id)) => Some(id),
-                Ok(None) => return error(StatusCode::NOT_FOUND, format!("no task with id or name `{wanted}`")),
-                Err(r) => return r,
-            }
+    let url = app.config.store_url.clone();
+    let wanted = q.task.clone();
+    let cleared = tokio::task::spawn_blocking(move || record_cache_clear(&url, wanted.as_deref())).await;
+    let (task, id, at_ms, deleted) = match cleared {
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no task with id or name `{}`", q.task.unwrap_or_default()),
+            );
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("clearing the cache failed: {e}"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("clearing the cache failed: {e}"),
+            );
         }
     };
-    let Some(removed) = app.semantic.as_ref().map_or(Some(0), |c| c.clear(task.as_deref())) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the semantic cache's store queue is full; nothing was cleared, try again",
-        );
+    let removed = app.semantic.as_ref().map_or(0, |c| c.clear(task.as_deref(), id, at_ms));
+    axum::Json(json!({
+        "task": task,
+        "clear_id": id,
+        "stored_entries_deleted": deleted,
+        "semantic_entries_removed": removed,
+    }))
+    .into_response()
+}
+
+/// Records a clear of a task (by id or name; `None`: every task) in the store, which deletes its stored
+/// entries: the task's id, the clear's id and time, and how many rows went. `None` when no task has that id
+/// or name.
+#[allow(clippy::type_complexity)]
+pub fn record_cache_clear(
+    url: &str,
+    task: Option<&str>,
+) -> Result<Option<(Option<String>, i64, i64, usize)>, StoreError> {
+    let mut store = Store::open(url)?;
+    let task = match task {
+        None => None,
+        Some(wanted) => match store
+            .tasks(None)?
+            .into_iter()
+            .find(|t| t.id == wanted || t.name == wanted)
+        {
+            Some(t) => Some(t.id),
+            None => return Ok(None),
+        },
     };
-    axum::Json(json!({"task": task, "semantic_entries_removed": removed})).into_response()
+    let at_ms = unix_ms();
+    let (id, deleted) = store.clear_semantic_cache(task.as_deref(), at_ms)?;
+    Ok(Some((task, id, at_ms, deleted)))
 }
 
 async fn policies(State(app): State<Arc<AppState>>) -> Response {

@@ -63,11 +63,8 @@ impl<T> Receiver<T> {
         item
     }
 
-    /// Waits for an item; `Err` once every sender is gone and the queue is empty.
-    pub fn recv(&self) -> Result<T, mpsc::RecvError> {
-        self.rx.recv().map(|item| self.taken(item))
-    }
-
+    /// Waits for an item at most `timeout`; `Err(Disconnected)` once every sender is gone and the queue is
+    /// empty.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, mpsc::RecvTimeoutError> {
         self.rx.recv_timeout(timeout).map(|item| self.taken(item))
     }
@@ -88,7 +85,7 @@ mod tests {
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
-        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
         tx.try_send(4).unwrap();
         assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![2, 4]);
         assert!(matches!(
@@ -112,7 +109,7 @@ mod tests {
         let (tx, rx) = bounded(4);
         tx.try_send("a").unwrap();
         drop(tx);
-        assert_eq!(rx.recv().unwrap(), "a");
-        assert!(rx.recv().is_err());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "a");
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
     }
 }

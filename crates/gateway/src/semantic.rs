@@ -82,6 +82,9 @@ const EVIDENCE_WINDOW: usize = 5_000;
 const NEIGHBOURS: usize = 4;
 /// Context embeddings remembered (system prompts and histories repeat across calls).
 const CONTEXT_MEMO: usize = 4_096;
+/// How often the writer looks for cache clears recorded in the store: the longest another gateway, or the
+/// CLI, waits for its clear to reach this one.
+const CLEARS_POLL: Duration = Duration::from_secs(1);
 /// How often stored entries that expired or that no cache could hold any more are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -128,9 +131,8 @@ pub struct SemanticCache {
     config: SemanticConfig,
     tasks: HashMap<String, TaskSemantic>,
     embedder: Arc<Embedder>,
-    partitions: RwLock<Partitions>,
-    /// Entries in all partitions.
-    total: std::sync::atomic::AtomicUsize,
+    /// The entries, shared with the writer thread, which applies clears recorded in the store.
+    memory: Arc<Memory>,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
     evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
     /// `None` once dropping: closing the queue lets the writer finish.
@@ -145,8 +147,45 @@ pub struct SemanticCache {
 enum Write {
     Evidence(SemanticEvidence),
     Entry(Box<SemanticEntry>),
-    /// Deletes the stored entries of a task (`None`: of every task).
-    Clear(Option<String>),
+    /// Deletes the stored entries of a task (`None`: of every task) cached up to a clear's time, once the
+    /// ones queued before it are written.
+    Clear(Option<String>, i64),
+}
+
+/// The cache's entries in memory.
+#[derive(Default)]
+struct Memory {
+    partitions: RwLock<Partitions>,
+    /// Entries in all partitions.
+    total: std::sync::atomic::AtomicUsize,
+    /// Clears this gateway applied when it recorded them, which its writer then need not apply again.
+    applied_here: Mutex<std::collections::HashSet<i64>>,
+}
+
+impl Memory {
+    /// Drops the entries of a task (by id; `None`: of every task) and returns how many.
+    fn drop_task(&self, task: Option<&str>) -> usize {
+        let removed: usize = {
+            let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let mut removed = 0;
+            all.retain(|_, s| {
+                let keep = task.is_some_and(|t| t != s.task);
+                if !keep {
+                    removed += s.entries.read().unwrap_or_else(|p| p.into_inner()).len();
+                }
+                keep
+            });
+            removed
+        };
+        // Saturating: an insert counted just after its partition was dropped must not wrap the count.
+        let _ = self.total.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |t| Some(t.saturating_sub(removed)),
+        );
+        metrics::counter!("leanlm_semantic_cleared_total").increment(removed as u64);
+        removed
+    }
 }
 
 /// A partition's entries and the task they belong to.
@@ -320,7 +359,14 @@ impl SemanticCache {
             Some(embedding) => load_entries(&mut store, &config, embedding),
             None => (HashMap::new(), 0),
         };
+        let memory = Arc::new(Memory {
+            partitions: RwLock::new(partitions),
+            total: std::sync::atomic::AtomicUsize::new(total),
+            applied_here: Mutex::default(),
+        });
+        let mut clears_seen = store.last_cache_clear().context("reading recorded cache clears")?;
         let (tx, rx) = crate::queue::bounded::<Write>(10_000);
+        let shared = memory.clone();
         let limits = persisted_as
             .is_some()
             .then_some((config.max_entries, config.max_total_entries));
@@ -328,31 +374,66 @@ impl SemanticCache {
             .name("leanlm-semantic".into())
             .spawn(move || {
                 let mut pruned = Instant::now();
-                let insert = |store: &mut Store, entries: &mut Vec<SemanticEntry>| {
-                    if let Err(e) = store.insert_semantic_entries(entries) {
-                        tracing::error!(error = %e, "could not store semantic-cache entries");
-                    }
-                    entries.clear();
-                };
-                while let Ok(first) = rx.recv() {
+                let mut polled = Instant::now();
+                loop {
+                    let first = match rx.recv_timeout(CLEARS_POLL) {
+                        Ok(w) => Some(w),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let (mut evidence, mut entries) = (Vec::new(), Vec::new());
-                    for w in std::iter::once(first).chain(rx.try_iter().take(999)) {
+                    for w in first.into_iter().chain(rx.try_iter().take(999)) {
                         match w {
                             Write::Evidence(e) => evidence.push(e),
                             Write::Entry(e) => entries.push(*e),
-                            // Entries queued before the clear are stored first, so it deletes them too.
-                            Write::Clear(task) => {
-                                insert(&mut store, &mut entries);
-                                if let Err(e) = store.delete_semantic_entries(task.as_deref()) {
+                            Write::Clear(task, at_ms) => {
+                                if let Err(e) = store.insert_semantic_entries(&entries) {
+                                    tracing::error!(error = %e, "could not store semantic-cache entries");
+                                }
+                                entries.clear();
+                                if let Err(e) = store.delete_semantic_entries(task.as_deref(), at_ms) {
                                     tracing::error!(error = %e, "could not delete stored semantic-cache entries");
                                 }
                             }
                         }
                     }
-                    if let Err(e) = store.insert_semantic_evidence(&evidence) {
+                    if !evidence.is_empty()
+                        && let Err(e) = store.insert_semantic_evidence(&evidence)
+                    {
                         tracing::error!(error = %e, "could not store semantic-cache evidence");
                     }
-                    insert(&mut store, &mut entries);
+                    if !entries.is_empty()
+                        && let Err(e) = store.insert_semantic_entries(&entries)
+                    {
+                        tracing::error!(error = %e, "could not store semantic-cache entries");
+                    }
+                    // Clears recorded by any gateway or the CLI: applied after this gateway's own queued
+                    // entries are stored, so none of those outlives the clear.
+                    if polled.elapsed() >= CLEARS_POLL {
+                        polled = Instant::now();
+                        match store.cache_clears_after(clears_seen) {
+                            Ok(clears) => {
+                                for (id, task, at_ms) in clears {
+                                    clears_seen = id;
+                                    let here = shared
+                                        .applied_here
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .remove(&id);
+                                    if here {
+                                        continue;
+                                    }
+                                    if let Err(e) = store.delete_semantic_entries(task.as_deref(), at_ms) {
+                                        tracing::error!(error = %e, "could not delete stored semantic-cache entries");
+                                    }
+                                    let removed = shared.drop_task(task.as_deref());
+                                    let task = task.as_deref().unwrap_or("(all)");
+                                    tracing::info!(task, removed, "semantic cache cleared");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not read recorded cache clears"),
+                        }
+                    }
                     if let Some((per_partition, total)) = limits
                         && pruned.elapsed() >= PRUNE_EVERY
                     {
@@ -368,8 +449,7 @@ impl SemanticCache {
             config,
             tasks,
             embedder,
-            partitions: RwLock::new(partitions),
-            total: std::sync::atomic::AtomicUsize::new(total),
+            memory,
             contexts: Mutex::default(),
             evidence: RwLock::new(evidence),
             writer: Some(tx),
@@ -494,6 +574,7 @@ impl SemanticCache {
             _ => None,
         };
         let partition = self
+            .memory
             .partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -626,9 +707,9 @@ impl SemanticCache {
                     ttl: probe.ttl,
                 };
                 use std::sync::atomic::Ordering;
-                let budget_left = self.total.load(Ordering::Relaxed) < self.config.max_total_entries;
+                let budget_left = self.memory.total.load(Ordering::Relaxed) < self.config.max_total_entries;
                 let partition = {
-                    let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+                    let mut all = self.memory.partitions.write().unwrap_or_else(|p| p.into_inner());
                     match all.get(&probe.partition) {
                         Some(s) => s.entries.clone(),
                         None if budget_left => all
@@ -658,7 +739,7 @@ impl SemanticCache {
                     return;
                 }
                 if grows {
-                    self.total.fetch_add(1, Ordering::Relaxed);
+                    self.memory.total.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(p);
                 if let Some(embedding) = &self.persisted_as {
@@ -704,29 +785,21 @@ impl SemanticCache {
         }
     }
 
-    /// Drops the cached entries of a task (by id; `None`: of every task), here and in the store, and returns
-    /// how many this gateway held. What the task's traffic taught (its evidence and threshold) stays. Other
-    /// gateways on the same store keep what they hold in memory until they restart. `None` when the store's
-    /// queue is full: nothing is dropped then, so memory and store never disagree.
-    pub fn clear(&self, task: Option<&str>) -> Option<usize> {
-        if self.persisted_as.is_some() && !self.queue(Write::Clear(task.map(str::to_owned))) {
-            return None;
+    /// Drops the cached entries of a task (by id; `None`: of every task) from this gateway's memory, after the
+    /// clear with id `clear` was recorded in the store (which deleted the stored entries, and which every
+    /// other gateway on the store applies within [`CLEARS_POLL`]). Returns how many this gateway held. What
+    /// the task's traffic taught (its evidence and threshold) stays.
+    pub fn clear(&self, task: Option<&str>, clear: i64, at_ms: i64) -> usize {
+        // Entries still queued for the store are deleted once written; with the queue full, the writer
+        // applies the recorded clear as another gateway's, which comes to the same.
+        if self.queue(Write::Clear(task.map(str::to_owned), at_ms)) {
+            self.memory
+                .applied_here
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(clear);
         }
-        let removed: usize = {
-            let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-            let mut removed = 0;
-            all.retain(|_, s| {
-                let keep = task.is_some_and(|t| t != s.task);
-                if !keep {
-                    removed += s.entries.read().unwrap_or_else(|p| p.into_inner()).len();
-                }
-                keep
-            });
-            removed
-        };
-        self.total.fetch_sub(removed, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("leanlm_semantic_cleared_total").increment(removed as u64);
-        Some(removed)
+        self.memory.drop_task(task)
     }
 
     /// Hands a row to the writer thread; false when the queue is full.

@@ -180,6 +180,15 @@ CREATE TABLE semantic_entries (
 CREATE INDEX semantic_entries_partition ON semantic_entries (partition, stored_at_ms);
 CREATE INDEX semantic_entries_expiry ON semantic_entries (expires_at_ms);
 "#,
+    r#"
+-- Requests to drop the semantic cache's entries of a task (NULL: of all): every gateway on the store applies
+-- the ones after those it has seen.
+CREATE TABLE cache_clears (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT,
+    at_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -850,11 +859,47 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes the semantic-cache entries of a task, or of every task. Returns how many.
-    pub fn delete_semantic_entries(&mut self, task: Option<&str>) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
+    /// Drops the stored semantic-cache entries of a task (or of all) and records the clear for every gateway on
+    /// the store to apply to what it holds in memory. Returns the clear's id and how many rows were deleted.
+    pub fn clear_semantic_cache(&mut self, task: Option<&str>, at_ms: i64) -> Result<(i64, usize), StoreError> {
+        let tx = self.conn.transaction()?;
+        let deleted = tx.execute(
             "DELETE FROM semantic_entries WHERE ?1 IS NULL OR task = ?1",
             params![task],
+        )?;
+        tx.execute(
+            "INSERT INTO cache_clears (task, at_ms) VALUES (?1, ?2)",
+            params![task, at_ms],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok((id, deleted))
+    }
+
+    /// Clears recorded after the one with id `after`, oldest first: their ids, tasks (`None`: every task) and
+    /// times.
+    #[allow(clippy::type_complexity)]
+    pub fn cache_clears_after(&self, after: i64) -> Result<Vec<(i64, Option<String>, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, task, at_ms FROM cache_clears WHERE id > ?1 ORDER BY id")?;
+        let rows = stmt.query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of the latest recorded clear (0 when none).
+    pub fn last_cache_clear(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM cache_clears", [], |r| r.get(0))?)
+    }
+
+    /// Deletes the semantic-cache entries of a task, or of every task, stored at or before `up_to_ms` (a
+    /// clear's time: what was cached after it stays). Returns how many.
+    pub fn delete_semantic_entries(&mut self, task: Option<&str>, up_to_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM semantic_entries WHERE (?1 IS NULL OR task = ?1) AND stored_at_ms <= ?2",
+            params![task, up_to_ms],
         )?)
     }
 
@@ -1497,9 +1542,26 @@ pub(crate) mod tests {
         let mut other = entry(5, 400, 1_000, "local");
         other.task_id = "u".into();
         s.insert_semantic_entries(&[other]).unwrap();
-        assert_eq!(s.delete_semantic_entries(Some("t")).unwrap(), 5);
+        assert_eq!(
+            s.delete_semantic_entries(Some("t"), 300).unwrap(),
+            4,
+            "301 was stored later"
+        );
+        assert_eq!(s.delete_semantic_entries(Some("t"), 500).unwrap(), 1);
         assert_eq!(s.semantic_entries("local", 500, 10, 100).unwrap()[0].task_id, "u");
-        assert_eq!(s.delete_semantic_entries(None).unwrap(), 1);
+        assert_eq!(s.delete_semantic_entries(None, 500).unwrap(), 1);
+
+        // A recorded clear deletes too, and every gateway finds it after the last one it saw.
+        s.insert_semantic_entries(&[entry(6, 450, 1_000, "local")]).unwrap();
+        assert_eq!(s.last_cache_clear().unwrap(), 0);
+        assert_eq!(s.clear_semantic_cache(Some("t"), 460).unwrap(), (1, 1));
+        assert_eq!(s.clear_semantic_cache(None, 470).unwrap(), (2, 0));
+        assert_eq!(s.last_cache_clear().unwrap(), 2);
+        assert_eq!(
+            s.cache_clears_after(0).unwrap(),
+            vec![(1, Some("t".to_owned()), 460), (2, None, 470)]
+        );
+        assert_eq!(s.cache_clears_after(2).unwrap(), vec![]);
     }
 
     #[test]
