@@ -364,86 +364,20 @@ impl SemanticCache {
             total: std::sync::atomic::AtomicUsize::new(total),
             applied_here: Mutex::default(),
         });
-        let mut clears_seen = store.last_cache_clear().context("reading recorded cache clears")?;
+        let clears_seen = store.last_cache_clear().context("reading recorded cache clears")?;
         let (tx, rx) = crate::queue::bounded::<Write>(10_000);
-        let shared = memory.clone();
         let limits = persisted_as
             .is_some()
             .then_some((config.max_entries, config.max_total_entries));
+        let writer = Writer {
+            store,
+            memory: memory.clone(),
+            clears_seen,
+            limits,
+        };
         let writer_thread = std::thread::Builder::new()
             .name("leanlm-semantic".into())
-            .spawn(move || {
-                let mut pruned = Instant::now();
-                let mut polled = Instant::now();
-                loop {
-                    let first = match rx.recv_timeout(CLEARS_POLL) {
-                        Ok(w) => Some(w),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
-                    let (mut evidence, mut entries) = (Vec::new(), Vec::new());
-                    for w in first.into_iter().chain(rx.try_iter().take(999)) {
-                        match w {
-                            Write::Evidence(e) => evidence.push(e),
-                            Write::Entry(e) => entries.push(*e),
-                            Write::Clear(task, at_ms) => {
-                                if let Err(e) = store.insert_semantic_entries(&entries) {
-                                    tracing::error!(error = %e, "could not store semantic-cache entries");
-                                }
-                                entries.clear();
-                                if let Err(e) = store.delete_semantic_entries(task.as_deref(), at_ms) {
-                                    tracing::error!(error = %e, "could not delete stored semantic-cache entries");
-                                }
-                            }
-                        }
-                    }
-                    if !evidence.is_empty()
-                        && let Err(e) = store.insert_semantic_evidence(&evidence)
-                    {
-                        tracing::error!(error = %e, "could not store semantic-cache evidence");
-                    }
-                    if !entries.is_empty()
-                        && let Err(e) = store.insert_semantic_entries(&entries)
-                    {
-                        tracing::error!(error = %e, "could not store semantic-cache entries");
-                    }
-                    // Clears recorded by any gateway or the CLI: applied after this gateway's own queued
-                    // entries are stored, so none of those outlives the clear.
-                    if polled.elapsed() >= CLEARS_POLL {
-                        polled = Instant::now();
-                        match store.cache_clears_after(clears_seen) {
-                            Ok(clears) => {
-                                for (id, task, at_ms) in clears {
-                                    clears_seen = id;
-                                    let here = shared
-                                        .applied_here
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .remove(&id);
-                                    if here {
-                                        continue;
-                                    }
-                                    if let Err(e) = store.delete_semantic_entries(task.as_deref(), at_ms) {
-                                        tracing::error!(error = %e, "could not delete stored semantic-cache entries");
-                                    }
-                                    let removed = shared.drop_task(task.as_deref());
-                                    let task = task.as_deref().unwrap_or("(all)");
-                                    tracing::info!(task, removed, "semantic cache cleared");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "could not read recorded cache clears"),
-                        }
-                    }
-                    if let Some((per_partition, total)) = limits
-                        && pruned.elapsed() >= PRUNE_EVERY
-                    {
-                        pruned = Instant::now();
-                        if let Err(e) = store.prune_semantic_entries(unix_ms(), per_partition, total) {
-                            tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
-                        }
-                    }
-                }
-            })
+            .spawn(move || writer.run(rx))
             .context("starting the semantic-cache writer")?;
         Ok(SemanticCache {
             config,
@@ -837,6 +771,112 @@ impl Drop for SemanticCache {
             && t.join().is_err()
         {
             tracing::error!("the semantic-cache writer thread panicked");
+        }
+    }
+}
+
+/// The semantic cache's thread for the store: writes evidence and entries off the request path, applies the
+/// clears recorded in the store, and prunes stored entries.
+struct Writer {
+    store: Store,
+    memory: Arc<Memory>,
+    /// The latest recorded clear applied.
+    clears_seen: i64,
+    /// Entries per partition and in all, where entries persist.
+    limits: Option<(usize, usize)>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is drained.
+    fn run(mut self, rx: crate::queue::Receiver<Write>) {
+        let (mut pruned, mut polled) = (Instant::now(), Instant::now());
+        loop {
+            let first = match rx.recv_timeout(CLEARS_POLL) {
+                Ok(w) => Some(w),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            self.write(first.into_iter().chain(rx.try_iter().take(999)));
+            // After this gateway's own queued entries are stored, so none of those outlives a clear.
+            if polled.elapsed() >= CLEARS_POLL {
+                polled = Instant::now();
+                self.apply_clears();
+            }
+            if let Some((per_partition, total)) = self.limits
+                && pruned.elapsed() >= PRUNE_EVERY
+            {
+                pruned = Instant::now();
+                if let Err(e) = self.store.prune_semantic_entries(unix_ms(), per_partition, total) {
+                    tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
+                }
+            }
+        }
+    }
+
+    /// Stores a batch, in order: entries queued before a clear are written before it deletes.
+    fn write(&mut self, batch: impl Iterator<Item = Write>) {
+        let (mut evidence, mut entries) = (Vec::new(), Vec::new());
+        for w in batch {
+            match w {
+                Write::Evidence(e) => evidence.push(e),
+                Write::Entry(e) => entries.push(*e),
+                Write::Clear(task, at_ms) => {
+                    self.insert_entries(&mut entries);
+                    self.delete_entries(task.as_deref(), at_ms);
+                }
+            }
+        }
+        if !evidence.is_empty()
+            && let Err(e) = self.store.insert_semantic_evidence(&evidence)
+        {
+            tracing::error!(error = %e, "could not store semantic-cache evidence");
+        }
+        self.insert_entries(&mut entries);
+    }
+
+    fn insert_entries(&mut self, entries: &mut Vec<SemanticEntry>) {
+        if !entries.is_empty()
+            && let Err(e) = self.store.insert_semantic_entries(entries)
+        {
+            tracing::error!(error = %e, "could not store semantic-cache entries");
+        }
+        entries.clear();
+    }
+
+    fn delete_entries(&mut self, task: Option<&str>, up_to_ms: i64) {
+        if let Err(e) = self.store.delete_semantic_entries(task, up_to_ms) {
+            tracing::error!(error = %e, "could not delete stored semantic-cache entries");
+        }
+    }
+
+    /// Applies the clears recorded since the last look (by another gateway or the CLI; this gateway's own were
+    /// applied when it recorded them).
+    fn apply_clears(&mut self) {
+        let clears = match self.store.cache_clears_after(self.clears_seen) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read recorded cache clears");
+                return;
+            }
+        };
+        for (id, task, at_ms) in clears {
+            self.clears_seen = id;
+            let here = self
+                .memory
+                .applied_here
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            if here {
+                continue;
+            }
+            self.delete_entries(task.as_deref(), at_ms);
+            let removed = self.memory.drop_task(task.as_deref());
+            tracing::info!(
+                task = task.as_deref().unwrap_or("(all)"),
+                removed,
+                "semantic cache cleared"
+            );
         }
     }
 }
