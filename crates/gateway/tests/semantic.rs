@@ -185,6 +185,21 @@ api_key = "sk-test"
     }
 }
 
+/// Rewordings of "how do i reset my password" that share its answer, in the order the tests teach them.
+const PASSWORD_PARAPHRASES: [&str; 11] = [
+    "how do i reset my password please",
+    "how do i reset my password now",
+    "how do i reset my password thanks",
+    "hey how do i reset my password",
+    "so how do i reset my password",
+    "how do i reset my password again",
+    "tell me how do i reset my password",
+    "how do i reset my password quickly",
+    "ok how do i reset my password",
+    "how do i reset my account password",
+    "how do i reset my password online",
+];
+
 const CONFIG: &str = r#"
 [cache.semantic]
 verify = 0.0
@@ -206,19 +221,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     assert_eq!((cache.as_str(), answer.as_str()), ("miss", "password"));
 
     // Learning: paraphrases are would-be hits, but go upstream until the evidence bounds the error.
-    let paraphrases = [
-        "how do i reset my password please",
-        "how do i reset my password now",
-        "how do i reset my password thanks",
-        "hey how do i reset my password",
-        "so how do i reset my password",
-        "how do i reset my password again",
-        "tell me how do i reset my password",
-        "how do i reset my password quickly",
-        "ok how do i reset my password",
-        "how do i reset my account password",
-        "how do i reset my password online",
-    ];
+    let paraphrases = PASSWORD_PARAPHRASES;
     let needed = leanlm_semantic::evidence_needed(0.3) as usize;
     assert!(needed < paraphrases.len(), "{needed}");
     for (i, q) in paraphrases.iter().take(needed).enumerate() {
@@ -362,19 +365,7 @@ async fn semantic_caching_is_off_unless_switched_on() {
 async fn learn_password_task(h: &Harness) {
     h.ask("pw", None, "how do i reset my password").await;
     let needed = leanlm_semantic::evidence_needed(0.3) as usize;
-    let paraphrases = [
-        "how do i reset my password please",
-        "how do i reset my password now",
-        "how do i reset my password thanks",
-        "hey how do i reset my password",
-        "so how do i reset my password",
-        "how do i reset my password again",
-        "tell me how do i reset my password",
-        "how do i reset my password quickly",
-        "ok how do i reset my password",
-        "how do i reset my account password",
-        "how do i reset my password fast",
-    ];
+    let paraphrases = PASSWORD_PARAPHRASES;
     assert!(needed < paraphrases.len(), "{needed}");
     for (i, q) in paraphrases.iter().take(needed).enumerate() {
         h.ask("pw", None, q).await;
