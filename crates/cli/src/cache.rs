@@ -1,6 +1,7 @@
 //! `leanlm cache`: what the caches served per task, what that saved, and the semantic cache's measured
 //! false-hit rate.
 
+use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::StoreArgs;
@@ -8,13 +9,12 @@ use crate::StoreArgs;
 /// `leanlm cache --clear`: records a clear in the store, which deletes the stored entries; running gateways
 /// apply it to what they hold within a second.
 pub fn clear(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::Result<()> {
-    store_args.open()?;
-    let Some((task, id, _, deleted)) = leanlm_gateway::admin::record_cache_clear(&store_args.url()?, task)? else {
-        anyhow::bail!(
-            "--task: no task with id or name `{}` (`leanlm tasks` lists them)",
-            task.unwrap_or_default()
-        );
+    let mut store = store_args.open()?;
+    let task = match task {
+        Some(key) => Some(crate::validate::find_task(&store, key).context("--task")?.id),
+        None => None,
     };
+    let (id, deleted) = store.clear_semantic_cache(task.as_deref(), crate::validate::unix_ms())?;
     if json {
         println!(
             "{}",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::Replayer;
-use leanlm_store::{Store, TaskRow, ValidationRow};
+use leanlm_store::{Store, TaskLookup, TaskRow, ValidationRow};
 use leanlm_validate::run::Logged;
 use leanlm_validate::{Bound, Options, Replacement, Report, ScorerSpec, Validation};
 
@@ -26,18 +26,10 @@ impl std::error::Error for VerdictFailed {}
 
 /// Finds a task by id, or by name when exactly one task has it.
 pub fn find_task(store: &Store, key: &str) -> anyhow::Result<TaskRow> {
-    let tasks = store.tasks(None)?;
-    if let Some(t) = tasks.iter().find(|t| t.id == key) {
-        return Ok(t.clone());
-    }
-    let named: Vec<&TaskRow> = tasks.iter().filter(|t| t.name == key).collect();
-    match named.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => anyhow::bail!("no task with id or name `{key}`; see `leanlm tasks`"),
-        _ => anyhow::bail!(
-            "{} tasks are named `{key}`; use the id (see `leanlm tasks`)",
-            named.len()
-        ),
+    match store.find_task(key)? {
+        TaskLookup::Found(t) => Ok(t),
+        TaskLookup::Missing => anyhow::bail!("no task with id or name `{key}`; see `leanlm tasks`"),
+        TaskLookup::Ambiguous(n) => anyhow::bail!("{n} tasks are named `{key}`; use the id (see `leanlm tasks`)"),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use leanlm_profile::TaskProfile;
-use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, StoreError, TaskRow};
+use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, StoreError, TaskLookup, TaskRow};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -413,22 +413,29 @@ struct ClearQuery {
 /// longer be served, without a restart.
 async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuery>) -> Response {
     let url = app.config.store_url.clone();
-    let wanted = q.task.clone();
-    let cleared = tokio::task::spawn_blocking(move || record_cache_clear(&url, wanted.as_deref())).await;
+    let key = q.task.clone();
+    // The store's writes need a connection of its own, as `with_store`'s reads have.
+    let cleared = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&url)?;
+        let task = match key.as_deref().map(|k| store.find_task(k)).transpose()? {
+            None => None,
+            Some(TaskLookup::Found(t)) => Some(t.id),
+            Some(other) => return Ok(Err(other)),
+        };
+        let at_ms = unix_ms();
+        let (id, deleted) = store.clear_semantic_cache(task.as_deref(), at_ms)?;
+        Ok::<_, StoreError>(Ok((task, id, at_ms, deleted)))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let key = q.task.unwrap_or_default();
     let (task, id, at_ms, deleted) = match cleared {
-        Ok(Ok(Some(c))) => c,
-        Ok(Ok(None)) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no task with id or name `{}`", q.task.unwrap_or_default()),
-            );
+        Ok(Ok(c)) => c,
+        Ok(Err(TaskLookup::Ambiguous(n))) => {
+            return error(StatusCode::CONFLICT, format!("{n} tasks are named `{key}`; use the id"));
         }
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("clearing the cache failed: {e}"),
-            );
-        }
+        Ok(Err(_)) => return error(StatusCode::NOT_FOUND, format!("no task with id or name `{key}`")),
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -444,31 +451,6 @@ async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuer
         "semantic_entries_removed": removed,
     }))
     .into_response()
-}
-
-/// Records a clear of a task (by id or name; `None`: every task) in the store, which deletes its stored
-/// entries: the task's id, the clear's id and time, and how many rows went. `None` when no task has that id
-/// or name.
-#[allow(clippy::type_complexity)]
-pub fn record_cache_clear(
-    url: &str,
-    task: Option<&str>,
-) -> Result<Option<(Option<String>, i64, i64, usize)>, StoreError> {
-    let mut store = Store::open(url)?;
-    let task = match task {
-        None => None,
-        Some(wanted) => match store
-            .tasks(None)?
-            .into_iter()
-            .find(|t| t.id == wanted || t.name == wanted)
-        {
-            Some(t) => Some(t.id),
-            None => return Ok(None),
-        },
-    };
-    let at_ms = unix_ms();
-    let (id, deleted) = store.clear_semantic_cache(task.as_deref(), at_ms)?;
-    Ok(Some((task, id, at_ms, deleted)))
 }
 
 async fn policies(State(app): State<Arc<AppState>>) -> Response {

@@ -194,6 +194,15 @@ struct Shelf {
     entries: Arc<RwLock<Partition<Item>>>,
 }
 
+impl Shelf {
+    fn new(task: String, dim: usize, capacity: usize) -> Shelf {
+        Shelf {
+            task,
+            entries: Arc::new(RwLock::new(Partition::new(dim, capacity))),
+        }
+    }
+}
+
 type Partitions = HashMap<PartitionKey, Shelf>;
 
 /// An eligible request, ready to look up.
@@ -619,16 +628,25 @@ impl SemanticCache {
         } = pending;
         match verify {
             None => {
-                let persist = self.persisted_as.is_some();
-                let (stored_last, stored_context, stored_context_vector) = if persist {
-                    (
-                        probe.last.clone(),
-                        probe.context.clone(),
-                        context_vector.as_ref().map(|v| v.to_vec()),
-                    )
-                } else {
-                    Default::default()
-                };
+                // What the store keeps of the entry, where entries persist.
+                let stored = self.persisted_as.as_ref().map(|embedding| {
+                    let now = unix_ms();
+                    SemanticEntry {
+                        partition: probe.partition,
+                        task_id: probe.task.clone(),
+                        embedding: embedding.clone(),
+                        stored_at_ms: now,
+                        expires_at_ms: now.saturating_add(i64::try_from(probe.ttl.as_millis()).unwrap_or(i64::MAX)),
+                        last: probe.last.clone(),
+                        context: probe.context.clone(),
+                        last_vector: last_vector.to_vec(),
+                        context_vector: context_vector.as_ref().map(|v| v.to_vec()),
+                        body: body.to_vec(),
+                        cost_usd,
+                        model: target.model.clone(),
+                        provider: target.provider.name.clone(),
+                    }
+                });
                 let item = Item {
                     last: probe.last,
                     context: probe.context,
@@ -648,12 +666,8 @@ impl SemanticCache {
                         Some(s) => s.entries.clone(),
                         None if budget_left => all
                             .entry(probe.partition)
-                            .or_insert_with(|| Shelf {
-                                task: probe.task.clone(),
-                                entries: Arc::new(RwLock::new(Partition::new(
-                                    last_vector.len(),
-                                    self.config.max_entries,
-                                ))),
+                            .or_insert_with(|| {
+                                Shelf::new(probe.task.clone(), last_vector.len(), self.config.max_entries)
                             })
                             .entries
                             .clone(),
@@ -676,26 +690,10 @@ impl SemanticCache {
                     self.memory.total.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(p);
-                if let Some(embedding) = &self.persisted_as {
-                    let now = unix_ms();
-                    let entry = SemanticEntry {
-                        partition: probe.partition,
-                        task_id: probe.task,
-                        embedding: embedding.clone(),
-                        stored_at_ms: now,
-                        expires_at_ms: now.saturating_add(i64::try_from(probe.ttl.as_millis()).unwrap_or(i64::MAX)),
-                        last: stored_last,
-                        context: stored_context,
-                        last_vector: last_vector.to_vec(),
-                        context_vector: stored_context_vector,
-                        body: body.to_vec(),
-                        cost_usd,
-                        model: target.model.clone(),
-                        provider: target.provider.name.clone(),
-                    };
-                    if !self.queue(Write::Entry(Box::new(entry))) {
-                        metrics::counter!("leanlm_semantic_entries_dropped_total").increment(1);
-                    }
+                if let Some(entry) = stored
+                    && !self.queue(Write::Entry(Box::new(entry)))
+                {
+                    metrics::counter!("leanlm_semantic_entries_dropped_total").increment(1);
                 }
             }
             Some((cached, similarity)) => {
@@ -896,7 +894,7 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
         }
     };
     let now = Instant::now();
-    let mut partitions: HashMap<PartitionKey, (String, Partition<Item>)> = HashMap::new();
+    let mut partitions = Partitions::new();
     // Entries of one system prompt or history share its embedding in memory, as they did before the restart.
     let mut contexts: HashMap<String, Arc<Vec<f32>>> = HashMap::new();
     for e in entries {
@@ -917,12 +915,19 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
             ttl,
         };
         let dim = e.last_vector.len();
-        let (_, p) = partitions
+        let shelf = partitions
             .entry(e.partition)
-            .or_insert_with(|| (e.task_id, Partition::new(dim, config.max_entries)));
-        p.insert(&e.last_vector, item);
+            .or_insert_with(|| Shelf::new(e.task_id, dim, config.max_entries));
+        shelf
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(&e.last_vector, item);
     }
-    let total = partitions.values().map(|(_, p)| p.len()).sum();
+    let total = partitions
+        .values()
+        .map(|s| s.entries.read().unwrap_or_else(|p| p.into_inner()).len())
+        .sum();
     if total > 0 {
         tracing::info!(
             entries = total,
@@ -930,13 +935,6 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
             "semantic cache reloaded from the store"
         );
     }
-    let partitions = partitions
-        .into_iter()
-        .map(|(k, (task, p))| {
-            let entries = Arc::new(RwLock::new(p));
-            (k, Shelf { task, entries })
-        })
-        .collect();
     (partitions, total)
 }
 

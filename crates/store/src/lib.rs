@@ -11,7 +11,8 @@ mod writer;
 
 pub use record::{
     AuditRow, CallFilter, CallRecord, CallStats, CallStatus, CallSummary, OnlineCounts, OnlineScore, PolicyRow,
-    PolicyTag, SemanticEntry, SemanticEvidence, SpendBy, SpendRow, StageRecord, TaskRef, TaskRow, ValidationRow,
+    PolicyTag, SemanticEntry, SemanticEvidence, SpendBy, SpendRow, StageRecord, TaskLookup, TaskRef, TaskRow,
+    ValidationRow,
 };
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, spawn_writer};

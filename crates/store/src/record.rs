@@ -131,6 +131,15 @@ pub struct TaskRef {
     pub origin: String,
 }
 
+/// A task looked up by what a user typed: its id, or a name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskLookup {
+    Found(TaskRow),
+    Missing,
+    /// Several tasks have that name (and none that id): how many.
+    Ambiguous(usize),
+}
+
 /// A task as stored, with its activity.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRow {

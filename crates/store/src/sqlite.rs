@@ -517,7 +517,25 @@ impl Store {
     }
 }
 
+/// Deletes the semantic-cache entries of a task (?1; NULL: of every task) stored at or before ?2.
+const DELETE_SEMANTIC_ENTRIES: &str =
+    "DELETE FROM semantic_entries WHERE (?1 IS NULL OR task = ?1) AND stored_at_ms <= ?2";
+
 impl Store {
+    /// A task by id, or by name when exactly one task has it.
+    pub fn find_task(&self, key: &str) -> Result<crate::TaskLookup, StoreError> {
+        let tasks = self.tasks(None)?;
+        if let Some(t) = tasks.iter().find(|t| t.id == key) {
+            return Ok(crate::TaskLookup::Found(t.clone()));
+        }
+        let mut named = tasks.into_iter().filter(|t| t.name == key);
+        Ok(match (named.next(), named.count()) {
+            (None, _) => crate::TaskLookup::Missing,
+            (Some(t), 0) => crate::TaskLookup::Found(t),
+            (Some(_), more) => crate::TaskLookup::Ambiguous(more + 1),
+        })
+    }
+
     /// Every task with its activity since a point in time, most expensive first.
     pub fn tasks(&self, since_ms: Option<i64>) -> Result<Vec<crate::TaskRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -863,10 +881,7 @@ impl Store {
     /// the store to apply to what it holds in memory. Returns the clear's id and how many rows were deleted.
     pub fn clear_semantic_cache(&mut self, task: Option<&str>, at_ms: i64) -> Result<(i64, usize), StoreError> {
         let tx = self.conn.transaction()?;
-        let deleted = tx.execute(
-            "DELETE FROM semantic_entries WHERE ?1 IS NULL OR task = ?1",
-            params![task],
-        )?;
+        let deleted = tx.execute(DELETE_SEMANTIC_ENTRIES, params![task, at_ms])?;
         tx.execute(
             "INSERT INTO cache_clears (task, at_ms) VALUES (?1, ?2)",
             params![task, at_ms],
@@ -897,10 +912,7 @@ impl Store {
     /// Deletes the semantic-cache entries of a task, or of every task, stored at or before `up_to_ms` (a
     /// clear's time: what was cached after it stays). Returns how many.
     pub fn delete_semantic_entries(&mut self, task: Option<&str>, up_to_ms: i64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
-            "DELETE FROM semantic_entries WHERE (?1 IS NULL OR task = ?1) AND stored_at_ms <= ?2",
-            params![task, up_to_ms],
-        )?)
+        Ok(self.conn.execute(DELETE_SEMANTIC_ENTRIES, params![task, up_to_ms])?)
     }
 
     /// Deletes semantic-cache entries that have expired at `now_ms` or that a cache could no longer hold:
@@ -1562,6 +1574,23 @@ pub(crate) mod tests {
             vec![(1, Some("t".to_owned()), 460), (2, None, 470)]
         );
         assert_eq!(s.cache_clears_after(2).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_task_is_found_by_id_or_by_a_name_only_it_has() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let mut twin = record("c", "m2", 3, 0.0);
+        twin.task.as_mut().unwrap().name = "m1-task".into();
+        s.insert_batch(&[record("a", "m1", 1, 0.0), record("b", "m3", 2, 0.0), twin])
+            .unwrap();
+        let found = |key: &str| match s.find_task(key).unwrap() {
+            crate::TaskLookup::Found(t) => Some(t.id),
+            _ => None,
+        };
+        assert_eq!(found("t_m1").as_deref(), Some("t_m1"));
+        assert_eq!(found("m3-task").as_deref(), Some("t_m3"));
+        assert_eq!(s.find_task("nothing").unwrap(), crate::TaskLookup::Missing);
+        assert_eq!(s.find_task("m1-task").unwrap(), crate::TaskLookup::Ambiguous(2));
     }
 
     #[test]
