@@ -307,7 +307,10 @@ fn negated_form(short: &str, long: &str) -> bool {
         .any(|(p, min)| short.chars().count() >= *min && long.strip_prefix(p).is_some_and(|rest| rest == short));
     let suffixed = ["ful", "less"].iter().any(|s| {
         short.strip_suffix(s).is_some_and(|stem| {
-            stem.chars().count() >= 3 && ["ful", "less"].iter().any(|t| t != s && long == format!("{stem}{t}"))
+            stem.chars().count() >= 3
+                && ["ful", "less"]
+                    .iter()
+                    .any(|t| t != s && long.strip_prefix(stem) == Some(*t))
         })
     });
     prefixed || suffixed
@@ -384,12 +387,12 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     if marked(a, NEGATIONS).contains("not") != marked(b, NEGATIONS).contains("not") {
         return Some(Veto::Negation);
     }
-    let (wa, wb): (BTreeSet<String>, BTreeSet<String>) =
-        (words(a).into_iter().collect(), words(b).into_iter().collect());
+    let (la, lb) = (words(a), words(b));
+    let (wa, wb): (BTreeSet<String>, BTreeSet<String>) = (la.iter().cloned().collect(), lb.iter().cloned().collect());
     if opposites(&wa, &wb) {
         return Some(Veto::Opposites);
     }
-    if let (Some((from_a, to_a)), Some((from_b, to_b))) = (direction(&words(a)), direction(&words(b)))
+    if let (Some((from_a, to_a)), Some((from_b, to_b))) = (direction(&la), direction(&lb))
         && from_a != to_a
         && from_a == to_b
         && to_a == from_b
