@@ -327,6 +327,8 @@ impl SemanticCache {
         embedder: Arc<Embedder>,
     ) -> anyhow::Result<SemanticCache> {
         use anyhow::Context;
+        // The substitution guard's lexicon is parsed here, at start, rather than on the first lookup.
+        leanlm_semantic::load_lexicon();
         let mut store = Store::open(store_url).context("opening the store for the semantic cache")?;
         let mut evidence: HashMap<String, Arc<Mutex<TaskEvidence>>> = HashMap::new();
         // Settings may name a task by its name; evidence is kept by id.

@@ -10,7 +10,7 @@
 //! context) reaches `min_similarity` (0.8) and that no guard vetoes; it is served only at or above the
 //! threshold calibrated from verified would-be hits to a false-hit bound (`FOW_BOUND`, default 1%). The
 //! pairs are split in two by id; each half is served with the threshold calibrated on the other half.
-//! `FOW_SHOW=1` also lists the traps the guards let through.
+//! `FOW_SHOW=1` also lists the traps the guards let through and the same-answer pairs they stopped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -232,6 +232,12 @@ fn main() {
         for (c, (_, d)) in cases.iter().zip(&judged) {
             if let (false, Decision::Candidate { similarity }) = (c.same_answer, d) {
                 println!("| {} | {similarity:.3} | {} | {} |", c.id, c.last[0], c.last[1]);
+            }
+        }
+        println!("\n| same-answer pair vetoed | guard | a | b |\n|---|---|---|---|");
+        for (c, (_, d)) in cases.iter().zip(&judged) {
+            if let (true, Decision::Vetoed(v)) = (c.same_answer, d) {
+                println!("| {} | {} | {} | {} |", c.id, v.as_str(), c.last[0], c.last[1]);
             }
         }
     }

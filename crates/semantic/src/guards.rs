@@ -5,6 +5,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::lexicon;
+
 /// Why a hit was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Veto {
@@ -21,6 +23,9 @@ pub enum Veto {
     /// The same two things in the opposite direction: "from savings to current" against "from current to
     /// savings".
     Direction,
+    /// One word swapped for another that is not a synonym, a form or a misspelling of it: "adults" against
+    /// "children", "approved" against "rejected".
+    Substitution,
 }
 
 impl Veto {
@@ -32,6 +37,7 @@ impl Veto {
             Veto::Scope => "scope",
             Veto::Opposites => "opposites",
             Veto::Direction => "direction",
+            Veto::Substitution => "substitution",
         }
     }
 }
@@ -408,7 +414,88 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     if missing(&ea, &wb) || missing(&eb, &wa) {
         return Some(Veto::Entities);
     }
+    if substituted(&la, &lb) {
+        return Some(Veto::Substitution);
+    }
     None
+}
+
+/// Words that carry the form of a question rather than what it is about: "how do I" and "how can I", "what's"
+/// and "what is" ask the same thing.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "i", "me", "my", "you", "your", "we", "our", "us", "it", "its", "it's", "is", "are", "was",
+    "were", "be", "been", "being", "to", "of", "in", "on", "for", "with", "at", "by", "do", "does", "did", "can",
+    "could", "would", "should", "will", "shall", "may", "might", "must", "how", "what", "what's", "whats", "which",
+    "where", "where's", "when", "when's", "why", "who", "who's", "there", "here", "that", "this", "these", "those",
+    "and", "or", "so", "if", "please", "any", "am", "have", "has", "had", "get", "got", "s", "about", "from", "as",
+    "up", "just", "some", "i'm", "i'd", "i'll", "then", "than", "not", "no", "yes", "hi", "hello", "hey", "thanks",
+    "thank", "won't", "doesn't", "don't", "can't", "isn't", "much", "many", "often",
+];
+
+/// Texts longer than this (in words, after their common start and end) are not compared word by word: a
+/// one-word swap is a short difference.
+const MAX_DIFFERENCE: usize = 256;
+
+/// Whether the texts differ by one content word swapped for one that may not stand for it. Rewordings that
+/// change more than one content word at a time are left to the similarity threshold.
+fn substituted(a: &[String], b: &[String]) -> bool {
+    let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[start..], &b[start..]);
+    let end = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[..a.len() - end], &b[..b.len() - end]);
+    if a.len() > MAX_DIFFERENCE || b.len() > MAX_DIFFERENCE {
+        return false;
+    }
+    let content = |words: &[String]| -> Vec<String> {
+        words
+            .iter()
+            .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()))
+            .cloned()
+            .collect()
+    };
+    replaced(a, b)
+        .into_iter()
+        .any(|(x, y)| match (&content(x)[..], &content(y)[..]) {
+            ([x], [y]) => !lexicon::interchangeable(x, y),
+            _ => false,
+        })
+}
+
+/// The runs of words that replace each other between two texts, from a longest common subsequence: in
+/// "how do I cancel my plan" / "how can I end my plan", ("do", "can") and ("cancel", "end").
+fn replaced<'t>(a: &'t [String], b: &'t [String]) -> Vec<(&'t [String], &'t [String])> {
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u16; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut from) = (0, 0, (0, 0));
+    let mut out = Vec::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            if from != (i, j) {
+                out.push((&a[from.0..i], &b[from.1..j]));
+            }
+            i += 1;
+            j += 1;
+            from = (i, j);
+        } else if j == b.len() || i < a.len() && lcs[i + 1][j] >= lcs[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    if from != (a.len(), b.len()) {
+        out.push((&a[from.0..], &b[from.1..]));
+    }
+    out.retain(|(x, y)| !x.is_empty() && !y.is_empty());
+    out
 }
 
 #[cfg(test)]
@@ -497,6 +584,72 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_word_swapped_for_a_non_synonym_is_vetoed() {
+        for (a, b) in [
+            ("Is breakfast included for adults?", "Is breakfast included for kids?"),
+            (
+                "What vaccines does my puppy need?",
+                "What vaccines does my kitten need?",
+            ),
+            (
+                "What should I do if my insurance claim is approved?",
+                "What should I do if my insurance claim is rejected?",
+            ),
+            (
+                "Do I pay council tax as a full-time student?",
+                "Do I pay council tax as a part-time student?",
+            ),
+            (
+                "Are dogs allowed in the restaurant?",
+                "Are dogs banned from the restaurant?",
+            ),
+        ] {
+            assert_eq!(veto(a, b), Some(Veto::Substitution), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn synonyms_typos_and_rewordings_are_not_substitutions() {
+        for (a, b) in [
+            ("How do I start a claim?", "How do I begin a claim?"),
+            ("Is the store open late?", "Is the shop open late?"),
+            ("Is breakfast free for children?", "Is breakfast free for kids?"),
+            (
+                "Can I get a copy of my bank statement?",
+                "Can I get a copy of my bank statment?",
+            ),
+            // Only the form of the question changes.
+            ("How do I reset the router?", "How can I reset the router?"),
+            ("What is the notice period?", "Hi! What's the notice period? Cheers"),
+            // More than one content word reworded: left to the similarity threshold.
+            (
+                "How often should I water succulents?",
+                "What's the right watering schedule for succulents?",
+            ),
+        ] {
+            assert_eq!(veto(a, b), None, "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn replaced_runs_come_from_the_common_subsequence() {
+        let w = |t: &str| words(t);
+        let (a, b) = (w("how do I cancel my plan"), w("how can I end my plan today"));
+        let runs: Vec<(Vec<&str>, Vec<&str>)> = replaced(&a, &b)
+            .into_iter()
+            .map(|(x, y)| {
+                (
+                    x.iter().map(String::as_str).collect(),
+                    y.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(runs, vec![(vec!["do"], vec!["can"]), (vec!["cancel"], vec!["end"])]);
+        assert!(replaced(&a, &a).is_empty());
+        assert!(replaced(&a, &[]).is_empty());
     }
 
     #[test]

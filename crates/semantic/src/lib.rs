@@ -1,16 +1,19 @@
 //! The semantic cache's judgement: whether a new request may be answered with a cached answer to a
 //! similar one. Similar embeddings are not enough: "Cancel my subscription" and "Don't cancel my
 //! subscription" are close in embedding space and want opposite answers. Cheap lexical guards veto hits
-//! whose texts differ in numbers, negation, named entities, quantifiers, opposite words or direction, and the whole
+//! whose texts differ in numbers, negation, named entities, quantifiers, opposite words, direction or one word
+//! swapped for another that is not its synonym, and the whole
 //! conversation is compared, not only its last turn.
 
 mod bound;
 mod guards;
 mod index;
+mod lexicon;
 
 pub use bound::{CONFIDENCE, Estimate, Verified, calibrate, evidence_needed};
 pub use guards::{Veto, veto, veto_context};
 pub use index::{ANN_FROM, ANN_SEARCH_FROM, Neighbour, Partition, dot, dot_i8, quantise};
+pub use lexicon::load_lexicon;
 
 /// A request as the semantic cache compares it.
 #[derive(Debug, Clone, Copy)]

