@@ -72,6 +72,10 @@ fn describe() {
         "Call records lost to store write errors."
     );
     metrics::describe_gauge!("leanlm_call_log_queued", "Call records waiting to be written.");
+    metrics::describe_counter!(
+        "leanlm_semantic_vetoes_total",
+        "Similar cached requests the semantic cache refused to answer with, by the guard that refused."
+    );
 }
 
 /// A served model's metric handles, built once: looking a labelled metric up by name and labels on every call

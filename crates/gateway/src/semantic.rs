@@ -592,14 +592,24 @@ impl SemanticCache {
                 context: &item.context,
                 last: &item.last,
             };
-            let Decision::Candidate { similarity } = judge(
+            let similarity = match judge(
                 new,
                 cached,
                 n.similarity,
                 context_similarity,
                 self.config.min_similarity,
-            ) else {
-                continue;
+            ) {
+                Decision::Candidate { similarity } => similarity,
+                Decision::TooFar { .. } => continue,
+                // What each guard stops in production, as fow-cache measures it offline.
+                Decision::ContextDiffers => {
+                    metrics::counter!("leanlm_semantic_vetoes_total", "guard" => "context").increment(1);
+                    continue;
+                }
+                Decision::Vetoed(v) => {
+                    metrics::counter!("leanlm_semantic_vetoes_total", "guard" => v.as_str()).increment(1);
+                    continue;
+                }
             };
             return Some((
                 item.body.clone(),

@@ -285,6 +285,20 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     // The guards still veto: a negation is never a hit.
     let (cache, answer, _) = h.ask("pw", None, "how do i not reset my password").await;
     assert_eq!((cache.as_str(), answer.as_str()), ("miss", "other"));
+    // ... and /metrics says which guard refused.
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"leanlm_semantic_vetoes_total{guard="negation"}"#),
+        "{metrics}"
+    );
     // The context must match: another system prompt is another conversation.
     let (cache, _, _) = h
         .ask("pw", Some("You answer in French."), "how do i reset my password fast")
