@@ -73,6 +73,10 @@ fn describe() {
     );
     metrics::describe_gauge!("leanlm_call_log_queued", "Call records waiting to be written.");
     metrics::describe_counter!(
+        "leanlm_semantic_shared_total",
+        "Semantic-cache entries taken in from other gateways on the same store."
+    );
+    metrics::describe_counter!(
         "leanlm_semantic_vetoes_total",
         "Similar cached requests the semantic cache refused to answer with, by the guard that refused."
     );

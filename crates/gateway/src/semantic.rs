@@ -5,15 +5,18 @@
 //! task) the last user turn and the conversation before it are embedded, on the blocking pool, and the
 //! nearest cached requests of the same partition (task, client format, provider, model and every other
 //! request field) are compared: both the last turn and the context must be similar, and the lexical guards
-//! must not veto (numbers, negation, entities, scope, opposites, direction). What survives is a *would-be hit*.
+//! must not veto (numbers, negation, entities, scope, opposites, direction, substitution). What survives is a *would-be hit*.
 //!
 //! A would-be hit is served only when its similarity clears the task's threshold, which is read off the
 //! task's verified would-be hits so that the false-hit rate's upper confidence bound stays under the
 //! task's bound (`leanlm_semantic::calibrate`). Until then, and for a sample of hits after, the request goes
 //! upstream as usual and the fresh answer is compared with the cached one by the task's scorer: learning
 //! costs nothing, and the estimate keeps being checked while hits are served.
+//!
+//! Where entries persist, gateways on one store share them: each takes in the others' new entries every
+//! second, and applies the clears any of them recorded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -160,13 +163,74 @@ struct Memory {
     total: std::sync::atomic::AtomicUsize,
     /// Clears this gateway applied when it recorded them, which its writer then need not apply again.
     applied_here: Mutex<std::collections::HashSet<i64>>,
+    /// The time of the latest clear applied, per task (`None`: of every task). Changed and read only under
+    /// the `partitions` write lock, so an entry another gateway stored before a clear is never taken after
+    /// it.
+    cleared: Mutex<HashMap<Option<String>, i64>>,
 }
 
 impl Memory {
-    /// Drops the entries of a task (by id; `None`: of every task) and returns how many.
-    fn drop_task(&self, task: Option<&str>) -> usize {
+    /// Caches an entry in its partition, within `(per partition, in all)` entries (a full partition
+    /// overwrites its oldest entry; a full cache takes no new one). An entry another gateway stored at
+    /// `stored_at_ms` is not taken if a clear since has covered it. False when it was not taken.
+    fn insert(
+        &self,
+        key: PartitionKey,
+        task: &str,
+        vector: &[f32],
+        item: Item,
+        stored_at_ms: Option<i64>,
+        limits: (usize, usize),
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        let (per_partition, total) = limits;
+        let budget_left = self.total.load(Ordering::Relaxed) < total;
+        let partition = {
+            let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = stored_at_ms {
+                let cleared = self.cleared.lock().unwrap_or_else(|p| p.into_inner());
+                let covered = |t: Option<String>| cleared.get(&t).is_some_and(|c| at <= *c);
+                if covered(None) || covered(Some(task.to_owned())) {
+                    return false;
+                }
+            }
+            match all.get(&key) {
+                Some(s) => s.entries.clone(),
+                None if budget_left => all
+                    .entry(key)
+                    .or_insert_with(|| Shelf::new(task.to_owned(), vector.len(), per_partition))
+                    .entries
+                    .clone(),
+                None => {
+                    metrics::counter!("leanlm_semantic_full_total").increment(1);
+                    return false;
+                }
+            }
+        };
+        let mut p = partition.write().unwrap_or_else(|p| p.into_inner());
+        let grows = p.len() < per_partition;
+        if grows && !budget_left {
+            metrics::counter!("leanlm_semantic_full_total").increment(1);
+            return false;
+        }
+        if p.insert(vector, item).is_none() {
+            return false;
+        }
+        if grows {
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Drops the entries of a task (by id; `None`: of every task), for a clear at `at_ms`, and returns how
+    /// many.
+    fn drop_task(&self, task: Option<&str>, at_ms: i64) -> usize {
         let removed: usize = {
             let mut all = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+            let mut cleared = self.cleared.lock().unwrap_or_else(|p| p.into_inner());
+            let latest = cleared.entry(task.map(str::to_owned)).or_insert(at_ms);
+            *latest = (*latest).max(at_ms);
+            drop(cleared);
             let mut removed = 0;
             all.retain(|_, s| {
                 let keep = task.is_some_and(|t| t != s.task);
@@ -366,6 +430,18 @@ impl SemanticCache {
             Embeddings::Local { .. } => "local".to_owned(),
             Embeddings::Remote { model } => format!("remote:{model}"),
         });
+        // Read before loading: an entry another gateway stores meanwhile is loaded twice at worst, never missed.
+        let shared = match &persisted_as {
+            Some(embedding) => Some(Shared {
+                embedding: embedding.clone(),
+                seen: store
+                    .last_semantic_entry()
+                    .context("reading the latest stored semantic-cache entry")?,
+                own: BTreeSet::new(),
+                limits: (config.max_entries, config.max_total_entries),
+            }),
+            None => None,
+        };
         let (partitions, total) = match &persisted_as {
             Some(embedding) => load_entries(&mut store, &config, embedding),
             None => (HashMap::new(), 0),
@@ -374,17 +450,15 @@ impl SemanticCache {
             partitions: RwLock::new(partitions),
             total: std::sync::atomic::AtomicUsize::new(total),
             applied_here: Mutex::default(),
+            cleared: Mutex::default(),
         });
         let clears_seen = store.last_cache_clear().context("reading recorded cache clears")?;
         let (tx, rx) = crate::queue::bounded::<Write>(10_000);
-        let limits = persisted_as
-            .is_some()
-            .then_some((config.max_entries, config.max_total_entries));
         let writer = Writer {
             store,
             memory: memory.clone(),
             clears_seen,
-            limits,
+            shared,
         };
         let writer_thread = std::thread::Builder::new()
             .name("leanlm-semantic".into())
@@ -670,38 +744,13 @@ impl SemanticCache {
                     stored: Instant::now(),
                     ttl: probe.ttl,
                 };
-                use std::sync::atomic::Ordering;
-                let budget_left = self.memory.total.load(Ordering::Relaxed) < self.config.max_total_entries;
-                let partition = {
-                    let mut all = self.memory.partitions.write().unwrap_or_else(|p| p.into_inner());
-                    match all.get(&probe.partition) {
-                        Some(s) => s.entries.clone(),
-                        None if budget_left => all
-                            .entry(probe.partition)
-                            .or_insert_with(|| {
-                                Shelf::new(probe.task.clone(), last_vector.len(), self.config.max_entries)
-                            })
-                            .entries
-                            .clone(),
-                        None => {
-                            metrics::counter!("leanlm_semantic_full_total").increment(1);
-                            return;
-                        }
-                    }
-                };
-                let mut p = partition.write().unwrap_or_else(|p| p.into_inner());
-                let grows = p.len() < self.config.max_entries;
-                if grows && !budget_left {
-                    metrics::counter!("leanlm_semantic_full_total").increment(1);
+                let limits = (self.config.max_entries, self.config.max_total_entries);
+                if !self
+                    .memory
+                    .insert(probe.partition, &probe.task, &last_vector, item, None, limits)
+                {
                     return;
                 }
-                if p.insert(&last_vector, item).is_none() {
-                    return;
-                }
-                if grows {
-                    self.memory.total.fetch_add(1, Ordering::Relaxed);
-                }
-                drop(p);
                 if let Some(entry) = stored
                     && !self.queue(Write::Entry(Box::new(entry)))
                 {
@@ -743,7 +792,7 @@ impl SemanticCache {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(clear);
         }
-        self.memory.drop_task(task)
+        self.memory.drop_task(task, at_ms)
     }
 
     /// Hands a row to the writer thread; false when the queue is full.
@@ -786,15 +835,31 @@ impl Drop for SemanticCache {
 }
 
 /// The semantic cache's thread for the store: writes evidence and entries off the request path, applies the
-/// clears recorded in the store, and prunes stored entries.
+/// clears recorded in the store, takes in the entries other gateways on the store cached, and prunes stored
+/// entries.
 struct Writer {
     store: Store,
     memory: Arc<Memory>,
     /// The latest recorded clear applied.
     clears_seen: i64,
-    /// Entries per partition and in all, where entries persist.
-    limits: Option<(usize, usize)>,
+    /// Where entries persist: what the store holds of other gateways' entries.
+    shared: Option<Shared>,
 }
+
+/// The entries gateways on one store share, by id.
+struct Shared {
+    /// The embedding model of this gateway's vectors: only its entries are comparable.
+    embedding: String,
+    /// The latest stored entry taken in (or found to be this gateway's own).
+    seen: i64,
+    /// Ids of entries this gateway stored that are not yet seen: in memory already.
+    own: BTreeSet<i64>,
+    /// Entries per partition and in all.
+    limits: (usize, usize),
+}
+
+/// How many stored entries one look at the store takes in at most; the next look takes the rest.
+const SHARED_BATCH: usize = 1_000;
 
 impl Writer {
     /// Runs until every sender is gone and the queue is drained.
@@ -811,8 +876,9 @@ impl Writer {
             if polled.elapsed() >= CLEARS_POLL {
                 polled = Instant::now();
                 self.apply_clears();
+                self.take_shared();
             }
-            if let Some((per_partition, total)) = self.limits
+            if let Some((per_partition, total)) = self.shared.as_ref().map(|s| s.limits)
                 && pruned.elapsed() >= PRUNE_EVERY
             {
                 pruned = Instant::now();
@@ -845,12 +911,61 @@ impl Writer {
     }
 
     fn insert_entries(&mut self, entries: &mut Vec<SemanticEntry>) {
-        if !entries.is_empty()
-            && let Err(e) = self.store.insert_semantic_entries(entries)
-        {
-            tracing::error!(error = %e, "could not store semantic-cache entries");
+        if entries.is_empty() {
+            return;
+        }
+        match self.store.insert_semantic_entries(entries) {
+            Ok(ids) => {
+                if let Some(shared) = &mut self.shared {
+                    shared.own.extend(ids);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not store semantic-cache entries"),
         }
         entries.clear();
+    }
+
+    /// Takes in the live entries other gateways stored since the last look, so a request answered through
+    /// one gateway serves its paraphrases through every gateway on the store.
+    fn take_shared(&mut self) {
+        let Some(shared) = &mut self.shared else {
+            return;
+        };
+        let (now_ms, now) = (unix_ms(), Instant::now());
+        let mut contexts = HashMap::new();
+        loop {
+            let rows = match self
+                .store
+                .semantic_entries_after(shared.seen, &shared.embedding, now_ms, SHARED_BATCH)
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read other gateways' semantic-cache entries");
+                    return;
+                }
+            };
+            let complete = rows.len() < SHARED_BATCH;
+            for (id, e) in rows {
+                shared.seen = id;
+                if shared.own.remove(&id) {
+                    continue;
+                }
+                let stored_at_ms = e.stored_at_ms;
+                let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
+                if self
+                    .memory
+                    .insert(key, &task, &vector, item, Some(stored_at_ms), shared.limits)
+                {
+                    metrics::counter!("leanlm_semantic_shared_total").increment(1);
+                }
+            }
+            // Own entries deleted (pruned, cleared) before they were seen are not coming.
+            let seen = shared.seen;
+            shared.own.retain(|id| *id > seen);
+            if complete {
+                return;
+            }
+        }
     }
 
     fn delete_entries(&mut self, task: Option<&str>, up_to_ms: i64) {
@@ -881,7 +996,7 @@ impl Writer {
                 continue;
             }
             self.delete_entries(task.as_deref(), at_ms);
-            let removed = self.memory.drop_task(task.as_deref());
+            let removed = self.memory.drop_task(task.as_deref(), at_ms);
             tracing::info!(
                 task = task.as_deref().unwrap_or("(all)"),
                 removed,
@@ -907,34 +1022,17 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
     };
     let now = Instant::now();
     let mut partitions = Partitions::new();
-    // Entries of one system prompt or history share its embedding in memory, as they did before the restart.
-    let mut contexts: HashMap<String, Arc<Vec<f32>>> = HashMap::new();
+    let mut contexts = HashMap::new();
     for e in entries {
-        let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
-        let ttl = Duration::from_millis(u64::try_from(e.expires_at_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
-        let context_vector = e
-            .context_vector
-            .map(|v| contexts.entry(e.context.clone()).or_insert_with(|| Arc::new(v)).clone());
-        let item = Item {
-            last: e.last,
-            context: e.context,
-            context_vector,
-            body: Bytes::from(e.body),
-            cost_usd: e.cost_usd,
-            model: e.model,
-            provider: e.provider,
-            stored: now.checked_sub(age).unwrap_or(now),
-            ttl,
-        };
-        let dim = e.last_vector.len();
+        let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
         let shelf = partitions
-            .entry(e.partition)
-            .or_insert_with(|| Shelf::new(e.task_id, dim, config.max_entries));
+            .entry(key)
+            .or_insert_with(|| Shelf::new(task, vector.len(), config.max_entries));
         shelf
             .entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(&e.last_vector, item);
+            .insert(&vector, item);
     }
     let total = partitions
         .values()
@@ -948,6 +1046,33 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
         );
     }
     (partitions, total)
+}
+
+/// A stored entry as the cache holds it in memory: its partition, task, vector and item, as old as it is.
+/// Entries of one system prompt or history share its embedding through `contexts`, as they did when cached.
+fn item_of(
+    e: SemanticEntry,
+    now_ms: i64,
+    now: Instant,
+    contexts: &mut HashMap<String, Arc<Vec<f32>>>,
+) -> (PartitionKey, String, Vec<f32>, Item) {
+    let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
+    let ttl = Duration::from_millis(u64::try_from(e.expires_at_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
+    let context_vector = e
+        .context_vector
+        .map(|v| contexts.entry(e.context.clone()).or_insert_with(|| Arc::new(v)).clone());
+    let item = Item {
+        last: e.last,
+        context: e.context,
+        context_vector,
+        body: Bytes::from(e.body),
+        cost_usd: e.cost_usd,
+        model: e.model,
+        provider: e.provider,
+        stored: now.checked_sub(age).unwrap_or(now),
+        ttl,
+    };
+    (e.partition, e.task_id, e.last_vector, item)
 }
 
 /// The text of a message's content, or `None` when it holds anything but text.

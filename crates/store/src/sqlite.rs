@@ -189,6 +189,34 @@ CREATE TABLE cache_clears (
     at_ms INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Entries get ids that never repeat, so gateways sharing the store pick up each other's new entries by id (a
+-- plain rowid is reused once the newest rows are deleted).
+CREATE TABLE semantic_entries_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition BLOB NOT NULL,
+    task TEXT NOT NULL,
+    embedding TEXT NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    last TEXT NOT NULL,
+    context TEXT NOT NULL,
+    last_vector BLOB NOT NULL,
+    context_vector BLOB,
+    body BLOB NOT NULL,
+    cost_usd REAL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL
+);
+INSERT INTO semantic_entries_v2 (partition, task, embedding, stored_at_ms, expires_at_ms, last, context, last_vector,
+    context_vector, body, cost_usd, model, provider)
+    SELECT partition, task, embedding, stored_at_ms, expires_at_ms, last, context, last_vector, context_vector, body,
+        cost_usd, model, provider FROM semantic_entries ORDER BY rowid;
+DROP TABLE semantic_entries;
+ALTER TABLE semantic_entries_v2 RENAME TO semantic_entries;
+CREATE INDEX semantic_entries_partition ON semantic_entries (partition, stored_at_ms);
+CREATE INDEX semantic_entries_expiry ON semantic_entries (expires_at_ms);
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -518,6 +546,42 @@ impl Store {
 }
 
 /// Deletes the semantic-cache entries of a task (?1; NULL: of every task) stored at or before ?2.
+/// A semantic-cache entry from a row whose first 13 columns are the table's, in order; `None` when it does not
+/// decode (a vector of a broken length).
+fn semantic_entry(r: &rusqlite::Row) -> rusqlite::Result<Option<crate::SemanticEntry>> {
+    let partition: Vec<u8> = r.get(0)?;
+    let last_vector: Vec<u8> = r.get(7)?;
+    let context_vector: Option<Vec<u8>> = r.get(8)?;
+    let decoded = (
+        <[u8; 32]>::try_from(partition.as_slice()).ok(),
+        vector_of(&last_vector),
+        context_vector.as_deref().map(vector_of),
+    );
+    let (Some(partition), Some(last_vector), context_vector) = decoded else {
+        return Ok(None);
+    };
+    let context_vector = match context_vector {
+        None => None,
+        Some(Some(v)) => Some(v),
+        Some(None) => return Ok(None),
+    };
+    Ok(Some(crate::SemanticEntry {
+        partition,
+        task_id: r.get(1)?,
+        embedding: r.get(2)?,
+        stored_at_ms: r.get(3)?,
+        expires_at_ms: r.get(4)?,
+        last: r.get(5)?,
+        context: r.get(6)?,
+        last_vector,
+        context_vector,
+        body: r.get(9)?,
+        cost_usd: r.get(10)?,
+        model: r.get(11)?,
+        provider: r.get(12)?,
+    }))
+}
+
 const DELETE_SEMANTIC_ENTRIES: &str =
     "DELETE FROM semantic_entries WHERE (?1 IS NULL OR task = ?1) AND stored_at_ms <= ?2";
 
@@ -791,9 +855,10 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Stores semantic-cache entries.
-    pub fn insert_semantic_entries(&mut self, rows: &[crate::SemanticEntry]) -> Result<(), StoreError> {
+    /// Stores semantic-cache entries and returns their ids, in order.
+    pub fn insert_semantic_entries(&mut self, rows: &[crate::SemanticEntry]) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(rows.len());
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO semantic_entries (partition, task, embedding, stored_at_ms, expires_at_ms, last, context,
@@ -816,10 +881,43 @@ impl Store {
                     r.model,
                     r.provider,
                 ])?;
+                ids.push(tx.last_insert_rowid());
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(ids)
+    }
+
+    /// The id of the latest stored semantic-cache entry (0 when none): where a gateway starts looking for the
+    /// entries other gateways store after it loaded the cache.
+    pub fn last_semantic_entry(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM semantic_entries", [], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` semantic-cache entries of one embedding model stored after the one with id `after` and
+    /// still live at `now_ms`, with their ids, oldest first. Rows that do not decode are left out.
+    pub fn semantic_entries_after(
+        &self,
+        after: i64,
+        embedding: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, crate::SemanticEntry)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT partition, task, embedding, stored_at_ms, expires_at_ms, last, context, last_vector, context_vector,
+                body, cost_usd, model, provider, id FROM semantic_entries
+             WHERE id > ?1 AND embedding = ?2 AND expires_at_ms > ?3 ORDER BY id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![after, embedding, now_ms, limit as i64],
+            |r| match semantic_entry(r)? {
+                Some(e) => Ok(Some((r.get(13)?, e))),
+                None => Ok(None),
+            },
+        )?;
+        Ok(rows.filter_map(Result::transpose).collect::<Result<_, _>>()?)
     }
 
     /// The semantic-cache entries of one embedding model still live at `now_ms`: the newest `per_partition`
@@ -839,39 +937,10 @@ impl Store {
                 FROM semantic_entries WHERE embedding = ?1 AND expires_at_ms > ?2)
              WHERE k <= ?3 ORDER BY stored_at_ms DESC, k LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![embedding, now_ms, per_partition as i64, total as i64], |r| {
-            let partition: Vec<u8> = r.get(0)?;
-            let last_vector: Vec<u8> = r.get(7)?;
-            let context_vector: Option<Vec<u8>> = r.get(8)?;
-            let decoded = (
-                <[u8; 32]>::try_from(partition.as_slice()).ok(),
-                vector_of(&last_vector),
-                context_vector.as_deref().map(vector_of),
-            );
-            let (Some(partition), Some(last_vector), context_vector) = decoded else {
-                return Ok(None);
-            };
-            let context_vector = match context_vector {
-                None => None,
-                Some(Some(v)) => Some(v),
-                Some(None) => return Ok(None),
-            };
-            Ok(Some(crate::SemanticEntry {
-                partition,
-                task_id: r.get(1)?,
-                embedding: r.get(2)?,
-                stored_at_ms: r.get(3)?,
-                expires_at_ms: r.get(4)?,
-                last: r.get(5)?,
-                context: r.get(6)?,
-                last_vector,
-                context_vector,
-                body: r.get(9)?,
-                cost_usd: r.get(10)?,
-                model: r.get(11)?,
-                provider: r.get(12)?,
-            }))
-        })?;
+        let rows = stmt.query_map(
+            params![embedding, now_ms, per_partition as i64, total as i64],
+            semantic_entry,
+        )?;
         let mut out: Vec<_> = rows.filter_map(Result::transpose).collect::<Result<_, _>>()?;
         out.reverse();
         Ok(out)
@@ -1574,6 +1643,84 @@ pub(crate) mod tests {
             vec![(1, Some("t".to_owned()), 460), (2, None, 470)]
         );
         assert_eq!(s.cache_clears_after(2).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn entries_stored_before_ids_existed_keep_every_field() {
+        // A store at the schema before entry ids, with an entry in it.
+        let path = std::env::temp_dir().join(format!("leanlm-store-ids-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let conn = Connection::open(&path).unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for m in &MIGRATIONS[..before] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64).unwrap();
+        let e = entry(2, 100, 1_000, "local");
+        conn.execute(
+            "INSERT INTO semantic_entries (partition, task, embedding, stored_at_ms, expires_at_ms, last, context,
+                last_vector, context_vector, body, cost_usd, model, provider)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                e.partition.as_slice(),
+                e.task_id,
+                e.embedding,
+                e.stored_at_ms,
+                e.expires_at_ms,
+                e.last,
+                e.context,
+                vector_bytes(&e.last_vector),
+                e.context_vector.as_deref().map(vector_bytes),
+                e.body,
+                e.cost_usd,
+                e.model,
+                e.provider,
+            ],
+        )
+        .unwrap();
+        drop(conn);
+        let s = Store::open(&format!("sqlite://{}", path.display())).unwrap();
+        assert_eq!(s.semantic_entries_after(0, "local", 500, 10).unwrap(), vec![(1, e)]);
+        drop(s);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn entries_stored_after_an_id_are_found_and_ids_never_repeat() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        assert_eq!(s.last_semantic_entry().unwrap(), 0);
+        let ids = s
+            .insert_semantic_entries(&[
+                entry(1, 100, 1_000, "local"),
+                entry(1, 101, 400, "local"), // expired at 500
+                entry(2, 102, 1_000, "remote:m"),
+                entry(2, 103, 1_000, "local"),
+            ])
+            .unwrap();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+        assert_eq!(s.last_semantic_entry().unwrap(), 4);
+        let after = |s: &Store, id: i64, limit: usize| -> Vec<(i64, i64)> {
+            s.semantic_entries_after(id, "local", 500, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(id, e)| (id, e.stored_at_ms))
+                .collect()
+        };
+        assert_eq!(after(&s, 0, 10), vec![(1, 100), (4, 103)], "live, this model's, by id");
+        assert_eq!(after(&s, 0, 1), vec![(1, 100)]);
+        assert_eq!(after(&s, 1, 10), vec![(4, 103)]);
+        assert_eq!(after(&s, 4, 10), vec![]);
+        let full = s.semantic_entries_after(0, "local", 500, 10).unwrap();
+        assert_eq!(full[1].1, entry(2, 103, 1_000, "local"), "every field survives");
+
+        // Deleting the newest rows does not hand their ids to the next entries: a gateway that saw id 4 still
+        // finds what comes after.
+        s.delete_semantic_entries(None, 1_000).unwrap();
+        assert_eq!(
+            s.insert_semantic_entries(&[entry(3, 600, 2_000, "local")]).unwrap(),
+            vec![5]
+        );
+        assert_eq!(after(&s, 4, 10), vec![(5, 600)]);
     }
 
     #[test]
