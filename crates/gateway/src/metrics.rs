@@ -77,6 +77,10 @@ fn describe() {
         "Semantic-cache entries taken in from other gateways on the same store."
     );
     metrics::describe_counter!(
+        "leanlm_semantic_evidence_shared_total",
+        "Verified semantic would-be hits taken in from other gateways on the same store."
+    );
+    metrics::describe_counter!(
         "leanlm_semantic_vetoes_total",
         "Similar cached requests the semantic cache refused to answer with, by the guard that refused."
     );

@@ -13,8 +13,8 @@
 //! upstream as usual and the fresh answer is compared with the cached one by the task's scorer: learning
 //! costs nothing, and the estimate keeps being checked while hits are served.
 //!
-//! Where entries persist, gateways on one store share them: each takes in the others' new entries every
-//! second, and applies the clears any of them recorded.
+//! Gateways on one store share what they learn: each takes in, every second, the would-be hits the others
+//! verified, the clears any of them recorded and, where entries persist, the others' new entries.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -120,7 +120,12 @@ impl TaskEvidence {
     }
 
     fn push(&mut self, v: Verified) {
-        self.samples.push_back(v);
+        self.extend([v]);
+    }
+
+    /// Adds verified would-be hits and calibrates once.
+    fn extend(&mut self, v: impl IntoIterator<Item = Verified>) {
+        self.samples.extend(v);
         while self.samples.len() > EVIDENCE_WINDOW {
             self.samples.pop_front();
         }
@@ -130,6 +135,9 @@ impl TaskEvidence {
 
 type PartitionKey = [u8; 32];
 
+/// Each task's verified would-be hits, by task id: this gateway's and, taken in from the store, the others'.
+type Evidence = Arc<RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>>;
+
 pub struct SemanticCache {
     config: SemanticConfig,
     tasks: HashMap<String, TaskSemantic>,
@@ -137,7 +145,7 @@ pub struct SemanticCache {
     /// The entries, shared with the writer thread, which applies clears recorded in the store.
     memory: Arc<Memory>,
     contexts: Mutex<HashMap<[u8; 32], Arc<Vec<f32>>>>,
-    evidence: RwLock<HashMap<String, Arc<Mutex<TaskEvidence>>>>,
+    evidence: Evidence,
     /// `None` once dropping: closing the queue lets the writer finish.
     writer: Option<crate::queue::Sender<Write>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -426,6 +434,12 @@ impl SemanticCache {
             let bound = e.bound;
             e.estimate = calibrate(e.samples.make_contiguous(), bound);
         }
+        // Read after loading: what another gateway verified meanwhile is left out (a few samples fewer),
+        // never counted twice (which would overstate the evidence).
+        let evidence_seen = store
+            .last_semantic_evidence()
+            .context("reading the latest semantic-cache evidence")?;
+        let evidence: Evidence = Arc::new(RwLock::new(evidence));
         let persisted_as = (config.persist && log_bodies).then(|| match &config.embeddings {
             Embeddings::Local { .. } => "local".to_owned(),
             Embeddings::Remote { model } => format!("remote:{model}"),
@@ -459,6 +473,10 @@ impl SemanticCache {
             memory: memory.clone(),
             clears_seen,
             shared,
+            evidence: evidence.clone(),
+            evidence_seen,
+            own_evidence: BTreeSet::new(),
+            default_bound: config.bound,
         };
         let writer_thread = std::thread::Builder::new()
             .name("leanlm-semantic".into())
@@ -470,7 +488,7 @@ impl SemanticCache {
             embedder,
             memory,
             contexts: Mutex::default(),
-            evidence: RwLock::new(evidence),
+            evidence,
             writer: Some(tx),
             writer_thread: Some(writer_thread),
             persisted_as,
@@ -546,6 +564,12 @@ impl SemanticCache {
     /// The task's evidence, created with its false-hit bound on first use.
     fn evidence_of(&self, task: &str, bound: f64) -> Arc<Mutex<TaskEvidence>> {
         if let Some(e) = self.evidence.read().unwrap_or_else(|p| p.into_inner()).get(task) {
+            // Evidence taken in from another gateway came with the default bound: the task's own applies.
+            let mut t = e.lock().unwrap_or_else(|p| p.into_inner());
+            if t.bound != bound {
+                t.bound = bound;
+                t.extend([]);
+            }
             return e.clone();
         }
         self.evidence
@@ -844,6 +868,14 @@ struct Writer {
     clears_seen: i64,
     /// Where entries persist: what the store holds of other gateways' entries.
     shared: Option<Shared>,
+    /// The tasks' evidence, which other gateways' verified would-be hits join.
+    evidence: Evidence,
+    /// The latest stored verified would-be hit taken in (or found to be this gateway's own).
+    evidence_seen: i64,
+    /// Ids of this gateway's stored evidence not yet seen.
+    own_evidence: BTreeSet<i64>,
+    /// The bound a task gets until this gateway serves it (and sets the task's own).
+    default_bound: f64,
 }
 
 /// The entries gateways on one store share, by id.
@@ -877,6 +909,7 @@ impl Writer {
                 polled = Instant::now();
                 self.apply_clears();
                 self.take_shared();
+                self.take_evidence();
             }
             if let Some((per_partition, total)) = self.shared.as_ref().map(|s| s.limits)
                 && pruned.elapsed() >= PRUNE_EVERY
@@ -902,10 +935,11 @@ impl Writer {
                 }
             }
         }
-        if !evidence.is_empty()
-            && let Err(e) = self.store.insert_semantic_evidence(&evidence)
-        {
-            tracing::error!(error = %e, "could not store semantic-cache evidence");
+        if !evidence.is_empty() {
+            match self.store.insert_semantic_evidence(&evidence) {
+                Ok(ids) => self.own_evidence.extend(ids),
+                Err(e) => tracing::error!(error = %e, "could not store semantic-cache evidence"),
+            }
         }
         self.insert_entries(&mut entries);
     }
@@ -923,6 +957,47 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "could not store semantic-cache entries"),
         }
         entries.clear();
+    }
+
+    /// Takes in the would-be hits other gateways verified since the last look: every gateway calibrates a
+    /// task's threshold on all of the task's traffic, not only on what passed through it.
+    fn take_evidence(&mut self) {
+        let mut learned: HashMap<String, Vec<Verified>> = HashMap::new();
+        loop {
+            let rows = match self.store.semantic_evidence_after(self.evidence_seen, SHARED_BATCH) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read other gateways' semantic-cache evidence");
+                    break;
+                }
+            };
+            let complete = rows.len() < SHARED_BATCH;
+            for (id, e) in rows {
+                self.evidence_seen = id;
+                if !self.own_evidence.remove(&id) {
+                    learned.entry(e.task_id).or_default().push(Verified {
+                        similarity: e.similarity,
+                        agreed: e.agreed,
+                    });
+                }
+            }
+            if complete {
+                break;
+            }
+        }
+        let seen = self.evidence_seen;
+        self.own_evidence.retain(|id| *id > seen);
+        for (task, samples) in learned {
+            let task_evidence = self
+                .evidence
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(task)
+                .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(self.default_bound))))
+                .clone();
+            metrics::counter!("leanlm_semantic_evidence_shared_total").increment(samples.len() as u64);
+            task_evidence.lock().unwrap_or_else(|p| p.into_inner()).extend(samples);
+        }
     }
 
     /// Takes in the live entries other gateways stored since the last look, so a request answered through

@@ -527,14 +527,8 @@ async fn the_admin_api_withdraws_a_tasks_cached_answers_here_in_the_store_and_in
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateways_on_one_store_serve_each_others_new_entries() {
+async fn gateways_on_one_store_serve_each_others_entries_on_each_others_evidence() {
     let h = Harness::start(CONFIG).await;
-    learn_password_task(&h).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while h.store().semantic_entries("local", 0, 100, 100).unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "entries stored");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let other = Harness::start_on(
         h.db.clone(),
         "",
@@ -542,16 +536,26 @@ async fn gateways_on_one_store_serve_each_others_new_entries() {
         Box::new(|_| Ok(Arc::new(BagOfWords) as SharedEmbed)),
     )
     .await;
-    // A conversation neither gateway has cached, answered through the first one after the second started.
+    // Everything the task teaches goes through the first gateway, after the second started.
+    learn_password_task(&h).await;
     let bank = Some("You help the customers of a bank.");
     let (cache, _, _) = h.ask("pw", bank, "how do i reset my password").await;
     assert_eq!(cache, "miss");
-    // The second takes it in from the store within a second or so: its first request in that conversation
-    // is a hit, with no request upstream.
+    // The second takes in the entries and the verified would-be hits from the store within a second or so:
+    // it serves hits it never verified itself, in either conversation, with no request upstream.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let upstream = other.mock.stats.requests();
-    let (cache, answer, _) = other.ask("pw", bank, "how do i reset my password please").await;
-    assert_eq!((cache.as_str(), answer.as_str()), ("semantic-hit", "password"));
+    for (context, question) in [
+        (None, "how do i reset my password online"),
+        (bank, "how do i reset my password please"),
+    ] {
+        let (cache, answer, _) = other.ask("pw", context, question).await;
+        assert_eq!(
+            (cache.as_str(), answer.as_str()),
+            ("semantic-hit", "password"),
+            "{question}"
+        );
+    }
     assert_eq!(other.mock.stats.requests(), upstream);
     other.shutdown().await;
     h.shutdown().await;

@@ -814,9 +814,11 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Stores verified would-be hits of the semantic cache.
-    pub fn insert_semantic_evidence(&mut self, rows: &[crate::SemanticEvidence]) -> Result<(), StoreError> {
+    /// Stores verified would-be hits of the semantic cache and returns their ids, in order. Evidence is never
+    /// deleted, so ids never repeat.
+    pub fn insert_semantic_evidence(&mut self, rows: &[crate::SemanticEvidence]) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(rows.len());
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO semantic_evidence (task, at_ms, similarity, agreed, call_id, note)
@@ -824,10 +826,47 @@ impl Store {
             )?;
             for r in rows {
                 ins.execute(params![r.task_id, r.at_ms, r.similarity, r.agreed, r.call_id, r.note])?;
+                ids.push(tx.last_insert_rowid());
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(ids)
+    }
+
+    /// The id of the latest verified would-be hit stored (0 when none).
+    pub fn last_semantic_evidence(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(rowid), 0) FROM semantic_evidence", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Up to `limit` verified would-be hits stored after the one with id `after`, with their ids, oldest first:
+    /// what other gateways on the store learned since a gateway last looked.
+    pub fn semantic_evidence_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, crate::SemanticEvidence)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, task, at_ms, similarity, agreed, call_id, note FROM semantic_evidence
+             WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                crate::SemanticEvidence {
+                    task_id: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    similarity: r.get::<_, f64>(3)? as f32,
+                    agreed: r.get(4)?,
+                    call_id: r.get(5)?,
+                    note: r.get(6)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The latest `per_task` verified would-be hits of one task, or of every task, oldest first.
@@ -1643,6 +1682,29 @@ pub(crate) mod tests {
             vec![(1, Some("t".to_owned()), 460), (2, None, 470)]
         );
         assert_eq!(s.cache_clears_after(2).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn evidence_stored_after_an_id_is_found() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        assert_eq!(s.last_semantic_evidence().unwrap(), 0);
+        let row = |task: &str, at_ms: i64, agreed: bool| crate::SemanticEvidence {
+            task_id: task.into(),
+            at_ms,
+            similarity: 0.5,
+            agreed,
+            call_id: Some(format!("c{at_ms}")),
+            note: (!agreed).then(|| "differs".into()),
+        };
+        let ids = s
+            .insert_semantic_evidence(&[row("a", 1, true), row("b", 2, false), row("a", 3, true)])
+            .unwrap();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(s.last_semantic_evidence().unwrap(), 3);
+        let after = s.semantic_evidence_after(1, 10).unwrap();
+        assert_eq!(after, vec![(2, row("b", 2, false)), (3, row("a", 3, true))]);
+        assert_eq!(s.semantic_evidence_after(1, 1).unwrap().len(), 1);
+        assert!(s.semantic_evidence_after(3, 10).unwrap().is_empty());
     }
 
     #[test]
