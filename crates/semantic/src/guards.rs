@@ -429,15 +429,19 @@ const FUNCTION_WORDS: &[&str] = &[
     "where", "where's", "when", "when's", "why", "who", "who's", "there", "here", "that", "this", "these", "those",
     "and", "or", "so", "if", "please", "any", "am", "have", "has", "had", "get", "got", "s", "about", "from", "as",
     "up", "just", "some", "i'm", "i'd", "i'll", "then", "than", "not", "no", "yes", "hi", "hello", "hey", "thanks",
-    "thank", "won't", "doesn't", "don't", "can't", "isn't", "much", "many", "often",
+    "thank", "won't", "doesn't", "don't", "can't", "isn't", "much", "many", "often", "possible", "able",
 ];
+
+/// Who a question is about when it asks for the asker: "can I" is not "can my child" or "can contractors".
+const ASKER: &[&str] = &["i", "me", "we", "us"];
 
 /// Texts longer than this (in words, after their common start and end) are not compared word by word: a
 /// one-word swap is a short difference.
 const MAX_DIFFERENCE: usize = 256;
 
-/// Whether the texts differ by one content word swapped for one that may not stand for it. Rewordings that
-/// change more than one content word at a time are left to the similarity threshold.
+/// Whether the texts differ by one content word swapped for one that may not stand for it, or by the asker
+/// swapped for someone else. Rewordings that change more than one content word at a time are left to the
+/// similarity threshold.
 fn substituted(a: &[String], b: &[String]) -> bool {
     let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let (a, b) = (&a[start..], &b[start..]);
@@ -453,10 +457,13 @@ fn substituted(a: &[String], b: &[String]) -> bool {
             .cloned()
             .collect()
     };
+    let asker = |words: &[String]| words.iter().any(|w| ASKER.contains(&w.as_str()));
     replaced(a, b)
         .into_iter()
         .any(|(x, y)| match (&content(x)[..], &content(y)[..]) {
-            ([x], [y]) => !lexicon::interchangeable(x, y),
+            ([cx], [cy]) => !lexicon::interchangeable(cx, cy),
+            ([], [_, ..]) => asker(x) && !asker(y),
+            ([_, ..], []) => asker(y) && !asker(x),
             _ => false,
         })
 }
@@ -606,6 +613,15 @@ mod tests {
                 "Are dogs allowed in the restaurant?",
                 "Are dogs banned from the restaurant?",
             ),
+            // The asker swapped for someone else.
+            (
+                "Can I get the flu jab for free?",
+                "Can my child get the flu jab for free?",
+            ),
+            (
+                "Can I work from home on Fridays?",
+                "Can contractors work from home on Fridays?",
+            ),
         ] {
             assert_eq!(veto(a, b), Some(Veto::Substitution), "{a} / {b}");
         }
@@ -628,6 +644,10 @@ mod tests {
             (
                 "How often should I water succulents?",
                 "What's the right watering schedule for succulents?",
+            ),
+            (
+                "Can I change the name on my ticket?",
+                "Is it possible to change the name on my ticket?",
             ),
         ] {
             assert_eq!(veto(a, b), None, "{a} / {b}");
