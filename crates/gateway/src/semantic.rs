@@ -462,15 +462,9 @@ impl SemanticCache {
             }),
             None => None,
         };
-        let (partitions, total) = match &persisted_as {
+        let memory = Arc::new(match &persisted_as {
             Some(embedding) => load_entries(&mut store, &config, embedding),
-            None => (HashMap::new(), 0),
-        };
-        let memory = Arc::new(Memory {
-            partitions: RwLock::new(partitions),
-            total: std::sync::atomic::AtomicUsize::new(total),
-            applied_here: Mutex::default(),
-            cleared: Mutex::default(),
+            None => Memory::default(),
         });
         let clears_seen = store.last_cache_clear().context("reading recorded cache clears")?;
         let (tx, rx) = crate::queue::bounded::<Write>(10_000);
@@ -1058,9 +1052,9 @@ impl Writer {
     }
 }
 
-/// The live entries earlier runs stored, in partitions, with their count. A store that cannot be read
-/// leaves the cache empty (said in the log), never stops the gateway.
-fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> (Partitions, usize) {
+/// The cache, filled with the live entries earlier runs stored. A store that cannot be read leaves the cache
+/// empty (said in the log), never stops the gateway.
+fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> Memory {
     let now_ms = unix_ms();
     if let Err(e) = store.prune_semantic_entries(now_ms, config.max_entries, config.max_total_entries) {
         tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
@@ -1069,35 +1063,22 @@ fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> 
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "could not read stored semantic-cache entries; starting empty");
-            return (HashMap::new(), 0);
+            return Memory::default();
         }
     };
-    let now = Instant::now();
-    let mut partitions = Partitions::new();
+    let (now, memory) = (Instant::now(), Memory::default());
+    let limits = (config.max_entries, config.max_total_entries);
     let mut contexts = HashMap::new();
     for e in entries {
         let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
-        let shelf = partitions
-            .entry(key)
-            .or_insert_with(|| Shelf::new(task, vector.len(), config.max_entries));
-        shelf
-            .entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(&vector, item);
+        memory.insert(key, &task, &vector, item, None, limits);
     }
-    let total = partitions
-        .values()
-        .map(|s| s.entries.read().unwrap_or_else(|p| p.into_inner()).len())
-        .sum();
+    let total = memory.total.load(std::sync::atomic::Ordering::Relaxed);
     if total > 0 {
-        tracing::info!(
-            entries = total,
-            partitions = partitions.len(),
-            "semantic cache reloaded from the store"
-        );
+        let partitions = memory.partitions.read().unwrap_or_else(|p| p.into_inner()).len();
+        tracing::info!(entries = total, partitions, "semantic cache reloaded from the store");
     }
-    (partitions, total)
+    memory
 }
 
 /// The rows other gateways stored after id `seen`, read in batches by `read` (rows after an id, oldest first).

@@ -450,13 +450,13 @@ fn substituted(a: &[String], b: &[String]) -> bool {
     if a.len() > MAX_DIFFERENCE || b.len() > MAX_DIFFERENCE {
         return false;
     }
-    let content = |words: &[String]| -> Vec<String> {
+    fn content(words: &[String]) -> Vec<&str> {
         words
             .iter()
-            .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()))
-            .cloned()
+            .map(String::as_str)
+            .filter(|w| !FUNCTION_WORDS.contains(w))
             .collect()
-    };
+    }
     let asker = |words: &[String]| words.iter().any(|w| ASKER.contains(&w.as_str()));
     replaced(a, b)
         .into_iter()

@@ -545,7 +545,6 @@ impl Store {
     }
 }
 
-/// Deletes the semantic-cache entries of a task (?1; NULL: of every task) stored at or before ?2.
 /// A semantic-cache entry from a row whose first 13 columns are the table's, in order; `None` when it does not
 /// decode (a vector of a broken length).
 fn semantic_entry(r: &rusqlite::Row) -> rusqlite::Result<Option<crate::SemanticEntry>> {
@@ -582,6 +581,7 @@ fn semantic_entry(r: &rusqlite::Row) -> rusqlite::Result<Option<crate::SemanticE
     }))
 }
 
+/// Deletes the semantic-cache entries of a task (?1; NULL: of every task) stored at or before ?2.
 const DELETE_SEMANTIC_ENTRIES: &str =
     "DELETE FROM semantic_entries WHERE (?1 IS NULL OR task = ?1) AND stored_at_ms <= ?2";
 
