@@ -26,6 +26,9 @@ pub enum Veto {
     /// One word swapped for another that is not a synonym, a form or a misspelling of it: "adults" against
     /// "children", "approved" against "rejected".
     Substitution,
+    /// A bare reply ("yes please", "the second one") to a different offer: what such a reply asks for is
+    /// what was said to the user last, and that differs.
+    Offer,
 }
 
 impl Veto {
@@ -38,6 +41,7 @@ impl Veto {
             Veto::Opposites => "opposites",
             Veto::Direction => "direction",
             Veto::Substitution => "substitution",
+            Veto::Offer => "offer",
         }
     }
 }
@@ -468,6 +472,150 @@ fn substituted(a: &[String], b: &[String]) -> bool {
         })
 }
 
+/// Words a reply can be made of without saying anything of its own: it accepts, declines or picks from
+/// what it answers.
+const REPLY_WORDS: &[&str] = &[
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "aye",
+    "ok",
+    "okay",
+    "k",
+    "sure",
+    "please",
+    "pls",
+    "thanks",
+    "thank",
+    "you",
+    "cheers",
+    "go",
+    "ahead",
+    "on",
+    "do",
+    "it",
+    "that",
+    "this",
+    "those",
+    "these",
+    "one",
+    "ones",
+    "option",
+    "the",
+    "a",
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "last",
+    "other",
+    "let's",
+    "lets",
+    "let",
+    "us",
+    "me",
+    "i",
+    "i'll",
+    "i'd",
+    "we'll",
+    "then",
+    "fine",
+    "great",
+    "good",
+    "sounds",
+    "perfect",
+    "cool",
+    "alright",
+    "right",
+    "absolutely",
+    "definitely",
+    "of",
+    "course",
+    "no",
+    "nope",
+    "nah",
+    "not",
+    "don't",
+    "like",
+    "would",
+    "that's",
+    "and",
+    "just",
+    "take",
+    "have",
+    "pick",
+    "choose",
+    "want",
+    "prefer",
+    "go",
+    "with",
+    "for",
+    "both",
+    "neither",
+    "either",
+    "agreed",
+    "deal",
+    "lovely",
+    "brilliant",
+    "now",
+    "thx",
+    "ty",
+];
+
+/// Whether `text` only accepts, declines or picks from what was said to the user last ("yes please", "go
+/// ahead", "the second one"): its answer is decided by that turn, not by its own words.
+pub fn bare_reply(text: &str) -> bool {
+    let words = words(text);
+    NUMBER.find(text).is_none() && !words.is_empty() && words.iter().all(|w| REPLY_WORDS.contains(&w.as_str()))
+}
+
+/// Roles whose turns are said *to* the user, in a context of `role: text` lines.
+const TO_USER: &[&str] = &["assistant: ", "tool: ", "function: "];
+/// Roles whose turns come from the user's side.
+const FROM_USER: &[&str] = &["user: ", "system: ", "developer: "];
+
+/// What a reply at the end of `context` (`role: text` lines, as the gateway joins a conversation) answers:
+/// every turn said to the user since they last spoke, roles included; empty when there is none.
+fn last_said(context: &str) -> &str {
+    let (mut start, mut at) = (None, 0);
+    for line in context.split_inclusive('\n') {
+        if TO_USER.iter().any(|r| line.starts_with(r)) {
+            start = start.or(Some(at));
+        } else if FROM_USER.iter().any(|r| line.starts_with(r)) {
+            start = None;
+        }
+        at += line.len();
+    }
+    start.map_or("", |s| context[s..].trim_end())
+}
+
+/// The guard for a bare reply: the two turns it answers ([`last_said`] of each context) must make the same
+/// offer, the same numbers and content words in the same order, each word the same or interchangeable with
+/// it (a synonym, a form, a misspelling). Stricter than [`veto`] because nothing in the reply itself can
+/// tell two offers apart: "yes please" to "shall I cancel it?" and to "shall I switch you to annual
+/// billing?", "the second one" after the same two options in the other order.
+pub fn veto_offer(context_a: &str, context_b: &str) -> Option<Veto> {
+    let (a, b) = (last_said(context_a), last_said(context_b));
+    let numbers = |t: &str| -> Vec<String> { NUMBER.find_iter(t).map(|m| m.as_str().replace(',', "")).collect() };
+    // Negations are content here: "shall I cancel it?" is not "shall I not cancel it?".
+    let content = |t: &str| -> Vec<String> {
+        words(t)
+            .into_iter()
+            .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()) || NEGATIONS.contains(&w.as_str()) || w.ends_with("n't"))
+            .collect()
+    };
+    let (ca, cb) = (content(a), content(b));
+    let same = numbers(a) == numbers(b)
+        && ca.len() == cb.len()
+        && ca
+            .iter()
+            .zip(&cb)
+            .all(|(x, y)| x == y || lexicon::interchangeable(x, y));
+    (!same).then_some(Veto::Offer)
+}
+
 /// The runs of words that replace each other between two texts, from a longest common subsequence: in
 /// "how do I cancel my plan" / "how can I end my plan", ("do", "can") and ("cancel", "end").
 fn replaced<'t>(a: &'t [String], b: &'t [String]) -> Vec<(&'t [String], &'t [String])> {
@@ -670,6 +818,64 @@ mod tests {
         assert_eq!(runs, vec![(vec!["do"], vec!["can"]), (vec!["cancel"], vec!["end"])]);
         assert!(replaced(&a, &a).is_empty());
         assert!(replaced(&a, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_bare_reply_is_held_to_the_offer_it_answers() {
+        for reply in [
+            "yes please",
+            "Go ahead.",
+            "the second one",
+            "ok do it",
+            "yep",
+            "let's do the first one",
+            "no thanks",
+        ] {
+            assert!(bare_reply(reply), "{reply}");
+        }
+        for question in [
+            "cancel it",
+            "how much is it?",
+            "six of us, 7.30?",
+            "yes, on the 14th",
+            "ok freeze it",
+            "",
+        ] {
+            assert!(!bare_reply(question), "{question}");
+        }
+        let offer = |text: &str| format!("system: be brief\nuser: my plan renews tomorrow\nassistant: {text}");
+        let cancel = offer("That's right. Would you like me to cancel it before then?");
+        // Different offers, the same options in another order, a negated offer.
+        for other in [
+            "That's right. Would you like me to switch you to annual billing instead?",
+            "That's right. Would you like me to not cancel it before then?",
+            "That's right. Would you like me to cancel it after then?",
+        ] {
+            assert_eq!(veto_offer(&cancel, &offer(other)), Some(Veto::Offer), "{other}");
+        }
+        assert_eq!(
+            veto_offer(
+                &offer("Option 1 is Fibre 500 at £32, option 2 is the TV add-on at £10."),
+                &offer("Option 1 is the TV add-on at £10, option 2 is Fibre 500 at £32.")
+            ),
+            Some(Veto::Offer)
+        );
+        // The same offer, reworded only in function words or interchangeable ones, is the same offer.
+        assert_eq!(veto_offer(&cancel, &cancel), None);
+        assert_eq!(
+            veto_offer(
+                &cancel,
+                &offer("that's right - do you want me to cancel it before then")
+            ),
+            None
+        );
+        // Everything said to the user since they last spoke counts, tool results included; nothing before.
+        assert_eq!(
+            last_said("system: s\nuser: a\nassistant: calling\ntool: {\"ok\": 1}\nsecond line"),
+            "assistant: calling\ntool: {\"ok\": 1}\nsecond line"
+        );
+        assert_eq!(last_said("system: s\nuser: a"), "");
+        assert_eq!(veto_offer("system: s", &offer("Shall I cancel it?")), Some(Veto::Offer));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! subscription" are close in embedding space and want opposite answers. Cheap lexical guards veto hits
 //! whose texts differ in numbers, negation, named entities, quantifiers, opposite words, direction or one word
 //! swapped for another that is not its synonym, and the whole
-//! conversation is compared, not only its last turn.
+//! conversation is compared, not only its last turn; a bare reply ("yes please") must answer the same offer.
 
 mod bound;
 mod guards;
@@ -60,6 +60,11 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
     if let Some(v) = veto_context(new.context, cached.context) {
         return Decision::Vetoed(v);
     }
+    if (guards::bare_reply(new.last) || guards::bare_reply(cached.last))
+        && let Some(v) = guards::veto_offer(new.context, cached.context)
+    {
+        return Decision::Vetoed(v);
+    }
     Decision::Candidate { similarity }
 }
 
@@ -93,6 +98,31 @@ mod tests {
                 0.8
             ),
             Decision::Vetoed(Veto::Negation)
+        );
+    }
+
+    #[test]
+    fn a_bare_reply_to_another_offer_is_vetoed_even_when_the_contexts_are_close() {
+        let cancel = "user: my plan renews tomorrow\nassistant: Shall I cancel it before then?";
+        let switch = "user: my plan renews tomorrow\nassistant: Shall I switch you to annual billing?";
+        assert_eq!(
+            judge(q(cancel, "yes please"), q(switch, "Yes please."), 0.98, Some(0.9), 0.8),
+            Decision::Vetoed(Veto::Offer)
+        );
+        assert_eq!(
+            judge(q(cancel, "yes please"), q(cancel, "Yes please."), 0.98, Some(1.0), 0.8),
+            Decision::Candidate { similarity: 0.98 }
+        );
+        // A question of its own is judged on its own words, as before.
+        assert_eq!(
+            judge(
+                q(cancel, "how much is it?"),
+                q(switch, "how much is it?"),
+                1.0,
+                Some(0.9),
+                0.8
+            ),
+            Decision::Candidate { similarity: 0.9 }
         );
     }
 }
