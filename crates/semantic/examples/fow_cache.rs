@@ -10,7 +10,8 @@
 //! context) reaches `min_similarity` (0.8) and that no guard vetoes; it is served only at or above the
 //! threshold calibrated from verified would-be hits to a false-hit bound (`FOW_BOUND`, default 1%). The
 //! pairs are split in two by id; each half is served with the threshold calibrated on the other half.
-//! `FOW_SHOW=1` also lists the traps the guards let through and the same-answer pairs they stopped.
+//! `FOW_SHOW=1` also lists the traps the guards let through and the same-answer pairs they stopped;
+//! `FOW_SHOW=2` also the traps each guard stopped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -235,6 +236,15 @@ fn main() {
         println!("\n| same-answer pair vetoed | guard | a | b |\n|---|---|---|---|");
         for (c, (_, d)) in cases.iter().zip(&judged) {
             if let (true, Decision::Vetoed(v)) = (c.same_answer, d) {
+                println!("| {} | {} | {} | {} |", c.id, v.as_str(), c.last[0], c.last[1]);
+            }
+        }
+    }
+    // `FOW_SHOW=2`: also the traps each guard stopped, to see what a guard change would let through.
+    if std::env::var("FOW_SHOW").is_ok_and(|v| v == "2") {
+        println!("\n| trap vetoed | guard | a | b |\n|---|---|---|---|");
+        for (c, (_, d)) in cases.iter().zip(&judged) {
+            if let (false, Decision::Vetoed(v)) = (c.same_answer, d) {
                 println!("| {} | {} | {} | {} |", c.id, v.as_str(), c.last[0], c.last[1]);
             }
         }

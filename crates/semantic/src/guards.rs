@@ -26,9 +26,9 @@ pub enum Veto {
     /// One word swapped for another that is not a synonym, a form or a misspelling of it: "adults" against
     /// "children", "approved" against "rejected".
     Substitution,
-    /// A bare reply ("yes please", "the second one") to a different offer: what such a reply asks for is
-    /// what was said to the user last, and that differs.
-    Offer,
+    /// A bare reply ("yes please", "the second one") in a different conversation: what such a reply asks
+    /// for was said before it, and that differs.
+    Reply,
 }
 
 impl Veto {
@@ -41,7 +41,7 @@ impl Veto {
             Veto::Opposites => "opposites",
             Veto::Direction => "direction",
             Veto::Substitution => "substitution",
-            Veto::Offer => "offer",
+            Veto::Reply => "reply",
         }
     }
 }
@@ -50,23 +50,6 @@ static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d+(?:[.,:/]\d+)*
 static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[\p{L}][\p{L}'’-]*").expect("valid regex"));
 
 const NUMBER_WORDS: &[&str] = &[
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
     "hundred",
     "thousand",
     "million",
@@ -247,9 +230,94 @@ fn words(text: &str) -> Vec<String> {
     WORD.find_iter(text).map(|m| normalise(m.as_str())).collect()
 }
 
+/// Number words, as the digits they stand for: "three more agents" and "3 more agents" name one number.
+const CARDINALS: &[(&str, &str)] = &[
+    ("zero", "0"),
+    ("one", "1"),
+    ("two", "2"),
+    ("three", "3"),
+    ("four", "4"),
+    ("five", "5"),
+    ("six", "6"),
+    ("seven", "7"),
+    ("eight", "8"),
+    ("nine", "9"),
+    ("ten", "10"),
+    ("eleven", "11"),
+    ("twelve", "12"),
+    ("thirteen", "13"),
+    ("fourteen", "14"),
+    ("fifteen", "15"),
+    ("sixteen", "16"),
+    ("seventeen", "17"),
+    ("eighteen", "18"),
+    ("nineteen", "19"),
+    ("twenty", "20"),
+    ("thirty", "30"),
+    ("forty", "40"),
+    ("fifty", "50"),
+    ("sixty", "60"),
+    ("seventy", "70"),
+    ("eighty", "80"),
+    ("ninety", "90"),
+];
+
+const DAYS: &[&str] = &[
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+/// The numbers, amounts, dates and times a text names, number words as digits. Words that only look like
+/// one are left out: "one" as a pronoun ("the 5GB one", "quick one:"), "am" that is not a time ("am I
+/// allowed"), "may" that is not the month; "Sundays" and "tomorrow's" are "sunday" and "tomorrow".
 fn numbers(text: &str) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = NUMBER.find_iter(text).map(|m| m.as_str().replace(',', "")).collect();
-    out.extend(words(text).into_iter().filter(|w| NUMBER_WORDS.contains(&w.as_str())));
+    for m in WORD.find_iter(text) {
+        let lower = normalise(m.as_str());
+        let w = lower.strip_suffix("'s").unwrap_or(&lower);
+        let (before, after) = (&text[..m.start()], &text[m.end()..]);
+        match w {
+            // A numeral counts something named right after it ("one egg"); a pronoun stands alone.
+            "one" => {
+                let counts = WORD.find(after).is_some_and(|next| {
+                    let gap = &after[..next.start()];
+                    !gap.is_empty()
+                        && gap.chars().all(char::is_whitespace)
+                        && !FUNCTION_WORDS.contains(&normalise(next.as_str()).as_str())
+                });
+                if counts {
+                    out.insert("1".to_owned());
+                }
+            }
+            // "7am", "7 pm": a time only after a number.
+            "am" | "pm" => {
+                if before.trim_end().ends_with(|c: char| c.is_ascii_digit()) {
+                    out.insert(w.to_owned());
+                }
+            }
+            // The month is capitalised; the verb is not, except where it starts a sentence.
+            "may" => {
+                let start = before.trim_end();
+                if m.as_str() == "May" && !start.is_empty() && !start.ends_with(['.', '!', '?']) {
+                    out.insert(w.to_owned());
+                }
+            }
+            _ => {
+                if let Some((_, digits)) = CARDINALS.iter().find(|(word, _)| *word == w) {
+                    out.insert((*digits).to_owned());
+                } else if let Some(day) = w.strip_suffix('s').filter(|d| DAYS.contains(d)) {
+                    out.insert(day.to_owned());
+                } else if NUMBER_WORDS.contains(&w) {
+                    out.insert(w.to_owned());
+                }
+            }
+        }
+    }
     out
 }
 
@@ -262,7 +330,7 @@ fn marked(text: &str, list: &[&str]) -> BTreeSet<String> {
             [Some(w), neg]
         })
         .flatten()
-        .filter(|w| list.contains(&w.as_str()) || w == "n't")
+        .filter(|w| list.contains(&w.as_str()) || list == NEGATIONS && w == "n't")
         .map(|w| {
             if w.ends_with("n't") || NEGATIONS.contains(&w.as_str()) && list == NEGATIONS {
                 "not".to_owned()
@@ -571,33 +639,13 @@ pub fn bare_reply(text: &str) -> bool {
     NUMBER.find(text).is_none() && !words.is_empty() && words.iter().all(|w| REPLY_WORDS.contains(&w.as_str()))
 }
 
-/// Roles whose turns are said *to* the user, in a context of `role: text` lines.
-const TO_USER: &[&str] = &["assistant: ", "tool: ", "function: "];
-/// Roles whose turns come from the user's side.
-const FROM_USER: &[&str] = &["user: ", "system: ", "developer: "];
-
-/// What a reply at the end of `context` (`role: text` lines, as the gateway joins a conversation) answers:
-/// every turn said to the user since they last spoke, roles included; empty when there is none.
-fn last_said(context: &str) -> &str {
-    let (mut start, mut at) = (None, 0);
-    for line in context.split_inclusive('\n') {
-        if TO_USER.iter().any(|r| line.starts_with(r)) {
-            start = start.or(Some(at));
-        } else if FROM_USER.iter().any(|r| line.starts_with(r)) {
-            start = None;
-        }
-        at += line.len();
-    }
-    start.map_or("", |s| context[s..].trim_end())
-}
-
-/// The guard for a bare reply: the two turns it answers ([`last_said`] of each context) must make the same
-/// offer, the same numbers and content words in the same order, each word the same or interchangeable with
-/// it (a synonym, a form, a misspelling). Stricter than [`veto`] because nothing in the reply itself can
-/// tell two offers apart: "yes please" to "shall I cancel it?" and to "shall I switch you to annual
-/// billing?", "the second one" after the same two options in the other order.
-pub fn veto_offer(context_a: &str, context_b: &str) -> Option<Veto> {
-    let (a, b) = (last_said(context_a), last_said(context_b));
+/// The guard for a bare reply: what it accepts or picks is said somewhere before it (the offer just made,
+/// options listed a few turns back, "what I suggested" earlier still), so it is the same request only in the
+/// same conversation: the same numbers and content words in the same order throughout, each word the same or
+/// interchangeable with it (a synonym, a form, a misspelling). Stricter than [`veto_context`] because nothing
+/// in the reply itself tells two offers apart: "yes please" to "shall I cancel it?" and to "shall I switch
+/// you to annual billing?", "the first one" after the same two options in the other order.
+pub fn veto_reply(context_a: &str, context_b: &str) -> Option<Veto> {
     let numbers = |t: &str| -> Vec<String> { NUMBER.find_iter(t).map(|m| m.as_str().replace(',', "")).collect() };
     // Negations are content here: "shall I cancel it?" is not "shall I not cancel it?".
     let content = |t: &str| -> Vec<String> {
@@ -606,14 +654,14 @@ pub fn veto_offer(context_a: &str, context_b: &str) -> Option<Veto> {
             .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()) || NEGATIONS.contains(&w.as_str()) || w.ends_with("n't"))
             .collect()
     };
-    let (ca, cb) = (content(a), content(b));
-    let same = numbers(a) == numbers(b)
+    let (ca, cb) = (content(context_a), content(context_b));
+    let same = numbers(context_a) == numbers(context_b)
         && ca.len() == cb.len()
         && ca
             .iter()
             .zip(&cb)
             .all(|(x, y)| x == y || lexicon::interchangeable(x, y));
-    (!same).then_some(Veto::Offer)
+    (!same).then_some(Veto::Reply)
 }
 
 /// The runs of words that replace each other between two texts, from a longest common subsequence: in
@@ -682,6 +730,38 @@ mod tests {
         assert_eq!(
             veto("Refund all my orders", "Refund some of my orders"),
             Some(Veto::Scope)
+        );
+    }
+
+    #[test]
+    fn numbers_are_read_as_numbers_and_look_alikes_are_not() {
+        let n = |t: &str| numbers(t).into_iter().collect::<Vec<_>>();
+        assert_eq!(n("I need three more agents"), n("I need 3 more agents"));
+        assert_eq!(n("What's 15% of 200?"), n("Calculate fifteen percent of 200"));
+        assert_eq!(n("How many calories are in one egg?"), ["1"]);
+        assert!(n("Hi, quick one: how do I order a card?").is_empty());
+        assert!(n("I'll take the 5GB one, how do I add it?") == ["5"]);
+        assert!(n("How much luggage am I allowed?").is_empty());
+        assert_eq!(n("Remind me at 7am"), ["7", "am"]);
+        assert_eq!(n("Remind me at 7 pm"), ["7", "pm"]);
+        assert!(n("It may still be on its way. May I ask?").is_empty());
+        assert_eq!(n("Is it still cold in May?"), ["may"]);
+        assert_eq!(n("Is the clinic open on Sundays?"), n("Can I come on a Sunday?"));
+        assert_eq!(n("What's tomorrow's forecast?"), ["tomorrow"]);
+        // Still different numbers.
+        assert_ne!(
+            n("How many calories are in one egg?"),
+            n("How many calories are in three eggs?")
+        );
+        assert_ne!(n("Are you open on Saturday?"), n("Are you open on Sunday?"));
+        assert_ne!(n("Remind me at 7am"), n("Remind me at 7pm"));
+        // "can't" is a negation, not a change of scope.
+        assert_eq!(
+            veto(
+                "I can't log in, what should I do?",
+                "I cannot log in, what should I do?"
+            ),
+            None
         );
     }
 
@@ -821,7 +901,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_reply_is_held_to_the_offer_it_answers() {
+    fn a_bare_reply_is_served_only_in_the_same_conversation() {
         for reply in [
             "yes please",
             "Go ahead.",
@@ -843,39 +923,43 @@ mod tests {
         ] {
             assert!(!bare_reply(question), "{question}");
         }
-        let offer = |text: &str| format!("system: be brief\nuser: my plan renews tomorrow\nassistant: {text}");
-        let cancel = offer("That's right. Would you like me to cancel it before then?");
-        // Different offers, the same options in another order, a negated offer.
+        let chat = |offer: &str| format!("system: be brief\nuser: my plan renews tomorrow\nassistant: {offer}");
+        let cancel = chat("That's right. Would you like me to cancel it before then?");
+        // Different offers, a negated offer, the same options in another order.
         for other in [
             "That's right. Would you like me to switch you to annual billing instead?",
             "That's right. Would you like me to not cancel it before then?",
             "That's right. Would you like me to cancel it after then?",
         ] {
-            assert_eq!(veto_offer(&cancel, &offer(other)), Some(Veto::Offer), "{other}");
+            assert_eq!(veto_reply(&cancel, &chat(other)), Some(Veto::Reply), "{other}");
         }
+        let options = |first: &str, second: &str| {
+            format!(
+                "user: book me a flight\nassistant: Option 1 is {first}, option 2 is {second}.\nuser: hmm\nassistant: Want me to book one?"
+            )
+        };
         assert_eq!(
-            veto_offer(
-                &offer("Option 1 is Fibre 500 at £32, option 2 is the TV add-on at £10."),
-                &offer("Option 1 is the TV add-on at £10, option 2 is Fibre 500 at £32.")
+            veto_reply(
+                &options("the 07:10 direct at £142", "the 06:40 via Amsterdam at £98"),
+                &options("the 06:40 via Amsterdam at £98", "the 07:10 direct at £142")
             ),
-            Some(Veto::Offer)
+            Some(Veto::Reply),
+            "the options were listed turns before the reply"
         );
-        // The same offer, reworded only in function words or interchangeable ones, is the same offer.
-        assert_eq!(veto_offer(&cancel, &cancel), None);
         assert_eq!(
-            veto_offer(
-                &cancel,
-                &offer("that's right - do you want me to cancel it before then")
+            veto_reply(
+                &format!("user: it's my kettle\n{cancel}"),
+                &format!("user: it's my toaster\n{cancel}")
             ),
+            Some(Veto::Reply),
+            "what the conversation is about was said at its start"
+        );
+        // The same conversation, reworded only in function words or interchangeable ones.
+        assert_eq!(veto_reply(&cancel, &cancel), None);
+        assert_eq!(
+            veto_reply(&cancel, &chat("that's right - do you want me to cancel it before then")),
             None
         );
-        // Everything said to the user since they last spoke counts, tool results included; nothing before.
-        assert_eq!(
-            last_said("system: s\nuser: a\nassistant: calling\ntool: {\"ok\": 1}\nsecond line"),
-            "assistant: calling\ntool: {\"ok\": 1}\nsecond line"
-        );
-        assert_eq!(last_said("system: s\nuser: a"), "");
-        assert_eq!(veto_offer("system: s", &offer("Shall I cancel it?")), Some(Veto::Offer));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! subscription" are close in embedding space and want opposite answers. Cheap lexical guards veto hits
 //! whose texts differ in numbers, negation, named entities, quantifiers, opposite words, direction or one word
 //! swapped for another that is not its synonym, and the whole
-//! conversation is compared, not only its last turn; a bare reply ("yes please") must answer the same offer.
+//! conversation is compared, not only its last turn; a bare reply ("yes please") only matches in the same conversation.
 
 mod bound;
 mod guards;
@@ -61,7 +61,7 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
         return Decision::Vetoed(v);
     }
     if (guards::bare_reply(new.last) || guards::bare_reply(cached.last))
-        && let Some(v) = guards::veto_offer(new.context, cached.context)
+        && let Some(v) = guards::veto_reply(new.context, cached.context)
     {
         return Decision::Vetoed(v);
     }
@@ -102,12 +102,12 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_reply_to_another_offer_is_vetoed_even_when_the_contexts_are_close() {
+    fn a_bare_reply_in_another_conversation_is_vetoed_even_when_the_contexts_are_close() {
         let cancel = "user: my plan renews tomorrow\nassistant: Shall I cancel it before then?";
         let switch = "user: my plan renews tomorrow\nassistant: Shall I switch you to annual billing?";
         assert_eq!(
             judge(q(cancel, "yes please"), q(switch, "Yes please."), 0.98, Some(0.9), 0.8),
-            Decision::Vetoed(Veto::Offer)
+            Decision::Vetoed(Veto::Reply)
         );
         assert_eq!(
             judge(q(cancel, "yes please"), q(cancel, "Yes please."), 0.98, Some(1.0), 0.8),
