@@ -226,8 +226,18 @@ fn normalise(w: &str) -> String {
     w.to_lowercase().replace('’', "'")
 }
 
+/// The words of a text, lower-case, with a trailing "'s" (possessive, or "is" / "has") dropped: "Australia's
+/// capital" names Australia, "when's" asks when.
 fn words(text: &str) -> Vec<String> {
-    WORD.find_iter(text).map(|m| normalise(m.as_str())).collect()
+    WORD.find_iter(text)
+        .map(|m| {
+            let mut w = normalise(m.as_str());
+            if w.len() > 2 && w.ends_with("'s") {
+                w.truncate(w.len() - 2);
+            }
+            w
+        })
+        .collect()
 }
 
 /// Number words, as the digits they stand for: "three more agents" and "3 more agents" name one number.
@@ -343,6 +353,9 @@ fn marked(text: &str, list: &[&str]) -> BTreeSet<String> {
 
 /// Capitalised words that do not start a sentence, and words with capitals or digits inside (iPhone,
 /// GPT-4): the names a question is about.
+/// Capitalised words that name nothing: "I", "OK".
+const NOT_NAMES: &[&str] = &["i", "ok"];
+
 fn entities(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut sentence_start = true;
@@ -354,8 +367,10 @@ fn entities(text: &str) -> BTreeSet<String> {
             || sentence_start && before.ends_with(['"', '\'', '(']);
         let inner_caps = w.chars().skip(1).any(char::is_uppercase);
         let capital = w.chars().next().is_some_and(char::is_uppercase);
-        if (capital && !sentence_start && w != "I") || inner_caps {
-            out.insert(w.to_lowercase());
+        let word = normalise(w);
+        let word = word.strip_suffix("'s").unwrap_or(&word);
+        if ((capital && !sentence_start) || inner_caps) && !NOT_NAMES.contains(&word) && !word.starts_with("i'") {
+            out.insert(word.to_owned());
         }
         sentence_start = false;
     }
@@ -495,13 +510,13 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
 /// Words that carry the form of a question rather than what it is about: "how do I" and "how can I", "what's"
 /// and "what is" ask the same thing.
 const FUNCTION_WORDS: &[&str] = &[
-    "a", "an", "the", "i", "me", "my", "you", "your", "we", "our", "us", "it", "its", "it's", "is", "are", "was",
-    "were", "be", "been", "being", "to", "of", "in", "on", "for", "with", "at", "by", "do", "does", "did", "can",
-    "could", "would", "should", "will", "shall", "may", "might", "must", "how", "what", "what's", "whats", "which",
-    "where", "where's", "when", "when's", "why", "who", "who's", "there", "here", "that", "this", "these", "those",
-    "and", "or", "so", "if", "please", "any", "am", "have", "has", "had", "get", "got", "s", "about", "from", "as",
-    "up", "just", "some", "i'm", "i'd", "i'll", "then", "than", "not", "no", "yes", "hi", "hello", "hey", "thanks",
-    "thank", "won't", "doesn't", "don't", "can't", "isn't", "much", "many", "often", "possible", "able",
+    "a", "an", "the", "i", "me", "my", "you", "your", "we", "our", "us", "it", "its", "is", "are", "was", "were", "be",
+    "been", "being", "to", "of", "in", "on", "for", "with", "at", "by", "do", "does", "did", "can", "could", "would",
+    "should", "will", "shall", "may", "might", "must", "how", "what", "whats", "which", "where", "when", "why", "who",
+    "there", "here", "that", "this", "these", "those", "and", "or", "so", "if", "please", "any", "am", "have", "has",
+    "had", "get", "got", "s", "about", "from", "as", "up", "just", "some", "i'm", "i'd", "i'll", "then", "than", "not",
+    "no", "yes", "hi", "hello", "hey", "thanks", "thank", "won't", "doesn't", "don't", "can't", "isn't", "much",
+    "many", "often", "possible", "able",
 ];
 
 /// Who a question is about when it asks for the asker: "can I" is not "can my child" or "can contractors".
@@ -579,7 +594,6 @@ const REPLY_WORDS: &[&str] = &[
     "fifth",
     "last",
     "other",
-    "let's",
     "lets",
     "let",
     "us",
@@ -608,7 +622,6 @@ const REPLY_WORDS: &[&str] = &[
     "don't",
     "like",
     "would",
-    "that's",
     "and",
     "just",
     "take",
@@ -755,6 +768,13 @@ mod tests {
         );
         assert_ne!(n("Are you open on Saturday?"), n("Are you open on Sunday?"));
         assert_ne!(n("Remind me at 7am"), n("Remind me at 7pm"));
+        // Possessives and the asker are no names.
+        assert_eq!(
+            veto("What's the capital of Austria?", "Austria's capital city is what?"),
+            None
+        );
+        assert_eq!(entities("Is it OK to bring my own wine?"), BTreeSet::new());
+        assert_eq!(entities("Can I fly when I'm 30 weeks pregnant?"), BTreeSet::new());
         // "can't" is a negation, not a change of scope.
         assert_eq!(
             veto(
