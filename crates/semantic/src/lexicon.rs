@@ -203,13 +203,29 @@ impl Lexicon {
         }
     }
 
-    /// A sense in common, or a sense of one that is a direct hypernym (or similar adjective) of the other's.
+    /// A synset's hypernyms: its links that do not link back (a similar adjective links both ways).
+    fn hypernyms(&self, synset: u32) -> impl Iterator<Item = u32> + '_ {
+        self.linked(synset)
+            .iter()
+            .copied()
+            .filter(move |&up| !self.linked(up).contains(&synset))
+    }
+
+    /// A sense in common, or a sense of one that is a hypernym of the other's, direct ("order" for "request")
+    /// or one removed ("change" for "update", "road" for "street"), or a similar adjective. Never siblings:
+    /// two kinds of one thing ("adults" / "children", "approve" / "reject") are what the guard is for.
     fn related(&self, a: &str, b: &str) -> bool {
         let (sa, sb) = (self.senses(a), self.senses(b));
         let shares = |x: &[u32], y: &[u32]| x.iter().any(|s| y.binary_search(s).is_ok());
-        shares(&sa, &sb)
-            || sa.iter().any(|s| shares(self.linked(*s), &sb))
-            || sb.iter().any(|s| shares(self.linked(*s), &sa))
+        let above = |x: &[u32], y: &[u32]| {
+            x.iter().any(|&s| {
+                shares(self.linked(s), y)
+                    || self
+                        .hypernyms(s)
+                        .any(|up| self.hypernyms(up).any(|top| y.binary_search(&top).is_ok()))
+            })
+        };
+        shares(&sa, &sb) || above(&sa, &sb) || above(&sb, &sa)
     }
 }
 
@@ -230,6 +246,9 @@ mod tests {
             ("agent", "agency"),
             ("refund", "refunds"),
             ("travel", "trip"),
+            ("update", "change"),
+            ("street", "road"),
+            ("submit", "send"),
         ] {
             assert!(interchangeable(a, b), "{a} / {b}");
             assert!(interchangeable(b, a), "{b} / {a}");
