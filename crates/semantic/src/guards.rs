@@ -369,7 +369,13 @@ fn entities(text: &str) -> BTreeSet<String> {
         let capital = w.chars().next().is_some_and(char::is_uppercase);
         let word = normalise(w);
         let word = word.strip_suffix("'s").unwrap_or(&word);
-        if ((capital && !sentence_start) || inner_caps) && !NOT_NAMES.contains(&word) && !word.starts_with("i'") {
+        // Days and months are for the numbers guard: "on Sundays" and "on a Sunday" name one day.
+        let date = NUMBER_WORDS.contains(&word) || word.strip_suffix('s').is_some_and(|d| DAYS.contains(&d));
+        if ((capital && !sentence_start) || inner_caps)
+            && !date
+            && !NOT_NAMES.contains(&word)
+            && !word.starts_with("i'")
+        {
             out.insert(word.to_owned());
         }
         sentence_start = false;
@@ -443,7 +449,11 @@ pub fn veto_context(a: &str, b: &str) -> Option<Veto> {
     if !only_a.is_empty() && !only_b.is_empty() {
         return Some(Veto::Entities);
     }
-    if opposites(&wa, &wb) {
+    // "no" in a conversation is mostly "no need", "no problem", not the answer to a yes-or-no question.
+    let answers = |w: &BTreeSet<String>| -> BTreeSet<String> {
+        w.iter().filter(|x| *x != "yes" && *x != "no").cloned().collect()
+    };
+    if opposites(&answers(&wa), &answers(&wb)) {
         return Some(Veto::Opposites);
     }
     None
@@ -774,6 +784,14 @@ mod tests {
             None
         );
         assert_eq!(entities("Is it OK to bring my own wine?"), BTreeSet::new());
+        assert_eq!(
+            veto("Is the clinic open on Sundays?", "Is the clinic open on a Sunday?"),
+            None
+        );
+        assert_eq!(
+            veto("Is the clinic open on Sundays?", "Is the clinic open on Mondays?"),
+            Some(Veto::Numbers)
+        );
         assert_eq!(entities("Can I fly when I'm 30 weeks pregnant?"), BTreeSet::new());
         // "can't" is a negation, not a change of scope.
         assert_eq!(
@@ -782,6 +800,17 @@ mod tests {
                 "I cannot log in, what should I do?"
             ),
             None
+        );
+    }
+
+    #[test]
+    fn no_in_a_conversation_is_not_the_opposite_of_yes() {
+        let a = "user: my flight was late\nassistant: Was it all on one booking?\nuser: yes, one booking";
+        let b = "user: my flight was late\nassistant: Were both flights booked together?\nuser: yeah\nassistant: No problem.";
+        assert_eq!(veto_context(a, b), None);
+        assert_eq!(
+            veto_context("user: is the pool open?", "user: is the pool closed?"),
+            Some(Veto::Opposites)
         );
     }
 
