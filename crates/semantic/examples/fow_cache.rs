@@ -108,7 +108,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.01);
-    const MIN_SIMILARITY: f32 = 0.8;
+    let min_similarity: f32 = std::env::var("FOW_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.8);
     // Per case: plain cosine's verdict, and LeanLM's judgement.
     let judged: Vec<(bool, Decision)> = cases
         .iter()
@@ -126,7 +129,7 @@ fn main() {
                 context: &c.context[1],
                 last: &c.last[1],
             };
-            (last_sim >= 0.8, judge(a, b, last_sim, context_sim, MIN_SIMILARITY))
+            (last_sim >= 0.8, judge(a, b, last_sim, context_sim, min_similarity))
         })
         .collect();
     // Two folds by a stable hash of the id: each is served with the other's calibrated threshold.

@@ -482,6 +482,20 @@ fn direction(words: &[String]) -> Option<(&str, &str)> {
     Some((after(from)?, after(to)?))
 }
 
+/// The content words before and after the last "to" / "into", when there are some after it: "convert a Word
+/// document to PDF" has (convert, word, document) before and (pdf) after.
+fn around_to(words: &[String]) -> Option<(BTreeSet<&str>, BTreeSet<&str>)> {
+    fn content(ws: &[String]) -> BTreeSet<&str> {
+        ws.iter()
+            .map(String::as_str)
+            .filter(|w| !FUNCTION_WORDS.contains(w))
+            .collect()
+    }
+    let to = words.iter().rposition(|w| w == "to" || w == "into")?;
+    let after = content(&words[to + 1..]);
+    (!after.is_empty()).then(|| (content(&words[..to]), after))
+}
+
 /// The first guard that refuses to treat `a` and `b` as the same question, if any.
 pub fn veto(a: &str, b: &str) -> Option<Veto> {
     if numbers(a) != numbers(b) {
@@ -499,6 +513,13 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
         && from_a != to_a
         && from_a == to_b
         && to_a == from_b
+    {
+        return Some(Veto::Direction);
+    }
+    if let (Some((pre_a, post_a)), Some((pre_b, post_b))) = (around_to(&la), around_to(&lb))
+        && post_a.is_subset(&pre_b)
+        && post_b.is_subset(&pre_a)
+        && post_a.is_disjoint(&post_b)
     {
         return Some(Veto::Direction);
     }
@@ -847,6 +868,20 @@ mod tests {
 
     #[test]
     fn the_same_move_in_the_other_direction_is_vetoed() {
+        assert_eq!(
+            veto(
+                "How do I convert a Word document to PDF?",
+                "How do I convert a PDF to a Word document?"
+            ),
+            Some(Veto::Direction)
+        );
+        assert_eq!(
+            veto(
+                "What documents does my child need to travel to France?",
+                "What does my child need to travel to France?"
+            ),
+            None
+        );
         assert_eq!(
             veto(
                 "Transfer £50 from my savings to my current account",
