@@ -5,7 +5,8 @@
 //! task) the last user turn and the conversation before it are embedded, on the blocking pool, and the
 //! nearest cached requests of the same partition (task, client format, provider, model and every other
 //! request field) are compared: both the last turn and the context must be similar, and the lexical guards
-//! must not veto (numbers, negation, entities, scope, opposites, direction, substitution). What survives is a *would-be hit*.
+//! must not veto (numbers, negation, entities, scope, opposites, direction, substitution; a bare reply such as
+//! "yes please" matches only in the same conversation). What survives is a *would-be hit*.
 //!
 //! A would-be hit is served only when its similarity clears the task's threshold, which is read off the
 //! task's verified would-be hits so that the false-hit rate's upper confidence bound stays under the
