@@ -456,6 +456,56 @@ pub fn veto_context(a: &str, b: &str) -> Option<Veto> {
     if opposites(&answers(&wa), &answers(&wb)) {
         return Some(Veto::Opposites);
     }
+    changed_in_place(a, b)
+}
+
+static TOKEN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d+(?:[.,:/]\d+)*|[\p{L}][\p{L}'’-]*").expect("valid regex"));
+
+/// A number changed in place: a turn that stayed where it was in both conversations but names another number
+/// at the same point ("I did 12 hours overtime" / "I did 21 hours overtime"), even where both histories name
+/// both numbers somewhere. The histories' lines are matched by a longest common subsequence; where the same
+/// number of lines differs between two matches, they are compared pairwise. A history that merely gained
+/// turns (small talk) is not compared line by line. (Doing the same for one content word swapped, "monthly
+/// paid" / "weekly paid", stopped 4 more fow-cache traps for 15 good hits: reworded turns swap words too.)
+fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
+    let lines = |t: &str| -> Vec<String> { t.lines().map(str::to_owned).collect() };
+    let (la, lb) = (lines(a), lines(b));
+    if la.len() > MAX_DIFFERENCE || lb.len() > MAX_DIFFERENCE {
+        return None;
+    }
+    let tokens = |t: &str| -> Vec<String> {
+        TOKEN
+            .find_iter(t)
+            .map(|m| normalise(m.as_str()).replace(',', ""))
+            .collect()
+    };
+    for (ra, rb) in replaced(&la, &lb) {
+        if ra.len() != rb.len() {
+            continue;
+        }
+        for (x, y) in ra.iter().zip(rb) {
+            let (tx, ty) = (tokens(x), tokens(y));
+            let start = tx.iter().zip(&ty).take_while(|(p, q)| p == q).count();
+            let end = tx[start..]
+                .iter()
+                .rev()
+                .zip(ty[start..].iter().rev())
+                .take_while(|(p, q)| p == q)
+                .count();
+            let (dx, dy) = (&tx[start..tx.len() - end], &ty[start..ty.len() - end]);
+            if dx.len() > MAX_DIFFERENCE || dy.len() > MAX_DIFFERENCE {
+                continue;
+            }
+            let numeric = |w: &str| w.starts_with(|c: char| c.is_ascii_digit());
+            if replaced(dx, dy)
+                .iter()
+                .any(|(p, q)| matches!((p, q), ([p], [q]) if numeric(p) && numeric(q)))
+            {
+                return Some(Veto::Numbers);
+            }
+        }
+    }
     None
 }
 
@@ -819,6 +869,38 @@ mod tests {
             veto(
                 "I can't log in, what should I do?",
                 "I cannot log in, what should I do?"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_number_changed_in_place_is_a_different_history() {
+        let chat = |hours: &str, later: &str| {
+            format!(
+                "user: I did {hours} hours overtime in August\nassistant: It missed the September run.\nuser: {later}\nassistant: Noted."
+            )
+        };
+        // Both histories name both numbers, so the sets agree; the places do not.
+        assert_eq!(
+            veto_context(
+                &chat("12", "my mate did 21 hours"),
+                &chat("21", "in July I did 12 hours")
+            ),
+            Some(Veto::Numbers)
+        );
+        // Small talk added, or a turn reworded as a whole, is no change in place.
+        assert_eq!(
+            veto_context(
+                "user: I did 12 hours overtime\nassistant: It missed the run.",
+                "user: hi there\nassistant: Hello!\nuser: I did 12 hours overtime\nassistant: It missed the run."
+            ),
+            None
+        );
+        assert_eq!(
+            veto_context(
+                "user: can I switch my SIM to an eSIM?\nassistant: Yes, for free in the app.",
+                "user: is it possible to move my SIM over to eSIM?\nassistant: Yes, it's a free switch in the app."
             ),
             None
         );
