@@ -299,6 +299,47 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
         metrics.contains(r#"leanlm_semantic_vetoes_total{guard="negation"}"#),
         "{metrics}"
     );
+    // A bare reply is answered by what it replies to: "yes please" to another offer is never a hit, even
+    // where the two conversations are as close as a paraphrase; to the same offer it is.
+    let reply = |offer: &'static str, yes: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .http
+                .post(format!("{}/v1/chat/completions", h.url))
+                .header("x-leanlm-task", "pw")
+                .json(&json!({"model": "gpt-4o", "temperature": 0, "messages": [
+                    {"role": "user", "content": "how do i reset my password"},
+                    {"role": "assistant", "content": offer},
+                    {"role": "user", "content": yes}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned()
+        }
+    };
+    let link = "shall i reset your password for you now";
+    assert_eq!(reply(link, "yes please").await, "miss");
+    assert_eq!(
+        reply("shall i delete your password for you now", "yes please").await,
+        "miss",
+        "another offer"
+    );
+    assert_eq!(reply(link, "Yes please!").await, "semantic-hit", "the same offer");
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"leanlm_semantic_vetoes_total{guard="reply"}"#),
+        "{metrics}"
+    );
     // The context must match: another system prompt is another conversation.
     let (cache, _, _) = h
         .ask("pw", Some("You answer in French."), "how do i reset my password fast")
@@ -308,19 +349,19 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, _, _) = h.ask("card", None, "how do i reset my password asap").await;
     assert_eq!(cache, "miss");
 
-    // The admin API shows the estimate: no false hits, a threshold, three semantic hits (the call log is
+    // The admin API shows the estimate: no false hits, a threshold, four semantic hits (the call log is
     // written asynchronously: wait for them).
     let config = Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let pw = loop {
         let overview = leanlm_gateway::semantic::overview(&h.store(), &config).unwrap();
         let pw = overview.into_iter().find(|r| r.task_id == "pw").unwrap();
-        if pw.semantic_hits >= 3 || Instant::now() > deadline {
+        if pw.semantic_hits >= 4 || Instant::now() > deadline {
             break pw;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(pw.semantic_hits, 3);
+    assert_eq!(pw.semantic_hits, 4);
     let e = pw.estimate.unwrap();
     assert_eq!(e.false_hits, 0);
     assert!(e.threshold.is_some() && e.upper <= 0.3, "{e:?}");
