@@ -132,6 +132,25 @@ fn main() {
             (last_sim >= 0.8, judge(a, b, last_sim, context_sim, min_similarity))
         })
         .collect();
+    // What the guards cost: every pair judged as if its embeddings matched exactly, so every guard runs.
+    leanlm_semantic::load_lexicon();
+    let mut costs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for c in &cases {
+        let (a, b) = (
+            Query {
+                context: &c.context[0],
+                last: &c.last[0],
+            },
+            Query {
+                context: &c.context[1],
+                last: &c.last[1],
+            },
+        );
+        let has_context = !c.context[0].is_empty() && !c.context[1].is_empty();
+        let started = std::time::Instant::now();
+        std::hint::black_box(judge(a, b, 1.0, has_context.then_some(1.0), 0.0));
+        costs[usize::from(has_context)].push(started.elapsed().as_secs_f64() * 1e6);
+    }
     // Two folds by a stable hash of the id: each is served with the other's calibrated threshold.
     let fold = |c: &Case| {
         c.id.bytes()
@@ -181,6 +200,17 @@ fn main() {
         t[3] += served as u32;
     }
     let pct = |a: u32, b: u32| 100.0 * a as f64 / b.max(1) as f64;
+    let spread = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+        format!("p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs", at(0.5), at(0.99), at(1.0))
+    };
+    let [mut single, mut conversation] = costs;
+    println!(
+        "guards per pair, all of them run: single questions {}; conversations {}\n",
+        spread(&mut single),
+        spread(&mut conversation)
+    );
     println!(
         "{} cases; embedding {:.1} ms per text (release build, batches of 32; near 0 when read from the \
          on-disk cache)\n",

@@ -399,37 +399,38 @@ const NEGATING_PREFIXES: &[(&str, usize)] = &[
     ("ir", 5),
 ];
 
-/// Whether `long` is `short` with a negating prefix, or the two share a stem and end in "-ful" and "-less".
-fn negated_form(short: &str, long: &str) -> bool {
+/// The words that negate `short`: it with a negating prefix ("unsafe" for "safe"), or its "-ful" and "-less"
+/// turned round ("careless" for "careful").
+fn negated_forms(short: &str) -> impl Iterator<Item = String> + '_ {
+    let letters = short.chars().count();
     let prefixed = NEGATING_PREFIXES
         .iter()
-        .any(|(p, min)| short.chars().count() >= *min && long.strip_prefix(p).is_some_and(|rest| rest == short));
-    let suffixed = ["ful", "less"].iter().any(|s| {
-        short.strip_suffix(s).is_some_and(|stem| {
-            stem.chars().count() >= 3
-                && ["ful", "less"]
-                    .iter()
-                    .any(|t| t != s && long.strip_prefix(stem) == Some(*t))
-        })
-    });
-    prefixed || suffixed
+        .filter(move |(_, min)| letters >= *min)
+        .map(move |(p, _)| format!("{p}{short}"));
+    let suffixed = [("ful", "less"), ("less", "ful")]
+        .into_iter()
+        .filter_map(move |(s, t)| {
+            short
+                .strip_suffix(s)
+                .filter(|stem| stem.chars().count() >= 3)
+                .map(|stem| format!("{stem}{t}"))
+        });
+    prefixed.chain(suffixed)
 }
 
 fn opposites(a: &BTreeSet<String>, b: &BTreeSet<String>) -> bool {
-    let listed = OPPOSITES.iter().any(|(x, y)| {
-        let (x, y) = (x.to_string(), y.to_string());
-        (a.contains(&x) && b.contains(&y) && !a.contains(&y) && !b.contains(&x))
-            || (a.contains(&y) && b.contains(&x) && !a.contains(&x) && !b.contains(&y))
+    let listed = OPPOSITES.iter().any(|&(x, y)| {
+        (a.contains(x) && b.contains(y) && !a.contains(y) && !b.contains(x))
+            || (a.contains(y) && b.contains(x) && !a.contains(x) && !b.contains(y))
     });
-    // A word on one side only whose negated form is on the other side only.
-    let morphological = |x: &BTreeSet<String>, y: &BTreeSet<String>| {
-        x.iter().filter(|w| !y.contains(*w)).any(|w| {
-            y.iter()
-                .filter(|v| !x.contains(*v))
-                .any(|v| negated_form(w, v) || negated_form(v, w))
-        })
+    // A word on one side only whose negated form is on the other side only. Each word's few negated forms are
+    // looked up, so long conversations cost linear, not quadratic, time.
+    let negated = |x: &BTreeSet<String>, y: &BTreeSet<String>| {
+        x.iter()
+            .filter(|w| !y.contains(*w))
+            .any(|w| negated_forms(w).any(|v| y.contains(&v) && !x.contains(&v)))
     };
-    listed || morphological(a, b)
+    listed || negated(a, b) || negated(b, a)
 }
 
 /// The guard for two conversations' histories. Histories grow (small talk, an extra turn), so only a *swap*
@@ -941,6 +942,7 @@ mod tests {
             assert_eq!(veto(a, b), Some(Veto::Opposites), "{a} / {b}");
         }
         // Prefixes that often start unrelated words are trusted only on longer ones.
+        let negated_form = |short: &str, long: &str| negated_forms(short).any(|v| v == long);
         assert!(negated_form("valid", "invalid"));
         assert!(!negated_form("form", "inform"));
         assert!(!negated_form("play", "display"));
