@@ -158,6 +158,12 @@ api_key = "sk-test"
         (cache, answer, id)
     }
 
+    /// The gateway's `/metrics` page.
+    async fn metrics(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.url)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     fn store(&self) -> Store {
         Store::open(&format!("sqlite://{}", self.db.display())).unwrap()
     }
@@ -286,15 +292,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, answer, _) = h.ask("pw", None, "how do i not reset my password").await;
     assert_eq!((cache.as_str(), answer.as_str()), ("miss", "other"));
     // ... and /metrics says which guard refused.
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(r#"leanlm_semantic_vetoes_total{guard="negation"}"#),
         "{metrics}"
@@ -327,15 +325,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
         "another offer"
     );
     assert_eq!(reply(link, "Yes please!").await, "semantic-hit", "the same offer");
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(r#"leanlm_semantic_vetoes_total{guard="reply"}"#),
         "{metrics}"
