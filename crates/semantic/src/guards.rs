@@ -481,11 +481,18 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
             .map(|m| normalise(m.as_str()).replace(',', ""))
             .collect()
     };
+    let numeric = |w: &str| w.starts_with(|c: char| c.is_ascii_digit());
+    // Word-by-word comparisons are quadratic in a line's changed words: a long reworded history (a document
+    // in the prompt) stops being compared past this many steps rather than holding up the request.
+    let mut budget: usize = 1 << 20;
     for (ra, rb) in replaced(&la, &lb) {
         if ra.len() != rb.len() {
             continue;
         }
         for (x, y) in ra.iter().zip(rb) {
+            if !x.contains(|c: char| c.is_ascii_digit()) || !y.contains(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
             let (tx, ty) = (tokens(x), tokens(y));
             let start = tx.iter().zip(&ty).take_while(|(p, q)| p == q).count();
             let end = tx[start..]
@@ -495,10 +502,11 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
                 .take_while(|(p, q)| p == q)
                 .count();
             let (dx, dy) = (&tx[start..tx.len() - end], &ty[start..ty.len() - end]);
-            if dx.len() > MAX_DIFFERENCE || dy.len() > MAX_DIFFERENCE {
+            let cost = (dx.len() + 1) * (dy.len() + 1);
+            if dx.len() > MAX_DIFFERENCE || dy.len() > MAX_DIFFERENCE || cost > budget {
                 continue;
             }
-            let numeric = |w: &str| w.starts_with(|c: char| c.is_ascii_digit());
+            budget -= cost;
             if replaced(dx, dy)
                 .iter()
                 .any(|(p, q)| matches!((p, q), ([p], [q]) if numeric(p) && numeric(q)))
