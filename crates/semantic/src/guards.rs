@@ -29,6 +29,8 @@ pub enum Veto {
     /// A bare reply ("yes please", "the second one") in a different conversation: what such a reply asks
     /// for was said before it, and that differs.
     Reply,
+    /// Texts too long to compare word by word ([`crate::LONG_TEXT`]) that are not the same text.
+    LongText,
 }
 
 impl Veto {
@@ -42,6 +44,7 @@ impl Veto {
             Veto::Direction => "direction",
             Veto::Substitution => "substitution",
             Veto::Reply => "reply",
+            Veto::LongText => "long_text",
         }
     }
 }

@@ -54,8 +54,19 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
     if similarity < min_similarity {
         return Decision::TooFar { similarity };
     }
-    if let Some(v) = veto(new.last, cached.last) {
+    let long = |a: &str, b: &str| a.len() > LONG_TEXT || b.len() > LONG_TEXT;
+    if long(new.last, cached.last) {
+        if !same_text(new.last, cached.last) {
+            return Decision::Vetoed(Veto::LongText);
+        }
+    } else if let Some(v) = veto(new.last, cached.last) {
         return Decision::Vetoed(v);
+    }
+    if long(new.context, cached.context) {
+        if !same_text(new.context, cached.context) {
+            return Decision::Vetoed(Veto::LongText);
+        }
+        return Decision::Candidate { similarity };
     }
     if let Some(v) = veto_context(new.context, cached.context) {
         return Decision::Vetoed(v);
@@ -66,6 +77,21 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
         return Decision::Vetoed(v);
     }
     Decision::Candidate { similarity }
+}
+
+/// Texts longer than this (in bytes) are not compared word by word, since the guards' cost grows with the
+/// text (about 0.2 s for two 500 KB histories); they must be the same text, up to case and spacing. Past
+/// its first 256 word pieces the embedding does not see a text at all, so for long texts the guards are
+/// what compares them, and only sameness is cheap and safe.
+pub const LONG_TEXT: usize = 32 * 1024;
+
+/// The same text up to case and spacing (compared as it streams: the first difference ends it).
+fn same_text(a: &str, b: &str) -> bool {
+    fn folded(t: &str) -> impl Iterator<Item = char> + '_ {
+        t.split_whitespace()
+            .flat_map(|w| w.chars().flat_map(char::to_lowercase).chain([' ']))
+    }
+    folded(a).eq(folded(b))
 }
 
 #[cfg(test)]
@@ -98,6 +124,43 @@ mod tests {
                 0.8
             ),
             Decision::Vetoed(Veto::Negation)
+        );
+    }
+
+    #[test]
+    fn long_texts_must_be_the_same_text() {
+        let doc = "The contract runs for 12 months. ".repeat(LONG_TEXT / 16);
+        let other = doc.replacen("12 months", "24 months", 1);
+        let context = format!("system: answer from the document\nuser: {doc}");
+        let spaced = format!("system: answer from the document\nuser:  {}", doc.to_uppercase());
+        assert_eq!(
+            judge(
+                q(&context, "how long does it run?"),
+                q(&spaced, "how long does it run?"),
+                1.0,
+                Some(1.0),
+                0.8
+            ),
+            Decision::Candidate { similarity: 1.0 }
+        );
+        let changed = format!("system: answer from the document\nuser: {other}");
+        assert_eq!(
+            judge(
+                q(&context, "how long does it run?"),
+                q(&changed, "how long does it run?"),
+                1.0,
+                Some(1.0),
+                0.8
+            ),
+            Decision::Vetoed(Veto::LongText)
+        );
+        assert_eq!(
+            judge(q("", &doc), q("", &other), 1.0, None, 0.8),
+            Decision::Vetoed(Veto::LongText)
+        );
+        assert_eq!(
+            judge(q("", &doc), q("", &doc), 1.0, None, 0.8),
+            Decision::Candidate { similarity: 1.0 }
         );
     }
 
