@@ -28,6 +28,21 @@ struct Case {
     last: [String; 2],
 }
 
+impl Case {
+    /// The two requests as the semantic cache compares them.
+    fn queries(&self) -> (Query<'_>, Query<'_>) {
+        let query = |i: usize| Query {
+            context: &self.context[i],
+            last: &self.last[i],
+        };
+        (query(0), query(1))
+    }
+
+    fn has_context(&self) -> bool {
+        !self.context[0].is_empty() && !self.context[1].is_empty()
+    }
+}
+
 fn conversation(turns: &Value) -> (String, String) {
     let turns = turns.as_array().cloned().unwrap_or_default();
     let last = turns.iter().rposition(|t| t["role"] == "user").unwrap_or(0);
@@ -119,16 +134,8 @@ fn main() {
         .map(|(i, c)| {
             let v = &vectors[4 * i..4 * i + 4];
             let last_sim = cosine(&v[0], &v[1]);
-            let has_context = !c.context[0].is_empty() && !c.context[1].is_empty();
-            let context_sim = has_context.then(|| cosine(&v[2], &v[3]));
-            let a = Query {
-                context: &c.context[0],
-                last: &c.last[0],
-            };
-            let b = Query {
-                context: &c.context[1],
-                last: &c.last[1],
-            };
+            let context_sim = c.has_context().then(|| cosine(&v[2], &v[3]));
+            let (a, b) = c.queries();
             (last_sim >= 0.8, judge(a, b, last_sim, context_sim, min_similarity))
         })
         .collect();
@@ -136,20 +143,10 @@ fn main() {
     leanlm_semantic::load_lexicon();
     let mut costs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for c in &cases {
-        let (a, b) = (
-            Query {
-                context: &c.context[0],
-                last: &c.last[0],
-            },
-            Query {
-                context: &c.context[1],
-                last: &c.last[1],
-            },
-        );
-        let has_context = !c.context[0].is_empty() && !c.context[1].is_empty();
+        let (a, b) = c.queries();
         let started = std::time::Instant::now();
-        std::hint::black_box(judge(a, b, 1.0, has_context.then_some(1.0), 0.0));
-        costs[usize::from(has_context)].push(started.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(judge(a, b, 1.0, c.has_context().then_some(1.0), 0.0));
+        costs[usize::from(c.has_context())].push(started.elapsed().as_secs_f64() * 1e6);
     }
     // Two folds by a stable hash of the id: each is served with the other's calibrated threshold.
     let fold = |c: &Case| {

@@ -473,8 +473,7 @@ static TOKEN: LazyLock<Regex> =
 /// turns (small talk) is not compared line by line. (Doing the same for one content word swapped, "monthly
 /// paid" / "weekly paid", stopped 4 more fow-cache traps for 15 good hits: reworded turns swap words too.)
 fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
-    let lines = |t: &str| -> Vec<String> { t.lines().map(str::to_owned).collect() };
-    let (la, lb) = (lines(a), lines(b));
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     if la.len() > MAX_DIFFERENCE || lb.len() > MAX_DIFFERENCE {
         return None;
     }
@@ -772,7 +771,7 @@ pub fn veto_reply(context_a: &str, context_b: &str) -> Option<Veto> {
 
 /// The runs of words that replace each other between two texts, from a longest common subsequence: in
 /// "how do I cancel my plan" / "how can I end my plan", ("do", "can") and ("cancel", "end").
-fn replaced<'t>(a: &'t [String], b: &'t [String]) -> Vec<(&'t [String], &'t [String])> {
+fn replaced<'t, T: PartialEq>(a: &'t [T], b: &'t [T]) -> Vec<(&'t [T], &'t [T])> {
     // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
     let mut lcs = vec![vec![0u16; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {

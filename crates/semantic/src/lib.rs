@@ -2,8 +2,9 @@
 //! similar one. Similar embeddings are not enough: "Cancel my subscription" and "Don't cancel my
 //! subscription" are close in embedding space and want opposite answers. Cheap lexical guards veto hits
 //! whose texts differ in numbers, negation, named entities, quantifiers, opposite words, direction or one word
-//! swapped for another that is not its synonym, and the whole
-//! conversation is compared, not only its last turn; a bare reply ("yes please") only matches in the same conversation.
+//! swapped for another that is not its synonym. The whole conversation is compared, not only its last turn;
+//! a bare reply ("yes please") matches only in the same conversation, and texts too long to compare word by
+//! word only when they are the same text.
 
 mod bound;
 mod guards;
