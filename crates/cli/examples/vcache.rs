@@ -125,10 +125,12 @@ impl LeanLm<'_> {
             };
             let new = Query {
                 context: "",
+                preamble: Some(""),
                 last: r.text,
             };
             let cached = Query {
                 context: "",
+                preamble: Some(""),
                 last: self.texts[question],
             };
             if let Decision::Candidate { similarity } = judge(new, cached, n.similarity, None, MIN_SIMILARITY) {

@@ -96,6 +96,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 struct Item {
     last: String,
     context: String,
+    /// The context's system prompt and prefill (`None`: an entry stored before these were kept).
+    preamble: Option<String>,
     context_vector: Option<Arc<Vec<f32>>>,
     body: Bytes,
     cost_usd: Option<f64>,
@@ -283,6 +285,8 @@ pub struct Probe {
     task: String,
     partition: PartitionKey,
     context: String,
+    /// The part of `context` that is not the conversation: system prompt, prefill.
+    preamble: String,
     last: String,
     /// Whether a hit may be served (a `cache:semantic` policy in shadow only learns).
     serve: bool,
@@ -526,7 +530,11 @@ impl SemanticCache {
             None => return None,
         };
         let v: Value = serde_json::from_slice(request).ok()?;
-        let (context, last) = conversation(&v)?;
+        let Conversation {
+            context,
+            preamble,
+            last,
+        } = conversation(&v)?;
         let mut rest = v;
         if let Some(o) = rest.as_object_mut() {
             for k in [
@@ -551,6 +559,7 @@ impl SemanticCache {
             task: task.0.to_owned(),
             partition: h.finalize().into(),
             context,
+            preamble,
             last,
             serve,
             bound: settings.and_then(|s| s.bound).unwrap_or(self.config.bound),
@@ -689,10 +698,12 @@ impl SemanticCache {
             };
             let new = Query {
                 context: &probe.context,
+                preamble: Some(&probe.preamble),
                 last: &probe.last,
             };
             let cached = Query {
                 context: &item.context,
+                preamble: item.preamble.as_deref(),
                 last: &item.last,
             };
             let similarity = match judge(
@@ -760,11 +771,13 @@ impl SemanticCache {
                         cost_usd,
                         model: target.model.clone(),
                         provider: target.provider.name.clone(),
+                        preamble: Some(probe.preamble.clone()),
                     }
                 });
                 let item = Item {
                     last: probe.last,
                     context: probe.context,
+                    preamble: Some(probe.preamble),
                     context_vector,
                     body: body.clone(),
                     cost_usd,
@@ -1131,6 +1144,7 @@ fn item_of(
     let item = Item {
         last: e.last,
         context: e.context,
+        preamble: e.preamble,
         context_vector,
         body: Bytes::from(e.body),
         cost_usd: e.cost_usd,
@@ -1163,16 +1177,30 @@ fn content_text(content: &Value) -> Option<String> {
     }
 }
 
-/// A chat request (OpenAI or Anthropic) as (context, last user turn): everything before the last user turn,
-/// system prompt included, as `role: text` lines. `None` when there is no user turn or a turn is not text.
-fn conversation(request: &Value) -> Option<(String, String)> {
+/// A chat request as the semantic cache compares it.
+struct Conversation {
+    /// Everything before the last user turn, system prompt included, and anything after it (a prefill), as
+    /// `role: text` lines.
+    context: String,
+    /// The lines of `context` that are not the conversation: the system prompt (and system or developer turns)
+    /// and a prefill.
+    preamble: String,
+    last: String,
+}
+
+/// A chat request (OpenAI or Anthropic) as the semantic cache compares it. `None` when there is no user turn
+/// or a turn is not text.
+fn conversation(request: &Value) -> Option<Conversation> {
     let messages = request.get("messages")?.as_array()?;
     let last = messages
         .iter()
         .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
     let mut context = Vec::new();
+    let mut preamble = Vec::new();
     if let Some(system) = request.get("system") {
-        context.push(format!("system: {}", content_text(system)?));
+        let line = format!("system: {}", content_text(system)?);
+        preamble.push(line.clone());
+        context.push(line);
     }
     for m in &messages[..last] {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
@@ -1180,21 +1208,28 @@ fn conversation(request: &Value) -> Option<(String, String)> {
         if let Some(calls) = m.get("tool_calls") {
             text.push_str(&calls.to_string());
         }
-        context.push(format!("{role}: {text}"));
+        let line = format!("{role}: {text}");
+        if matches!(role, "system" | "developer") {
+            preamble.push(line.clone());
+        }
+        context.push(line);
     }
     // Anything after the last user turn (an assistant prefill) shapes the answer too.
     for m in &messages[last + 1..] {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        context.push(format!(
-            "{role}: {}",
-            content_text(m.get("content").unwrap_or(&Value::Null))?
-        ));
+        let line = format!("{role}: {}", content_text(m.get("content").unwrap_or(&Value::Null))?);
+        preamble.push(line.clone());
+        context.push(line);
     }
     let text = content_text(messages[last].get("content").unwrap_or(&Value::Null))?;
     if text.trim().is_empty() {
         return None;
     }
-    Some((context.join("\n"), text))
+    Some(Conversation {
+        context: context.join("\n"),
+        preamble: preamble.join("\n"),
+        last: text,
+    })
 }
 
 #[cfg(test)]
@@ -1204,18 +1239,25 @@ mod tests {
 
     #[test]
     fn the_conversation_splits_into_context_and_last_turn() {
-        let (ctx, last) = conversation(&json!({"messages": [
+        let c = conversation(&json!({"messages": [
             {"role": "system", "content": "Classify."},
             {"role": "user", "content": "cancel it"},
             {"role": "assistant", "content": "Which order?"},
-            {"role": "user", "content": [{"type": "text", "text": "order 7"}]}
+            {"role": "user", "content": [{"type": "text", "text": "order 7"}]},
+            {"role": "assistant", "content": "Order"}
         ]}))
         .unwrap();
-        assert_eq!(last, "order 7");
-        assert_eq!(ctx, "system: Classify.\nuser: cancel it\nassistant: Which order?");
-        let (ctx, last) =
-            conversation(&json!({"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
-        assert_eq!((ctx.as_str(), last.as_str()), ("system: Be brief.", "hi"));
+        assert_eq!(c.last, "order 7");
+        assert_eq!(
+            c.context,
+            "system: Classify.\nuser: cancel it\nassistant: Which order?\nassistant: Order"
+        );
+        assert_eq!(c.preamble, "system: Classify.\nassistant: Order");
+        let c = conversation(&json!({"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+        assert_eq!(
+            (c.context.as_str(), c.preamble.as_str(), c.last.as_str()),
+            ("system: Be brief.", "system: Be brief.", "hi")
+        );
         assert!(
             conversation(
                 &json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})

@@ -330,6 +330,50 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
         metrics.contains(r#"leanlm_semantic_vetoes_total{guard="reply"}"#),
         "{metrics}"
     );
+    // A question that stands on its own ("... a Gmail password", naming what it is about, pointing back at
+    // nothing) is answered alike after any conversation: a topic change is a hit whatever came before it,
+    // but only under the same system prompt; a question that points back ("how long will it take") is not.
+    let after = |history: &'static str, system: Option<&'static str>, question: &'static str| {
+        let h = &h;
+        async move {
+            let mut messages = Vec::new();
+            if let Some(s) = system {
+                messages.push(json!({"role": "system", "content": s}));
+            }
+            messages.extend([
+                json!({"role": "user", "content": history}),
+                json!({"role": "assistant", "content": "done, anything else"}),
+                json!({"role": "user", "content": question}),
+            ]);
+            let r = h
+                .http
+                .post(format!("{}/v1/chat/completions", h.url))
+                .header("x-leanlm-task", "pw")
+                .json(&json!({"model": "gpt-4o", "temperature": 0, "messages": messages}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned()
+        }
+    };
+    let gmail = "how do i reset a Gmail password";
+    assert_eq!(after("where is my card", None, gmail).await, "miss");
+    assert_eq!(
+        after("can i change the pin on my card", None, gmail).await,
+        "semantic-hit"
+    );
+    assert_eq!(
+        after("can i change the pin on my card", Some("You answer in French."), gmail).await,
+        "miss",
+        "another system prompt"
+    );
+    assert_eq!(after("where is my card", None, "how long will it take").await, "miss");
+    assert_eq!(
+        after("can i change the pin on my card", None, "how long will it take").await,
+        "miss",
+        "a question that points back at another conversation"
+    );
     // The context must match: another system prompt is another conversation.
     let (cache, _, _) = h
         .ask("pw", Some("You answer in French."), "how do i reset my password fast")
@@ -339,19 +383,19 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, _, _) = h.ask("card", None, "how do i reset my password asap").await;
     assert_eq!(cache, "miss");
 
-    // The admin API shows the estimate: no false hits, a threshold, four semantic hits (the call log is
+    // The admin API shows the estimate: no false hits, a threshold, five semantic hits (the call log is
     // written asynchronously: wait for them).
     let config = Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let pw = loop {
         let overview = leanlm_gateway::semantic::overview(&h.store(), &config).unwrap();
         let pw = overview.into_iter().find(|r| r.task_id == "pw").unwrap();
-        if pw.semantic_hits >= 4 || Instant::now() > deadline {
+        if pw.semantic_hits >= 5 || Instant::now() > deadline {
             break pw;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(pw.semantic_hits, 4);
+    assert_eq!(pw.semantic_hits, 5);
     let e = pw.estimate.unwrap();
     assert_eq!(e.false_hits, 0);
     assert!(e.threshold.is_some() && e.upper <= 0.3, "{e:?}");

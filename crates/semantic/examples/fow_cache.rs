@@ -31,8 +31,10 @@ struct Case {
 impl Case {
     /// The two requests as the semantic cache compares them.
     fn queries(&self) -> (Query<'_>, Query<'_>) {
+        // fow-cache's conversations have no system prompt.
         let query = |i: usize| Query {
             context: &self.context[i],
+            preamble: Some(""),
             last: &self.last[i],
         };
         (query(0), query(1))

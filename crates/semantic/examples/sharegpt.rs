@@ -78,9 +78,14 @@ fn main() {
         for nb in index.nearest(v, 4) {
             let j = *index.get(nb.slot).expect("slot");
             let (new, cached) = (
-                Query { context: "", last: p },
                 Query {
                     context: "",
+                    preamble: Some(""),
+                    last: p,
+                },
+                Query {
+                    context: "",
+                    preamble: Some(""),
                     last: &prompts[j],
                 },
             );

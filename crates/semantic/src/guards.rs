@@ -492,7 +492,9 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
             continue;
         }
         for (x, y) in ra.iter().zip(rb) {
-            if !x.contains(|c: char| c.is_ascii_digit()) || !y.contains(|c: char| c.is_ascii_digit()) {
+            let digits = |t: &str| t.contains(|c: char| c.is_ascii_digit());
+            let (nx, ny) = (entities(x), entities(y));
+            if !(digits(x) && digits(y)) && (nx.is_empty() || ny.is_empty()) {
                 continue;
             }
             let (tx, ty) = (tokens(x), tokens(y));
@@ -509,11 +511,12 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
                 continue;
             }
             budget -= cost;
-            if replaced(dx, dy)
-                .iter()
-                .any(|(p, q)| matches!((p, q), ([p], [q]) if numeric(p) && numeric(q)))
-            {
-                return Some(Veto::Numbers);
+            for (p, q) in replaced(dx, dy) {
+                match (p, q) {
+                    ([p], [q]) if numeric(p) && numeric(q) => return Some(Veto::Numbers),
+                    ([p], [q]) if nx.contains(p) && ny.contains(q) => return Some(Veto::Entities),
+                    _ => {}
+                }
             }
         }
     }
@@ -744,6 +747,94 @@ pub fn bare_reply(text: &str) -> bool {
     NUMBER.find(text).is_none() && !words.is_empty() && words.iter().all(|w| REPLY_WORDS.contains(&w.as_str()))
 }
 
+/// Words that point back at something said before them: "cancel it", "does that include breakfast?",
+/// "what time do they close?", "the same time the following week", "can I still return it?".
+const BACK_REFERENCES: &[&str] = &[
+    "it",
+    "it's",
+    "its",
+    "itself",
+    "that",
+    "that's",
+    "this",
+    "these",
+    "those",
+    "they",
+    "they're",
+    "them",
+    "their",
+    "theirs",
+    "he",
+    "him",
+    "his",
+    "she",
+    "her",
+    "hers",
+    "one",
+    "ones",
+    "same",
+    "again",
+    "instead",
+    "else",
+    "then",
+    "here",
+    "also",
+    "too",
+    "either",
+    "former",
+    "latter",
+    "above",
+    "mentioned",
+    "earlier",
+    "previous",
+    "still",
+    "yet",
+    "already",
+    "both",
+    "such",
+    "there's",
+    "difference",
+    "total",
+    "extra",
+    "more",
+];
+
+/// Words that tie a turn to the speaker's own circumstances, which the conversation may have set out: "my
+/// dog", "six of us".
+const OWN: &[&str] = &[
+    "my", "mine", "our", "ours", "we", "us", "we're", "we've", "we'll", "i've", "i'd",
+];
+
+/// Words a turn opens with when it carries on from the last one: "so when's my first payday?", "and with the
+/// TV add-on?", "ok, downgrade me then".
+const CARRY_ON: &[&str] = &[
+    "so", "and", "but", "or", "ok", "okay", "then", "also", "yeah", "yes", "yep", "great", "fine", "cool", "right",
+    "sorry", "alright", "oh", "hmm", "nice", "well", "actually",
+];
+
+/// Whether a last turn stands on its own, so that what was said before it cannot change its answer: it points
+/// back at nothing ("it", "that", "the same", "still"), is not about the speaker's own circumstances ("my",
+/// "we"), does not carry on from the last turn ("so", "and", "ok"), and names what it is about: a name, or the
+/// service itself ("you", "your"). "Is PulseFit open on Christmas Day?" and "Do you accept Amex?" stand on
+/// their own; "how long will the refund take?" and "which day do the recycling bins go out?" do not, since
+/// which refund and whose bins were said before.
+pub fn standalone(text: &str) -> bool {
+    let words = words(text);
+    let content = words.iter().filter(|w| !FUNCTION_WORDS.contains(&w.as_str())).count();
+    let existential = |i: usize| i > 0 && ["is", "are", "was", "were"].contains(&words[i - 1].as_str());
+    let anchored = words.iter().any(|w| ADDRESSEE.contains(&w.as_str())) || !entities(text).is_empty();
+    !bare_reply(text)
+        && content >= 2
+        && anchored
+        && words.first().is_some_and(|w| !CARRY_ON.contains(&w.as_str()))
+        && !words.iter().enumerate().any(|(i, w)| {
+            BACK_REFERENCES.contains(&w.as_str()) || OWN.contains(&w.as_str()) || (w == "there" && !existential(i))
+        })
+}
+
+/// The service a question is put to: what it asks about is the service's, the same in every conversation.
+const ADDRESSEE: &[&str] = &["you", "your", "you're", "yours"];
+
 /// The guard for a bare reply: what it accepts or picks is said somewhere before it (the offer just made,
 /// options listed a few turns back, "what I suggested" earlier still), so it is the same request only in the
 /// same conversation: the same numbers and content words in the same order throughout, each word the same or
@@ -883,6 +974,51 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_name_changed_in_place_is_a_different_history() {
+        let chat = |branch: &str, other: &str| {
+            format!(
+                "user: picking up from your Edinburgh {branch} branch on Saturday\nassistant: Booked.\nuser: last time we used {other}\nassistant: Noted."
+            )
+        };
+        // Both histories name both branches; which one the booking is at differs.
+        assert_eq!(
+            veto_context(&chat("Airport", "Waverley"), &chat("Waverley", "Airport")),
+            Some(Veto::Entities)
+        );
+        assert_eq!(
+            veto_context(&chat("Airport", "Waverley"), &chat("airport", "Waverley")),
+            None,
+            "only the case differs"
+        );
+    }
+
+    #[test]
+    fn a_question_stands_on_its_own_when_it_names_its_subject_and_points_back_at_nothing() {
+        for own in [
+            "Is PulseFit open on Christmas Day?",
+            "Do you accept Amex?",
+            "What's your office address?",
+            "How do I get a PAC code if I want to switch to another network?",
+            "Are there any parking spaces at your Leeds office?",
+        ] {
+            assert!(standalone(own), "{own}");
+        }
+        for not in [
+            "how long will the refund take?",
+            "which day do the recycling bins go out?",
+            "Can I bring my dog to PulseFit?",
+            "does that include breakfast?",
+            "so is Kestrel open on Sundays?",
+            "can you cancel it then please",
+            "Is Kestrel open there?",
+            "yes please",
+            "Amex?",
+        ] {
+            assert!(!standalone(not), "{not}");
+        }
     }
 
     #[test]

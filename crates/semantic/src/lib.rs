@@ -21,6 +21,10 @@ pub use lexicon::{lexicon_loaded, load_lexicon};
 pub struct Query<'a> {
     /// Everything before the last user turn (system prompt and earlier turns), joined.
     pub context: &'a str,
+    /// The part of the context that is not the conversation (system prompt, an assistant prefill), or `None`
+    /// when not known: a last turn that stands on its own ([`standalone`]) is compared without the
+    /// conversation before it, but only under the same preamble.
+    pub preamble: Option<&'a str>,
     /// The last user turn.
     pub last: &'a str,
 }
@@ -44,7 +48,29 @@ pub enum Decision {
 
 /// Judges whether `cached`'s answer could answer `new`, given the cosine similarities of their last turns
 /// and of their contexts (`None` when neither has one), and the lowest similarity worth considering.
+///
+/// A last turn that stands on its own on both sides ("Is PulseFit open on Christmas Day?") is judged on
+/// itself alone, under the same preamble: a conversation before it that has nothing to do with it (a topic
+/// change) does not stop the hit, as its answer cannot depend on it.
 pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Decision {
+    let own_question = match (new.preamble, cached.preamble) {
+        (Some(a), Some(b)) => {
+            [a, new.last, cached.last].iter().all(|t| t.len() <= LONG_TEXT)
+                && same_text(a, b)
+                && guards::standalone(new.last)
+                && guards::standalone(cached.last)
+        }
+        _ => false,
+    };
+    if own_question {
+        if last_sim < min_similarity {
+            return Decision::TooFar { similarity: last_sim };
+        }
+        return match veto(new.last, cached.last) {
+            Some(v) => Decision::Vetoed(v),
+            None => Decision::Candidate { similarity: last_sim },
+        };
+    }
     let similarity = match context_sim {
         Some(c) => last_sim.min(c),
         None if new.context.trim().is_empty() != cached.context.trim().is_empty() => {
@@ -100,7 +126,11 @@ mod tests {
     use super::*;
 
     fn q<'a>(context: &'a str, last: &'a str) -> Query<'a> {
-        Query { context, last }
+        Query {
+            context,
+            preamble: None,
+            last,
+        }
     }
 
     #[test]
@@ -162,6 +192,67 @@ mod tests {
         assert_eq!(
             judge(q("", &doc), q("", &doc), 1.0, None, 0.8),
             Decision::Candidate { similarity: 1.0 }
+        );
+    }
+
+    #[test]
+    fn a_question_of_its_own_is_judged_without_the_conversation_before_it() {
+        fn own<'a>(context: &'a str, preamble: Option<&'a str>, last: &'a str) -> Query<'a> {
+            Query {
+                context,
+                preamble,
+                last,
+            }
+        }
+        let towels = "user: can I bring my own towel?\nassistant: Yes, or hire one for £3.";
+        let lost = "user: is there a lost property at the Leeds club?\nassistant: Yes, for 30 days.";
+        let q = "Is PulseFit open on Christmas Day?";
+        // Unrelated histories (whose names and numbers differ) do not stop a question that stands on its own.
+        assert_eq!(
+            judge(own(towels, Some(""), q), own(lost, Some(""), q), 0.99, Some(0.2), 0.8),
+            Decision::Candidate { similarity: 0.99 }
+        );
+        assert_eq!(
+            judge(own(towels, Some(""), q), own("", Some(""), q), 0.99, None, 0.8),
+            Decision::Candidate { similarity: 0.99 }
+        );
+        // Its own words are still guarded.
+        assert_eq!(
+            judge(
+                own(towels, Some(""), q),
+                own(lost, Some(""), "Is PulseFit open on Boxing Day?"),
+                0.95,
+                Some(0.2),
+                0.8
+            ),
+            Decision::Vetoed(Veto::Entities)
+        );
+        // Another system prompt, a preamble not known, or a question that points back: the whole context counts.
+        let french = "system: answer in French\nuser: can I bring my own towel?";
+        assert_eq!(
+            judge(
+                own(towels, Some(""), q),
+                own(french, Some("system: answer in French"), q),
+                0.99,
+                Some(0.7),
+                0.8
+            ),
+            Decision::TooFar { similarity: 0.7 }
+        );
+        assert_eq!(
+            judge(own(towels, Some(""), q), own(lost, None, q), 0.99, Some(0.2), 0.8),
+            Decision::TooFar { similarity: 0.2 }
+        );
+        let refund = "how long will the refund take?";
+        assert_eq!(
+            judge(
+                own(towels, Some(""), refund),
+                own(lost, Some(""), refund),
+                1.0,
+                Some(0.2),
+                0.8
+            ),
+            Decision::TooFar { similarity: 0.2 }
         );
     }
 

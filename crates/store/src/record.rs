@@ -293,6 +293,9 @@ pub struct SemanticEntry {
     pub cost_usd: Option<f64>,
     pub model: String,
     pub provider: String,
+    /// The part of `context` that is not the conversation (system prompt, prefill); `None` for entries stored
+    /// before it was kept.
+    pub preamble: Option<String>,
 }
 
 /// One piece of online evidence.

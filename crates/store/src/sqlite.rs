@@ -217,6 +217,11 @@ ALTER TABLE semantic_entries_v2 RENAME TO semantic_entries;
 CREATE INDEX semantic_entries_partition ON semantic_entries (partition, stored_at_ms);
 CREATE INDEX semantic_entries_expiry ON semantic_entries (expires_at_ms);
 "#,
+    r#"
+-- The part of an entry's context that is not the conversation (system prompt, prefill): a last turn that
+-- stands on its own matches under the same preamble whatever the conversation before it. NULL: not known.
+ALTER TABLE semantic_entries ADD COLUMN preamble TEXT;
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -578,6 +583,7 @@ fn semantic_entry(r: &rusqlite::Row) -> rusqlite::Result<Option<crate::SemanticE
         cost_usd: r.get(10)?,
         model: r.get(11)?,
         provider: r.get(12)?,
+        preamble: r.get(13)?,
     }))
 }
 
@@ -901,8 +907,8 @@ impl Store {
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO semantic_entries (partition, task, embedding, stored_at_ms, expires_at_ms, last, context,
-                    last_vector, context_vector, body, cost_usd, model, provider)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    last_vector, context_vector, body, cost_usd, model, provider, preamble)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for r in rows {
                 ins.execute(params![
@@ -919,6 +925,7 @@ impl Store {
                     r.cost_usd,
                     r.model,
                     r.provider,
+                    r.preamble,
                 ])?;
                 ids.push(tx.last_insert_rowid());
             }
@@ -946,13 +953,13 @@ impl Store {
     ) -> Result<Vec<(i64, crate::SemanticEntry)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT partition, task, embedding, stored_at_ms, expires_at_ms, last, context, last_vector, context_vector,
-                body, cost_usd, model, provider, id FROM semantic_entries
+                body, cost_usd, model, provider, preamble, id FROM semantic_entries
              WHERE id > ?1 AND embedding = ?2 AND expires_at_ms > ?3 ORDER BY id LIMIT ?4",
         )?;
         let rows = stmt.query_map(
             params![after, embedding, now_ms, limit as i64],
             |r| match semantic_entry(r)? {
-                Some(e) => Ok(Some((r.get(13)?, e))),
+                Some(e) => Ok(Some((r.get(14)?, e))),
                 None => Ok(None),
             },
         )?;
@@ -971,7 +978,7 @@ impl Store {
     ) -> Result<Vec<crate::SemanticEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT partition, task, embedding, stored_at_ms, expires_at_ms, last, context, last_vector, context_vector,
-                body, cost_usd, model, provider FROM (
+                body, cost_usd, model, provider, preamble FROM (
                 SELECT *, ROW_NUMBER() OVER (PARTITION BY partition ORDER BY stored_at_ms DESC, rowid DESC) AS k
                 FROM semantic_entries WHERE embedding = ?1 AND expires_at_ms > ?2)
              WHERE k <= ?3 ORDER BY stored_at_ms DESC, k LIMIT ?4",
@@ -1596,6 +1603,7 @@ pub(crate) mod tests {
             cost_usd: Some(0.001),
             model: "gpt-4o".into(),
             provider: "openai".into(),
+            preamble: partition.is_multiple_of(2).then(|| "system: be brief".to_owned()),
         }
     }
 
@@ -1709,11 +1717,11 @@ pub(crate) mod tests {
 
     #[test]
     fn entries_stored_before_ids_existed_keep_every_field() {
-        // A store at the schema before entry ids, with an entry in it.
+        // A store at the schema before entry ids (and preambles), with an entry in it.
         let path = std::env::temp_dir().join(format!("leanlm-store-ids-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let conn = Connection::open(&path).unwrap();
-        let before = MIGRATIONS.len() - 1;
+        let before = MIGRATIONS.len() - 2;
         for m in &MIGRATIONS[..before] {
             conn.execute_batch(m).unwrap();
         }
@@ -1742,6 +1750,8 @@ pub(crate) mod tests {
         .unwrap();
         drop(conn);
         let s = Store::open(&format!("sqlite://{}", path.display())).unwrap();
+        // Its preamble was not kept: not known, rather than empty.
+        let e = crate::SemanticEntry { preamble: None, ..e };
         assert_eq!(s.semantic_entries_after(0, "local", 500, 10).unwrap(), vec![(1, e)]);
         drop(s);
         std::fs::remove_file(&path).unwrap();
