@@ -285,10 +285,35 @@ const DAYS: &[&str] = &[
     "sunday",
 ];
 
+/// Monday to Friday, as the working week is named: "on weekdays".
+static WORKING_WEEK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bmon(?:day)?\s*(?:to|-|–|through|thru|till|until)\s*fri(?:day)?\b").expect("valid regex")
+});
+
+/// Whether a time-of-day word at this point greets rather than names a time: "Morning!", "Good evening,"
+/// at the start of a text.
+fn greeting(before: &str, after: &str) -> bool {
+    match normalise(before.trim()).as_str() {
+        "good" => true,
+        "" => after.trim_start().starts_with(['!', ',', '.']),
+        _ => false,
+    }
+}
+
+/// A day name mistyped ("Mondys", "Tuesdy"): a slip of the keyboard on a word of five letters or more.
+fn misspelt_day(w: &str) -> Option<&'static str> {
+    let w = w.strip_suffix('s').unwrap_or(w);
+    DAYS.iter()
+        .copied()
+        .find(|day| w.len() >= 5 && w != *day && lexicon::typo(w, day))
+}
+
 /// The numbers, amounts, dates and times a text names, number words as digits. Words that only look like
 /// one are left out: "one" as a pronoun ("the 5GB one", "quick one:"), "am" that is not a time ("am I
 /// allowed"), "may" that is not the month; "Sundays" and "tomorrow's" are "sunday" and "tomorrow".
 fn numbers(text: &str) -> BTreeSet<String> {
+    let working_week = WORKING_WEEK.replace_all(text, "weekdays");
+    let text = working_week.as_ref();
     let mut out: BTreeSet<String> = NUMBER.find_iter(text).map(|m| m.as_str().replace(',', "")).collect();
     for m in WORD.find_iter(text) {
         let lower = normalise(m.as_str());
@@ -320,19 +345,79 @@ fn numbers(text: &str) -> BTreeSet<String> {
                     out.insert(w.to_owned());
                 }
             }
+            // A greeting is no time: "Morning! how do I ...", "good evening".
+            "morning" | "evening" | "afternoon" | "night" if greeting(before, after) => {}
+            // Times of day reworded: "9pm" is "9 at night", "in the evening" is "at night".
+            "evening" | "night" => {
+                out.insert("pm".to_owned());
+            }
+            "morning" => {
+                out.insert("am".to_owned());
+            }
+            // "a single egg" is "one egg".
+            "single"
+                if WORD
+                    .find_iter(before)
+                    .last()
+                    .is_some_and(|a| a.as_str().eq_ignore_ascii_case("a")) =>
+            {
+                out.insert("1".to_owned());
+            }
             _ => {
-                if let Some((_, digits)) = CARDINALS.iter().find(|(word, _)| *word == w) {
+                // "two-factor" counts as "two"; "one-off" as "one".
+                let head = w.split_once('-').map_or(w, |(head, _)| head);
+                if let Some((_, digits)) = CARDINALS.iter().find(|(word, _)| *word == head) {
                     out.insert((*digits).to_owned());
                 } else if let Some(day) = w.strip_suffix('s').filter(|d| DAYS.contains(d)) {
                     out.insert(day.to_owned());
                 } else if NUMBER_WORDS.contains(&w) {
                     out.insert(w.to_owned());
+                } else if let Some(day) = misspelt_day(w) {
+                    out.insert(day.to_owned());
                 }
             }
         }
     }
     out
 }
+
+/// Units a rate is given in: "each month" and "a month" ask the same.
+const PERIODS: &[&str] = &["hour", "day", "night", "week", "month", "year"];
+
+/// The quantifiers and comparatives of a text ([`SCOPE`]), read as what they say: a rate is a rate however
+/// put ("each month", "every month", "per month" and "pay a month" are "per"), and idioms that only look
+/// like one are left out: "many thanks", "how many" (a question for a number), "the best way to" (how to),
+/// "a single" (one, for the numbers guard); "quickest" is "fastest".
+fn scope(words: &[String]) -> BTreeSet<&str> {
+    let next = |i: usize| words.get(i + 1).map(String::as_str);
+    let prev = |i: usize| i.checked_sub(1).map(|j| words[j].as_str());
+    let period = |i: usize| next(i).is_some_and(|n| PERIODS.contains(&n.trim_end_matches('s')));
+    words
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let w = match w.as_str() {
+                "quickest" => "fastest",
+                "each" | "every" | "per" if period(i) => "per",
+                // "pay a month" is a rate; "in a month", "for a year" are a time.
+                "a" if period(i) && prev(i).is_some_and(|p| !TIME_PREPOSITIONS.contains(&p)) => "per",
+                w => w,
+            };
+            let idiom = match w {
+                "many" => next(i) == Some("thanks") || prev(i) == Some("how"),
+                "best" => next(i) == Some("way") && words.get(i + 2).is_some_and(|t| t == "to"),
+                "single" => prev(i) == Some("a"),
+                _ => false,
+            };
+            (SCOPE.contains(&w) && !idiom).then_some(w)
+        })
+        .collect()
+}
+
+/// Words before "a month" that make it a time rather than a rate.
+const TIME_PREPOSITIONS: &[&str] = &[
+    "in", "for", "within", "after", "before", "about", "over", "under", "than", "once", "twice", "only", "just",
+];
 
 fn marked(text: &str, list: &[&str]) -> BTreeSet<String> {
     words(text)
@@ -373,7 +458,9 @@ fn entities(text: &str) -> BTreeSet<String> {
         let word = normalise(w);
         let word = word.strip_suffix("'s").unwrap_or(&word);
         // Days and months are for the numbers guard: "on Sundays" and "on a Sunday" name one day.
-        let date = NUMBER_WORDS.contains(&word) || word.strip_suffix('s').is_some_and(|d| DAYS.contains(&d));
+        let date = NUMBER_WORDS.contains(&word)
+            || word.strip_suffix('s').is_some_and(|d| DAYS.contains(&d))
+            || misspelt_day(word).is_some();
         if ((capital && !sentence_start) || inner_caps)
             && !date
             && !NOT_NAMES.contains(&word)
@@ -587,7 +674,7 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     {
         return Some(Veto::Direction);
     }
-    if marked(a, SCOPE) != marked(b, SCOPE) {
+    if scope(&la) != scope(&lb) {
         return Some(Veto::Scope);
     }
     let (ea, eb) = (entities(a), entities(b));
@@ -822,7 +909,13 @@ pub fn standalone(text: &str) -> bool {
     let words = words(text);
     let content = words.iter().filter(|w| !FUNCTION_WORDS.contains(&w.as_str())).count();
     let existential = |i: usize| i > 0 && ["is", "are", "was", "were"].contains(&words[i - 1].as_str());
-    let anchored = words.iter().any(|w| ADDRESSEE.contains(&w.as_str())) || !entities(text).is_empty();
+    let opens = |phrase: &&str| {
+        let phrase: Vec<&str> = phrase.split(' ').collect();
+        words.len() > phrase.len() && words.iter().zip(&phrase).all(|(w, p)| w == p)
+    };
+    let anchored = words.iter().any(|w| ADDRESSEE.contains(&w.as_str()))
+        || !entities(text).is_empty()
+        || TOPIC_CHANGES.iter().any(opens);
     !bare_reply(text)
         && content >= 2
         && anchored
@@ -831,6 +924,23 @@ pub fn standalone(text: &str) -> bool {
             BACK_REFERENCES.contains(&w.as_str()) || OWN.contains(&w.as_str()) || (w == "there" && !existential(i))
         })
 }
+
+/// What a speaker opens with to leave the conversation so far: "Unrelated, but is the contact centre open on
+/// bank holidays?", "Before I go, how long do I get to return things bought in the sale?".
+const TOPIC_CHANGES: &[&str] = &[
+    "unrelated",
+    "by the way",
+    "btw",
+    "different question",
+    "another question",
+    "separate question",
+    "random question",
+    "on another note",
+    "before i go",
+    "while i have you",
+    "changing the subject",
+    "off topic",
+];
 
 /// The service a question is put to: what it asks about is the service's, the same in every conversation.
 const ADDRESSEE: &[&str] = &["you", "your", "you're", "yours"];
@@ -974,6 +1084,74 @@ mod tests {
             ),
             None
         );
+        // Rewordings of the same number, day or time.
+        for (a, b) in [
+            (
+                "How many calories are in one egg?",
+                "How many calories are in a single egg?",
+            ),
+            ("Is it open at 9pm?", "Is it open at 9 at night?"),
+            ("Is it open in the evening?", "Is it open at night?"),
+            ("When does it open on Mondays?", "When does it open on Mondys?"),
+            (
+                "When does the pharmacy close on weekdays?",
+                "When does the pharmacy close Monday to Friday?",
+            ),
+            ("Morning! How do I book a collection?", "How do I book a collection?"),
+            (
+                "Good evening, how do I book a collection?",
+                "How do I book a collection?",
+            ),
+        ] {
+            assert_eq!(numbers(a), numbers(b), "{a} / {b}");
+        }
+        assert_eq!(numbers("my two-factor code"), numbers("my 2FA code"));
+        // ... and what is another time.
+        for (a, b) in [
+            (
+                "Can you book it for Thursday morning?",
+                "Can you book it for Thursday evening?",
+            ),
+            ("Do you have morning slots?", "Do you have slots?"),
+            ("When does it open on Mondays?", "When does it open on Sundays?"),
+            ("Is a single room extra?", "Is a double room extra?"),
+        ] {
+            assert_ne!(numbers(a), numbers(b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn idioms_are_no_change_of_scope() {
+        for (a, b) in [
+            (
+                "How do I transfer my number?",
+                "How do I transfer my number? Many thanks",
+            ),
+            ("What will I pay each month?", "What will I pay a month?"),
+            (
+                "How do I book an appointment?",
+                "What's the best way to book an appointment?",
+            ),
+            (
+                "What's the fastest way to learn typing?",
+                "What's the quickest way to learn typing?",
+            ),
+            (
+                "What's the calorie count of one egg?",
+                "How many calories are in one egg?",
+            ),
+        ] {
+            assert_eq!(scope(&words(a)), scope(&words(b)), "{a} / {b}");
+        }
+        for (a, b) in [
+            ("Which is the best plan?", "Which is the cheapest plan?"),
+            ("Can I cancel any order?", "Can I cancel every order?"),
+            ("What will I pay?", "What will I pay every month?"),
+            ("What will I pay in a month?", "What will I pay a month?"),
+            ("Do I need many forms?", "Do I need forms?"),
+        ] {
+            assert_ne!(scope(&words(a)), scope(&words(b)), "{a} / {b}");
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(crate) fn interchangeable(a: &str, b: &str) -> bool {
 
 /// A slip of the keyboard: the same first letter and an edit distance of one, or one per four letters of the
 /// shorter word ("increased" / "decreased" are two edits apart, but not a slip).
-fn typo(a: &str, b: &str) -> bool {
+pub(crate) fn typo(a: &str, b: &str) -> bool {
     let shorter = a.chars().count().min(b.chars().count());
     a.chars().next() == b.chars().next() && strsim::levenshtein(a, b) <= (shorter / 4).max(1)
 }
