@@ -523,6 +523,15 @@ fn opposites(a: &BTreeSet<String>, b: &BTreeSet<String>) -> bool {
     listed || negated(a, b) || negated(b, a)
 }
 
+/// A word on one side only that is another word of the other side's stem negated with a hyphen: "self-employed
+/// people" / "employees", "non-members" / "membership".
+fn negated_stem(a: &BTreeSet<String>, b: &BTreeSet<String>) -> bool {
+    a.iter()
+        .filter(|w| !b.contains(*w))
+        .filter_map(|w| ["self-", "non-", "anti-"].iter().find_map(|p| w.strip_prefix(p)))
+        .any(|rest| b.iter().any(|v| !a.contains(v) && lexicon::same_stem(rest, v)))
+}
+
 /// The guard for two conversations' histories. Histories grow (small talk, an extra turn), so only a *swap*
 /// vetoes: each side naming a number or an entity the other lacks, or opposite words.
 pub fn veto_context(a: &str, b: &str) -> Option<Veto> {
@@ -657,7 +666,7 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     }
     let (la, lb) = (words(a), words(b));
     let (wa, wb): (BTreeSet<String>, BTreeSet<String>) = (la.iter().cloned().collect(), lb.iter().cloned().collect());
-    if opposites(&wa, &wb) {
+    if opposites(&wa, &wb) || negated_stem(&wa, &wb) || negated_stem(&wb, &wa) {
         return Some(Veto::Opposites);
     }
     if let (Some((from_a, to_a)), Some((from_b, to_b))) = (direction(&la), direction(&lb))
@@ -1253,6 +1262,10 @@ mod tests {
             (
                 "Can I claim it if I'm employed?",
                 "Can I claim it if I'm self-employed?",
+            ),
+            (
+                "How much maternity pay do employees get?",
+                "How much maternity pay do self-employed people get?",
             ),
             (
                 "Is the room available on arrival?",

@@ -61,7 +61,7 @@ pub(crate) fn typo(a: &str, b: &str) -> bool {
 }
 
 /// The same stem with another ending: "agent" / "agency", "quote" / "quotation".
-fn same_stem(a: &str, b: &str) -> bool {
+pub(crate) fn same_stem(a: &str, b: &str) -> bool {
     let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
     let shorter = a.chars().count().min(b.chars().count());
     common >= 4 && common + 3 >= shorter
