@@ -84,6 +84,8 @@ pub struct TaskSemantic {
 const EVIDENCE_WINDOW: usize = 5_000;
 /// Nearest entries examined per lookup: the most similar one may be vetoed where the next is fine.
 const NEIGHBOURS: usize = 4;
+/// How far under the similarity floor a neighbour is still judged, for misspellings of the same words.
+const SPELLING_SLACK: f32 = 0.1;
 /// Context embeddings remembered (system prompts and histories repeat across calls).
 const CONTEXT_MEMO: usize = 4_096;
 /// How often the writer looks for cache clears recorded in the store: the longest another gateway, or the
@@ -684,7 +686,9 @@ impl SemanticCache {
         context: Option<&Vec<f32>>,
     ) -> Option<(Bytes, Option<f64>, String, String, f32)> {
         for n in p.nearest(last, NEIGHBOURS) {
-            if n.similarity < self.config.min_similarity {
+            // A little below the floor too: the same words misspelt score lower than they are, and `judge`
+            // takes them as the same text.
+            if n.similarity < self.config.min_similarity - SPELLING_SLACK {
                 break;
             }
             let Some(item) = p.get(n.slot) else { continue };

@@ -54,7 +54,7 @@ tell me how do i reset my password,password
 how do i reset my password quickly,password
 ok how do i reset my password,password
 how do i reset my account password,password
-how do i reset my password online,password
+well how do i reset my password,password
 how do i reset my password here,password
 how do i reset my password fast,password
 how do i reset my password asap,password
@@ -203,7 +203,7 @@ const PASSWORD_PARAPHRASES: [&str; 11] = [
     "how do i reset my password quickly",
     "ok how do i reset my password",
     "how do i reset my account password",
-    "how do i reset my password online",
+    "well how do i reset my password",
 ];
 
 const CONFIG: &str = r#"
@@ -275,7 +275,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
         .post(format!("{}/v1/chat/completions", h.url))
         .header("x-leanlm-task", "pw")
         .json(&json!({"model": "gpt-4o", "temperature": 0, "stream": true,
-            "messages": [{"role": "user", "content": "how do i reset my password online"}]}))
+            "messages": [{"role": "user", "content": "well how do i reset my password"}]}))
         .send()
         .await
         .unwrap();
@@ -374,6 +374,12 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
         "miss",
         "a question that points back at another conversation"
     );
+    // The same words misspelt are the same question, though the embedding puts them under the floor (here
+    // 5 of 7 words in common: 0.71).
+    let (cache, _, _) = h.ask("pw", None, "where do i find the invoice history").await;
+    assert_eq!(cache, "miss");
+    let (cache, _, _) = h.ask("pw", None, "where do i find the invioce histroy").await;
+    assert_eq!(cache, "semantic-hit", "misspelt");
     // The context must match: another system prompt is another conversation.
     let (cache, _, _) = h
         .ask("pw", Some("You answer in French."), "how do i reset my password fast")
@@ -383,19 +389,19 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let (cache, _, _) = h.ask("card", None, "how do i reset my password asap").await;
     assert_eq!(cache, "miss");
 
-    // The admin API shows the estimate: no false hits, a threshold, five semantic hits (the call log is
+    // The admin API shows the estimate: no false hits, a threshold, six semantic hits (the call log is
     // written asynchronously: wait for them).
     let config = Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let pw = loop {
         let overview = leanlm_gateway::semantic::overview(&h.store(), &config).unwrap();
         let pw = overview.into_iter().find(|r| r.task_id == "pw").unwrap();
-        if pw.semantic_hits >= 5 || Instant::now() > deadline {
+        if pw.semantic_hits >= 6 || Instant::now() > deadline {
             break pw;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(pw.semantic_hits, 5);
+    assert_eq!(pw.semantic_hits, 6);
     let e = pw.estimate.unwrap();
     assert_eq!(e.false_hits, 0);
     assert!(e.threshold.is_some() && e.upper <= 0.3, "{e:?}");
@@ -485,14 +491,14 @@ async fn a_restarted_gateway_keeps_its_semantic_cache_unless_bodies_stay_out_of_
 
     // A new process on the same store: entries and evidence are back, and the first paraphrase is a hit.
     let h = Harness::start_on(db.clone(), "", CONFIG, bag()).await;
-    let (cache, answer, _) = h.ask("pw", None, "how do i reset my password online").await;
+    let (cache, answer, _) = h.ask("pw", None, "well how do i reset my password").await;
     assert_eq!((cache.as_str(), answer.as_str()), ("semantic-hit", "password"));
     assert_eq!(h.mock.stats.requests(), 0, "nothing went upstream after the restart");
     // The conversation's context came back with its entry: the same system prompt hits, another misses.
-    let (cache, _, _) = h.ask("pw", bank, "how do i reset my password online").await;
+    let (cache, _, _) = h.ask("pw", bank, "well how do i reset my password").await;
     assert_eq!(cache, "semantic-hit");
     let (cache, _, _) = h
-        .ask("pw", Some("You are a pirate."), "how do i reset my password online")
+        .ask("pw", Some("You are a pirate."), "well how do i reset my password")
         .await;
     assert_eq!(cache, "miss");
     h.shutdown().await;
@@ -506,7 +512,7 @@ async fn a_restarted_gateway_keeps_its_semantic_cache_unless_bodies_stay_out_of_
     h.shutdown().await;
     assert!(stored(&db).is_empty(), "no request text or answer in the store");
     let h = Harness::start_on(db, "log_bodies = false", CONFIG, bag()).await;
-    let (cache, _, _) = h.ask("pw", None, "how do i reset my password online").await;
+    let (cache, _, _) = h.ask("pw", None, "well how do i reset my password").await;
     assert_eq!(cache, "miss");
     h.shutdown().await;
 }
@@ -552,7 +558,7 @@ async fn the_admin_api_withdraws_a_tasks_cached_answers_here_in_the_store_and_in
     let v: Value = r.json().await.unwrap();
     assert!(v["semantic_entries_removed"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["stored_entries_deleted"].as_u64().unwrap() >= 1, "{v}");
-    let (cache, _, _) = h.ask("pw", None, "how do i reset my password online").await;
+    let (cache, _, _) = h.ask("pw", None, "well how do i reset my password").await;
     assert_eq!(cache, "miss", "the task's entries are gone");
     // The other gateway reads the recorded clear within a second; until then it may still serve a hit.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -574,7 +580,7 @@ async fn the_admin_api_withdraws_a_tasks_cached_answers_here_in_the_store_and_in
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     other.shutdown().await;
-    let (cache, _, _) = h.ask("pw", None, "how do i reset my password online please").await;
+    let (cache, _, _) = h.ask("pw", None, "well how do i reset my password please").await;
     assert_eq!(
         cache, "semantic-hit",
         "its evidence stays: the next entry serves at once"
@@ -590,7 +596,7 @@ async fn the_admin_api_withdraws_a_tasks_cached_answers_here_in_the_store_and_in
     // gateway's miss may have been a would-be hit on the first one's new entry, verified and not cached).
     let questions: Vec<&str> = stored.iter().map(|e| e.last.as_str()).collect();
     assert!(
-        questions.contains(&"where is my card") && questions.contains(&"how do i reset my password online"),
+        questions.contains(&"where is my card") && questions.contains(&"well how do i reset my password"),
         "{questions:?}"
     );
     assert!(
@@ -621,7 +627,7 @@ async fn gateways_on_one_store_serve_each_others_entries_on_each_others_evidence
     tokio::time::sleep(Duration::from_secs(3)).await;
     let upstream = other.mock.stats.requests();
     for (context, question) in [
-        (None, "how do i reset my password online"),
+        (None, "well how do i reset my password"),
         (bank, "how do i reset my password please"),
     ] {
         let (cache, answer, _) = other.ask("pw", context, question).await;

@@ -272,12 +272,21 @@ fn main() {
             }
         }
     }
-    // `FOW_SHOW=2`: also the traps each guard stopped, to see what a guard change would let through.
+    // `FOW_SHOW=2`: also the traps each guard stopped, to see what a guard change would let through, and the
+    // same-answer pairs that came close to the similarity floor.
     if std::env::var("FOW_SHOW").is_ok_and(|v| v == "2") {
         println!("\n| trap vetoed | guard | a | b |\n|---|---|---|---|");
         for (c, (_, d)) in cases.iter().zip(&judged) {
             if let (false, Decision::Vetoed(v)) = (c.same_answer, d) {
                 println!("| {} | {} | {} | {} |", c.id, v.as_str(), c.last[0], c.last[1]);
+            }
+        }
+        println!("\n| same-answer pair under the floor | similarity | a | b |\n|---|---|---|---|");
+        for (c, (_, d)) in cases.iter().zip(&judged) {
+            if let (true, Decision::TooFar { similarity }) = (c.same_answer, d)
+                && *similarity >= min_similarity - 0.1
+            {
+                println!("| {} | {similarity:.3} | {} | {} |", c.id, c.last[0], c.last[1]);
             }
         }
     }

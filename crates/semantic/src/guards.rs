@@ -26,6 +26,9 @@ pub enum Veto {
     /// One word swapped for another that is not a synonym, a form or a misspelling of it: "adults" against
     /// "children", "approved" against "rejected".
     Substitution,
+    /// A question narrowed by a word put next to one both name: "a gift" / "a gift card", "my account" / "my
+    /// joint account".
+    Qualifier,
     /// A bare reply ("yes please", "the second one") in a different conversation: what such a reply asks
     /// for was said before it, and that differs.
     Reply,
@@ -43,6 +46,7 @@ impl Veto {
             Veto::Opposites => "opposites",
             Veto::Direction => "direction",
             Veto::Substitution => "substitution",
+            Veto::Qualifier => "qualifier",
             Veto::Reply => "reply",
             Veto::LongText => "long_text",
         }
@@ -695,7 +699,78 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     if substituted(&la, &lb) {
         return Some(Veto::Substitution);
     }
+    if qualified(&la, &lb) || qualified(&lb, &la) {
+        return Some(Veto::Qualifier);
+    }
     None
+}
+
+/// Words that add nothing to what a question asks: greetings, thanks, hedges.
+const FILLERS: &[&str] = &[
+    "um",
+    "uh",
+    "er",
+    "erm",
+    "hmm",
+    "hi",
+    "hello",
+    "hey",
+    "morning",
+    "afternoon",
+    "evening",
+    "thanks",
+    "thank",
+    "cheers",
+    "please",
+    "quick",
+    "question",
+    "just",
+    "really",
+    "actually",
+    "exactly",
+    "currently",
+    "ever",
+    "still",
+    "now",
+    "again",
+    "also",
+    "anyway",
+    "ok",
+    "okay",
+    "so",
+    "well",
+    "like",
+    "basically",
+    "tonight",
+    "today",
+    "hiya",
+    "advance",
+    "much",
+    "many",
+];
+
+/// Whether `b` narrows what `a` asks about by a word put next to a word both name: "a gift" / "a gift card",
+/// "my account" / "my joint account", "symptoms of flu" / "symptoms of flu in babies". Only where `b` adds
+/// words and changes none (a reworded question is the similarity threshold's), and only a word that names a
+/// thing or a quality (usually a noun or adjective in WordNet: "asap" and "fast" say how or when, not which;
+/// "tell" is a verb); greetings and thanks are no qualifier, quantifiers are the scope guard's.
+fn qualified(a: &[String], b: &[String]) -> bool {
+    let content = |w: &str| !FUNCTION_WORDS.contains(&w) && !FILLERS.contains(&w) && !SCOPE.contains(&w);
+    let narrows = |w: &str| {
+        content(w)
+            && !a.iter().any(|x| x == w)
+            && matches!(
+                lexicon::usual_part(w),
+                Some(lexicon::Part::Noun | lexicon::Part::Adjective)
+            )
+    };
+    let shared = |w: &String| content(w) && a.contains(w);
+    let runs = differences(a, b);
+    runs.iter().all(|(x, _)| x.is_empty())
+        && runs.into_iter().any(|(_, y)| {
+            b[y.clone()].iter().any(|w| narrows(w))
+                && (y.start.checked_sub(1).is_some_and(|i| shared(&b[i])) || b.get(y.end).is_some_and(shared))
+        })
 }
 
 /// Words that carry the form of a question rather than what it is about: "how do I" and "how can I", "what's"
@@ -707,7 +782,7 @@ const FUNCTION_WORDS: &[&str] = &[
     "there", "here", "that", "this", "these", "those", "and", "or", "so", "if", "please", "any", "am", "have", "has",
     "had", "get", "got", "s", "about", "from", "as", "up", "just", "some", "i'm", "i'd", "i'll", "then", "than", "not",
     "no", "yes", "hi", "hello", "hey", "thanks", "thank", "won't", "doesn't", "don't", "can't", "isn't", "much",
-    "many", "often", "possible", "able",
+    "many", "often", "possible", "able", "ok", "okay",
 ];
 
 /// Who a question is about when it asks for the asker: "can I" is not "can my child" or "can contractors".
@@ -841,6 +916,20 @@ const REPLY_WORDS: &[&str] = &[
 pub fn bare_reply(text: &str) -> bool {
     let words = words(text);
     NUMBER.find(text).is_none() && !words.is_empty() && words.iter().all(|w| REPLY_WORDS.contains(&w.as_str()))
+}
+
+/// Whether two texts are the same words but for misspellings ("How do I cancle an order I placed this
+/// morning?", "the email adress on my acount"): each word that differs is a slip of the keyboard (a letter
+/// dropped, added, changed or two swapped, one per four letters) of a word of five letters or more, and not
+/// itself another word (a misspelling is no dictionary word: "cancer" is not "cancel" mistyped). The
+/// embedding reads a misspelt word as other word pieces and scores such texts lower than they are.
+pub fn spelled_alike(a: &str, b: &str) -> bool {
+    let (wa, wb) = (words(a), words(b));
+    let slip = |x: &str, y: &str| x.chars().count().min(y.chars().count()) >= 5 && lexicon::typo(x, y);
+    wa.len() == wb.len()
+        && wa != wb
+        && numbers(a) == numbers(b)
+        && wa.iter().zip(&wb).all(|(x, y)| x == y || slip(x, y))
 }
 
 /// Words that point back at something said before them: "cancel it", "does that include breakfast?",
@@ -982,6 +1071,16 @@ pub fn veto_reply(context_a: &str, context_b: &str) -> Option<Veto> {
 /// The runs of words that replace each other between two texts, from a longest common subsequence: in
 /// "how do I cancel my plan" / "how can I end my plan", ("do", "can") and ("cancel", "end").
 fn replaced<'t, T: PartialEq>(a: &'t [T], b: &'t [T]) -> Vec<(&'t [T], &'t [T])> {
+    differences(a, b)
+        .into_iter()
+        .map(|(x, y)| (&a[x], &b[y]))
+        .filter(|(x, y)| !x.is_empty() && !y.is_empty())
+        .collect()
+}
+
+/// Where `a` and `b` differ, aligned by a longest common subsequence: each run of `a` and the run of `b` in
+/// its place, either of them empty where the other text only adds words.
+fn differences<T: PartialEq>(a: &[T], b: &[T]) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
     // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
     let mut lcs = vec![vec![0u16; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
@@ -998,7 +1097,7 @@ fn replaced<'t, T: PartialEq>(a: &'t [T], b: &'t [T]) -> Vec<(&'t [T], &'t [T])>
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             if from != (i, j) {
-                out.push((&a[from.0..i], &b[from.1..j]));
+                out.push((from.0..i, from.1..j));
             }
             i += 1;
             j += 1;
@@ -1010,9 +1109,8 @@ fn replaced<'t, T: PartialEq>(a: &'t [T], b: &'t [T]) -> Vec<(&'t [T], &'t [T])>
         }
     }
     if from != (a.len(), b.len()) {
-        out.push((&a[from.0..], &b[from.1..]));
+        out.push((from.0..a.len(), from.1..b.len()));
     }
-    out.retain(|(x, y)| !x.is_empty() && !y.is_empty());
     out
 }
 
@@ -1381,6 +1479,75 @@ mod tests {
             (
                 "Can I change the name on my ticket?",
                 "Is it possible to change the name on my ticket?",
+            ),
+        ] {
+            assert_eq!(veto(a, b), None, "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn misspellings_are_the_same_words_and_real_words_are_not() {
+        for (a, b) in [
+            (
+                "How do I cancel an order I placed this morning?",
+                "How do I cancle an order I placed this morning?",
+            ),
+            (
+                "How do I change the email address on my account?",
+                "How do I chnage the email adress on my acount?",
+            ),
+            (
+                "Where can I find my invoice history?",
+                "Where can I find my invioce history?",
+            ),
+        ] {
+            assert!(spelled_alike(a, b), "{a} / {b}");
+            assert_eq!(veto(a, b), None, "{a} / {b}");
+        }
+        for (a, b) in [
+            // Two words, each spelt right; the same text; a number changed; a short word.
+            ("How long is the trial?", "How long is the trail?"),
+            ("Where is my card?", "Where is my card?"),
+            ("Is order 1234 late?", "Is ordr 1235 late?"),
+            ("Where is the form?", "Where is the from?"),
+        ] {
+            assert!(!spelled_alike(a, b), "{a} / {b}");
+        }
+        assert_eq!(
+            veto("How long is the trial?", "How long is the trail?"),
+            Some(Veto::Substitution)
+        );
+    }
+
+    #[test]
+    fn a_word_that_narrows_the_question_is_a_qualifier() {
+        for (a, b) in [
+            (
+                "How do I get a refund on a gift?",
+                "How do I get a refund on a gift card?",
+            ),
+            ("What's my account balance?", "What's my joint account balance?"),
+            (
+                "What are the symptoms of flu?",
+                "What are the symptoms of flu in babies?",
+            ),
+        ] {
+            assert_eq!(veto(a, b), Some(Veto::Qualifier), "{a} / {b}");
+            assert_eq!(veto(b, a), Some(Veto::Qualifier), "{b} / {a}");
+        }
+        for (a, b) in [
+            // Greetings, thanks, adverbs, words moved about: the same question.
+            (
+                "How do I apply for a student loan?",
+                "Hiya, how do I apply for a student loan? Thanks in advance",
+            ),
+            (
+                "How long does it take to get my deposit back?",
+                "How long does it usually take to get my deposit back?",
+            ),
+            (
+                "How do I set up voicemail on my phone?",
+                "On my phone, how do I set up voicemail?",
             ),
         ] {
             assert_eq!(veto(a, b), None, "{a} / {b}");

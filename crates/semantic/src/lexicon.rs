@@ -53,11 +53,19 @@ pub(crate) fn interchangeable(a: &str, b: &str) -> bool {
     lexicon().related(a, b)
 }
 
-/// A slip of the keyboard: the same first letter and an edit distance of one, or one per four letters of the
-/// shorter word ("increased" / "decreased" are two edits apart, but not a slip).
+/// A slip of the keyboard: the same first letter and an edit distance of one (a letter dropped, added,
+/// changed, or two swapped), or one per four letters of the shorter word ("increased" / "decreased" are two
+/// edits apart, but not a slip), where one of them is no word of its own ("trial" / "trail" are two words).
 pub(crate) fn typo(a: &str, b: &str) -> bool {
     let shorter = a.chars().count().min(b.chars().count());
-    a.chars().next() == b.chars().next() && strsim::levenshtein(a, b) <= (shorter / 4).max(1)
+    a.chars().next() == b.chars().next()
+        && strsim::osa_distance(a, b) <= (shorter / 4).max(1)
+        && !(known(a) && known(b))
+}
+
+/// Whether `word` is a word WordNet knows, in any of its forms: a misspelling is not.
+pub(crate) fn known(word: &str) -> bool {
+    !lexicon().senses(word).is_empty()
 }
 
 /// The same stem with another ending: "agent" / "agency", "quote" / "quotation".
@@ -78,6 +86,31 @@ struct Lexicon {
     targets: Vec<u32>,
     /// Irregular forms and their lemmas.
     irregular: HashMap<Box<str>, Vec<Box<str>>>,
+    /// Per lemma, its usual part of speech.
+    usual: Vec<Part>,
+}
+
+/// A part of speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Noun,
+    Verb,
+    Adjective,
+    Adverb,
+}
+
+/// The part of speech `word` (or the lemma it is a form of) usually is, where WordNet knows it: the one its
+/// senses are most often tagged with in WordNet's corpus. "tell" is a verb, though also a rare noun.
+pub(crate) fn usual_part(word: &str) -> Option<Part> {
+    let l = lexicon();
+    let forms = std::iter::once(word.to_owned())
+        .chain(l.irregular.get(word).into_iter().flatten().map(|f| f.to_string()))
+        .chain(SUFFIXES.iter().filter_map(|(suffix, replacement)| {
+            word.strip_suffix(suffix)
+                .filter(|stem| stem.len() >= 2)
+                .map(|stem| format!("{stem}{replacement}"))
+        }));
+    forms.filter_map(|f| l.index_of(&f)).map(|i| l.usual[i]).next()
 }
 
 /// WordNet's detachment rules for regular inflections (`morphy`), plus possessives.
@@ -114,6 +147,7 @@ impl Lexicon {
             links: Vec::new(),
             targets: Vec::new(),
             irregular: HashMap::new(),
+            usual: Vec::new(),
         };
         let mut links: Vec<(u32, Vec<u32>)> = Vec::new();
         let numbers =
@@ -126,7 +160,15 @@ impl Lexicon {
                         .lemmas
                         .push((lexicon.text.len() as u32, lexicon.synsets.len() as u32));
                     lexicon.text.push_str(word);
-                    lexicon.synsets.extend(numbers(fields));
+                    let mut fields = fields.peekable();
+                    let part = match fields.next_if(|f| f.parse::<u32>().is_err()) {
+                        Some("v") => Part::Verb,
+                        Some("a") => Part::Adjective,
+                        Some("r") => Part::Adverb,
+                        _ => Part::Noun,
+                    };
+                    lexicon.usual.push(part);
+                    lexicon.synsets.extend(fields.filter_map(|f| f.parse::<u32>().ok()));
                 }
                 (Some("H"), Some(synset)) => {
                     if let Ok(s) = synset.parse() {
@@ -160,22 +202,28 @@ impl Lexicon {
         &self.text[start..end]
     }
 
-    /// The synsets of a lemma.
-    fn synsets_of(&self, lemma: &str) -> &[u32] {
+    /// Where a lemma is in the sorted list, if it is one.
+    fn index_of(&self, lemma: &str) -> Option<usize> {
         let (mut low, mut high) = (0, self.lemmas.len());
         while low < high {
             let i = low + (high - low) / 2;
             match self.lemma(i).cmp(lemma) {
                 Ordering::Less => low = i + 1,
                 Ordering::Greater => high = i,
-                Ordering::Equal => {
-                    let start = self.lemmas[i].1 as usize;
-                    let end = self.lemmas.get(i + 1).map_or(self.synsets.len(), |l| l.1 as usize);
-                    return &self.synsets[start..end];
-                }
+                Ordering::Equal => return Some(i),
             }
         }
-        &[]
+        None
+    }
+
+    /// The synsets of a lemma.
+    fn synsets_of(&self, lemma: &str) -> &[u32] {
+        let Some(i) = self.index_of(lemma) else {
+            return &[];
+        };
+        let start = self.lemmas[i].1 as usize;
+        let end = self.lemmas.get(i + 1).map_or(self.synsets.len(), |l| l.1 as usize);
+        &self.synsets[start..end]
     }
 
     /// The synsets of every lemma a word may be a form of.

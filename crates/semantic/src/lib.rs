@@ -52,7 +52,17 @@ pub enum Decision {
 /// A last turn that stands on its own on both sides ("Is PulseFit open on Christmas Day?") is judged on
 /// itself alone, under the same preamble: a conversation before it that has nothing to do with it (a topic
 /// change) does not stop the hit, as its answer cannot depend on it.
+///
+/// Two last turns that are the same words but for misspellings are the same
+/// question whatever their embeddings say (MiniLM scores "cancle" far from "cancel"): their similarity is
+/// taken as 1.
 pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Decision {
+    let short = new.last.len().max(cached.last.len()) <= LONG_TEXT;
+    let last_sim = if last_sim < 1.0 && short && guards::spelled_alike(new.last, cached.last) {
+        1.0
+    } else {
+        last_sim
+    };
     let own_question = match (new.preamble, cached.preamble) {
         (Some(a), Some(b)) => {
             [a, new.last, cached.last].iter().all(|t| t.len() <= LONG_TEXT)
@@ -156,6 +166,17 @@ mod tests {
             ),
             Decision::Vetoed(Veto::Negation)
         );
+    }
+
+    #[test]
+    fn misspelt_words_are_the_same_question_whatever_the_embedding_says() {
+        let (a, b) = (
+            q("", "How do I cancel an order I placed this morning?"),
+            q("", "How do I cancle an order I placed this morning?"),
+        );
+        assert_eq!(judge(a, b, 0.72, None, 0.8), Decision::Candidate { similarity: 1.0 });
+        let other = q("", "How do I cancel an order I placed this evening?");
+        assert_eq!(judge(a, other, 0.72, None, 0.8), Decision::TooFar { similarity: 0.72 });
     }
 
     #[test]
