@@ -1,10 +1,12 @@
 //! The semantic cache's judgement: whether a new request may be answered with a cached answer to a
 //! similar one. Similar embeddings are not enough: "Cancel my subscription" and "Don't cancel my
 //! subscription" are close in embedding space and want opposite answers. Cheap lexical guards veto hits
-//! whose texts differ in numbers, negation, named entities, quantifiers, opposite words, direction or one word
-//! swapped for another that is not its synonym. The whole conversation is compared, not only its last turn;
-//! a bare reply ("yes please") matches only in the same conversation, and texts too long to compare word by
-//! word only when they are the same text.
+//! whose texts differ in numbers, negation, named entities, quantifiers, opposite words, direction, one word
+//! swapped for another that is not its synonym, or a qualifier added ("a gift" / "a gift card"); the same
+//! words misspelt are the same question, whatever the embedding says. The whole conversation is compared, not
+//! only its last turn, except for a question that stands on its own (a change of topic); a bare reply ("yes
+//! please") matches only in the same conversation, and texts too long to compare word by word only when they
+//! are the same text.
 
 mod bound;
 mod guards;
