@@ -549,6 +549,12 @@ async fn the_admin_api_withdraws_a_tasks_cached_answers_here_in_the_store_and_in
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("no-such-task"));
 
+    // The task is known to the store once the call log's writer has committed one of its calls.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(h.store().find_task("pw").unwrap(), leanlm_store::TaskLookup::Found(_)) {
+        assert!(Instant::now() < deadline, "task pw logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before_clear = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
