@@ -142,6 +142,22 @@ api_key = "sk-test"
             messages.push(json!({"role": "system", "content": s}));
         }
         messages.push(json!({"role": "user", "content": question}));
+        let r = self.chat(task, Value::Array(messages)).await;
+        let cache = r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned();
+        let id = r.headers()["x-leanlm-call-id"].to_str().unwrap().to_owned();
+        let v: Value = r.json().await.unwrap();
+        let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+        (cache, answer, id)
+    }
+
+    /// The cache outcome (`x-leanlm-cache`) of a deterministic chat request with these messages.
+    async fn cache_outcome(&self, task: &str, messages: Value) -> String {
+        let r = self.chat(task, messages).await;
+        r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned()
+    }
+
+    /// A successful chat request to the task `task` at temperature 0.
+    async fn chat(&self, task: &str, messages: Value) -> reqwest::Response {
         let r = self
             .http
             .post(format!("{}/v1/chat/completions", self.url))
@@ -151,11 +167,7 @@ api_key = "sk-test"
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let cache = r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned();
-        let id = r.headers()["x-leanlm-call-id"].to_str().unwrap().to_owned();
-        let v: Value = r.json().await.unwrap();
-        let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
-        (cache, answer, id)
+        r
     }
 
     /// The gateway's `/metrics` page.
@@ -302,19 +314,11 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let reply = |offer: &'static str, yes: &'static str| {
         let h = &h;
         async move {
-            let r = h
-                .http
-                .post(format!("{}/v1/chat/completions", h.url))
-                .header("x-leanlm-task", "pw")
-                .json(&json!({"model": "gpt-4o", "temperature": 0, "messages": [
-                    {"role": "user", "content": "how do i reset my password"},
-                    {"role": "assistant", "content": offer},
-                    {"role": "user", "content": yes}]}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned()
+            let messages = json!([
+                {"role": "user", "content": "how do i reset my password"},
+                {"role": "assistant", "content": offer},
+                {"role": "user", "content": yes}]);
+            h.cache_outcome("pw", messages).await
         }
     };
     let link = "shall i reset your password for you now";
@@ -345,16 +349,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
                 json!({"role": "assistant", "content": "done, anything else"}),
                 json!({"role": "user", "content": question}),
             ]);
-            let r = h
-                .http
-                .post(format!("{}/v1/chat/completions", h.url))
-                .header("x-leanlm-task", "pw")
-                .json(&json!({"model": "gpt-4o", "temperature": 0, "messages": messages}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.headers()["x-leanlm-cache"].to_str().unwrap().to_owned()
+            h.cache_outcome("pw", Value::Array(messages)).await
         }
     };
     let gmail = "how do i reset a Gmail password";
