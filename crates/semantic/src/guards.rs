@@ -815,6 +815,12 @@ fn substituted(a: &[String], b: &[String]) -> bool {
         .into_iter()
         .any(|(x, y)| match (&content(x)[..], &content(y)[..]) {
             ([cx], [cy]) => !lexicon::interchangeable(cx, cy),
+            // A noun against a compound of two that neither stands for: "economy" / "business class".
+            ([c], [d, e]) | ([d, e], [c]) => {
+                [c, d, e].iter().all(|w| lexicon::usual_part(w) == Some(lexicon::Part::Noun))
+                    && !lexicon::interchangeable(c, d)
+                    && !lexicon::interchangeable(c, e)
+            }
             ([], [_, ..]) => asker(x) && !asker(y),
             ([_, ..], []) => asker(y) && !asker(x),
             _ => false,
@@ -1517,6 +1523,24 @@ mod tests {
             veto("How long is the trial?", "How long is the trail?"),
             Some(Veto::Substitution)
         );
+    }
+
+    #[test]
+    fn a_noun_against_a_compound_that_does_not_stand_for_it_is_a_substitution() {
+        assert_eq!(
+            veto(
+                "What's the baggage allowance for economy passengers?",
+                "What's the baggage allowance for business class passengers?"
+            ),
+            Some(Veto::Substitution)
+        );
+        // One of the two stands for it, or the single word is no noun WordNet knows.
+        for (a, b) in [
+            ("How do I book a taxi?", "How do I book a minicab ride?"),
+            ("Where is the nearest cashpoint?", "Where is the nearest cash machine?"),
+        ] {
+            assert_eq!(veto(a, b), None, "{a} / {b}");
+        }
     }
 
     #[test]
