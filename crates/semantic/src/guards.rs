@@ -566,12 +566,13 @@ pub fn veto_context(a: &str, b: &str) -> Option<Veto> {
 static TOKEN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\d+(?:[.,:/]\d+)*|[\p{L}][\p{L}'’-]*").expect("valid regex"));
 
-/// A number changed in place: a turn that stayed where it was in both conversations but names another number
-/// at the same point ("I did 12 hours overtime" / "I did 21 hours overtime"), even where both histories name
-/// both numbers somewhere. The histories' lines are matched by a longest common subsequence; where the same
-/// number of lines differs between two matches, they are compared pairwise. A history that merely gained
-/// turns (small talk) is not compared line by line. (Doing the same for one content word swapped, "monthly
-/// paid" / "weekly paid", stopped 4 more fow-cache traps for 15 good hits: reworded turns swap words too.)
+/// A number, a name or a quantifier changed in place: a turn that stayed where it was in both conversations
+/// but names another number, name or quantifier at the same point ("I did 12 hours overtime" / "21 hours",
+/// "your Edinburgh Airport branch" / "Edinburgh Waverley branch", "monthly paid" / "weekly paid"), even where
+/// both histories name both somewhere. The histories' lines are matched by a longest common subsequence; where
+/// the same number of lines differs between two matches, they are compared pairwise. A history that merely
+/// gained turns (small talk) is not compared line by line. (Doing the same for any content word swapped
+/// stopped 4 more fow-cache traps for 15 good hits: reworded turns swap words too.)
 fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     if la.len() > MAX_DIFFERENCE || lb.len() > MAX_DIFFERENCE {
@@ -594,7 +595,8 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
         for (x, y) in ra.iter().zip(rb) {
             let digits = |t: &str| t.contains(|c: char| c.is_ascii_digit());
             let (nx, ny) = (entities(x), entities(y));
-            if !(digits(x) && digits(y)) && (nx.is_empty() || ny.is_empty()) {
+            let scoped = |t: &str| words(t).iter().any(|w| SCOPE.contains(&w.as_str()));
+            if !(digits(x) && digits(y)) && (nx.is_empty() || ny.is_empty()) && !(scoped(x) && scoped(y)) {
                 continue;
             }
             let (tx, ty) = (tokens(x), tokens(y));
@@ -615,6 +617,9 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
                 match (p, q) {
                     ([p], [q]) if numeric(p) && numeric(q) => return Some(Veto::Numbers),
                     ([p], [q]) if nx.contains(p) && ny.contains(q) => return Some(Veto::Entities),
+                    ([p], [q]) if SCOPE.contains(&p.as_str()) && SCOPE.contains(&q.as_str()) => {
+                        return Some(Veto::Scope);
+                    }
                     _ => {}
                 }
             }
@@ -817,7 +822,9 @@ fn substituted(a: &[String], b: &[String]) -> bool {
             ([cx], [cy]) => !lexicon::interchangeable(cx, cy),
             // A noun against a compound of two that neither stands for: "economy" / "business class".
             ([c], [d, e]) | ([d, e], [c]) => {
-                [c, d, e].iter().all(|w| lexicon::usual_part(w) == Some(lexicon::Part::Noun))
+                [c, d, e]
+                    .iter()
+                    .all(|w| lexicon::usual_part(w) == Some(lexicon::Part::Noun))
                     && !lexicon::interchangeable(c, d)
                     && !lexicon::interchangeable(c, e)
             }
@@ -1283,6 +1290,14 @@ mod tests {
             veto_context(&chat("Airport", "Waverley"), &chat("airport", "Waverley")),
             None,
             "only the case differs"
+        );
+        // So is a quantifier or a period: "monthly paid" / "weekly paid".
+        assert_eq!(
+            veto_context(
+                "user: I'm one of the monthly paid staff, just started\nassistant: Welcome aboard!",
+                "user: I'm one of the weekly paid staff, just started\nassistant: Welcome aboard!"
+            ),
+            Some(Veto::Scope)
         );
     }
 
