@@ -9,7 +9,9 @@
 //! LeanLM is measured as the gateway runs it: a would-be hit is a pair whose weaker similarity (last turn,
 //! context) reaches `min_similarity` (0.8) and that no guard vetoes; it is served only at or above the
 //! threshold calibrated from verified would-be hits to a false-hit bound (`FOW_BOUND`, default 1%). The
-//! pairs are split in two by id; each half is served with the threshold calibrated on the other half.
+//! pairs are split in two by id; each half is served with the threshold calibrated on the other half
+//! (`FOW_EVIDENCE=N`: on N verified would-be hits drawn with replacement from the other half, as if the task
+//! had seen that much more traffic of the same mix).
 //! `FOW_SHOW=1` also lists the traps the guards let through and the same-answer pairs they stopped;
 //! `FOW_SHOW=2` also the traps each guard stopped.
 
@@ -156,8 +158,11 @@ fn main() {
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
             % 2
     };
+    // `FOW_EVIDENCE=N`: as if the task had verified N would-be hits of traffic with this half's mix, drawn
+    // with replacement (a projection: more traffic like this one, not new pairs).
+    let draws: Option<usize> = std::env::var("FOW_EVIDENCE").ok().and_then(|v| v.parse().ok());
     let evidence = |f: u32| -> Vec<Verified> {
-        cases
+        let half: Vec<Verified> = cases
             .iter()
             .zip(&judged)
             .filter(|(c, _)| fold(c) == f)
@@ -168,7 +173,22 @@ fn main() {
                 }),
                 _ => None,
             })
-            .collect()
+            .collect();
+        match draws {
+            Some(n) if !half.is_empty() => {
+                // xorshift64, seeded by the fold: the same draws every run.
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(f + 1);
+                (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        half[(x % half.len() as u64) as usize]
+                    })
+                    .collect()
+            }
+            _ => half,
+        }
     };
     let estimates = [calibrate(&evidence(1), bound), calibrate(&evidence(0), bound)];
     // group -> (n, same_answer, plain, would-be hits, served)
