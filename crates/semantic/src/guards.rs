@@ -770,9 +770,25 @@ fn qualified(a: &[String], b: &[String]) -> bool {
             )
     };
     let shared = |w: &String| content(w) && a.contains(w);
-    let runs = differences(a, b);
+    if a.len() >= b.len() {
+        return false;
+    }
+    // Only the middle that differs is aligned (quadratic), and only when it is short.
+    let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let end = a[start..]
+        .iter()
+        .rev()
+        .zip(b[start..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (da, db) = (&a[start..a.len() - end], &b[start..b.len() - end]);
+    if da.len() > MAX_DIFFERENCE || db.len() > MAX_DIFFERENCE {
+        return false;
+    }
+    let runs = differences(da, db);
     runs.iter().all(|(x, _)| x.is_empty())
         && runs.into_iter().any(|(_, y)| {
+            let y = y.start + start..y.end + start;
             b[y.clone()].iter().any(|w| narrows(w))
                 && (y.start.checked_sub(1).is_some_and(|i| shared(&b[i])) || b.get(y.end).is_some_and(shared))
         })
@@ -931,12 +947,20 @@ pub fn bare_reply(text: &str) -> bool {
     NUMBER.find(text).is_none() && !words.is_empty() && words.iter().all(|w| REPLY_WORDS.contains(&w.as_str()))
 }
 
+/// The longest text (in bytes) read as a question of its own or checked for misspellings: longer ones (a
+/// document to summarise) are compared as before, with their conversation.
+const SHORT_TEXT: usize = 1024;
+
 /// Whether two texts are the same words but for misspellings ("How do I cancle an order I placed this
 /// morning?", "the email adress on my acount"): each word that differs is a slip of the keyboard (a letter
 /// dropped, added, changed or two swapped, one per four letters) of a word of five letters or more, and not
 /// itself another word (a misspelling is no dictionary word: "cancer" is not "cancel" mistyped). The
 /// embedding reads a misspelt word as other word pieces and scores such texts lower than they are.
 pub fn spelled_alike(a: &str, b: &str) -> bool {
+    // A question, not a document: past this the word-by-word comparison costs more than it is worth.
+    if a.len().max(b.len()) > SHORT_TEXT {
+        return false;
+    }
     let (wa, wb) = (words(a), words(b));
     let slip = |x: &str, y: &str| x.chars().count().min(y.chars().count()) >= 5 && lexicon::typo(x, y);
     wa.len() == wb.len()
@@ -1017,6 +1041,9 @@ const CARRY_ON: &[&str] = &[
 /// their own; "how long will the refund take?" and "which day do the recycling bins go out?" do not, since
 /// which refund and whose bins were said before.
 pub fn standalone(text: &str) -> bool {
+    if text.len() > SHORT_TEXT {
+        return false;
+    }
     let words = words(text);
     let content = words.iter().filter(|w| !FUNCTION_WORDS.contains(&w.as_str())).count();
     let existential = |i: usize| i > 0 && ["is", "are", "was", "were"].contains(&words[i - 1].as_str());
@@ -1325,6 +1352,9 @@ mod tests {
         ] {
             assert!(!standalone(not), "{not}");
         }
+        // A document is judged with its conversation, however it ends.
+        let document = format!("{} Is PulseFit open on Christmas Day?", "Gyms open late. ".repeat(80));
+        assert!(!standalone(&document));
     }
 
     #[test]
@@ -1534,6 +1564,11 @@ mod tests {
         ] {
             assert!(!spelled_alike(a, b), "{a} / {b}");
         }
+        let long = "How do I cancel an order? ".repeat(50);
+        assert!(
+            !spelled_alike(&long, &long.replacen("cancel", "cancle", 1)),
+            "documents are not checked"
+        );
         assert_eq!(
             veto("How long is the trial?", "How long is the trail?"),
             Some(Veto::Substitution)
