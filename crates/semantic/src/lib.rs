@@ -24,8 +24,8 @@ pub struct Query<'a> {
     /// Everything before the last user turn (system prompt and earlier turns), joined.
     pub context: &'a str,
     /// The part of the context that is not the conversation (system prompt, an assistant prefill), or `None`
-    /// when not known: a last turn that stands on its own ([`standalone`]) is compared without the
-    /// conversation before it, but only under the same preamble.
+    /// when not known: a last turn that stands on its own is compared without the conversation before it,
+    /// but only under the same preamble.
     pub preamble: Option<&'a str>,
     /// The last user turn.
     pub last: &'a str,
@@ -55,23 +55,16 @@ pub enum Decision {
 /// itself alone, under the same preamble: a conversation before it that has nothing to do with it (a topic
 /// change) does not stop the hit, as its answer cannot depend on it.
 ///
-/// Two last turns that are the same words but for misspellings are the same
-/// question whatever their embeddings say (MiniLM scores "cancle" far from "cancel"): their similarity is
-/// taken as 1.
+/// Two last turns that are the same words but for misspellings are the same question whatever their
+/// embeddings say (MiniLM scores "cancle" far from "cancel"): their similarity is taken as 1.
 pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Decision {
-    let short = new.last.len().max(cached.last.len()) <= LONG_TEXT;
-    let last_sim = if last_sim < 1.0 && short && guards::spelled_alike(new.last, cached.last) {
+    let last_sim = if last_sim < 1.0 && guards::spelled_alike(new.last, cached.last) {
         1.0
     } else {
         last_sim
     };
     let own_question = match (new.preamble, cached.preamble) {
-        (Some(a), Some(b)) => {
-            [a, new.last, cached.last].iter().all(|t| t.len() <= LONG_TEXT)
-                && same_text(a, b)
-                && guards::standalone(new.last)
-                && guards::standalone(cached.last)
-        }
+        (Some(a), Some(b)) => guards::standalone(new.last) && guards::standalone(cached.last) && same_text(a, b),
         _ => false,
     };
     if own_question {
