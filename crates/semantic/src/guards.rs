@@ -539,6 +539,9 @@ fn negated_stem(a: &BTreeSet<String>, b: &BTreeSet<String>) -> bool {
 /// The guard for two conversations' histories. Histories grow (small talk, an extra turn), so only a *swap*
 /// vetoes: each side naming a number or an entity the other lacks, or opposite words.
 pub fn veto_context(a: &str, b: &str) -> Option<Veto> {
+    if a == b {
+        return None;
+    }
     let (wa, wb): (BTreeSet<String>, BTreeSet<String>) =
         (words(a).into_iter().collect(), words(b).into_iter().collect());
     let swapped = |x: &BTreeSet<String>, y: &BTreeSet<String>| {
@@ -575,6 +578,16 @@ static TOKEN: LazyLock<Regex> =
 /// stopped 4 more fow-cache traps for 15 good hits: reworded turns swap words too.)
 fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    // Lines the two share at the start and the end are not aligned (a conversation that goes on repeats its
+    // start); the middle that differs is, when it is short enough.
+    let start = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
+    let end = la[start..]
+        .iter()
+        .rev()
+        .zip(lb[start..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (la, lb) = (&la[start..la.len() - end], &lb[start..lb.len() - end]);
     if la.len() > MAX_DIFFERENCE || lb.len() > MAX_DIFFERENCE {
         return None;
     }
@@ -584,19 +597,24 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
             .map(|m| normalise(m.as_str()).replace(',', ""))
             .collect()
     };
-    let numeric = |w: &str| w.starts_with(|c: char| c.is_ascii_digit());
+    // A number, or a day, month or time of day ("Thursday" / "Friday").
+    let numeric = |w: &str| {
+        w.starts_with(|c: char| c.is_ascii_digit())
+            || NUMBER_WORDS.contains(&w)
+            || w.strip_suffix('s').is_some_and(|d| DAYS.contains(&d))
+    };
     // Word-by-word comparisons are quadratic in a line's changed words: a long reworded history (a document
     // in the prompt) stops being compared past this many steps rather than holding up the request.
     let mut budget: usize = 1 << 20;
-    for (ra, rb) in replaced(&la, &lb) {
+    for (ra, rb) in replaced(la, lb) {
         if ra.len() != rb.len() {
             continue;
         }
         for (x, y) in ra.iter().zip(rb) {
-            let digits = |t: &str| t.contains(|c: char| c.is_ascii_digit());
+            let dated = |t: &str| !numbers(t).is_empty();
             let (nx, ny) = (entities(x), entities(y));
             let scoped = |t: &str| words(t).iter().any(|w| SCOPE.contains(&w.as_str()));
-            if !(digits(x) && digits(y)) && (nx.is_empty() || ny.is_empty()) && !(scoped(x) && scoped(y)) {
+            if !(dated(x) && dated(y)) && (nx.is_empty() || ny.is_empty()) && !(scoped(x) && scoped(y)) {
                 continue;
             }
             let (tx, ty) = (tokens(x), tokens(y));
@@ -1370,6 +1388,15 @@ mod tests {
                 &chat("12", "my mate did 21 hours"),
                 &chat("21", "in July I did 12 hours")
             ),
+            Some(Veto::Numbers)
+        );
+        // A day is a number here too, also far back in a long history.
+        let turn = |i: usize| {
+            format!("user: move booking {i} to Thursday please\nassistant: Done, booking {i} is on Thursday.\n")
+        };
+        let long: String = (0..200).map(turn).collect();
+        assert_eq!(
+            veto_context(&long, &long.replacen("to Thursday please", "to Friday please", 1)),
             Some(Veto::Numbers)
         );
         // Small talk added, or a turn reworded as a whole, is no change in place.
