@@ -768,8 +768,6 @@ const FILLERS: &[&str] = &[
     "today",
     "hiya",
     "advance",
-    "much",
-    "many",
 ];
 
 /// Whether `b` narrows what `a` asks about by a word put next to a word both name: "a gift" / "a gift card",
