@@ -1038,9 +1038,9 @@ const BACK_REFERENCES: &[&str] = &[
 ];
 
 /// Words that tie a turn to the speaker's own circumstances, which the conversation may have set out: "my
-/// dog", "six of us".
+/// dog", "six of us", "can you book me in for Thursday?" (book what).
 const OWN: &[&str] = &[
-    "my", "mine", "our", "ours", "we", "us", "we're", "we've", "we'll", "i've", "i'd",
+    "my", "mine", "our", "ours", "me", "we", "us", "we're", "we've", "we'll", "i've", "i'd",
 ];
 
 /// Words a turn opens with when it carries on from the last one: "so when's my first payday?", "and with the
@@ -1363,6 +1363,7 @@ mod tests {
             "so is Kestrel open on Sundays?",
             "can you cancel it then please",
             "Is Kestrel open there?",
+            "Can you book me in for Thursday?",
             "yes please",
             "Amex?",
         ] {
