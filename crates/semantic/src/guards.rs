@@ -1051,9 +1051,9 @@ const CARRY_ON: &[&str] = &[
 ];
 
 /// Whether a last turn stands on its own, so that what was said before it cannot change its answer: it points
-/// back at nothing ("it", "that", "the same", "still"), is not about the speaker's own circumstances ("my",
-/// "we"), does not carry on from the last turn ("so", "and", "ok"), and names what it is about: a name, or the
-/// service itself ("you", "your"). "Is PulseFit open on Christmas Day?" and "Do you accept Amex?" stand on
+/// back at nothing ("it", "that", "the same", "still", "the subscription"), is not about the speaker's own
+/// circumstances ("my", "me", "we"), does not carry on from the last turn ("so", "and", "ok"), and names what
+/// it is about: a name, or the service itself ("you", "your"), or says it changes the topic ("By the way"). "Is PulseFit open on Christmas Day?" and "Do you accept Amex?" stand on
 /// their own; "how long will the refund take?" and "which day do the recycling bins go out?" do not, since
 /// which refund and whose bins were said before.
 pub fn standalone(text: &str) -> bool {
@@ -1067,9 +1067,24 @@ pub fn standalone(text: &str) -> bool {
         let phrase: Vec<&str> = phrase.split(' ').collect();
         words.len() > phrase.len() && words.iter().zip(&phrase).all(|(w, p)| w == p)
     };
-    let anchored = words.iter().any(|w| ADDRESSEE.contains(&w.as_str()))
-        || !entities(text).is_empty()
-        || TOPIC_CHANGES.iter().any(opens);
+    // "the subscription" is the one said before, unless the question says which: by a name or a date ("the
+    // Larkfield", "the December pay run") or what follows ("the minimum age to hire a car", "the weight limit
+    // for cabin bags").
+    let names = entities(text);
+    let definite = words.iter().enumerate().any(|(i, w)| {
+        let after = &words[i + 1..];
+        w == "the"
+            && !after
+                .iter()
+                .take(3)
+                .any(|n| names.contains(n) || NUMBER_WORDS.contains(&n.as_str()))
+            && !after
+                .iter()
+                .take(5)
+                .any(|n| ["to", "for", "of", "with", "on", "at", "in", "from", "about"].contains(&n.as_str()))
+    });
+    let addressed = words.iter().any(|w| ADDRESSEE.contains(&w.as_str()));
+    let anchored = TOPIC_CHANGES.iter().any(opens) || (!names.is_empty() || addressed) && !definite;
     !bare_reply(text)
         && content >= 2
         && anchored
@@ -1352,6 +1367,9 @@ mod tests {
             "What's your office address?",
             "How do I get a PAC code if I want to switch to another network?",
             "Are there any parking spaces at your Leeds office?",
+            "What's the minimum age to hire a car with you?",
+            "What time is check-in at the Larkfield?",
+            "By the way, do you have a status page?",
         ] {
             assert!(standalone(own), "{own}");
         }
@@ -1364,6 +1382,7 @@ mod tests {
             "can you cancel it then please",
             "Is Kestrel open there?",
             "Can you book me in for Thursday?",
+            "Can you cancel the subscription?",
             "yes please",
             "Amex?",
         ] {
