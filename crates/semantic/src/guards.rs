@@ -294,6 +294,14 @@ static WORKING_WEEK: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\bmon(?:day)?\s*(?:to|-|–|through|thru|till|until)\s*fri(?:day)?\b").expect("valid regex")
 });
 
+/// Whether the text before a word ends with the article "a".
+fn after_article(before: &str) -> bool {
+    let before = before.trim_end();
+    before
+        .strip_suffix(['a', 'A'])
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with(|c: char| !c.is_alphanumeric() && c != '\'' && c != '’'))
+}
+
 /// Whether a time-of-day word at this point greets rather than names a time: "Morning!", "Good evening,"
 /// at the start of a text.
 fn greeting(before: &str, after: &str) -> bool {
@@ -359,12 +367,7 @@ fn numbers(text: &str) -> BTreeSet<String> {
                 out.insert("am".to_owned());
             }
             // "a single egg" is "one egg".
-            "single"
-                if WORD
-                    .find_iter(before)
-                    .last()
-                    .is_some_and(|a| a.as_str().eq_ignore_ascii_case("a")) =>
-            {
+            "single" if after_article(before) => {
                 out.insert("1".to_owned());
             }
             _ => {
