@@ -305,10 +305,11 @@ fn after_article(before: &str) -> bool {
 /// Whether a time-of-day word at this point greets rather than names a time: "Morning!", "Good evening,"
 /// at the start of a text.
 fn greeting(before: &str, after: &str) -> bool {
-    match normalise(before.trim()).as_str() {
-        "good" => true,
-        "" => after.trim_start().starts_with(['!', ',', '.']),
-        _ => false,
+    let before = before.trim();
+    if before.is_empty() {
+        after.trim_start().starts_with(['!', ',', '.'])
+    } else {
+        before.eq_ignore_ascii_case("good")
     }
 }
 
