@@ -20,6 +20,8 @@ use std::path::PathBuf;
 
 use leanlm_embed::cosine;
 use leanlm_semantic::{Decision, Query, Verified, calibrate, judge};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 struct Case {
@@ -176,16 +178,9 @@ fn main() {
             .collect();
         match draws {
             Some(n) if !half.is_empty() => {
-                // xorshift64, seeded by the fold: the same draws every run.
-                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(f + 1);
-                (0..n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        half[(x % half.len() as u64) as usize]
-                    })
-                    .collect()
+                // Seeded by the fold: the same draws every run.
+                let mut rng = StdRng::seed_from_u64(u64::from(f));
+                (0..n).map(|_| half[rng.random_range(0..half.len())]).collect()
             }
             _ => half,
         }

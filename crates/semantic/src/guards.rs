@@ -313,12 +313,18 @@ fn greeting(before: &str, after: &str) -> bool {
     }
 }
 
+/// A day, month or time of day, in any of its forms ("Sundays" is "Sunday"), mistyped or not.
+fn date_word(w: &str) -> bool {
+    NUMBER_WORDS.contains(&w) || w.strip_suffix('s').is_some_and(|d| DAYS.contains(&d)) || misspelt_day(w).is_some()
+}
+
 /// A day name mistyped ("Mondys", "Tuesdy"): a slip of the keyboard on a word of five letters or more.
 fn misspelt_day(w: &str) -> Option<&'static str> {
     let w = w.strip_suffix('s').unwrap_or(w);
-    DAYS.iter()
-        .copied()
-        .find(|day| w.len() >= 5 && w != *day && lexicon::typo(w, day))
+    if w.len() < 5 {
+        return None;
+    }
+    DAYS.iter().copied().find(|day| w != *day && lexicon::typo(w, day))
 }
 
 /// The numbers, amounts, dates and times a text names, number words as digits. Words that only look like
@@ -466,11 +472,8 @@ fn entities(text: &str) -> BTreeSet<String> {
         let word = normalise(w);
         let word = word.strip_suffix("'s").unwrap_or(&word);
         // Days and months are for the numbers guard: "on Sundays" and "on a Sunday" name one day.
-        let date = NUMBER_WORDS.contains(&word)
-            || word.strip_suffix('s').is_some_and(|d| DAYS.contains(&d))
-            || misspelt_day(word).is_some();
         if ((capital && !sentence_start) || inner_caps)
-            && !date
+            && !date_word(word)
             && !NOT_NAMES.contains(&word)
             && !word.starts_with("i'")
         {
@@ -584,13 +587,7 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     // Lines the two share at the start and the end are not aligned (a conversation that goes on repeats its
     // start); the middle that differs is, when it is short enough.
-    let start = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
-    let end = la[start..]
-        .iter()
-        .rev()
-        .zip(lb[start..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
+    let (start, end) = common_ends(&la, &lb);
     let (la, lb) = (&la[start..la.len() - end], &lb[start..lb.len() - end]);
     if la.len() > MAX_DIFFERENCE || lb.len() > MAX_DIFFERENCE {
         return None;
@@ -602,11 +599,7 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
             .collect()
     };
     // A number, or a day, month or time of day ("Thursday" / "Friday").
-    let numeric = |w: &str| {
-        w.starts_with(|c: char| c.is_ascii_digit())
-            || NUMBER_WORDS.contains(&w)
-            || w.strip_suffix('s').is_some_and(|d| DAYS.contains(&d))
-    };
+    let numeric = |w: &str| w.starts_with(|c: char| c.is_ascii_digit()) || date_word(w);
     // Word-by-word comparisons are quadratic in a line's changed words: a long reworded history (a document
     // in the prompt) stops being compared past this many steps rather than holding up the request.
     let mut budget: usize = 1 << 20;
@@ -622,13 +615,7 @@ fn changed_in_place(a: &str, b: &str) -> Option<Veto> {
                 continue;
             }
             let (tx, ty) = (tokens(x), tokens(y));
-            let start = tx.iter().zip(&ty).take_while(|(p, q)| p == q).count();
-            let end = tx[start..]
-                .iter()
-                .rev()
-                .zip(ty[start..].iter().rev())
-                .take_while(|(p, q)| p == q)
-                .count();
+            let (start, end) = common_ends(&tx, &ty);
             let (dx, dy) = (&tx[start..tx.len() - end], &ty[start..ty.len() - end]);
             let cost = (dx.len() + 1) * (dy.len() + 1);
             if dx.len() > MAX_DIFFERENCE || dy.len() > MAX_DIFFERENCE || cost > budget {
@@ -732,26 +719,19 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     None
 }
 
-/// Words that add nothing to what a question asks: greetings, thanks, hedges.
+/// Words that add nothing to what a question asks, beyond the [`FUNCTION_WORDS`]: greetings, hedges.
 const FILLERS: &[&str] = &[
     "um",
     "uh",
     "er",
     "erm",
     "hmm",
-    "hi",
-    "hello",
-    "hey",
     "morning",
     "afternoon",
     "evening",
-    "thanks",
-    "thank",
     "cheers",
-    "please",
     "quick",
     "question",
-    "just",
     "really",
     "actually",
     "exactly",
@@ -762,9 +742,6 @@ const FILLERS: &[&str] = &[
     "again",
     "also",
     "anyway",
-    "ok",
-    "okay",
-    "so",
     "well",
     "like",
     "basically",
@@ -780,36 +757,30 @@ const FILLERS: &[&str] = &[
 /// thing or a quality (usually a noun or adjective in WordNet: "asap" and "fast" say how or when, not which;
 /// "tell" is a verb); greetings and thanks are no qualifier, quantifiers are the scope guard's.
 fn qualified(a: &[String], b: &[String]) -> bool {
+    if a.len() >= b.len() {
+        return false;
+    }
+    let (start, end) = common_ends(a, b);
+    let (da, db) = (&a[start..a.len() - end], &b[start..b.len() - end]);
+    if da.len() > MAX_DIFFERENCE || db.len() > MAX_DIFFERENCE {
+        return false;
+    }
     let content = |w: &str| !FUNCTION_WORDS.contains(&w) && !FILLERS.contains(&w) && !SCOPE.contains(&w);
-    let narrows = |w: &str| {
+    let in_a = |w: &str| a.iter().any(|x| x == w);
+    let shared = |w: &String| content(w) && in_a(w);
+    let narrows = |w: &String| {
         content(w)
-            && !a.iter().any(|x| x == w)
+            && !in_a(w)
             && matches!(
                 lexicon::usual_part(w),
                 Some(lexicon::Part::Noun | lexicon::Part::Adjective)
             )
     };
-    let shared = |w: &String| content(w) && a.contains(w);
-    if a.len() >= b.len() {
-        return false;
-    }
-    // Only the middle that differs is aligned (quadratic), and only when it is short.
-    let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let end = a[start..]
-        .iter()
-        .rev()
-        .zip(b[start..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (da, db) = (&a[start..a.len() - end], &b[start..b.len() - end]);
-    if da.len() > MAX_DIFFERENCE || db.len() > MAX_DIFFERENCE {
-        return false;
-    }
     let runs = differences(da, db);
     runs.iter().all(|(x, _)| x.is_empty())
         && runs.into_iter().any(|(_, y)| {
             let y = y.start + start..y.end + start;
-            b[y.clone()].iter().any(|w| narrows(w))
+            b[y.clone()].iter().any(narrows)
                 && (y.start.checked_sub(1).is_some_and(|i| shared(&b[i])) || b.get(y.end).is_some_and(shared))
         })
 }
@@ -837,10 +808,8 @@ const MAX_DIFFERENCE: usize = 256;
 /// swapped for someone else. Rewordings that change more than one content word at a time are left to the
 /// similarity threshold.
 fn substituted(a: &[String], b: &[String]) -> bool {
-    let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let (a, b) = (&a[start..], &b[start..]);
-    let end = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
-    let (a, b) = (&a[..a.len() - end], &b[..b.len() - end]);
+    let (start, end) = common_ends(a, b);
+    let (a, b) = (&a[start..a.len() - end], &b[start..b.len() - end]);
     if a.len() > MAX_DIFFERENCE || b.len() > MAX_DIFFERENCE {
         return false;
     }
@@ -1057,20 +1026,30 @@ const CARRY_ON: &[&str] = &[
 /// Whether a last turn stands on its own, so that what was said before it cannot change its answer: it points
 /// back at nothing ("it", "that", "the same", "still", "the subscription"), is not about the speaker's own
 /// circumstances ("my", "me", "we"), does not carry on from the last turn ("so", "and", "ok"), and names what
-/// it is about: a name, or the service itself ("you", "your"), or says it changes the topic ("By the way"). "Is PulseFit open on Christmas Day?" and "Do you accept Amex?" stand on
-/// their own; "how long will the refund take?" and "which day do the recycling bins go out?" do not, since
-/// which refund and whose bins were said before.
+/// it is about: a name, or the service itself ("you", "your"), or says it changes the topic ("By the way").
+/// "Is PulseFit open on Christmas Day?" and "Do you accept Amex?" stand on their own; "how long will the
+/// refund take?" and "which day do the recycling bins go out?" do not, since which refund and whose bins were
+/// said before.
 pub fn standalone(text: &str) -> bool {
-    if text.len() > SHORT_TEXT {
+    if text.len() > SHORT_TEXT || bare_reply(text) {
         return false;
     }
     let words = words(text);
-    let content = words.iter().filter(|w| !FUNCTION_WORDS.contains(&w.as_str())).count();
     let existential = |i: usize| i > 0 && ["is", "are", "was", "were"].contains(&words[i - 1].as_str());
+    let points_back = words.iter().enumerate().any(|(i, w)| {
+        BACK_REFERENCES.contains(&w.as_str()) || OWN.contains(&w.as_str()) || (w == "there" && !existential(i))
+    });
+    let content = words.iter().filter(|w| !FUNCTION_WORDS.contains(&w.as_str())).count();
+    if points_back || content < 2 || words.first().is_none_or(|w| CARRY_ON.contains(&w.as_str())) {
+        return false;
+    }
     let opens = |phrase: &&str| {
         let phrase: Vec<&str> = phrase.split(' ').collect();
         words.len() > phrase.len() && words.iter().zip(&phrase).all(|(w, p)| w == p)
     };
+    if TOPIC_CHANGES.iter().any(opens) {
+        return true;
+    }
     // "the subscription" is the one said before, unless the question says which: by a name or a date ("the
     // Larkfield", "the December pay run") or what follows ("the minimum age to hire a car", "the weight limit
     // for cabin bags").
@@ -1088,14 +1067,7 @@ pub fn standalone(text: &str) -> bool {
                 .any(|n| ["to", "for", "of", "with", "on", "at", "in", "from", "about"].contains(&n.as_str()))
     });
     let addressed = words.iter().any(|w| ADDRESSEE.contains(&w.as_str()));
-    let anchored = TOPIC_CHANGES.iter().any(opens) || (!names.is_empty() || addressed) && !definite;
-    !bare_reply(text)
-        && content >= 2
-        && anchored
-        && words.first().is_some_and(|w| !CARRY_ON.contains(&w.as_str()))
-        && !words.iter().enumerate().any(|(i, w)| {
-            BACK_REFERENCES.contains(&w.as_str()) || OWN.contains(&w.as_str()) || (w == "there" && !existential(i))
-        })
+    (!names.is_empty() || addressed) && !definite
 }
 
 /// What a speaker opens with to leave the conversation so far: "Unrelated, but is the contact centre open on
@@ -1141,6 +1113,19 @@ pub fn veto_reply(context_a: &str, context_b: &str) -> Option<Veto> {
             .zip(&cb)
             .all(|(x, y)| x == y || lexicon::interchangeable(x, y));
     (!same).then_some(Veto::Reply)
+}
+
+/// Where two sequences stop agreeing: how many items they share at the start, and how many at the end after
+/// that. Only the middle between is aligned word by word (quadratic), and only when it is short.
+fn common_ends<T: PartialEq>(a: &[T], b: &[T]) -> (usize, usize) {
+    let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let end = a[start..]
+        .iter()
+        .rev()
+        .zip(b[start..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    (start, end)
 }
 
 /// The runs of words that replace each other between two texts, from a longest common subsequence: in

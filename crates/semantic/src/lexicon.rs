@@ -8,6 +8,7 @@
 //! parsed once (about 70 ms), when the semantic cache is first used (or at start when
 //! config switches it on), into a compact form of a few MB; a comparison then takes under a microsecond.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -65,7 +66,7 @@ pub(crate) fn typo(a: &str, b: &str) -> bool {
 
 /// Whether `word` is a word WordNet knows, in any of its forms: a misspelling is not.
 pub(crate) fn known(word: &str) -> bool {
-    !lexicon().senses(word).is_empty()
+    lexicon().lemmas_of(word).next().is_some()
 }
 
 /// The same stem with another ending: "agent" / "agency", "quote" / "quotation".
@@ -103,14 +104,7 @@ pub(crate) enum Part {
 /// senses are most often tagged with in WordNet's corpus. "tell" is a verb, though also a rare noun.
 pub(crate) fn usual_part(word: &str) -> Option<Part> {
     let l = lexicon();
-    let forms = std::iter::once(word.to_owned())
-        .chain(l.irregular.get(word).into_iter().flatten().map(|f| f.to_string()))
-        .chain(SUFFIXES.iter().filter_map(|(suffix, replacement)| {
-            word.strip_suffix(suffix)
-                .filter(|stem| stem.len() >= 2)
-                .map(|stem| format!("{stem}{replacement}"))
-        }));
-    forms.filter_map(|f| l.index_of(&f)).map(|i| l.usual[i]).next()
+    l.lemmas_of(word).next().map(|i| l.usual[i])
 }
 
 /// WordNet's detachment rules for regular inflections (`morphy`), plus possessives.
@@ -216,29 +210,38 @@ impl Lexicon {
         None
     }
 
-    /// The synsets of a lemma.
-    fn synsets_of(&self, lemma: &str) -> &[u32] {
-        let Some(i) = self.index_of(lemma) else {
-            return &[];
-        };
+    /// The synsets of the `i`th lemma.
+    fn synsets_at(&self, i: usize) -> &[u32] {
         let start = self.lemmas[i].1 as usize;
         let end = self.lemmas.get(i + 1).map_or(self.synsets.len(), |l| l.1 as usize);
         &self.synsets[start..end]
     }
 
+    /// The lemmas a word may be a form of, itself first, then its irregular and its regular lemmas.
+    fn lemmas_of<'s>(&'s self, word: &'s str) -> impl Iterator<Item = usize> + 's {
+        let irregular = self
+            .irregular
+            .get(word)
+            .into_iter()
+            .flatten()
+            .map(|l| Cow::Borrowed(&**l));
+        let regular = SUFFIXES.iter().filter_map(move |(suffix, replacement)| {
+            word.strip_suffix(suffix)
+                .filter(|stem| stem.len() >= 2)
+                .map(|stem| Cow::Owned(format!("{stem}{replacement}")))
+        });
+        std::iter::once(Cow::Borrowed(word))
+            .chain(irregular)
+            .chain(regular)
+            .filter_map(|form| self.index_of(&form))
+    }
+
     /// The synsets of every lemma a word may be a form of.
     fn senses(&self, word: &str) -> Vec<u32> {
-        let mut out: Vec<u32> = self.synsets_of(word).to_vec();
-        for lemma in self.irregular.get(word).into_iter().flatten() {
-            out.extend(self.synsets_of(lemma));
-        }
-        for (suffix, replacement) in SUFFIXES {
-            if let Some(stem) = word.strip_suffix(suffix)
-                && stem.len() >= 2
-            {
-                out.extend(self.synsets_of(&format!("{stem}{replacement}")));
-            }
-        }
+        let mut out: Vec<u32> = self
+            .lemmas_of(word)
+            .flat_map(|i| self.synsets_at(i).iter().copied())
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
