@@ -214,6 +214,48 @@ def test_sigterm_flushes_every_call(fresh_gateway):
     assert b"sk-gateway-owned-key-42" not in fresh_gateway.db.read_bytes()
 
 
+def test_several_workers_serve_and_sigterm_lets_a_stream_finish(mock_url, tmp_path):
+    import threading
+    from pathlib import Path
+    from conftest import Gateway
+
+    gw = Gateway(tmp_path, mock_url, extra="[server]\nworkers = 3\n")
+    try:
+        threads = [p.read_text().strip() for p in Path(f"/proc/{gw.proc.pid}/task").glob("*/comm")]
+        assert sorted(t for t in threads if t.startswith("leanlm-worker")) == [f"leanlm-worker-{i}" for i in range(3)]
+
+        # Clients of their own: separate connections, which the kernel spreads over the workers' sockets.
+        def calls(n: int) -> None:
+            client = oai(gw)
+            for j in range(5):
+                r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"w{n} c{j}"}])
+                assert r.choices[0].message.content
+        workers = [threading.Thread(target=calls, args=(n,)) for n in range(8)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+
+        # A slow stream is under way when SIGTERM arrives: it finishes, and is logged.
+        stream = oai(gw).chat.completions.create(
+            model="gpt-4o-mini", stream=True,
+            messages=[{"role": "user", "content": "slow one [[mock:chunk_delay_ms=150]]"}])
+        chunks = iter(stream)
+        first = next(chunks)
+        gw.proc.send_signal(__import__("signal").SIGTERM)
+        text = (first.choices[0].delta.content or "") + "".join(
+            c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert "slow one" in text
+        assert gw.proc.wait(timeout=20) == 0
+    finally:
+        if gw.proc.poll() is None:
+            gw.stop()
+    calls = gw.calls()
+    assert len(calls) == 41
+    assert all(c["status"] == "ok" for c in calls), [c["status"] for c in calls]
+    assert sum(1 for c in calls if c["stream"]) == 1
+
+
 def test_bad_config_is_refused_with_file_line_and_field(tmp_path):
     from conftest import LEANLM
     cfg = tmp_path / "bad.toml"

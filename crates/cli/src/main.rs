@@ -410,11 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validation { store, id, format } => validate::validation(&store, &id, &format),
         Command::Serve { config, listen, db } => {
             let config = Config::load(config.as_deref(), &Overrides { listen, db })?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(leanlm_gateway::run(config, Some(local_embedder())))
+            leanlm_gateway::run(config, Some(local_embedder()))
         }
         Command::Calls {
             store,

@@ -28,7 +28,7 @@ pub(crate) async fn judge(
         None => {
             let embedder = app.embedder.as_ref().ok_or("this gateway has no embedder")?;
             let text = leanlm_validate::run::transcript(request);
-            let mut vectors = embedder.embed(&app.routes, &app.http, vec![text.clone()]).await?;
+            let mut vectors = embedder.embed(&app.routes, &app.http(), vec![text.clone()]).await?;
             let vector = vectors.pop().ok_or("the embedder returned nothing")?;
             prompt.insert(leanlm_route::features(&vector, &text))
         }

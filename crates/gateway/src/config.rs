@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Serving threads, each with its own runtime, listening socket and upstream connections.
+    pub workers: NonZeroUsize,
     pub store_url: String,
     /// Keep request and response bodies in the call log; off keeps metadata only.
     pub log_bodies: bool,
@@ -260,6 +263,7 @@ struct RawCatalog {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Spanned<String>>,
+    workers: Option<Spanned<usize>>,
     max_body_bytes: Option<usize>,
 }
 
@@ -434,6 +438,22 @@ impl Config {
             }
         })?;
 
+        let workers = match (env("LEANLM_WORKERS"), &raw.server.workers) {
+            (Some(text), _) => text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .ok_or_else(|| {
+                    ConfigError::Other(format!(
+                        "`LEANLM_WORKERS`: `{text}` is not a number of threads (1 or more)"
+                    ))
+                })?,
+            (None, Some(n)) => NonZeroUsize::new(*n.get_ref())
+                .ok_or_else(|| at(n.span().start, "`workers` must be 1 or more".to_owned()))?,
+            (None, None) => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+        };
+
         let mut providers = BTreeMap::new();
         for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Gemini] {
             let name = kind.as_str().to_owned();
@@ -582,6 +602,7 @@ impl Config {
         };
         Ok(Config {
             listen,
+            workers,
             store_url: overrides
                 .db
                 .clone()
@@ -760,6 +781,27 @@ price = { input = 0.1, output = 0.2 }
             .unwrap_err()
             .to_string();
         assert!(e.contains("input"), "{e}");
+    }
+
+    #[test]
+    fn workers_come_from_the_environment_the_file_or_the_cores() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse("").unwrap().workers.get(), cores);
+        assert_eq!(parse("[server]\nworkers = 3\n").unwrap().workers.get(), 3);
+        let with_env = |text: &str, value: &str| {
+            Config::from_toml("leanlm.toml", text, &Overrides::default(), &|k| {
+                (k == "LEANLM_WORKERS").then(|| value.to_owned())
+            })
+        };
+        assert_eq!(with_env("[server]\nworkers = 3\n", "5").unwrap().workers.get(), 5);
+
+        let e = parse("[server]\nworkers = 0\n").unwrap_err().to_string();
+        assert!(e.starts_with("leanlm.toml:2:") && e.contains("`workers` must be 1 or more"), "{e}");
+        let e = parse("[server]\nworkers = \"many\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("leanlm.toml:2:") && e.contains("workers"), "{e}");
+        let e = with_env("", "none").unwrap_err().to_string();
+        assert!(e.contains("LEANLM_WORKERS") && e.contains("none"), "{e}");
+        assert!(with_env("", "0").is_err());
     }
 
     #[test]

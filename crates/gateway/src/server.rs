@@ -12,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use leanlm_store::{CallLog, LogWriter, Store};
 use leanlm_wire::{ClientFormat, ErrorKind, WireError};
 use serde_json::json;
@@ -25,7 +26,7 @@ use crate::route::Routes;
 pub struct AppState {
     pub config: Arc<Config>,
     pub routes: Routes,
-    pub http: reqwest::Client,
+    http: reqwest::Client,
     pub log: CallLog,
     /// Discovers which task each call belongs to.
     pub tasks: leanlm_profile::Discoverer,
@@ -38,17 +39,28 @@ pub struct AppState {
     pub(crate) embedder: Option<Arc<crate::embedder::Embedder>>,
 }
 
+thread_local! {
+    /// A serving thread's own upstream client. A pooled connection is driven by the runtime that opened
+    /// it; with one pool per thread, a request and its upstream connection stay on one thread.
+    static LOCAL_HTTP: std::cell::RefCell<Option<reqwest::Client>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A client for upstream providers.
+fn upstream_client() -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a default TLS crypto provider; ring is ours. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(512)
+        .build()
+        .context("building the upstream HTTP client")
+}
+
 impl AppState {
     pub(crate) fn new(config: Config, log: CallLog, tasks: leanlm_profile::Discoverer) -> anyhow::Result<AppState> {
-        // reqwest is built without a default TLS crypto provider; ring is ours. Installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
-            .build()
-            .context("building the upstream HTTP client")?;
+        let http = upstream_client()?;
         let cache = crate::cache::ExactCache::new(config.cache.clone()).map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
         let routes = Routes::new(config.clone());
@@ -63,6 +75,13 @@ impl AppState {
             semantic: None,
             embedder: None,
         })
+    }
+
+    /// The upstream client for the calling thread: a serving thread's own, else the shared one.
+    pub(crate) fn http(&self) -> reqwest::Client {
+        LOCAL_HTTP
+            .with_borrow(|c| c.clone())
+            .unwrap_or_else(|| self.http.clone())
     }
 }
 
@@ -125,36 +144,138 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            // Without it, delayed ACKs add tens of milliseconds to small responses.
-            let _ = tcp.set_nodelay(true);
-        });
+        let listener = listener.tap_io(no_delay);
         let app = self.router();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
         let Gateway { state, writer } = self;
-        // Stream tasks may still be writing their last record; give them a moment to drop their handles.
-        for _ in 0..100 {
-            if Arc::strong_count(&state) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let queued = state.log.queued();
-        if Arc::strong_count(&state) > 1 {
-            tracing::warn!("calls still in flight at shutdown; their records may be missing");
-            return Ok(());
-        }
-        drop(state);
-        tokio::task::spawn_blocking(move || writer.join())
+        settle(&Arc::downgrade(&state)).await;
+        tokio::task::spawn_blocking(move || flush(state, writer))
             .await
-            .context("flushing the call log")?;
-        tracing::info!(flushed = queued, "call log flushed");
+            .context("flushing the call log")
+    }
+
+    /// Serves on `listen` with `config.workers` threads until `shutdown` resolves, then lets in-flight calls
+    /// finish and flushes the call log. Blocks the calling thread, whose runtime only waits for `shutdown`.
+    ///
+    /// Each thread runs its own single-threaded runtime with its own listening socket (`SO_REUSEPORT`: the
+    /// kernel spreads connections over them) and its own upstream connections, so a request is served on
+    /// one thread from start to end: no task stealing or cross-thread wake-ups on the request path.
+    pub fn serve_on_threads(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        listen: SocketAddr,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let workers = self.state.config.workers.get();
+        let listeners = bind_shared(listen, workers).with_context(|| format!("binding {listen}"))?;
+        let addr = listeners[0].local_addr()?;
+        let store = &self.state.config.store_url;
+        tracing::info!(%addr, %store, workers, "LeanLM gateway listening");
+        println!("LeanLM listening on http://{addr} (call log: {store})");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::with_capacity(workers);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let app = self.router();
+            let state = Arc::downgrade(&self.state);
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("leanlm-worker-{i}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("starting a worker's runtime")?;
+                    LOCAL_HTTP.set(Some(upstream_client()?));
+                    let served = rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        let stop = async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        };
+                        axum::serve(listener.tap_io(no_delay), app)
+                            .with_graceful_shutdown(stop)
+                            .await?;
+                        // Streams still sending on this thread's runtime finish before it stops.
+                        settle(&state).await;
+                        anyhow::Ok(())
+                    });
+                    // Its pooled upstream connections close with the runtime that drives them.
+                    LOCAL_HTTP.set(None);
+                    served.context("serving HTTP")
+                })
+                .context("starting a worker thread")?;
+            threads.push(thread);
+        }
+        runtime.block_on(shutdown);
+        let _ = stop.send(true);
+        for t in threads {
+            match t.join() {
+                Ok(r) => r?,
+                Err(_) => anyhow::bail!("a worker thread panicked"),
+            }
+        }
+        let Gateway { state, writer } = self;
+        flush(state, writer);
         Ok(())
     }
+}
+
+/// Without it, delayed ACKs add tens of milliseconds to small responses.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
+/// Binds `n` listening sockets on one address. On Linux each has its own accept queue (`SO_REUSEPORT`),
+/// which the kernel fills evenly; elsewhere they share one.
+fn bind_shared(listen: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        #[cfg(target_os = "linux")]
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    let first = bind(listen)?;
+    // Port 0 picks a port: the others join the one the first was given.
+    let addr = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(if cfg!(target_os = "linux") {
+            bind(addr)?
+        } else {
+            all[0].try_clone()?
+        });
+    }
+    Ok(all)
+}
+
+/// Waits, up to five seconds, for in-flight calls to let go of the state: streams may still be writing
+/// their last record after the server stopped.
+async fn settle(state: &std::sync::Weak<AppState>) {
+    for _ in 0..100 {
+        if state.strong_count() <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Flushes the call log once nothing else holds the state.
+fn flush(state: Arc<AppState>, writer: LogWriter) {
+    let queued = state.log.queued();
+    if Arc::strong_count(&state) > 1 {
+        tracing::warn!("calls still in flight at shutdown; their records may be missing");
+        return;
+    }
+    drop(state);
+    writer.join();
+    tracing::info!(flushed = queued, "call log flushed");
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -250,18 +371,18 @@ async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(err.to_body(format))).into_response()
 }
 
-/// Binds the configured address and serves until Ctrl-C or SIGTERM.
-pub async fn run(config: Config, embedder: Option<crate::embedder::EmbedLoader>) -> anyhow::Result<()> {
-    let listen: SocketAddr = config.listen;
-    let store = config.store_url.clone();
-    let gateway = Gateway::with_embedder(config, embedder)?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, %store, "LeanLM gateway listening");
-    println!("LeanLM listening on http://{addr} (call log: {store})");
-    gateway.serve(listener, shutdown_signal()).await
+/// Binds the configured address and serves on the configured number of threads until Ctrl-C or SIGTERM.
+pub fn run(config: Config, embedder: Option<crate::embedder::EmbedLoader>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listen = config.listen;
+    let gateway = {
+        let _entered = runtime.enter();
+        Gateway::with_embedder(config, embedder)?
+    };
+    gateway.serve_on_threads(&runtime, listen, shutdown_signal())
 }
 
 async fn shutdown_signal() {

@@ -146,7 +146,7 @@ impl Stage {
         let chain = app.routes.resolve(model).map_err(|e| e.message)?;
         // Only an OpenAI-compatible provider returns them, whatever the client's format (training and validation
         // replays ask the same way: `leanlm_validate::run::cheap_samples`).
-        let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
+        let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
             let mut body = ingress.translated_body_for(target)?;
             if (logprobs && target.provider.kind == ProviderKind::OpenAi) || temperature.is_some() {
                 let mut v: Value = serde_json::from_slice(&body)

@@ -56,7 +56,7 @@ pub(crate) async fn embeddings(app: Arc<AppState>, headers: HeaderMap, body: Bod
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
     let auth = client_auth(&headers);
-    let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
+    let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
         let body = match target.provider.kind {
             ProviderKind::Gemini => gemini::embeddings_from_openai(&req, &target.upstream_model)?.to_string(),
             _ => {

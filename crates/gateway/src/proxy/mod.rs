@@ -574,7 +574,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
     };
     let mut semantic = None;
     if let (Some(s), Some(probe)) = (&app.semantic, probe) {
-        match s.lookup(&app.routes, &app.http, probe).await {
+        match s.lookup(&app.routes, &app.http(), probe).await {
             Lookup::Hit(hit) => {
                 let served = Served {
                     body: hit.body,
@@ -608,7 +608,7 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
         }
     }
     let op = Operation::Chat { stream };
-    let sent = upstream::send(&app.http, &chain, &app.config.retry, |target| {
+    let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
         upstream::prepare(target, op, ingress.body_for(target, &bytes)?, &auth)
     })
     .await;
@@ -705,7 +705,7 @@ async fn routed(app: &AppState, task: &str, request: &[u8]) -> Option<String> {
     let embedder = app.embedder.as_ref()?;
     let v: Value = serde_json::from_slice(request).ok()?;
     let text = leanlm_validate::run::transcript(&v);
-    let vector = match embedder.embed(&app.routes, &app.http, vec![text.clone()]).await {
+    let vector = match embedder.embed(&app.routes, &app.http(), vec![text.clone()]).await {
         Ok(mut v) if v.len() == 1 => v.remove(0),
         Ok(_) => return None,
         Err(e) => {
