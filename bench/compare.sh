@@ -13,27 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: bench/compare.sh label=path/to/leanlm ..." >&2; exit 2; }
-target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -q -p leanlm-mock
-bin="$target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
+bench_setup
 
-python3 - "$work/body.json" <<'PY'
-import json, sys
-system = ("You are a support assistant for a retail bank. Classify the customer's message into exactly one "
-          "intent from the list and answer with the intent name only. Intents: card_arrival, card_linking, "
-          "exchange_rate, card_payment_wrong_exchange_rate, extra_charge_on_statement, pending_cash_withdrawal, "
-          "fiat_currency_support, card_delivery_estimate, automatic_top_up, card_not_working, "
-          "exchange_via_app, lost_or_stolen_card, age_limit, pin_blocked, contactless_not_working, "
-          "top_up_by_bank_transfer_charge, pending_top_up, cancel_transfer, top_up_limits, wrong_amount_of_cash_received.")
-body = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 16,
-        "messages": [{"role": "system", "content": system},
-                     {"role": "user", "content": "I ordered my card two weeks ago and it still has not arrived, when will I get it? " * 3}]}
-open(sys.argv[1], "w").write(json.dumps(body))
-PY
+bench_body "$work/body.json" 2>/dev/null
 
 start() { # file-for-address command...
     "${@:2}" > "$1" & pids+=($!)
@@ -47,17 +30,8 @@ bare_pid=${pids[-1]}; bare="http://$(head -1 "$work/bare.addr")"
 labels=(); declare -A url pid
 for v in "$@"; do
     label=${v%%=*}; gw=${v#*=}
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    cat > "$work/$label.toml" <<TOML
-[providers.openai]
-kind = "openai"
-base_url = "$mock/v1"
-api_key = "sk-bench"
-[store]
-url = "sqlite://$work/$label.db"
-[cache]
-exact = "off"
-TOML
+    port=$(free_port)
+    bench_config "$work/$label.toml" "$mock" "$work/$label.db"
     envname="ENV_${label//[^A-Za-z0-9_]/_}"
     # shellcheck disable=SC2086
     env ${!envname:-} LEANLM_LOG=warn "$gw" serve --config "$work/$label.toml" --listen "127.0.0.1:$port" \

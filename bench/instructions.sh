@@ -15,32 +15,14 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "bench/instructions.sh needs valgrind" >&2; exit 1; }
 N="${N:-1000}"
 RATE=200
-target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -q -p leanlm -p leanlm-mock
-bin="$target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
+bench_setup
 
-python3 - "$work/body.json" <<'PY'
-import json, sys
-system = ("You are a support assistant for a retail bank. Classify the customer's message into exactly one "
-          "intent from the list and answer with the intent name only. Intents: card_arrival, card_linking, "
-          "exchange_rate, card_payment_wrong_exchange_rate, extra_charge_on_statement, pending_cash_withdrawal, "
-          "fiat_currency_support, card_delivery_estimate, automatic_top_up, card_not_working, "
-          "exchange_via_app, lost_or_stolen_card, age_limit, pin_blocked, contactless_not_working, "
-          "top_up_by_bank_transfer_charge, pending_top_up, cancel_transfer, top_up_limits, wrong_amount_of_cash_received.")
-body = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 16,
-        "messages": [{"role": "system", "content": system},
-                     {"role": "user", "content": "I ordered my card two weeks ago and it still has not arrived, when will I get it? " * 3}]}
-open(sys.argv[1], "w").write(json.dumps(body))
-PY
+bench_body "$work/body.json" 2>/dev/null
 
 "$bin/leanlm-mock" --listen 127.0.0.1:0 --threads 1 > "$work/mock.addr" & pids+=($!)
 for _ in $(seq 50); do [ -s "$work/mock.addr" ] && break; sleep 0.1; done
 mock="http://$(head -1 "$work/mock.addr")"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Runs one server under callgrind, counting only the measured requests; prints instructions per request.
 measure() { # label port command...
@@ -54,12 +36,12 @@ measure() { # label port command...
         sleep 0.2
     done
     "$bin/leanlm-loadgen" --url "$url" --body "$work/body.json" --rate "$RATE" --duration-secs 2 --warmup-secs 0 > /dev/null
-    callgrind_control -z "$pid" > /dev/null
+    callgrind_control -z "$pid" > /dev/null 2>&1
     "$bin/leanlm-loadgen" --url "$url" --body "$work/body.json" --rate "$RATE" \
         --duration-secs "$(python3 -c "print($N / $RATE)")" --warmup-secs 0 > "$work/$label.load"
     # Let the call-log writer commit what the measured requests queued (it commits every 100 ms).
     sleep 1
-    callgrind_control -d "$pid" > /dev/null
+    callgrind_control -d "$pid" > /dev/null 2>&1
     kill "$pid"; wait "$pid" 2>/dev/null || true
     local f="$work/$label.out.1"
     local requests; requests=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$work/$label.load")
@@ -91,18 +73,8 @@ PY
 }
 
 gw_port=$(free_port); bare_port=$(free_port)
-cat > "$work/leanlm.toml" <<TOML
-[server]
-workers = 1
-[providers.openai]
-kind = "openai"
-base_url = "$mock/v1"
-api_key = "sk-bench"
-[store]
-url = "sqlite://$work/calls.db"
-[cache]
-exact = "off"
-TOML
+bench_config "$work/leanlm.toml" "$mock" "$work/calls.db" '[server]
+workers = 1'
 {
     LEANLM_LOG=warn measure gateway "$gw_port" "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$gw_port"
     measure bare-proxy "$bare_port" "$bin/leanlm-mock" --listen "127.0.0.1:$bare_port" --threads 1 --forward "$mock"

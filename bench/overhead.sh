@@ -19,30 +19,10 @@ cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-8}"
 RATE="${RATE:-1000}"
-target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -q -p leanlm -p leanlm-mock
-bin="$target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
+bench_setup
 
-# A ~1 KB chat request, as a classification or extraction call might send.
-python3 - "$work/body.json" <<'PY'
-import json, sys
-system = ("You are a support assistant for a retail bank. Classify the customer's message into exactly one "
-          "intent from the list and answer with the intent name only. Intents: card_arrival, card_linking, "
-          "exchange_rate, card_payment_wrong_exchange_rate, extra_charge_on_statement, pending_cash_withdrawal, "
-          "fiat_currency_support, card_delivery_estimate, automatic_top_up, card_not_working, "
-          "exchange_via_app, lost_or_stolen_card, age_limit, pin_blocked, contactless_not_working, "
-          "top_up_by_bank_transfer_charge, pending_top_up, cancel_transfer, top_up_limits, wrong_amount_of_cash_received.")
-body = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 16,
-        "messages": [{"role": "system", "content": system},
-                     {"role": "user", "content": "I ordered my card two weeks ago and it still has not arrived, when will I get it? " * 3}]}
-s = json.dumps(body)
-open(sys.argv[1], "w").write(s)
-print(f"request body: {len(s)} bytes", file=sys.stderr)
-PY
+bench_body "$work/body.json"
 
 "$bin/leanlm-mock" --listen 127.0.0.1:0 --threads 1 > "$work/mock.addr" &
 pids+=($!); mock_pid=$!
@@ -55,23 +35,11 @@ pids+=($!); floor_pid=$!
 for _ in $(seq 50); do [ -s "$work/floor.addr" ] && break; sleep 0.1; done
 floor="http://$(head -1 "$work/floor.addr")"
 
-cat > "$work/leanlm.toml" <<TOML
-[providers.openai]
-kind = "openai"
-base_url = "$mock/v1"
-api_key = "sk-bench"
-[store]
-url = "sqlite://$work/calls.db"
-queue_capacity = ${QUEUE:-10000}
 # A second name for the same upstream model: the replacement of the POLICY=1 runs.
-[models."gpt-4o-mini-b"]
+bench_config "$work/leanlm.toml" "$mock" "$work/calls.db" '[models."gpt-4o-mini-b"]
 provider = "openai"
-upstream = "gpt-4o-mini"
-# The request is deterministic (temperature 0): without this every call after the first is a cache hit.
-[cache]
-exact = "off"
-TOML
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+upstream = "gpt-4o-mini"'
+port=$(free_port)
 LEANLM_LOG=warn "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$port" > "$work/gw.log" 2>&1 &
 pids+=($!); gw_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -141,7 +109,7 @@ litellm_note="not measured (set LITELLM=1)"
 if [ "${LITELLM:-0}" = 1 ]; then
     venv="${LITELLM_VENV:-$target/litellm-venv}"
     if { [ -x "$venv/bin/litellm" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'litellm[proxy]'; }; } 2>"$work/litellm-install.log"; then
-        lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        lport=$(free_port)
         cat > "$work/litellm.yaml" <<YAML
 model_list:
   - model_name: gpt-4o-mini

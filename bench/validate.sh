@@ -19,13 +19,8 @@ SEEDS="${SEEDS:-1 2 3}"
 SAMPLE="${SAMPLE:-400}"
 data="${LEANLM_SHARED_DATA:-$PWD/../shared/data}/banking77"
 [ -f "$data/test.csv" ] || { echo "Banking77 not found at $data (set LEANLM_SHARED_DATA)" >&2; exit 1; }
-target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -q -p leanlm -p leanlm-mock
-bin="$target/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/common.sh
+bench_setup
 
 # name accuracy
 CANDIDATES="gpt-4o-mini 0.99
@@ -54,7 +49,7 @@ for seed in $SEEDS; do
         echo '[catalog]'
         echo "allow = [$(cut -d' ' -f1 <<< "$CANDIDATES" | sed 's/.*/"&"/' | paste -sd,)]"
     } > "$work/leanlm.toml"
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     LEANLM_LOG=warn "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$port" > "$work/gw.log" 2>&1 &
     gw_pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
