@@ -796,7 +796,10 @@ price = { input = 0.1, output = 0.2 }
         assert_eq!(with_env("[server]\nworkers = 3\n", "5").unwrap().workers.get(), 5);
 
         let e = parse("[server]\nworkers = 0\n").unwrap_err().to_string();
-        assert!(e.starts_with("leanlm.toml:2:") && e.contains("`workers` must be 1 or more"), "{e}");
+        assert!(
+            e.starts_with("leanlm.toml:2:") && e.contains("`workers` must be 1 or more"),
+            "{e}"
+        );
         let e = parse("[server]\nworkers = \"many\"\n").unwrap_err().to_string();
         assert!(e.starts_with("leanlm.toml:2:") && e.contains("workers"), "{e}");
         let e = with_env("", "none").unwrap_err().to_string();

@@ -128,10 +128,12 @@ api_key = "sk-mock"
 provider = "mock"
 upstream = "big"
 price = {{ input = 2.5, output = 10.0 }}
+# Priced well under cheap-99: a chain asks cheap-90 first because it pays off wherever it serves a fifth of
+# the calls or more, not only when it happens to serve most of a varying sample (at 0.15 / 0.6, 60%).
 [models.cheap-90]
 provider = "mock"
 upstream = "cheap-90"
-price = {{ input = 0.15, output = 0.6 }}
+price = {{ input = 0.05, output = 0.2 }}
 [models.cheap-99]
 provider = "mock-anthropic"
 upstream = "cheap-99"
