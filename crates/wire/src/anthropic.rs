@@ -51,11 +51,17 @@ pub struct Message {
 }
 
 /// A string, or a list of content blocks (`text`, `image`, `tool_use`, `tool_result`, ...).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Blocks {
     Text(String),
     List(Vec<Value>),
+}
+
+impl<'de> Deserialize<'de> for Blocks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::one_or_many::deserialize(d, "a string or an array of content blocks", Blocks::Text, Blocks::List)
+    }
 }
 
 pub type System = Blocks;

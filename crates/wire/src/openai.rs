@@ -77,11 +77,22 @@ pub struct ChatMessage {
 }
 
 /// Message content: a plain string or a list of typed parts (`text`, `image_url`, ...).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<Value>),
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::one_or_many::deserialize(
+            d,
+            "a string or an array of content parts",
+            Content::Text,
+            Content::Parts,
+        )
+    }
 }
 
 impl Content {
@@ -153,11 +164,17 @@ pub struct JsonSchema {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Stop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::one_or_many::deserialize(d, "a string or an array of strings", Stop::One, Stop::Many)
+    }
 }
 
 impl Stop {

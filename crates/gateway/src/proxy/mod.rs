@@ -244,9 +244,12 @@ struct Answered {
 /// Reads a non-streaming answer within the provider's timeout.
 async fn read_answer(sent: Sent, target: &Target) -> Result<Answered, (u16, WireError)> {
     let Sent {
-        response, mut waited, ..
+        mut response,
+        mut waited,
+        ..
     } = sent;
-    let headers = response.headers().clone();
+    // Moved out, not copied: reading the body needs only the response's stream.
+    let headers = std::mem::take(response.headers_mut());
     let t0 = Instant::now();
     let read = tokio::time::timeout(target.provider.timeout, response.bytes()).await;
     waited += t0.elapsed();
