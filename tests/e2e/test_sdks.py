@@ -224,6 +224,14 @@ def test_several_workers_serve_and_sigterm_lets_a_stream_finish(mock_url, tmp_pa
         threads = [p.read_text().strip() for p in Path(f"/proc/{gw.proc.pid}/task").glob("*/comm")]
         assert sorted(t for t in threads if t.startswith("leanlm-worker")) == [f"leanlm-worker-{i}" for i in range(3)]
 
+        # The workers share their port with each other only: a second gateway on it is refused.
+        from conftest import LEANLM
+        second = subprocess.run(
+            [str(LEANLM), "serve", "--config", str(gw.config), "--listen", f"127.0.0.1:{gw.port}",
+             "--db", f"sqlite://{tmp_path / 'second.db'}"],
+            capture_output=True, text=True, timeout=20)
+        assert second.returncode != 0 and f"binding 127.0.0.1:{gw.port}" in second.stderr, second.stderr
+
         # Clients of their own: separate connections, which the kernel spreads over the workers' sockets.
         def calls(n: int) -> None:
             client = oai(gw)

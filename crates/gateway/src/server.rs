@@ -229,7 +229,12 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
 
 /// Binds `n` listening sockets on one address. On Linux each has its own accept queue (`SO_REUSEPORT`),
 /// which the kernel fills evenly; elsewhere they share one.
+///
+/// `SO_REUSEPORT` would also let any other process of the same user that sets it bind the same port: a
+/// second gateway started by mistake on a port in use would silently take a share of its connections. A
+/// plain bind first makes a port in use an error, as it is without workers.
 fn bind_shared(listen: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let listen = std::net::TcpListener::bind(listen)?.local_addr()?;
     use socket2::{Domain, Protocol, Socket, Type};
     let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -241,13 +246,11 @@ fn bind_shared(listen: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::Tc
         socket.listen(1024)?;
         Ok(socket.into())
     };
-    let first = bind(listen)?;
-    // Port 0 picks a port: the others join the one the first was given.
-    let addr = first.local_addr()?;
-    let mut all = vec![first];
+    // Port 0 was given a port by the plain bind; every socket takes that one.
+    let mut all = vec![bind(listen)?];
     for _ in 1..n {
         all.push(if cfg!(target_os = "linux") {
-            bind(addr)?
+            bind(listen)?
         } else {
             all[0].try_clone()?
         });
