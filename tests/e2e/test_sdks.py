@@ -216,13 +216,21 @@ def test_sigterm_flushes_every_call(fresh_gateway):
 
 def test_several_workers_serve_and_sigterm_lets_a_stream_finish(mock_url, tmp_path):
     import threading
+    import time
     from pathlib import Path
     from conftest import Gateway
 
     gw = Gateway(tmp_path, mock_url, extra="[server]\nworkers = 3\n")
     try:
-        threads = [p.read_text().strip() for p in Path(f"/proc/{gw.proc.pid}/task").glob("*/comm")]
-        assert sorted(t for t in threads if t.startswith("leanlm-worker")) == [f"leanlm-worker-{i}" for i in range(3)]
+        def workers() -> list[str]:
+            names = [p.read_text().strip() for p in Path(f"/proc/{gw.proc.pid}/task").glob("*/comm")]
+            return sorted(n for n in names if n.startswith("leanlm-worker"))
+        expected = [f"leanlm-worker-{i}" for i in range(3)]
+        # The first worker may answer /healthz a moment before the last thread is started.
+        deadline = time.time() + 5
+        while workers() != expected and time.time() < deadline:
+            time.sleep(0.05)
+        assert workers() == expected
 
         # The workers share their port with each other only: a second gateway on it is refused.
         from conftest import LEANLM

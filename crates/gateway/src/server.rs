@@ -172,25 +172,31 @@ impl Gateway {
         let workers = self.state.config.workers.get();
         let listeners = bind_shared(listen, workers).with_context(|| format!("binding {listen}"))?;
         let addr = listeners[0].local_addr()?;
-        let store = &self.state.config.store_url;
-        tracing::info!(%addr, %store, workers, "LeanLM gateway listening");
-        println!("LeanLM listening on http://{addr} (call log: {store})");
+        // Everything that can fail is set up before any worker starts, so a worker that cannot start stops
+        // the gateway from starting rather than leaving it with fewer workers.
+        let mut ready = Vec::with_capacity(workers);
+        for listener in listeners {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a worker's runtime")?;
+            let listener = {
+                let _entered = rt.enter();
+                TcpListener::from_std(listener)?
+            };
+            ready.push((rt, listener, upstream_client()?));
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = Vec::with_capacity(workers);
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, (rt, listener, http)) in ready.into_iter().enumerate() {
             let app = self.router();
             let state = Arc::downgrade(&self.state);
             let mut stopped = stopped.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("leanlm-worker-{i}"))
                 .spawn(move || -> anyhow::Result<()> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("starting a worker's runtime")?;
-                    LOCAL_HTTP.set(Some(upstream_client()?));
+                    LOCAL_HTTP.set(Some(http));
                     let served = rt.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
                         let stop = async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         };
@@ -208,6 +214,9 @@ impl Gateway {
                 .context("starting a worker thread")?;
             threads.push(thread);
         }
+        let store = &self.state.config.store_url;
+        tracing::info!(%addr, %store, workers, "LeanLM gateway listening");
+        println!("LeanLM listening on http://{addr} (call log: {store})");
         runtime.block_on(shutdown);
         let _ = stop.send(true);
         for t in threads {
@@ -234,8 +243,8 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
 /// second gateway started by mistake on a port in use would silently take a share of its connections. A
 /// plain bind first makes a port in use an error, as it is without workers.
 fn bind_shared(listen: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let listen = std::net::TcpListener::bind(listen)?.local_addr()?;
     use socket2::{Domain, Protocol, Socket, Type};
+    let listen = std::net::TcpListener::bind(listen)?.local_addr()?;
     let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
