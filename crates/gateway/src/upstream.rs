@@ -247,13 +247,25 @@ pub async fn send(
             }
         };
         let provider = &target.provider;
+        // The first attempt sends what was built; a retry builds it again rather than every call copying
+        // its URL and headers in case one is needed.
+        let mut first = Some(prepared);
         for attempt in 0..=policy.max_retries {
+            let Prepared {
+                url,
+                body,
+                headers,
+                key,
+            } = match first.take().map_or_else(|| build(target), Ok) {
+                Ok(p) => p,
+                Err(e) => {
+                    last = Some((UpstreamError::Translate(e), i));
+                    break;
+                }
+            };
             attempts += 1;
             let started = Instant::now();
-            let req = http
-                .post(prepared.url.clone())
-                .headers(prepared.headers.clone())
-                .body(prepared.body.clone());
+            let req = http.post(url).headers(headers).body(body);
             let result = tokio::time::timeout(provider.timeout, req.send()).await;
             waited += started.elapsed();
             let (error, retry_after) = match result {
@@ -274,12 +286,8 @@ pub async fn send(
                         .ok()
                         .and_then(Result::ok);
                     waited += t0.elapsed();
-                    let message = describe_error_body(
-                        provider,
-                        status,
-                        body.as_deref().unwrap_or_default(),
-                        prepared.key.as_ref(),
-                    );
+                    let message =
+                        describe_error_body(provider, status, body.as_deref().unwrap_or_default(), key.as_ref());
                     (UpstreamError::Status { status, message }, retry_after)
                 }
                 Ok(Err(e)) => (
