@@ -157,7 +157,7 @@ impl Gateway {
             .context("flushing the call log")
     }
 
-    /// Serves on `listen` with `config.workers` threads until `shutdown` resolves, then lets in-flight calls
+    /// Serves on the configured address with `config.workers` threads until `shutdown` resolves, then lets in-flight calls
     /// finish and flushes the call log. Blocks the calling thread, whose runtime only waits for `shutdown`.
     ///
     /// Each thread runs its own single-threaded runtime with its own listening socket (`SO_REUSEPORT`: the
@@ -166,9 +166,9 @@ impl Gateway {
     pub fn serve_on_threads(
         self,
         runtime: &tokio::runtime::Runtime,
-        listen: SocketAddr,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        let listen = self.state.config.listen;
         let workers = self.state.config.workers.get();
         let listeners = bind_shared(listen, workers).with_context(|| format!("binding {listen}"))?;
         let addr = listeners[0].local_addr()?;
@@ -389,12 +389,11 @@ pub fn run(config: Config, embedder: Option<crate::embedder::EmbedLoader>) -> an
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let listen = config.listen;
     let gateway = {
         let _entered = runtime.enter();
         Gateway::with_embedder(config, embedder)?
     };
-    gateway.serve_on_threads(&runtime, listen, shutdown_signal())
+    gateway.serve_on_threads(&runtime, shutdown_signal())
 }
 
 async fn shutdown_signal() {

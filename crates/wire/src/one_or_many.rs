@@ -5,7 +5,6 @@
 //! list straight from the parser, and a bad value's error says what was expected.
 
 use std::fmt;
-use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -25,7 +24,6 @@ where
         expecting: &'static str,
         text: fn(String) -> S,
         list: fn(Vec<T>) -> S,
-        items: PhantomData<T>,
     }
 
     impl<'de, T: Deserialize<'de>, S> Visitor<'de> for OneOrMany<T, S> {
@@ -48,12 +46,7 @@ where
         }
     }
 
-    d.deserialize_any(OneOrMany {
-        expecting,
-        text,
-        list,
-        items: PhantomData,
-    })
+    d.deserialize_any(OneOrMany { expecting, text, list })
 }
 
 #[cfg(test)]
