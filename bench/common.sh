@@ -9,8 +9,9 @@
 
 bench_setup() {
     target="${CARGO_TARGET_DIR:-$PWD/target}"
-    cargo build --release -q -p leanlm -p leanlm-mock
-    bin="$target/release"
+    local profile="${PROFILE:-release}"
+    cargo build --profile "$profile" -q -p leanlm -p leanlm-mock
+    bin="$target/$profile"
     work="$(mktemp -d)"
     pids=()
     trap bench_cleanup EXIT

@@ -6,6 +6,7 @@
 #
 #   bench/instructions.sh             # 1,000 requests each, ~1 minute
 #   N=2000 bench/instructions.sh
+#   KEEP=/tmp/ins bench/instructions.sh   # keeps the callgrind files and their annotations there
 #
 # Prints instructions per request for each, their ratio, and the gateway's heaviest parts (inclusive).
 # Needs valgrind. SHA-256 runs in software under valgrind (no SHA extensions), so the call-log writer's
@@ -46,6 +47,7 @@ measure() { # label port command...
     local f="$work/$label.out.1"
     local requests; requests=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$work/$label.load")
     callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null > "$work/$label.txt"
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$f" "$work/$label.txt" "$KEEP/"; fi
     python3 - "$work/$label.txt" "$requests" "$label" <<'PY'
 import re, sys
 text, n, label = open(sys.argv[1]).read(), int(sys.argv[2]), sys.argv[3]
