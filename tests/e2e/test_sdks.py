@@ -272,6 +272,76 @@ def test_several_workers_serve_and_sigterm_lets_a_stream_finish(mock_url, tmp_pa
     assert sum(1 for c in calls if c["stream"]) == 1
 
 
+def redis_clients(url: str) -> list[dict]:
+    """`CLIENT LIST` of the Redis at `url`, spoken over a raw socket (RESP), one dict per client."""
+    import socket
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port or 6379), timeout=5) as s:
+        s.sendall(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += s.recv(65536)
+        head, rest = data.split(b"\r\n", 1)
+        assert head.startswith(b"$"), head
+        size = int(head[1:])
+        while len(rest) < size:
+            rest += s.recv(65536)
+    return [dict(f.split("=", 1) for f in line.split() if "=" in f)
+            for line in rest[:size].decode().splitlines()]
+
+
+def test_workers_have_their_own_redis_connections_and_share_answers(mock_url, tmp_path):
+    import os
+    import threading
+    import time
+    from conftest import Gateway
+
+    base = os.environ.get("LEANLM_TEST_REDIS")
+    if not base:
+        pytest.skip("set LEANLM_TEST_REDIS=redis://127.0.0.1:6379 to run")
+    # A database of its own, so this gateway's connections can be told apart from any other client's.
+    db = 9
+    url = f"{base.rstrip('/')}/{db}"
+    gw = Gateway(tmp_path, mock_url, extra=f'[server]\nworkers = 2\n[cache]\nredis = "{url}"\nttl_secs = 60\n')
+    try:
+        prompt = [{"role": "user", "content": f"shared by workers {time.time_ns()}"}]
+        first = oai(gw).chat.completions.with_raw_response.create(model="gpt-4o-mini", temperature=0, messages=prompt)
+        assert first.headers["x-leanlm-cache"] == "miss"
+        answer = first.parse().choices[0].message.content
+
+        # Clients of their own (connections the kernel spreads over both workers) all get the stored answer,
+        # read through the Redis connection of whichever worker serves them.
+        seen, lock = [], threading.Lock()
+
+        def ask() -> None:
+            deadline = time.time() + 5
+            while True:  # the write to Redis leaves the request path: the first reads may come before it
+                raw = oai(gw).chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", temperature=0, messages=prompt)
+                if raw.headers["x-leanlm-cache"] == "hit" or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            with lock:
+                seen.append((raw.headers["x-leanlm-cache"], raw.parse().choices[0].message.content))
+
+        threads = [threading.Thread(target=ask) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [("hit", answer)] * 12, seen
+
+        # One connection per worker, each driven by its worker's own runtime: none shared between threads.
+        mine = [c for c in redis_clients(base) if c.get("db") == str(db)]
+        assert len(mine) == 2, mine
+    finally:
+        assert gw.stop() == 0
+    calls = gw.calls()
+    assert len(calls) >= 13
+    assert all(c["status"] == "ok" for c in calls), [c["status"] for c in calls]
+
+
 def test_bad_config_is_refused_with_file_line_and_field(tmp_path):
     from conftest import LEANLM
     cfg = tmp_path / "bad.toml"

@@ -6,6 +6,7 @@
 //! the cache only where that is safe: deterministic requests (temperature 0) or an explicit opt-in
 //! (`X-LeanLM-Cache: on`). The whole response is cached, so `n > 1` is served only with all its choices.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use std::time::Instant;
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use leanlm_wire::ClientFormat;
+use redis::aio::ConnectionManager;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -87,7 +89,42 @@ struct Inner {
 /// Where entries live: this process's memory, or a Redis shared by several gateway instances.
 enum Backend {
     Memory(Mutex<Inner>),
-    Redis(redis::aio::ConnectionManager),
+    Redis(Box<Redis>),
+}
+
+/// A Redis connection is driven by the runtime it was first used on. Serving threads each run their own
+/// runtime, so each has a connection of its own (see [`ExactCache::worker_connection`]); the shared one
+/// serves everything else (the in-process `Gateway::serve`, background tasks).
+struct Redis {
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    shared: ConnectionManager,
+}
+
+thread_local! {
+    /// The serving thread's own Redis connection, set for as long as the thread serves.
+    static LOCAL_REDIS: RefCell<Option<ConnectionManager>> = const { RefCell::new(None) };
+}
+
+/// Makes `conn` the calling serving thread's Redis connection (`None`: back to the shared one).
+pub(crate) fn set_worker_connection(conn: Option<ConnectionManager>) {
+    LOCAL_REDIS.set(conn);
+}
+
+impl Redis {
+    /// A connection that connects on first use: no I/O here, so a Redis that is down cannot stop a start.
+    fn connect(&self) -> Result<ConnectionManager, String> {
+        self.client
+            .get_connection_manager_lazy(self.config.clone())
+            .map_err(|e| format!("cache.redis: {e}"))
+    }
+
+    /// The calling serving thread's own connection, else the shared one.
+    fn conn(&self) -> ConnectionManager {
+        LOCAL_REDIS
+            .with_borrow(|c| c.clone())
+            .unwrap_or_else(|| self.shared.clone())
+    }
 }
 
 /// A Redis lookup slower than this counts as a miss: the cache must never make a call slower than no cache.
@@ -105,17 +142,28 @@ impl ExactCache {
             None => Backend::Memory(Mutex::default()),
             Some(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(|e| format!("cache.redis `{url}`: {e}"))?;
-                let cfg = redis::aio::ConnectionManagerConfig::new()
+                let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
                     .set_response_timeout(Some(REDIS_TIMEOUT))
                     .set_number_of_retries(1);
-                let manager = client
-                    .get_connection_manager_lazy(cfg)
+                let shared = client
+                    .get_connection_manager_lazy(config.clone())
                     .map_err(|e| format!("cache.redis `{url}`: {e}"))?;
-                Backend::Redis(manager)
+                Backend::Redis(Box::new(Redis { client, config, shared }))
             }
         };
         Ok(ExactCache { config, backend })
+    }
+
+    /// A Redis connection for one serving thread, to be made within that thread's runtime (which then
+    /// drives it) and installed with [`set_worker_connection`]: a lookup then never waits for another
+    /// thread's runtime to read its reply, and a worker that stops first does not cut the others off.
+    /// `None` for a cache in memory.
+    pub(crate) fn worker_connection(&self) -> Result<Option<ConnectionManager>, String> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(None),
+            Backend::Redis(redis) => redis.connect().map(Some),
+        }
     }
 
     fn redis_key(key: &Key) -> String {
@@ -175,8 +223,8 @@ impl ExactCache {
                 }
                 inner.map.get(key).cloned()
             }
-            Backend::Redis(conn) => {
-                let mut conn = conn.clone();
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn();
                 let got: Result<redis::RedisResult<Option<String>>, _> = tokio::time::timeout(
                     REDIS_TIMEOUT,
                     redis::cmd("GET").arg(Self::redis_key(key)).query_async(&mut conn),
@@ -205,8 +253,8 @@ impl ExactCache {
     pub fn put(&self, key: Key, entry: Entry) {
         let inner = match &self.backend {
             Backend::Memory(inner) => inner,
-            Backend::Redis(conn) => {
-                let mut conn = conn.clone();
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn();
                 let value = serde_json::json!({
                     "body": String::from_utf8_lossy(&entry.body), "cost_usd": entry.cost_usd,
                     "model": entry.model, "provider": entry.provider,

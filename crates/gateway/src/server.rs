@@ -180,15 +180,16 @@ impl Gateway {
                 .enable_all()
                 .build()
                 .context("starting a worker's runtime")?;
-            let listener = {
+            let (listener, redis) = {
                 let _entered = rt.enter();
-                TcpListener::from_std(listener)?
+                let redis = self.state.cache.worker_connection().map_err(anyhow::Error::msg)?;
+                (TcpListener::from_std(listener)?, redis)
             };
-            ready.push((rt, listener, upstream_client()?));
+            ready.push((rt, listener, upstream_client()?, redis));
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = Vec::with_capacity(workers);
-        for (i, (rt, listener, http)) in ready.into_iter().enumerate() {
+        for (i, (rt, listener, http, redis)) in ready.into_iter().enumerate() {
             let app = self.router();
             let state = Arc::downgrade(&self.state);
             let mut stopped = stopped.clone();
@@ -196,6 +197,7 @@ impl Gateway {
                 .name(format!("leanlm-worker-{i}"))
                 .spawn(move || -> anyhow::Result<()> {
                     LOCAL_HTTP.set(Some(http));
+                    crate::cache::set_worker_connection(redis);
                     let served = rt.block_on(async move {
                         let stop = async move {
                             let _ = stopped.wait_for(|s| *s).await;
@@ -207,8 +209,9 @@ impl Gateway {
                         settle(&state).await;
                         anyhow::Ok(())
                     });
-                    // Its pooled upstream connections close with the runtime that drives them.
+                    // Its pooled upstream connections and its Redis connection close with the runtime that drives them.
                     LOCAL_HTTP.set(None);
+                    crate::cache::set_worker_connection(None);
                     served.context("serving HTTP")
                 })
                 .context("starting a worker thread")?;
