@@ -272,6 +272,37 @@ def test_several_workers_serve_and_sigterm_lets_a_stream_finish(mock_url, tmp_pa
     assert sum(1 for c in calls if c["stream"]) == 1
 
 
+def test_sdk_endpoints_leanlm_has_no_handler_for_pass_through(gateway):
+    # OpenAI's Responses API, plain and streamed, through the official SDK: untouched, logged with its cost.
+    raw = oai(gateway).responses.with_raw_response.create(model="gpt-4o-mini", input="responses through leanlm")
+    response = raw.parse()
+    assert response.output_text == "Echo: responses through leanlm"
+    assert response.usage.input_tokens > 0
+    assert float(raw.headers["x-leanlm-cost-usd"]) > 0
+    record = gateway.call(raw.headers["x-leanlm-call-id"])
+    assert record["endpoint"] == "responses" and record["status"] == "ok"
+    assert abs(record["cost_usd"] - float(raw.headers["x-leanlm-cost-usd"])) < 1e-8
+
+    deltas, completed = [], None
+    with oai(gateway).responses.stream(model="gpt-4o-mini", input="stream the responses api") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        completed = stream.get_final_response()
+    assert "".join(deltas) == "Echo: stream the responses api"
+    assert completed.usage.output_tokens > 0
+
+    # Anthropic's token counting through the official SDK.
+    counted = ant(gateway).messages.count_tokens(
+        model="claude-haiku-4-5", messages=[{"role": "user", "content": "how many tokens is this"}])
+    assert counted.input_tokens > 0
+
+    # A path outside the APIs is still not found, in the caller's format.
+    out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", f"{gateway.url}/nope"], capture_output=True, text=True)
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "404" and "no endpoint" in json.loads(body)["error"]["message"]
+
+
 def redis_clients(url: str) -> list[dict]:
     """`CLIENT LIST` of the Redis at `url`, spoken over a raw socket (RESP), one dict per client."""
     import socket

@@ -97,6 +97,18 @@ impl Routes {
         }
     }
 
+    /// The provider a client of `kind` reaches where no model says otherwise: the one named after the kind
+    /// (`openai`, `anthropic`), else the first of that kind by name.
+    pub fn default_provider(&self, kind: leanlm_wire::ProviderKind) -> Option<Arc<ProviderConfig>> {
+        let named = self.providers.get(kind.as_str()).filter(|p| p.kind == kind);
+        named
+            .or_else(|| {
+                let (name, _) = self.config.providers.iter().find(|(_, p)| p.kind == kind)?;
+                self.providers.get(name)
+            })
+            .cloned()
+    }
+
     /// Every model name a client can use without `provider/`: configured ones and catalogued ones whose
     /// provider kind is available.
     pub fn model_names(&self) -> Vec<(String, String)> {

@@ -308,7 +308,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
+        .fallback(fallback)
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -374,6 +374,20 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     metrics::gauge!("leanlm_call_log_queued").set(app.log.queued() as f64);
     let body = crate::metrics::handle().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Other `/v1/` paths pass through to a provider of the client's kind; anything else is not found.
+async fn fallback(
+    State(app): State<Arc<AppState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if uri.path().starts_with("/v1/") {
+        return proxy::passthrough(app, method, uri, headers, body).await;
+    }
+    not_found(headers, uri).await
 }
 
 async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {

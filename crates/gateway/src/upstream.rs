@@ -392,7 +392,7 @@ pub fn redact(text: &str, key: Option<&Secret>) -> String {
     }
 }
 
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_connect() {
         "connection failed".to_owned()

@@ -1176,3 +1176,244 @@ async fn a_task_policy_can_cache_what_the_global_one_would_not() {
     );
     h.shutdown().await;
 }
+
+/// Endpoints LeanLM has no handler of its own for pass through to a provider of the client's kind, as they
+/// are: the Responses API (plain and streamed, with its cost), a file upload (bytes unread), Anthropic's
+/// token counting, a query string, an upstream error; each call is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_endpoints_pass_through_with_their_cost_and_a_log_row() {
+    let h = Harness::start("[models.house]\nprovider = \"openai\"\nupstream = \"gpt-4o-mini\"\n").await;
+
+    // The Responses API, under an alias: renamed for the upstream, priced as gpt-4o-mini.
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "house", "input": "pass me through", "store": false}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-leanlm-provider"), "openai");
+    assert_eq!(header(&r, "x-leanlm-model"), "house");
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let cost: f64 = header(&r, "x-leanlm-cost-usd").parse().unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["output"][0]["content"][0]["text"], "Echo: pass me through");
+    let seen = h.mock.stats.last().unwrap();
+    assert_eq!(seen.path, "/v1/responses");
+    assert_eq!(
+        seen.body["model"], "gpt-4o-mini",
+        "the alias is renamed for the upstream"
+    );
+    assert_eq!(seen.body["store"], false, "every other field is passed on");
+    assert_eq!(
+        seen.headers["authorization"], "Bearer sk-configured-secret-0001",
+        "the gateway's key replaces the client's"
+    );
+    let call = h.call(&id).await;
+    assert_eq!(call.endpoint, "responses");
+    assert_eq!(call.status, CallStatus::Ok);
+    assert_eq!(call.served_model.as_deref(), Some("house"));
+    assert_eq!(call.upstream_model.as_deref(), Some("gpt-4o-mini"));
+    let usage = call.usage.unwrap();
+    assert_eq!(
+        usage.input_tokens as i64,
+        body["usage"]["input_tokens"].as_i64().unwrap()
+    );
+    assert_eq!(
+        usage.output_tokens as i64,
+        body["usage"]["output_tokens"].as_i64().unwrap()
+    );
+    let price = leanlm_cost::PriceTable::bundled().lookup("gpt-4o-mini").unwrap().price;
+    let expected = leanlm_cost::cost_usd(&usage, &price);
+    assert!(expected > 0.0 && (call.cost_usd.unwrap() - expected).abs() < 1e-12);
+    assert!((cost - expected).abs() < 1e-8);
+    assert!(call.task.is_none(), "a passed-through call is not a task's traffic");
+
+    // Streamed: the events arrive as sent, and the usage of `response.completed` is logged.
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-4o-mini", "input": "stream me through", "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("text/event-stream"));
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: response.output_text.delta"));
+    assert!(text.contains("event: response.completed"));
+    let call = h.call(&id).await;
+    assert!(call.stream);
+    assert_eq!(call.status, CallStatus::Ok);
+    assert!(call.usage.unwrap().output_tokens > 0);
+    assert!(call.cost_usd.unwrap() > 0.0);
+    assert!(call.ttft_ms.is_some());
+
+    // A file upload: not JSON, so it streams through unread, byte for byte, with its query string.
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let boundary = "leanlm-test-boundary";
+    let mut multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n"
+    )
+    .into_bytes();
+    multipart.extend_from_slice(&payload);
+    multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = h
+        .http
+        .post(format!("{}/v1/files?purpose=batch", h.url))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header("openai-beta", "assistants=v2")
+        .body(multipart.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-request-id"),
+        "req_mock_echo",
+        "the upstream's headers come back"
+    );
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/v1/files");
+    assert_eq!(echo["query"], "purpose=batch");
+    assert_eq!(echo["body_bytes"], multipart.len());
+    use sha2::Digest;
+    assert_eq!(echo["body_sha256"], hex::encode(sha2::Sha256::digest(&multipart)));
+    assert_eq!(echo["headers"]["openai-beta"], "assistants=v2");
+    assert!(echo["headers"].get("x-leanlm-call-id").is_none());
+    let call = h.call(&id).await;
+    assert_eq!((call.endpoint.as_str(), call.status), ("files", CallStatus::Ok));
+    assert!(call.request_body.is_none(), "an upload is not read, so not logged");
+
+    // A GET, with no body.
+    let r = h
+        .http
+        .get(format!("{}/v1/batches?limit=2", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(
+        (echo["method"].as_str(), echo["query"].as_str()),
+        (Some("GET"), Some("limit=2"))
+    );
+
+    // Anthropic's token counting: an Anthropic client reaches the anthropic provider with its own key.
+    let r = h
+        .http
+        .post(format!("{}/v1/messages/count_tokens", h.url))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", "ak-client-own-key")
+        .json(&json!({"model": "claude-haiku-4-5", "messages": user("count me")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-leanlm-provider"), "anthropic");
+    let counted: Value = r.json().await.unwrap();
+    assert!(counted["input_tokens"].as_u64().unwrap() > 0);
+    let seen = h.mock.stats.last().unwrap();
+    assert_eq!(seen.path, "/v1/messages/count_tokens");
+    assert_eq!(
+        seen.headers["x-api-key"], "ak-client-own-key",
+        "no gateway key: the client's passes"
+    );
+
+    // An upstream error comes back as the upstream gave it, in the client's format, and is logged.
+    let r = h.post("/v1/mock-status/429", json!({"model": "gpt-4o-mini"})).await;
+    assert_eq!(r.status(), 429);
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["message"], "mock: the status asked for");
+    let call = h.call(&id).await;
+    assert_eq!((call.status, call.http_status), (CallStatus::UpstreamError, 429));
+    assert_eq!(call.error.as_deref(), Some("mock: the status asked for"));
+
+    // A client that hangs up mid-stream cancels the upstream, and the call is logged as closed by it.
+    let mut r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-4o-mini", "stream": true, "input": "a b c d e f [[mock:chunk_delay_ms=200]]"}),
+        )
+        .await;
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    assert!(!r.chunk().await.unwrap().unwrap().is_empty());
+    drop(r);
+    assert_eq!(h.call(&id).await.status, CallStatus::ClientClosed);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while h.mock.stats.cancelled() < 1 {
+        assert!(Instant::now() < deadline, "the upstream stream was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    h.shutdown().await;
+}
+
+/// What cannot be passed through gets a clear error in the client's format: a model whose provider speaks
+/// another API, a JSON body over the size limit, an upstream that is down; paths outside `/v1/` are not
+/// found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_through_fails_clearly() {
+    let h = Harness::start(
+        "[server]\nmax_body_bytes = 4096\n[providers.down]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [models.nowhere]\nprovider = \"down\"\nupstream = \"m\"\n",
+    )
+    .await;
+    let r = h
+        .post("/v1/responses", json!({"model": "claude-haiku-4-5", "input": "x"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let err: Value = r.json().await.unwrap();
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("untranslated") && msg.contains("claude-haiku-4-5"),
+        "{msg}"
+    );
+    assert_eq!(h.call(&id).await.status, CallStatus::ClientError);
+
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-4o-mini", "input": "x".repeat(8000)}),
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_request_error"
+    );
+
+    let r = h.post("/v1/responses", json!({"model": "nowhere", "input": "x"})).await;
+    assert_eq!(r.status(), 502);
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not reach upstream `down`")
+    );
+    assert_eq!(h.call(&id).await.status, CallStatus::UpstreamError);
+
+    let r = h
+        .http
+        .post(format!("{}/v2/anything", h.url))
+        .header("anthropic-version", "2023-06-01")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["type"],
+        "error",
+        "in Anthropic's format"
+    );
+    h.shutdown().await;
+}

@@ -196,12 +196,145 @@ pub fn router(stats: Arc<Stats>) -> Router {
         .route("/v1/messages", post(anthropic_messages))
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/responses", post(openai_responses))
+        .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
         .route("/v1beta/models/{action}", post(gemini))
         .route("/mock/stats", get(stats_handler))
         .route("/mock/requests", get(requests_handler))
         .route("/mock/accuracy", post(accuracy_handler))
         .route("/mock/truth", post(truth_handler))
+        .fallback(echo)
         .with_state(stats)
+}
+
+/// Any other path: describes the request it got (method, path, query, headers, body size and hash), so
+/// tests can see exactly what a pass-through delivered. `/v1/mock-status/NNN` answers with that status.
+async fn echo(State(stats): State<Arc<Stats>>, req: axum::extract::Request) -> Response {
+    use sha2::Digest;
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "mock: body too large").into_response();
+    };
+    let path = parts.uri.path().to_owned();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), json!(v.to_str().ok()?))))
+        .collect();
+    let seen = json!({"method": parts.method.as_str(), "path": path, "query": parts.uri.query(),
+        "headers": headers, "body_bytes": body.len(), "body_sha256": hex::encode(sha2::Sha256::digest(&body))});
+    observe(&stats, &path, &parts.headers, &seen);
+    let status = path
+        .strip_prefix("/v1/mock-status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    if status != StatusCode::OK {
+        let format = if parts.headers.contains_key("anthropic-version") {
+            Format::Anthropic
+        } else {
+            Format::OpenAi
+        };
+        return error_response(format, status.as_u16(), "mock: the status asked for", None);
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-request-id"), "req_mock_echo"),
+        ],
+        seen.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /v1/responses`: OpenAI's Responses API, plain or streamed, echoing the last user text.
+async fn openai_responses(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (req, d, guard) = match prelude(&stats, Format::OpenAi, "/v1/responses", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    // `input` is a string or a list of messages; either way the answer echoes the last user text.
+    let as_chat = match req.get("input") {
+        Some(Value::String(s)) => json!({"messages": [{"role": "user", "content": s}]}),
+        Some(Value::Array(items)) => json!({"messages": items
+            .iter()
+            .map(|m| {
+                let content = match &m["content"] {
+                    Value::Array(parts) => json!(parts.iter().filter_map(|p| p.get("text").cloned()).map(|t| json!({"text": t})).collect::<Vec<_>>()),
+                    other => other.clone(),
+                };
+                json!({"role": m["role"], "content": content})
+            })
+            .collect::<Vec<_>>()}),
+        _ => json!({"messages": []}),
+    };
+    let a = answer(&stats, Format::OpenAi, &as_chat, body.len());
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
+    let id = format!("resp_mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let cached = d.cached.min(a.prompt_tokens);
+    let usage = json!({
+        "input_tokens": a.prompt_tokens, "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": a.completion_tokens + d.reasoning, "output_tokens_details": {"reasoning_tokens": d.reasoning},
+        "total_tokens": a.prompt_tokens + a.completion_tokens + d.reasoning,
+    });
+    let item = json!({"id": "msg_mock1", "type": "message", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": a.text, "annotations": []}]});
+    let mut response = json!({"id": id, "object": "response", "created_at": 1, "status": "completed",
+        "model": model, "output": [item.clone()], "parallel_tool_calls": true, "tool_choice": "auto", "tools": []});
+    if !d.no_usage {
+        response["usage"] = usage;
+    }
+    if req.get("stream").and_then(Value::as_bool) == Some(true) {
+        let ev = |v: Value| format!("event: {}\ndata: {}\n\n", v["type"].as_str().unwrap_or(""), v);
+        let mut started = response.clone();
+        started["status"] = json!("in_progress");
+        started["output"] = json!([]);
+        started.as_object_mut().map(|o| o.remove("usage"));
+        // The event sequence OpenAI sends: the item and its part open, text deltas, then each closes.
+        let mut events = vec![
+            json!({"type": "response.created", "response": started}),
+            json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"id": "msg_mock1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+            json!({"type": "response.content_part.added", "item_id": "msg_mock1", "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ];
+        for w in words(&a.text) {
+            events.push(
+                json!({"type": "response.output_text.delta", "item_id": "msg_mock1", "output_index": 0,
+                "content_index": 0, "delta": w, "logprobs": []}),
+            );
+        }
+        events.push(
+            json!({"type": "response.output_text.done", "item_id": "msg_mock1", "output_index": 0,
+            "content_index": 0, "text": a.text, "logprobs": []}),
+        );
+        events.push(
+            json!({"type": "response.content_part.done", "item_id": "msg_mock1", "output_index": 0,
+            "content_index": 0, "part": {"type": "output_text", "text": a.text, "annotations": []}}),
+        );
+        events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
+        events.push(json!({"type": "response.completed", "response": response}));
+        let frames = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut e)| {
+                e["sequence_number"] = json!(i);
+                ev(e)
+            })
+            .collect();
+        return sse(frames, &d, guard);
+    }
+    json_response(&response, &d, guard)
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic's token counting, with the mock's own count.
+async fn anthropic_count_tokens(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (req, d, guard) = match prelude(&stats, Format::Anthropic, "/v1/messages/count_tokens", &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let a = answer(&stats, Format::Anthropic, &req, body.len());
+    json_response(&json!({"input_tokens": a.prompt_tokens}), &d, guard)
 }
 
 async fn stats_handler(State(stats): State<Arc<Stats>>) -> Response {

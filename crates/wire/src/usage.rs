@@ -48,6 +48,22 @@ impl Usage {
         })
     }
 
+    /// From an OpenAI Responses API `usage` object: `input_tokens` includes cached tokens, `output_tokens`
+    /// includes reasoning tokens.
+    pub fn from_openai_responses(usage: &Value) -> Option<Usage> {
+        let input = u(usage, &["input_tokens"])?;
+        let cached = u(usage, &["input_tokens_details", "cached_tokens"])
+            .unwrap_or(0)
+            .min(input);
+        Some(Usage {
+            input_tokens: input - cached,
+            cached_input_tokens: cached,
+            cache_write_tokens: 0,
+            output_tokens: u(usage, &["output_tokens"]).unwrap_or(0),
+            reasoning_tokens: u(usage, &["output_tokens_details", "reasoning_tokens"]).unwrap_or(0),
+        })
+    }
+
     /// From an Anthropic `usage` object, where the three input buckets are already disjoint.
     pub fn from_anthropic(usage: &Value) -> Option<Usage> {
         let input = u(usage, &["input_tokens"]);

@@ -28,9 +28,11 @@ use leanlm_route::cascade::Chain;
 
 mod cascade;
 mod embeddings;
+mod passthrough;
 mod stream;
 
 pub(crate) use embeddings::embeddings;
+pub(crate) use passthrough::passthrough;
 
 pub const HEADER_CALL_ID: &str = "x-leanlm-call-id";
 pub const HEADER_MODEL: &str = "x-leanlm-model";
