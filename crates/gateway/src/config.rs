@@ -46,6 +46,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub log_queue_capacity: usize,
     pub max_body_bytes: usize,
+    /// Pass `/v1/` endpoints LeanLM has no handler for on to a provider; off, they are not found.
+    pub passthrough: bool,
     pub retry: RetryPolicy,
     pub cache: CacheConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -265,6 +267,7 @@ struct RawServer {
     listen: Option<Spanned<String>>,
     workers: Option<Spanned<usize>>,
     max_body_bytes: Option<usize>,
+    passthrough: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,6 +622,7 @@ impl Config {
                 .map(Secret::new),
             log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            passthrough: raw.server.passthrough.unwrap_or(true),
             retry,
             cache: CacheConfig {
                 mode: raw.cache.exact.unwrap_or(CacheMode::Deterministic),

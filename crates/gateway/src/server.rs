@@ -384,7 +384,7 @@ async fn fallback(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if uri.path().starts_with("/v1/") {
+    if app.config.passthrough && uri.path().starts_with("/v1/") {
         return proxy::passthrough(app, method, uri, headers, body).await;
     }
     not_found(headers, uri).await

@@ -1416,4 +1416,19 @@ async fn passing_through_fails_clearly() {
         "in Anthropic's format"
     );
     h.shutdown().await;
+
+    // Switched off, other endpoints are not found, and nothing reaches the upstream.
+    let h = Harness::start("[server]\npassthrough = false\n").await;
+    let r = h
+        .post("/v1/responses", json!({"model": "gpt-4o-mini", "input": "x"}))
+        .await;
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no endpoint")
+    );
+    assert_eq!(h.mock.stats.requests(), 0);
+    h.shutdown().await;
 }
