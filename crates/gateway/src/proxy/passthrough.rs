@@ -134,12 +134,7 @@ pub(crate) async fn passthrough(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let msg = format!("could not reach upstream `{}`: {}", provider.name, describe_reqwest(&e));
-            return rec.fail(
-                format,
-                502,
-                WireError::new(ErrorKind::Upstream, msg),
-                CallStatus::UpstreamError,
-            );
+            return upstream_failed(rec, format, false, msg);
         }
         Err(_) => {
             let msg = format!(
@@ -147,12 +142,7 @@ pub(crate) async fn passthrough(
                 provider.name,
                 provider.timeout.as_secs_f64()
             );
-            return rec.fail(
-                format,
-                504,
-                WireError::new(ErrorKind::Timeout, msg),
-                CallStatus::UpstreamError,
-            );
+            return upstream_failed(rec, format, true, msg);
         }
     };
 
@@ -184,12 +174,7 @@ pub(crate) async fn passthrough(
                 Ok(None) => break true,
                 Ok(Some(Err(e))) => {
                     let msg = format!("upstream `{}` broke off while sending its answer: {e}", provider.name);
-                    return rec.fail(
-                        format,
-                        502,
-                        WireError::new(ErrorKind::Upstream, msg),
-                        CallStatus::UpstreamError,
-                    );
+                    return upstream_failed(rec, format, false, msg);
                 }
                 Err(_) => {
                     let msg = format!(
@@ -197,12 +182,7 @@ pub(crate) async fn passthrough(
                         provider.name,
                         provider.timeout.as_secs()
                     );
-                    return rec.fail(
-                        format,
-                        504,
-                        WireError::new(ErrorKind::Timeout, msg),
-                        CallStatus::UpstreamError,
-                    );
+                    return upstream_failed(rec, format, true, msg);
                 }
             }
         };
@@ -255,6 +235,16 @@ pub(crate) async fn passthrough(
     let first = Bytes::from(read);
     tokio::spawn(pump(rec, route, kind, status, sse, first, chunks, tx));
     resp
+}
+
+/// Ends a call whose upstream failed before answering: 504 where it went quiet, else 502.
+fn upstream_failed(rec: Recorder, format: ClientFormat, timed_out: bool, message: String) -> Response {
+    let (status, kind) = if timed_out {
+        (504, ErrorKind::Timeout)
+    } else {
+        (502, ErrorKind::Upstream)
+    };
+    rec.fail(format, status, WireError::new(kind, message), CallStatus::UpstreamError)
 }
 
 /// Moves an answer to the client as it arrives, reading usage from server-sent events on the way.
