@@ -292,6 +292,17 @@ def test_sdk_endpoints_leanlm_has_no_handler_for_pass_through(gateway):
     assert "".join(deltas) == "Echo: stream the responses api"
     assert completed.usage.output_tokens > 0
 
+    # A file upload (multipart) through the SDK: streamed through unread, byte for byte.
+    import hashlib
+    content = bytes(range(256)) * 1000
+    raw = oai(gateway).files.with_raw_response.create(file=("batch.jsonl", content), purpose="batch")
+    echo = json.loads(raw.text)
+    assert echo["method"] == "POST" and echo["path"] == "/v1/files"
+    assert echo["headers"]["content-type"].startswith("multipart/form-data")
+    assert echo["headers"]["authorization"] == "Bearer sk-gateway-owned-key-42"
+    assert echo["body_bytes"] > len(content)
+    assert gateway.call(raw.headers["x-leanlm-call-id"])["endpoint"] == "files"
+
     # Anthropic's token counting through the official SDK.
     counted = ant(gateway).messages.count_tokens(
         model="claude-haiku-4-5", messages=[{"role": "user", "content": "how many tokens is this"}])
