@@ -20,10 +20,11 @@ struct Harness {
 
 impl Harness {
     /// A gateway whose openai, anthropic and gemini providers all point at one mock. `openai` has a key
-    /// configured; the others pass the client's key through.
+    /// configured; the others pass the client's key through. `MOCK` in `extra` is the mock's URL.
     async fn start(extra: &str) -> Harness {
         let mock = Mock::start().await.unwrap();
         let m = mock.url();
+        let extra = extra.replace("MOCK", &m);
         let dir = std::env::temp_dir().join(format!("leanlm-e2e-{}", uuid_like()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("calls.db");
@@ -1415,6 +1416,27 @@ async fn passing_through_fails_clearly() {
         "error",
         "in Anthropic's format"
     );
+    h.shutdown().await;
+
+    // An upstream error that quotes the gateway's own key reaches the client without it.
+    let h = Harness::start(
+        "[providers.keyed]\nkind = \"openai\"\nbase_url = \"MOCK/v1\"\napi_key = \"sk-gateway-owned-bad-key\"\n\
+         [models.keyed]\nprovider = \"keyed\"\nupstream = \"gpt-4o-mini\"\n",
+    )
+    .await;
+    let r = h.post("/v1/responses", json!({"model": "keyed", "input": "x"})).await;
+    assert_eq!(r.status(), 401);
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("sk-gateway-owned-bad-key"), "{text}");
+    let err: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("[REDACTED]"),
+        "{text}"
+    );
+    let call = h.call(&id).await;
+    assert!(!call.error.unwrap().contains("sk-gateway-owned-bad-key"));
+    assert!(!call.response_body.unwrap().contains("sk-gateway-owned-bad-key"));
     h.shutdown().await;
 
     // Switched off, other endpoints are not found, and nothing reaches the upstream.

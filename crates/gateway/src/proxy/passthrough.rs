@@ -154,14 +154,15 @@ pub(crate) async fn passthrough(
         }
     }
     let sse = content_type_is(response.headers(), "text/event-stream");
-    let whole_json = content_type_is(response.headers(), "application/json")
+    // Errors are read whole whatever their type, so a gateway-owned key quoted in one can be redacted.
+    let whole = (content_type_is(response.headers(), "application/json") || !status.is_success())
         && response.content_length().is_none_or(|n| n <= WHOLE_LIMIT as u64);
     let mut chunks = response.bytes_stream();
 
-    // A JSON answer is read whole where it is small enough: its cost then goes in a header, and its body
-    // (where bodies are kept) in the log.
+    // A JSON answer (or an error) is read whole where it is small enough: its cost then goes in a header,
+    // and its body (where bodies are kept) in the log.
     let mut read = Vec::new();
-    if whole_json {
+    if whole {
         let t0 = Instant::now();
         let complete = loop {
             match tokio::time::timeout(provider.timeout, chunks.next()).await {
@@ -195,19 +196,21 @@ pub(crate) async fn passthrough(
                 .and_then(|v| usage_in(kind, &v));
             settle(&mut rec, &route, usage);
             let cost = rec.rec().cost_usd;
-            if app.config.log_bodies {
-                rec.rec().response_body = Some(body_text(&read));
-            }
             let body = if status.is_success() {
                 Bytes::from(read)
             } else {
                 // The upstream's own error, in the client's own format already; a gateway-owned key in it
-                // is not the client's to see.
+                // is neither the client's to see nor the log's to keep.
                 let text = redact(&String::from_utf8_lossy(&read), key);
                 rec.rec().error = Some(error_message(&provider, status, text.as_bytes()));
                 Bytes::from(text)
             };
+            if app.config.log_bodies {
+                rec.rec().response_body = Some(body_text(&body));
+            }
             let mut resp = head.body(Body::from(body)).unwrap_or_else(|_| bad_gateway());
+            // The body may have been redacted: its length is the one it has now.
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
             our_headers(&mut resp, &rec, &route);
             if let Some(c) = cost
                 && let Ok(v) = HeaderValue::from_str(&format_cost(c))
