@@ -308,6 +308,13 @@ def test_sdk_endpoints_leanlm_has_no_handler_for_pass_through(gateway):
         model="claude-haiku-4-5", messages=[{"role": "user", "content": "how many tokens is this"}])
     assert counted.input_tokens > 0
 
+    # The CLI's call list says which endpoint each call went to (the log is written within 100 ms).
+    import time
+    deadline = time.time() + 5
+    while "messages/count_tokens" not in (listed := gateway.cli("calls", "--limit", "20")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "responses" in listed and "files" in listed and "messages/count_tokens" in listed
+
     # A path outside the APIs is still not found, in the caller's format.
     out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", f"{gateway.url}/nope"], capture_output=True, text=True)
     body, code = out.stdout.rsplit("\n", 1)

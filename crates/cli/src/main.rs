@@ -439,6 +439,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             t.set_header([
                 "time (UTC)",
                 "id",
+                "endpoint",
                 "model",
                 "provider",
                 "status",
@@ -461,6 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t.add_row([
                     when,
                     c.id.clone(),
+                    c.endpoint.clone(),
                     c.served_model.clone().unwrap_or_else(|| c.requested_model.clone()),
                     c.provider.clone().unwrap_or_default(),
                     status,
