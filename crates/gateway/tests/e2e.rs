@@ -1303,6 +1303,11 @@ async fn other_endpoints_pass_through_with_their_cost_and_a_log_row() {
         (echo["method"].as_str(), echo["query"].as_str()),
         (Some("GET"), Some("limit=2"))
     );
+    assert_eq!(echo["body_bytes"], 0);
+    assert!(
+        echo["headers"].get("transfer-encoding").is_none(),
+        "no body, not an empty chunked one: {echo}"
+    );
 
     // Anthropic's token counting: an Anthropic client reaches the anthropic provider with its own key.
     let r = h
