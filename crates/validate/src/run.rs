@@ -1242,10 +1242,12 @@ mod tests {
         let e = run(40, 0, |_| {}).unwrap_err();
         assert!(e.to_string().contains("needs at least"), "{e}");
 
-        // Answers outside the label set are hard failures.
+        // Answers outside the label set are hard failures. Which answers are spoiled follows the map's
+        // order, so it changes from run to run: a quarter of them keeps any sample of 100 far over the 1%
+        // bound (one in twenty once left a sample holding just one).
         let mut t = table(200, 0);
         for (i, a) in t.answers.get_mut("cheap").unwrap().iter_mut().enumerate() {
-            if i % 20 == 0 {
+            if i % 4 == 1 {
                 *a.1 = "no idea".into();
             }
         }
