@@ -1266,6 +1266,7 @@ async fn other_endpoints_pass_through_with_their_cost_and_a_log_row() {
         .post(format!("{}/v1/files?purpose=batch", h.url))
         .header("content-type", format!("multipart/form-data; boundary={boundary}"))
         .header("openai-beta", "assistants=v2")
+        .header("expect", "100-continue")
         .body(multipart.clone())
         .send()
         .await
@@ -1285,6 +1286,10 @@ async fn other_endpoints_pass_through_with_their_cost_and_a_log_row() {
     use sha2::Digest;
     assert_eq!(echo["body_sha256"], hex::encode(sha2::Sha256::digest(&multipart)));
     assert_eq!(echo["headers"]["openai-beta"], "assistants=v2");
+    assert!(
+        echo["headers"].get("expect").is_none(),
+        "the gateway answered the expectation itself"
+    );
     assert!(echo["headers"].get("x-leanlm-call-id").is_none());
     let call = h.call(&id).await;
     assert_eq!((call.endpoint.as_str(), call.status), ("files", CallStatus::Ok));

@@ -392,8 +392,8 @@ fn upstream_url(provider: &ProviderConfig, uri: &Uri) -> Result<reqwest::Url, Wi
     reqwest::Url::parse(&url).map_err(|e| WireError::invalid(format!("`{path}` cannot be passed on: {e}")))
 }
 
-/// The client's headers as the upstream should see them: hop-by-hop headers, LeanLM's own and compression
-/// negotiation dropped, and the client's key replaced by the provider's where the gateway has one.
+/// The client's headers as the upstream should see them: hop-by-hop headers, LeanLM's own, expectations
+/// and compression negotiation dropped, and the client's key replaced by the provider's where the gateway has one.
 fn outgoing_headers(
     headers: &HeaderMap,
     provider: &ProviderConfig,
@@ -407,6 +407,8 @@ fn outgoing_headers(
         let skip = hop_by_hop(name)
             || name == header::HOST
             || name == header::ACCEPT_ENCODING
+            // `Expect: 100-continue` was answered by the gateway's own server when it read the body.
+            || name == header::EXPECT
             // A body read in full may have been rewritten: its length is set anew.
             || (read && name == header::CONTENT_LENGTH)
             || n.starts_with("x-leanlm-")
