@@ -372,7 +372,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The upstream's own error message, with any trace of the provider's key removed.
-fn describe_error_body(provider: &ProviderConfig, status: u16, body: &[u8], key: Option<&Secret>) -> String {
+pub(crate) fn describe_error_body(provider: &ProviderConfig, status: u16, body: &[u8], key: Option<&Secret>) -> String {
     let msg = leanlm_wire::error::upstream_error_message(body).unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let text: String = text.chars().take(300).collect();

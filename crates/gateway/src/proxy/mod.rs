@@ -255,26 +255,34 @@ async fn read_answer(sent: Sent, target: &Target) -> Result<Answered, (u16, Wire
     let t0 = Instant::now();
     let read = tokio::time::timeout(target.provider.timeout, response.bytes()).await;
     waited += t0.elapsed();
-    let name = &target.provider.name;
     match read {
         Ok(Ok(body)) => Ok(Answered { body, headers, waited }),
-        Ok(Err(e)) => Err((
+        Ok(Err(e)) => Err(unfinished(&target.provider, Some(e))),
+        Err(_) => Err(unfinished(&target.provider, None)),
+    }
+}
+
+/// The error for an answer that broke off (`Some`), or did not finish within the provider's timeout.
+fn unfinished(provider: &crate::config::ProviderConfig, broke: Option<reqwest::Error>) -> (u16, WireError) {
+    let name = &provider.name;
+    match broke {
+        Some(e) => (
             502,
             WireError::new(
                 ErrorKind::Upstream,
                 format!("upstream `{name}` broke off while sending its answer: {e}"),
             ),
-        )),
-        Err(_) => Err((
+        ),
+        None => (
             504,
             WireError::new(
                 ErrorKind::Timeout,
                 format!(
                     "upstream `{name}` did not finish its answer within {}s",
-                    target.provider.timeout.as_secs()
+                    provider.timeout.as_secs()
                 ),
             ),
-        )),
+        ),
     }
 }
 

@@ -22,10 +22,13 @@ use leanlm_wire::{ClientFormat, ErrorKind, ProviderKind, Usage, WireError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{HEADER_CALL_ID, HEADER_COST, HEADER_MODEL, HEADER_PROVIDER, Recorder, body_text, format_cost, read_body};
+use super::{
+    HEADER_CALL_ID, HEADER_COST, HEADER_MODEL, HEADER_PROVIDER, Recorder, body_text, format_cost, read_body,
+    unfinished, usage_of_object,
+};
 use crate::config::ProviderConfig;
 use crate::server::AppState;
-use crate::upstream::{describe_reqwest, redact, status_of};
+use crate::upstream::{UpstreamError, describe_error_body, describe_reqwest, redact, status_of};
 
 /// The most of an answer read before it is passed on: a JSON answer up to this size is read whole, so its
 /// cost can go in a header and its body in the log; anything larger streams through.
@@ -75,8 +78,7 @@ pub(crate) async fn passthrough(
     rec.rec().task = None;
 
     // A JSON body is read (within the size limit) to find its model; anything else streams through unread.
-    let json = is_json(&headers);
-    let (outgoing, model) = if json {
+    let (outgoing, model) = if content_type_is(&headers, "application/json") {
         let bytes = match read_body(&headers, body, app.config.max_body_bytes).await {
             Ok(b) => b,
             Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
@@ -133,16 +135,21 @@ pub(crate) async fn passthrough(
     let response = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let msg = format!("could not reach upstream `{}`: {}", provider.name, describe_reqwest(&e));
-            return upstream_failed(rec, format, false, msg);
+            let provider = provider.name.clone();
+            let (status, err) = UpstreamError::Connect {
+                provider,
+                message: describe_reqwest(&e),
+            }
+            .to_client();
+            return rec.fail(format, status, err, CallStatus::UpstreamError);
         }
         Err(_) => {
-            let msg = format!(
-                "upstream `{}` did not answer within {}s",
-                provider.name,
-                provider.timeout.as_secs_f64()
-            );
-            return upstream_failed(rec, format, true, msg);
+            let (status, err) = UpstreamError::Timeout {
+                provider: provider.name.clone(),
+                after: provider.timeout,
+            }
+            .to_client();
+            return rec.fail(format, status, err, CallStatus::UpstreamError);
         }
     };
 
@@ -174,16 +181,12 @@ pub(crate) async fn passthrough(
                 }
                 Ok(None) => break true,
                 Ok(Some(Err(e))) => {
-                    let msg = format!("upstream `{}` broke off while sending its answer: {e}", provider.name);
-                    return upstream_failed(rec, format, false, msg);
+                    let (status, err) = unfinished(&provider, Some(e));
+                    return rec.fail(format, status, err, CallStatus::UpstreamError);
                 }
                 Err(_) => {
-                    let msg = format!(
-                        "upstream `{}` did not finish its answer within {}s",
-                        provider.name,
-                        provider.timeout.as_secs()
-                    );
-                    return upstream_failed(rec, format, true, msg);
+                    let (status, err) = unfinished(&provider, None);
+                    return rec.fail(format, status, err, CallStatus::UpstreamError);
                 }
             }
         };
@@ -201,9 +204,8 @@ pub(crate) async fn passthrough(
             } else {
                 // The upstream's own error, in the client's own format already; a gateway-owned key in it
                 // is neither the client's to see nor the log's to keep.
-                let text = redact(&String::from_utf8_lossy(&read), key);
-                rec.rec().error = Some(error_message(&provider, status, text.as_bytes()));
-                Bytes::from(text)
+                rec.rec().error = Some(describe_error_body(&provider, status.as_u16(), &read, key));
+                Bytes::from(redact(&String::from_utf8_lossy(&read), key))
             };
             if app.config.log_bodies {
                 rec.rec().response_body = Some(body_text(&body));
@@ -238,16 +240,6 @@ pub(crate) async fn passthrough(
     let first = Bytes::from(read);
     tokio::spawn(pump(rec, route, kind, status, sse, first, chunks, tx));
     resp
-}
-
-/// Ends a call whose upstream failed before answering: 504 where it went quiet, else 502.
-fn upstream_failed(rec: Recorder, format: ClientFormat, timed_out: bool, message: String) -> Response {
-    let (status, kind) = if timed_out {
-        (504, ErrorKind::Timeout)
-    } else {
-        (502, ErrorKind::Upstream)
-    };
-    rec.fail(format, status, WireError::new(kind, message), CallStatus::UpstreamError)
 }
 
 /// Moves an answer to the client as it arrives, reading usage from server-sent events on the way.
@@ -458,10 +450,6 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    content_type_is(headers, "application/json")
-}
-
 fn content_type_is(headers: &HeaderMap, mime: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -488,11 +476,6 @@ fn bad_gateway() -> Response {
     StatusCode::BAD_GATEWAY.into_response()
 }
 
-fn error_message(provider: &ProviderConfig, status: StatusCode, body: &[u8]) -> String {
-    leanlm_wire::error::upstream_error_message(body)
-        .unwrap_or_else(|| format!("upstream `{}` answered HTTP {status}", provider.name))
-}
-
 /// Usage in an answer of any shape LeanLM knows: chat completions and Responses (`usage`, or
 /// `response.usage` in a Responses event), Anthropic messages (`usage`, or `message.usage`).
 fn usage_in(kind: ProviderKind, v: &Value) -> Option<Usage> {
@@ -500,11 +483,12 @@ fn usage_in(kind: ProviderKind, v: &Value) -> Option<Usage> {
         .get("usage")
         .or_else(|| v.pointer("/response/usage"))
         .or_else(|| v.pointer("/message/usage"))?;
-    match kind {
-        ProviderKind::OpenAi => Usage::from_openai(u).or_else(|| Usage::from_openai_responses(u)),
-        ProviderKind::Anthropic => Usage::from_anthropic(u),
-        ProviderKind::Gemini => Usage::from_gemini(u),
-    }
+    usage_of_object(kind, u).or_else(|| {
+        // The Responses API names its fields as Anthropic does, with OpenAI's details.
+        (kind == ProviderKind::OpenAi)
+            .then(|| Usage::from_openai_responses(u))
+            .flatten()
+    })
 }
 
 /// Follows a server-sent event stream for the usage it reports; the last report wins (a Responses stream
