@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import urllib.request
 
 import anthropic
 import openai
@@ -79,6 +80,60 @@ def test_openai_sdk_tools(gateway, model):
         ],
     )
     assert follow.choices[0].message.content.startswith("Echo:")
+
+
+def mock_requests(mock_url: str) -> list:
+    with urllib.request.urlopen(mock_url + "/mock/requests", timeout=5) as r:
+        return json.load(r)
+
+
+def test_openai_sdk_conversation_with_tools_moves_between_providers(gateway, mock_url):
+    """The SDK's own message object goes back as the docs show: Gemini gets its thought signature again, and
+    the same history reaches the other providers without it."""
+    client = oai(gateway)
+    messages = [{"role": "user", "content": "weather in Oslo?"}]
+    first = client.chat.completions.create(model="gemini-2.5-flash", messages=messages, tools=[WEATHER])
+    message = first.choices[0].message
+    call = message.tool_calls[0]
+    signature = call.model_extra["extra_content"]["google"]["thought_signature"]
+    messages += [message, {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    for model in ["gemini-2.5-flash", "claude-haiku-4-5", "gpt-4o-mini"]:
+        follow = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER])
+        assert follow.choices[0].message.content.startswith("Echo:"), model
+        sent = mock_requests(mock_url)[-1]["body"]
+        if model == "gemini-2.5-flash":
+            assert sent["contents"][1]["parts"][0]["thoughtSignature"] == signature
+        elif model == "gpt-4o-mini":
+            assert "extra_content" not in sent["messages"][1]["tool_calls"][0]
+    # OpenAI's custom tools reach OpenAI-compatible models; other providers refuse them by name.
+    custom = [{"type": "custom", "custom": {"name": "exec", "description": "Runs Python"}}]
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], tools=custom)
+    assert mock_requests(mock_url)[-1]["body"]["tools"] == custom
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(gateway, max_retries=0).chat.completions.create(
+            model="claude-haiku-4-5", messages=[{"role": "user", "content": "x"}], tools=custom
+        )
+    assert "tools[0]" in e.value.message and "custom" in e.value.message
+
+
+def test_anthropic_sdk_conversation_with_tools_on_gemini(gateway, mock_url):
+    client = ant(gateway)
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    messages = [{"role": "user", "content": "weather in Oslo?"}]
+    first = client.messages.create(model="gemini-2.5-flash", max_tokens=50, tools=tools, messages=messages)
+    use = next(b for b in first.content if b.type == "tool_use")
+    messages += [{"role": "assistant", "content": first.content},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}]
+    follow = client.messages.create(model="gemini-2.5-flash", max_tokens=50, tools=tools, messages=messages)
+    assert follow.content[0].text.startswith("Echo:")
+    assert mock_requests(mock_url)[-1]["body"]["contents"][1]["parts"][0]["thoughtSignature"] == \
+        "skip_thought_signature_validator"
+    with pytest.raises(anthropic.BadRequestError) as e:
+        ant(gateway, max_retries=0).messages.create(
+            model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "news?"}],
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        )
+    assert "web_search_20250305" in e.value.message
 
 
 def test_openai_sdk_json_schema(gateway):

@@ -3,7 +3,7 @@
 //! OpenAI's tokenizers are exact offline (tiktoken's rank files are compiled in). No tokenizer is published
 //! for Claude 3+ or Gemini, so their counts are estimates with o200k.
 
-use leanlm_wire::openai::ChatRequest;
+use leanlm_wire::openai::{ChatRequest, Tool, ToolCall};
 use tiktoken_rs::CoreBPE;
 
 /// Message framing overhead of the chat format, per message and per reply.
@@ -34,13 +34,23 @@ pub fn count_prompt(model: &str, req: &ChatRequest) -> u64 {
             n += bpe.encode_ordinary(&c.text()).len() as u64;
         }
         for tc in m.tool_calls.iter().flatten() {
-            n += bpe.encode_ordinary(&tc.function.name).len() as u64;
-            n += bpe.encode_ordinary(&tc.function.arguments).len() as u64;
+            match tc {
+                ToolCall::Function(c) => {
+                    n += bpe.encode_ordinary(&c.function.name).len() as u64;
+                    n += bpe.encode_ordinary(&c.function.arguments).len() as u64;
+                }
+                ToolCall::Other(o) => {
+                    n += bpe.encode_ordinary(&serde_json::to_string(o).unwrap_or_default()).len() as u64
+                }
+            }
         }
     }
     for t in req.tools.iter().flatten() {
-        let schema = serde_json::to_string(&t.function).unwrap_or_default();
-        n += bpe.encode_ordinary(&schema).len() as u64;
+        let schema = match t {
+            Tool::Function(f) => serde_json::to_string(f),
+            Tool::Other(o) => serde_json::to_string(o),
+        };
+        n += bpe.encode_ordinary(&schema.unwrap_or_default()).len() as u64;
     }
     n
 }

@@ -72,6 +72,9 @@ pub struct ProviderConfig {
     /// Endpoint URLs parsed once at start, not on every request.
     pub(crate) chat_url: reqwest::Url,
     pub(crate) embeddings_url: reqwest::Url,
+    /// Whether the upstream is Google's OpenAI-compatible API, the one OpenAI-compatible server that reads
+    /// `extra_content` (Gemini's thought signatures) on tool calls; strict others refuse the field.
+    pub(crate) takes_extra_content: bool,
 }
 
 impl ProviderConfig {
@@ -93,8 +96,14 @@ impl ProviderConfig {
             // Gemini names the model in the path; these are only checked here.
             ProviderKind::Gemini => ("/v1beta/models", "/v1beta/models"),
         };
+        let chat_url = parse(chat)?;
+        let takes_extra_content = kind == ProviderKind::OpenAi
+            && chat_url
+                .host_str()
+                .is_some_and(|h| h == "googleapis.com" || h.ends_with(".googleapis.com"));
         Ok(ProviderConfig {
-            chat_url: parse(chat)?,
+            takes_extra_content,
+            chat_url,
             embeddings_url: parse(embeddings)?,
             name,
             kind,

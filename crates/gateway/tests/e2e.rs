@@ -284,6 +284,229 @@ async fn openai_clients_reach_anthropic_and_gemini_with_tools() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_keep_what_each_provider_needs_as_a_conversation_moves() {
+    let h = Harness::start("").await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let follow_up = |call: &Value| {
+        json!([{"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}])
+    };
+    let seen_call = |h: &Harness| h.mock.stats.last().unwrap().body["contents"][1]["parts"][0].clone();
+
+    // The mock refuses a function call in the history without its thought signature, as Gemini 3 does.
+    let unsigned = json!({"contents": [{"role": "user", "parts": [{"text": "q"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"r": 1}}}]}]});
+    let direct = h
+        .http
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            h.mock.url()
+        ))
+        .json(&unsigned)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 400);
+    assert!(direct.text().await.unwrap().contains("thought_signature"));
+
+    // Gemini's signature reaches the client where Google's OpenAI-compatible API puts it, unary and streamed.
+    for stream in [false, true] {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "gemini-2.5-flash", "stream": stream, "messages": user("weather in Oslo?"), "tools": tools}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let call = if stream {
+            let text = r.text().await.unwrap();
+            let delta = sse(&text)
+                .into_iter()
+                .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
+                .find_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+                .unwrap_or_else(|| panic!("no tool call in {text}"));
+            json!({"id": delta["id"], "type": "function", "function": delta["function"], "extra_content": delta["extra_content"]})
+        } else {
+            let body: Value = r.json().await.unwrap();
+            body["choices"][0]["message"]["tool_calls"][0].clone()
+        };
+        let sig = call["extra_content"]["google"]["thought_signature"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!sig.is_empty());
+        // Sent back with the call, it goes upstream as the call's thought signature.
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "gemini-2.5-flash", "messages": follow_up(&call), "tools": tools}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "stream {stream}: {}", r.text().await.unwrap());
+        assert_eq!(seen_call(&h)["thoughtSignature"], sig.as_str());
+
+        // The same history moved to an OpenAI-compatible model loses the field, which strict servers refuse.
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "gpt-4o-mini", "messages": follow_up(&call), "tools": tools}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let sent = h.mock.stats.last().unwrap().body;
+        assert!(
+            sent["messages"][1]["tool_calls"][0].get("extra_content").is_none(),
+            "{sent}"
+        );
+        assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], call["id"]);
+    }
+
+    // A conversation whose calls another model made reaches Gemini with Google's placeholder signature.
+    let foreign = json!({"id": "call_gpt_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}});
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-flash", "messages": follow_up(&foreign), "tools": tools}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen_call(&h)["thoughtSignature"], leanlm_wire::gemini::UNSIGNED_CALL);
+    // And so does one from an Anthropic client, whose tool_use blocks have nowhere to keep a signature.
+    let r = h
+        .http
+        .post(format!("{}/v1/messages", h.url))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "gemini-2.5-flash", "max_tokens": 50,
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen_call(&h)["thoughtSignature"], leanlm_wire::gemini::UNSIGNED_CALL);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_and_content_that_cannot_translate_are_refused_by_name_not_dropped() {
+    let h = Harness::start("").await;
+    // OpenAI's custom tools reach an OpenAI-compatible upstream as sent.
+    let custom = json!([{"type": "custom", "custom": {"name": "exec", "description": "Runs Python", "format": {"type": "text"}}}]);
+    let history = json!([{"role": "user", "content": "print one"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "custom", "custom": {"name": "exec", "input": "print(1)"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "1"}]);
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": history, "tools": custom}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let sent = h.mock.stats.last().unwrap().body;
+    assert_eq!(sent["tools"], custom);
+    assert_eq!(sent["messages"][1]["tool_calls"], history[1]["tool_calls"]);
+
+    // Another provider cannot run them: a 400 naming the field, in the client's format, and a logged call.
+    for model in ["claude-haiku-4-5", "gemini-2.5-flash"] {
+        let before = h.mock.stats.requests();
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                json!({"model": model, "messages": user("x"), "tools": custom}),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{model}");
+        let id = header(&r, "x-leanlm-call-id").to_owned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("`tools[0]`") && msg.contains("`custom`"), "{model}: {msg}");
+        assert_eq!(h.mock.stats.requests(), before, "nothing was sent upstream");
+        assert_eq!(h.call(&id).await.status, CallStatus::ClientError);
+    }
+    // Content a provider has no counterpart for is refused, not dropped from what the model sees.
+    let audio = json!([{"role": "user", "content": [{"type": "text", "text": "what is said?"},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]);
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "claude-haiku-4-5", "messages": audio}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0].content[1]"),
+        "{body}"
+    );
+    // Gemini takes audio, and a PDF goes to Anthropic as a document.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-flash", "messages": audio}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h.mock.stats.last().unwrap().body["contents"][0]["parts"][1]["inlineData"]["mimeType"],
+        "audio/wav"
+    );
+    let pdf = json!([{"role": "user", "content": [{"type": "file", "file": {"filename": "q3.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQ="}},
+        {"type": "text", "text": "summarise"}]}]);
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "claude-haiku-4-5", "messages": pdf}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let doc = h.mock.stats.last().unwrap().body["messages"][0]["content"][0].clone();
+    assert_eq!(doc["type"], "document");
+    assert_eq!(doc["title"], "q3.pdf");
+
+    // An Anthropic client's server tool runs only at Anthropic: passed through there, refused elsewhere.
+    let server_tools = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]);
+    for (model, status) in [
+        ("claude-haiku-4-5", 200),
+        ("gpt-4o-mini", 400),
+        ("gemini-2.5-flash", 400),
+    ] {
+        let r = h
+            .http
+            .post(format!("{}/v1/messages", h.url))
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "max_tokens": 50, "tools": server_tools, "messages": user("news?")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{model}");
+        if status == 400 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["type"], "error");
+            assert_eq!(body["error"]["type"], "invalid_request_error");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("web_search_20250305"),
+                "{body}"
+            );
+        } else {
+            assert_eq!(h.mock.stats.last().unwrap().body["tools"], server_tools);
+        }
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_modes_reach_every_provider() {
     let h = Harness::start("").await;
     let rf = json!({"type": "json_schema", "json_schema": {"name": "echo", "schema": {"type": "object", "properties": {"echo": {"type": "string"}}}}});

@@ -897,6 +897,10 @@ async fn gemini(
         let embeddings: Vec<Value> = (0..n).map(|i| json!({"values": vector(&format!("{i}"))})).collect();
         return json_response(&json!({"embeddings": embeddings}), &d, guard);
     }
+    if let Err(message) = check_thought_signatures(&req) {
+        guard.finish();
+        return error_response(Format::Gemini, 400, &message, None);
+    }
     let a = answer(&stats, Format::Gemini, &req, body.len());
     let cached = d.cached.min(a.prompt_tokens);
     let mut usage = json!({"promptTokenCount": a.prompt_tokens, "candidatesTokenCount": a.completion_tokens,
@@ -907,11 +911,13 @@ async fn gemini(
     if d.reasoning > 0 {
         usage["thoughtsTokenCount"] = json!(d.reasoning);
     }
+    let response_id = format!("mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let part = match &a.tool {
-        Some((name, args)) => json!({"functionCall": {"name": name, "args": args}}),
+        Some((name, args)) => {
+            json!({"functionCall": {"name": name, "args": args}, "thoughtSignature": format!("{SIGNATURE_PREFIX}{response_id}")})
+        }
         None => json!({"text": a.text}),
     };
-    let response_id = format!("mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     if verb == "streamGenerateContent" {
         let mut frames = Vec::new();
         let chunks: Vec<Value> = match &a.tool {
@@ -938,6 +944,31 @@ async fn gemini(
         resp["usageMetadata"] = usage;
     }
     json_response(&resp, &d, guard)
+}
+
+/// The thought signatures this mock gives its function calls.
+const SIGNATURE_PREFIX: &str = "bW9jay1zaWduYXR1cmU=";
+
+/// Gemini 3's check: each model turn that calls functions carries, on its first call, the thought signature
+/// Gemini gave it, or the placeholder Google documents for calls another model made.
+fn check_thought_signatures(req: &Value) -> Result<(), String> {
+    let turns = req.get("contents").and_then(Value::as_array).into_iter().flatten();
+    for (i, turn) in turns.enumerate().filter(|(_, t)| t["role"] == "model") {
+        let parts = turn.get("parts").and_then(Value::as_array).into_iter().flatten();
+        let Some((j, first)) = parts.enumerate().find(|(_, p)| p.get("functionCall").is_some()) else {
+            continue;
+        };
+        match first.get("thoughtSignature").and_then(Value::as_str) {
+            Some(s) if s.starts_with(SIGNATURE_PREFIX) || s == "skip_thought_signature_validator" => {}
+            Some(s) => return Err(format!("Corrupted thought signature `{s}` at contents[{i}].parts[{j}]")),
+            None => {
+                return Err(format!(
+                    "Function call is missing a thought_signature in functionCall parts, position contents[{i}].parts[{j}]"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn vector(text: &str) -> Vec<f32> {

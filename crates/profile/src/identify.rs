@@ -3,7 +3,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 
 use leanlm_wire::anthropic::MessagesRequest;
-use leanlm_wire::openai::{ChatRequest, Role};
+use leanlm_wire::openai::{ChatRequest, Role, Tool};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -83,7 +83,10 @@ impl<'a> Shape<'a> {
             tools: req.tools.as_ref().map(|t| {
                 let v: Vec<Value> = t
                     .iter()
-                    .map(|t| serde_json::json!([t.function.name, t.function.parameters]))
+                    .map(|t| match t {
+                        Tool::Function(f) => serde_json::json!([f.name, f.parameters]),
+                        Tool::Other(o) => Value::Object(o.clone()),
+                    })
                     .collect();
                 Value::Array(v).to_string()
             }),

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::openai::{self, ChatMessage, ChatRequest, Content, ResponseFormat, Role};
-use crate::{Usage, WireError};
+use crate::{Usage, WireError, media};
 
 /// Anthropic requires `max_tokens`; OpenAI does not. This is what a translated request gets when the
 /// client gave none.
@@ -115,33 +115,14 @@ impl MessagesRequest {
         }
         for (i, m) in self.messages.into_iter().enumerate() {
             match m.role {
-                MessageRole::User => user_to_openai(m.content, &mut messages),
+                MessageRole::User => user_to_openai(m.content, i, &mut messages)?,
                 MessageRole::Assistant => messages.push(assistant_to_openai(m.content, i)?),
             }
         }
-        let tools =
-            self.tools
-                .map(|tools| {
-                    tools
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, t)| {
-                            let name = t.get("name").and_then(Value::as_str).ok_or_else(|| {
-                                WireError::invalid(format!("invalid field `tools[{i}].name`: missing"))
-                            })?;
-                            Ok(openai::Tool {
-                                kind: "function".into(),
-                                function: openai::FunctionDef {
-                                    name: name.to_owned(),
-                                    description: t.get("description").and_then(Value::as_str).map(str::to_owned),
-                                    parameters: t.get("input_schema").cloned(),
-                                    extra: Map::new(),
-                                },
-                            })
-                        })
-                        .collect::<Result<Vec<_>, WireError>>()
-                })
-                .transpose()?;
+        let tools = self
+            .tools
+            .map(|tools| tools.iter().enumerate().map(|(i, t)| tool_to_openai(i, t)).collect())
+            .transpose()?;
         let mut parallel_tool_calls = None;
         let tool_choice = self.tool_choice.map(|tc| {
             if tc.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
@@ -195,22 +176,114 @@ fn message(role: Role, content: Option<Content>) -> ChatMessage {
     }
 }
 
-fn user_to_openai(content: Blocks, out: &mut Vec<ChatMessage>) {
+/// An Anthropic tool as an OpenAI function tool. Server tools (`web_search_20250305`, `bash_20250124`, ...)
+/// run at Anthropic, so no other provider can serve them.
+fn tool_to_openai(i: usize, t: &Value) -> Result<openai::Tool, WireError> {
+    if let Some(kind) = t.get("type").and_then(Value::as_str).filter(|k| *k != "custom") {
+        return Err(WireError::invalid(format!(
+            "invalid field `tools[{i}]`: `{kind}` is a tool that Anthropic runs itself; only Anthropic models can serve it"
+        )));
+    }
+    let name = t
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| WireError::invalid(format!("invalid field `tools[{i}].name`: missing")))?;
+    Ok(openai::Tool::Function(openai::FunctionDef {
+        name: name.to_owned(),
+        description: t.get("description").and_then(Value::as_str).map(str::to_owned),
+        parameters: t.get("input_schema").cloned(),
+        extra: Map::new(),
+    }))
+}
+
+fn untranslatable(message: usize, block: usize, why: impl std::fmt::Display) -> WireError {
+    WireError::invalid(format!("invalid field `messages[{message}].content[{block}]`: {why}"))
+}
+
+/// The text of a `tool_result`'s content. OpenAI tool messages carry text only, so an image in a tool
+/// result is refused rather than lost.
+fn tool_result_text(b: &Value, message: usize, block: usize) -> Result<String, WireError> {
+    match b.get("content") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for p in parts {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => texts.push(p.get("text").and_then(Value::as_str).unwrap_or("")),
+                    other => {
+                        return Err(untranslatable(
+                            message,
+                            block,
+                            format!(
+                                "a tool result with a `{}` block cannot be sent to this model, whose tool results are text only",
+                                other.unwrap_or("untyped")
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        Some(_) => Err(untranslatable(
+            message,
+            block,
+            "`content` must be a string or an array of blocks",
+        )),
+    }
+}
+
+/// An Anthropic `document` block as OpenAI content parts: a PDF as an inline `file`, plain text as text.
+fn document_to_openai(b: &Value, message: usize, block: usize) -> Result<Vec<Value>, WireError> {
+    let src = b.get("source").unwrap_or(&Value::Null);
+    match src.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let media = src
+                .get("media_type")
+                .and_then(Value::as_str)
+                .unwrap_or("application/pdf");
+            let data = src.get("data").and_then(Value::as_str).unwrap_or("");
+            let filename = b.get("title").and_then(Value::as_str).unwrap_or("document.pdf");
+            Ok(vec![
+                json!({"type": "file", "file": {"filename": filename, "file_data": format!("data:{media};base64,{data}")}}),
+            ])
+        }
+        Some("text") => Ok(vec![
+            json!({"type": "text", "text": src.get("data").and_then(Value::as_str).unwrap_or("")}),
+        ]),
+        Some("content") => Ok(match src.get("content") {
+            Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .map(|p| json!({"type": "text", "text": p.get("text")}))
+                .collect(),
+            _ => vec![],
+        }),
+        other => Err(untranslatable(
+            message,
+            block,
+            format!(
+                "a document from a `{}` source cannot be sent to this model; send it inline (`base64` or `text`)",
+                other.unwrap_or("missing")
+            ),
+        )),
+    }
+}
+
+fn user_to_openai(content: Blocks, index: usize, out: &mut Vec<ChatMessage>) -> Result<(), WireError> {
     let blocks = match content {
-        Blocks::Text(s) => return out.push(message(Role::User, Some(Content::Text(s)))),
+        Blocks::Text(s) => {
+            out.push(message(Role::User, Some(Content::Text(s))));
+            return Ok(());
+        }
         Blocks::List(b) => b,
     };
     let mut parts = Vec::new();
-    for b in blocks {
+    for (j, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
             Some("tool_result") => {
-                let text = match b.get("content") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(_)) => serde_json::from_value::<Blocks>(b["content"].clone())
-                        .map(|c| c.text())
-                        .unwrap_or_default(),
-                    _ => String::new(),
-                };
+                let text = tool_result_text(b, index, j)?;
                 let mut m = message(Role::Tool, Some(Content::Text(text)));
                 m.tool_call_id = b.get("tool_use_id").and_then(Value::as_str).map(str::to_owned);
                 out.push(m);
@@ -228,7 +301,17 @@ fn user_to_openai(content: Blocks, out: &mut Vec<ChatMessage>) {
                 };
                 parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
-            _ => {}
+            Some("document") => parts.extend(document_to_openai(b, index, j)?),
+            other => {
+                return Err(untranslatable(
+                    index,
+                    j,
+                    format!(
+                        "a `{}` block cannot be sent to this model; text, image, document and tool_result blocks translate",
+                        other.unwrap_or("untyped")
+                    ),
+                ));
+            }
         }
     }
     if !parts.is_empty() {
@@ -240,12 +323,13 @@ fn user_to_openai(content: Blocks, out: &mut Vec<ChatMessage>) {
         };
         out.push(message(Role::User, Some(content)));
     }
+    Ok(())
 }
 
 fn assistant_to_openai(content: Blocks, index: usize) -> Result<ChatMessage, WireError> {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for b in content.into_list() {
+    for (j, b) in content.into_list().into_iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("tool_use") => {
@@ -254,16 +338,26 @@ fn assistant_to_openai(content: Blocks, index: usize) -> Result<ChatMessage, Wir
                         "invalid field `messages[{index}].content`: tool_use without name"
                     ))
                 })?;
-                calls.push(openai::ToolCall {
-                    id: b.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    kind: "function".into(),
-                    function: openai::FunctionCall {
+                calls.push(openai::ToolCall::Function(openai::FunctionToolCall::new(
+                    b.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    openai::FunctionCall {
                         name: name.to_owned(),
                         arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
                     },
-                });
+                )));
             }
-            _ => {}
+            // Reasoning is signed for the model that wrote it; no other model can read it back.
+            Some("thinking") | Some("redacted_thinking") => {}
+            other => {
+                return Err(untranslatable(
+                    index,
+                    j,
+                    format!(
+                        "a `{}` block cannot be sent to this model; text, tool_use and thinking blocks translate",
+                        other.unwrap_or("untyped")
+                    ),
+                ));
+            }
         }
     }
     let mut m = message(
@@ -288,10 +382,10 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
         Some((last, b)) if *last == role => b.extend(blocks),
         _ => messages.push((role, blocks)),
     };
-    for m in req.messages {
+    for (i, m) in req.messages.into_iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => system.push(m.content.map(|c| c.text()).unwrap_or_default()),
-            Role::User => push(MessageRole::User, content_to_blocks(m.content)),
+            Role::User => push(MessageRole::User, content_to_blocks(m.content, i)?),
             Role::Tool | Role::Function => push(
                 MessageRole::User,
                 vec![json!({
@@ -301,11 +395,12 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
                 })],
             ),
             Role::Assistant => {
-                let mut blocks: Vec<Value> = content_to_blocks(m.content)
+                let mut blocks: Vec<Value> = content_to_blocks(m.content, i)?
                     .into_iter()
                     .filter(|b| b.get("text").and_then(Value::as_str) != Some(""))
                     .collect();
-                for tc in m.tool_calls.unwrap_or_default() {
+                for (j, tc) in m.tool_calls.iter().flatten().enumerate() {
+                    let tc = tc.function_for(i, j, "Anthropic")?;
                     let input: Value = serde_json::from_str(&tc.function.arguments).unwrap_or_else(|_| json!({}));
                     blocks.push(json!({"type": "tool_use", "id": tc.id, "name": tc.function.name, "input": input}));
                 }
@@ -356,16 +451,18 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
         body.insert("stop_sequences".into(), json!(stop.into_vec()));
     }
     if let Some(tools) = req.tools {
-        let tools: Vec<Value> = tools
-            .into_iter()
-            .map(|t| {
-                json!({
-                    "name": t.function.name,
-                    "description": t.function.description.unwrap_or_default(),
-                    "input_schema": t.function.parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                })
+        let tools = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let f = t.function_for(i, "Anthropic")?;
+                Ok(json!({
+                    "name": f.name,
+                    "description": f.description.as_deref().unwrap_or_default(),
+                    "input_schema": f.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                }))
             })
-            .collect();
+            .collect::<Result<Vec<Value>, WireError>>()?;
         body.insert("tools".into(), Value::Array(tools));
     }
     let mut tool_choice = req.tool_choice.map(|tc| match &tc {
@@ -390,35 +487,79 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     Ok(Value::Object(body))
 }
 
-fn content_to_blocks(content: Option<Content>) -> Vec<Value> {
-    match content {
-        None => vec![],
-        Some(Content::Text(s)) => vec![json!({"type": "text", "text": s})],
-        Some(Content::Parts(parts)) => parts
-            .into_iter()
-            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Some(json!({"type": "text", "text": p.get("text")})),
-                Some("image_url") => {
-                    let url = p.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str)?;
-                    Some(match parse_data_url(url) {
-                        Some((media, data)) => {
-                            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
-                        }
-                        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
-                    })
+/// OpenAI content as Anthropic blocks. A part Anthropic has no block for is refused by name, never dropped:
+/// a model answering without the audio or file it was sent would look like a worse model, not an error.
+fn content_to_blocks(content: Option<Content>, index: usize) -> Result<Vec<Value>, WireError> {
+    let parts = match content {
+        None => return Ok(vec![]),
+        Some(Content::Text(s)) => return Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Content::Parts(parts)) => parts,
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.iter().enumerate() {
+        let kind = p.get("type").and_then(Value::as_str);
+        out.push(match kind {
+            Some("text") => json!({"type": "text", "text": p.get("text")}),
+            Some("refusal") => json!({"type": "text", "text": p.get("refusal")}),
+            Some("image_url") => {
+                let url = p
+                    .pointer("/image_url/url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| untranslatable(index, j, "an `image_url` part needs `image_url.url`"))?;
+                match media::parse_data_url(url) {
+                    Some((media, data)) => {
+                        json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                    }
+                    None => json!({"type": "image", "source": {"type": "url", "url": url}}),
                 }
-                _ => None,
-            })
-            .collect(),
+            }
+            Some("file") => {
+                let f = media::openai_file(p).map_err(|why| untranslatable(index, j, why))?;
+                file_to_block(&f).map_err(|why| untranslatable(index, j, why))?
+            }
+            _ => {
+                return Err(untranslatable(
+                    index,
+                    j,
+                    format!(
+                        "a `{}` part cannot be sent to Anthropic models; text, image_url and file parts translate",
+                        kind.unwrap_or("untyped")
+                    ),
+                ));
+            }
+        });
     }
+    Ok(out)
 }
 
-/// Splits `data:image/png;base64,AAAA` into its media type and data.
-pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media, data))
+/// An inline file as the Anthropic block for its media type: PDFs and plain text as documents, images as
+/// images.
+fn file_to_block(f: &media::InlineFile<'_>) -> Result<Value, String> {
+    let mut block = match f.media_type {
+        "application/pdf" => {
+            json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": f.data}})
+        }
+        "text/plain" => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(f.data)
+                .map_err(|e| format!("`file.file_data` is not valid base64: {e}"))?;
+            let text = String::from_utf8(bytes).map_err(|_| "a `text/plain` file must be UTF-8".to_owned())?;
+            json!({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}})
+        }
+        m if m.starts_with("image/") => {
+            return Ok(json!({"type": "image", "source": {"type": "base64", "media_type": m, "data": f.data}}));
+        }
+        m => {
+            return Err(format!(
+                "a `{m}` file cannot be sent to Anthropic models; PDF, plain text and image files can"
+            ));
+        }
+    };
+    if let Some(name) = f.filename {
+        block["title"] = json!(name);
+    }
+    Ok(block)
 }
 
 /// Maps Anthropic's `stop_reason` onto OpenAI's `finish_reason`.
@@ -668,6 +809,135 @@ mod tests {
         assert_eq!(a["messages"][2]["content"][1]["text"], "and?");
         assert_eq!(a["tool_choice"]["name"], "f");
         assert_eq!(a["stop_sequences"][0], "X");
+    }
+
+    #[test]
+    fn files_translate_and_what_cannot_is_refused_by_name() {
+        let req = |content: &str| {
+            ChatRequest::parse(format!(r#"{{"model":"m","messages":[{{"role":"user","content":"q"}},{{"role":"user","content":{content}}}]}}"#).as_bytes())
+                .unwrap()
+        };
+        let a = from_openai(req(
+            r#"[{"type":"file","file":{"filename":"r.pdf","file_data":"data:application/pdf;base64,JVBERi0="}},
+                {"type":"file","file":{"filename":"n.txt","file_data":"data:text/plain;base64,aGVsbG8="}},
+                {"type":"file","file":{"file_data":"data:image/jpeg;base64,/9j/"}}]"#,
+        ))
+        .unwrap();
+        let blocks = &a["messages"][0]["content"];
+        assert_eq!(
+            blocks[1],
+            json!({"type": "document", "title": "r.pdf",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}})
+        );
+        assert_eq!(
+            blocks[2]["source"],
+            json!({"type": "text", "media_type": "text/plain", "data": "hello"})
+        );
+        assert_eq!(blocks[3]["type"], "image");
+        assert_eq!(blocks[3]["source"]["media_type"], "image/jpeg");
+
+        for (content, says) in [
+            (
+                r#"[{"type":"input_audio","input_audio":{"data":"UklG","format":"wav"}}]"#,
+                "`input_audio` part",
+            ),
+            (r#"[{"type":"file","file":{"file_id":"file-abc"}}]"#, "file_id"),
+            (
+                r#"[{"type":"file","file":{"file_data":"data:application/zip;base64,UEsD"}}]"#,
+                "application/zip",
+            ),
+            (
+                r#"[{"type":"file","file":{"file_data":"data:text/plain;base64,!!"}}]"#,
+                "base64",
+            ),
+            (r#"[{"type":"text","text":"a"},{"type":"video"}]"#, "`video`"),
+        ] {
+            let e = from_openai(req(content)).unwrap_err();
+            assert!(e.message.contains("messages[1].content["), "{content}: {}", e.message);
+            assert!(e.message.contains(says), "{content}: {}", e.message);
+        }
+        let custom = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"exec"}}]}"#,
+        )
+        .unwrap();
+        assert!(from_openai(custom).unwrap_err().message.contains("`tools[0]`"));
+        let call = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[{"id":"c","type":"custom","custom":{"name":"exec","input":"1"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(
+            from_openai(call)
+                .unwrap_err()
+                .message
+                .contains("messages[1].tool_calls[0]")
+        );
+    }
+
+    #[test]
+    fn anthropic_documents_translate_and_what_cannot_is_refused_by_name() {
+        let parse = |blocks: &str| {
+            MessagesRequest::parse(
+                format!(r#"{{"model":"c","max_tokens":9,"messages":[{{"role":"user","content":{blocks}}}]}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let o = serde_json::to_value(
+            parse(
+                r#"[{"type":"document","title":"r.pdf","source":{"type":"base64","media_type":"application/pdf","data":"JVBE"}},
+                {"type":"document","source":{"type":"text","media_type":"text/plain","data":"plain words"}},
+                {"type":"text","text":"summarise","cache_control":{"type":"ephemeral"}}]"#,
+            )
+            .into_openai()
+            .unwrap(),
+        )
+        .unwrap();
+        let parts = &o["messages"][0]["content"];
+        assert_eq!(
+            parts[0],
+            json!({"type": "file", "file": {"filename": "r.pdf", "file_data": "data:application/pdf;base64,JVBE"}})
+        );
+        assert_eq!(parts[1], json!({"type": "text", "text": "plain words"}));
+        assert_eq!(parts[2]["text"], "summarise");
+
+        for (blocks, says) in [
+            (
+                r#"[{"type":"document","source":{"type":"url","url":"https://x/a.pdf"}}]"#,
+                "`url` source",
+            ),
+            (
+                r#"[{"type":"search_result","source":"s","title":"t","content":[]}]"#,
+                "`search_result` block",
+            ),
+            (
+                r#"[{"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{}}]}]"#,
+                "`image` block",
+            ),
+        ] {
+            let e = parse(blocks).into_openai().unwrap_err();
+            assert!(e.message.contains("messages[0].content[0]"), "{blocks}: {}", e.message);
+            assert!(e.message.contains(says), "{blocks}: {}", e.message);
+        }
+        let server_tool = MessagesRequest::parse(
+            br#"{"model":"c","max_tokens":9,"messages":[{"role":"user","content":"x"}],
+            "tools":[{"name":"f","input_schema":{"type":"object"}},{"type":"web_search_20250305","name":"web_search"}]}"#,
+        )
+        .unwrap();
+        let e = server_tool.into_openai().unwrap_err();
+        assert!(
+            e.message.contains("`tools[1]`") && e.message.contains("web_search_20250305"),
+            "{}",
+            e.message
+        );
+        // Reasoning from an earlier answer is left behind; its text and calls are not.
+        let thought = MessagesRequest::parse(
+            br#"{"model":"c","max_tokens":9,"messages":[{"role":"user","content":"x"},
+            {"role":"assistant","content":[{"type":"thinking","thinking":"hmm","signature":"s"},{"type":"text","text":"hi"}]},
+            {"role":"user","content":"y"}]}"#,
+        )
+        .unwrap();
+        let o = serde_json::to_value(thought.into_openai().unwrap()).unwrap();
+        assert_eq!(o["messages"][1]["content"], "hi");
     }
 
     #[test]

@@ -5,7 +5,11 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use crate::openai::{ChatRequest, Content, ResponseFormat, Role};
-use crate::{Usage, WireError};
+use crate::{Usage, WireError, media};
+
+/// The thought signature Google documents for a function call that Gemini did not make (a history from
+/// another model): it tells Gemini 3 to skip the check that would otherwise refuse the request.
+pub const UNSIGNED_CALL: &str = "skip_thought_signature_validator";
 
 /// Translates an OpenAI hub request into a Gemini `generateContent` body (the model goes in the URL).
 pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
@@ -26,21 +30,38 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
             _ => contents.push(json!({"role": role, "parts": parts})),
         }
     };
-    for m in req.messages {
+    for (i, m) in req.messages.into_iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => {
                 system.push(json!({"text": m.content.map(|c| c.text()).unwrap_or_default()}))
             }
-            Role::User => push("user", content_parts(m.content)),
+            Role::User => push("user", content_parts(m.content, i)?),
             Role::Assistant => {
-                let mut parts: Vec<Value> = content_parts(m.content)
+                let mut parts: Vec<Value> = content_parts(m.content, i)?
                     .into_iter()
                     .filter(|p| p.get("text").and_then(Value::as_str) != Some(""))
                     .collect();
-                for tc in m.tool_calls.unwrap_or_default() {
+                let calls = m
+                    .tool_calls
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(j, tc)| tc.function_for(i, j, "Gemini"))
+                    .collect::<Result<Vec<_>, WireError>>()?;
+                // Gemini 3 refuses a function call in its history without the thought signature it came with.
+                // One from a Gemini answer comes back in `extra_content`; a call another model made has none,
+                // and Google's documented placeholder stands in for it on the step's first call.
+                let signed = calls.iter().any(|c| c.thought_signature().is_some());
+                for (j, tc) in calls.into_iter().enumerate() {
                     let args: Value = serde_json::from_str(&tc.function.arguments).unwrap_or_else(|_| json!({}));
                     call_names.insert(tc.id.clone(), tc.function.name.clone());
-                    parts.push(json!({"functionCall": {"name": tc.function.name, "args": args}}));
+                    let mut part = json!({"functionCall": {"name": tc.function.name, "args": args}});
+                    match tc.thought_signature() {
+                        Some(sig) => part["thoughtSignature"] = json!(sig),
+                        None if j == 0 && !signed => part["thoughtSignature"] = json!(UNSIGNED_CALL),
+                        None => {}
+                    }
+                    parts.push(part);
                 }
                 push("model", parts);
             }
@@ -96,19 +117,21 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
     if let Some(tools) = req.tools {
-        let decls: Vec<Value> = tools
-            .into_iter()
-            .map(|t| {
-                let mut d = json!({"name": t.function.name});
-                if let Some(desc) = t.function.description {
+        let decls = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let f = t.function_for(i, "Gemini")?;
+                let mut d = json!({"name": f.name});
+                if let Some(desc) = &f.description {
                     d["description"] = json!(desc);
                 }
-                if let Some(p) = t.function.parameters {
-                    d["parametersJsonSchema"] = p;
+                if let Some(p) = &f.parameters {
+                    d["parametersJsonSchema"] = p.clone();
                 }
-                d
+                Ok(d)
             })
-            .collect();
+            .collect::<Result<Vec<Value>, WireError>>()?;
         body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
     }
     if let Some(tc) = req.tool_choice {
@@ -125,25 +148,52 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     Ok(Value::Object(body))
 }
 
-fn content_parts(content: Option<Content>) -> Vec<Value> {
-    match content {
-        None => vec![],
-        Some(Content::Text(s)) => vec![json!({"text": s})],
-        Some(Content::Parts(parts)) => parts
-            .into_iter()
-            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Some(json!({"text": p.get("text")})),
-                Some("image_url") => {
-                    let url = p.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str)?;
-                    Some(match crate::anthropic::parse_data_url(url) {
-                        Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
-                        None => json!({"fileData": {"fileUri": url}}),
-                    })
+/// OpenAI content as Gemini parts. A part Gemini has no counterpart for is refused by name, never dropped.
+fn content_parts(content: Option<Content>, index: usize) -> Result<Vec<Value>, WireError> {
+    let parts = match content {
+        None => return Ok(vec![]),
+        Some(Content::Text(s)) => return Ok(vec![json!({"text": s})]),
+        Some(Content::Parts(parts)) => parts,
+    };
+    let refuse = |j: usize, why: &dyn std::fmt::Display| {
+        WireError::invalid(format!("invalid field `messages[{index}].content[{j}]`: {why}"))
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.iter().enumerate() {
+        let kind = p.get("type").and_then(Value::as_str);
+        out.push(match kind {
+            Some("text") => json!({"text": p.get("text")}),
+            Some("refusal") => json!({"text": p.get("refusal")}),
+            Some("image_url") => {
+                let url = p
+                    .pointer("/image_url/url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| refuse(j, &"an `image_url` part needs `image_url.url`"))?;
+                match media::parse_data_url(url) {
+                    Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
+                    None => json!({"fileData": {"fileUri": url}}),
                 }
-                _ => None,
-            })
-            .collect(),
+            }
+            Some("file") => {
+                let f = media::openai_file(p).map_err(|why| refuse(j, &why))?;
+                json!({"inlineData": {"mimeType": f.media_type, "data": f.data}})
+            }
+            Some("input_audio") => {
+                let (mime, data) = media::openai_audio(p).map_err(|why| refuse(j, &why))?;
+                json!({"inlineData": {"mimeType": mime, "data": data}})
+            }
+            _ => {
+                return Err(refuse(
+                    j,
+                    &format_args!(
+                        "a `{}` part cannot be sent to Gemini models; text, image_url, file and input_audio parts translate",
+                        kind.unwrap_or("untyped")
+                    ),
+                ));
+            }
+        });
     }
+    Ok(out)
 }
 
 /// Maps a Gemini `finishReason` onto OpenAI's `finish_reason`.
@@ -174,12 +224,17 @@ pub(crate) fn candidate_parts(candidate: &Value, call_offset: usize) -> (String,
         }
         if let Some(fc) = p.get("functionCall") {
             let idx = call_offset + calls.len();
-            calls.push(json!({
+            let mut call = json!({
                 "index": idx,
                 "id": fc.get("id").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("call_{idx}")),
                 "type": "function",
                 "function": {"name": fc.get("name"), "arguments": fc.get("args").map(Value::to_string).unwrap_or_else(|| "{}".into())},
-            }));
+            });
+            // Where Google's own OpenAI-compatible API puts it, so the client sends it back with the call.
+            if let Some(sig) = p.get("thoughtSignature").and_then(Value::as_str) {
+                call["extra_content"] = json!({"google": {"thought_signature": sig}});
+            }
+            calls.push(call);
         }
     }
     (text, calls)
@@ -297,6 +352,70 @@ mod tests {
         assert_eq!(g["generationConfig"]["maxOutputTokens"], 50);
         assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
         assert_eq!(g["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
+    }
+
+    #[test]
+    fn thought_signatures_go_to_the_client_and_come_back() {
+        let r = json!({"candidates":[{"content":{"role":"model","parts":[
+            {"functionCall":{"name":"f","args":{}},"thoughtSignature":"SIG1"},{"functionCall":{"name":"g","args":{}}}]},"finishReason":"STOP"}]});
+        let o = response_to_openai(&r, "x");
+        let calls = o["choices"][0]["message"]["tool_calls"].clone();
+        assert_eq!(calls[0]["extra_content"]["google"]["thought_signature"], "SIG1");
+        assert!(
+            calls[1].get("extra_content").is_none(),
+            "only the part that had one gets one"
+        );
+        let history = |calls: &Value| {
+            let body = json!({"model": "g", "messages": [{"role": "user", "content": "go"},
+                {"role": "assistant", "content": null, "tool_calls": calls},
+                {"role": "tool", "tool_call_id": "call_0", "content": "1"}]});
+            from_openai(ChatRequest::parse(body.to_string().as_bytes()).unwrap()).unwrap()
+        };
+        let g = history(&calls);
+        assert_eq!(g["contents"][1]["parts"][0]["thoughtSignature"], "SIG1");
+        assert!(g["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+        // Calls another model made carry none: the first gets Google's placeholder.
+        let foreign = json!([{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]);
+        let g = history(&foreign);
+        assert_eq!(g["contents"][1]["parts"][0]["thoughtSignature"], UNSIGNED_CALL);
+        assert!(g["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+    }
+
+    #[test]
+    fn media_parts_translate_and_the_rest_is_refused_by_name() {
+        let req = |content: &str| {
+            ChatRequest::parse(
+                format!(r#"{{"model":"g","messages":[{{"role":"user","content":{content}}}]}}"#).as_bytes(),
+            )
+            .unwrap()
+        };
+        let g = from_openai(req(
+            r#"[{"type":"file","file":{"filename":"r.pdf","file_data":"data:application/pdf;base64,JVBE"}},
+                {"type":"input_audio","input_audio":{"data":"SUQz","format":"mp3"}}]"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            g["contents"][0]["parts"][0],
+            json!({"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}})
+        );
+        assert_eq!(
+            g["contents"][0]["parts"][1],
+            json!({"inlineData": {"mimeType": "audio/mp3", "data": "SUQz"}})
+        );
+        let e = from_openai(req(r#"[{"type":"file","file":{"file_id":"file-1"}}]"#)).unwrap_err();
+        assert!(
+            e.message.contains("messages[0].content[0]") && e.message.contains("file_id"),
+            "{}",
+            e.message
+        );
+        let e = from_openai(req(r#"[{"type":"hologram"}]"#)).unwrap_err();
+        assert!(e.message.contains("`hologram`"), "{}", e.message);
+        let custom = ChatRequest::parse(
+            br#"{"model":"g","messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"exec"}}]}"#,
+        )
+        .unwrap();
+        assert!(from_openai(custom).unwrap_err().message.contains("Gemini"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod anthropic;
 pub mod error;
 pub mod gemini;
+mod media;
 mod one_or_many;
 pub mod openai;
 pub mod stream;

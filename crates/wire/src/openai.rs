@@ -109,11 +109,65 @@ impl Content {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tool {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub function: FunctionDef,
+/// A tool the model may call. Function tools are what every provider takes. Any other kind (OpenAI's
+/// `custom` tools, say) is kept as sent: an OpenAI-compatible upstream gets it unchanged, and a
+/// translation to another provider refuses it by name rather than dropping it.
+#[derive(Debug, Clone)]
+pub enum Tool {
+    Function(FunctionDef),
+    Other(Map<String, Value>),
+}
+
+impl Tool {
+    /// The function this tool declares, or an error naming `tools[index]` for a provider that takes
+    /// function tools only.
+    pub fn function_for(&self, index: usize, provider: &str) -> Result<&FunctionDef, WireError> {
+        match self {
+            Tool::Function(f) => Ok(f),
+            Tool::Other(o) => Err(WireError::invalid(format!(
+                "invalid field `tools[{index}]`: a `{}` tool cannot be sent to {provider} models; only `function` tools translate",
+                type_of(o)
+            ))),
+        }
+    }
+}
+
+fn type_of(o: &Map<String, Value>) -> &str {
+    o.get("type").and_then(Value::as_str).unwrap_or("untyped")
+}
+
+impl Serialize for Tool {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Tool::Function(f) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("type", "function")?;
+                m.serialize_entry("function", f)?;
+                m.end()
+            }
+            Tool::Other(o) => o.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut o = Map::deserialize(d)?;
+        match o.get("type").and_then(Value::as_str) {
+            Some("function") => {
+                let f = o
+                    .remove("function")
+                    .ok_or_else(|| D::Error::missing_field("function"))?;
+                FunctionDef::deserialize(f)
+                    .map(Tool::Function)
+                    .map_err(|e| D::Error::custom(format_args!("`function`: {e}")))
+            }
+            Some(_) => Ok(Tool::Other(o)),
+            None => Err(D::Error::missing_field("type")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,16 +181,97 @@ pub struct FunctionDef {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    #[serde(rename = "type", default = "function_type")]
-    pub kind: String,
-    pub function: FunctionCall,
+/// A call an assistant message made. Function calls are what every provider takes; any other kind
+/// (a `custom` tool's call) is kept as sent, like [`Tool::Other`].
+#[derive(Debug, Clone)]
+pub enum ToolCall {
+    Function(FunctionToolCall),
+    Other(Map<String, Value>),
 }
 
-fn function_type() -> String {
-    "function".to_owned()
+/// A call of a function tool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionToolCall {
+    pub id: String,
+    pub function: FunctionCall,
+    /// Fields besides these, kept as sent: Gemini's thought signature in `extra_content`, say.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl FunctionToolCall {
+    pub fn new(id: String, function: FunctionCall) -> Self {
+        FunctionToolCall {
+            id,
+            function,
+            extra: Map::new(),
+        }
+    }
+
+    /// The Gemini thought signature this call carries, where Google's OpenAI-compatible convention
+    /// (`extra_content.google.thought_signature`) put one.
+    pub fn thought_signature(&self) -> Option<&str> {
+        self.extra
+            .get("extra_content")?
+            .get("google")?
+            .get("thought_signature")?
+            .as_str()
+    }
+}
+
+impl ToolCall {
+    /// The function call, or an error naming `messages[message].tool_calls[index]` for a provider that
+    /// takes function calls only.
+    pub fn function_for(&self, message: usize, index: usize, provider: &str) -> Result<&FunctionToolCall, WireError> {
+        match self {
+            ToolCall::Function(c) => Ok(c),
+            ToolCall::Other(o) => Err(WireError::invalid(format!(
+                "invalid field `messages[{message}].tool_calls[{index}]`: a `{}` tool call cannot be sent to {provider} models; only `function` calls translate",
+                type_of(o)
+            ))),
+        }
+    }
+
+    /// Whether this call carries `extra_content`, a field that strict OpenAI-compatible servers refuse.
+    pub fn has_extra_content(&self) -> bool {
+        matches!(self, ToolCall::Function(c) if c.extra.contains_key("extra_content"))
+    }
+}
+
+impl Serialize for ToolCall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            ToolCall::Function(c) => {
+                let mut m = s.serialize_map(Some(3 + c.extra.len()))?;
+                m.serialize_entry("id", &c.id)?;
+                m.serialize_entry("type", "function")?;
+                m.serialize_entry("function", &c.function)?;
+                for (k, v) in &c.extra {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+            ToolCall::Other(o) => o.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolCall {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut o = Map::deserialize(d)?;
+        // A call without `type` is a function call, as OpenAI's own API reads it.
+        match o.get("type").map(|t| t.as_str()) {
+            None | Some(Some("function")) => {
+                o.remove("type");
+                FunctionToolCall::deserialize(Value::Object(o))
+                    .map(ToolCall::Function)
+                    .map_err(D::Error::custom)
+            }
+            Some(_) => Ok(ToolCall::Other(o)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +351,24 @@ impl ChatRequest {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false)
+    }
+
+    /// Whether an assistant tool call carries `extra_content`: Gemini's thought signatures, which Google's
+    /// OpenAI-compatible API needs back and strict OpenAI-compatible servers refuse.
+    pub fn has_tool_call_extra_content(&self) -> bool {
+        self.messages
+            .iter()
+            .flat_map(|m| m.tool_calls.iter().flatten())
+            .any(ToolCall::has_extra_content)
+    }
+
+    /// Removes `extra_content` from every tool call.
+    pub fn strip_tool_call_extra_content(&mut self) {
+        for c in self.messages.iter_mut().flat_map(|m| m.tool_calls.iter_mut().flatten()) {
+            if let ToolCall::Function(c) = c {
+                c.extra.remove("extra_content");
+            }
+        }
     }
 
     /// The output token cap, whichever field carried it.
@@ -384,6 +537,82 @@ mod tests {
         assert_eq!(back["logprobs"], true);
         assert_eq!(back["messages"][0]["x_custom"], 1);
         assert!(back.get("temperature").is_none(), "absent fields stay absent");
+    }
+
+    #[test]
+    fn tools_of_other_kinds_pass_through_unchanged() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"run it"},
+            {"role":"assistant","tool_calls":[{"id":"c1","type":"custom","custom":{"name":"exec","input":"print(1)"}},
+              {"id":"c2","function":{"name":"f","arguments":"{}"},"extra_content":{"google":{"thought_signature":"sig"}}}]},
+            {"role":"tool","tool_call_id":"c1","content":"1"}],
+            "tools":[{"type":"custom","custom":{"name":"exec","format":{"type":"text"}}},
+              {"type":"function","function":{"name":"f","strict":true}}]}"#;
+        let req = ChatRequest::parse(body).unwrap();
+        let back = serde_json::to_value(&req).unwrap();
+        let sent: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(back["tools"], sent["tools"]);
+        assert_eq!(
+            back["messages"][1]["tool_calls"][0],
+            sent["messages"][1]["tool_calls"][0]
+        );
+        // A call without `type` is a function call, and says so once written out.
+        assert_eq!(back["messages"][1]["tool_calls"][1]["type"], "function");
+        assert_eq!(
+            back["messages"][1]["tool_calls"][1]["extra_content"]["google"]["thought_signature"],
+            "sig"
+        );
+        let e = req.tools.as_ref().unwrap()[0].function_for(0, "Anthropic").unwrap_err();
+        assert!(
+            e.message.contains("`tools[0]`") && e.message.contains("`custom`"),
+            "{}",
+            e.message
+        );
+        let calls = req.messages[1].tool_calls.as_ref().unwrap();
+        let e = calls[0].function_for(1, 0, "Gemini").unwrap_err();
+        assert!(e.message.contains("messages[1].tool_calls[0]"), "{}", e.message);
+        assert_eq!(
+            calls[1].function_for(1, 1, "Gemini").unwrap().thought_signature(),
+            Some("sig")
+        );
+
+        let mut req = req;
+        assert!(req.has_tool_call_extra_content());
+        req.strip_tool_call_extra_content();
+        assert!(!req.has_tool_call_extra_content());
+        let back = serde_json::to_value(&req).unwrap();
+        assert!(back["messages"][1]["tool_calls"][1].get("extra_content").is_none());
+    }
+
+    #[test]
+    fn bad_tools_name_the_field() {
+        let e = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("tools[0]") && e.message.contains("function"),
+            "{}",
+            e.message
+        );
+        let e = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"description":"d"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("tools[0]") && e.message.contains("name"),
+            "{}",
+            e.message
+        );
+        let e = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"function":{}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("type"), "{}", e.message);
+        let e = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f"}}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("messages[0].tool_calls[0]"), "{}", e.message);
     }
 
     #[test]

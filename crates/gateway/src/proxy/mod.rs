@@ -435,7 +435,9 @@ impl Ingress {
     fn body_for(&self, target: &Target, raw: &Bytes) -> Result<Bytes, WireError> {
         let unchanged = match (target.provider.kind, self) {
             (ProviderKind::OpenAi, Ingress::OpenAi(r)) => {
-                r.model == target.upstream_model && (!r.is_stream() || r.wants_stream_usage())
+                r.model == target.upstream_model
+                    && (!r.is_stream() || r.wants_stream_usage())
+                    && (target.provider.takes_extra_content || !r.has_tool_call_extra_content())
             }
             (ProviderKind::Anthropic, Ingress::Anthropic(r)) => r.model == target.upstream_model,
             _ => false,
@@ -452,6 +454,10 @@ impl Ingress {
             (ProviderKind::OpenAi, Ingress::OpenAi(r)) => {
                 let mut r = r.clone();
                 r.model = upstream;
+                if !target.provider.takes_extra_content {
+                    // Gemini's thought signatures, from an earlier answer Gemini gave: only Google reads them.
+                    r.strip_tool_call_extra_content();
+                }
                 if r.is_stream() {
                     // Ask for usage even when the client did not, for exact cost; the extra chunk is
                     // withheld from a client that did not ask for it.
