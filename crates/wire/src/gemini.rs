@@ -96,6 +96,16 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     if let Some(n) = req.n.filter(|n| *n > 1) {
         generation.insert("candidateCount".into(), json!(n));
     }
+    // OpenAI fields without a typed slot in the hub that Gemini has a counterpart for.
+    for (openai, gemini) in [
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ] {
+        if let Some(v) = req.extra.get(openai).filter(|v| v.is_number()) {
+            generation.insert(gemini.into(), v.clone());
+        }
+    }
     match req.response_format {
         Some(ResponseFormat::JsonObject) => {
             generation.insert("responseMimeType".into(), json!("application/json"));
@@ -350,6 +360,7 @@ mod tests {
             "plain text"
         );
         assert_eq!(g["generationConfig"]["maxOutputTokens"], 50);
+        assert!(g["generationConfig"].get("seed").is_none());
         assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
         assert_eq!(g["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
     }
@@ -390,6 +401,15 @@ mod tests {
             )
             .unwrap()
         };
+        let sampled = ChatRequest::parse(
+            br#"{"model":"g","seed":7,"presence_penalty":0.5,"frequency_penalty":-0.5,"logit_bias":{"1":2},"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let g = from_openai(sampled).unwrap();
+        assert_eq!(
+            g["generationConfig"],
+            json!({"seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5})
+        );
         let g = from_openai(req(
             r#"[{"type":"file","file":{"filename":"r.pdf","file_data":"data:application/pdf;base64,JVBE"}},
                 {"type":"input_audio","input_audio":{"data":"SUQz","format":"mp3"}}]"#,

@@ -493,6 +493,10 @@ impl StreamAccumulator {
             if let Some(id) = tc.get("id").and_then(Value::as_str) {
                 slot["id"] = json!(id);
             }
+            // A Gemini thought signature, which the answer's next turn needs back (cached answers too).
+            if let Some(extra) = tc.get("extra_content") {
+                slot["extra_content"] = extra.clone();
+            }
             if let Some(f) = tc.get("function") {
                 if let Some(n) = f.get("name").and_then(Value::as_str) {
                     let name = format!("{}{n}", slot["function"]["name"].as_str().unwrap_or(""));
@@ -664,7 +668,8 @@ mod tests {
         acc.push(&chunk("c1", "m", 1, json!({"content": "lo"}), None));
         acc.push(&chunk(
             "c1", "m", 1,
-            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""}}]}),
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""},
+                "extra_content": {"google": {"thought_signature": "s"}}}]}),
             None,
         ));
         acc.push(&chunk(
@@ -681,5 +686,9 @@ mod tests {
             "{\"a\":1}"
         );
         assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            done["choices"][0]["message"]["tool_calls"][0]["extra_content"]["google"]["thought_signature"],
+            "s"
+        );
     }
 }
