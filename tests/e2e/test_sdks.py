@@ -116,6 +116,15 @@ def test_openai_sdk_conversation_with_tools_moves_between_providers(gateway, moc
     assert "tools[0]" in e.value.message and "custom" in e.value.message
 
 
+def test_openai_sdk_log_probabilities_from_gemini(gateway):
+    c = oai(gateway).chat.completions.create(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "two words"}], logprobs=True
+    )
+    tokens = c.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens) == c.choices[0].message.content
+    assert all(t.logprob <= 0 for t in tokens)
+
+
 def test_anthropic_sdk_conversation_with_tools_on_gemini(gateway, mock_url):
     client = ant(gateway)
     tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]

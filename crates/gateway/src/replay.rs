@@ -92,7 +92,7 @@ impl Replay for Replayer {
         self.state.routes.resolve(model).is_ok_and(|chain| {
             chain
                 .first()
-                .is_some_and(|t| t.provider.kind == leanlm_wire::ProviderKind::OpenAi)
+                .is_some_and(|t| t.provider.kind != leanlm_wire::ProviderKind::Anthropic)
         })
     }
 }

@@ -112,6 +112,10 @@ api_key = "sk-test"
 kind = "anthropic"
 base_url = "{m}"
 api_key = "sk-test"
+[providers.gemini]
+kind = "gemini"
+base_url = "{m}"
+api_key = "sk-test"
 {extra}
 "#,
             db = db.display(),
@@ -1021,6 +1025,44 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
     assert_eq!(a.served_model.as_deref(), Some("cheap"));
     assert!((a.cost_usd.unwrap() - a.stages[0].cost_usd.unwrap()).abs() < 1e-12);
     assert_eq!(a.policy.unwrap().version, policy.version);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_reads_the_confidence_of_a_gemini_cheap_model() {
+    // The cheap stage is a Gemini model: its log-probabilities come from `logprobsResult`.
+    let models = "[models.cheap]\nprovider = \"gemini\"\nupstream = \"cheap\"\nprice = { input = 1.0, output = 2.0 }\n\
+                  [models.big]\nprovider = \"openai\"\nupstream = \"big\"\nprice = { input = 10.0, output = 20.0 }\n";
+    let (h, mut store) = cascade_harness(models).await;
+    store
+        .put_router(
+            "intent",
+            "cascade:cheap,big",
+            0,
+            &serde_json::to_string(&trained_cascade("cheap")).unwrap(),
+        )
+        .unwrap();
+    let request = deploy_request("cascade:cheap,big", leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
+    leanlm_gateway::deploy::deploy(&mut store, request).unwrap();
+    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    let truth: std::collections::HashMap<&str, &str> =
+        LABELS.lines().skip(1).filter_map(|l| l.split_once(',')).collect();
+    let (mut accepted, mut escalated) = (0, 0);
+    for q in questions() {
+        let (model, outcome, _, body) = cascade_ask(&h, q, false).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], truth[q], "{model} {outcome:?}");
+        match outcome.as_deref() {
+            Some("accepted") => accepted += 1,
+            Some("escalated") => escalated += 1,
+            other => panic!("x-leanlm-cascade: {other:?}"),
+        }
+    }
+    // Without log-probabilities the trained stage could not accept anything.
+    assert!(
+        accepted > 0 && escalated > 0,
+        "accepted {accepted}, escalated {escalated}"
+    );
     h.shutdown().await;
 }
 

@@ -901,7 +901,10 @@ async fn gemini(
         guard.finish();
         return error_response(Format::Gemini, 400, &message, None);
     }
-    let a = answer(&stats, Format::Gemini, &req, body.len());
+    // Gemini names the model in the path; the labeller judges answers by model.
+    let mut named = req.clone();
+    named["model"] = json!(model);
+    let a = answer(&stats, Format::Gemini, &named, body.len());
     let cached = d.cached.min(a.prompt_tokens);
     let mut usage = json!({"promptTokenCount": a.prompt_tokens, "candidatesTokenCount": a.completion_tokens,
         "totalTokenCount": a.prompt_tokens + a.completion_tokens + d.reasoning});
@@ -940,6 +943,17 @@ async fn gemini(
     }
     let mut resp = json!({"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
         "modelVersion": model, "responseId": response_id});
+    if req
+        .pointer("/generationConfig/responseLogprobs")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        let chosen: Vec<Value> = words(&a.text)
+            .iter()
+            .map(|w| json!({"token": w, "logProbability": a.logprob}))
+            .collect();
+        resp["candidates"][0]["logprobsResult"] = json!({"chosenCandidates": chosen, "topCandidates": []});
+    }
     if !d.no_usage {
         resp["usageMetadata"] = usage;
     }

@@ -96,6 +96,13 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     if let Some(n) = req.n.filter(|n| *n > 1) {
         generation.insert("candidateCount".into(), json!(n));
     }
+    // Token log-probabilities: a cascade's confidence signal, as OpenAI's `logprobs` / `top_logprobs` ask.
+    if req.extra.get("logprobs").and_then(Value::as_bool) == Some(true) {
+        generation.insert("responseLogprobs".into(), json!(true));
+        if let Some(n) = req.extra.get("top_logprobs").and_then(Value::as_u64).filter(|n| *n > 0) {
+            generation.insert("logprobs".into(), json!(n));
+        }
+    }
     // OpenAI fields without a typed slot in the hub that Gemini has a counterpart for.
     for (openai, gemini) in [
         ("seed", "seed"),
@@ -270,7 +277,7 @@ pub fn response_to_openai(resp: &Value, model: &str) -> Value {
             if !calls.is_empty() {
                 message["tool_calls"] = Value::Array(calls);
             }
-            json!({"index": c.get("index").and_then(Value::as_u64).unwrap_or(i as u64), "message": message, "logprobs": null, "finish_reason": finish})
+            json!({"index": c.get("index").and_then(Value::as_u64).unwrap_or(i as u64), "message": message, "logprobs": logprobs_to_openai(c), "finish_reason": finish})
         })
         .collect();
     let usage = resp
@@ -285,6 +292,35 @@ pub fn response_to_openai(resp: &Value, model: &str) -> Value {
         "choices": choices,
         "usage": usage.to_openai(),
     })
+}
+
+/// A candidate's `logprobsResult` as OpenAI's `logprobs` (`null` where the request asked for none).
+pub(crate) fn logprobs_to_openai(candidate: &Value) -> Value {
+    let Some(result) = candidate.get("logprobsResult") else {
+        return Value::Null;
+    };
+    let token = |t: &Value| {
+        json!({"token": t.get("token").and_then(Value::as_str).unwrap_or(""),
+            "logprob": t.get("logProbability").and_then(Value::as_f64).unwrap_or(0.0), "bytes": null})
+    };
+    let top = result.get("topCandidates").and_then(Value::as_array);
+    let content: Vec<Value> = result
+        .get("chosenCandidates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, chosen)| {
+            let mut t = token(chosen);
+            let alternatives = top
+                .and_then(|top| top.get(i))
+                .and_then(|c| c.get("candidates"))
+                .and_then(Value::as_array);
+            t["top_logprobs"] = Value::Array(alternatives.into_iter().flatten().map(token).collect());
+            t
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
 }
 
 /// A Gemini response with no candidates was blocked; this says why, for the client's error.
@@ -391,6 +427,30 @@ mod tests {
         let g = history(&foreign);
         assert_eq!(g["contents"][1]["parts"][0]["thoughtSignature"], UNSIGNED_CALL);
         assert!(g["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+    }
+
+    #[test]
+    fn log_probabilities_are_asked_for_and_read_back() {
+        let req = ChatRequest::parse(
+            br#"{"model":"g","logprobs":true,"top_logprobs":2,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        let g = from_openai(req).unwrap();
+        assert_eq!(g["generationConfig"]["responseLogprobs"], true);
+        assert_eq!(g["generationConfig"]["logprobs"], 2);
+        let plain = ChatRequest::parse(br#"{"model":"g","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        assert!(from_openai(plain).unwrap().get("generationConfig").is_none());
+
+        let r = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "yes no"}]}, "finishReason": "STOP",
+            "logprobsResult": {"chosenCandidates": [{"token": "yes", "logProbability": -0.25}, {"token": " no", "logProbability": -1.5}],
+                "topCandidates": [{"candidates": [{"token": "yes", "logProbability": -0.25}, {"token": "no", "logProbability": -2.0}]}]}}]});
+        let o = response_to_openai(&r, "g");
+        assert_eq!(crate::output_logprobs(&o), Some(vec![-0.25, -1.5]));
+        let first = &o["choices"][0]["logprobs"]["content"][0];
+        assert_eq!(first["top_logprobs"][1]["token"], "no");
+        assert_eq!(o["choices"][0]["logprobs"]["content"][1]["top_logprobs"], json!([]));
+        let none = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}]});
+        assert!(response_to_openai(&none, "g")["choices"][0]["logprobs"].is_null());
     }
 
     #[test]

@@ -287,7 +287,11 @@ impl GeminiToOpenAi {
         };
         let (text, calls) = gemini::candidate_parts(c, self.calls);
         if !text.is_empty() {
-            out.push(self.chunk(json!({"content": text}), None));
+            let mut chunk = self.chunk(json!({"content": text}), None);
+            if c.get("logprobsResult").is_some() {
+                chunk["choices"][0]["logprobs"] = gemini::logprobs_to_openai(c);
+            }
+            out.push(chunk);
         }
         if !calls.is_empty() {
             self.calls += calls.len();
@@ -496,6 +500,23 @@ mod tests {
         assert_eq!(types.last(), Some(&"message_stop"));
         assert_eq!(types.iter().filter(|t| **t == "content_block_start").count(), 2);
         assert_eq!(types.iter().filter(|t| **t == "content_block_stop").count(), 2);
+    }
+
+    #[test]
+    fn gemini_stream_log_probabilities_reach_openai_clients() {
+        let mut t = GeminiToOpenAi::new("g", false);
+        let mut out = Vec::new();
+        t.push(
+            &json!({"candidates":[{"content":{"role":"model","parts":[{"text":"yes"}]},
+                "logprobsResult":{"chosenCandidates":[{"token":"yes","logProbability":-0.5}]}}]}),
+            &mut out,
+        );
+        t.push(
+            &json!({"candidates":[{"content":{"role":"model","parts":[{"text":"!"}]}}]}),
+            &mut out,
+        );
+        assert_eq!(out[1]["choices"][0]["logprobs"]["content"][0]["logprob"], -0.5);
+        assert!(out[2]["choices"][0]["logprobs"].is_null());
     }
 
     #[test]

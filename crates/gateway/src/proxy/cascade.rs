@@ -133,7 +133,7 @@ impl Stage {
     }
 
     /// Asks the cheap model for a whole answer; `logprobs` asks for token log-probabilities (of
-    /// OpenAI-compatible providers), `temperature` draws at least that hot.
+    /// OpenAI-compatible and Gemini providers), `temperature` draws at least that hot.
     async fn ask(
         &self,
         app: &AppState,
@@ -144,16 +144,29 @@ impl Stage {
         temperature: Option<f64>,
     ) -> Result<Answer, String> {
         let chain = app.routes.resolve(model).map_err(|e| e.message)?;
-        // Only an OpenAI-compatible provider returns them, whatever the client's format (training and validation
-        // replays ask the same way: `leanlm_validate::run::cheap_samples`).
+        // OpenAI-compatible and Gemini providers return them, whatever the client's format (training and
+        // validation replays ask the same way: `leanlm_validate::run::cheap_samples`).
         let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
             let mut body = ingress.translated_body_for(target)?;
-            if (logprobs && target.provider.kind == ProviderKind::OpenAi) || temperature.is_some() {
+            let logprobs = logprobs && target.provider.kind != ProviderKind::Anthropic;
+            if logprobs || temperature.is_some() {
                 let mut v: Value = serde_json::from_slice(&body)
                     .map_err(|e| leanlm_wire::WireError::invalid(format!("re-reading the request: {e}")))?;
                 if let Some(o) = v.as_object_mut() {
-                    if logprobs && target.provider.kind == ProviderKind::OpenAi {
-                        o.insert("logprobs".into(), Value::Bool(true));
+                    match target.provider.kind {
+                        ProviderKind::OpenAi if logprobs => {
+                            o.insert("logprobs".into(), Value::Bool(true));
+                        }
+                        ProviderKind::Gemini if logprobs => {
+                            if let Some(g) = o
+                                .entry("generationConfig")
+                                .or_insert_with(|| Value::Object(Default::default()))
+                                .as_object_mut()
+                            {
+                                g.insert("responseLogprobs".into(), Value::Bool(true));
+                            }
+                        }
+                        _ => {}
                     }
                     if let Some(t) = temperature {
                         let at = match target.provider.kind {
@@ -182,9 +195,13 @@ impl Stage {
         let kind = target.provider.kind;
         let v: Value =
             serde_json::from_slice(&done.body).map_err(|e| super::not_json(&target, &e, &done.body).message)?;
-        let logprobs = (kind == ProviderKind::OpenAi)
-            .then(|| leanlm_wire::output_logprobs(&v))
-            .flatten();
+        let logprobs = match kind {
+            ProviderKind::OpenAi => leanlm_wire::output_logprobs(&v),
+            ProviderKind::Gemini => {
+                leanlm_wire::output_logprobs(&leanlm_wire::gemini::response_to_openai(&v, &target.model))
+            }
+            ProviderKind::Anthropic => None,
+        };
         let (usage, estimated) = match usage_of(kind, &v) {
             Some(u) => (u, false),
             None => (estimate_usage(&target, ingress, &response_text(kind, &v)), true),
