@@ -124,17 +124,30 @@ impl MessagesRequest {
             .map(|tools| tools.iter().enumerate().map(|(i, t)| tool_to_openai(i, t)).collect())
             .transpose()?;
         let mut parallel_tool_calls = None;
-        let tool_choice = self.tool_choice.map(|tc| {
-            if tc.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
-                parallel_tool_calls = Some(false);
-            }
-            match tc.get("type").and_then(Value::as_str) {
-                Some("any") => json!("required"),
-                Some("none") => json!("none"),
-                Some("tool") => json!({"type": "function", "function": {"name": tc.get("name")}}),
-                _ => json!("auto"),
-            }
-        });
+        let tool_choice = self
+            .tool_choice
+            .map(|tc| {
+                if tc.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+                    parallel_tool_calls = Some(false);
+                }
+                Ok(match tc.get("type").and_then(Value::as_str) {
+                    Some("any") => json!("required"),
+                    Some("none") => json!("none"),
+                    Some("tool") => {
+                        let name = tc.get("name").and_then(Value::as_str).ok_or_else(|| {
+                            WireError::invalid("invalid field `tool_choice`: a `tool` choice needs `name`")
+                        })?;
+                        json!({"type": "function", "function": {"name": name}})
+                    }
+                    Some("auto") | None => json!("auto"),
+                    Some(other) => {
+                        return Err(WireError::invalid(format!(
+                            "invalid field `tool_choice`: `{other}` is not `auto`, `any`, `tool` or `none`"
+                        )));
+                    }
+                })
+            })
+            .transpose()?;
         let stream = self.stream.unwrap_or(false);
         Ok(ChatRequest {
             model: self.model,
@@ -450,26 +463,35 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     if let Some(stop) = req.stop {
         body.insert("stop_sequences".into(), json!(stop.into_vec()));
     }
-    if let Some(tools) = req.tools {
-        let tools = tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let f = t.function_for(i, "Anthropic")?;
-                Ok(json!({
-                    "name": f.name,
-                    "description": f.description.as_deref().unwrap_or_default(),
-                    "input_schema": f.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                }))
-            })
-            .collect::<Result<Vec<Value>, WireError>>()?;
-        body.insert("tools".into(), Value::Array(tools));
+    let choice = req
+        .tool_choice
+        .as_ref()
+        .map(|tc| openai::ToolChoice::parse(tc, "Anthropic"))
+        .transpose()?;
+    if let Some(tools) = &req.tools {
+        let mut out = Vec::with_capacity(tools.len());
+        for (i, t) in tools.iter().enumerate() {
+            let f = t.function_for(i, "Anthropic")?;
+            // Anthropic has no allowed-tools list: the tools not allowed are not offered.
+            if choice.as_ref().is_some_and(|c| !c.allows(&f.name)) {
+                continue;
+            }
+            out.push(json!({
+                "name": f.name,
+                "description": f.description.as_deref().unwrap_or_default(),
+                "input_schema": f.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            }));
+        }
+        body.insert("tools".into(), Value::Array(out));
     }
-    let mut tool_choice = req.tool_choice.map(|tc| match &tc {
-        Value::String(s) if s == "required" => json!({"type": "any"}),
-        Value::String(s) if s == "none" => json!({"type": "none"}),
-        Value::Object(o) => json!({"type": "tool", "name": o.get("function").and_then(|f| f.get("name"))}),
-        _ => json!({"type": "auto"}),
+    let mut tool_choice = choice.map(|c| match c {
+        openai::ToolChoice::Auto => json!({"type": "auto"}),
+        openai::ToolChoice::None => json!({"type": "none"}),
+        openai::ToolChoice::Required => json!({"type": "any"}),
+        openai::ToolChoice::Only { names, required: true } if names.len() == 1 => {
+            json!({"type": "tool", "name": names[0]})
+        }
+        openai::ToolChoice::Only { required, .. } => json!({"type": if required { "any" } else { "auto" }}),
     });
     if req.parallel_tool_calls == Some(false) && body.contains_key("tools") {
         let tc = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
@@ -938,6 +960,55 @@ mod tests {
         .unwrap();
         let o = serde_json::to_value(thought.into_openai().unwrap()).unwrap();
         assert_eq!(o["messages"][1]["content"], "hi");
+    }
+
+    #[test]
+    fn tool_choices_translate_both_ways() {
+        let req = |choice: &str| {
+            ChatRequest::parse(
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"tool_choice":{choice},
+                "tools":[{{"type":"function","function":{{"name":"a"}}}},{{"type":"function","function":{{"name":"b"}}}}]}}"#)
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let names = |a: &Value| {
+            a["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].clone())
+                .collect::<Vec<_>>()
+        };
+        let a = from_openai(req(r#"{"type":"allowed_tools","allowed_tools":{"mode":"required","tools":[{"type":"function","function":{"name":"b"}}]}}"#)).unwrap();
+        assert_eq!(a["tool_choice"], json!({"type": "tool", "name": "b"}));
+        assert_eq!(names(&a), [json!("b")]);
+        let a = from_openai(req(r#"{"type":"allowed_tools","allowed_tools":{"mode":"auto","tools":[{"type":"function","function":{"name":"a"}}]}}"#)).unwrap();
+        assert_eq!(a["tool_choice"], json!({"type": "auto"}));
+        assert_eq!(names(&a), [json!("a")]);
+        let a = from_openai(req(r#""required""#)).unwrap();
+        assert_eq!(a["tool_choice"], json!({"type": "any"}));
+        assert_eq!(names(&a).len(), 2);
+        let e = from_openai(req(r#"{"type":"function"}"#)).unwrap_err();
+        assert!(e.message.contains("function.name"), "{}", e.message);
+
+        let back = |choice: &str| {
+            MessagesRequest::parse(
+                format!(r#"{{"model":"c","max_tokens":5,"messages":[{{"role":"user","content":"x"}}],"tool_choice":{choice}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+            .into_openai()
+        };
+        let o = serde_json::to_value(back(r#"{"type":"tool","name":"a"}"#).unwrap()).unwrap();
+        assert_eq!(o["tool_choice"], json!({"type": "function", "function": {"name": "a"}}));
+        assert!(back(r#"{"type":"tool"}"#).unwrap_err().message.contains("needs `name`"));
+        assert!(
+            back(r#"{"type":"sometimes"}"#)
+                .unwrap_err()
+                .message
+                .contains("`sometimes`")
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::openai::{ChatRequest, Content, ResponseFormat, Role};
+use crate::openai::{ChatRequest, Content, ResponseFormat, Role, ToolChoice};
 use crate::{Usage, WireError, media};
 
 /// The thought signature Google documents for a function call that Gemini did not make (a history from
@@ -133,32 +133,37 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
-    if let Some(tools) = req.tools {
-        let decls = tools
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let f = t.function_for(i, "Gemini")?;
-                let mut d = json!({"name": f.name});
-                if let Some(desc) = &f.description {
-                    d["description"] = json!(desc);
-                }
-                if let Some(p) = &f.parameters {
-                    d["parametersJsonSchema"] = p.clone();
-                }
-                Ok(d)
-            })
-            .collect::<Result<Vec<Value>, WireError>>()?;
+    let choice = req
+        .tool_choice
+        .as_ref()
+        .map(|tc| ToolChoice::parse(tc, "Gemini"))
+        .transpose()?;
+    if let Some(tools) = &req.tools {
+        let mut decls = Vec::with_capacity(tools.len());
+        for (i, t) in tools.iter().enumerate() {
+            let f = t.function_for(i, "Gemini")?;
+            // Gemini restricts by name only when a call is required: otherwise the tools not allowed are not offered.
+            if choice.as_ref().is_some_and(|c| !c.allows(&f.name)) {
+                continue;
+            }
+            let mut d = json!({"name": f.name});
+            if let Some(desc) = &f.description {
+                d["description"] = json!(desc);
+            }
+            if let Some(p) = &f.parameters {
+                d["parametersJsonSchema"] = p.clone();
+            }
+            decls.push(d);
+        }
         body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
     }
-    if let Some(tc) = req.tool_choice {
-        let cfg = match &tc {
-            Value::String(s) if s == "required" => json!({"mode": "ANY"}),
-            Value::String(s) if s == "none" => json!({"mode": "NONE"}),
-            Value::Object(o) => {
-                json!({"mode": "ANY", "allowedFunctionNames": [o.get("function").and_then(|f| f.get("name"))]})
-            }
-            _ => json!({"mode": "AUTO"}),
+    if let Some(choice) = choice {
+        let cfg = match choice {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Only { names, required: true } => json!({"mode": "ANY", "allowedFunctionNames": names}),
+            ToolChoice::Only { required: false, .. } => json!({"mode": "AUTO"}),
         };
         body.insert("toolConfig".into(), json!({"functionCallingConfig": cfg}));
     }
@@ -427,6 +432,27 @@ mod tests {
         let g = history(&foreign);
         assert_eq!(g["contents"][1]["parts"][0]["thoughtSignature"], UNSIGNED_CALL);
         assert!(g["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+    }
+
+    #[test]
+    fn allowed_tools_restrict_by_name_or_by_what_is_offered() {
+        let req = |mode: &str| {
+            ChatRequest::parse(
+                format!(r#"{{"model":"g","messages":[{{"role":"user","content":"x"}}],
+                "tool_choice":{{"type":"allowed_tools","allowed_tools":{{"mode":"{mode}","tools":[{{"type":"function","function":{{"name":"b"}}}}]}}}},
+                "tools":[{{"type":"function","function":{{"name":"a"}}}},{{"type":"function","function":{{"name":"b"}}}}]}}"#)
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let g = from_openai(req("required")).unwrap();
+        assert_eq!(
+            g["toolConfig"]["functionCallingConfig"],
+            json!({"mode": "ANY", "allowedFunctionNames": ["b"]})
+        );
+        let g = from_openai(req("auto")).unwrap();
+        assert_eq!(g["toolConfig"]["functionCallingConfig"], json!({"mode": "AUTO"}));
+        assert_eq!(g["tools"][0]["functionDeclarations"], json!([{"name": "b"}]));
     }
 
     #[test]

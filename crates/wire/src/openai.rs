@@ -181,6 +181,88 @@ pub struct FunctionDef {
     pub extra: Map<String, Value>,
 }
 
+/// What an OpenAI `tool_choice` asks, read once for every translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice<'a> {
+    Auto,
+    None,
+    /// Some tool must be called.
+    Required,
+    /// Only these tools may be called (a named function, or `allowed_tools`); `required`: one must be.
+    Only {
+        names: Vec<&'a str>,
+        required: bool,
+    },
+}
+
+impl<'a> ToolChoice<'a> {
+    /// Reads a `tool_choice` for a provider other than OpenAI's kind, which names it in errors: a choice it
+    /// cannot express (a `custom` tool) is refused, as a malformed one is.
+    pub fn parse(v: &'a Value, provider: &str) -> Result<ToolChoice<'a>, WireError> {
+        let bad = |why: String| WireError::invalid(format!("invalid field `tool_choice`: {why}"));
+        let function_name = |f: &'a Value, at: &str| {
+            f.pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("`{at}function.name` is missing")))
+        };
+        match v {
+            Value::String(s) => match s.as_str() {
+                "auto" => Ok(ToolChoice::Auto),
+                "none" => Ok(ToolChoice::None),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(bad(format!("`{other}` is not `auto`, `none` or `required`"))),
+            },
+            Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+                Some("function") => Ok(ToolChoice::Only {
+                    names: vec![function_name(v, "")?],
+                    required: true,
+                }),
+                Some("allowed_tools") => {
+                    let allowed = o.get("allowed_tools").unwrap_or(&Value::Null);
+                    let required = match allowed.get("mode").and_then(Value::as_str) {
+                        Some("required") => true,
+                        Some("auto") | None => false,
+                        Some(other) => {
+                            return Err(bad(format!(
+                                "`allowed_tools.mode` `{other}` is not `auto` or `required`"
+                            )));
+                        }
+                    };
+                    let names = allowed
+                        .get("tools")
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| bad("`allowed_tools.tools` must be a list of tools".into()))?
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match t.get("type").and_then(Value::as_str) {
+                            Some("function") => function_name(t, &format!("allowed_tools.tools[{i}].")),
+                            other => Err(bad(format!(
+                                "a `{}` tool cannot be sent to {provider} models; only `function` tools translate",
+                                other.unwrap_or("untyped")
+                            ))),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(ToolChoice::Only { names, required })
+                }
+                other => Err(bad(format!(
+                    "a `{}` tool choice cannot be sent to {provider} models",
+                    other.unwrap_or("untyped")
+                ))),
+            },
+            Value::Null => Ok(ToolChoice::Auto),
+            _ => Err(bad("must be a string or an object".into())),
+        }
+    }
+
+    /// Whether a tool of this name may be offered to the model at all.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            ToolChoice::Only { names, .. } => names.contains(&name),
+            _ => true,
+        }
+    }
+}
+
 /// A call an assistant message made. Function calls are what every provider takes; any other kind
 /// (a `custom` tool's call) is kept as sent, like [`Tool::Other`].
 #[derive(Debug, Clone)]
@@ -585,6 +667,55 @@ mod tests {
         assert!(!req.has_tool_call_extra_content());
         let back = serde_json::to_value(&req).unwrap();
         assert!(back["messages"][1]["tool_calls"][1].get("extra_content").is_none());
+    }
+
+    #[test]
+    fn tool_choices_are_read_for_translation() {
+        let parse = |v: Value| {
+            ToolChoice::parse(&v, "Gemini")
+                .map(|c| format!("{c:?}"))
+                .map_err(|e| e.message)
+        };
+        assert_eq!(parse(json!("required")).unwrap(), "Required");
+        assert_eq!(parse(json!(null)).unwrap(), "Auto");
+        assert_eq!(
+            parse(json!({"type": "function", "function": {"name": "f"}})).unwrap(),
+            r#"Only { names: ["f"], required: true }"#
+        );
+        let allowed = json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+            {"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]}});
+        assert_eq!(
+            parse(allowed).unwrap(),
+            r#"Only { names: ["a", "b"], required: false }"#
+        );
+        for (bad, says) in [
+            (json!("sometimes"), "`sometimes`"),
+            (json!({"type": "function"}), "function.name"),
+            (
+                json!({"type": "custom", "custom": {"name": "exec"}}),
+                "`custom` tool choice cannot be sent to Gemini",
+            ),
+            (
+                json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto"}}),
+                "allowed_tools.tools",
+            ),
+            (
+                json!({"type": "allowed_tools", "allowed_tools": {"mode": "always", "tools": []}}),
+                "`always`",
+            ),
+            (
+                json!({"type": "allowed_tools", "allowed_tools": {"tools": [{"type": "function", "function": {}}]}}),
+                "allowed_tools.tools[0].function.name",
+            ),
+            (
+                json!({"type": "allowed_tools", "allowed_tools": {"tools": [{"type": "custom"}]}}),
+                "`custom` tool cannot",
+            ),
+            (json!(3), "string or an object"),
+        ] {
+            let e = parse(bad.clone()).unwrap_err();
+            assert!(e.contains("`tool_choice`") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
