@@ -463,26 +463,19 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     if let Some(stop) = req.stop {
         body.insert("stop_sequences".into(), json!(stop.into_vec()));
     }
-    let choice = req
-        .tool_choice
-        .as_ref()
-        .map(|tc| openai::ToolChoice::parse(tc, "Anthropic"))
-        .transpose()?;
-    if let Some(tools) = &req.tools {
-        let mut out = Vec::with_capacity(tools.len());
-        for (i, t) in tools.iter().enumerate() {
-            let f = t.function_for(i, "Anthropic")?;
-            // Anthropic has no allowed-tools list: the tools not allowed are not offered.
-            if choice.as_ref().is_some_and(|c| !c.allows(&f.name)) {
-                continue;
-            }
-            out.push(json!({
-                "name": f.name,
-                "description": f.description.as_deref().unwrap_or_default(),
-                "input_schema": f.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            }));
-        }
-        body.insert("tools".into(), Value::Array(out));
+    let (choice, offered) = openai::function_tools(req.tools.as_deref(), req.tool_choice.as_ref(), "Anthropic")?;
+    if req.tools.is_some() {
+        let tools = offered
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "description": f.description.as_deref().unwrap_or_default(),
+                    "input_schema": f.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                })
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
     }
     let mut tool_choice = choice.map(|c| match c {
         openai::ToolChoice::Auto => json!({"type": "auto"}),

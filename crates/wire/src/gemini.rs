@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::openai::{ChatRequest, Content, ResponseFormat, Role, ToolChoice};
+use crate::openai::{self, ChatRequest, Content, ResponseFormat, Role, ToolChoice};
 use crate::{Usage, WireError, media};
 
 /// The thought signature Google documents for a function call that Gemini did not make (a history from
@@ -133,28 +133,21 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
-    let choice = req
-        .tool_choice
-        .as_ref()
-        .map(|tc| ToolChoice::parse(tc, "Gemini"))
-        .transpose()?;
-    if let Some(tools) = &req.tools {
-        let mut decls = Vec::with_capacity(tools.len());
-        for (i, t) in tools.iter().enumerate() {
-            let f = t.function_for(i, "Gemini")?;
-            // Gemini restricts by name only when a call is required: otherwise the tools not allowed are not offered.
-            if choice.as_ref().is_some_and(|c| !c.allows(&f.name)) {
-                continue;
-            }
-            let mut d = json!({"name": f.name});
-            if let Some(desc) = &f.description {
-                d["description"] = json!(desc);
-            }
-            if let Some(p) = &f.parameters {
-                d["parametersJsonSchema"] = p.clone();
-            }
-            decls.push(d);
-        }
+    let (choice, offered) = openai::function_tools(req.tools.as_deref(), req.tool_choice.as_ref(), "Gemini")?;
+    if req.tools.is_some() {
+        let decls: Vec<Value> = offered
+            .iter()
+            .map(|f| {
+                let mut d = json!({"name": f.name});
+                if let Some(desc) = &f.description {
+                    d["description"] = json!(desc);
+                }
+                if let Some(p) = &f.parameters {
+                    d["parametersJsonSchema"] = p.clone();
+                }
+                d
+            })
+            .collect();
         body.insert("tools".into(), json!([{"functionDeclarations": decls}]));
     }
     if let Some(choice) = choice {

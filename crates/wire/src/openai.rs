@@ -263,6 +263,25 @@ impl<'a> ToolChoice<'a> {
     }
 }
 
+/// The tool choice of a request and the function tools to offer, for a provider that takes function tools
+/// only (named in errors). The tools an `allowed_tools` choice leaves out are not offered: neither Anthropic
+/// nor Gemini (unless a call is required) can restrict a call to some of the tools it is shown.
+pub fn function_tools<'a>(
+    tools: Option<&'a [Tool]>,
+    tool_choice: Option<&'a Value>,
+    provider: &str,
+) -> Result<(Option<ToolChoice<'a>>, Vec<&'a FunctionDef>), WireError> {
+    let choice = tool_choice.map(|tc| ToolChoice::parse(tc, provider)).transpose()?;
+    let mut offered = Vec::new();
+    for (i, t) in tools.into_iter().flatten().enumerate() {
+        let f = t.function_for(i, provider)?;
+        if choice.as_ref().is_none_or(|c| c.allows(&f.name)) {
+            offered.push(f);
+        }
+    }
+    Ok((choice, offered))
+}
+
 /// A call an assistant message made. Function calls are what every provider takes; any other kind
 /// (a `custom` tool's call) is kept as sent, like [`Tool::Other`].
 #[derive(Debug, Clone)]
