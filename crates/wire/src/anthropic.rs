@@ -303,14 +303,27 @@ fn user_to_openai(content: Blocks, index: usize, out: &mut Vec<ChatMessage>) -> 
             }
             Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
             Some("image") => {
-                let src = b.get("source").cloned().unwrap_or(Value::Null);
-                let url = match src.get("type").and_then(Value::as_str) {
-                    Some("base64") => format!(
+                let src = b.get("source").unwrap_or(&Value::Null);
+                let url = match (
+                    src.get("type").and_then(Value::as_str),
+                    src.get("url").and_then(Value::as_str),
+                ) {
+                    (Some("base64"), _) => format!(
                         "data:{};base64,{}",
                         src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
                         src.get("data").and_then(Value::as_str).unwrap_or("")
                     ),
-                    _ => src.get("url").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    (Some("url"), Some(url)) => url.to_owned(),
+                    (kind, _) => {
+                        return Err(untranslatable(
+                            index,
+                            j,
+                            format!(
+                                "an image from a `{}` source cannot be sent to this model; send it inline (`base64`) or by `url`",
+                                kind.unwrap_or("missing")
+                            ),
+                        ));
+                    }
                 };
                 parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
@@ -923,6 +936,10 @@ mod tests {
             (
                 r#"[{"type":"search_result","source":"s","title":"t","content":[]}]"#,
                 "`search_result` block",
+            ),
+            (
+                r#"[{"type":"image","source":{"type":"file","file_id":"file_1"}}]"#,
+                "`file` source",
             ),
             (
                 r#"[{"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{}}]}]"#,
