@@ -94,6 +94,12 @@ pub fn from_openai(req: ChatRequest) -> Result<Value, WireError> {
         generation.insert("stopSequences".into(), json!(stop.into_vec()));
     }
     if let Some(n) = req.n.filter(|n| *n > 1) {
+        // A translated stream carries one choice; the others would be lost.
+        if req.stream == Some(true) {
+            return Err(WireError::invalid(
+                "`n` greater than 1 cannot be streamed from Gemini models; ask without `stream`",
+            ));
+        }
         generation.insert("candidateCount".into(), json!(n));
     }
     // Token log-probabilities: a cascade's confidence signal, as OpenAI's `logprobs` / `top_logprobs` ask.
@@ -397,6 +403,22 @@ mod tests {
         assert!(g["generationConfig"].get("seed").is_none());
         assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
         assert_eq!(g["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
+    }
+
+    #[test]
+    fn several_choices_are_asked_for_whole_answers_only() {
+        let req = |stream: bool| {
+            ChatRequest::parse(
+                format!(r#"{{"model":"g","n":3,"stream":{stream},"messages":[{{"role":"user","content":"x"}}]}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            from_openai(req(false)).unwrap()["generationConfig"]["candidateCount"],
+            3
+        );
+        assert!(from_openai(req(true)).unwrap_err().message.contains("`n`"));
     }
 
     #[test]
