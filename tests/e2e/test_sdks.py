@@ -116,6 +116,34 @@ def test_openai_sdk_conversation_with_tools_moves_between_providers(gateway, moc
     assert "tools[0]" in e.value.message and "custom" in e.value.message
 
 
+PDF = "JVBERi0xLjQKJcfsj6IK"  # the first bytes of a PDF, base64
+
+
+def test_sdks_send_documents_to_other_providers(gateway, mock_url):
+    """A PDF reaches a model of another provider in that provider's shape; audio Anthropic cannot take is a
+    typed error, not a prompt quietly sent without it."""
+    doc = {"type": "document", "title": "q3.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}}
+    for model, where in [("gpt-4o-mini", "messages"), ("gemini-2.5-flash", "contents")]:
+        m = ant(gateway).messages.create(model=model, max_tokens=50, messages=[
+            {"role": "user", "content": [doc, {"type": "text", "text": "summarise"}]}])
+        assert m.content[0].text == "Echo: summarise"
+        sent = mock_requests(mock_url)[-1]["body"][where][0]
+        if where == "messages":
+            assert sent["content"][0] == {"type": "file", "file": {"filename": "q3.pdf",
+                                                                   "file_data": f"data:application/pdf;base64,{PDF}"}}
+        else:
+            assert sent["parts"][0] == {"inlineData": {"mimeType": "application/pdf", "data": PDF}}
+    c = oai(gateway).chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": [
+        {"type": "file", "file": {"filename": "q3.pdf", "file_data": f"data:application/pdf;base64,{PDF}"}},
+        {"type": "text", "text": "summarise"}]}])
+    assert c.choices[0].message.content == "Echo: summarise"
+    assert mock_requests(mock_url)[-1]["body"]["messages"][0]["content"][0]["type"] == "document"
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(gateway, max_retries=0).chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}])
+    assert "messages[0].content[0]" in e.value.message
+
+
 def test_openai_sdk_log_probabilities_from_gemini(gateway):
     c = oai(gateway).chat.completions.create(
         model="gemini-2.5-flash", messages=[{"role": "user", "content": "two words"}], logprobs=True
