@@ -268,7 +268,7 @@ async fn openai_responses(State(stats): State<Arc<Stats>>, headers: HeaderMap, b
             .collect::<Vec<_>>()}),
         _ => json!({"messages": []}),
     };
-    let a = answer(&stats, Format::OpenAi, &as_chat, body.len());
+    let a = answer(&stats, Format::OpenAi, &as_chat, model_of(&as_chat), body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
     let id = format!("resp_mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let cached = d.cached.min(a.prompt_tokens);
@@ -333,7 +333,7 @@ async fn anthropic_count_tokens(State(stats): State<Arc<Stats>>, headers: Header
         Ok(x) => x,
         Err(r) => return r,
     };
-    let a = answer(&stats, Format::Anthropic, &req, body.len());
+    let a = answer(&stats, Format::Anthropic, &req, model_of(&req), body.len());
     json_response(&json!({"input_tokens": a.prompt_tokens}), &d, guard)
 }
 
@@ -564,11 +564,15 @@ struct Answer {
     completion_tokens: u64,
 }
 
-fn answer(stats: &Stats, format: Format, body: &Value, raw_len: usize) -> Answer {
+fn model_of(body: &Value) -> &str {
+    body.get("model").and_then(Value::as_str).unwrap_or("")
+}
+
+/// `model` is the one asked for: the labeller judges answers by model.
+fn answer(stats: &Stats, format: Format, body: &Value, model: &str, raw_len: usize) -> Answer {
     let user = last_user_text(format, body);
     if let Some(label) = stats.labeller.as_ref().and_then(|l| {
         let l = l.read().unwrap_or_else(|p| p.into_inner());
-        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         l.judge(&user)
             .map(|j| (j.to_owned(), -0.01))
             .or_else(|| l.answer_with_logprob(model, &user).map(|(a, lp)| (a.to_owned(), lp)))
@@ -740,7 +744,7 @@ async fn openai_chat(State(stats): State<Arc<Stats>>, headers: HeaderMap, body: 
         Ok(x) => x,
         Err(r) => return r,
     };
-    let a = answer(&stats, Format::OpenAi, &req, body.len());
+    let a = answer(&stats, Format::OpenAi, &req, model_of(&req), body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
     let id = format!("chatcmpl-mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let cached = d.cached.min(a.prompt_tokens);
@@ -817,7 +821,7 @@ async fn anthropic_messages(State(stats): State<Arc<Stats>>, headers: HeaderMap,
     if headers.get("anthropic-version").is_none() {
         return error_response(Format::Anthropic, 400, "anthropic-version header is required", None);
     }
-    let a = answer(&stats, Format::Anthropic, &req, body.len());
+    let a = answer(&stats, Format::Anthropic, &req, model_of(&req), body.len());
     let model = req.get("model").and_then(Value::as_str).unwrap_or("mock").to_owned();
     let id = format!("msg_mock{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let cached = d.cached.min(a.prompt_tokens);
@@ -901,10 +905,8 @@ async fn gemini(
         guard.finish();
         return error_response(Format::Gemini, 400, &message, None);
     }
-    // Gemini names the model in the path; the labeller judges answers by model.
-    let mut named = req.clone();
-    named["model"] = json!(model);
-    let a = answer(&stats, Format::Gemini, &named, body.len());
+    // Gemini names the model in the path.
+    let a = answer(&stats, Format::Gemini, &req, model, body.len());
     let cached = d.cached.min(a.prompt_tokens);
     let mut usage = json!({"promptTokenCount": a.prompt_tokens, "candidatesTokenCount": a.completion_tokens,
         "totalTokenCount": a.prompt_tokens + a.completion_tokens + d.reasoning});

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::media::{self, untranslatable};
 use crate::openai::{self, ChatMessage, ChatRequest, Content, ResponseFormat, Role};
-use crate::{Usage, WireError, media};
+use crate::{Usage, WireError};
 
 /// Anthropic requires `max_tokens`; OpenAI does not. This is what a translated request gets when the
 /// client gave none.
@@ -207,10 +208,6 @@ fn tool_to_openai(i: usize, t: &Value) -> Result<openai::Tool, WireError> {
         parameters: t.get("input_schema").cloned(),
         extra: Map::new(),
     }))
-}
-
-fn untranslatable(message: usize, block: usize, why: impl std::fmt::Display) -> WireError {
-    WireError::invalid(format!("invalid field `messages[{message}].content[{block}]`: {why}"))
 }
 
 /// The text of a `tool_result`'s content. OpenAI tool messages carry text only, so an image in a tool

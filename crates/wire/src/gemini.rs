@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::media::{self, untranslatable};
 use crate::openai::{self, ChatRequest, Content, ResponseFormat, Role, ToolChoice};
-use crate::{Usage, WireError, media};
+use crate::{Usage, WireError};
 
 /// The thought signature Google documents for a function call that Gemini did not make (a history from
 /// another model): it tells Gemini 3 to skip the check that would otherwise refuse the request.
@@ -176,9 +177,6 @@ fn content_parts(content: Option<Content>, index: usize) -> Result<Vec<Value>, W
         Some(Content::Text(s)) => return Ok(vec![json!({"text": s})]),
         Some(Content::Parts(parts)) => parts,
     };
-    let refuse = |j: usize, why: &dyn std::fmt::Display| {
-        WireError::invalid(format!("invalid field `messages[{index}].content[{j}]`: {why}"))
-    };
     let mut out = Vec::with_capacity(parts.len());
     for (j, p) in parts.iter().enumerate() {
         let kind = p.get("type").and_then(Value::as_str);
@@ -189,24 +187,25 @@ fn content_parts(content: Option<Content>, index: usize) -> Result<Vec<Value>, W
                 let url = p
                     .pointer("/image_url/url")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| refuse(j, &"an `image_url` part needs `image_url.url`"))?;
+                    .ok_or_else(|| untranslatable(index, j, "an `image_url` part needs `image_url.url`"))?;
                 match media::parse_data_url(url) {
                     Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                     None => json!({"fileData": {"fileUri": url}}),
                 }
             }
             Some("file") => {
-                let f = media::openai_file(p).map_err(|why| refuse(j, &why))?;
+                let f = media::openai_file(p).map_err(|why| untranslatable(index, j, why))?;
                 json!({"inlineData": {"mimeType": f.media_type, "data": f.data}})
             }
             Some("input_audio") => {
-                let (mime, data) = media::openai_audio(p).map_err(|why| refuse(j, &why))?;
+                let (mime, data) = media::openai_audio(p).map_err(|why| untranslatable(index, j, why))?;
                 json!({"inlineData": {"mimeType": mime, "data": data}})
             }
             _ => {
-                return Err(refuse(
+                return Err(untranslatable(
+                    index,
                     j,
-                    &format_args!(
+                    format_args!(
                         "a `{}` part cannot be sent to Gemini models; text, image_url, file and input_audio parts translate",
                         kind.unwrap_or("untyped")
                     ),
@@ -296,6 +295,20 @@ pub fn response_to_openai(resp: &Value, model: &str) -> Value {
         "choices": choices,
         "usage": usage.to_openai(),
     })
+}
+
+/// The first candidate's token log-probabilities, where the request asked for them: what
+/// [`crate::output_logprobs`] reads from an OpenAI answer, without translating the whole response.
+pub fn output_logprobs(resp: &Value) -> Option<Vec<f64>> {
+    let tokens = resp
+        .pointer("/candidates/0/logprobsResult/chosenCandidates")?
+        .as_array()?;
+    let out: Vec<f64> = tokens
+        .iter()
+        .filter_map(|t| t.get("logProbability")?.as_f64())
+        .filter(|l| l.is_finite())
+        .collect();
+    (!out.is_empty()).then_some(out)
 }
 
 /// A candidate's `logprobsResult` as OpenAI's `logprobs` (`null` where the request asked for none).
@@ -487,11 +500,13 @@ mod tests {
                 "topCandidates": [{"candidates": [{"token": "yes", "logProbability": -0.25}, {"token": "no", "logProbability": -2.0}]}]}}]});
         let o = response_to_openai(&r, "g");
         assert_eq!(crate::output_logprobs(&o), Some(vec![-0.25, -1.5]));
+        assert_eq!(output_logprobs(&r), crate::output_logprobs(&o));
         let first = &o["choices"][0]["logprobs"]["content"][0];
         assert_eq!(first["top_logprobs"][1]["token"], "no");
         assert_eq!(o["choices"][0]["logprobs"]["content"][1]["top_logprobs"], json!([]));
         let none = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}]});
         assert!(response_to_openai(&none, "g")["choices"][0]["logprobs"].is_null());
+        assert_eq!(output_logprobs(&none), None);
     }
 
     #[test]

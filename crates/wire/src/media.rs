@@ -3,12 +3,19 @@
 
 use serde_json::Value;
 
+use crate::WireError;
+
 /// Splits `data:image/png;base64,AAAA` into its media type and base64 data.
 pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let media = meta.strip_suffix(";base64")?;
     Some((media, data))
+}
+
+/// The error for message content a provider cannot take, naming the part: `messages[i].content[j]`.
+pub(crate) fn untranslatable(message: usize, part: usize, why: impl std::fmt::Display) -> WireError {
+    WireError::invalid(format!("invalid field `messages[{message}].content[{part}]`: {why}"))
 }
 
 /// A file sent inline in an OpenAI `file` content part.

@@ -152,34 +152,23 @@ impl Stage {
             if logprobs || temperature.is_some() {
                 let mut v: Value = serde_json::from_slice(&body)
                     .map_err(|e| leanlm_wire::WireError::invalid(format!("re-reading the request: {e}")))?;
-                if let Some(o) = v.as_object_mut() {
-                    match target.provider.kind {
-                        ProviderKind::OpenAi if logprobs => {
-                            o.insert("logprobs".into(), Value::Bool(true));
-                        }
-                        ProviderKind::Gemini if logprobs => {
-                            if let Some(g) = o
-                                .entry("generationConfig")
-                                .or_insert_with(|| Value::Object(Default::default()))
-                                .as_object_mut()
-                            {
-                                g.insert("responseLogprobs".into(), Value::Bool(true));
-                            }
-                        }
-                        _ => {}
+                // Gemini keeps sampling settings in `generationConfig`, the others at the top.
+                let gemini = target.provider.kind == ProviderKind::Gemini;
+                let settings = match v.as_object_mut() {
+                    Some(o) if gemini => o
+                        .entry("generationConfig")
+                        .or_insert_with(|| Value::Object(Default::default()))
+                        .as_object_mut(),
+                    o => o,
+                };
+                if let Some(at) = settings {
+                    if logprobs {
+                        let key = if gemini { "responseLogprobs" } else { "logprobs" };
+                        at.insert(key.into(), Value::Bool(true));
                     }
                     if let Some(t) = temperature {
-                        let at = match target.provider.kind {
-                            ProviderKind::Gemini => o
-                                .entry("generationConfig")
-                                .or_insert_with(|| Value::Object(Default::default()))
-                                .as_object_mut(),
-                            _ => Some(o),
-                        };
-                        if let Some(at) = at {
-                            let now = at.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
-                            at.insert("temperature".into(), serde_json::json!(now.max(t)));
-                        }
+                        let now = at.get("temperature").and_then(Value::as_f64).unwrap_or(0.0);
+                        at.insert("temperature".into(), serde_json::json!(now.max(t)));
                     }
                 }
                 body = serde_json::to_vec(&v)
@@ -197,9 +186,7 @@ impl Stage {
             serde_json::from_slice(&done.body).map_err(|e| super::not_json(&target, &e, &done.body).message)?;
         let logprobs = match kind {
             ProviderKind::OpenAi => leanlm_wire::output_logprobs(&v),
-            ProviderKind::Gemini => {
-                leanlm_wire::output_logprobs(&leanlm_wire::gemini::response_to_openai(&v, &target.model))
-            }
+            ProviderKind::Gemini => leanlm_wire::gemini::output_logprobs(&v),
             ProviderKind::Anthropic => None,
         };
         let (usage, estimated) = match usage_of(kind, &v) {
