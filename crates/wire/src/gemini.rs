@@ -300,15 +300,10 @@ pub fn response_to_openai(resp: &Value, model: &str) -> Value {
 /// The first candidate's token log-probabilities, where the request asked for them: what
 /// [`crate::output_logprobs`] reads from an OpenAI answer, without translating the whole response.
 pub fn output_logprobs(resp: &Value) -> Option<Vec<f64>> {
-    let tokens = resp
-        .pointer("/candidates/0/logprobsResult/chosenCandidates")?
-        .as_array()?;
-    let out: Vec<f64> = tokens
-        .iter()
-        .filter_map(|t| t.get("logProbability")?.as_f64())
-        .filter(|l| l.is_finite())
-        .collect();
-    (!out.is_empty()).then_some(out)
+    crate::token_logprobs(
+        resp.pointer("/candidates/0/logprobsResult/chosenCandidates")?,
+        "logProbability",
+    )
 }
 
 /// A candidate's `logprobsResult` as OpenAI's `logprobs` (`null` where the request asked for none).

@@ -210,10 +210,15 @@ mod view {
 /// The answer's token log-probabilities in an OpenAI `chat.completion` (`choices[0].logprobs.content`),
 /// when the request asked for them and the provider returned them.
 pub fn output_logprobs(resp: &serde_json::Value) -> Option<Vec<f64>> {
-    let tokens = resp.pointer("/choices/0/logprobs/content")?.as_array()?;
+    token_logprobs(resp.pointer("/choices/0/logprobs/content")?, "logprob")
+}
+
+/// The finite `key` of each token in a list, or `None` where there is none.
+pub(crate) fn token_logprobs(tokens: &serde_json::Value, key: &str) -> Option<Vec<f64>> {
     let out: Vec<f64> = tokens
+        .as_array()?
         .iter()
-        .filter_map(|t| t.get("logprob")?.as_f64())
+        .filter_map(|t| t.get(key)?.as_f64())
         .filter(|l| l.is_finite())
         .collect();
     (!out.is_empty()).then_some(out)
