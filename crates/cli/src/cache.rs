@@ -10,21 +10,22 @@ use crate::StoreArgs;
 /// apply it to what they hold within a second.
 pub fn clear(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::Result<()> {
     let mut store = store_args.open()?;
-    let task = match task {
-        Some(key) => Some(crate::validate::find_task(&store, key).context("--task")?.id),
-        None => None,
-    };
-    let (id, deleted) = store.clear_semantic_cache(task.as_deref(), crate::validate::unix_ms())?;
+    let cleared = leanlm_control::cache::clear(&mut store, task).context("--task")?;
     if json {
+        let (task, id, deleted) = (&cleared.task, cleared.clear_id, cleared.stored_entries_deleted);
         println!(
             "{}",
             serde_json::json!({"task": task, "clear_id": id, "stored_entries_deleted": deleted})
         );
     } else {
         println!(
-            "Cleared the semantic cache of {}: {deleted} stored entries deleted; running gateways on this store drop \
+            "Cleared the semantic cache of {}: {} stored entries deleted; running gateways on this store drop \
              theirs within a second.",
-            task.as_deref().map_or("every task".to_owned(), |t| format!("task {t}"))
+            cleared
+                .task
+                .as_deref()
+                .map_or("every task".to_owned(), |t| format!("task {t}")),
+            cleared.stored_entries_deleted
         );
     }
     Ok(())
@@ -33,7 +34,7 @@ pub fn clear(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::
 pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     let config = store_args.config()?;
     let store = store_args.open()?;
-    let rows = leanlm_gateway::semantic::overview(&store, &config)?;
+    let rows = leanlm_control::cache::overview(&store, &config.cache_settings())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

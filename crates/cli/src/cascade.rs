@@ -136,7 +136,7 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
             .map_err(|e| anyhow::anyhow!("--cheap: {}", e.message))?;
         cheap_price.push(target.first().and_then(|t| t.price));
     }
-    let profile = leanlm_gateway::admin::task_profile(&store, &task, None)?;
+    let profile = leanlm_control::tasks::profile(&store, &task, None)?;
     let scorer: ScorerSpec = match &a.scorer {
         Some(s) => s.parse().map_err(anyhow::Error::msg).context("--scorer")?,
         None => ScorerSpec::for_task(profile.verdict.as_ref().map(|v| v.kind)),

@@ -2,8 +2,8 @@
 //! through its stages, and reading where each task stands.
 
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use leanlm_control::policy::{self as deploy, DeployRequest};
 use leanlm_deploy::Stage;
-use leanlm_gateway::deploy::{self, DeployRequest};
 use leanlm_validate::stats::wilson;
 
 use crate::StoreArgs;

@@ -479,7 +479,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store.open()?;
             let since_ms = since(days.map(|d| d * 24.0));
             let bar = indicatif::ProgressBar::new(0).with_message("profiling tasks");
-            let rows = leanlm_gateway::admin::ranked_tasks_with(&store, since_ms, |done, total| {
+            let rows = leanlm_control::tasks::ranked_with(&store, since_ms, |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             })?;
@@ -696,13 +696,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Importing is how a call log starts: create the store if it does not exist yet.
             let url = store.url()?;
             let mut db = Store::open(&url).with_context(|| format!("opening {url}"))?;
-            let bar = indicatif::ProgressBar::new(leanlm_gateway::import::total_bytes(&files));
+            let bar = indicatif::ProgressBar::new(leanlm_control::import::total_bytes(&files));
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed} (eta {eta})")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let options = leanlm_gateway::import::ImportOptions { batch_price_factor };
-            let report = leanlm_gateway::import::import_files(&files, &mut db, options, |b| bar.set_position(b))?;
+            let options = leanlm_control::import::ImportOptions { batch_price_factor };
+            let report = leanlm_control::import::import_files(&files, &mut db, options, |b| bar.set_position(b))?;
             bar.finish_and_clear();
             for s in &report.skipped {
                 eprintln!("{}:{}: skipped: {}", s.file.display(), s.line, s.reason);
@@ -753,7 +753,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> anyhow::Result<TaskProfile> {
-    Ok(leanlm_gateway::admin::task_profile(store, task, since_ms)?)
+    Ok(leanlm_control::tasks::profile(store, task, since_ms)?)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date-time dependency.

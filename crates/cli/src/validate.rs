@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::Replayer;
-use leanlm_store::{Store, TaskLookup, TaskRow, ValidationRow};
+use leanlm_store::{Store, TaskRow, ValidationRow};
 use leanlm_validate::run::Logged;
 use leanlm_validate::{Bound, Options, Replacement, Report, ScorerSpec, Validation};
 
@@ -26,11 +26,7 @@ impl std::error::Error for VerdictFailed {}
 
 /// Finds a task by id, or by name when exactly one task has it.
 pub fn find_task(store: &Store, key: &str) -> anyhow::Result<TaskRow> {
-    match store.find_task(key)? {
-        TaskLookup::Found(t) => Ok(t),
-        TaskLookup::Missing => anyhow::bail!("no task with id or name `{key}`; see `leanlm tasks`"),
-        TaskLookup::Ambiguous(n) => anyhow::bail!("{n} tasks are named `{key}`; use the id (see `leanlm tasks`)"),
-    }
+    Ok(leanlm_control::tasks::find(store, key)?)
 }
 
 fn money(v: Option<f64>) -> String {
@@ -42,7 +38,7 @@ fn money(v: Option<f64>) -> String {
 }
 
 pub fn catalog(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
-    let catalog = leanlm_gateway::admin::catalog(&store_args.config()?);
+    let catalog = leanlm_gateway::route::catalog(&store_args.config()?);
     if json {
         println!("{}", serde_json::to_string_pretty(&catalog)?);
         return Ok(());
@@ -97,7 +93,7 @@ pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> any
     };
     let mut all = Vec::new();
     for t in &tasks {
-        let (usage, list) = leanlm_gateway::admin::task_candidates(&store, &config, t)?;
+        let (usage, list) = leanlm_control::tasks::candidates_for(&store, &leanlm_gateway::route::catalog(&config), t)?;
         all.push((t.clone(), usage, list));
     }
     if json {
@@ -108,7 +104,7 @@ pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> any
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let catalog = leanlm_gateway::admin::catalog(&config);
+    let catalog = leanlm_gateway::route::catalog(&config);
     if !catalog.iter().any(|m| m.allowed) {
         println!("No model is allowed as a replacement: list them under [catalog] allow in the config");
         println!("(or allow = [\"*\"] for every model in the price table), or configure them under [models].");
@@ -246,13 +242,13 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         anyhow::ensure!(c > 0.0, "--max-cost must be a positive amount of USD");
     }
 
-    let (usage, _) = leanlm_gateway::admin::task_candidates(&store, &config, &task)?;
-    let profile = leanlm_gateway::admin::task_profile(&store, &task, None)?;
+    let (usage, _) = leanlm_control::tasks::candidates_for(&store, &leanlm_gateway::route::catalog(&config), &task)?;
+    let profile = leanlm_control::tasks::profile(&store, &task, None)?;
     let scorer: ScorerSpec = match &a.scorer {
         Some(s) => s.parse().map_err(anyhow::Error::msg).context("--scorer")?,
         None => ScorerSpec::for_task(profile.verdict.as_ref().map(|v| v.kind)),
     };
-    let catalog = leanlm_gateway::admin::catalog(&config);
+    let catalog = leanlm_gateway::route::catalog(&config);
     let candidate_price = match &replacement {
         Replacement::Model { model } => {
             // An unknown model fails here, with the gateway's own message, before anything is spent.

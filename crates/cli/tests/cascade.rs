@@ -1,4 +1,4 @@
-//! A cascade end to end through the real `leanlm` binary with the real local embedding model: Banking77
+//! A cascade end to end through the real `leanlm` binary with the real local embedding model: intent
 //! traffic logged from a reference that is always right; `leanlm train-cascade` has a cheap model that is
 //! right 90% of the time (and, like a real model, less sure of its wrong answers) answer part of it, and
 //! fits the acceptance score; `leanlm validate` replays held-out calls through the cascade as it would
@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Served, banking77, examples, model_installed, serve_binary, truth};
+use common::{Env, Served, examples, model_installed, serve_binary, truth};
 use serde_json::Value;
 
 /// `leanlm validate` on the task's held-out calls; the report, once it passed. Up to 1,000 calls: the
@@ -38,7 +38,7 @@ fn validate(env: &Env, task: &str, spec: &str) -> Value {
 /// server (killed when dropped, so kept until its call log is read).
 fn serve_fresh(env: &Env, fresh: &[(String, String)]) -> (Vec<common::Answer>, usize, Served) {
     let gw = serve_binary(env);
-    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+    std::thread::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500));
     let answers = truth(fresh);
     let queries: Vec<String> = fresh.iter().map(|e| e.0.clone()).collect();
     let got = env.send_to(&gw.1, &queries, "big", 4);
@@ -93,7 +93,7 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
         eprintln!("skipped: no local embedding model (scripts/fetch-model installs it)");
         return;
     }
-    let all = examples(&banking77(), 1);
+    let all = examples(1);
     let traffic: Vec<String> = all.iter().step_by(3).map(|e| e.0.clone()).collect();
     let fresh: Vec<(String, String)> = all.iter().skip(1).step_by(10).take(240).cloned().collect();
     let mut env = Env::start("cascade", 5, &[("cheap-90", 0.90)]);
@@ -234,7 +234,7 @@ fn a_chain_of_two_cheap_models_serves_each_where_it_is_trusted() {
         eprintln!("skipped: no local embedding model (scripts/fetch-model installs it)");
         return;
     }
-    let all = examples(&banking77(), 1);
+    let all = examples(1);
     let traffic: Vec<String> = all.iter().skip(2).step_by(3).map(|e| e.0.clone()).collect();
     let fresh: Vec<(String, String)> = all.iter().skip(4).step_by(10).take(160).cloned().collect();
     let mut env = Env::start("chain", 9, &[("cheap-90", 0.90), ("cheap-99", 0.99)]);

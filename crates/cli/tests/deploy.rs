@@ -6,19 +6,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, banking77, examples, truth};
+use common::{Env, examples, truth};
 use leanlm_deploy::{Policy, Stage};
 use leanlm_store::Store;
 use serde_json::Value;
 
 fn policy(env: &Env) -> Option<Policy> {
     let store = Store::open(&env.db).unwrap();
-    leanlm_gateway::deploy::load(&store).unwrap().into_iter().next()
+    leanlm_control::policy::load(&store).unwrap().into_iter().next()
 }
 
 /// Waits for the sync thread (once a second) to have picked up a change.
 fn settle() {
-    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+    std::thread::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500));
 }
 
 fn online(env: &Env) -> Value {
@@ -30,7 +30,7 @@ fn online(env: &Env) -> Value {
 
 #[test]
 fn shadow_canary_and_automatic_rollback() {
-    let data = examples(&banking77(), 3);
+    let data = examples(3);
     let answers = truth(&data);
     let queries: Vec<String> = data.iter().map(|e| e.0.clone()).collect();
     let env = Env::start("deploy", 7, &[("cheap-99", 0.99)]);
@@ -224,7 +224,7 @@ fn shadow_canary_and_automatic_rollback() {
 
 #[test]
 fn gateways_sharing_a_store_see_a_change_within_seconds() {
-    let queries: Vec<String> = examples(&banking77(), 50).into_iter().map(|e| e.0).collect();
+    let queries: Vec<String> = examples(50).into_iter().map(|e| e.0).collect();
     let mut env = Env::start("instances", 1, &[]);
     let second = env.add_gateway();
     assert!(env.send(&queries[..30], "big", 8).iter().all(|a| a.status == 200));

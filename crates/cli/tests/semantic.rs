@@ -1,21 +1,21 @@
 //! The semantic cache through the real `leanlm` binary with the real local embedding model (MiniLM on
-//! candle): Banking77 traffic, the cache switched on for the task by a `cache:semantic` policy from the
+//! candle): intent-classification traffic, the cache switched on for the task by a `cache:semantic` policy from the
 //! CLI, learning from verified would-be hits, then serving, with `leanlm cache` showing the estimate.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, banking77, examples, model_installed, serve_binary, truth};
+use common::{Env, examples, model_installed, serve_binary, truth};
 use serde_json::Value;
 
 #[test]
-fn banking77_traffic_learns_then_serves_semantic_hits() {
+fn intent_traffic_learns_then_serves_semantic_hits() {
     if !model_installed() {
         eprintln!("skipped: no local embedding model (scripts/fetch-model installs it)");
         return;
     }
-    let data = examples(&banking77(), 20);
+    let data = examples(20);
     let answers: std::collections::HashMap<String, String> = truth(&data)
         .into_iter()
         .map(|(q, label)| (q.to_lowercase(), label))
@@ -48,7 +48,7 @@ fn banking77_traffic_learns_then_serves_semantic_hits() {
         "label",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    std::thread::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500));
+    std::thread::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500));
 
     // Distinct questions, then the same questions typed differently (a different exact-cache key; the
     // same meaning): the second round is made of would-be hits that teach the cache its threshold.

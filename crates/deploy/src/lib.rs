@@ -6,8 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use leanlm_validate::stats::wilson;
-use leanlm_validate::{Replacement, ScorerSpec};
+use leanlm_core::stats::wilson;
+use leanlm_core::{Replacement, ScorerSpec};
 use serde::{Deserialize, Serialize};
 
 /// Where a replacement stands for its task.

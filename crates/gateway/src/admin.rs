@@ -1,5 +1,6 @@
-//! The admin API under `/api/`: tasks, calls and spend as JSON, behind a bearer token. The CLI and the
-//! dashboard read the same data.
+//! The admin API under `/api/`: the control plane ([`leanlm_control`]) over HTTP as JSON, behind a bearer
+//! token. The CLI calls the same functions; the dashboard reads this API. A [`ControlError`] becomes a
+//! status here, once: not found 404, conflict 409, invalid 400, the store 500.
 
 use std::sync::Arc;
 
@@ -9,112 +10,13 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use leanlm_profile::TaskProfile;
-use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, StoreError, TaskLookup, TaskRow};
+use leanlm_control::{ControlError, cache, policy, tasks};
+use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
 use serde::Deserialize;
 use serde_json::json;
 
-use std::collections::BTreeSet;
-
-use leanlm_cost::PriceTable;
-use leanlm_validate::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
-
-use crate::config::Config;
+use crate::route::catalog;
 use crate::server::AppState;
-use crate::unix_ms;
-
-/// How many recent calls are read whole to type a task.
-const TYPING_SAMPLE: usize = 200;
-
-/// A task's profile over a window, typed from a sample of its latest calls.
-pub fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<TaskProfile, StoreError> {
-    let stats = store.task_stats(&task.id, since_ms)?;
-    let mut samples = Vec::new();
-    for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
-        if let Some(c) = store.call(&id)? {
-            samples.push(c);
-        }
-    }
-    Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
-}
-
-/// Every task with its profile, ranked by what a cheaper model could save on it.
-pub fn ranked_tasks(store: &Store, since_ms: Option<i64>) -> Result<Vec<(TaskRow, TaskProfile)>, StoreError> {
-    ranked_tasks_with(store, since_ms, |_, _| {})
-}
-
-/// [`ranked_tasks`], telling `progress` how many of how many tasks are profiled.
-pub fn ranked_tasks_with(
-    store: &Store,
-    since_ms: Option<i64>,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<(TaskRow, TaskProfile)>, StoreError> {
-    let tasks = store.tasks(since_ms)?;
-    let total = tasks.len();
-    let mut rows = tasks
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let p = task_profile(store, &t, since_ms)?;
-            progress(i + 1, total);
-            Ok((t, p))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let key = |p: &TaskProfile| p.savings.as_ref().map(|s| s.savings_usd).unwrap_or(f64::NEG_INFINITY);
-    rows.sort_by(|a, b| {
-        key(&b.1)
-            .total_cmp(&key(&a.1))
-            .then(b.1.spend_usd.total_cmp(&a.1.spend_usd))
-    });
-    Ok(rows)
-}
-
-/// The models this deployment can route to, priced, with what the price table knows of their
-/// capabilities, and which of them may replace a task's model. `[catalog] allow = ["*"]` allows every
-/// model in the price table.
-pub fn catalog(config: &Config) -> Vec<CatalogModel> {
-    let routes = crate::route::Routes::new(Arc::new(config.clone()));
-    let table = PriceTable::bundled();
-    let everything = config.catalog_allow.iter().any(|m| m == "*");
-    let mut names: BTreeSet<String> = config.models.keys().cloned().collect();
-    names.extend(config.catalog_allow.iter().filter(|m| *m != "*").cloned());
-    if everything {
-        names.extend(table.models().into_iter().map(|(n, _)| n.to_owned()));
-    }
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let target = routes.resolve(&name).ok()?.into_iter().next()?;
-            Some(CatalogModel {
-                allowed: everything || config.catalog_allow.contains(&name),
-                provider: target.provider.name.clone(),
-                price: target.price,
-                caps: table.lookup(&target.upstream_model).map(|e| e.caps),
-                name,
-            })
-        })
-        .collect()
-}
-
-/// A task's last month of traffic and the replacements that apply to it, priced.
-pub fn task_candidates(
-    store: &Store,
-    config: &Config,
-    task: &TaskRow,
-) -> Result<(TaskUsage, Vec<Candidate>), StoreError> {
-    let now = unix_ms();
-    let since = now - 30 * 86_400_000;
-    let profile = task_profile(store, task, Some(since))?;
-    let needs = profile
-        .savings
-        .as_ref()
-        .map(|s| Needs::from_profile(&s.needs))
-        .unwrap_or_default();
-    let stats = store.task_stats(&task.id, Some(since))?;
-    let usage = TaskUsage::from_stats(&stats, now, needs);
-    let list = candidates(&usage, &catalog(config));
-    Ok((usage, list))
-}
 
 pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -171,16 +73,32 @@ async fn authorize(State(app): State<Arc<AppState>>, req: Request, next: Next) -
     next.run(req).await
 }
 
-/// Runs a store query off the async runtime, on a read connection of its own.
+/// The answer for a control-plane error.
+fn refused(e: ControlError) -> Response {
+    let status = match &e {
+        ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControlError::Conflict(_) => StatusCode::CONFLICT,
+        ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = match e {
+        ControlError::Store(e) => format!("store query failed: {e}"),
+        other => other.to_string(),
+    };
+    error(status, message)
+}
+
+/// Runs a control-plane call off the async runtime, on a store connection of its own (writes need one, and
+/// reads should not wait behind the call log's writer).
 async fn with_store<T: Send + 'static>(
     app: &AppState,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&mut Store) -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, Response> {
     let url = app.config.store_url.clone();
-    tokio::task::spawn_blocking(move || Store::open(&url).and_then(|s| f(&s)))
+    tokio::task::spawn_blocking(move || f(&mut Store::open(&url)?))
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("store query failed: {e}")))?
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("store query failed: {e}")))
+        .map_err(refused)
 }
 
 fn since(days: Option<f64>) -> Option<i64> {
@@ -200,7 +118,7 @@ struct Window {
 async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
     let since_ms = since(w.days);
     match with_store(&app, move |s| {
-        Ok(ranked_tasks(s, since_ms)?
+        Ok(tasks::ranked(s, since_ms)?
             .into_iter()
             .map(|(t, p)| json!({"task": t, "profile": p}))
             .collect::<Vec<_>>())
@@ -217,19 +135,10 @@ async fn task_view(
     app: &AppState,
     id: String,
     since_ms: Option<i64>,
-    view: impl FnOnce(&Store, TaskRow) -> Result<serde_json::Value, StoreError> + Send + 'static,
+    view: impl FnOnce(&Store, TaskRow) -> Result<serde_json::Value, ControlError> + Send + 'static,
 ) -> Response {
-    let lookup = id.clone();
-    let found = with_store(app, move |s| {
-        match s.tasks(since_ms)?.into_iter().find(|t| t.id == lookup) {
-            Some(t) => view(s, t).map(Some),
-            None => Ok(None),
-        }
-    })
-    .await;
-    match found {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
+    match with_store(app, move |s| view(s, tasks::by_id(s, &id, since_ms)?)).await {
+        Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }
 }
@@ -237,7 +146,7 @@ async fn task_view(
 async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w): Query<Window>) -> Response {
     let since_ms = since(w.days);
     task_view(&app, id, since_ms, move |s, t| {
-        let profile = task_profile(s, &t, since_ms)?;
+        let profile = tasks::profile(s, &t, since_ms)?;
         let samples = s.calls(&CallFilter {
             limit: 20,
             task: Some(t.id.clone()),
@@ -260,9 +169,8 @@ async fn rename(State(app): State<Arc<AppState>>, Path(id): Path<String>, body: 
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"name\": \"…\"}}: {e}")),
     };
     let (i, n) = (id.clone(), name.clone());
-    match with_store(&app, move |s| s.rename_task(&i, &n)).await {
-        Ok(true) => axum::Json(json!({"id": id, "name": name})).into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no task with id {id}")),
+    match with_store(&app, move |s| tasks::rename(s, &i, &n)).await {
+        Ok(()) => axum::Json(json!({"id": id, "name": name})).into_response(),
         Err(r) => r,
     }
 }
@@ -288,7 +196,7 @@ async fn calls(State(app): State<Arc<AppState>>, Query(q): Query<CallQuery>) -> 
         status,
         since_ms: since(q.days),
     };
-    match with_store(&app, move |s| s.calls(&filter)).await {
+    match with_store(&app, move |s| Ok(s.calls(&filter)?)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }
@@ -296,7 +204,7 @@ async fn calls(State(app): State<Arc<AppState>>, Query(q): Query<CallQuery>) -> 
 
 async fn call(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let lookup = id.clone();
-    match with_store(&app, move |s| s.call(&lookup)).await {
+    match with_store(&app, move |s| Ok(s.call(&lookup)?)).await {
         Ok(Some(c)) => axum::Json(c).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no call with id {id}")),
         Err(r) => r,
@@ -323,7 +231,7 @@ async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) ->
         }
     };
     let since_ms = since(q.days);
-    match with_store(&app, move |s| s.spend(by, since_ms)).await {
+    match with_store(&app, move |s| Ok(s.spend(by, since_ms)?)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }
@@ -334,9 +242,9 @@ async fn catalog_handler(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn task_candidates_handler(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let config = app.config.clone();
+    let catalog = catalog(&app.config);
     task_view(&app, id, None, move |s, t| {
-        let (usage, list) = task_candidates(s, &config, &t)?;
+        let (usage, list) = tasks::candidates_for(s, &catalog, &t)?;
         Ok(json!({"task": t, "usage": usage, "candidates": list}))
     })
     .await
@@ -355,7 +263,7 @@ fn report_value(text: &str) -> serde_json::Value {
 
 async fn validations(State(app): State<Arc<AppState>>, Query(q): Query<ValidationQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(1000);
-    match with_store(&app, move |s| s.validations(q.task.as_deref(), limit)).await {
+    match with_store(&app, move |s| Ok(s.validations(q.task.as_deref(), limit)?)).await {
         Ok(rows) => axum::Json(rows.iter().map(|r| report_value(&r.report)).collect::<Vec<_>>()).into_response(),
         Err(r) => r,
     }
@@ -372,7 +280,7 @@ async fn validation(
     Query(f): Query<FormatQuery>,
 ) -> Response {
     let lookup = id.clone();
-    let row = match with_store(&app, move |s| s.validation(&lookup)).await {
+    let row = match with_store(&app, move |s| Ok(s.validation(&lookup)?)).await {
         Ok(Some(r)) => r,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no validation with id {id}")),
         Err(r) => return r,
@@ -395,8 +303,8 @@ async fn validation(
 
 /// Cache hits and savings per task, and the semantic cache's false-hit estimate.
 async fn cache_overview(State(app): State<Arc<AppState>>) -> Response {
-    let config = app.config.clone();
-    match with_store(&app, move |s| crate::semantic::overview(s, &config)).await {
+    let settings = app.config.cache_settings();
+    match with_store(&app, move |s| cache::overview(s, &settings)).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(r) => r,
     }
@@ -412,49 +320,25 @@ struct ClearQuery {
 /// and from every other gateway on the store within a second. The way to withdraw answers that should no
 /// longer be served, without a restart.
 async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuery>) -> Response {
-    let url = app.config.store_url.clone();
-    let key = q.task.clone();
-    // The store's writes need a connection of its own, as `with_store`'s reads have.
-    let cleared = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&url)?;
-        let task = match key.as_deref().map(|k| store.find_task(k)).transpose()? {
-            None => None,
-            Some(TaskLookup::Found(t)) => Some(t.id),
-            Some(other) => return Ok(Err(other)),
-        };
-        let at_ms = unix_ms();
-        let (id, deleted) = store.clear_semantic_cache(task.as_deref(), at_ms)?;
-        Ok::<_, StoreError>(Ok((task, id, at_ms, deleted)))
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()));
-    let key = q.task.unwrap_or_default();
-    let (task, id, at_ms, deleted) = match cleared {
-        Ok(Ok(c)) => c,
-        Ok(Err(TaskLookup::Ambiguous(n))) => {
-            return error(StatusCode::CONFLICT, format!("{n} tasks are named `{key}`; use the id"));
-        }
-        Ok(Err(_)) => return error(StatusCode::NOT_FOUND, format!("no task with id or name `{key}`")),
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("clearing the cache failed: {e}"),
-            );
-        }
+    let cleared = match with_store(&app, move |s| cache::clear(s, q.task.as_deref())).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let removed = app.semantic.as_ref().map_or(0, |c| c.clear(task.as_deref(), id, at_ms));
+    let removed = app
+        .semantic
+        .as_ref()
+        .map_or(0, |c| c.clear(cleared.task.as_deref(), cleared.clear_id, cleared.at_ms));
     axum::Json(json!({
-        "task": task,
-        "clear_id": id,
-        "stored_entries_deleted": deleted,
+        "task": cleared.task,
+        "clear_id": cleared.clear_id,
+        "stored_entries_deleted": cleared.stored_entries_deleted,
         "semantic_entries_removed": removed,
     }))
     .into_response()
 }
 
 async fn policies(State(app): State<Arc<AppState>>) -> Response {
-    match with_store(&app, crate::deploy::overview).await {
+    match with_store(&app, |s| Ok(policy::overview(s)?)).await {
         Ok(rows) => {
             let v: Vec<_> = rows
                 .into_iter()
@@ -477,28 +361,20 @@ struct LogQuery {
 
 async fn policy_log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(1000);
-    match with_store(&app, move |s| s.policy_audit(q.task.as_deref(), limit)).await {
+    match with_store(&app, move |s| Ok(s.policy_audit(q.task.as_deref(), limit)?)).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(r) => r,
     }
 }
 
-/// Runs a policy change on a store connection of its own, off the async runtime; a refused change is a 400
-/// with the reason.
+/// Runs a policy change and answers with the new policy.
 async fn change(
     app: &AppState,
-    f: impl FnOnce(&mut Store) -> anyhow::Result<leanlm_deploy::Policy> + Send + 'static,
+    f: impl FnOnce(&mut Store) -> Result<leanlm_deploy::Policy, ControlError> + Send + 'static,
 ) -> Response {
-    let url = app.config.store_url.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&url)?;
-        f(&mut store)
-    })
-    .await;
-    match result {
-        Ok(Ok(policy)) => axum::Json(policy).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("policy change failed: {e}")),
+    match with_store(app, f).await {
+        Ok(policy) => axum::Json(policy).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -533,26 +409,26 @@ async fn deploy(State(app): State<Arc<AppState>>, Path(task): Path<String>, byte
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     change(&app, move |store| {
-        let req = crate::deploy::DeployRequest {
+        let req = policy::DeployRequest {
             task_id: task,
-            replacement: b.replacement.parse().map_err(anyhow::Error::msg)?,
+            replacement: b.replacement.parse().map_err(ControlError::Invalid)?,
             stage: b
                 .stage
                 .as_deref()
                 .unwrap_or("shadow")
                 .parse()
-                .map_err(anyhow::Error::msg)?,
+                .map_err(ControlError::Invalid)?,
             share: b.share,
             audit_rate: b.audit_rate,
             bound: b.bound,
             error_bound: b.error_bound,
             min_samples: b.min_samples,
             auto_promote: b.auto_promote,
-            scorer: b.scorer.map(|s| s.parse()).transpose().map_err(anyhow::Error::msg)?,
+            scorer: b.scorer.map(|s| s.parse()).transpose().map_err(ControlError::Invalid)?,
             force: b.force,
             actor: "api".into(),
         };
-        crate::deploy::deploy(store, req)
+        policy::deploy(store, req)
     })
     .await
 }
@@ -574,7 +450,7 @@ async fn promote(State(app): State<Arc<AppState>>, Path(task): Path<String>, byt
         }
     };
     change(&app, move |store| {
-        crate::deploy::promote(store, &task, b.share, b.force, "api")
+        policy::promote(store, &task, b.share, b.force, "api")
     })
     .await
 }
@@ -590,8 +466,5 @@ async fn rollback(State(app): State<Arc<AppState>>, Path(task): Path<String>, by
         Ok(b) => b,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    change(&app, move |store| {
-        crate::deploy::rollback(store, &task, &b.reason, "api")
-    })
-    .await
+    change(&app, move |store| policy::rollback(store, &task, &b.reason, "api")).await
 }

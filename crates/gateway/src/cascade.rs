@@ -13,7 +13,7 @@ use crate::server::AppState;
 pub(crate) async fn judge(
     app: &AppState,
     cascade: &TaskCascade,
-    request: &Value,
+    request: Option<&Value>,
     prompt: &mut Option<Vec<f32>>,
     answer: &str,
     logprobs: Option<&[f64]>,
@@ -27,7 +27,7 @@ pub(crate) async fn judge(
         Some(f) => f,
         None => {
             let embedder = app.embedder.as_ref().ok_or("this gateway has no embedder")?;
-            let text = leanlm_validate::run::transcript(request);
+            let text = leanlm_core::transcript::transcript(request.ok_or("the request is not a JSON object")?);
             let mut vectors = embedder.embed(&app.routes, &app.http(), vec![text.clone()]).await?;
             let vector = vectors.pop().ok_or("the embedder returned nothing")?;
             prompt.insert(leanlm_route::features(&vector, &text))

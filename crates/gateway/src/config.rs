@@ -146,9 +146,9 @@ pub struct CacheConfig {
     /// Per-task policies, by task id or name: a mode and a TTL of their own.
     pub tasks: HashMap<String, TaskCachePolicy>,
     /// `[cache.semantic]`.
-    pub semantic: crate::semantic::SemanticConfig,
+    pub semantic: SemanticConfig,
     /// Per-task semantic settings (`[cache.tasks.NAME] semantic`, `semantic_bound`, `scorer`).
-    pub semantic_tasks: HashMap<String, crate::semantic::TaskSemantic>,
+    pub semantic_tasks: HashMap<String, TaskSemantic>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -197,8 +197,7 @@ fn fraction(what: &str, v: Option<f64>, default: f64) -> Result<f64, String> {
     }
 }
 
-fn semantic_config(r: &RawSemantic) -> Result<crate::semantic::SemanticConfig, String> {
-    use crate::{embedder::Embeddings, semantic::SemanticConfig};
+fn semantic_config(r: &RawSemantic) -> Result<SemanticConfig, String> {
     let d = SemanticConfig::default();
     let min_similarity = fraction(
         "cache.semantic.min_similarity",
@@ -225,8 +224,8 @@ fn semantic_config(r: &RawSemantic) -> Result<crate::semantic::SemanticConfig, S
     })
 }
 
-fn task_semantic(name: &str, t: &RawTaskCache) -> Result<crate::semantic::TaskSemantic, String> {
-    Ok(crate::semantic::TaskSemantic {
+fn task_semantic(name: &str, t: &RawTaskCache) -> Result<TaskSemantic, String> {
+    Ok(TaskSemantic {
         enabled: t.semantic,
         bound: match t.semantic_bound {
             None => None,
@@ -396,6 +395,26 @@ fn locate(text: &str, offset: usize) -> (usize, usize, String) {
 }
 
 impl Config {
+    /// The semantic cache's settings as the control plane's cache overview reads them.
+    pub fn cache_settings(&self) -> leanlm_control::cache::Settings {
+        leanlm_control::cache::Settings {
+            enabled: self.cache.semantic.enabled,
+            bound: self.cache.semantic.bound,
+            tasks: self
+                .cache
+                .semantic_tasks
+                .iter()
+                .map(|(k, t)| {
+                    let settings = leanlm_control::cache::TaskSettings {
+                        enabled: t.enabled,
+                        bound: t.bound,
+                    };
+                    (k.clone(), settings)
+                })
+                .collect(),
+        }
+    }
+
     /// Loads the file (if any), then applies defaults, environment and overrides.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let (source, text) = match path {
@@ -683,6 +702,61 @@ impl Config {
             catalog_allow,
         })
     }
+}
+
+/// `[cache.semantic]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticConfig {
+    /// On for every task; otherwise per task (`[cache.tasks.NAME] semantic = true`) or by a
+    /// `cache:semantic` policy.
+    pub enabled: bool,
+    /// The highest false-hit rate allowed, as the upper end of its confidence interval.
+    pub bound: f64,
+    /// The share of would-be hits still sent upstream and compared once hits are served.
+    pub verify: f64,
+    /// Below this similarity a request is not even a would-be hit.
+    pub min_similarity: f32,
+    /// Entries per partition; the oldest are overwritten.
+    pub max_entries: usize,
+    /// Entries in all partitions together: once reached, only full partitions take new entries (over their
+    /// oldest), so many small partitions cannot grow memory without bound.
+    pub max_total_entries: usize,
+    /// Entries are also written to the store and reloaded at start, so a restart keeps the cache (never
+    /// where `[store] log_bodies = false`: an entry holds the request's text and the answer).
+    pub persist: bool,
+    pub embeddings: Embeddings,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        SemanticConfig {
+            enabled: false,
+            bound: 0.01,
+            verify: 0.05,
+            min_similarity: 0.8,
+            max_entries: 10_000,
+            max_total_entries: 200_000,
+            persist: true,
+            embeddings: Embeddings::Local { model_dir: None },
+        }
+    }
+}
+
+/// A task's own semantic settings, from `[cache.tasks.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskSemantic {
+    pub enabled: Option<bool>,
+    pub bound: Option<f64>,
+    pub scorer: Option<leanlm_core::ScorerSpec>,
+}
+
+/// Where embeddings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embeddings {
+    /// In-process, from model files in this directory (default: the embedder's own default).
+    Local { model_dir: Option<PathBuf> },
+    /// A configured embedding model, asked through its provider's `/v1/embeddings`.
+    Remote { model: String },
 }
 
 #[cfg(test)]

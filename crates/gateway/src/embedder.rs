@@ -1,13 +1,13 @@
 //! Sentence embeddings for the request path (the semantic cache, learned routers): the local model
 //! in-process, on the blocking pool and one inference per core, or a configured embedding model over HTTP.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use leanlm_wire::WireError;
 use serde_json::Value;
 
+use crate::config::Embeddings;
 use crate::route::Routes;
 
 /// Embeds texts; blocking, so the gateway calls it on the blocking pool. The `leanlm` binary implements it
@@ -20,15 +20,6 @@ pub type SharedEmbed = Arc<dyn Embed + Send + Sync>;
 /// Loads the local embedder (from a model directory, or its default one) the first time a request needs
 /// it, so a gateway that never uses the semantic cache never pays for the model.
 pub type EmbedLoader = Box<dyn Fn(Option<&std::path::Path>) -> Result<SharedEmbed, String> + Send + Sync>;
-
-/// Where embeddings come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Embeddings {
-    /// In-process, from model files in this directory (default: the embedder's own default).
-    Local { model_dir: Option<PathBuf> },
-    /// A configured embedding model, asked through its provider's `/v1/embeddings`.
-    Remote { model: String },
-}
 
 /// Embeds texts for the request path.
 pub struct Embedder {

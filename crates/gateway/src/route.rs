@@ -141,6 +141,33 @@ fn unknown(name: &str, routes: &Routes) -> WireError {
     .with_code("model_not_found")
 }
 
+/// The models this deployment can route to, priced, with what the price table knows of their
+/// capabilities, and which of them may replace a task's model. `[catalog] allow = ["*"]` allows every
+/// model in the price table.
+pub fn catalog(config: &Config) -> Vec<leanlm_validate::CatalogModel> {
+    let routes = Routes::new(Arc::new(config.clone()));
+    let table = leanlm_cost::PriceTable::bundled();
+    let everything = config.catalog_allow.iter().any(|m| m == "*");
+    let mut names: std::collections::BTreeSet<String> = config.models.keys().cloned().collect();
+    names.extend(config.catalog_allow.iter().filter(|m| *m != "*").cloned());
+    if everything {
+        names.extend(table.models().into_iter().map(|(n, _)| n.to_owned()));
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let target = routes.resolve(&name).ok()?.into_iter().next()?;
+            Some(leanlm_validate::CatalogModel {
+                allowed: everything || config.catalog_allow.contains(&name),
+                provider: target.provider.name.clone(),
+                price: target.price,
+                caps: table.lookup(&target.upstream_model).map(|e| e.caps),
+                name,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

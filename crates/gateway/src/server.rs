@@ -32,7 +32,7 @@ pub struct AppState {
     pub tasks: leanlm_profile::Discoverer,
     pub(crate) cache: crate::cache::ExactCache,
     /// Deployment policies; `None` where calls are never served under one (replays).
-    pub(crate) policies: Option<Arc<crate::deploy::PolicyRuntime>>,
+    pub(crate) policies: Option<Arc<crate::policy::PolicyRuntime>>,
     /// The semantic cache; `None` in replays.
     pub(crate) semantic: Option<Arc<crate::semantic::SemanticCache>>,
     /// Embeddings for the semantic cache and learned routers; `None` in replays.
@@ -107,7 +107,7 @@ impl Gateway {
         let known = store.tasks(None).context("reading known tasks")?;
         let tasks =
             leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
-        let policies = crate::deploy::start(&config)?;
+        let policies = crate::policy::start(&config)?;
         let embedder = Arc::new(crate::embedder::Embedder::new(
             config.cache.semantic.embeddings.clone(),
             embedder,

@@ -1222,6 +1222,53 @@ async fn admin_api_serves_tasks_calls_and_spend_behind_a_token() {
     let spend: Value = api("/api/spend?by=task").send().await.unwrap().json().await.unwrap();
     assert_eq!(spend[0]["key"], task.as_str());
     assert_eq!(api("/api/spend?by=year").send().await.unwrap().status(), 400);
+
+    // Control-plane refusals get their own status: not found 404, refused by the state 409, bad input 400.
+    let post = |path: &str, body: Value| {
+        h.http
+            .post(format!("{}{path}", h.url))
+            .bearer_auth("admin-secret")
+            .json(&body)
+    };
+    let status_of = |r: reqwest::RequestBuilder| async move {
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        status
+    };
+    let deploy = |task: &str, body: Value| post(&format!("/api/policies/{task}/deploy"), body);
+    assert_eq!(
+        status_of(deploy("t_none", json!({"replacement": "gpt-4o-mini"}))).await,
+        404
+    );
+    assert_eq!(
+        status_of(deploy(&task, json!({"replacement": "gpt-4o-mini", "stage": "canary"}))).await,
+        409,
+        "past shadow without a passing validation"
+    );
+    assert_eq!(
+        status_of(deploy(&task, json!({"replacement": "gpt-4o-mini", "audit_rate": 2.0}))).await,
+        400
+    );
+    assert_eq!(status_of(deploy(&task, json!({"replacement": "cascade:x"}))).await, 400);
+    assert_eq!(
+        status_of(post(&format!("/api/policies/{task}/promote"), json!({}))).await,
+        404,
+        "no policy to promote"
+    );
+    assert_eq!(
+        status_of(post(&format!("/api/policies/{task}/rollback"), json!({"reason": " "}))).await,
+        400
+    );
+    assert_eq!(status_of(post("/api/cache/clear?task=nope", json!({}))).await, 404);
+    assert_eq!(
+        status_of(post("/api/tasks/t_none/name", json!({"name": "x"}))).await,
+        404
+    );
     h.shutdown().await;
 }
 

@@ -393,7 +393,7 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let config = Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let pw = loop {
-        let overview = leanlm_gateway::semantic::overview(&h.store(), &config).unwrap();
+        let overview = leanlm_control::cache::overview(&h.store(), &config.cache_settings()).unwrap();
         let pw = overview.into_iter().find(|r| r.task_id == "pw").unwrap();
         if pw.semantic_hits >= 6 || Instant::now() > deadline {
             break pw;
@@ -689,7 +689,7 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     intent_logged(&store).await;
     let request = |replacement: &str| deploy_request(replacement, leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
     // No router trained yet: refused, with the command that trains one.
-    let err = leanlm_gateway::deploy::deploy(&mut store, request("router:cheap,big"))
+    let err = leanlm_control::policy::deploy(&mut store, request("router:cheap,big"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("leanlm train-router"), "{err}");
@@ -734,9 +734,9 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
             &serde_json::to_string(&router).unwrap(),
         )
         .unwrap();
-    let policy = leanlm_gateway::deploy::deploy(&mut store, request("router:cheap,big")).unwrap();
+    let policy = leanlm_control::policy::deploy(&mut store, request("router:cheap,big")).unwrap();
     assert_eq!(policy.stage, leanlm_deploy::Stage::Canary);
-    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500)).await;
 
     let (model, id) = ask("how do i reset my password please").await;
     assert_eq!(model, "cheap");
@@ -827,8 +827,8 @@ fn deploy_request(
     stage: leanlm_deploy::Stage,
     share: Option<f64>,
     audit_rate: Option<f64>,
-) -> leanlm_gateway::deploy::DeployRequest {
-    leanlm_gateway::deploy::DeployRequest {
+) -> leanlm_control::policy::DeployRequest {
+    leanlm_control::policy::DeployRequest {
         task_id: "intent".into(),
         replacement: replacement.parse().unwrap(),
         stage,
@@ -936,7 +936,7 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
     let (h, mut store) = cascade_harness(models).await;
     let ask = |q: &'static str, stream: bool| cascade_ask(&h, q, stream);
     let request = deploy_request("cascade:cheap,big", leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
-    let err = leanlm_gateway::deploy::deploy(&mut store, request.clone())
+    let err = leanlm_control::policy::deploy(&mut store, request.clone())
         .unwrap_err()
         .to_string();
     assert!(err.contains("leanlm train-cascade"), "{err}");
@@ -951,8 +951,8 @@ async fn a_deployed_cascade_serves_the_answers_it_trusts_and_escalates_the_rest(
             &serde_json::to_string(&cascade).unwrap(),
         )
         .unwrap();
-    let policy = leanlm_gateway::deploy::deploy(&mut store, request).unwrap();
-    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    let policy = leanlm_control::policy::deploy(&mut store, request).unwrap();
+    tokio::time::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500)).await;
 
     let truth: std::collections::HashMap<&str, &str> =
         LABELS.lines().skip(1).filter_map(|l| l.split_once(',')).collect();
@@ -1043,8 +1043,8 @@ async fn a_cascade_reads_the_confidence_of_a_gemini_cheap_model() {
         )
         .unwrap();
     let request = deploy_request("cascade:cheap,big", leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
-    leanlm_gateway::deploy::deploy(&mut store, request).unwrap();
-    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    leanlm_control::policy::deploy(&mut store, request).unwrap();
+    tokio::time::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500)).await;
     let truth: std::collections::HashMap<&str, &str> =
         LABELS.lines().skip(1).filter_map(|l| l.split_once(',')).collect();
     let (mut accepted, mut escalated) = (0, 0);
@@ -1086,12 +1086,12 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
     store
         .put_router("intent", spec, 0, &serde_json::to_string(&chain).unwrap())
         .unwrap();
-    let deploy = |stage, share, audit_rate| leanlm_gateway::deploy::DeployRequest {
+    let deploy = |stage, share, audit_rate| leanlm_control::policy::DeployRequest {
         bound: Some(0.5),
         ..deploy_request(spec, stage, share, audit_rate)
     };
-    leanlm_gateway::deploy::deploy(&mut store, deploy(leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0))).unwrap();
-    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    leanlm_control::policy::deploy(&mut store, deploy(leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0))).unwrap();
+    tokio::time::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500)).await;
     let questions = questions();
     let mut ids = Vec::new();
     for q in &questions {
@@ -1118,8 +1118,8 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
 
     // In shadow, the reference serves and the chain is judged stage by stage off the hot path, recorded
     // under the chain's name.
-    leanlm_gateway::deploy::deploy(&mut store, deploy(leanlm_deploy::Stage::Shadow, None, Some(1.0))).unwrap();
-    tokio::time::sleep(leanlm_gateway::deploy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    leanlm_control::policy::deploy(&mut store, deploy(leanlm_deploy::Stage::Shadow, None, Some(1.0))).unwrap();
+    tokio::time::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500)).await;
     for q in &questions {
         let (model, outcome, _, _) = cascade_ask(&h, q, false).await;
         assert_eq!((model.as_str(), outcome), ("big", None));

@@ -2,9 +2,9 @@
 //!
 //! Validation needs models whose quality is known in advance: a prompt that is an example of the data set
 //! is answered with its true label with the model's accuracy, and with another label otherwise. Which
-//! prompts a model gets wrong is fixed by a hash of the seed, the model and the prompt, so a model answers
-//! the same prompt the same way every time (like a model at temperature 0), and a model of accuracy `p`
-//! is wrong on a share `1 - p` of the examples, spread evenly over them.
+//! prompts a model gets wrong is fixed by the seed, the model and the prompt's row, so a model answers the
+//! same prompt the same way every time (like a model at temperature 0), and a model of accuracy `p` is
+//! wrong on a share `1 - p` of the examples, spread evenly over them (and over any stride of them).
 //!
 //! Or it replays real models: RouteLLM's MMLU files record, per question, whether each model answered it
 //! right. Those files hold no answers, so each question gets a stand-in true letter (a hash of the
@@ -36,7 +36,7 @@ fn normalise(text: &str) -> String {
 }
 
 /// FNV-1a: stable across platforms and Rust versions, which `DefaultHasher` does not promise.
-fn fnv(parts: &[&[u8]]) -> u64 {
+pub(crate) fn fnv(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for b in part.iter().chain(&[0xff]) {
@@ -208,7 +208,12 @@ impl Labeller {
         let text = normalise(prompt);
         let Example { label: truth, row } = *self.truth.get(&text)?;
         let h = fnv(&[&self.seed.to_le_bytes(), model.as_bytes(), text.as_bytes()]);
-        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        // Which rows a model gets wrong: a Weyl sequence over the rows (row × the golden ratio, from an
+        // offset fixed by the seed and the model), so that the wrong ones are spread evenly over the data set
+        // and over any stride of it, and a model of accuracy `p` is wrong on a share `1 - p` of any sample of
+        // it up to sampling error, not up to the luck of independent draws.
+        let offset = fnv(&[&self.seed.to_le_bytes(), model.as_bytes()]);
+        let u = (offset as f64 / u64::MAX as f64 + row as f64 * 0.618_033_988_749_894_9).fract();
         let v = (fnv(&[&h.to_le_bytes()]) >> 11) as f64 / (1u64 << 53) as f64;
         // A changed accuracy (`/mock/accuracy`) overrides what was recorded, to degrade a model on purpose.
         let right = match (self.accuracy.get(model), self.recorded.get(model)) {

@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+mod intents;
 mod labels;
+pub use intents::{PER_INTENT, intents, intents_csv};
 pub use labels::Labeller;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

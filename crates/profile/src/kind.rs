@@ -4,31 +4,7 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskType {
-    Classify,
-    Extract,
-    Summarize,
-    Generate,
-    Chat,
-    Code,
-    Embed,
-}
-
-impl TaskType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskType::Classify => "classify",
-            TaskType::Extract => "extract",
-            TaskType::Summarize => "summarize",
-            TaskType::Generate => "generate",
-            TaskType::Chat => "chat",
-            TaskType::Code => "code",
-            TaskType::Embed => "embed",
-        }
-    }
-}
+pub use leanlm_core::TaskType;
 
 /// What one call asked and answered, as far as typing needs it.
 #[derive(Debug, Clone, Default)]

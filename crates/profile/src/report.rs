@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use leanlm_store::{CallRecord, CallStats, CallStatus};
+use leanlm_core::{CallRecord, CallStats, CallStatus};
 use leanlm_wire::anthropic::MessagesRequest;
 use leanlm_wire::openai::{ChatRequest, Role};
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@
 //! nested, so walking down from the most similar, each step adds evidence, and the threshold is the lowest
 //! step whose Wilson upper bound on the false-hit rate stays within the bound.
 
-use leanlm_validate::stats::wilson;
+use leanlm_core::stats::wilson;
 use serde::{Deserialize, Serialize};
 
 /// One verified would-be hit.

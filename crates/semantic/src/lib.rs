@@ -111,6 +111,9 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
     Decision::Candidate { similarity }
 }
 
+/// Verified would-be hits kept per task: recent traffic decides, so the estimate follows drift.
+pub const EVIDENCE_WINDOW: usize = 5_000;
+
 /// Texts longer than this (in bytes) are not compared word by word, since the guards' cost grows with the
 /// text (about 0.2 s for two 500 KB histories); they must be the same text, up to case and spacing. Past
 /// its first 256 word pieces the embedding does not see a text at all, so for long texts the guards are

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use leanlm_wire::Usage;
+use leanlm_core::Usage;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{CallFilter, CallRecord, CallStatus, CallSummary, SpendBy, SpendRow, StoreError};

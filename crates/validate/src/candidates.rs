@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use leanlm_core::{CallStats, CallStatus};
 use leanlm_cost::{Capabilities, ModelKind, Price};
-use leanlm_store::{CallStats, CallStatus};
 use serde::Serialize;
 
 use crate::replacement::Replacement;

@@ -3,15 +3,13 @@
 //! itself, and decide pass or fail from a confidence interval, looking at the evidence as it arrives.
 
 pub mod candidates;
-pub mod replacement;
 pub mod report;
 pub mod run;
 pub mod sample;
 pub mod score;
-pub mod stats;
 
 pub use candidates::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
-pub use replacement::Replacement;
+pub use leanlm_core::{Replacement, replacement, stats};
 pub use report::{Report, Rule, Verdict};
 pub use run::{Bound, Estimate, Logged, NoProgress, Options, Progress, Replay, Reply, ValidateError, Validation};
 pub use score::ScorerSpec;

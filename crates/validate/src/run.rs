@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use leanlm_core::{CallRecord, CallStatus};
 use leanlm_cost::Price;
-use leanlm_store::{CallRecord, CallStatus};
 use serde_json::{Value, json};
 
 use crate::replacement::Replacement;
@@ -101,7 +101,7 @@ impl Logged {
             .get("messages")
             .and_then(Value::as_array)
             .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-            .map(|m| text_of(&m["content"]))
+            .map(|m| leanlm_core::transcript::text_lossy(&m["content"]))
             .unwrap_or_default()
     }
 
@@ -111,18 +111,7 @@ impl Logged {
     }
 }
 
-/// A chat request (OpenAI or Anthropic) as text, `role: text` per turn: what judges read and routers embed.
-pub fn transcript(request: &Value) -> String {
-    let mut out = String::new();
-    if let Some(system) = request.get("system") {
-        out.push_str(&format!("system: {}\n", text_of(system)));
-    }
-    for m in request.get("messages").and_then(Value::as_array).into_iter().flatten() {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-        out.push_str(&format!("{role}: {}\n", text_of(&m["content"])));
-    }
-    out.chars().take(8000).collect()
-}
+pub use leanlm_core::transcript::transcript;
 
 /// A logged request sent again to another model, asking for a whole answer: replays never stream.
 pub fn replay_body(request: &Value, model: &str) -> Value {
@@ -133,19 +122,6 @@ pub fn replay_body(request: &Value, model: &str) -> Value {
         o.remove("stream_options");
     }
     body
-}
-
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// The agreement a candidate must clear.
@@ -943,7 +919,10 @@ mod tests {
         fn complete(&self, _format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send {
             let model = body["model"].as_str().unwrap_or("").to_owned();
             let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-            let input = msgs.last().map(|m| text_of(&m["content"])).unwrap_or_default();
+            let input = msgs
+                .last()
+                .map(|m| leanlm_core::transcript::text_lossy(&m["content"]))
+                .unwrap_or_default();
             let result = if self.fail {
                 Err("503 from provider".to_string())
             } else if model == "judge" {

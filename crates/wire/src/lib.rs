@@ -12,50 +12,9 @@ mod media;
 mod one_or_many;
 pub mod openai;
 pub mod stream;
-mod usage;
 
 pub use error::{ErrorKind, WireError};
-pub use usage::Usage;
-
-use serde::{Deserialize, Serialize};
-
-/// The wire format a client speaks to the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientFormat {
-    OpenAi,
-    Anthropic,
-}
-
-impl ClientFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientFormat::OpenAi => "openai",
-            ClientFormat::Anthropic => "anthropic",
-        }
-    }
-}
-
-/// The wire format an upstream provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq, Together, DeepSeek, ...).
-    #[serde(rename = "openai")]
-    OpenAi,
-    Anthropic,
-    Gemini,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gemini",
-        }
-    }
-}
+pub use leanlm_core::{ClientFormat, ProviderKind, Usage};
 
 /// Seconds since the Unix epoch, for the `created` fields of synthesised responses.
 pub(crate) fn unix_now() -> u64 {

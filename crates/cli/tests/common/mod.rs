@@ -1,9 +1,9 @@
-//! Shared by the end-to-end tests: Banking77, a labelled mock, a gateway in front of it, and the binary.
+//! Shared by the end-to-end tests: the project's labelled intent set, a labelled mock, a gateway in front of it, and the binary.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,35 +13,12 @@ use leanlm_mock::{Labeller, Mock};
 use serde_json::json;
 
 pub const SYSTEM: &str =
-    "Classify the customer's banking query into one of the 77 Banking77 intents. Answer with the intent name only.";
+    "Classify the customer's banking query into one of our 30 support intents. Answer with the intent name only.";
 
-/// `../shared/data/banking77` from the project root (or `LEANLM_SHARED_DATA/banking77`).
-pub fn banking77() -> PathBuf {
-    let candidates = [
-        std::env::var_os("LEANLM_SHARED_DATA").map(|d| PathBuf::from(d).join("banking77")),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/banking77")),
-        Some(PathBuf::from("/work/shared/data/banking77")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("test.csv").exists())
-        .expect("Banking77 not found: set LEANLM_SHARED_DATA to the shared data folder")
-}
-
-/// Every `every`-th test query with its intent.
-pub fn examples(dir: &Path, every: usize) -> Vec<(String, String)> {
-    let mut reader = csv::Reader::from_path(dir.join("test.csv")).unwrap();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            (r[0].to_owned(), r[1].to_owned())
-        })
-        .enumerate()
-        .filter(|(i, _)| i % every == 0)
-        .map(|(_, t)| t)
-        .collect()
+/// Every `every`-th query of the project's own labelled intent set ([`leanlm_mock::intents`]) with its
+/// intent: the same on every machine, with nothing from outside the repository.
+pub fn examples(every: usize) -> Vec<(String, String)> {
+    leanlm_mock::intents().into_iter().step_by(every).collect()
 }
 
 /// A labelled mock, a gateway in front of it (models `big`, always right, and the cheap ones), and a
@@ -91,8 +68,7 @@ pub struct Answer {
 
 impl Env {
     pub fn start(name: &str, seed: u64, accuracy: &[(&str, f64)]) -> Env {
-        let data = std::fs::read_to_string(banking77().join("test.csv")).unwrap();
-        let mut labeller = Labeller::from_csv(&data).unwrap().seed(seed);
+        let mut labeller = Labeller::from_csv(&leanlm_mock::intents_csv()).unwrap().seed(seed);
         for (m, p) in accuracy {
             labeller = labeller.accuracy(*m, *p);
         }

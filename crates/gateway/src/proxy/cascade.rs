@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use leanlm_core::transcript::answer_text;
 use leanlm_route::cascade::TaskCascade;
 use leanlm_store::{CallStatus, StageRecord};
 use leanlm_wire::{ClientFormat, ProviderKind, Usage};
 use serde_json::Value;
 
 use super::{
-    HEADER_COST, Ingress, Recorder, as_sse, body_text, estimate_usage, format_cost, response_text, success_headers,
-    to_client, usage_of,
+    HEADER_COST, Ingress, Recorder, as_sse, body_text, estimate_usage, format_cost, success_headers, to_client,
+    usage_of,
 };
 use crate::route::Target;
 use crate::server::AppState;
@@ -52,10 +53,11 @@ impl Stage {
         app: &Arc<AppState>,
         mut rec: Recorder,
         cascade: &TaskCascade,
-        ingress: &Ingress,
+        call: &super::chat::Call,
         auth: &ClientAuth,
         prompt: &mut Option<Vec<f32>>,
     ) -> Result<Response, Recorder> {
+        let ingress = call.ingress();
         let started = Instant::now();
         let setup = &cascade.setup;
         let quiet = ingress.whole();
@@ -90,15 +92,10 @@ impl Stage {
         };
         let second_cost = second.as_ref().and_then(|s| s.cost).unwrap_or(0.0);
         stage.cost_usd = first.cost.map(|c| c + second_cost);
-        let request = match ingress {
-            Ingress::OpenAi(r) => serde_json::to_value(r),
-            Ingress::Anthropic(r) => serde_json::to_value(r),
-        }
-        .unwrap_or_default();
         let decision = crate::cascade::judge(
             app,
             cascade,
-            &request,
+            call.json(),
             prompt,
             &first.text,
             first.logprobs.as_deref(),
@@ -191,7 +188,7 @@ impl Stage {
         };
         let (usage, estimated) = match usage_of(kind, &v) {
             Some(u) => (u, false),
-            None => (estimate_usage(&target, ingress, &response_text(kind, &v)), true),
+            None => (estimate_usage(&target, ingress, &answer_text(kind, &v)), true),
         };
         let body = to_client(kind, self.format, v, &target);
         Ok(Answer {

@@ -8,8 +8,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use leanlm_core::transcript::answer_text;
 use leanlm_cost::{cost_usd, tokens};
-use leanlm_profile::{Identity, Shape};
+use leanlm_profile::Identity;
 use leanlm_store::{CallRecord, CallStatus, TaskRef};
 use leanlm_wire::anthropic::{self, MessagesRequest};
 use leanlm_wire::openai::{self, ChatRequest};
@@ -17,20 +18,21 @@ use leanlm_wire::{ClientFormat, ErrorKind, ProviderKind, Usage, WireError, gemin
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cache::{Directive, Entry, HEADER_CACHE, Key};
+use crate::cache::{Entry, HEADER_CACHE, Key};
 use crate::config::Secret;
 use crate::route::Target;
-use crate::semantic::Lookup;
 use crate::server::AppState;
 use crate::unix_ms;
-use crate::upstream::{self, ClientAuth, Failed, Operation, Sent, status_of};
+use crate::upstream::{self, ClientAuth, Failed, Sent};
 use leanlm_route::cascade::Chain;
 
 mod cascade;
+mod chat;
 mod embeddings;
 mod passthrough;
 mod stream;
 
+pub(crate) use chat::chat;
 pub(crate) use embeddings::embeddings;
 pub(crate) use passthrough::passthrough;
 
@@ -62,7 +64,7 @@ pub(crate) struct Recorder {
     started: Instant,
     rec: Option<CallRecord>,
     /// The call is served under a deployment policy: what to check once it is complete.
-    online: Option<crate::deploy::OnlineJob>,
+    online: Option<crate::policy::OnlineJob>,
     /// What earlier stages (a cascade's cheap model) cost: added to the served answer's cost.
     prior_cost: f64,
     /// Time earlier stages spent waiting on upstreams: not the gateway's own overhead.
@@ -497,159 +499,6 @@ fn to_vec<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, WireError> {
     serde_json::to_vec(v).map_err(|e| WireError::invalid(format!("could not encode the request: {e}")))
 }
 
-/// `POST /v1/chat/completions` and `POST /v1/messages`.
-pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: HeaderMap, body: Body) -> Response {
-    let endpoint = match format {
-        ClientFormat::OpenAi => "chat.completions",
-        ClientFormat::Anthropic => "messages",
-    };
-    let mut rec = Recorder::new(&app, format, endpoint, &headers);
-    let bytes = match read_body(&headers, body, app.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
-    };
-    if app.config.log_bodies {
-        rec.rec().request_body = Some(body_text(&bytes));
-    }
-    let parsed = match format {
-        ClientFormat::OpenAi => ChatRequest::parse(&bytes).map(Ingress::OpenAi),
-        ClientFormat::Anthropic => MessagesRequest::parse(&bytes).map(Ingress::Anthropic),
-    };
-    let ingress = match parsed {
-        Ok(i) => i,
-        Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
-    };
-    rec.rec().requested_model = ingress.model().to_owned();
-    let task = match &ingress {
-        Ingress::OpenAi(r) => explicit_task(&headers, r.extra.get("metadata"))
-            .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_openai("chat", r)))),
-        Ingress::Anthropic(r) => explicit_task(&headers, None)
-            .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_anthropic("chat", r)))),
-    };
-    let policy = app.policies.as_ref().and_then(|p| p.get(&task.id));
-    // A `cache:semantic` policy switches the semantic cache on for its task; it serves no model itself.
-    let (policy, policy_semantic) = match policy {
-        Some(p) if p.replacement == leanlm_validate::Replacement::SemanticCache => (None, Some(p)),
-        other => (other, None),
-    };
-    rec.rec().task = Some(task);
-    let stream = ingress.is_stream();
-    rec.rec().stream = stream;
-    let mut chain = match app.routes.resolve(ingress.model()) {
-        Ok(c) => c,
-        Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
-    };
-    let mut cascade = None;
-    if let Some(policy) = policy {
-        (chain, cascade) = match apply_policy(&app, &mut rec, policy, ingress.model(), chain, &bytes).await {
-            Ok(c) => c,
-            Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
-        };
-    }
-    let wants_usage = match &ingress {
-        Ingress::OpenAi(r) => r.wants_stream_usage(),
-        Ingress::Anthropic(_) => true,
-    };
-    let directive = match Directive::from_headers(&headers) {
-        Ok(d) => d,
-        Err(m) => return rec.fail(format, 400, WireError::invalid(m), CallStatus::ClientError),
-    };
-    let task = rec
-        .rec
-        .as_ref()
-        .and_then(|r| r.task.as_ref())
-        .map(|t| (t.id.as_str(), t.name.as_str()));
-    let key = app.cache.key(
-        directive,
-        format,
-        &chain[0],
-        &bytes,
-        ingress.temperature() == Some(0.0),
-        task,
-    );
-    if let Some((k, _)) = &key
-        && directive != Directive::Refresh
-        && let Some(hit) = app.cache.get(k).await
-    {
-        let served = Served {
-            body: hit.body,
-            cost_usd: hit.cost_usd,
-            model: hit.model,
-            provider: hit.provider,
-            kind: "hit",
-            similarity: None,
-        };
-        return cache_hit(&app, rec, format, served, stream, wants_usage);
-    }
-    let probe = match (&app.semantic, task, &key) {
-        (Some(s), Some(task), Some((_, ttl))) if directive != Directive::Refresh => {
-            let governed = policy_semantic.as_ref().map(|p| {
-                let serve = matches!(p.route(rand::random(), 1.0), leanlm_deploy::Route::Replacement { .. });
-                (serve, &p.scorer)
-            });
-            s.probe(task, governed, Some(*ttl), format, &chain[0], &bytes)
-        }
-        _ => None,
-    };
-    let mut semantic = None;
-    if let (Some(s), Some(probe)) = (&app.semantic, probe) {
-        match s.lookup(&app.routes, &app.http(), probe).await {
-            Lookup::Hit(hit) => {
-                let served = Served {
-                    body: hit.body,
-                    cost_usd: hit.cost_usd,
-                    model: hit.model,
-                    provider: hit.provider,
-                    kind: "semantic-hit",
-                    similarity: Some(hit.similarity),
-                };
-                return cache_hit(&app, rec, format, served, stream, wants_usage);
-            }
-            Lookup::Pending(p) => semantic = Some(p),
-            Lookup::Skipped => {}
-        }
-    }
-    rec.rec().cache = Some(if key.is_some() { "miss" } else { "bypass" }.to_owned());
-    let auth = client_auth(&headers);
-    if let Some(c) = cascade {
-        let stage = cascade::Stage {
-            format,
-            stream,
-            wants_usage,
-        };
-        // Each cheap stage in turn; the first answer accepted is served.
-        let mut prompt = None;
-        for (_, step) in c.asked() {
-            rec = match stage.run(&app, rec, step, &ingress, &auth, &mut prompt).await {
-                Ok(served) => return served,
-                Err(escalated) => escalated,
-            };
-        }
-    }
-    let op = Operation::Chat { stream };
-    let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
-        upstream::prepare(target, op, ingress.body_for(target, &bytes)?, &auth)
-    })
-    .await;
-    let sent = match sent {
-        Ok(s) => s,
-        Err(failed) => return rec.upstream_failed(format, &chain, failed),
-    };
-    // An answer is cached under the model asked for only if that model gave it, not a fallback.
-    let key = CacheWrite {
-        exact: key.filter(|_| sent.target == 0),
-        semantic: semantic.filter(|_| sent.target == 0),
-    };
-    let target = chain[sent.target].clone();
-    rec.set_target(&target);
-    rec.rec().attempts = sent.attempts;
-    if stream {
-        stream::stream_response(app, rec, format, target, sent, wants_usage, ingress, key)
-    } else {
-        unary_response(app, rec, format, target, sent, ingress, key).await
-    }
-}
-
 /// Routes a call under its task's policy: the replacement serves (the reference's chain behind it, so a
 /// failing replacement falls back instead of failing the call) or the reference does; either way the call
 /// is tagged with the policy version and may get a second opinion once complete. A cascade that serves
@@ -658,12 +507,12 @@ async fn apply_policy(
     app: &AppState,
     rec: &mut Recorder,
     policy: Arc<leanlm_deploy::Policy>,
-    reference: &str,
+    call: &chat::Call,
     chain: Vec<Target>,
-    request: &[u8],
 ) -> Result<(Vec<Target>, Option<Arc<Chain>>), WireError> {
+    let reference = call.ingress().model();
+    use leanlm_core::Replacement;
     use leanlm_deploy::Route;
-    use leanlm_validate::Replacement;
     let mut route = policy.route(rand::random(), rand::random());
     // Only a call the replacement serves or shadows needs its model; a router embeds the prompt for it.
     let needs_model = !matches!(route, Route::Reference { shadow: false });
@@ -673,7 +522,7 @@ async fn apply_policy(
     };
     let model = match &policy.replacement {
         Replacement::Model { model } => Some(model.clone()),
-        Replacement::Router { .. } if needs_model => routed(app, &policy.task_id, request).await,
+        Replacement::Router { .. } if needs_model => routed(app, &policy.task_id, call.json()).await,
         // Whatever the cheap stage does, the strong model is the chain behind it.
         Replacement::Cascade { strong, .. } => cascade.as_ref().map(|_| strong.clone()),
         _ => None,
@@ -688,14 +537,14 @@ async fn apply_policy(
             (
                 served,
                 "replacement",
-                audit.then_some(crate::deploy::Check::Audit),
+                audit.then_some(crate::policy::Check::Audit),
                 true,
             )
         }
         (Route::Reference { shadow }, _) => (
             chain,
             "reference",
-            shadow.then_some(crate::deploy::Check::Shadow),
+            shadow.then_some(crate::policy::Check::Shadow),
             false,
         ),
         // Unreachable: without a model the route was set to the reference above.
@@ -705,7 +554,7 @@ async fn apply_policy(
         version: policy.version,
         role: role.to_owned(),
     });
-    rec.online = Some(crate::deploy::OnlineJob {
+    rec.online = Some(crate::policy::OnlineJob {
         policy,
         replacement: model.unwrap_or_default(),
         check,
@@ -719,11 +568,10 @@ async fn apply_policy(
 
 /// The model a task's learned router picks for a request, or `None` (the reference serves) when there is
 /// no router or the prompt cannot be embedded.
-async fn routed(app: &AppState, task: &str, request: &[u8]) -> Option<String> {
+async fn routed(app: &AppState, task: &str, request: Option<&Value>) -> Option<String> {
     let router = app.policies.as_ref()?.router(task)?;
     let embedder = app.embedder.as_ref()?;
-    let v: Value = serde_json::from_slice(request).ok()?;
-    let text = leanlm_validate::run::transcript(&v);
+    let text = leanlm_core::transcript::transcript(request?);
     let vector = match embedder.embed(&app.routes, &app.http(), vec![text.clone()]).await {
         Ok(mut v) if v.len() == 1 => v.remove(0),
         Ok(_) => return None,
@@ -905,50 +753,6 @@ fn usage_of(kind: ProviderKind, v: &Value) -> Option<Usage> {
     }
 }
 
-/// Everything the model wrote in a response, for local token counting.
-fn response_text(kind: ProviderKind, v: &Value) -> String {
-    let mut out = String::new();
-    let mut add = |s: Option<&str>| {
-        if let Some(s) = s {
-            out.push_str(s);
-        }
-    };
-    match kind {
-        ProviderKind::OpenAi => {
-            for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
-                add(c.pointer("/message/content").and_then(Value::as_str));
-                for tc in c
-                    .pointer("/message/tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    add(tc.pointer("/function/arguments").and_then(Value::as_str));
-                }
-            }
-        }
-        ProviderKind::Anthropic => {
-            for b in v.get("content").and_then(Value::as_array).into_iter().flatten() {
-                add(b.get("text").and_then(Value::as_str));
-                if let Some(i) = b.get("input") {
-                    add(Some(&i.to_string()));
-                }
-            }
-        }
-        ProviderKind::Gemini => {
-            for p in v
-                .pointer("/candidates/0/content/parts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                add(p.get("text").and_then(Value::as_str));
-            }
-        }
-    }
-    out
-}
-
 /// Local estimate when the upstream reported no usage.
 fn estimate_usage(target: &Target, ingress: &Ingress, output_text: &str) -> Usage {
     let prompt = ingress
@@ -1028,9 +832,9 @@ async fn unary_response(
         Some(u) => (u, false),
         None => {
             let text = match &full {
-                Some(v) => response_text(kind, v),
+                Some(v) => answer_text(kind, v),
                 None => serde_json::from_slice::<Value>(&bytes)
-                    .map(|v| response_text(kind, &v))
+                    .map(|v| answer_text(kind, &v))
                     .unwrap_or_default(),
             };
             (estimate_usage(&target, &ingress, &text), true)

@@ -16,10 +16,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::CacheWrite;
-use super::{Ingress, Recorder, estimate_usage, format_cost, response_text, success_headers};
+use super::{Ingress, Recorder, estimate_usage, format_cost, success_headers};
 use crate::route::Target;
 use crate::server::AppState;
 use crate::upstream::Sent;
+use leanlm_core::transcript::answer_text_delta;
 
 /// Rebuilds the client's view of a stream for the call log.
 enum Accumulator {
@@ -211,7 +212,7 @@ async fn pump(
             rec.rec().ttft_ms = Some(rec.elapsed_ms());
         }
         if streamed_text.len() < 1 << 20 && tracker.usage().is_none() {
-            streamed_text.push_str(&response_text_chunk(kind, &v));
+            streamed_text.push_str(&answer_text_delta(kind, &v));
         }
         if !buf.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
             return;
@@ -275,23 +276,5 @@ async fn pump(
             rec.log(CallStatus::UpstreamError, 200);
         }
         None => rec.log(CallStatus::Ok, 200),
-    }
-}
-
-/// The text of one upstream stream event, for local counting when usage never arrives.
-fn response_text_chunk(kind: ProviderKind, v: &Value) -> String {
-    match kind {
-        ProviderKind::OpenAi => v
-            .pointer("/choices/0/delta/content")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-        ProviderKind::Anthropic => v
-            .pointer("/delta/text")
-            .or_else(|| v.pointer("/delta/partial_json"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
-        ProviderKind::Gemini => response_text(kind, v),
     }
 }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use leanlm_control::policy::{load, write};
 use leanlm_deploy::{Decision, Evidence, Policy, Stage};
 use leanlm_route::cascade::Chain;
-use leanlm_store::{AuditRow, OnlineScore, PolicyRow, Store, StoreError};
+use leanlm_store::{OnlineScore, Store, StoreError};
 use leanlm_validate::Replay;
 use leanlm_validate::score::{self, TaskContext};
 use serde_json::Value;
@@ -23,8 +24,7 @@ use serde_json::Value;
 use crate::replay::Replayer;
 use crate::unix_ms;
 
-/// How often each instance reloads policies and judges the online evidence.
-pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub use leanlm_control::policy::SYNC_INTERVAL;
 /// Once evidence arrives, how long to gather more before syncing: a busy gateway syncs about ten times a
 /// second, not once per call.
 const GATHER: Duration = Duration::from_millis(100);
@@ -274,7 +274,7 @@ impl PolicyRuntime {
             let decision = crate::cascade::judge(
                 app,
                 cascade,
-                &request,
+                Some(&request),
                 &mut prompt,
                 &first.text,
                 first.logprobs.as_deref(),
@@ -301,27 +301,12 @@ impl PolicyRuntime {
     }
 }
 
-/// Reads every stored policy.
-pub fn load(store: &Store) -> Result<Vec<Policy>, StoreError> {
-    Ok(store
-        .policies()?
-        .into_iter()
-        .filter_map(|row| match serde_json::from_str::<Policy>(&row.policy) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(task = %row.task_id, error = %e, "unreadable stored policy ignored");
-                None
-            }
-        })
-        .collect())
-}
-
 fn snapshot_of(store: &Store, policies: Vec<Policy>) -> Result<Snapshot, StoreError> {
     let (mut routers, mut cascades) = (HashMap::new(), HashMap::new());
     for p in policies.iter().filter(|p| p.stage.is_active()) {
         let what = match p.replacement {
-            leanlm_validate::Replacement::Router { .. } => "router",
-            leanlm_validate::Replacement::Cascade { .. } => "cascade",
+            leanlm_core::Replacement::Router { .. } => "router",
+            leanlm_core::Replacement::Cascade { .. } => "cascade",
             _ => continue,
         };
         let Some(json) = store.router(&p.task_id, &p.replacement.to_string())? else {
@@ -448,258 +433,4 @@ fn sync(store: &mut Store, snapshot: &ArcSwap<Snapshot>, batch: &[OnlineScore]) 
         snapshot.store(Arc::new(snapshot_of(store, policies)?));
     }
     Ok(())
-}
-
-/// Stores a new policy version with its audit entry; `false` if the stored version moved meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub fn write(
-    store: &mut Store,
-    policy: &Policy,
-    expected: Option<u64>,
-    actor: &str,
-    action: &str,
-    from: Option<Stage>,
-    reason: Option<&str>,
-    evidence: Option<&leanlm_store::OnlineCounts>,
-) -> Result<bool, StoreError> {
-    let row = PolicyRow {
-        task_id: policy.task_id.clone(),
-        version: policy.version,
-        policy: serde_json::to_string(policy).unwrap_or_default(),
-        updated_at_ms: policy.updated_at_ms,
-    };
-    let audit = AuditRow {
-        task_id: policy.task_id.clone(),
-        version: policy.version,
-        at_ms: policy.updated_at_ms,
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        from_stage: from.map(|s| s.as_str().to_owned()),
-        to_stage: policy.stage.as_str().to_owned(),
-        reason: reason.map(str::to_owned),
-        evidence: evidence.and_then(|e| serde_json::to_string(e).ok()),
-    };
-    store.write_policy(&row, expected, &audit)
-}
-
-/// A request to deploy a replacement for a task.
-#[derive(Debug, Clone)]
-pub struct DeployRequest {
-    pub task_id: String,
-    pub replacement: leanlm_validate::Replacement,
-    pub stage: Stage,
-    pub share: Option<f64>,
-    pub audit_rate: Option<f64>,
-    pub bound: Option<f64>,
-    pub error_bound: Option<f64>,
-    pub min_samples: Option<u64>,
-    pub auto_promote: bool,
-    pub scorer: Option<leanlm_validate::ScorerSpec>,
-    /// Go past shadow without a passing validation, for this reason.
-    pub force: Option<String>,
-    /// Who asks: `cli:<user>`, `api`.
-    pub actor: String,
-}
-
-fn current(store: &Store, task: &str) -> Result<Option<Policy>, StoreError> {
-    Ok(load(store)?.into_iter().find(|p| p.task_id == task))
-}
-
-/// The latest passing validation of this replacement for this task: its id and scorer.
-fn passing_validation(store: &Store, task: &str, replacement: &str) -> Result<Option<(String, String)>, StoreError> {
-    Ok(store
-        .validations(Some(task), 1000)?
-        .into_iter()
-        .find(|v| v.passed && v.candidate == replacement)
-        .map(|v| {
-            let scorer = serde_json::from_str::<Value>(&v.report)
-                .ok()
-                .and_then(|r| r.get("scorer").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_default();
-            (v.id, scorer)
-        }))
-}
-
-/// Deploys a replacement to shadow or canary, as a new policy version.
-pub fn deploy(store: &mut Store, req: DeployRequest) -> anyhow::Result<Policy> {
-    let task = store
-        .tasks(None)?
-        .into_iter()
-        .find(|t| t.id == req.task_id)
-        .with_context(|| format!("no task with id `{}`; see `leanlm tasks`", req.task_id))?;
-    let spec = req.replacement.to_string();
-    match &req.replacement {
-        leanlm_validate::Replacement::Router { cheap, .. } => anyhow::ensure!(
-            store.router(&task.id, &spec)?.is_some(),
-            "no `{spec}` router is trained for task {}: run `leanlm train-router --task {} --cheap {cheap}`",
-            task.id,
-            task.id
-        ),
-        r @ leanlm_validate::Replacement::Cascade { strong, .. } => anyhow::ensure!(
-            store.router(&task.id, &spec)?.is_some(),
-            "no `{spec}` cascade is trained for task {}: run `leanlm train-cascade --task {} --cheap {} \
-             --strong {strong}`",
-            task.id,
-            task.id,
-            r.cascade_stages().join(",")
-        ),
-        _ => {}
-    }
-    let validation = passing_validation(store, &task.id, &spec)?;
-    let share = req.share.unwrap_or(if req.stage == Stage::Canary {
-        leanlm_deploy::DEFAULT_CANARY_SHARE
-    } else {
-        0.0
-    });
-    let audit_rate = req.audit_rate.unwrap_or(leanlm_deploy::DEFAULT_AUDIT_RATE);
-    leanlm_deploy::check_deploy(
-        &task.id,
-        &req.replacement,
-        req.stage,
-        share,
-        audit_rate,
-        validation.as_ref().map(|v| v.0.as_str()),
-        req.force.as_deref(),
-    )?;
-    for (what, v) in [("--bound", req.bound), ("--error-bound", req.error_bound)] {
-        if let Some(v) = v {
-            anyhow::ensure!((0.0..=1.0).contains(&v), "{what} must be between 0 and 1, not {v}");
-        }
-    }
-    let scorer = match (req.scorer, &validation) {
-        (Some(s), _) => s,
-        (None, Some((_, s))) if !s.is_empty() => s.parse().map_err(anyhow::Error::msg)?,
-        _ => {
-            let profile = crate::admin::task_profile(store, &task, None)?;
-            leanlm_validate::ScorerSpec::for_task(profile.verdict.map(|v| v.kind))
-        }
-    };
-    let before = current(store, &task.id)?;
-    let policy = Policy {
-        task_id: task.id.clone(),
-        version: before.as_ref().map_or(1, |p| p.version + 1),
-        stage: req.stage,
-        replacement: req.replacement,
-        share,
-        audit_rate,
-        bound: req.bound.unwrap_or(leanlm_deploy::DEFAULT_BOUND),
-        error_bound: req.error_bound.unwrap_or(leanlm_deploy::DEFAULT_ERROR_BOUND),
-        scorer,
-        min_samples: req.min_samples.unwrap_or(leanlm_deploy::DEFAULT_MIN_SAMPLES).max(1),
-        auto_promote: req.auto_promote,
-        validation_id: validation.map(|v| v.0),
-        forced: req.force.filter(|f| !f.trim().is_empty()),
-        updated_at_ms: unix_ms(),
-    };
-    let reason = match (&policy.validation_id, &policy.forced) {
-        (Some(v), _) => format!("validated by {v}"),
-        (None, Some(f)) => format!("forced: {f}"),
-        (None, None) => "shadow needs no validation".to_owned(),
-    };
-    let written = write(
-        store,
-        &policy,
-        before.as_ref().map(|p| p.version),
-        &req.actor,
-        "deploy",
-        before.as_ref().map(|p| p.stage),
-        Some(&reason),
-        None,
-    )?;
-    anyhow::ensure!(
-        written,
-        "the task's policy changed meanwhile; look at `leanlm policies` and try again"
-    );
-    Ok(policy)
-}
-
-/// Moves a policy up a stage: shadow → canary (at `share`) → live.
-pub fn promote(
-    store: &mut Store,
-    task: &str,
-    share: Option<f64>,
-    force: Option<String>,
-    actor: &str,
-) -> anyhow::Result<Policy> {
-    let before = current(store, task)?.ok_or(leanlm_deploy::ChangeError::NoPolicy("promote"))?;
-    let to = before
-        .next_stage()
-        .ok_or(leanlm_deploy::ChangeError::CannotPromote(before.stage))?;
-    let mut next = before.clone();
-    if before.stage == Stage::Shadow && before.validation_id.is_none() {
-        let spec = before.replacement.to_string();
-        match passing_validation(store, task, &spec)? {
-            Some((id, _)) => next.validation_id = Some(id),
-            None if force.as_deref().is_some_and(|f| !f.trim().is_empty()) => next.forced = force.clone(),
-            None => {
-                return Err(leanlm_deploy::ChangeError::NotValidated {
-                    task: task.to_owned(),
-                    replacement: spec,
-                }
-                .into());
-            }
-        }
-    }
-    next.version += 1;
-    next.stage = to;
-    next.share = match to {
-        Stage::Live => 1.0,
-        _ => share.unwrap_or(leanlm_deploy::DEFAULT_CANARY_SHARE),
-    };
-    anyhow::ensure!((0.0..=1.0).contains(&next.share), "--share must be between 0 and 1");
-    next.updated_at_ms = unix_ms();
-    let counts = store.online_counts(task, before.version)?;
-    let reason = force.map(|f| format!("forced: {f}"));
-    let written = write(
-        store,
-        &next,
-        Some(before.version),
-        actor,
-        "promote",
-        Some(before.stage),
-        reason.as_deref(),
-        Some(&counts),
-    )?;
-    anyhow::ensure!(
-        written,
-        "the task's policy changed meanwhile; look at `leanlm policies` and try again"
-    );
-    Ok(next)
-}
-
-/// Sends a task back to its reference, recording why.
-pub fn rollback(store: &mut Store, task: &str, reason: &str, actor: &str) -> anyhow::Result<Policy> {
-    anyhow::ensure!(!reason.trim().is_empty(), "say why: --reason \"...\"");
-    let before = current(store, task)?.ok_or(leanlm_deploy::ChangeError::NoPolicy("roll back"))?;
-    let mut next = before.clone();
-    next.version += 1;
-    next.stage = Stage::RolledBack;
-    next.updated_at_ms = unix_ms();
-    let counts = store.online_counts(task, before.version)?;
-    let written = write(
-        store,
-        &next,
-        Some(before.version),
-        actor,
-        "rollback",
-        Some(before.stage),
-        Some(reason),
-        Some(&counts),
-    )?;
-    anyhow::ensure!(
-        written,
-        "the task's policy changed meanwhile; look at `leanlm policies` and try again"
-    );
-    Ok(next)
-}
-
-/// Every policy with its online evidence, for listings.
-pub fn overview(store: &Store) -> Result<Vec<(Policy, leanlm_store::OnlineCounts)>, StoreError> {
-    load(store)?
-        .into_iter()
-        .map(|p| {
-            let c = store.online_counts(&p.task_id, p.version)?;
-            Ok((p, c))
-        })
-        .collect()
 }

@@ -22,6 +22,13 @@ use leanlm_wire::openai::ChatRequest;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::ControlError;
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A line that was not imported, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
@@ -63,7 +70,7 @@ pub fn import_files(
     store: &mut Store,
     options: ImportOptions,
     mut progress: impl FnMut(u64),
-) -> anyhow::Result<ImportReport> {
+) -> Result<ImportReport, ControlError> {
     let known = store
         .tasks(None)?
         .into_iter()
@@ -76,7 +83,8 @@ pub fn import_files(
     let mut records = Vec::new();
     let mut read = 0u64;
     for path in paths {
-        let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| ControlError::NotFound(format!("cannot open {}: {e}", path.display())))?;
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
             let n = i + 1;
             let skip = |reason: String| Skipped {
@@ -223,7 +231,7 @@ fn call_from(
     };
     let digest = Sha256::digest(content.as_bytes());
     Ok(CallRecord {
-        id: format!("imp_{}", hex::encode(&digest[..12])),
+        id: format!("imp_{}", hex(&digest[..12])),
         started_at_ms,
         endpoint: "chat.completions".into(),
         client_format: "openai".into(),

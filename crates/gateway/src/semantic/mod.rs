@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use leanlm_semantic::{Decision, Estimate, Partition, Query, Verified, calibrate, dot, judge};
+use leanlm_core::transcript::{Conversation, conversation};
+use leanlm_semantic::{Decision, EVIDENCE_WINDOW, Estimate, Partition, Query, Verified, calibrate, dot, judge};
 use leanlm_store::{SemanticEntry, SemanticEvidence, Store};
 use leanlm_validate::ScorerSpec;
 use leanlm_validate::score::{self, TaskContext};
@@ -30,69 +31,21 @@ use leanlm_wire::ClientFormat;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::embedder::{Embedder, Embeddings};
+mod sync;
+
+use sync::{Shared, Write, Writer, load_entries};
+
+use crate::config::{Embeddings, SemanticConfig, TaskSemantic};
+use crate::embedder::Embedder;
 use crate::route::{Routes, Target};
 use crate::unix_ms;
 
-/// `[cache.semantic]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SemanticConfig {
-    /// On for every task; otherwise per task (`[cache.tasks.NAME] semantic = true`) or by a
-    /// `cache:semantic` policy.
-    pub enabled: bool,
-    /// The highest false-hit rate allowed, as the upper end of its confidence interval.
-    pub bound: f64,
-    /// The share of would-be hits still sent upstream and compared once hits are served.
-    pub verify: f64,
-    /// Below this similarity a request is not even a would-be hit.
-    pub min_similarity: f32,
-    /// Entries per partition; the oldest are overwritten.
-    pub max_entries: usize,
-    /// Entries in all partitions together: once reached, only full partitions take new entries (over their
-    /// oldest), so many small partitions cannot grow memory without bound.
-    pub max_total_entries: usize,
-    /// Entries are also written to the store and reloaded at start, so a restart keeps the cache (never
-    /// where `[store] log_bodies = false`: an entry holds the request's text and the answer).
-    pub persist: bool,
-    pub embeddings: Embeddings,
-}
-
-impl Default for SemanticConfig {
-    fn default() -> Self {
-        SemanticConfig {
-            enabled: false,
-            bound: 0.01,
-            verify: 0.05,
-            min_similarity: 0.8,
-            max_entries: 10_000,
-            max_total_entries: 200_000,
-            persist: true,
-            embeddings: Embeddings::Local { model_dir: None },
-        }
-    }
-}
-
-/// A task's own semantic settings, from `[cache.tasks.NAME]`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskSemantic {
-    pub enabled: Option<bool>,
-    pub bound: Option<f64>,
-    pub scorer: Option<ScorerSpec>,
-}
-
-/// Verified would-be hits kept per task: recent traffic decides, so the estimate follows drift.
-const EVIDENCE_WINDOW: usize = 5_000;
 /// Nearest entries examined per lookup: the most similar one may be vetoed where the next is fine.
 const NEIGHBOURS: usize = 4;
 /// How far under the similarity floor a neighbour is still judged, for misspellings of the same words.
 const SPELLING_SLACK: f32 = 0.1;
 /// Context embeddings remembered (system prompts and histories repeat across calls).
 const CONTEXT_MEMO: usize = 4_096;
-/// How often the writer looks for cache clears recorded in the store: the longest another gateway, or the
-/// CLI, waits for its clear to reach this one.
-const CLEARS_POLL: Duration = Duration::from_secs(1);
-/// How often stored entries that expired or that no cache could hold any more are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// A cached answer with what it was the answer to.
 struct Item {
@@ -157,15 +110,6 @@ pub struct SemanticCache {
     /// Which embedding model makes the vectors, as stored with each entry; `None` when entries are not
     /// persisted.
     persisted_as: Option<String>,
-}
-
-/// What the semantic cache's writer thread stores, in the order it was asked.
-enum Write {
-    Evidence(SemanticEvidence),
-    Entry(Box<SemanticEntry>),
-    /// Deletes the stored entries of a task (`None`: of every task) cached up to a clear's time, once the
-    /// ones queued before it are written.
-    Clear(Option<String>, i64),
 }
 
 /// The cache's entries in memory.
@@ -323,78 +267,6 @@ pub enum Lookup {
     Skipped,
 }
 
-/// What `leanlm cache` and the admin API show for a task: its hits and, for the semantic cache, the
-/// false-hit estimate from its verified would-be hits.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TaskCache {
-    pub task_id: String,
-    pub task_name: Option<String>,
-    /// Semantic caching switched on in the config (`None`: not named there).
-    pub semantic_configured: Option<bool>,
-    pub exact_hits: u64,
-    pub semantic_hits: u64,
-    pub cost_avoided_usd: f64,
-    /// `None` until a would-be hit has been verified.
-    pub estimate: Option<Estimate>,
-}
-
-/// Per task: cache hits, savings, and the semantic cache's false-hit estimate, from the store.
-pub fn overview(store: &Store, config: &crate::Config) -> Result<Vec<TaskCache>, leanlm_store::StoreError> {
-    let names: HashMap<String, String> = store.tasks(None)?.into_iter().map(|t| (t.id, t.name)).collect();
-    let settings = |id: &str| {
-        let name = names.get(id).map(String::as_str).unwrap_or("");
-        config
-            .cache
-            .semantic_tasks
-            .get(id)
-            .or_else(|| config.cache.semantic_tasks.get(name))
-    };
-    let mut out: std::collections::BTreeMap<String, TaskCache> = Default::default();
-    fn row<'a>(
-        out: &'a mut std::collections::BTreeMap<String, TaskCache>,
-        id: &str,
-        name: Option<&String>,
-        configured: Option<bool>,
-    ) -> &'a mut TaskCache {
-        out.entry(id.to_owned()).or_insert_with(|| TaskCache {
-            task_id: id.to_owned(),
-            task_name: name.cloned(),
-            semantic_configured: configured,
-            exact_hits: 0,
-            semantic_hits: 0,
-            cost_avoided_usd: 0.0,
-            estimate: None,
-        })
-    }
-    let configured = |id: &str| {
-        settings(id)
-            .and_then(|s| s.enabled)
-            .or(config.cache.semantic.enabled.then_some(true))
-    };
-    for (task, kind, n, avoided) in store.cache_hits()? {
-        let r = row(&mut out, &task, names.get(&task), configured(&task));
-        match kind.as_str() {
-            "hit" => r.exact_hits += n,
-            _ => r.semantic_hits += n,
-        }
-        r.cost_avoided_usd += avoided;
-    }
-    let mut evidence: HashMap<String, Vec<Verified>> = HashMap::new();
-    for e in store.semantic_evidence(None, EVIDENCE_WINDOW)? {
-        evidence.entry(e.task_id).or_default().push(Verified {
-            similarity: e.similarity,
-            agreed: e.agreed,
-        });
-    }
-    for (task, samples) in evidence {
-        let bound = settings(&task)
-            .and_then(|s| s.bound)
-            .unwrap_or(config.cache.semantic.bound);
-        row(&mut out, &task, names.get(&task), configured(&task)).estimate = Some(calibrate(&samples, bound));
-    }
-    Ok(out.into_values().collect())
-}
-
 impl SemanticCache {
     /// Opens the cache: its tasks' evidence and, where entries persist, the live entries stored by earlier
     /// runs. `log_bodies` is the store's privacy setting; without it entries stay in memory.
@@ -521,7 +393,7 @@ impl SemanticCache {
         allowed: Option<Duration>,
         format: ClientFormat,
         target: &Target,
-        request: &[u8],
+        request: Option<&Value>,
     ) -> Option<Probe> {
         let ttl = allowed?;
         let settings = self.task_settings(task.0, task.1);
@@ -531,26 +403,31 @@ impl SemanticCache {
             None if configured => true,
             None => return None,
         };
-        let v: Value = serde_json::from_slice(request).ok()?;
+        let v = request?;
         let Conversation {
             context,
             preamble,
             last,
-        } = conversation(&v)?;
-        let mut rest = v;
-        if let Some(o) = rest.as_object_mut() {
-            for k in [
-                "stream",
-                "stream_options",
-                "user",
-                "metadata",
-                "model",
-                "messages",
-                "system",
-            ] {
-                o.remove(k);
-            }
-        }
+        } = conversation(v)?;
+        // Every other field shapes the answer too (tools, response format, sampling): it partitions.
+        const NOT_PARTITIONING: [&str; 7] = [
+            "stream",
+            "stream_options",
+            "user",
+            "metadata",
+            "model",
+            "messages",
+            "system",
+        ];
+        let rest = match v {
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .filter(|(k, _)| !NOT_PARTITIONING.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
         let mut h = Sha256::new();
         for part in [task.0, format.as_str(), &target.provider.name, &target.upstream_model] {
             h.update((part.len() as u64).to_le_bytes());
@@ -877,398 +754,5 @@ impl Drop for SemanticCache {
         {
             tracing::error!("the semantic-cache writer thread panicked");
         }
-    }
-}
-
-/// The semantic cache's thread for the store: writes evidence and entries off the request path, applies the
-/// clears recorded in the store, takes in the entries other gateways on the store cached, and prunes stored
-/// entries.
-struct Writer {
-    store: Store,
-    memory: Arc<Memory>,
-    /// The latest recorded clear applied.
-    clears_seen: i64,
-    /// Where entries persist: what the store holds of other gateways' entries.
-    shared: Option<Shared>,
-    /// The tasks' evidence, which other gateways' verified would-be hits join.
-    evidence: Evidence,
-    /// The latest stored verified would-be hit taken in (or found to be this gateway's own).
-    evidence_seen: i64,
-    /// Ids of this gateway's stored evidence not yet seen.
-    own_evidence: BTreeSet<i64>,
-    /// The bound a task gets until this gateway serves it (and sets the task's own).
-    default_bound: f64,
-}
-
-/// The entries gateways on one store share, by id.
-struct Shared {
-    /// The embedding model of this gateway's vectors: only its entries are comparable.
-    embedding: String,
-    /// The latest stored entry taken in (or found to be this gateway's own).
-    seen: i64,
-    /// Ids of entries this gateway stored that are not yet seen: in memory already.
-    own: BTreeSet<i64>,
-    /// Entries per partition and in all.
-    limits: (usize, usize),
-}
-
-/// How many stored entries one look at the store takes in at most; the next look takes the rest.
-const SHARED_BATCH: usize = 1_000;
-
-impl Writer {
-    /// Runs until every sender is gone and the queue is drained.
-    fn run(mut self, rx: crate::queue::Receiver<Write>) {
-        let (mut pruned, mut polled) = (Instant::now(), Instant::now());
-        loop {
-            let first = match rx.recv_timeout(CLEARS_POLL) {
-                Ok(w) => Some(w),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            self.write(first.into_iter().chain(rx.try_iter().take(999)));
-            // After this gateway's own queued entries are stored, so none of those outlives a clear.
-            if polled.elapsed() >= CLEARS_POLL {
-                polled = Instant::now();
-                self.apply_clears();
-                self.take_shared();
-                self.take_evidence();
-            }
-            if let Some((per_partition, total)) = self.shared.as_ref().map(|s| s.limits)
-                && pruned.elapsed() >= PRUNE_EVERY
-            {
-                pruned = Instant::now();
-                if let Err(e) = self.store.prune_semantic_entries(unix_ms(), per_partition, total) {
-                    tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
-                }
-            }
-        }
-    }
-
-    /// Stores a batch, in order: entries queued before a clear are written before it deletes.
-    fn write(&mut self, batch: impl Iterator<Item = Write>) {
-        let (mut evidence, mut entries) = (Vec::new(), Vec::new());
-        for w in batch {
-            match w {
-                Write::Evidence(e) => evidence.push(e),
-                Write::Entry(e) => entries.push(*e),
-                Write::Clear(task, at_ms) => {
-                    self.insert_entries(&mut entries);
-                    self.delete_entries(task.as_deref(), at_ms);
-                }
-            }
-        }
-        if !evidence.is_empty() {
-            match self.store.insert_semantic_evidence(&evidence) {
-                Ok(ids) => self.own_evidence.extend(ids),
-                Err(e) => tracing::error!(error = %e, "could not store semantic-cache evidence"),
-            }
-        }
-        self.insert_entries(&mut entries);
-    }
-
-    fn insert_entries(&mut self, entries: &mut Vec<SemanticEntry>) {
-        if entries.is_empty() {
-            return;
-        }
-        match self.store.insert_semantic_entries(entries) {
-            Ok(ids) => {
-                if let Some(shared) = &mut self.shared {
-                    shared.own.extend(ids);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not store semantic-cache entries"),
-        }
-        entries.clear();
-    }
-
-    /// Takes in the would-be hits other gateways verified since the last look: every gateway calibrates a
-    /// task's threshold on all of the task's traffic, not only on what passed through it.
-    fn take_evidence(&mut self) {
-        let store = &self.store;
-        let rows = others_after(&mut self.evidence_seen, &mut self.own_evidence, |after| {
-            store.semantic_evidence_after(after, SHARED_BATCH)
-        });
-        let mut learned: HashMap<String, Vec<Verified>> = HashMap::new();
-        for e in rows {
-            learned.entry(e.task_id).or_default().push(Verified {
-                similarity: e.similarity,
-                agreed: e.agreed,
-            });
-        }
-        for (task, samples) in learned {
-            let task_evidence = self
-                .evidence
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(task)
-                .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(self.default_bound))))
-                .clone();
-            metrics::counter!("leanlm_semantic_evidence_shared_total").increment(samples.len() as u64);
-            task_evidence.lock().unwrap_or_else(|p| p.into_inner()).extend(samples);
-        }
-    }
-
-    /// Takes in the live entries other gateways stored since the last look, so a request answered through
-    /// one gateway serves its paraphrases through every gateway on the store.
-    fn take_shared(&mut self) {
-        let Some(shared) = &mut self.shared else {
-            return;
-        };
-        let (now_ms, now) = (unix_ms(), Instant::now());
-        let (store, embedding) = (&self.store, &shared.embedding);
-        let rows = others_after(&mut shared.seen, &mut shared.own, |after| {
-            store.semantic_entries_after(after, embedding, now_ms, SHARED_BATCH)
-        });
-        let mut contexts = HashMap::new();
-        for e in rows {
-            let stored_at_ms = e.stored_at_ms;
-            let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
-            if self
-                .memory
-                .insert(key, &task, &vector, item, Some(stored_at_ms), shared.limits)
-            {
-                metrics::counter!("leanlm_semantic_shared_total").increment(1);
-            }
-        }
-    }
-
-    fn delete_entries(&mut self, task: Option<&str>, up_to_ms: i64) {
-        if let Err(e) = self.store.delete_semantic_entries(task, up_to_ms) {
-            tracing::error!(error = %e, "could not delete stored semantic-cache entries");
-        }
-    }
-
-    /// Applies the clears recorded since the last look (by another gateway or the CLI; this gateway's own were
-    /// applied when it recorded them).
-    fn apply_clears(&mut self) {
-        let clears = match self.store.cache_clears_after(self.clears_seen) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read recorded cache clears");
-                return;
-            }
-        };
-        for (id, task, at_ms) in clears {
-            self.clears_seen = id;
-            let here = self
-                .memory
-                .applied_here
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            if here {
-                continue;
-            }
-            self.delete_entries(task.as_deref(), at_ms);
-            let removed = self.memory.drop_task(task.as_deref(), at_ms);
-            tracing::info!(
-                task = task.as_deref().unwrap_or("(all)"),
-                removed,
-                "semantic cache cleared"
-            );
-        }
-    }
-}
-
-/// The cache, filled with the live entries earlier runs stored. A store that cannot be read leaves the cache
-/// empty (said in the log), never stops the gateway.
-fn load_entries(store: &mut Store, config: &SemanticConfig, embedding: &str) -> Memory {
-    let now_ms = unix_ms();
-    if let Err(e) = store.prune_semantic_entries(now_ms, config.max_entries, config.max_total_entries) {
-        tracing::warn!(error = %e, "could not prune stored semantic-cache entries");
-    }
-    let entries = match store.semantic_entries(embedding, now_ms, config.max_entries, config.max_total_entries) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read stored semantic-cache entries; starting empty");
-            return Memory::default();
-        }
-    };
-    let (now, memory) = (Instant::now(), Memory::default());
-    let limits = (config.max_entries, config.max_total_entries);
-    let mut contexts = HashMap::new();
-    for e in entries {
-        let (key, task, vector, item) = item_of(e, now_ms, now, &mut contexts);
-        memory.insert(key, &task, &vector, item, None, limits);
-    }
-    let total = memory.total.load(std::sync::atomic::Ordering::Relaxed);
-    if total > 0 {
-        let partitions = memory.partitions.read().unwrap_or_else(|p| p.into_inner()).len();
-        tracing::info!(entries = total, partitions, "semantic cache reloaded from the store");
-    }
-    memory
-}
-
-/// The rows other gateways stored after id `seen`, read in batches by `read` (rows after an id, oldest first).
-/// Advances `seen`; this gateway's own rows (`own`) are skipped and forgotten, as are own ids the store
-/// deleted before they were seen. A read error is logged and ends the look; the next one resumes.
-fn others_after<T>(
-    seen: &mut i64,
-    own: &mut BTreeSet<i64>,
-    mut read: impl FnMut(i64) -> Result<Vec<(i64, T)>, leanlm_store::StoreError>,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    loop {
-        let rows = match read(*seen) {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read what other gateways stored");
-                break;
-            }
-        };
-        let complete = rows.len() < SHARED_BATCH;
-        for (id, row) in rows {
-            *seen = id;
-            if !own.remove(&id) {
-                out.push(row);
-            }
-        }
-        if complete {
-            break;
-        }
-    }
-    let seen = *seen;
-    own.retain(|id| *id > seen);
-    out
-}
-
-/// A stored entry as the cache holds it in memory: its partition, task, vector and item, as old as it is.
-/// Entries of one system prompt or history share its embedding through `contexts`, as they did when cached.
-fn item_of(
-    e: SemanticEntry,
-    now_ms: i64,
-    now: Instant,
-    contexts: &mut HashMap<String, Arc<Vec<f32>>>,
-) -> (PartitionKey, String, Vec<f32>, Item) {
-    let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
-    let ttl = Duration::from_millis(u64::try_from(e.expires_at_ms.saturating_sub(e.stored_at_ms)).unwrap_or(0));
-    let context_vector = e
-        .context_vector
-        .map(|v| contexts.entry(e.context.clone()).or_insert_with(|| Arc::new(v)).clone());
-    let item = Item {
-        last: e.last,
-        context: e.context,
-        preamble: e.preamble,
-        context_vector,
-        body: Bytes::from(e.body),
-        cost_usd: e.cost_usd,
-        model: e.model,
-        provider: e.provider,
-        stored: now.checked_sub(age).unwrap_or(now),
-        ttl,
-    };
-    (e.partition, e.task_id, e.last_vector, item)
-}
-
-/// The text of a message's content, or `None` when it holds anything but text.
-fn content_text(content: &Value) -> Option<String> {
-    match content {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => Some(String::new()),
-        Value::Array(parts) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("type").and_then(Value::as_str) {
-                    Some("text") => out.push(p.get("text")?.as_str()?.to_owned()),
-                    // Tool calls and results are text in JSON.
-                    Some("tool_use" | "tool_result") => out.push(p.to_string()),
-                    _ => return None,
-                }
-            }
-            Some(out.join("\n"))
-        }
-        _ => None,
-    }
-}
-
-/// A chat request as the semantic cache compares it.
-struct Conversation {
-    /// Everything before the last user turn, system prompt included, and anything after it (a prefill), as
-    /// `role: text` lines.
-    context: String,
-    /// The lines of `context` that are not the conversation: the system prompt (and system or developer turns)
-    /// and a prefill.
-    preamble: String,
-    last: String,
-}
-
-/// A chat request (OpenAI or Anthropic) as the semantic cache compares it. `None` when there is no user turn
-/// or a turn is not text.
-fn conversation(request: &Value) -> Option<Conversation> {
-    let messages = request.get("messages")?.as_array()?;
-    let last = messages
-        .iter()
-        .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
-    let mut context = Vec::new();
-    let mut preamble = Vec::new();
-    if let Some(system) = request.get("system") {
-        let line = format!("system: {}", content_text(system)?);
-        preamble.push(line.clone());
-        context.push(line);
-    }
-    for m in &messages[..last] {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        let mut text = content_text(m.get("content").unwrap_or(&Value::Null))?;
-        if let Some(calls) = m.get("tool_calls") {
-            text.push_str(&calls.to_string());
-        }
-        let line = format!("{role}: {text}");
-        if matches!(role, "system" | "developer") {
-            preamble.push(line.clone());
-        }
-        context.push(line);
-    }
-    // Anything after the last user turn (an assistant prefill) shapes the answer too.
-    for m in &messages[last + 1..] {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        let line = format!("{role}: {}", content_text(m.get("content").unwrap_or(&Value::Null))?);
-        preamble.push(line.clone());
-        context.push(line);
-    }
-    let text = content_text(messages[last].get("content").unwrap_or(&Value::Null))?;
-    if text.trim().is_empty() {
-        return None;
-    }
-    Some(Conversation {
-        context: context.join("\n"),
-        preamble: preamble.join("\n"),
-        last: text,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_conversation_splits_into_context_and_last_turn() {
-        let c = conversation(&json!({"messages": [
-            {"role": "system", "content": "Classify."},
-            {"role": "user", "content": "cancel it"},
-            {"role": "assistant", "content": "Which order?"},
-            {"role": "user", "content": [{"type": "text", "text": "order 7"}]},
-            {"role": "assistant", "content": "Order"}
-        ]}))
-        .unwrap();
-        assert_eq!(c.last, "order 7");
-        assert_eq!(
-            c.context,
-            "system: Classify.\nuser: cancel it\nassistant: Which order?\nassistant: Order"
-        );
-        assert_eq!(c.preamble, "system: Classify.\nassistant: Order");
-        let c = conversation(&json!({"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
-        assert_eq!(
-            (c.context.as_str(), c.preamble.as_str(), c.last.as_str()),
-            ("system: Be brief.", "system: Be brief.", "hi")
-        );
-        assert!(
-            conversation(
-                &json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
-            )
-            .is_none(),
-            "images are never compared"
-        );
-        assert!(conversation(&json!({"messages": [{"role": "assistant", "content": "x"}]})).is_none());
     }
 }

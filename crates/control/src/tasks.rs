@@ -1,0 +1,110 @@
+//! Tasks: finding one by what a user typed, profiling and ranking them, and the candidates that could
+//! replace each one's model.
+
+use leanlm_profile::TaskProfile;
+use leanlm_store::{Store, TaskLookup, TaskRow};
+use leanlm_validate::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
+
+use crate::{ControlError, unix_ms};
+
+/// How many recent calls are read whole to type a task.
+const TYPING_SAMPLE: usize = 200;
+
+/// The task a user named by its id or its name; a name several tasks share is refused.
+pub fn find(store: &Store, key: &str) -> Result<TaskRow, ControlError> {
+    match store.find_task(key)? {
+        TaskLookup::Found(t) => Ok(t),
+        TaskLookup::Missing => Err(ControlError::NotFound(format!(
+            "no task with id or name `{key}`; see `leanlm tasks`"
+        ))),
+        TaskLookup::Ambiguous(n) => Err(ControlError::Conflict(format!(
+            "{n} tasks are named `{key}`; use the id (see `leanlm tasks`)"
+        ))),
+    }
+}
+
+/// The task with this exact id, with its activity since `since_ms`.
+pub fn by_id(store: &Store, id: &str, since_ms: Option<i64>) -> Result<TaskRow, ControlError> {
+    store
+        .tasks(since_ms)?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| ControlError::NotFound(format!("no task with id `{id}`; see `leanlm tasks`")))
+}
+
+/// Gives a task a name of the user's choosing.
+pub fn rename(store: &Store, id: &str, name: &str) -> Result<(), ControlError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ControlError::Invalid("the name must not be empty".into()));
+    }
+    if store.rename_task(id, name)? {
+        Ok(())
+    } else {
+        Err(ControlError::NotFound(format!("no task with id `{id}`")))
+    }
+}
+
+/// A task's profile over a window, typed from a sample of its latest calls.
+pub fn profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<TaskProfile, ControlError> {
+    let stats = store.task_stats(&task.id, since_ms)?;
+    let mut samples = Vec::new();
+    for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
+        if let Some(c) = store.call(&id)? {
+            samples.push(c);
+        }
+    }
+    Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
+}
+
+/// Every task with its profile, ranked by what a cheaper model could save on it.
+pub fn ranked(store: &Store, since_ms: Option<i64>) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
+    ranked_with(store, since_ms, |_, _| {})
+}
+
+/// [`ranked`], telling `progress` how many of how many tasks are profiled.
+pub fn ranked_with(
+    store: &Store,
+    since_ms: Option<i64>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
+    let tasks = store.tasks(since_ms)?;
+    let total = tasks.len();
+    let mut rows = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let p = profile(store, &t, since_ms)?;
+            progress(i + 1, total);
+            Ok((t, p))
+        })
+        .collect::<Result<Vec<_>, ControlError>>()?;
+    let key = |p: &TaskProfile| p.savings.as_ref().map(|s| s.savings_usd).unwrap_or(f64::NEG_INFINITY);
+    rows.sort_by(|a, b| {
+        key(&b.1)
+            .total_cmp(&key(&a.1))
+            .then(b.1.spend_usd.total_cmp(&a.1.spend_usd))
+    });
+    Ok(rows)
+}
+
+/// A task's last month of traffic and the replacements from `catalog` that apply to it, priced. The catalog
+/// is what the deployment can route to, which the gateway's configuration knows.
+pub fn candidates_for(
+    store: &Store,
+    catalog: &[CatalogModel],
+    task: &TaskRow,
+) -> Result<(TaskUsage, Vec<Candidate>), ControlError> {
+    let now = unix_ms();
+    let since = now - 30 * 86_400_000;
+    let profile = profile(store, task, Some(since))?;
+    let needs = profile
+        .savings
+        .as_ref()
+        .map(|s| Needs::from_profile(&s.needs))
+        .unwrap_or_default();
+    let stats = store.task_stats(&task.id, Some(since))?;
+    let usage = TaskUsage::from_stats(&stats, now, needs);
+    let list = candidates(&usage, catalog);
+    Ok((usage, list))
+}
