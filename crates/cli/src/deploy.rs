@@ -200,7 +200,7 @@ pub fn policy_log(store_args: &StoreArgs, task: Option<&str>, limit: usize, json
             r.task_id.clone(),
             r.version.to_string(),
             r.actor.clone(),
-            r.action.clone(),
+            r.action.to_string(),
             r.from_stage.clone().unwrap_or_else(|| "-".into()),
             r.to_stage.clone(),
             r.reason.clone().unwrap_or_default(),

@@ -315,8 +315,8 @@ fn a_chain_of_two_cheap_models_serves_each_where_it_is_trusted() {
             Some("cheap-99") => {
                 second += 1;
                 assert_eq!(models, ["cheap-90", "cheap-99"], "{call:?}");
-                assert_ne!(call.stages[0].outcome, "accepted");
-                assert_eq!(call.stages[1].outcome, "accepted");
+                assert_ne!(call.stages[0].outcome.as_str(), "accepted");
+                assert_eq!(call.stages[1].outcome.as_str(), "accepted");
                 let stages: f64 = call.stages.iter().map(|s| s.cost_usd.unwrap()).sum();
                 assert!((call.cost_usd.unwrap() - stages).abs() < 1e-9, "{call:?}");
             }

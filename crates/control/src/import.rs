@@ -74,7 +74,7 @@ pub fn import_files(
     let known = store
         .tasks(None)?
         .into_iter()
-        .filter(|t| t.origin == "template")
+        .filter(|t| t.origin == leanlm_core::Origin::Template)
         .map(|t| t.id);
     let tasks = Discoverer::with_known(known);
     let mut report = ImportReport::default();
@@ -234,12 +234,12 @@ fn call_from(
         id: format!("imp_{}", hex(&digest[..12])),
         started_at_ms,
         endpoint: "chat.completions".into(),
-        client_format: "openai".into(),
+        client_format: leanlm_core::ClientFormat::OpenAi,
         client_key_id: None,
         task: Some(TaskRef {
             id: task.id,
             name: task.name,
-            origin: task.origin.as_str().to_owned(),
+            origin: task.origin,
         }),
         requested_model: parsed.model.clone(),
         served_model: Some(served.clone()),

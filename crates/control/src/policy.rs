@@ -2,7 +2,7 @@
 //! policy version with its audit entry. The gateway's policy runtime reads what is written here (and writes
 //! its own automatic rollbacks and promotions through [`write`]).
 
-use leanlm_core::{Replacement, ScorerSpec};
+use leanlm_core::{Action, Replacement, ScorerSpec};
 use leanlm_deploy::{Policy, Stage};
 use leanlm_store::{AuditRow, OnlineCounts, PolicyRow, Store, StoreError};
 use serde_json::Value;
@@ -39,7 +39,7 @@ pub fn write(
     policy: &Policy,
     expected: Option<u64>,
     actor: &str,
-    action: &str,
+    action: Action,
     from: Option<Stage>,
     reason: Option<&str>,
     evidence: Option<&OnlineCounts>,
@@ -55,7 +55,7 @@ pub fn write(
         version: policy.version,
         at_ms: policy.updated_at_ms,
         actor: actor.to_owned(),
-        action: action.to_owned(),
+        action,
         from_stage: from.map(|s| s.as_str().to_owned()),
         to_stage: policy.stage.as_str().to_owned(),
         reason: reason.map(str::to_owned),
@@ -188,7 +188,7 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> Result<Policy, ControlEr
         &policy,
         before.as_ref().map(|p| p.version),
         &req.actor,
-        "deploy",
+        Action::Deploy,
         before.as_ref().map(|p| p.stage),
         Some(&reason),
         None,
@@ -243,7 +243,7 @@ pub fn promote(
         &next,
         Some(before.version),
         actor,
-        "promote",
+        Action::Promote,
         Some(before.stage),
         reason.as_deref(),
         Some(&counts),
@@ -270,7 +270,7 @@ pub fn rollback(store: &mut Store, task: &str, reason: &str, actor: &str) -> Res
         &next,
         Some(before.version),
         actor,
-        "rollback",
+        Action::Rollback,
         Some(before.stage),
         Some(reason),
         Some(&counts),

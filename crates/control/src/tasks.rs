@@ -54,7 +54,11 @@ pub fn profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<T
             samples.push(c);
         }
     }
-    Ok(leanlm_profile::profile(&stats, &samples, task.origin == "chat"))
+    Ok(leanlm_profile::profile(
+        &stats,
+        &samples,
+        task.origin == leanlm_core::Origin::Chat,
+    ))
 }
 
 /// Every task with its profile, ranked by what a cheaper model could save on it.

@@ -39,3 +39,20 @@ impl ProviderKind {
         }
     }
 }
+
+impl std::fmt::Display for ClientFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ClientFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "openai" => Ok(ClientFormat::OpenAi),
+            "anthropic" => Ok(ClientFormat::Anthropic),
+            other => Err(format!("unknown client format `{other}`; expected openai or anthropic")),
+        }
+    }
+}

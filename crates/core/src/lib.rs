@@ -12,7 +12,10 @@ mod task;
 pub mod transcript;
 mod usage;
 
-pub use call::{CallRecord, CallStats, CallStatus, PolicyTag, StageRecord, TaskRef};
+pub use call::{
+    Action, CacheOutcome, CallRecord, CallStats, CallStatus, CheckKind, Origin, PolicyTag, Role, StageOutcome,
+    StageRecord, TaskRef,
+};
 pub use format::{ClientFormat, ProviderKind};
 pub use replacement::Replacement;
 pub use scorer::ScorerSpec;

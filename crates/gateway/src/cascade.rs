@@ -2,6 +2,7 @@
 //! request's transcript is embedded (the shared embedder, off the async workers) into the prompt features
 //! the cascade was trained on, and the stored cascade decides.
 
+use leanlm_core::StageOutcome;
 use leanlm_route::cascade::{Decision, Evidence, TaskCascade};
 use serde_json::Value;
 
@@ -42,10 +43,10 @@ pub(crate) async fn judge(
 }
 
 /// A decision as the call log's stage outcome, and its note.
-pub(crate) fn outcome(d: &Decision) -> (&'static str, Option<String>) {
+pub(crate) fn outcome(d: &Decision) -> (StageOutcome, Option<String>) {
     match d {
-        Decision::Accept { .. } => ("accepted", None),
-        Decision::Unsure { .. } => ("escalated", None),
-        Decision::Unusable(h) => ("unusable", Some(h.as_str().to_owned())),
+        Decision::Accept { .. } => (StageOutcome::Accepted, None),
+        Decision::Unsure { .. } => (StageOutcome::Escalated, None),
+        Decision::Unusable(h) => (StageOutcome::Unusable, Some(h.as_str().to_owned())),
     }
 }

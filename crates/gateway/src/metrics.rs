@@ -182,8 +182,8 @@ pub fn record(rec: &CallRecord) {
             }
         }
     }
-    if let Some(outcome) = &rec.cache {
-        metrics::counter!("leanlm_cache_total", "outcome" => outcome.clone()).increment(1);
+    if let Some(outcome) = rec.cache {
+        metrics::counter!("leanlm_cache_total", "outcome" => outcome.as_str()).increment(1);
     }
     if let Some(saved) = rec.cost_avoided_usd {
         m.saved.increment(saved);

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use leanlm_control::policy::{load, write};
+use leanlm_core::{Action, CheckKind};
 use leanlm_deploy::{Decision, Evidence, Policy, Stage};
 use leanlm_route::cascade::Chain;
 use leanlm_store::{OnlineScore, Store, StoreError};
@@ -102,10 +103,11 @@ impl PolicyRuntime {
         self: &Arc<Self>,
         job: OnlineJob,
         call_id: &str,
-        format: &str,
+        format: leanlm_core::ClientFormat,
         record: &leanlm_store::CallRecord,
         app: &Arc<crate::AppState>,
     ) {
+        let format = format.as_str();
         let ok = record.status == leanlm_store::CallStatus::Ok;
         if job.served_by_replacement {
             // A replacement that failed upstream, or that the chain had to fall back from, counts as an
@@ -121,7 +123,7 @@ impl PolicyRuntime {
                     task_id: job.policy.task_id.clone(),
                     version: job.policy.version,
                     at_ms: unix_ms(),
-                    kind: "served".into(),
+                    kind: CheckKind::Served,
                     agreed: None,
                     error,
                     cost_usd: None,
@@ -181,7 +183,11 @@ impl PolicyRuntime {
                         task_id: policy.task_id.clone(),
                         version: policy.version,
                         at_ms: unix_ms(),
-                        kind: if check == Check::Shadow { "shadow" } else { "audit" }.into(),
+                        kind: if check == Check::Shadow {
+                            CheckKind::Shadow
+                        } else {
+                            CheckKind::Audit
+                        },
                         agreed: Some(s.agree),
                         error: false,
                         cost_usd: reply.cost_usd,
@@ -195,7 +201,7 @@ impl PolicyRuntime {
                     task_id: policy.task_id.clone(),
                     version: policy.version,
                     at_ms: unix_ms(),
-                    kind: "shadow".into(),
+                    kind: CheckKind::Shadow,
                     agreed: None,
                     error: true,
                     cost_usd: None,
@@ -238,7 +244,7 @@ impl PolicyRuntime {
             task_id: policy.task_id.clone(),
             version: policy.version,
             at_ms: unix_ms(),
-            kind: "shadow".into(),
+            kind: CheckKind::Shadow,
             agreed: None,
             error: false,
             cost_usd: None,
@@ -397,8 +403,8 @@ fn sync(store: &mut Store, snapshot: &ArcSwap<Snapshot>, batch: &[OnlineScore]) 
         let c = store.online_counts(&p.task_id, p.version)?;
         let (to, action, reason) = match leanlm_deploy::decide(p, &evidence(&recent), &evidence(&c)) {
             Decision::Keep => continue,
-            Decision::Rollback { reason } => (Stage::RolledBack, "rollback", reason),
-            Decision::Promote { to, reason } => (to, "promote", reason),
+            Decision::Rollback { reason } => (Stage::RolledBack, Action::Rollback, reason),
+            Decision::Promote { to, reason } => (to, Action::Promote, reason),
         };
         let mut next = p.clone();
         next.version += 1;
@@ -419,7 +425,7 @@ fn sync(store: &mut Store, snapshot: &ArcSwap<Snapshot>, batch: &[OnlineScore]) 
         )?;
         if written {
             tracing::warn!(task = %p.task_id, from = %p.stage, to = %to, %reason, "policy changed automatically");
-            metrics::counter!("leanlm_policy_changes_total", "action" => action).increment(1);
+            metrics::counter!("leanlm_policy_changes_total", "action" => action.as_str()).increment(1);
             *p = next;
         }
     }

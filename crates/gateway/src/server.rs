@@ -105,8 +105,12 @@ impl Gateway {
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
         // Templates already known to be tasks keep their ids from the first call after a restart.
         let known = store.tasks(None).context("reading known tasks")?;
-        let tasks =
-            leanlm_profile::Discoverer::with_known(known.into_iter().filter(|t| t.origin == "template").map(|t| t.id));
+        let tasks = leanlm_profile::Discoverer::with_known(
+            known
+                .into_iter()
+                .filter(|t| t.origin == leanlm_core::Origin::Template)
+                .map(|t| t.id),
+        );
         let policies = crate::policy::start(&config)?;
         let embedder = Arc::new(crate::embedder::Embedder::new(
             config.cache.semantic.embeddings.clone(),

@@ -9,26 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::mask;
 
-/// How a call's task was determined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Named by the client.
-    Explicit,
-    /// Discovered from the prompt template.
-    Template,
-    /// Free-form conversation: no fixed instructions to tell code paths apart.
-    Chat,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Explicit => "explicit",
-            Origin::Template => "template",
-            Origin::Chat => "chat",
-        }
-    }
-}
+pub use leanlm_core::Origin;
 
 /// The task of one call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 use serde::Serialize;
 
+use leanlm_core::{Action, CacheOutcome, CheckKind, Origin};
 pub use leanlm_core::{CallRecord, CallStats, CallStatus, PolicyTag, StageRecord, TaskRef};
 
 /// A task looked up by what a user typed: its id, or a name.
@@ -16,7 +17,7 @@ pub enum TaskLookup {
 pub struct TaskRow {
     pub id: String,
     pub name: String,
-    pub origin: String,
+    pub origin: Origin,
     pub renamed: bool,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
@@ -43,7 +44,7 @@ pub struct CallSummary {
     pub cost_estimated: bool,
     pub latency_ms: f64,
     pub error: Option<String>,
-    pub cache: Option<String>,
+    pub cache: Option<CacheOutcome>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,8 +110,7 @@ pub struct AuditRow {
     pub at_ms: i64,
     /// `cli:<user>`, `api`, or `auto` for the gateway's own decisions.
     pub actor: String,
-    /// `deploy`, `promote`, `rollback`.
-    pub action: String,
+    pub action: Action,
     pub from_stage: Option<String>,
     pub to_stage: String,
     pub reason: Option<String>,
@@ -160,9 +160,7 @@ pub struct OnlineScore {
     pub task_id: String,
     pub version: u64,
     pub at_ms: i64,
-    /// `shadow` (the replacement answered a reference-served call), `audit` (the reference re-answered a
-    /// replacement-served call), or `served` (the replacement served; only its failure counts).
-    pub kind: String,
+    pub kind: CheckKind,
     /// Whether the two answers agreed; `None` when there was nothing to compare.
     pub agreed: Option<bool>,
     /// The replacement failed (an error, or a fallback to the reference).

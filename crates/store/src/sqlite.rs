@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use leanlm_core::Usage;
+use leanlm_core::{CacheOutcome, CheckKind, Origin, Usage};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{CallFilter, CallRecord, CallStatus, CallSummary, SpendBy, SpendRow, StoreError};
@@ -328,7 +328,7 @@ impl Store {
                 }
             }
             for (t, first, last) in seen.values() {
-                upsert.execute(params![t.id, t.name, t.origin, first, last])?;
+                upsert.execute(params![t.id, t.name, t.origin.as_str(), first, last])?;
             }
         }
         {
@@ -347,7 +347,7 @@ impl Store {
                     r.id,
                     r.started_at_ms,
                     r.endpoint,
-                    r.client_format,
+                    r.client_format.as_str(),
                     r.client_key_id,
                     r.task.as_ref().map(|t| &t.id),
                     r.requested_model,
@@ -373,7 +373,7 @@ impl Store {
                     r.response_body,
                     r.request_body.as_deref().map(|b| short_hash(b.as_bytes())),
                     r.response_body.as_deref().and_then(output_hash),
-                    r.cache,
+                    r.cache.map(CacheOutcome::as_str),
                     r.cost_avoided_usd,
                     r.policy.as_ref().map(|p| p.version as i64),
                     r.policy.as_ref().map(|p| p.role.as_str()),
@@ -418,7 +418,7 @@ impl Store {
                 Ok(CallSummary {
                     id: r.get(0)?,
                     task: r.get(17)?,
-                    cache: r.get(18)?,
+                    cache: named_opt(r, 18)?,
                     started_at_ms: r.get(1)?,
                     endpoint: r.get(2)?,
                     requested_model: r.get(3)?,
@@ -467,13 +467,13 @@ impl Store {
                     id: r.get(0)?,
                     started_at_ms: r.get(1)?,
                     endpoint: r.get(2)?,
-                    client_format: r.get(3)?,
+                    client_format: named(r, 3)?,
                     client_key_id: r.get(4)?,
                     task: match (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(27)?) {
                         (Some(id), name) => Some(crate::TaskRef {
                             name: name.unwrap_or_else(|| id.clone()),
                             id,
-                            origin: r.get::<_, Option<String>>(28)?.unwrap_or_default(),
+                            origin: named_opt(r, 28)?.unwrap_or(Origin::Template),
                         }),
                         (None, _) => None,
                     },
@@ -494,9 +494,9 @@ impl Store {
                     attempts: r.get(24)?,
                     request_body: r.get(25)?,
                     response_body: r.get(26)?,
-                    cache: r.get(29)?,
+                    cache: named_opt(r, 29)?,
                     cost_avoided_usd: r.get(30)?,
-                    policy: match (r.get::<_, Option<i64>>(31)?, r.get::<_, Option<String>>(32)?) {
+                    policy: match (r.get::<_, Option<i64>>(31)?, named_opt(r, 32)?) {
                         (Some(version), Some(role)) => Some(crate::PolicyTag {
                             version: version as u64,
                             role,
@@ -618,7 +618,7 @@ impl Store {
             Ok(crate::TaskRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
-                origin: r.get(2)?,
+                origin: named(r, 2)?,
                 renamed: r.get(3)?,
                 first_seen_ms: r.get(4)?,
                 last_seen_ms: r.get(5)?,
@@ -787,7 +787,7 @@ impl Store {
                 audit.version as i64,
                 audit.at_ms,
                 audit.actor,
-                audit.action,
+                audit.action.as_str(),
                 audit.from_stage,
                 audit.to_stage,
                 audit.reason,
@@ -810,7 +810,7 @@ impl Store {
                 version: r.get::<_, i64>(1)? as u64,
                 at_ms: r.get(2)?,
                 actor: r.get(3)?,
-                action: r.get(4)?,
+                action: named(r, 4)?,
                 from_stage: r.get(5)?,
                 to_stage: r.get(6)?,
                 reason: r.get(7)?,
@@ -1086,19 +1086,19 @@ impl Store {
                     t.scored += 1;
                     t.agreed += u64::from(a);
                 }
-                if s.kind != "audit" {
+                if s.kind != CheckKind::Audit {
                     t.attempts += 1;
                     t.errors += u64::from(s.error);
                 }
                 t.cost_usd += s.cost_usd.unwrap_or(0.0);
-                if s.kind == "served" {
+                if s.kind == CheckKind::Served {
                     continue;
                 }
                 row.execute(params![
                     s.task_id,
                     s.version as i64,
                     s.at_ms,
-                    s.kind,
+                    s.kind.as_str(),
                     s.agreed,
                     s.error,
                     s.cost_usd,
@@ -1303,6 +1303,25 @@ fn sqlite_path(url: &str) -> Result<&str, StoreError> {
     Ok(url)
 }
 
+/// A column that holds one of a type's names (a format, an origin, a cache outcome, a role), as that type.
+/// This code writes only names it can read; anything else is a damaged store, reported as such.
+fn named<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    text.parse()
+        .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
+}
+
+/// [`named`] for a column that may be NULL.
+fn named_opt<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<T>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1312,12 +1331,12 @@ pub(crate) mod tests {
             id: id.into(),
             started_at_ms: at,
             endpoint: "chat.completions".into(),
-            client_format: "openai".into(),
+            client_format: leanlm_core::ClientFormat::OpenAi,
             client_key_id: None,
             task: Some(crate::TaskRef {
                 id: format!("t_{model}"),
                 name: format!("{model}-task"),
-                origin: "template".into(),
+                origin: Origin::Template,
             }),
             requested_model: model.into(),
             served_model: Some(model.into()),
@@ -1391,7 +1410,7 @@ pub(crate) mod tests {
             version,
             at_ms: version as i64,
             actor: "cli:test".into(),
-            action: "deploy".into(),
+            action: leanlm_core::Action::Deploy,
             from_stage: None,
             to_stage: to.into(),
             reason: Some("because".into()),
@@ -1409,7 +1428,7 @@ pub(crate) mod tests {
             task_id: "t1".into(),
             version: 2,
             at_ms: 5,
-            kind: "audit".into(),
+            kind: CheckKind::Audit,
             agreed,
             error,
             cost_usd: Some(0.5),
@@ -1418,7 +1437,7 @@ pub(crate) mod tests {
             model: Some("cheap".into()),
         };
         let served = |error| crate::OnlineScore {
-            kind: "served".into(),
+            kind: CheckKind::Served,
             ..score(None, error)
         };
         s.insert_online(&[

@@ -79,7 +79,7 @@ impl Logged {
         Some(Logged {
             id: rec.id.clone(),
             started_at_ms: rec.started_at_ms,
-            format: rec.client_format.clone(),
+            format: rec.client_format.as_str().to_owned(),
             request,
             reference: leanlm_wire::output_text(&response),
             model: rec.served_model.clone().unwrap_or_else(|| rec.requested_model.clone()),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use leanlm_core::StageOutcome;
 use leanlm_core::transcript::answer_text;
 use leanlm_route::cascade::TaskCascade;
 use leanlm_store::{CallStatus, StageRecord};
@@ -75,7 +76,7 @@ impl Stage {
             model: setup.cheap.clone(),
             cost_usd: None,
             latency_ms: waited.as_secs_f64() * 1000.0,
-            outcome: "failed".into(),
+            outcome: StageOutcome::Failed,
             score: None,
             note: None,
         };
@@ -115,8 +116,8 @@ impl Stage {
             }
         };
         let (outcome, note) = crate::cascade::outcome(&decision);
-        metrics::counter!("leanlm_cascade_total", "outcome" => outcome).increment(1);
-        stage.outcome = outcome.into();
+        metrics::counter!("leanlm_cascade_total", "outcome" => outcome.as_str()).increment(1);
+        stage.outcome = outcome;
         stage.note = note;
         stage.score = decision.score();
         rec.prior_wait += started.elapsed();

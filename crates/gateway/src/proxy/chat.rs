@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use leanlm_core::Replacement;
+use leanlm_core::{CacheOutcome, Replacement};
 use leanlm_deploy::Policy;
 use leanlm_profile::Shape;
 use leanlm_route::cascade::Chain;
@@ -114,7 +114,11 @@ pub(crate) async fn chat(app: Arc<AppState>, format: ClientFormat, headers: Head
     };
     let rec = stage!(exact_cache(&app, rec, &mut call).await);
     let mut rec = stage!(semantic_cache(&app, rec, &mut call).await);
-    rec.rec().cache = Some(if call.exact.is_some() { "miss" } else { "bypass" }.to_owned());
+    rec.rec().cache = Some(if call.exact.is_some() {
+        CacheOutcome::Miss
+    } else {
+        CacheOutcome::Bypass
+    });
     let rec = stage!(cascade(&app, rec, &call).await);
     upstream(app, rec, call).await
 }
@@ -229,7 +233,7 @@ async fn exact_cache(app: &AppState, rec: Recorder, call: &mut Call) -> Step {
             cost_usd: hit.cost_usd,
             model: hit.model,
             provider: hit.provider,
-            kind: "hit",
+            kind: CacheOutcome::Hit,
             similarity: None,
         };
         return call.answer(app, rec, served);
@@ -260,7 +264,7 @@ async fn semantic_cache(app: &AppState, rec: Recorder, call: &mut Call) -> Step 
                 cost_usd: hit.cost_usd,
                 model: hit.model,
                 provider: hit.provider,
-                kind: "semantic-hit",
+                kind: CacheOutcome::SemanticHit,
                 similarity: Some(hit.similarity),
             };
             call.answer(app, rec, served)

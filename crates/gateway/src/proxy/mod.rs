@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use leanlm_core::transcript::answer_text;
+use leanlm_core::{CacheOutcome, Role};
 use leanlm_cost::{cost_usd, tokens};
 use leanlm_profile::Identity;
 use leanlm_store::{CallRecord, CallStatus, TaskRef};
@@ -99,7 +100,7 @@ impl Recorder {
                 id: call_id(now),
                 started_at_ms: now,
                 endpoint: endpoint.to_owned(),
-                client_format: format.as_str().to_owned(),
+                client_format: format,
                 client_key_id: key.map(|k| key_id(&k)),
                 task: explicit_task(headers, None),
                 requested_model: String::new(),
@@ -176,7 +177,7 @@ impl Recorder {
             r.latency_ms = latency;
             crate::metrics::record(&r);
             if let (Some(job), Some(runtime)) = (self.online.take(), &self.app.policies) {
-                runtime.finished(job, &r.id, &r.client_format, &r, &self.app);
+                runtime.finished(job, &r.id, r.client_format, &r, &self.app);
             }
             self.app.log.record(r);
         }
@@ -311,7 +312,7 @@ fn task_ref(i: Identity) -> TaskRef {
     TaskRef {
         id: i.id,
         name: i.name,
-        origin: i.origin.as_str().to_owned(),
+        origin: i.origin,
     }
 }
 
@@ -536,23 +537,23 @@ async fn apply_policy(
             served.extend(chain);
             (
                 served,
-                "replacement",
+                Role::Replacement,
                 audit.then_some(crate::policy::Check::Audit),
                 true,
             )
         }
         (Route::Reference { shadow }, _) => (
             chain,
-            "reference",
+            Role::Reference,
             shadow.then_some(crate::policy::Check::Shadow),
             false,
         ),
         // Unreachable: without a model the route was set to the reference above.
-        (Route::Replacement { .. }, None) => (chain, "reference", None, false),
+        (Route::Replacement { .. }, None) => (chain, Role::Reference, None, false),
     };
     rec.rec().policy = Some(leanlm_store::PolicyTag {
         version: policy.version,
-        role: role.to_owned(),
+        role,
     });
     rec.online = Some(crate::policy::OnlineJob {
         policy,
@@ -596,7 +597,7 @@ struct Served {
     model: String,
     provider: String,
     /// `hit` or `semantic-hit`.
-    kind: &'static str,
+    kind: CacheOutcome,
     /// For a semantic hit, how similar the request was to the one whose answer it gets.
     similarity: Option<f32>,
 }
@@ -633,7 +634,7 @@ fn cache_hit(
     wants_usage: bool,
 ) -> Response {
     let r = rec.rec();
-    r.cache = Some(hit.kind.to_owned());
+    r.cache = Some(hit.kind);
     r.cost_usd = Some(0.0);
     r.cost_avoided_usd = hit.cost_usd;
     r.served_model = Some(hit.model.clone());
@@ -656,7 +657,7 @@ fn cache_hit(
         (HEADER_TASK, r.task.as_ref().map(|t| t.id.as_str())),
         (HEADER_MODEL, Some(hit.model.as_str())),
         (HEADER_PROVIDER, Some(hit.provider.as_str())),
-        (HEADER_CACHE, Some(hit.kind)),
+        (HEADER_CACHE, Some(hit.kind.as_str())),
         (HEADER_COST, Some("0.00000000")),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -710,11 +711,11 @@ fn success_headers(resp: &mut Response, rec: &CallRecord, target: &Target, upstr
     }
     put(HEADER_MODEL, &target.model);
     put(HEADER_PROVIDER, &target.provider.name);
-    if let Some(c) = &rec.cache {
-        put(HEADER_CACHE, c);
+    if let Some(c) = rec.cache {
+        put(HEADER_CACHE, c.as_str());
     }
     if let Some(stage) = rec.stages.last() {
-        put(HEADER_CASCADE, &stage.outcome);
+        put(HEADER_CASCADE, stage.outcome.as_str());
     }
 }
 
