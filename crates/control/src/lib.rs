@@ -46,3 +46,144 @@ pub fn unix_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use leanlm_core::{CallRecord, CallStatus, ClientFormat, Origin, Replacement, TaskRef};
+    use leanlm_deploy::Stage;
+    use leanlm_store::Store;
+
+    use crate::policy::{self, DeployRequest};
+    use crate::{ControlError, cache, tasks};
+
+    fn call(id: &str, task: &str, name: &str) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            started_at_ms: crate::unix_ms(),
+            endpoint: "chat.completions".into(),
+            client_format: ClientFormat::OpenAi,
+            client_key_id: None,
+            task: Some(TaskRef {
+                id: task.into(),
+                name: name.into(),
+                origin: Origin::Template,
+            }),
+            requested_model: "gpt-4o".into(),
+            served_model: Some("gpt-4o".into()),
+            provider: Some("openai".into()),
+            upstream_model: Some("gpt-4o".into()),
+            stream: false,
+            status: CallStatus::Ok,
+            http_status: 200,
+            error: None,
+            usage: None,
+            cost_usd: Some(0.001),
+            cost_estimated: false,
+            latency_ms: 10.0,
+            ttft_ms: None,
+            overhead_us: None,
+            attempts: 1,
+            request_body: None,
+            response_body: None,
+            cache: None,
+            cost_avoided_usd: None,
+            policy: None,
+            stages: Vec::new(),
+        }
+    }
+
+    /// Two tasks that share a name, one with a call of its own.
+    fn store() -> Store {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        s.insert_batch(&[call("c1", "t_a", "intents"), call("c2", "t_b", "intents")])
+            .unwrap();
+        s
+    }
+
+    fn request(task: &str, stage: Stage) -> DeployRequest {
+        DeployRequest {
+            task_id: task.into(),
+            replacement: Replacement::Model {
+                model: "gpt-4o-mini".into(),
+            },
+            stage,
+            share: None,
+            audit_rate: None,
+            bound: None,
+            error_bound: None,
+            min_samples: None,
+            auto_promote: false,
+            scorer: None,
+            force: None,
+            actor: "test".into(),
+        }
+    }
+
+    #[test]
+    fn tasks_are_found_by_id_or_unique_name() {
+        let s = store();
+        assert_eq!(tasks::find(&s, "t_a").unwrap().id, "t_a");
+        assert!(matches!(tasks::find(&s, "nope"), Err(ControlError::NotFound(m)) if m.contains("nope")));
+        assert!(matches!(tasks::find(&s, "intents"), Err(ControlError::Conflict(m)) if m.contains("2 tasks")));
+        assert!(matches!(
+            tasks::by_id(&s, "t_none", None),
+            Err(ControlError::NotFound(_))
+        ));
+        assert!(matches!(tasks::rename(&s, "t_a", "  "), Err(ControlError::Invalid(_))));
+        assert!(matches!(
+            tasks::rename(&s, "t_none", "x"),
+            Err(ControlError::NotFound(_))
+        ));
+        tasks::rename(&s, "t_a", "labels").unwrap();
+        assert_eq!(tasks::find(&s, "labels").unwrap().id, "t_a");
+    }
+
+    #[test]
+    fn policy_changes_say_what_refused_them() {
+        let mut s = store();
+        let kind = |e: ControlError| match e {
+            ControlError::NotFound(_) => "not found",
+            ControlError::Conflict(_) => "conflict",
+            ControlError::Invalid(_) => "invalid",
+            ControlError::Store(_) => "store",
+        };
+        let err = |r: Result<leanlm_deploy::Policy, ControlError>| kind(r.unwrap_err());
+        assert_eq!(
+            err(policy::deploy(&mut s, request("t_none", Stage::Shadow))),
+            "not found"
+        );
+        assert_eq!(err(policy::deploy(&mut s, request("t_a", Stage::Canary))), "conflict");
+        assert_eq!(err(policy::deploy(&mut s, request("t_a", Stage::Live))), "invalid");
+        let mut bad = request("t_a", Stage::Shadow);
+        bad.bound = Some(1.5);
+        assert_eq!(err(policy::deploy(&mut s, bad)), "invalid");
+        assert_eq!(err(policy::promote(&mut s, "t_a", None, None, "test")), "not found");
+        assert_eq!(err(policy::rollback(&mut s, "t_a", "why", "test")), "not found");
+
+        let deployed = policy::deploy(&mut s, request("t_a", Stage::Shadow)).unwrap();
+        assert_eq!((deployed.version, deployed.stage), (1, Stage::Shadow));
+        assert_eq!(err(policy::promote(&mut s, "t_a", None, None, "test")), "conflict");
+        assert_eq!(err(policy::rollback(&mut s, "t_a", " ", "test")), "invalid");
+        let rolled = policy::rollback(&mut s, "t_a", "testing", "test").unwrap();
+        assert_eq!((rolled.version, rolled.stage), (2, Stage::RolledBack));
+        let audit = s.policy_audit(Some("t_a"), 10).unwrap();
+        let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(actions, ["rollback", "deploy"]);
+    }
+
+    #[test]
+    fn a_cache_clear_names_its_task() {
+        let mut s = store();
+        assert!(matches!(
+            cache::clear(&mut s, Some("nope")),
+            Err(ControlError::NotFound(_))
+        ));
+        assert!(matches!(
+            cache::clear(&mut s, Some("intents")),
+            Err(ControlError::Conflict(_))
+        ));
+        let cleared = cache::clear(&mut s, Some("t_a")).unwrap();
+        assert_eq!(cleared.task.as_deref(), Some("t_a"));
+        assert_eq!(cache::clear(&mut s, None).unwrap().task, None);
+    }
+}
