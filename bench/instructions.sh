@@ -7,6 +7,7 @@
 #   bench/instructions.sh             # 1,000 requests each, ~1 minute
 #   N=2000 bench/instructions.sh
 #   KEEP=/tmp/ins bench/instructions.sh   # keeps the callgrind files and their annotations there
+#   LEANLM=/tmp/leanlm-before bench/instructions.sh   # another build of the gateway (the mock is this tree's)
 #
 # Prints instructions per request for each, their ratio, and the gateway's heaviest parts (inclusive).
 # Needs valgrind. SHA-256 runs in software under valgrind (no SHA extensions), so the call-log writer's
@@ -60,7 +61,8 @@ def incl(name):
 sha = incl("leanlm_store::sqlite::short_hash")
 print(f"{label}\t{n}\t{total / n:.0f}\t{sha / n:.0f}")
 if label == "gateway":
-    parts = [("request handler", "leanlm_gateway::proxy::chat::{{closure}}"),
+    handler = max(incl("leanlm_gateway::proxy::chat::chat::{{closure}}"), incl("leanlm_gateway::proxy::chat::{{closure}}"))
+    parts = [("request handler", None),
              ("  reqwest (send and receive)", "<reqwest::async_impl::client::Pending as core::future::future::Future>::poll"),
              ("  reqwest (building the request)", "reqwest::async_impl::request::RequestBuilder::send"),
              ("  parsing the request", "leanlm_wire::openai::ChatRequest::parse"),
@@ -70,7 +72,8 @@ if label == "gateway":
              ("  of which SHA-256 in software", "leanlm_store::sqlite::short_hash")]
     with open(sys.argv[1] + ".parts", "w") as f:
         for what, fn in parts:
-            f.write(f"| {what} | {incl(fn) / n / 1000:.1f}k |\n")
+            count = handler if fn is None else incl(fn)
+            f.write(f"| {what} | {count / n / 1000:.1f}k |\n")
 PY
 }
 
@@ -78,7 +81,7 @@ gw_port=$(free_port); bare_port=$(free_port)
 bench_config "$work/leanlm.toml" "$mock" "$work/calls.db" '[server]
 workers = 1'
 {
-    LEANLM_LOG=warn measure gateway "$gw_port" "$bin/leanlm" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$gw_port"
+    LEANLM_LOG=warn measure gateway "$gw_port" "${LEANLM:-$bin/leanlm}" serve --config "$work/leanlm.toml" --listen "127.0.0.1:$gw_port"
     measure bare-proxy "$bare_port" "$bin/leanlm-mock" --listen "127.0.0.1:$bare_port" --threads 1 --forward "$mock"
 } > "$work/results.tsv"
 
