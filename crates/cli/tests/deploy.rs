@@ -187,6 +187,22 @@ fn shadow_canary_and_automatic_rollback() {
     settle();
     assert!(env.send(&queries[..40], "big", 8).iter().all(|a| a.model == "big"));
 
+    // A validation judges against the reference's own answers only: none of the calls the canary's
+    // replacement served (before or after it degraded) is a reference.
+    let (_, out, err) = env.leanlm(&[
+        "validate",
+        "--task",
+        &task,
+        "--candidate",
+        "cheap-90",
+        "--seed",
+        "2",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    let references: Vec<&String> = report["reference_models"].as_object().unwrap().keys().collect();
+    assert_eq!(references, ["big"], "{}", report["reference_models"]);
+
     // Bad requests are refused with the reason.
     let (code, _, err) = env.leanlm(&["promote", "--task", &task]);
     assert_eq!(code, 1);

@@ -677,13 +677,19 @@ impl Store {
 }
 
 impl Store {
-    /// A task's calls that a validation can replay (successful chat calls with both bodies logged, not
-    /// used to train `replacement`), as (start time, id), oldest first.
+    /// A task's calls that a validation can replay, as (start time, id), oldest first: successful chat calls
+    /// with both bodies logged, not used to train `replacement`, and answered by the reference itself. Their
+    /// answers are what a candidate is judged against, so a call a policy's replacement served (in a canary,
+    /// live, or a stage later rolled back), a cache hit, or a fallback model's answer is never one: judged
+    /// against a former replacement, a candidate inherits its errors, or its agreement with them.
     pub fn replayable_calls(&self, task: &str, replacement: &str) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT started_at_ms, id FROM calls c
              WHERE task = ?1 AND status = 'ok' AND endpoint != 'embeddings'
                AND request_body IS NOT NULL AND response_body IS NOT NULL
+               AND (policy_role IS NULL OR policy_role = 'reference')
+               AND (cache IS NULL OR cache IN ('miss', 'bypass'))
+               AND (served_model = requested_model OR provider = 'import')
                AND NOT EXISTS (SELECT 1 FROM training_calls t WHERE t.replacement = ?2 AND t.call_id = c.id)
              ORDER BY started_at_ms",
         )?;
@@ -1365,6 +1371,60 @@ pub(crate) mod tests {
             policy: None,
             stages: Vec::new(),
         }
+    }
+
+    #[test]
+    fn only_the_reference_answers_are_replayable() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let answered = |id: &str, at: i64| {
+            let mut r = record(id, "m1", at, 0.1);
+            r.response_body = Some("{}".into());
+            r
+        };
+        let plain = answered("plain", 1);
+        let mut reference = answered("reference", 2);
+        reference.policy = Some(crate::PolicyTag {
+            version: 1,
+            role: leanlm_core::Role::Reference,
+        });
+        let mut replaced = answered("replaced", 3);
+        replaced.policy = Some(crate::PolicyTag {
+            version: 1,
+            role: leanlm_core::Role::Replacement,
+        });
+        replaced.served_model = Some("cheap".into());
+        let mut replacement_as_asked = answered("replacement-as-asked", 4);
+        replacement_as_asked.policy = replaced.policy.clone();
+        let mut hit = answered("hit", 5);
+        hit.cache = Some(CacheOutcome::Hit);
+        let mut semantic = answered("semantic", 6);
+        semantic.cache = Some(CacheOutcome::SemanticHit);
+        let mut miss = answered("miss", 7);
+        miss.cache = Some(CacheOutcome::Miss);
+        let mut fallback = answered("fallback", 8);
+        fallback.served_model = Some("backup".into());
+        let mut imported = answered("imported", 9);
+        imported.provider = Some("import".into());
+        imported.served_model = Some("m1-2024-08-06".into());
+        s.insert_batch(&[
+            plain,
+            reference,
+            replaced,
+            replacement_as_asked,
+            hit,
+            semantic,
+            miss,
+            fallback,
+            imported,
+        ])
+        .unwrap();
+        let ids: Vec<String> = s
+            .replayable_calls("t_m1", "")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(ids, ["plain", "reference", "miss", "imported"]);
     }
 
     #[test]

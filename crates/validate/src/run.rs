@@ -191,7 +191,7 @@ impl Options {
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     #[error(
-        "task `{task}` has {have} usable logged calls (successful, with request and answer logged); a verdict at a {bound:.0}% bound needs at least {need}"
+        "task `{task}` has {have} usable logged calls (successful, answered by the reference itself rather than a replacement, a cache or a fallback, with request and answer logged); a verdict at a {bound:.0}% bound needs at least {need}"
     )]
     TooFewCalls {
         task: String,
