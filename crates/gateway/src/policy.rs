@@ -134,6 +134,11 @@ impl PolicyRuntime {
             }
         }
         let (Some(check), true) = (job.check, ok) else { return };
+        // An audit asks the reference again. A call the reference itself answered (a router's or a cascade's
+        // pick of the strong model, a fallback to it) needs none: asking again would pay for the same answer.
+        if check == Check::Audit && record.served_model.as_deref() == Some(job.reference.as_str()) {
+            return;
+        }
         let (Some(request), Some(response)) = (record.request_body.clone(), record.response_body.clone()) else {
             return;
         };

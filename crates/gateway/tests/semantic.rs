@@ -687,7 +687,8 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     assert_eq!(ask("where is my card").await.0, "big");
     let mut store = h.store();
     intent_logged(&store).await;
-    let request = |replacement: &str| deploy_request(replacement, leanlm_deploy::Stage::Canary, Some(1.0), Some(0.0));
+    // Every call the replacement serves is audited.
+    let request = |replacement: &str| deploy_request(replacement, leanlm_deploy::Stage::Canary, Some(1.0), Some(1.0));
     // No router trained yet: refused, with the command that trains one.
     let err = leanlm_control::policy::deploy(&mut store, request("router:cheap,big"))
         .unwrap_err()
@@ -754,6 +755,16 @@ async fn a_deployed_router_sends_each_call_to_the_model_it_picks() {
     let tag = call.policy.unwrap();
     assert_eq!((tag.version, tag.role.as_str()), (policy.version, "replacement"));
     assert_eq!(call.served_model.as_deref(), Some("cheap"));
+    // The two calls the router sent to the cheap model are audited; the one it sent to the reference is not
+    // asked of the reference again.
+    let counts = || h.store().online_counts("intent", policy.version).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts().scored < 2 {
+        assert!(Instant::now() < deadline, "{:?}", counts());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(leanlm_control::policy::SYNC_INTERVAL + Duration::from_millis(500)).await;
+    assert_eq!(counts().scored, 2, "{:?}", counts());
     h.shutdown().await;
 }
 
