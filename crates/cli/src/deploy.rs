@@ -32,7 +32,8 @@ pub struct DeployArgs {
     /// The share of calls checked by the other model (default 0.1).
     #[arg(long)]
     pub audit_rate: Option<f64>,
-    /// The online agreement the replacement must keep (default 0.95).
+    /// The online agreement the replacement must keep (default: the bound its passing validation cleared, else
+    /// 0.95).
     #[arg(long)]
     pub bound: Option<f64>,
     /// The highest share of replacement failures (default 0.05).
@@ -106,8 +107,28 @@ pub fn deploy(store_args: &StoreArgs, a: DeployArgs) -> anyhow::Result<()> {
 pub fn promote(store_args: &StoreArgs, task: &str, share: Option<f64>, force: Option<String>) -> anyhow::Result<()> {
     let mut store = store_args.open()?;
     let task = find_task(&store, task)?;
-    let policy = deploy::promote(&mut store, &task.id, share, force, &actor())?;
-    println!("{}", describe(&policy));
+    let promoted = deploy::promote(&mut store, &task.id, share, force, &actor());
+    // The evidence the promotion rested on (or was refused for), either way.
+    if let Some(version) = deploy::overview(&store)?
+        .into_iter()
+        .find(|(p, _)| p.task_id == task.id)
+        .map(|(p, _)| if promoted.is_ok() { p.version - 1 } else { p.version })
+    {
+        let c = store.online_counts(&task.id, version)?;
+        let a = leanlm_core::stats::wilson(c.agreed, c.scored, leanlm_deploy::ONLINE_CONFIDENCE);
+        eprintln!(
+            "Online evidence of version {version}: {} of {} scored answers agreed ({:.1}%, interval {:.1}%–{:.1}%); \
+             {} failures in {} served.",
+            c.agreed,
+            c.scored,
+            a.rate * 100.0,
+            a.low * 100.0,
+            a.high * 100.0,
+            c.errors,
+            c.attempts
+        );
+    }
+    println!("{}", describe(&promoted?));
     Ok(())
 }
 

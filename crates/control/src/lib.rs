@@ -171,6 +171,81 @@ mod tests {
         assert_eq!(actions, ["rollback", "deploy"]);
     }
 
+    /// Stores a passing validation of `gpt-4o-mini` for task `t_a` at `bound`.
+    fn validated(s: &Store, bound: f64) {
+        s.insert_validation(&leanlm_store::ValidationRow {
+            id: "val_1".into(),
+            task_id: "t_a".into(),
+            candidate: "model:gpt-4o-mini".into(),
+            passed: true,
+            created_at_ms: 1,
+            report: serde_json::json!({"scorer": "label", "bound": bound}).to_string(),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_policy_keeps_the_bound_its_validation_cleared() {
+        let mut s = store();
+        validated(&s, 0.9);
+        let canary = policy::deploy(&mut s, request("t_a", Stage::Canary)).unwrap();
+        assert_eq!((canary.bound, canary.validation_id.as_deref()), (0.9, Some("val_1")));
+        let mut given = request("t_a", Stage::Canary);
+        given.bound = Some(0.97);
+        assert_eq!(policy::deploy(&mut s, given).unwrap().bound, 0.97, "a bound given wins");
+
+        // Deployed to shadow before any validation: the validation found at promotion sets the bound.
+        let mut s = store();
+        assert_eq!(
+            policy::deploy(&mut s, request("t_a", Stage::Shadow)).unwrap().bound,
+            0.95
+        );
+        validated(&s, 0.9);
+        let promoted = policy::promote(&mut s, "t_a", Some(0.5), None, "test").unwrap();
+        assert_eq!((promoted.stage, promoted.bound), (Stage::Canary, 0.9));
+    }
+
+    #[test]
+    fn going_live_needs_evidence_or_a_reason() {
+        let mut s = store();
+        validated(&s, 0.9);
+        let canary = policy::deploy(&mut s, request("t_a", Stage::Canary)).unwrap();
+        let err = policy::promote(&mut s, "t_a", None, None, "test").unwrap_err();
+        assert!(
+            matches!(&err, ControlError::Conflict(m) if m.contains("0 of 0 scored") && m.contains("--force")),
+            "{err}"
+        );
+        // Evidence that clears the bound: 60 of 60 agreed.
+        let scores: Vec<leanlm_store::OnlineScore> = (0..60)
+            .map(|i| leanlm_store::OnlineScore {
+                task_id: "t_a".into(),
+                version: canary.version,
+                at_ms: i,
+                kind: leanlm_core::CheckKind::Audit,
+                agreed: Some(true),
+                error: false,
+                cost_usd: None,
+                call_id: None,
+                note: None,
+                model: None,
+            })
+            .collect();
+        s.insert_online(&scores).unwrap();
+        let live = policy::promote(&mut s, "t_a", None, None, "test").unwrap();
+        assert_eq!(live.stage, Stage::Live);
+
+        // Thin evidence, forced with a reason: allowed and recorded.
+        let mut s = store();
+        validated(&s, 0.9);
+        policy::deploy(&mut s, request("t_a", Stage::Canary)).unwrap();
+        let live = policy::promote(&mut s, "t_a", None, Some("deadline".into()), "test").unwrap();
+        assert_eq!(live.stage, Stage::Live);
+        assert_eq!(
+            s.policy_audit(Some("t_a"), 1).unwrap()[0].reason.as_deref(),
+            Some("forced: deadline")
+        );
+    }
+
     #[test]
     fn a_cache_clear_names_its_task() {
         let mut s = store();

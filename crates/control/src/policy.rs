@@ -2,6 +2,7 @@
 //! policy version with its audit entry. The gateway's policy runtime reads what is written here (and writes
 //! its own automatic rollbacks and promotions through [`write`]).
 
+use leanlm_core::stats::wilson;
 use leanlm_core::{Action, Replacement, ScorerSpec};
 use leanlm_deploy::{Policy, Stage};
 use leanlm_store::{AuditRow, OnlineCounts, PolicyRow, Store, StoreError};
@@ -87,18 +88,35 @@ fn current(store: &Store, task: &str) -> Result<Option<Policy>, StoreError> {
     Ok(load(store)?.into_iter().find(|p| p.task_id == task))
 }
 
-/// The latest passing validation of this replacement for this task: its id and scorer.
-fn passing_validation(store: &Store, task: &str, replacement: &str) -> Result<Option<(String, String)>, StoreError> {
+/// A passing validation of a replacement, as a policy takes it.
+struct Validated {
+    id: String,
+    /// The scorer it judged with (empty if its report does not say).
+    scorer: String,
+    /// The agreement bound it cleared.
+    bound: Option<f64>,
+}
+
+/// The latest passing validation of this replacement for this task.
+fn passing_validation(store: &Store, task: &str, replacement: &str) -> Result<Option<Validated>, StoreError> {
     Ok(store
         .validations(Some(task), 1000)?
         .into_iter()
         .find(|v| v.passed && v.candidate == replacement)
         .map(|v| {
-            let scorer = serde_json::from_str::<Value>(&v.report)
-                .ok()
-                .and_then(|r| r.get("scorer").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_default();
-            (v.id, scorer)
+            let report = serde_json::from_str::<Value>(&v.report).unwrap_or_default();
+            Validated {
+                id: v.id,
+                scorer: report
+                    .get("scorer")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                bound: report
+                    .get("bound")
+                    .and_then(Value::as_f64)
+                    .filter(|b| (0.0..=1.0).contains(b)),
+            }
         }))
 }
 
@@ -141,7 +159,7 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> Result<Policy, ControlEr
         req.stage,
         share,
         audit_rate,
-        validation.as_ref().map(|v| v.0.as_str()),
+        validation.as_ref().map(|v| v.id.as_str()),
         req.force.as_deref(),
     )?;
     for (what, v) in [("--bound", req.bound), ("--error-bound", req.error_bound)] {
@@ -155,7 +173,7 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> Result<Policy, ControlEr
     }
     let scorer = match (req.scorer, &validation) {
         (Some(s), _) => s,
-        (None, Some((_, s))) if !s.is_empty() => s.parse().map_err(ControlError::Invalid)?,
+        (None, Some(v)) if !v.scorer.is_empty() => v.scorer.parse().map_err(ControlError::Invalid)?,
         _ => {
             let profile = crate::tasks::profile(store, &task, None)?;
             ScorerSpec::for_task(profile.verdict.map(|v| v.kind))
@@ -169,12 +187,16 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> Result<Policy, ControlEr
         replacement: req.replacement,
         share,
         audit_rate,
-        bound: req.bound.unwrap_or(leanlm_deploy::DEFAULT_BOUND),
+        bound: req
+            .bound
+            .or(validation.as_ref().and_then(|v| v.bound))
+            .unwrap_or(leanlm_deploy::DEFAULT_BOUND),
+        bound_given: req.bound.is_some(),
         error_bound: req.error_bound.unwrap_or(leanlm_deploy::DEFAULT_ERROR_BOUND),
         scorer,
         min_samples: req.min_samples.unwrap_or(leanlm_deploy::DEFAULT_MIN_SAMPLES).max(1),
         auto_promote: req.auto_promote,
-        validation_id: validation.map(|v| v.0),
+        validation_id: validation.map(|v| v.id),
         forced: req.force.filter(|f| !f.trim().is_empty()),
         updated_at_ms: unix_ms(),
     };
@@ -215,7 +237,14 @@ pub fn promote(
     if before.stage == Stage::Shadow && before.validation_id.is_none() {
         let spec = before.replacement.to_string();
         match passing_validation(store, task, &spec)? {
-            Some((id, _)) => next.validation_id = Some(id),
+            Some(v) => {
+                if !before.bound_given
+                    && let Some(bound) = v.bound
+                {
+                    next.bound = bound;
+                }
+                next.validation_id = Some(v.id);
+            }
             None if force.as_deref().is_some_and(|f| !f.trim().is_empty()) => next.forced = force.clone(),
             None => {
                 return Err(leanlm_deploy::ChangeError::NotValidated {
@@ -237,6 +266,25 @@ pub fn promote(
     }
     next.updated_at_ms = unix_ms();
     let counts = store.online_counts(task, before.version)?;
+    let forced = force.as_deref().is_some_and(|f| !f.trim().is_empty());
+    if to == Stage::Live && !forced {
+        // Live serves every call: the canary's own evidence must show the replacement holds the bound.
+        let agreement = wilson(counts.agreed, counts.scored, leanlm_deploy::ONLINE_CONFIDENCE);
+        if counts.scored < before.min_samples || agreement.low < before.bound {
+            return Err(ControlError::Conflict(format!(
+                "the canary's evidence does not show the replacement holds the {:.1}% bound: {} of {} scored answers \
+                 agreed ({:.0}% interval {:.1}%–{:.1}%; at least {} scored answers needed); let the canary run longer, \
+                 or --force \"reason\"",
+                before.bound * 100.0,
+                counts.agreed,
+                counts.scored,
+                leanlm_deploy::ONLINE_CONFIDENCE * 100.0,
+                agreement.low * 100.0,
+                agreement.high * 100.0,
+                before.min_samples,
+            )));
+        }
+    }
     let reason = force.map(|f| format!("forced: {f}"));
     let written = write(
         store,

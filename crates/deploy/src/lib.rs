@@ -80,8 +80,11 @@ pub struct Policy {
     /// In shadow, the share of calls the replacement also answers; in canary and live, the share of
     /// replacement-served calls the reference re-answers.
     pub audit_rate: f64,
-    /// The online agreement the replacement must keep.
+    /// The online agreement the replacement must keep: by default the bound its passing validation cleared.
     pub bound: f64,
+    /// The bound was given when deploying; otherwise a validation found at promotion sets it.
+    #[serde(default)]
+    pub bound_given: bool,
     /// The highest share of replacement failures (errors, fallbacks to the reference) allowed.
     pub error_bound: f64,
     pub scorer: ScorerSpec,
@@ -333,6 +336,7 @@ mod tests {
             share: 0.25,
             audit_rate: 0.5,
             bound: 0.95,
+            bound_given: false,
             error_bound: 0.05,
             scorer: ScorerSpec::Label,
             min_samples: 20,
