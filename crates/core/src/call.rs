@@ -8,6 +8,40 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ClientFormat, Usage};
 
+/// Generates `as_str`, `Display` and `FromStr` for an enum of names, in one place per enum: the names are
+/// what the store, the JSON APIs and the metrics carry.
+macro_rules! names {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " `{}`; expected {}"),
+                        other,
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,39 +55,12 @@ pub enum CallStatus {
     ClientClosed,
 }
 
-impl CallStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallStatus::Ok => "ok",
-            CallStatus::ClientError => "client_error",
-            CallStatus::UpstreamError => "upstream_error",
-            CallStatus::ClientClosed => "client_closed",
-        }
-    }
-}
-
-impl fmt::Display for CallStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CallStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "ok" => CallStatus::Ok,
-            "client_error" => CallStatus::ClientError,
-            "upstream_error" => CallStatus::UpstreamError,
-            "client_closed" => CallStatus::ClientClosed,
-            other => {
-                return Err(format!(
-                    "unknown status `{other}`; expected ok, client_error, upstream_error or client_closed"
-                ));
-            }
-        })
-    }
-}
+names!(CallStatus, "status", {
+    Ok => "ok",
+    ClientError => "client_error",
+    UpstreamError => "upstream_error",
+    ClientClosed => "client_closed",
+});
 
 /// Everything recorded about one call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,40 +151,6 @@ pub struct CallStats {
     /// Short hashes: equal requests (exact duplicates) and equal answers share them.
     pub request_hash: Option<String>,
     pub output_hash: Option<String>,
-}
-
-/// Generates `as_str`, `Display` and `FromStr` for an enum of names, in one place per enum: the names are
-/// what the store, the JSON APIs and the metrics carry.
-macro_rules! names {
-    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($ty::$variant),)+
-                    other => Err(format!(
-                        concat!("unknown ", $what, " `{}`; expected {}"),
-                        other,
-                        [$($name),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
 }
 
 /// How a call's task was found.
