@@ -222,6 +222,8 @@ pub(crate) fn unix_ms() -> i64 {
 
 /// Runs a validation; `Ok(false)` when the verdict is fail.
 pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool> {
+    // The report's duration is the whole command's: embedding the calls for a router, say, is part of it.
+    let command_started = std::time::Instant::now();
     let config = store_args.config()?;
     let mut store = store_args.open()?;
     let task = find_task(&store, &a.task)?;
@@ -359,6 +361,7 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         .build()
         .context("starting the async runtime")?;
     let mut report = runtime.block_on(validation.run())?;
+    report.duration_ms = command_started.elapsed().as_secs_f64() * 1000.0;
     progress.0.finish_and_clear();
     report.created_at_ms = unix_ms();
     report.id = format!("val_{}", uuid::Uuid::now_v7().simple());

@@ -155,6 +155,7 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             );
             // The router is validated like any replacement, on calls it was not trained on, each answered by
             // the model it picks.
+            let command = std::time::Instant::now();
             let (code, out, err) = l.leanlm(&[
                 "validate",
                 "--task",
@@ -167,6 +168,13 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             let report: Value = serde_json::from_str(&out).unwrap();
             assert_eq!(report["candidate"], "router:cheap-90,big");
             assert!(report["scored"].as_u64().unwrap() >= 50, "{report:#}");
+            // Its duration is the command's, embedding the calls for the router included.
+            let wall_ms = command.elapsed().as_secs_f64() * 1000.0;
+            let duration_ms = report["duration_ms"].as_f64().unwrap();
+            assert!(
+                duration_ms <= wall_ms && duration_ms >= 0.7 * wall_ms,
+                "{duration_ms:.0} ms reported for a {wall_ms:.0} ms command"
+            );
             let (code, _, err) = l.leanlm(&["validate", "--task", &task, "--candidate", "router:cheap-99,big"]);
             assert_eq!(code, 1);
             assert!(err.contains("leanlm train-router"), "{err}");

@@ -85,7 +85,18 @@ impl Replay for Replayer {
     fn complete(&self, format: &str, body: Value) -> impl Future<Output = Result<Reply, String>> + Send {
         let this = self.clone();
         let format = format.to_owned();
-        async move { this.send(&format, body).await }
+        async move {
+            // In a task of its own: a validation scores answers on the task that awaits this one (a local
+            // embedding model holds it for tens of milliseconds), and a reply's latency must be the
+            // candidate's, not the time the scorer kept it waiting.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => runtime
+                    .spawn(async move { this.send(&format, body).await })
+                    .await
+                    .map_err(|e| format!("the replay stopped: {e}"))?,
+                Err(_) => this.send(&format, body).await,
+            }
+        }
     }
 
     fn has_logprobs(&self, model: &str) -> bool {
