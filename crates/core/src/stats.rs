@@ -22,6 +22,11 @@ pub fn z(confidence: f64) -> f64 {
     normal.inverse_cdf(1.0 - (1.0 - confidence) / 2.0)
 }
 
+/// A confidence level as people read it, the same wherever it is printed: 0.9875 is "98.75%", 0.95 "95%".
+pub fn confidence_label(confidence: f64) -> String {
+    format!("{}%", (confidence * 10_000.0).round() / 100.0)
+}
+
 /// The Wilson score interval: unlike the normal approximation it stays inside [0, 1] and behaves at rates
 /// near 0 and 1, which is where agreement and error rates live.
 pub fn wilson(successes: u64, n: u64, confidence: f64) -> Rate {
@@ -101,16 +106,28 @@ pub fn min_to_pass(bound: f64, confidence: f64) -> usize {
     (z2 * bound / (1.0 - bound)).floor() as usize + 1
 }
 
-/// Roughly how many calls an interval at this rate needs before its lower end clears `bound`, for the
-/// message when a verdict stays open.
+/// How many calls the verdict's own interval (Wilson, at `confidence`) needs at this rate before its lower end
+/// clears `bound`, for the message when a verdict stays open. `None` when the rate does not clear the bound.
 pub fn needed_for(rate: f64, bound: f64, confidence: f64) -> Option<usize> {
-    if rate <= bound {
+    if rate.is_nan() || rate <= bound {
         return None;
     }
-    let z2 = z(confidence).powi(2);
-    let gap = rate - bound;
-    let n = z2 * rate * (1.0 - rate).max(0.25 / 1000.0) / (gap * gap);
-    Some(n.ceil().max(min_to_pass(bound, confidence) as f64) as usize)
+    let clears = |n: u64| wilson((rate * n as f64).round() as u64, n, confidence).low >= bound;
+    // Double until the interval clears, then halve the gap: the smallest count that does.
+    let mut high = 1u64;
+    while !clears(high) {
+        high = high.checked_mul(2).filter(|h| *h <= 1 << 40)?;
+    }
+    let mut low = high / 2;
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if clears(mid) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    Some(high as usize)
 }
 
 #[cfg(test)]
@@ -150,8 +167,19 @@ mod tests {
         assert!(wilson(n as u64, n as u64, 0.95).low > 0.95);
         assert!(wilson(n as u64 - 1, n as u64 - 1, 0.95).low <= 0.95);
         assert_eq!(min_to_pass(1.0, 0.95), usize::MAX);
+        assert_eq!(confidence_label(0.9875), "98.75%");
+        assert_eq!(confidence_label(0.95), "95%");
         assert!(needed_for(0.94, 0.95, 0.95).is_none());
         let need = needed_for(0.99, 0.95, 0.95).unwrap();
         assert!((60..200).contains(&need), "{need}");
+        // The count is the one at which the verdict's own interval clears the bound, not an approximation of
+        // it: 97% at a 98.75% interval (a sequential look) against a 95% bound.
+        let need = needed_for(0.97, 0.95, 0.9875).unwrap();
+        assert!(wilson((0.97 * need as f64).round() as u64, need as u64, 0.9875).low >= 0.95);
+        assert!(wilson((0.97 * (need - 1) as f64).round() as u64, need as u64 - 1, 0.9875).low < 0.95);
+        assert!(
+            need > 400,
+            "97% cannot clear 95% at a 98.75% interval on 400 calls: {need}"
+        );
     }
 }

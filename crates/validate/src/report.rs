@@ -165,11 +165,11 @@ impl Report {
         let _ = writeln!(s, "| | |\n|---|---|");
         let _ = writeln!(
             s,
-            "| Agreement | {} ({} of {}), {:.0}% interval {} – {} |",
+            "| Agreement | {} ({} of {}), {} interval {} – {} |",
             pct(a.rate),
             a.successes,
             a.n,
-            a.confidence * 100.0,
+            crate::stats::confidence_label(a.confidence),
             pct(a.low),
             pct(a.high)
         );
@@ -202,12 +202,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| Sample | {} scored of {} sampled ({} usable logged calls), looks at {:?} at {:.2}% each, seed {} |",
+            "| Sample | {} scored of {} sampled ({} usable logged calls), looks at {:?} at {} each, seed {} |",
             self.scored,
             self.sample_size,
             self.available_calls,
             self.looks,
-            self.per_look_confidence * 100.0,
+            crate::stats::confidence_label(self.per_look_confidence),
             self.seed
         );
         let _ = writeln!(s, "| Replay errors | {} |", self.replay_errors);

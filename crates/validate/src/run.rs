@@ -709,9 +709,9 @@ fn verdict_of_counts(
         };
     }
     let interval = format!(
-        "agreement {:.1}% ({agree} of {n}), {:.2}% interval {:.1}%–{:.1}%",
+        "agreement {:.1}% ({agree} of {n}), {} interval {:.1}%–{:.1}%",
         a.rate * 100.0,
-        confidence * 100.0,
+        stats::confidence_label(confidence),
         a.low * 100.0,
         a.high * 100.0
     );
