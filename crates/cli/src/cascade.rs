@@ -147,8 +147,21 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
          similarity, regex, json-path)"
     );
 
-    // Every replayable call of the task, however earlier cascades used them; a stratified sample of them.
+    // Every replayable call of the task, however earlier cascades used them; a stratified sample of them,
+    // leaving enough calls to validate the result on (the calls it learns from are never validated on).
     let ids = store.replayable_calls(&task.id, "")?;
+    let for_validation = leanlm_core::stats::min_to_pass(leanlm_deploy::DEFAULT_BOUND, 0.95);
+    anyhow::ensure!(
+        a.sample + for_validation <= ids.len(),
+        "--sample {}: task {} has {} replayable calls, and a validation of the cascade needs {} of them that it \
+         did not learn from; use --sample {} or less, or log more traffic",
+        a.sample,
+        task.id,
+        ids.len(),
+        for_validation,
+        ids.len().saturating_sub(for_validation)
+    );
+    let left = ids.len() - a.sample.min(ids.len());
     let picked = leanlm_validate::sample::stratified(
         &ids.iter().map(|(t, id)| (*t, id.clone())).collect::<Vec<_>>(),
         a.sample,
@@ -340,7 +353,7 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
     println!(
         "Calibrated out of fold on all {} calls at a {:.1}% agreement bound: {:.1}% served cheaply, the rest \
          escalated to {} (agreement {:.1}%, 95% interval {:.1}%–{:.1}%). These calls are left out of its \
-         validations: `leanlm validate --task {} --candidate {spec}`.",
+         validations, which have {left} other calls to replay: `leanlm validate --task {} --candidate {spec}`.",
         chain.calibrated_on,
         a.bound * 100.0,
         chain.accepted_share() * 100.0,

@@ -123,6 +123,22 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("--bound"), "{err}");
+    // Training on so many calls that too few are left to validate the result on is refused, before any
+    // replay, saying how many it may take.
+    let (code, _, err) = env.leanlm(&[
+        "train-cascade",
+        "--task",
+        &task,
+        "--cheap",
+        "cheap-90",
+        "--sample",
+        "990",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--sample 990") && err.contains("validation") && err.contains("--sample 927"),
+        "{err}"
+    );
 
     let (code, out, err) = env.leanlm(&[
         "train-cascade",
@@ -139,7 +155,7 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
     assert_eq!(code, 0, "{out}{err}");
     // Calls logged through the Anthropic API are asked in the OpenAI format, so every answer has them.
     assert!(
-        out.contains(spec) && out.contains("600 answers with log-probabilities"),
+        out.contains(spec) && out.contains("600 answers with log-probabilities") && out.contains("400 other calls"),
         "{out}"
     );
     let store = leanlm_store::Store::open(&env.db).unwrap();
