@@ -592,15 +592,28 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
         strong: strong.clone(),
     }
     .to_string();
-    store.put_router(&task.id, &spec, unix_ms(), &serde_json::to_string(&router)?)?;
     // The calibration calls chose the scorer and its threshold: they are no more held out than the
-    // training calls, so no validation of the router replays either.
+    // training calls, so no validation of the router replays either. Enough others must be left for one.
     let learned: Vec<String> = calls.iter().map(|(l, _)| l.id.clone()).collect();
+    let learned_set: std::collections::HashSet<&str> = learned.iter().map(String::as_str).collect();
+    let left = store
+        .replayable_calls(&task.id, &spec)?
+        .iter()
+        .filter(|(_, id)| !learned_set.contains(id.as_str()))
+        .count();
+    let for_validation = leanlm_core::stats::min_to_pass(leanlm_deploy::DEFAULT_BOUND, 0.95);
+    anyhow::ensure!(
+        left >= for_validation,
+        "the router would learn from {} calls and leave {left} of the task's others to validate it on; a validation \
+         at a 95% bound needs {for_validation}: log more traffic first (nothing was stored)",
+        learned.len()
+    );
+    store.put_router(&task.id, &spec, unix_ms(), &serde_json::to_string(&router)?)?;
     store.mark_training_calls(&spec, &learned)?;
     println!(
         "{spec} for task {}: {}, trained on {} calls, calibrated on {} ({from_online} of them from online checks); \
          at a {:.1}% agreement bound it keeps {:.1}% of calls on {cheap} (agreement {:.1}% on the calibration \
-         calls). The calls it learned from are left out of its validations.",
+         calls). The calls it learned from are left out of its validations, which have {left} other calls to replay.",
         task.id,
         router.scorer.describe(),
         router.trained_on,

@@ -136,6 +136,7 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             let (code, out, err) = l.leanlm(&["train-router", "--task", &task, "--cheap", "cheap-90"]);
             assert_eq!(code, 0, "{err}");
             assert!(out.contains("router:cheap-90,big") && out.contains("keeps"), "{out}");
+            assert!(out.contains("other calls to replay"), "{out}");
             let store = leanlm_store::Store::open(&format!("sqlite://{}", l.dir.join("calls.db").display())).unwrap();
             let router: leanlm_route::TaskRouter =
                 serde_json::from_str(&store.router(&task, "router:cheap-90,big").unwrap().unwrap()).unwrap();
