@@ -12,6 +12,9 @@
 //!
 //! Prints a Markdown report.
 
+#[path = "common/banking77.rs"]
+mod banking77;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,9 +106,7 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let data = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/banking77/test.csv"),
-    )?;
+    let data = banking77::test_csv()?;
     let queries: Vec<String> = csv::Reader::from_reader(data.as_bytes())
         .records()
         .flatten()

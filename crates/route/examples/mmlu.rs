@@ -1,4 +1,4 @@
-//! Learned routing on MMLU (../shared/data/routellm-mmlu, Apache-2.0, from lm-sys/RouteLLM): the real
+//! Learned routing on MMLU (`$LEANLM_SHARED_DATA/routellm-mmlu`, Apache-2.0, from lm-sys/RouteLLM): the real
 //! per-question correctness of Mixtral-8x7B-Instruct (cheap) and GPT-4-1106-preview (strong) on 14,042
 //! questions. The router `leanlm train-router` fits (`leanlm_route::fit`: logistic models on each prompt's
 //! MiniLM embedding and length, and the similarity-weighted outcomes of the nearest training prompts, the
@@ -26,10 +26,13 @@ const STRONG: &str = "gpt-4-1106-preview";
 const STRONG_PRICED_AS: &str = "gpt-4-turbo";
 
 fn data_dir() -> PathBuf {
-    std::env::var_os("LEANLM_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-        .join("routellm-mmlu")
+    match std::env::var_os("LEANLM_SHARED_DATA") {
+        Some(d) => PathBuf::from(d).join("routellm-mmlu"),
+        None => {
+            eprintln!("set LEANLM_SHARED_DATA to the folder of public data sets (see bench/RESULTS.md)");
+            std::process::exit(2);
+        }
+    }
 }
 
 struct Question {

@@ -1,4 +1,4 @@
-//! Semantic-cache precision on fow-cache (../shared/data/fow-cache, CC BY 4.0): for pairs that share an
+//! Semantic-cache precision on fow-cache (`$LEANLM_SHARED_DATA/fow-cache`, CC BY 4.0): for pairs that share an
 //! answer, the share a cache would serve; for traps (negation, entity and number swaps, scope,
 //! conversations whose last turn matches), the share it would serve wrongly. LeanLM's policy next to a
 //! plain cosine-threshold cache (0.8 on the last user turn, the GPTCache and Bifrost default), with the same
@@ -72,7 +72,8 @@ fn main() {
     let data = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fow-cache"));
+        .or_else(|| std::env::var_os("LEANLM_SHARED_DATA").map(|d| PathBuf::from(d).join("fow-cache")))
+        .expect("name the fow-cache folder, or set LEANLM_SHARED_DATA to the folder of public data sets (see bench/RESULTS.md)");
     let mut cases = Vec::new();
     for line in std::fs::read_to_string(data.join("pairs.jsonl"))
         .expect("pairs.jsonl")

@@ -14,15 +14,19 @@ pub struct Question {
     pub intent: String,
 }
 
+/// `$LEANLM_SHARED_DATA/banking77`: the public data sets are not part of the repository (bench/RESULTS.md says
+/// where they come from).
 fn dir() -> anyhow::Result<PathBuf> {
-    [
-        std::env::var_os("LEANLM_SHARED_DATA").map(|d| PathBuf::from(d).join("banking77")),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/banking77")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("test.csv").exists())
-    .context("Banking77 not found: set LEANLM_SHARED_DATA to the shared data folder")
+    std::env::var_os("LEANLM_SHARED_DATA")
+        .map(|d| PathBuf::from(d).join("banking77"))
+        .filter(|p| p.join("test.csv").exists())
+        .context("Banking77 not found: set LEANLM_SHARED_DATA to the folder of public data sets (see bench/RESULTS.md)")
+}
+
+/// The test split as it is on disk.
+pub fn test_csv() -> anyhow::Result<String> {
+    let path = dir()?.join("test.csv");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// The questions of one split (`train` or `test`), in file order.
