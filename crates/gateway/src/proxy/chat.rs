@@ -247,7 +247,7 @@ async fn semantic_cache(app: &AppState, rec: &Recorder, call: &mut Call) -> Opti
         let serve = matches!(p.route(rand::random(), 1.0), leanlm_deploy::Route::Replacement { .. });
         (serve, &p.scorer)
     });
-    let probe = s.probe(task, governed, Some(*ttl), call.format, &call.chain[0], call.json())?;
+    let probe = s.probe(task, governed, Some(*ttl), call.format, &call.chain[0], || call.json())?;
     match s.lookup(&app.routes, &app.http(), probe).await {
         Lookup::Hit(hit) => Some(Served {
             body: hit.body,

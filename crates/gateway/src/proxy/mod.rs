@@ -511,9 +511,9 @@ async fn apply_policy(
     call: &chat::Call,
     chain: Vec<Target>,
 ) -> Result<(Vec<Target>, Option<Arc<Chain>>), WireError> {
-    let reference = call.ingress().model();
     use leanlm_core::Replacement;
     use leanlm_deploy::Route;
+    let reference = call.ingress().model();
     let mut route = policy.route(rand::random(), rand::random());
     // Only a call the replacement serves or shadows needs its model; a router embeds the prompt for it.
     let needs_model = !matches!(route, Route::Reference { shadow: false });

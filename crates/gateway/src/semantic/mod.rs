@@ -386,14 +386,16 @@ impl SemanticCache {
     /// `policy` is set when a `cache:semantic` policy governs the task: whether this call may be served
     /// from the cache (canary share, live) or only teaches it (shadow), and the policy's scorer.
     #[allow(clippy::too_many_arguments)]
-    pub fn probe(
+    /// `request` gives the body as JSON; it is asked for only where the task's semantic cache is on, so other
+    /// tasks never pay for the parse.
+    pub fn probe<'r>(
         &self,
         task: (&str, &str),
         policy: Option<(bool, &ScorerSpec)>,
         allowed: Option<Duration>,
         format: ClientFormat,
         target: &Target,
-        request: Option<&Value>,
+        request: impl FnOnce() -> Option<&'r Value>,
     ) -> Option<Probe> {
         let ttl = allowed?;
         let settings = self.task_settings(task.0, task.1);
@@ -403,7 +405,7 @@ impl SemanticCache {
             None if configured => true,
             None => return None,
         };
-        let v = request?;
+        let v = request()?;
         let Conversation {
             context,
             preamble,
