@@ -139,7 +139,10 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
     let profile = leanlm_control::tasks::profile(&store, &task, None)?;
     let scorer: ScorerSpec = match &a.scorer {
         Some(s) => s.parse().map_err(anyhow::Error::msg).context("--scorer")?,
-        None => ScorerSpec::for_task(profile.verdict.as_ref().map(|v| v.kind)),
+        None => ScorerSpec::for_task(
+            profile.verdict.as_ref().map(|v| v.kind),
+            profile.verdict.as_ref().is_some_and(|v| v.values),
+        ),
     };
     anyhow::ensure!(
         !matches!(scorer, ScorerSpec::Judge { .. }),

@@ -192,6 +192,9 @@ enum Command {
         bound: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Train on the outcomes of this scorer only (default: the task's, as `validate` picks it).
+        #[arg(long)]
+        scorer: Option<String>,
     },
     /// Train a task's cascade: each cheap model answers a sample of its logged calls, and an acceptance
     /// score per model (hard checks, log-probabilities, sample agreement, the prompt) is fitted and the
@@ -307,6 +310,8 @@ enum TaskAction {
 #[derive(Clone, Copy, ValueEnum)]
 enum By {
     Model,
+    /// Traffic, shadow, audit, validation, control, judge: what LeanLM itself spends, apart.
+    Purpose,
     Day,
     Task,
     /// Task, policy version and role: spend per deployment stage.
@@ -372,7 +377,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cheap,
             bound,
             seed,
-        } => validate::train_router(&store, &task, &cheap, bound, seed),
+            scorer,
+        } => validate::train_router(&store, &task, &cheap, bound, seed, scorer.as_deref()),
         Command::TrainCascade { store, args } => cascade::train_cascade(&store, args),
         Command::Deploy { store, args } => deploy::deploy(&store, args),
         Command::Promote {
@@ -625,6 +631,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Spend { store, by, days, json } => {
             let by = match by {
                 By::Model => SpendBy::Model,
+                By::Purpose => SpendBy::Purpose,
                 By::Day => SpendBy::Day,
                 By::Task => SpendBy::Task,
                 By::Policy => SpendBy::Policy,
@@ -650,6 +657,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             t.set_header([
                 match by {
                     SpendBy::Model => "model",
+                    SpendBy::Purpose => "purpose",
                     SpendBy::Day => "day",
                     SpendBy::Task => "task",
                     SpendBy::Policy => "task, policy version, role",

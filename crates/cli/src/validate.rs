@@ -152,11 +152,13 @@ pub struct ValidateArgs {
     /// Calls on which the reference model is replayed against itself.
     #[arg(long, default_value_t = 50)]
     pub control: usize,
-    /// label, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN, json-path:PATH (default: from
-    /// the task's type).
+    /// label, value, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN, json-path:PATH (default:
+    /// `value` where the task's answers come to a value, else from its type; free text gets the judge where
+    /// one is configured).
     #[arg(long)]
     pub scorer: Option<String>,
-    /// The judge's model for `--scorer judge`.
+    /// The judge's model (default: the config's `[validation] judge`): scores for `--scorer judge`, and
+    /// checks a similarity or regex scorer before its agreement is trusted.
     #[arg(long)]
     pub judge_model: Option<String>,
     /// Pass when the agreement's lower confidence bound clears this share of the control's agreement.
@@ -246,9 +248,10 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
 
     let (usage, _) = leanlm_control::tasks::candidates_for(&store, &leanlm_gateway::route::catalog(&config), &task)?;
     let profile = leanlm_control::tasks::profile(&store, &task, None)?;
+    let judge_model = a.judge_model.clone().or_else(|| config.judge_model.clone());
     let scorer: ScorerSpec = match &a.scorer {
         Some(s) => s.parse().map_err(anyhow::Error::msg).context("--scorer")?,
-        None => ScorerSpec::for_task(profile.verdict.as_ref().map(|v| v.kind)),
+        None => default_scorer(&profile, judge_model.is_some()),
     };
     let catalog = leanlm_gateway::route::catalog(&config);
     let candidate_price = match &replacement {
@@ -291,10 +294,11 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
     };
     opts.hard_bound = a.hard_bound;
     opts.candidate_price = candidate_price;
-    opts.judge_model = a.judge_model.clone();
+    opts.judge_model = judge_model;
     opts.monthly_calls = usage.calls_per_month;
     opts.seed = seed;
     opts.sequential = !a.full_sample;
+    opts.audit_rate = leanlm_deploy::DEFAULT_AUDIT_RATE;
 
     let embedder = if matches!(scorer, ScorerSpec::Similarity { .. }) {
         match leanlm_embed::Embedder::load(&leanlm_embed::default_model_dir()) {
@@ -493,12 +497,31 @@ fn router_picks(
     Ok(picks)
 }
 
+/// The scorer a task gets when none is named: `value` where its answers come to a value, else by its type;
+/// free text gets the judge where one is configured (it reads meaning where similarity reads wording).
+pub fn default_scorer(profile: &leanlm_profile::TaskProfile, judge: bool) -> ScorerSpec {
+    match ScorerSpec::for_task(
+        profile.verdict.as_ref().map(|v| v.kind),
+        profile.verdict.as_ref().is_some_and(|v| v.values),
+    ) {
+        ScorerSpec::Similarity { .. } if judge => ScorerSpec::Judge { model: None },
+        other => other,
+    }
+}
+
 /// The fewest scored calls a router is trained and calibrated on.
 const MIN_ROUTER_OUTCOMES: usize = 100;
 
 /// Trains a task's router for a cheap model from its validations' outcomes, calibrates its threshold on
 /// held-out outcomes to the bound, stores it, and marks the training calls so validation leaves them out.
-pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64, seed: u64) -> anyhow::Result<()> {
+pub fn train_router(
+    store_args: &StoreArgs,
+    task: &str,
+    cheap: &str,
+    bound: f64,
+    seed: u64,
+    scorer: Option<&str>,
+) -> anyhow::Result<()> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     anyhow::ensure!(
@@ -511,27 +534,51 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
         model: cheap.to_owned(),
     }
     .to_string();
+    // One scorer's outcomes: an `agreed` from similarity and one from the judge are different facts.
+    let outcome_scorer: String = match scorer {
+        Some(s) => s
+            .parse::<ScorerSpec>()
+            .map_err(anyhow::Error::msg)
+            .context("--scorer")?,
+        None => {
+            let judge = store_args.config().ok().and_then(|c| c.judge_model).is_some();
+            default_scorer(&leanlm_control::tasks::profile(&store, &task, None)?, judge)
+        }
+    }
+    .to_string();
     // Validation outcomes, then the online checks (shadow and audit) of the same model; a call scored both
     // ways keeps its validation outcome.
-    let validated = store.candidate_outcomes(&task.id, &candidate)?;
+    let validated = store.candidate_outcomes(&task.id, &candidate, &outcome_scorer)?;
     let online: Vec<(String, bool)> = {
         let seen: std::collections::HashSet<&str> = validated.iter().map(|(id, _)| id.as_str()).collect();
         store
-            .online_outcomes(&task.id, cheap)?
+            .online_outcomes(&task.id, cheap, &outcome_scorer)?
             .into_iter()
             .filter(|(id, _)| !seen.contains(id.as_str()))
             .collect()
     };
     let from_online = online.len();
     let outcomes: Vec<(String, bool)> = validated.into_iter().chain(online).collect();
-    anyhow::ensure!(
-        outcomes.len() >= MIN_ROUTER_OUTCOMES,
-        "a router needs at least {MIN_ROUTER_OUTCOMES} scored calls of {candidate} on task {} and has {}: run \
-         `leanlm validate --task {} --candidate {cheap} --full-sample` or shadow it first",
-        task.id,
-        outcomes.len(),
-        task.id
-    );
+    if outcomes.len() < MIN_ROUTER_OUTCOMES {
+        let others: Vec<String> = store
+            .outcome_scorers(&task.id, &candidate)?
+            .into_iter()
+            .filter(|(s, _)| *s != outcome_scorer)
+            .map(|(s, n)| format!("{n} under `{s}`"))
+            .collect();
+        anyhow::bail!(
+            "a router needs at least {MIN_ROUTER_OUTCOMES} calls of {candidate} on task {} scored by `{outcome_scorer}` and has {}{}: \
+             run `leanlm validate --task {} --candidate {cheap} --scorer {outcome_scorer} --full-sample` or shadow it first",
+            task.id,
+            outcomes.len(),
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (other scorers' outcomes are not mixed in: {})", others.join(", "))
+            },
+            task.id
+        );
+    }
     let mut calls = Vec::new();
     for (id, agreed) in &outcomes {
         if let Some(l) = store.call(id)?.as_ref().and_then(Logged::from_record) {
@@ -611,7 +658,8 @@ pub fn train_router(store_args: &StoreArgs, task: &str, cheap: &str, bound: f64,
     store.put_router(&task.id, &spec, unix_ms(), &serde_json::to_string(&router)?)?;
     store.mark_training_calls(&spec, &learned)?;
     println!(
-        "{spec} for task {}: {}, trained on {} calls, calibrated on {} ({from_online} of them from online checks); \
+        "{spec} for task {}: {}, trained on {} calls, calibrated on {} ({from_online} of them from online checks), \
+         outcomes scored by `{outcome_scorer}`; \
          at a {:.1}% agreement bound it keeps {:.1}% of calls on {cheap} (agreement {:.1}% on the calibration \
          calls). The calls it learned from are left out of its validations, which have {left} other calls to replay.",
         task.id,

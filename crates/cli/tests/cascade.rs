@@ -191,7 +191,9 @@ fn a_cascade_is_trained_validated_deployed_and_served() {
         600,
         "the 600 calls it learned from are left out"
     );
-    let validated = store.candidate_outcomes(&task, spec).unwrap();
+    let validated = store
+        .candidate_outcomes(&task, spec, report["scorer"].as_str().unwrap())
+        .unwrap();
     assert!(validated.len() >= 100, "{}", validated.len());
     assert!(validated.iter().all(|(id, _)| held_out.contains(id)));
 

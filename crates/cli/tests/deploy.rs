@@ -279,3 +279,124 @@ fn gateways_sharing_a_store_see_a_change_within_seconds() {
     eprintln!("the change reached the gateways after {a:?} and {b:?}");
     assert!(a < Duration::from_secs(5) && b < Duration::from_secs(5));
 }
+
+/// The sum of a Prometheus metric's series.
+fn metric_total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn spend_rows(env: &Env, by: &str) -> Vec<Value> {
+    let (code, out, err) = env.leanlm(&["spend", "--by", by, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+fn spend_of(rows: &[Value], keys: &[&str]) -> f64 {
+    rows.iter()
+        .filter(|r| keys.contains(&r["key"].as_str().unwrap_or("")))
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn spend_counts_every_dollar_leanlm_spends_as_metrics_do() {
+    let data = examples(4);
+    let queries: Vec<String> = data.iter().map(|e| e.0.clone()).collect();
+    let mut env = Env::start("spend", 5, &[("cheap-99", 0.99)]);
+    assert!(env.send(&queries[..300], "big", 16).iter().all(|a| a.status == 200));
+    let task = env.wait_for_calls(300).id;
+    env.stop_gateway();
+
+    // A validation from the CLI: its replays, control run and judge calls are spent, by purpose.
+    let (code, out, err) = env.leanlm(&[
+        "validate",
+        "--task",
+        &task,
+        "--candidate",
+        "cheap-99",
+        "--seed",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let validation_cost = report["validation_cost_usd"].as_f64().unwrap();
+    assert!(validation_cost > 0.0);
+    let purposes = spend_rows(&env, "purpose");
+    let validation_spend = spend_of(&purposes, &["validation", "control", "judge"]);
+    assert!(
+        (validation_spend - validation_cost).abs() < 1e-9 * validation_cost.max(1.0),
+        "{validation_spend} in spend, {validation_cost} in the report: {purposes:?}"
+    );
+    let traffic_before = spend_of(&purposes, &["traffic"]);
+
+    // A fresh `leanlm serve` (its /metrics start at zero): shadow, then a canary with every replaced call
+    // audited.
+    let gw = common::serve_binary(&env);
+    let (code, _, err) = env.leanlm(&[
+        "deploy",
+        "--task",
+        &task,
+        "--replacement",
+        "cheap-99",
+        "--stage",
+        "shadow",
+        "--audit-rate",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    settle();
+    assert!(
+        env.send_to(&gw.1, &queries[300..350], "big", 8)
+            .iter()
+            .all(|a| a.status == 200)
+    );
+    let (code, _, err) = env.leanlm(&["promote", "--task", &task, "--share", "0.5"]);
+    assert_eq!(code, 0, "{err}");
+    settle();
+    assert!(
+        env.send_to(&gw.1, &queries[350..450], "big", 8)
+            .iter()
+            .all(|a| a.status == 200)
+    );
+
+    // Once the log and the online checks are written, `spend` holds what /metrics counted.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = env.rt.block_on(async {
+            reqwest::get(format!("{}/metrics", gw.1))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        let counted = metric_total(&metrics, "leanlm_spend_usd_total");
+        let rows = spend_rows(&env, "purpose");
+        let spent = spend_of(&rows, &["traffic", "shadow", "audit"]) - traffic_before;
+        let (shadow, audit) = (spend_of(&rows, &["shadow"]), spend_of(&rows, &["audit"]));
+        if counted > 0.0 && (spent - counted).abs() < 1e-9 * counted.max(1.0) && shadow > 0.0 && audit > 0.0 {
+            // Every grouping sums to the same total.
+            for by in ["model", "task", "day", "policy"] {
+                let total: f64 = spend_rows(&env, by)
+                    .iter()
+                    .map(|r| r["cost_usd"].as_f64().unwrap())
+                    .sum();
+                let all: f64 = rows.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
+                assert!(
+                    (total - all).abs() < 1e-9 * all.max(1.0),
+                    "by {by}: {total} against {all}"
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spend {spent} (shadow {shadow}, audit {audit}) against /metrics {counted}: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -181,7 +181,20 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
             assert!(err.contains("leanlm train-router"), "{err}");
             let (code, _, err) = l.leanlm(&["train-router", "--task", &task, "--cheap", "never-validated"]);
             assert_eq!(code, 1);
-            assert!(err.contains("needs at least 100 scored calls"), "{err}");
+            assert!(err.contains("needs at least 100 calls"), "{err}");
+            // Outcomes of one scorer only: the label outcomes of cheap-99 do not train a similarity router.
+            let (code, _, err) = l.leanlm(&[
+                "train-router",
+                "--task",
+                &task,
+                "--cheap",
+                "cheap-99",
+                "--scorer",
+                "similarity",
+            ]);
+            assert_eq!(code, 1);
+            assert!(err.contains("scored by `similarity` and has 0"), "{err}");
+            assert!(err.contains("not mixed in") && err.contains("under `label`"), "{err}");
 
             // The catalog marks the allowed replacements.
             let (code, out, _) = l.leanlm(&["catalog", "--json"]);

@@ -228,6 +228,8 @@ mod tests {
                 call_id: None,
                 note: None,
                 model: None,
+                scorer: None,
+                billed_model: None,
             })
             .collect();
         s.insert_online(&scores).unwrap();

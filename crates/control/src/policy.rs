@@ -176,7 +176,10 @@ pub fn deploy(store: &mut Store, req: DeployRequest) -> Result<Policy, ControlEr
         (None, Some(v)) if !v.scorer.is_empty() => v.scorer.parse().map_err(ControlError::Invalid)?,
         _ => {
             let profile = crate::tasks::profile(store, &task, None)?;
-            ScorerSpec::for_task(profile.verdict.map(|v| v.kind))
+            ScorerSpec::for_task(
+                profile.verdict.as_ref().map(|v| v.kind),
+                profile.verdict.as_ref().is_some_and(|v| v.values),
+            )
         }
     };
     let before = current(store, &task.id)?;

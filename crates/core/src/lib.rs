@@ -11,6 +11,7 @@ pub mod stats;
 mod task;
 pub mod transcript;
 mod usage;
+pub mod value;
 
 pub use call::{
     Action, CacheOutcome, CallRecord, CallStats, CallStatus, CheckKind, Origin, PolicyTag, Role, StageOutcome,

@@ -8,13 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::TaskType;
 
-/// Which scorer, and its settings. Written `label`, `json`, `json:tol=0.01`, `similarity`,
+/// Which scorer, and its settings. Written `label`, `value`, `json`, `json:tol=0.01`, `similarity`,
 /// `similarity:0.8`, `judge`, `judge:MODEL`, `regex:PATTERN`, `json-path:$.a.b`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ScorerSpec {
     /// Normalised exact match of a class label.
     Label,
+    /// The value each answer comes to (after `####`, `\boxed{}`, "the answer is", or the whole of a short
+    /// answer), compared as a number, date or yes/no: "$20.00" = "20", "1/2" = "50%".
+    Value,
     /// Valid JSON (and valid against the request's schema), then field by field.
     Json { tolerance: f64 },
     /// Embedding cosine where an embedder is available, else ROUGE-L, against a threshold.
@@ -34,8 +37,15 @@ pub const DEFAULT_COSINE: f64 = 0.85;
 pub const DEFAULT_ROUGE: f64 = 0.6;
 
 impl ScorerSpec {
-    /// The scorer a task type gets unless the user names one.
-    pub fn for_task(kind: Option<TaskType>) -> ScorerSpec {
+    /// The scorer a task gets unless the user names one: from its type, and `values` when its answers come
+    /// to a value (a number, a date, yes/no, a final answer after reasoning), which only the `value` scorer
+    /// compares for what it means.
+    pub fn for_task(kind: Option<TaskType>, values: bool) -> ScorerSpec {
+        match kind {
+            Some(TaskType::Extract | TaskType::Code | TaskType::Embed) => {}
+            _ if values => return ScorerSpec::Value,
+            _ => {}
+        }
         match kind {
             Some(TaskType::Classify) => ScorerSpec::Label,
             Some(TaskType::Extract) => ScorerSpec::Json {
@@ -50,6 +60,7 @@ impl fmt::Display for ScorerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScorerSpec::Label => f.write_str("label"),
+            ScorerSpec::Value => f.write_str("value"),
             ScorerSpec::Json { tolerance } if *tolerance == DEFAULT_TOLERANCE => f.write_str("json"),
             ScorerSpec::Json { tolerance } => write!(f, "json:tol={tolerance}"),
             ScorerSpec::Similarity { threshold: None } => f.write_str("similarity"),
@@ -77,6 +88,7 @@ impl FromStr for ScorerSpec {
         };
         Ok(match (kind, arg) {
             ("label", None) => ScorerSpec::Label,
+            ("value", None) => ScorerSpec::Value,
             ("json", None) => ScorerSpec::Json {
                 tolerance: DEFAULT_TOLERANCE,
             },
@@ -105,7 +117,7 @@ impl FromStr for ScorerSpec {
             ("regex" | "json-path", None) => return Err(format!("scorer `{kind}` needs an argument: `{kind}:...`")),
             _ => {
                 return Err(format!(
-                    "unknown scorer `{s}`; expected label, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN or json-path:PATH"
+                    "unknown scorer `{s}`; expected label, value, json[:tol=X], similarity[:T], judge[:MODEL], regex:PATTERN or json-path:PATH"
                 ));
             }
         })
@@ -120,6 +132,7 @@ mod tests {
     fn specs_parse_and_print_back() {
         for s in [
             "label",
+            "value",
             "json",
             "json:tol=0.01",
             "similarity",
@@ -147,6 +160,16 @@ mod tests {
         );
         assert!("regex".parse::<ScorerSpec>().unwrap_err().contains("needs an argument"));
         assert!("bleu".parse::<ScorerSpec>().unwrap_err().contains("unknown scorer"));
-        assert_eq!(ScorerSpec::for_task(Some(TaskType::Classify)), ScorerSpec::Label);
+        assert_eq!(ScorerSpec::for_task(Some(TaskType::Classify), false), ScorerSpec::Label);
+        assert_eq!(ScorerSpec::for_task(Some(TaskType::Generate), true), ScorerSpec::Value);
+        assert_eq!(ScorerSpec::for_task(Some(TaskType::Classify), true), ScorerSpec::Value);
+        assert!(matches!(
+            ScorerSpec::for_task(Some(TaskType::Extract), true),
+            ScorerSpec::Json { .. }
+        ));
+        assert!(matches!(
+            ScorerSpec::for_task(Some(TaskType::Generate), false),
+            ScorerSpec::Similarity { .. }
+        ));
     }
 }

@@ -220,13 +220,14 @@ struct SpendQuery {
 async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) -> Response {
     let by = match q.by.as_deref().unwrap_or("model") {
         "model" => SpendBy::Model,
+        "purpose" => SpendBy::Purpose,
         "day" => SpendBy::Day,
         "task" => SpendBy::Task,
         "policy" => SpendBy::Policy,
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("`by` is model, day, task or policy, not `{other}`"),
+                format!("`by` is model, purpose, day, task or policy, not `{other}`"),
             );
         }
     };

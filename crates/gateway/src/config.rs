@@ -56,6 +56,9 @@ pub struct Config {
     pub prices: BTreeMap<String, Price>,
     /// Models a validation may propose as replacements (`[catalog] allow`); the configured models when unset.
     pub catalog_allow: Vec<String>,
+    /// The model that judges answers (`[validation] judge`): the default scorer of free-text tasks, and
+    /// the check on a cheaper scorer before a validation trusts it.
+    pub judge_model: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +264,14 @@ struct RawConfig {
     prices: BTreeMap<String, Spanned<Price>>,
     #[serde(default)]
     catalog: RawCatalog,
+    #[serde(default)]
+    validation: RawValidation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    judge: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -626,6 +637,13 @@ impl Config {
             }
             None => models.keys().cloned().collect(),
         };
+        let judge_model = match &raw.validation.judge {
+            Some(j) if j.get_ref().trim().is_empty() => {
+                return Err(at(j.span().start, "validation.judge: the model name is empty".into()));
+            }
+            Some(j) => Some(j.get_ref().trim().to_owned()),
+            None => None,
+        };
         let retry = RetryPolicy {
             max_retries: raw.retry.max_retries.unwrap_or(2),
             base_backoff: Duration::from_millis(raw.retry.base_backoff_ms.unwrap_or(250)),
@@ -700,6 +718,7 @@ impl Config {
             models,
             prices,
             catalog_allow,
+            judge_model,
         })
     }
 }

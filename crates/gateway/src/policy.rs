@@ -130,6 +130,8 @@ impl PolicyRuntime {
                     call_id: Some(call_id.to_owned()),
                     note: record.error.clone(),
                     model: Some(job.replacement.clone()),
+                    scorer: None,
+                    billed_model: None,
                 });
             }
         }
@@ -199,6 +201,8 @@ impl PolicyRuntime {
                         call_id: Some(call_id),
                         note: (!s.agree).then_some(s.note),
                         model: Some(replacement),
+                        scorer: Some(policy.scorer.to_string()),
+                        billed_model: Some(reply.model.clone()),
                     }
                 }
                 // The replacement failed to answer a shadow request: an error against it.
@@ -213,6 +217,8 @@ impl PolicyRuntime {
                     call_id: Some(call_id),
                     note: Some(e),
                     model: Some(replacement),
+                    scorer: Some(policy.scorer.to_string()),
+                    billed_model: None,
                 },
                 // The reference failed to re-answer: no evidence either way.
                 (Err(e), Check::Audit) => {
@@ -257,6 +263,9 @@ impl PolicyRuntime {
             note: None,
             // Not the cheap model's name: these outcomes are the cascade's, not the cheap model's own.
             model: Some(policy.replacement.to_string()),
+            scorer: Some(policy.scorer.to_string()),
+            // A chain's stages are several models; their costs are summed under the chain's name.
+            billed_model: Some(policy.replacement.to_string()),
         };
         let reference = leanlm_wire::output_text(&response);
         let (mut last, mut prompt) = (None, None);

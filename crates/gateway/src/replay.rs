@@ -42,6 +42,7 @@ impl Replayer {
             "openai" => "/v1/chat/completions",
             other => return Err(format!("cannot replay a call logged in the `{other}` format")),
         };
+        let model = body.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
         let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let req = Request::post(path)
             .header(header::CONTENT_TYPE, "application/json")
@@ -73,6 +74,7 @@ impl Replayer {
             return Err(format!("HTTP {}: {message}", status.as_u16()));
         }
         Ok(Reply {
+            model,
             text: leanlm_wire::output_text(&json),
             cost_usd: cost,
             latency_ms,

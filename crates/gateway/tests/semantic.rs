@@ -1137,7 +1137,7 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let scored = h.store().online_outcomes("intent", spec).unwrap();
+        let scored = h.store().online_outcomes("intent", spec, "label").unwrap();
         if scored.len() >= questions.len() {
             // Accepted answers are the ones log-probabilities vouch for; escalated ones are the reference's.
             assert!(scored.iter().all(|(_, agreed)| *agreed), "{scored:?}");
@@ -1151,6 +1151,6 @@ async fn a_chain_skips_a_stage_that_never_accepts_and_is_shadowed_stage_by_stage
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(h.store().online_outcomes("intent", "tiny").unwrap().is_empty());
+    assert!(h.store().online_outcomes("intent", "tiny", "label").unwrap().is_empty());
     h.shutdown().await;
 }

@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 
+use crate::maths::{Style, render};
+
 /// A labelled data set and the accuracy of each mock model on it.
 #[derive(Debug, Clone, Default)]
 pub struct Labeller {
@@ -22,6 +24,8 @@ pub struct Labeller {
     accuracy: HashMap<String, f64>,
     /// Recorded outcomes: for each model, whether it answered each row right (replaces its accuracy).
     recorded: HashMap<String, Vec<bool>>,
+    /// How each model words its answer (models not named answer with the label alone).
+    styles: HashMap<String, Style>,
     seed: u64,
 }
 
@@ -186,6 +190,12 @@ impl Labeller {
         self
     }
 
+    /// Sets how a model words its answers around the label it picks.
+    pub fn style(mut self, model: impl Into<String>, style: Style) -> Labeller {
+        self.styles.insert(model.into(), style);
+        self
+    }
+
     /// Changes which examples each model gets wrong, not how many.
     pub fn seed(mut self, seed: u64) -> Labeller {
         self.seed = seed;
@@ -197,14 +207,20 @@ impl Labeller {
     }
 
     /// The model's answer to a prompt, if the prompt is an example of the data set.
-    pub fn answer(&self, model: &str, prompt: &str) -> Option<&str> {
+    pub fn answer(&self, model: &str, prompt: &str) -> Option<String> {
         self.answer_with_logprob(model, prompt).map(|(a, _)| a)
     }
 
     /// The model's answer and the log-probability it gives its answer's token. Like a real model's, it is
     /// mostly high when the answer is right and lower when wrong, with overlap: right answers fall in
     /// [-0.4, -0.01], wrong ones in [-2.5, -0.2].
-    pub fn answer_with_logprob(&self, model: &str, prompt: &str) -> Option<(&str, f64)> {
+    pub fn answer_with_logprob(&self, model: &str, prompt: &str) -> Option<(String, f64)> {
+        let (label, logprob) = self.label_with_logprob(model, prompt)?;
+        let style = self.styles.get(model).copied().unwrap_or(Style::Plain);
+        Some((render(style, prompt.trim(), label), logprob))
+    }
+
+    fn label_with_logprob(&self, model: &str, prompt: &str) -> Option<(&str, f64)> {
         let text = normalise(prompt);
         let Example { label: truth, row } = *self.truth.get(&text)?;
         let h = fnv(&[&self.seed.to_le_bytes(), model.as_bytes(), text.as_bytes()]);
@@ -250,7 +266,16 @@ impl Labeller {
             .filter_map(|l| l.strip_prefix("user: "))
             .find_map(|q| self.truth.get(&normalise(q)))?;
         let label = &self.labels[truth.label];
-        let right = |answer: &str| normalise(answer) == normalise(label);
+        // Right when it is the label, or when it comes to the label's value ("The answer is $18.00" for 18).
+        let right = |answer: &str| {
+            normalise(answer) == normalise(label)
+                // A `CARRIER|DAY` label is right when the answer states each of its parts.
+                || (label.contains('|') && label.split('|').all(|part| normalise(answer).contains(&normalise(part))))
+                || matches!(
+                    (leanlm_core::value::final_value(answer), leanlm_core::value::parse(label)),
+                    (Some(a), Some(l)) if a.value.same(&l)
+                )
+        };
         Some(match (right(&a), right(&b)) {
             (true, false) => "A",
             (false, true) => "B",
@@ -276,7 +301,7 @@ mod tests {
         let l = Labeller::from_csv(&data()).unwrap().accuracy("cheap", 0.9);
         let wrong = |l: &Labeller, model: &str| {
             (0..5000)
-                .filter(|i| l.answer(model, &format!("Question {i},  please")) != Some(&format!("label{}", i % 7)))
+                .filter(|i| l.answer(model, &format!("Question {i},  please")) != Some(format!("label{}", i % 7)))
                 .count()
         };
         assert_eq!(wrong(&l, "reference"), 0);
@@ -356,10 +381,18 @@ mod tests {
             let q = format!("Question {i}?\nA. x\nB. y");
             let truth = l.truth(&q).unwrap();
             letters.insert(truth.to_owned());
-            assert_eq!(l.answer("weak", &q) == Some(truth), i % 3 == 0, "weak on {i}");
-            assert_eq!(l.answer("strong", &q) == Some(truth), i % 5 != 0, "strong on {i}");
+            assert_eq!(
+                l.answer("weak", &q).as_deref() == Some(truth),
+                i % 3 == 0,
+                "weak on {i}"
+            );
+            assert_eq!(
+                l.answer("strong", &q).as_deref() == Some(truth),
+                i % 5 != 0,
+                "strong on {i}"
+            );
             // A model the files do not name is always right; a set accuracy overrides the record.
-            assert_eq!(l.answer("unnamed", &q), Some(truth));
+            assert_eq!(l.answer("unnamed", &q).as_deref(), Some(truth));
         }
         assert_eq!(letters.len(), 4, "the stand-in answers use every letter");
         // Contaminated prompts are left out.
@@ -372,7 +405,7 @@ mod tests {
         assert!(l.clone().alias("x", "nope").is_err());
         let degraded = l.clone().accuracy("strong", 0.0);
         assert_ne!(
-            degraded.answer("strong", "Question 1?\nA. x\nB. y"),
+            degraded.answer("strong", "Question 1?\nA. x\nB. y").as_deref(),
             l.truth("Question 1?\nA. x\nB. y")
         );
         let _ = std::fs::remove_dir_all(root);

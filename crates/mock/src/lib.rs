@@ -24,8 +24,12 @@ use tokio::sync::mpsc;
 
 mod intents;
 mod labels;
+mod maths;
 pub use intents::{PER_INTENT, intents, intents_csv};
 pub use labels::Labeller;
+/// A labelled set as the `text,label` CSV the mock's `--labels` reads.
+pub use maths::csv as labels_csv;
+pub use maths::{Style, deliveries, word_problems};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -577,15 +581,17 @@ fn answer(stats: &Stats, format: Format, body: &Value, model: &str, raw_len: usi
         let l = l.read().unwrap_or_else(|p| p.into_inner());
         l.judge(&user)
             .map(|j| (j.to_owned(), -0.01))
-            .or_else(|| l.answer_with_logprob(model, &user).map(|(a, lp)| (a.to_owned(), lp)))
+            .or_else(|| l.answer_with_logprob(model, &user))
     }) {
         let (label, logprob) = label;
+        // A word a token, as for the other answers: a worded answer is longer than a one-word label.
+        let completion_tokens = (label.split_whitespace().count() as u64).max(1);
         return Answer {
             text: label,
             logprob,
             tool: None,
             prompt_tokens: (raw_len as u64 / 4).max(1),
-            completion_tokens: 1,
+            completion_tokens,
         };
     }
     let json_mode = match format {

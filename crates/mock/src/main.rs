@@ -32,6 +32,10 @@ struct Args {
     /// With --routellm, NAME=RECORDED answers requests for NAME as the recorded model RECORDED (repeatable).
     #[arg(long, value_parser = parse_alias)]
     alias: Vec<(String, String)>,
+    /// How a model words its answers around the label, as MODEL=STYLE: plain (the label alone), worked
+    /// (reasoning, then `#### VALUE`), casual (other words, then "The answer is $1,250.00"). Repeatable.
+    #[arg(long, value_parser = parse_style)]
+    style: Vec<(String, leanlm_mock::Style)>,
     /// Changes which examples each model gets wrong, not how many.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -44,6 +48,11 @@ fn parse_accuracy(s: &str) -> Result<(String, f64), String> {
         return Err(format!("accuracy {p} is not between 0 and 1"));
     }
     Ok((model.to_owned(), p))
+}
+
+fn parse_style(s: &str) -> Result<(String, leanlm_mock::Style), String> {
+    let (model, style) = s.split_once('=').ok_or("expected MODEL=STYLE, e.g. cheap=casual")?;
+    Ok((model.to_owned(), style.parse()?))
 }
 
 fn parse_alias(s: &str) -> Result<(String, String), String> {
@@ -72,9 +81,11 @@ fn main() -> anyhow::Result<()> {
         (None, None) => None,
     }
     .map(|l| {
-        args.accuracy
+        let l = args
+            .accuracy
             .iter()
-            .fold(l.seed(args.seed), |l, (model, p)| l.accuracy(model.clone(), *p))
+            .fold(l.seed(args.seed), |l, (model, p)| l.accuracy(model.clone(), *p));
+        args.style.iter().fold(l, |l, (model, s)| l.style(model.clone(), *s))
     });
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if args.threads > 0 {

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+#[cfg(test)]
+use leanlm_core::ScorerSpec;
 pub use leanlm_core::TaskType;
 
 /// What one call asked and answered, as far as typing needs it.
@@ -30,6 +32,22 @@ pub struct TypeVerdict {
     #[serde(rename = "type")]
     pub kind: TaskType,
     pub reasons: Vec<String>,
+    /// The answers come to a value (a number, a date, yes/no, or a final answer after reasoning): such a
+    /// task is scored on that value, whatever its type (see [`leanlm_core::ScorerSpec::for_task`]).
+    pub values: bool,
+}
+
+/// The share of answers that must come to a value for the task to be scored on values.
+const VALUE_SHARE: f64 = 0.6;
+
+/// True when an answer comes to a value a scorer can compare: a number, date or yes/no, or any final answer
+/// after a marker. JSON is left to the JSON scorer.
+fn comes_to_value(output: &str) -> bool {
+    let o = output.trim_start();
+    if o.starts_with('{') || o.starts_with('[') {
+        return false;
+    }
+    leanlm_core::value::final_value(o).is_some_and(|f| f.marked || f.value.is_typed())
 }
 
 fn any_word(text: &str, words: &[&str]) -> Option<String> {
@@ -39,7 +57,29 @@ fn any_word(text: &str, words: &[&str]) -> Option<String> {
 /// Types a task from its instructions (the masked template: system prompt and first user turn) and a
 /// sample of its calls.
 pub fn classify(instructions: &str, chat_origin: bool, calls: &[CallSignals]) -> TypeVerdict {
-    let verdict = |kind, reasons: Vec<String>| TypeVerdict { kind, reasons };
+    let mut v = classify_kind(instructions, chat_origin, calls);
+    let answered: Vec<&CallSignals> = calls.iter().filter(|c| !c.embeddings && !c.tool_called).collect();
+    let valued = answered.iter().filter(|c| comes_to_value(&c.output)).count();
+    let share = valued as f64 / answered.len().max(1) as f64;
+    if !matches!(v.kind, TaskType::Extract | TaskType::Code | TaskType::Embed)
+        && answered.len() >= 3
+        && share >= VALUE_SHARE
+    {
+        v.values = true;
+        v.reasons.push(format!(
+            "{:.0}% of answers come to a value (a number, a date, yes/no, or a final answer after reasoning)",
+            share * 100.0
+        ));
+    }
+    v
+}
+
+fn classify_kind(instructions: &str, chat_origin: bool, calls: &[CallSignals]) -> TypeVerdict {
+    let verdict = |kind, reasons: Vec<String>| TypeVerdict {
+        kind,
+        reasons,
+        values: false,
+    };
     let n = calls.len().max(1) as f64;
     let share = |f: &dyn Fn(&CallSignals) -> bool| calls.iter().filter(|c| f(c)).count() as f64 / n;
     let text = instructions.to_lowercase();
@@ -240,5 +280,40 @@ mod tests {
             ..Default::default()
         }];
         assert_eq!(classify("", false, &emb).kind, TaskType::Embed);
+        assert!(!classify("Translate to French", false, &open_ended).values);
+    }
+
+    #[test]
+    fn answers_that_come_to_a_value_are_scored_on_it() {
+        // Worked answers: long, all different, typed `generate` by their shape, but each ends in a value.
+        let worked: Vec<_> = (0..20)
+            .map(|i| {
+                call(
+                    60,
+                    &format!(
+                        "First she buys {i} packs, then {} more, so she has {} in all.\n#### {}",
+                        i + 2,
+                        2 * i + 2,
+                        2 * i + 2
+                    ),
+                )
+            })
+            .collect();
+        let v = classify("Solve the word problem. Show your reasoning.", false, &worked);
+        assert!(v.values, "{v:?}");
+        assert!(v.reasons.last().unwrap().contains("come to a value"), "{v:?}");
+        assert_eq!(ScorerSpec::for_task(Some(v.kind), v.values), ScorerSpec::Value);
+        // Prices as bare answers, and yes/no.
+        let prices: Vec<_> = (0..20).map(|i| call(40, &format!("${i}.50"))).collect();
+        assert!(classify("What does it cost?", false, &prices).values);
+        let yes_no: Vec<_> = (0..20).map(|i| call(40, ["Yes.", "No"][i % 2])).collect();
+        assert!(classify("Is the review positive?", false, &yes_no).values);
+        // Labels are not values; nor is JSON, which has its own scorer.
+        let labels: Vec<_> = (0..20)
+            .map(|i| call(40, ["card_arrival", "lost_card"][i % 2]))
+            .collect();
+        assert!(!classify("Classify the message", false, &labels).values);
+        let json: Vec<_> = (0..20).map(|i| call(40, &format!("{{\"total\": {i}}}"))).collect();
+        assert!(!classify("Read the invoice", false, &json).values);
     }
 }

@@ -154,7 +154,12 @@ impl Setup {
     }
 
     fn label_of(&self, answer: &str) -> Option<String> {
-        matches!(self.scorer, ScorerSpec::Label).then(|| score::normalise_label(answer))
+        match self.scorer {
+            ScorerSpec::Label => Some(score::normalise_label(answer)),
+            // The value an answer comes to is its label: reasoning that differs in wording still agrees.
+            ScorerSpec::Value => score::value::final_value(answer).map(|f| f.value.to_string()),
+            _ => None,
+        }
     }
 
     /// The features the acceptance score reads: the prompt's (when `with_prompt`), then seven of the

@@ -60,6 +60,9 @@ pub struct CallFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpendBy {
     Model,
+    /// Why the money was spent: `traffic` (the application's own calls), `shadow` and `audit` (online checks
+    /// of a deployment), `validation`, `control` and `judge` (validations run from the CLI or the API).
+    Purpose,
     Day,
     Task,
     /// By task, policy version and role (`reference` / `replacement`): spend per deployment stage.
@@ -170,6 +173,11 @@ pub struct OnlineScore {
     pub note: Option<String>,
     /// The model that answered for the replacement (shadow, audit): what a router learns from.
     pub model: Option<String>,
+    /// The scorer that compared the answers (a SPEC, e.g. `label`), so that training reads one scorer's
+    /// outcomes, never a mix.
+    pub scorer: Option<String>,
+    /// The model whose answer `cost_usd` paid for (an audit pays for the reference's), for spend by model.
+    pub billed_model: Option<String>,
 }
 
 /// Online evidence summed for one policy version.

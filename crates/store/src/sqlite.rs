@@ -222,6 +222,11 @@ CREATE INDEX semantic_entries_expiry ON semantic_entries (expires_at_ms);
 -- stands on its own matches under the same preamble whatever the conversation before it. NULL: not known.
 ALTER TABLE semantic_entries ADD COLUMN preamble TEXT;
 "#,
+    r#"
+-- The scorer of each online check, so a router trains on one scorer's outcomes; the model its cost paid for.
+ALTER TABLE online_scores ADD COLUMN scorer TEXT;
+ALTER TABLE online_scores ADD COLUMN billed_model TEXT;
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -516,22 +521,40 @@ impl Store {
     /// Spend grouped by served model or by UTC day, since a point in time.
     pub fn spend(&self, by: SpendBy, since_ms: Option<i64>) -> Result<Vec<SpendRow>, StoreError> {
         let (key, order) = match by {
-            SpendBy::Model => ("COALESCE(served_model, requested_model)", "cost DESC, key"),
-            SpendBy::Day => ("strftime('%Y-%m-%d', started_at_ms / 1000, 'unixepoch')", "key"),
+            SpendBy::Model => ("model", "cost DESC, key"),
+            SpendBy::Purpose => ("purpose", "cost DESC, key"),
+            SpendBy::Day => ("strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')", "key"),
             SpendBy::Task => ("COALESCE(task, '-')", "cost DESC, key"),
             // Calls under a policy: task, version and role, e.g. `t_1a2b v2 replacement`.
-            SpendBy::Policy => (
-                "CASE WHEN policy_version IS NULL THEN '-' ELSE task || ' v' || policy_version || ' ' || policy_role END",
-                "key",
-            ),
+            SpendBy::Policy => ("policy", "key"),
         };
+        // Every dollar LeanLM spends: the application's calls, the online checks of deployments (shadow
+        // answers, audits: the cost of the answer each paid for), and validations (by purpose and model, from
+        // their reports).
         let sql = format!(
-            "SELECT {key} AS key, COUNT(*), COALESCE(SUM(input_tokens + cache_write_tokens), 0),
-                    COALESCE(SUM(cached_input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-                    COALESCE(SUM(cost_usd), 0.0) AS cost, COALESCE(SUM(cost_estimated), 0),
-                    COALESCE(SUM(cost_avoided_usd), 0.0)
-             FROM calls WHERE (?1 IS NULL OR started_at_ms >= ?1)
-             GROUP BY key ORDER BY {order}"
+            "WITH spend AS (
+                SELECT started_at_ms AS at_ms, COALESCE(served_model, requested_model) AS model, task,
+                    CASE WHEN policy_version IS NULL THEN '-'
+                        ELSE task || ' v' || policy_version || ' ' || policy_role END AS policy,
+                    'traffic' AS purpose, 1 AS calls, input_tokens + cache_write_tokens AS input,
+                    cached_input_tokens AS cached, output_tokens AS output, cost_usd AS cost,
+                    cost_estimated AS estimated, cost_avoided_usd AS avoided
+                FROM calls
+                UNION ALL
+                SELECT at_ms, COALESCE(billed_model, model, '-'), task, task || ' v' || version || ' ' || kind,
+                    kind, 1, NULL, NULL, NULL, cost_usd, 0, NULL
+                FROM online_scores WHERE kind IN ('shadow', 'audit') AND cost_usd IS NOT NULL
+                UNION ALL
+                SELECT v.created_at_ms, json_extract(e.value, '$.model'), v.task, '-',
+                    json_extract(e.value, '$.purpose'), json_extract(e.value, '$.calls'), NULL, NULL, NULL,
+                    json_extract(e.value, '$.usd'), 0, NULL
+                FROM validations v, json_each(v.report, '$.spend') e
+            )
+            SELECT {key} AS key, COALESCE(SUM(calls), 0), COALESCE(SUM(input), 0), COALESCE(SUM(cached), 0),
+                COALESCE(SUM(output), 0), COALESCE(SUM(cost), 0.0) AS cost, COALESCE(SUM(estimated), 0),
+                COALESCE(SUM(avoided), 0.0)
+            FROM spend WHERE (?1 IS NULL OR at_ms >= ?1)
+            GROUP BY key ORDER BY {order}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([since_ms], |r| {
@@ -1082,8 +1105,9 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut row = tx.prepare_cached(
-                "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note, model)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note, model,
+                    scorer, billed_model)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             let mut totals: std::collections::HashMap<(&str, u64), crate::OnlineCounts> = Default::default();
             for s in scores {
@@ -1110,7 +1134,9 @@ impl Store {
                     s.cost_usd,
                     s.call_id,
                     s.note,
-                    s.model
+                    s.model,
+                    s.scorer,
+                    s.billed_model
                 ])?;
             }
             let mut add = tx.prepare_cached(
@@ -1222,25 +1248,48 @@ impl Store {
         Ok(())
     }
 
-    /// Every scored call of a task's validations of one candidate, latest outcome per call.
-    pub fn candidate_outcomes(&self, task: &str, candidate: &str) -> Result<Vec<(String, bool)>, StoreError> {
+    /// Every scored call of a task's validations of one candidate under one scorer (a SPEC), latest outcome
+    /// per call: outcomes of different scorers mean different things and are never mixed.
+    pub fn candidate_outcomes(
+        &self,
+        task: &str,
+        candidate: &str,
+        scorer: &str,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.call_id, o.agreed FROM validation_outcomes o JOIN validations v ON v.id = o.validation
-             WHERE v.task = ?1 AND v.candidate = ?2 ORDER BY v.created_at_ms",
+             WHERE v.task = ?1 AND v.candidate = ?2 AND json_extract(v.report, '$.scorer') = ?3
+             ORDER BY v.created_at_ms",
         )?;
-        latest_per_call(stmt.query_map(params![task, candidate], outcome_row)?)
+        latest_per_call(stmt.query_map(params![task, candidate, scorer], outcome_row)?)
+    }
+
+    /// The scorers a task's validations of a candidate used, with how many outcomes each scored.
+    pub fn outcome_scorers(&self, task: &str, candidate: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT json_extract(v.report, '$.scorer') AS s, count(*) FROM validation_outcomes o
+             JOIN validations v ON v.id = o.validation WHERE v.task = ?1 AND v.candidate = ?2
+             GROUP BY s ORDER BY s",
+        )?;
+        let rows = stmt.query_map(params![task, candidate], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                r.get::<_, i64>(1)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The online checks of `model` on a task (shadow and audit answers scored against the reference), by
     /// call id, the latest per call: more training data for the task's router.
-    pub fn online_outcomes(&self, task: &str, model: &str) -> Result<Vec<(String, bool)>, StoreError> {
+    pub fn online_outcomes(&self, task: &str, model: &str, scorer: &str) -> Result<Vec<(String, bool)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT call_id, agreed FROM online_scores
-             WHERE task = ?1 AND model = ?2 AND kind IN ('shadow', 'audit') AND agreed IS NOT NULL
+             WHERE task = ?1 AND model = ?2 AND scorer = ?3 AND kind IN ('shadow', 'audit') AND agreed IS NOT NULL
                 AND call_id IS NOT NULL
              ORDER BY at_ms",
         )?;
-        latest_per_call(stmt.query_map(params![task, model], outcome_row)?)
+        latest_per_call(stmt.query_map(params![task, model, scorer], outcome_row)?)
     }
 
     /// Stores (or replaces) a task's learned router for a replacement SPEC.
@@ -1495,6 +1544,8 @@ pub(crate) mod tests {
             call_id: Some("c1".into()),
             note: None,
             model: Some("cheap".into()),
+            scorer: Some("label".into()),
+            billed_model: Some("big".into()),
         };
         let served = |error| crate::OnlineScore {
             kind: CheckKind::Served,
@@ -1508,8 +1559,15 @@ pub(crate) mod tests {
         ])
         .unwrap();
         // The scored checks are training data for a router of `cheap`: the latest per call.
-        assert_eq!(s.online_outcomes("t1", "cheap").unwrap(), [("c1".to_owned(), false)]);
-        assert!(s.online_outcomes("t1", "other").unwrap().is_empty());
+        assert_eq!(
+            s.online_outcomes("t1", "cheap", "label").unwrap(),
+            [("c1".to_owned(), false)]
+        );
+        assert!(
+            s.online_outcomes("t1", "cheap", "similarity").unwrap().is_empty(),
+            "one scorer's outcomes"
+        );
+        assert!(s.online_outcomes("t1", "other", "label").unwrap().is_empty());
         let c = s.online_counts("t1", 2).unwrap();
         // Audits are the reference's answers: they score, but are not attempts of the replacement.
         assert_eq!((c.scored, c.agreed, c.attempts, c.errors), (2, 1, 2, 1));

@@ -145,8 +145,19 @@ pub fn spawn_writer(mut store: Store, capacity: usize) -> (CallLog, LogWriter) {
                     std::thread::sleep(POLL);
                     continue;
                 }
+                // A full batch means a backlog: write on at once. A partial one drained the queue, so wait a
+                // poll interval before the next: looping straight back would commit each record that arrived
+                // during the write in a transaction of its own (at 1,000 calls/s, batches of one or two, at
+                // 46–64 µs of CPU per record instead of ~10).
+                let backlog = batch.len() == BATCH;
                 write(&mut store, &batch, &thread_stats);
                 batch.clear();
+                if closed {
+                    break;
+                }
+                if !backlog {
+                    std::thread::sleep(POLL);
+                }
             }
         })
         .expect("spawning the call log writer thread");

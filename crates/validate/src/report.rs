@@ -26,6 +26,9 @@ pub enum Rule {
     CostCap,
     /// Too many replays failed for the rest to be trusted.
     ReplayErrors,
+    /// The scorer agreed where a stronger check says the answers differ, often enough that the candidate
+    /// could be under the bound.
+    ScorerUnreliable,
 }
 
 impl Rule {
@@ -37,6 +40,7 @@ impl Rule {
             Rule::Inconclusive => "inconclusive",
             Rule::CostCap => "cost_cap",
             Rule::ReplayErrors => "replay_errors",
+            Rule::ScorerUnreliable => "scorer_unreliable",
         }
     }
 }
@@ -46,6 +50,54 @@ pub struct Verdict {
     pub passed: bool,
     pub rule: Rule,
     pub reason: String,
+}
+
+/// How far a cheap scorer (similarity, regex) can be trusted on this task, measured before its agreement
+/// is: its false agreements, found by the judge on a sample of the pairs it said agree, or, without a judge,
+/// on reference answers with one fact changed (taken from another request's answer), which should not agree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScorerCheck {
+    /// `judge:MODEL`, or `answers with one fact changed`.
+    pub against: String,
+    pub checked: u64,
+    pub false_agreements: u64,
+    /// With the judge: the share of the scorer's agreements the judge rejects. Without: the share of
+    /// changed answers the scorer says agree with the original.
+    pub false_agreement_rate: f64,
+    /// How much of the measured agreement may be false: subtracted from its lower end before the bound.
+    pub inflation: f64,
+    /// The scorer to use instead when this one cannot be trusted.
+    pub suggest: String,
+}
+
+/// A learned replacement (router, cascade) against a random router that sends the same share of the same
+/// calls to the cheap model: the learned one earns its complexity only where it is better than that.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chance {
+    /// The share of calls the learned replacement served with a cheap model.
+    pub cheap_share: f64,
+    pub agreement: f64,
+    /// Expected agreement of the random router at the same share, from the cheap model's agreement on every
+    /// sampled call (the ones the learned replacement kept from it were replayed on it too).
+    pub random_agreement: f64,
+    /// The cheap model's agreement on the calls the learned replacement gave it, and on the others.
+    pub cheap_agreement_on_kept: f64,
+    pub cheap_agreement_on_others: f64,
+    pub cost_per_call_usd: Option<f64>,
+    pub random_cost_per_call_usd: Option<f64>,
+    /// True when the learned replacement picks the cheap model's calls better than chance (one-sided
+    /// two-proportion test at 95%).
+    pub better_than_chance: bool,
+}
+
+/// What a validation spent on one purpose (`validation`: the candidate's replays, `control`: the reference
+/// replayed on itself, `judge`: judge calls) and model. `spend --by purpose` reads these from the reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendEntry {
+    pub purpose: String,
+    pub model: String,
+    pub calls: u64,
+    pub usd: f64,
 }
 
 /// One answer next to the reference, for the report's failing examples.
@@ -89,6 +141,12 @@ pub struct Report {
     pub agreement: Rate,
     /// The reference replayed against its own logged answers: how consistent the reference itself is.
     pub control: Option<Rate>,
+    /// How far the scorer was trusted, for the cheap scorers (similarity, regex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer_check: Option<ScorerCheck>,
+    /// For a router or cascade: the comparison with a random router at the same share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<Chance>,
     /// The agreement the candidate had to clear, and where it came from.
     pub bound: f64,
     pub bound_rule: String,
@@ -101,9 +159,15 @@ pub struct Report {
     pub candidate_latency_ms: Option<Percentiles>,
     /// The task's monthly volume at the candidate's price instead of the reference's.
     pub monthly_calls: f64,
+    /// Net of the audits' cost (`monthly_audit_cost_usd`); the validation's own cost is apart, once.
     pub projected_monthly_savings_usd: Option<f64>,
+    #[serde(default)]
+    pub monthly_audit_cost_usd: Option<f64>,
     /// What the validation itself cost: candidate, control and judge calls.
     pub validation_cost_usd: f64,
+    /// That cost by purpose and model.
+    #[serde(default)]
+    pub spend: Vec<SpendEntry>,
     pub duration_ms: f64,
     pub failures: Vec<Example>,
     /// A few replay error messages.
@@ -188,6 +252,33 @@ impl Report {
             }
         }
         let _ = writeln!(s, "| Bound | {} ({}) |", pct(self.bound), self.bound_rule);
+        if let Some(c) = &self.chance {
+            let _ = writeln!(
+                s,
+                "| Against chance | {} of calls on the cheap model; agreement {} against {} for a random split at that share, cost per call {} against {}: {} |",
+                pct(c.cheap_share),
+                pct(c.agreement),
+                pct(c.random_agreement),
+                usd(c.cost_per_call_usd),
+                usd(c.random_cost_per_call_usd),
+                if c.better_than_chance {
+                    "better than chance"
+                } else {
+                    "no better than chance: a fixed split would do as well"
+                }
+            );
+        }
+        if let Some(c) = &self.scorer_check {
+            let _ = writeln!(
+                s,
+                "| Scorer check | against {}: {} false agreements of {} checked ({}); up to {} of the agreement may be false |",
+                c.against,
+                c.false_agreements,
+                c.checked,
+                pct(c.false_agreement_rate),
+                pct(c.inflation)
+            );
+        }
         let hard: Vec<String> = self.hard_failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             s,
@@ -229,9 +320,10 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| Projected monthly savings | {} ({:.0} calls a month) |",
+            "| Projected monthly savings | {} ({:.0} calls a month; net of {} of audits) |",
             usd(self.projected_monthly_savings_usd),
-            self.monthly_calls
+            self.monthly_calls,
+            usd(self.monthly_audit_cost_usd)
         );
         let _ = writeln!(
             s,

@@ -11,13 +11,15 @@ use leanlm_cost::Price;
 use serde_json::{Value, json};
 
 use crate::replacement::Replacement;
-use crate::report::{Example, Percentiles, Report, Rule, Verdict};
+use crate::report::{Chance, Example, Percentiles, Report, Rule, ScorerCheck, SpendEntry, Verdict};
 use crate::score::{self, Embed, HardFailure, Scored, ScorerSpec, TaskContext};
 use crate::stats::{self, Plan};
 
 /// One answer from a replayed request.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The model asked (a cascade's reply: the model whose answer it serves).
+    pub model: String,
     pub text: String,
     pub cost_usd: Option<f64>,
     pub latency_ms: f64,
@@ -158,6 +160,9 @@ pub struct Options {
     /// The judge's model when the scorer is `judge` without one.
     pub judge_model: Option<String>,
     pub monthly_calls: f64,
+    /// The share of replaced calls a deployment audits (re-asks the reference): an ongoing cost that the
+    /// projected savings subtract.
+    pub audit_rate: f64,
     pub seed: u64,
     /// The task's labels, for the `label` scorer's unknown-label check (from its logged answers if empty).
     pub labels: BTreeSet<String>,
@@ -182,6 +187,7 @@ impl Options {
             candidate_price: None,
             judge_model: None,
             monthly_calls: 0.0,
+            audit_rate: 0.1,
             seed: 0,
             labels: BTreeSet::new(),
         }
@@ -219,6 +225,45 @@ pub struct Estimate {
     /// Candidate calls at the candidate's price, plus control calls at their logged cost; a judge
     /// scorer adds two judge calls per candidate call, not included.
     pub estimated_cost_usd: Option<f64>,
+}
+
+/// What a validation spends, by purpose (`validation`, `control`, `judge`) and model: every dollar, including
+/// replies whose scoring failed, so that `spend --by purpose` accounts for all of it.
+#[derive(Default)]
+struct Spent(Mutex<BTreeMap<SpendKey, (u64, f64)>>);
+
+/// Purpose and model.
+type SpendKey = (&'static str, String);
+
+impl Spent {
+    /// Adds one call's cost; returns the running total.
+    fn add(&self, purpose: &'static str, model: &str, usd: f64) -> f64 {
+        let Ok(mut g) = self.0.lock() else { return 0.0 };
+        let e = g.entry((purpose, model.to_owned())).or_default();
+        e.0 += 1;
+        e.1 += usd;
+        g.values().map(|v| v.1).sum()
+    }
+
+    fn total(&self) -> f64 {
+        self.0.lock().map(|g| g.values().map(|v| v.1).sum()).unwrap_or(0.0)
+    }
+
+    fn entries(&self) -> Vec<SpendEntry> {
+        self.0
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .map(|((purpose, model), (calls, usd))| SpendEntry {
+                        purpose: (*purpose).to_owned(),
+                        model: model.clone(),
+                        calls: *calls,
+                        usd: *usd,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// What a replay and its scoring gave for one call.
@@ -335,7 +380,8 @@ impl<R: Replay> Validation<'_, R> {
         model: &str,
         indices: Vec<usize>,
         ctx: &TaskContext<'_>,
-        spent: &Mutex<f64>,
+        purpose: &'static str,
+        spent: &Spent,
         capped: &Mutex<bool>,
     ) -> Vec<Outcome> {
         let judge_model = match &self.opts.scorer {
@@ -354,7 +400,7 @@ impl<R: Replay> Validation<'_, R> {
                         .candidate_price
                         .as_ref()
                         .map_or(0.0, |p| call_cost(p, call.input_tokens, call.output_tokens));
-                    let s = spent.lock().map(|g| *g).unwrap_or(0.0);
+                    let s = spent.total();
                     if s + expected > cap {
                         if let Ok(mut c) = capped.lock() {
                             *c = true;
@@ -368,14 +414,17 @@ impl<R: Replay> Validation<'_, R> {
                     }
                     _ => self.replay.complete(&call.format, call.with_model(model)).await,
                 };
+                let mut now = spent.total();
                 let result = match replied {
                     Err(e) => Err(e),
                     Ok(reply) => {
                         let mut cost = reply.cost_usd.unwrap_or(0.0);
+                        now = spent.add(purpose, &reply.model, cost);
                         let scored = match &judge_model {
                             Some(jm) => match judge(self.replay, jm, call, &reply.text).await {
                                 Ok((s, c)) => {
                                     cost += c;
+                                    now = spent.add("judge", jm, c);
                                     Ok(s)
                                 }
                                 Err(e) => Err(format!("judge: {e}")),
@@ -385,14 +434,6 @@ impl<R: Replay> Validation<'_, R> {
                         scored.map(|s| (reply, s, cost))
                     }
                 };
-                let add = result.as_ref().map_or(0.0, |r| r.2);
-                let now = spent
-                    .lock()
-                    .map(|mut g| {
-                        *g += add;
-                        *g
-                    })
-                    .unwrap_or(0.0);
                 self.progress.step(now);
                 Some(Outcome { call: i, result })
             }
@@ -428,7 +469,7 @@ impl<R: Replay> Validation<'_, R> {
             schema,
             embedder: self.embedder,
         };
-        let spent = Mutex::new(0.0);
+        let spent = Spent::default();
         let capped = Mutex::new(false);
         let mut errors: Vec<String> = Vec::new();
         let mut replay_errors = 0u64;
@@ -442,7 +483,7 @@ impl<R: Replay> Validation<'_, R> {
             }
             let (mut agree, mut n) = (0u64, 0u64);
             for (m, idx) in by_model {
-                for o in self.replay_range(m, idx, &ctx, &spent, &capped).await {
+                for o in self.replay_range(m, idx, &ctx, "control", &spent, &capped).await {
                     match o.result {
                         Ok((_, s, _)) => {
                             n += 1;
@@ -489,7 +530,10 @@ impl<R: Replay> Validation<'_, R> {
             }
             let mut replayed = Vec::new();
             for (model, idx) in by_model {
-                replayed.extend(self.replay_range(&model, idx, &ctx, &spent, &capped).await);
+                replayed.extend(
+                    self.replay_range(&model, idx, &ctx, "validation", &spent, &capped)
+                        .await,
+                );
             }
             replayed.sort_by_key(|o| o.call);
             for o in replayed {
@@ -557,6 +601,21 @@ impl<R: Replay> Validation<'_, R> {
             None => verdict_of(&outcomes, bound, self.opts.hard_bound, plan.per_look_confidence, true),
         };
 
+        let (mut verdict, scorer_check) = self
+            .check_scorer(verdict, &outcomes, &agreement, bound, &ctx, &spent)
+            .await;
+        let chance = self.against_chance(&outcomes, &ctx, &spent).await;
+        if let Some(c) = &chance
+            && !c.better_than_chance
+        {
+            verdict.reason.push_str(&format!(
+                "; it is no better than chance at its share: the cheap model agrees {:.1}% on the calls it keeps and {:.1}% on the others, so a fixed split sending {:.0}% of calls to it would do as well",
+                c.cheap_agreement_on_kept * 100.0,
+                c.cheap_agreement_on_others * 100.0,
+                c.cheap_share * 100.0
+            ));
+        }
+
         let mut hard_failures: BTreeMap<String, u64> = BTreeMap::new();
         for (_, _, s) in &outcomes {
             if let Some(h) = s.hard {
@@ -606,6 +665,8 @@ impl<R: Replay> Validation<'_, R> {
             replay_errors,
             agreement,
             control,
+            scorer_check,
+            chance,
             bound,
             bound_rule,
             hard_failure_rate: hard_total as f64 / n.max(1) as f64,
@@ -616,11 +677,14 @@ impl<R: Replay> Validation<'_, R> {
             reference_latency_ms: Percentiles::of(scored_calls.iter().map(|c| c.latency_ms).collect()),
             candidate_latency_ms: Percentiles::of(outcomes.iter().map(|o| o.1.latency_ms).collect()),
             monthly_calls: self.opts.monthly_calls,
+            // Net of the audits a deployment keeps running: each re-asks the reference.
             projected_monthly_savings_usd: match (reference_cost, cand_cost) {
-                (Some(r), Some(c)) => Some((r - c) * self.opts.monthly_calls),
+                (Some(r), Some(c)) => Some((r - c - self.opts.audit_rate * r) * self.opts.monthly_calls),
                 _ => None,
             },
-            validation_cost_usd: spent.lock().map(|g| *g).unwrap_or(0.0),
+            monthly_audit_cost_usd: reference_cost.map(|r| self.opts.audit_rate * r * self.opts.monthly_calls),
+            validation_cost_usd: spent.total(),
+            spend: spent.entries(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             failures,
             errors,
@@ -632,6 +696,275 @@ impl<R: Replay> Validation<'_, R> {
                     hard: s.hard.map(|h| h.as_str().to_owned()),
                 })
                 .collect(),
+        })
+    }
+}
+
+/// Scorers whose agreement is checked before it is trusted: they can agree on answers that differ.
+fn is_cheap(spec: &ScorerSpec) -> bool {
+    matches!(spec, ScorerSpec::Similarity { .. } | ScorerSpec::Regex { .. })
+}
+
+impl<R: Replay> Validation<'_, R> {
+    /// Compares a router or cascade with a random router at the same cheap share on the same calls. The
+    /// calls it kept from the cheap model are replayed on that model too (at the cheap model's price), so
+    /// the cheap model's agreement is known on every call: a random split would get it on a random share.
+    async fn against_chance(
+        &self,
+        outcomes: &[(usize, Reply, Scored)],
+        ctx: &TaskContext<'_>,
+        spent: &Spent,
+    ) -> Option<Chance> {
+        let (cheap, strong) = match &self.opts.replacement {
+            Replacement::Router { cheap, strong } => (cheap.as_str(), strong.as_str()),
+            Replacement::Cascade { cheap, strong, .. } => (cheap.as_str(), strong.as_str()),
+            _ => return None,
+        };
+        let (kept, others): (Vec<_>, Vec<_>) = outcomes.iter().partition(|o| o.1.model != strong);
+        if kept.is_empty() || others.is_empty() {
+            return None;
+        }
+        let judge_model = match &self.opts.scorer {
+            ScorerSpec::Judge { model: Some(m) } => Some(m.clone()),
+            ScorerSpec::Judge { model: None } => self.opts.judge_model.clone(),
+            _ => None,
+        };
+        let replayed: Vec<Option<(bool, f64)>> = futures_util::stream::iter(others.iter().map(|o| &self.calls[o.0]))
+            .map(|call| {
+                let judge_model = judge_model.clone();
+                async move {
+                    let reply = self.replay.complete(&call.format, call.with_model(cheap)).await.ok()?;
+                    let cost = reply.cost_usd.unwrap_or(0.0);
+                    spent.add("validation", &reply.model, cost);
+                    let agree = match &judge_model {
+                        Some(jm) => {
+                            let (s, c) = judge(self.replay, jm, call, &reply.text).await.ok()?;
+                            spent.add("judge", jm, c);
+                            s.agree
+                        }
+                        None => score::score(&self.opts.scorer, &call.reference, &reply.text, ctx).agree,
+                    };
+                    Some((agree, cost))
+                }
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect()
+            .await;
+        let replayed: Vec<(bool, f64)> = replayed.into_iter().flatten().collect();
+        if replayed.is_empty() {
+            return None;
+        }
+        let rate = |v: &[bool]| v.iter().filter(|a| **a).count() as f64 / v.len().max(1) as f64;
+        let on_kept: Vec<bool> = kept.iter().map(|o| o.2.agree).collect();
+        let on_others: Vec<bool> = replayed.iter().map(|r| r.0).collect();
+        let strong_agree: Vec<bool> = others.iter().map(|o| o.2.agree).collect();
+        let (n1, n0) = (on_kept.len() as f64, on_others.len() as f64);
+        let (a1, a0, a_strong) = (rate(&on_kept), rate(&on_others), rate(&strong_agree));
+        let n = outcomes.len() as f64;
+        let share = n1 / n;
+        let cheap_overall = (a1 * n1 + a0 * n0) / (n1 + n0);
+        let agreement = outcomes.iter().filter(|o| o.2.agree).count() as f64 / n;
+        // One-sided two-proportion z-test: does the learned split put the cheap model where it agrees more?
+        let pooled = cheap_overall;
+        let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n0)).sqrt();
+        let better = if se > 0.0 { (a1 - a0) / se > 1.645 } else { a1 > a0 };
+        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let cheap_costs: Vec<f64> = replayed.iter().map(|r| r.1).collect();
+        let strong_costs: Vec<f64> = others.iter().filter_map(|o| self.calls[o.0].cost_usd).collect();
+        let learned_costs: Vec<f64> = outcomes.iter().filter_map(|o| o.1.cost_usd).collect();
+        let random_cost = match (mean(&cheap_costs), mean(&strong_costs)) {
+            (Some(c), Some(s)) => Some(share * c + (1.0 - share) * s),
+            _ => None,
+        };
+        Some(Chance {
+            cheap_share: share,
+            agreement,
+            random_agreement: share * cheap_overall + (1.0 - share) * a_strong,
+            cheap_agreement_on_kept: a1,
+            cheap_agreement_on_others: a0,
+            cost_per_call_usd: mean(&learned_costs),
+            random_cost_per_call_usd: random_cost,
+            better_than_chance: better,
+        })
+    }
+}
+
+/// Agreements the judge re-checks, and changed answers compared without one.
+const CHECK_SAMPLE: usize = 40;
+const CROSS_PAIRS: usize = 100;
+
+impl<R: Replay> Validation<'_, R> {
+    /// Checks a cheap scorer before its agreement is trusted. With a judge model (and a verdict that would
+    /// pass, the only one false agreement can make wrong), the judge re-scores a sample of the pairs the
+    /// scorer said agree; the share it rejects, times the agreement, is how much of the agreement may be
+    /// false. Without one, the scorer compares reference answers with copies of them that have one fact
+    /// changed, which should not agree: if it agrees on a share `f` of them, a share `f` of the truly
+    /// different pairs passes too,
+    /// which inflates the agreement `a` by up to `f (1 - a) / (1 - f)`.
+    /// Where the measured agreement minus that inflation falls under the bound, the verdict is FAIL
+    /// (`scorer_unreliable`).
+    async fn check_scorer(
+        &self,
+        verdict: Verdict,
+        outcomes: &[(usize, Reply, Scored)],
+        agreement: &stats::Rate,
+        bound: f64,
+        ctx: &TaskContext<'_>,
+        spent: &Spent,
+    ) -> (Verdict, Option<ScorerCheck>) {
+        if !is_cheap(&self.opts.scorer) || outcomes.is_empty() {
+            return (verdict, None);
+        }
+        let valued = self
+            .calls
+            .iter()
+            .filter(|c| score::value::final_value(&c.reference).is_some_and(|f| f.marked || f.value.is_typed()))
+            .count();
+        let suggest = if valued * 10 >= self.calls.len() * 6 {
+            "value".to_owned()
+        } else {
+            match &self.opts.judge_model {
+                Some(m) => format!("judge:{m}"),
+                None => "judge:MODEL (or set `[validation] judge` in the config)".to_owned(),
+            }
+        };
+        let mut check = None;
+        if let (Some(jm), true) = (&self.opts.judge_model, verdict.passed) {
+            check = self.check_with_judge(jm, outcomes, agreement, spent).await;
+        }
+        let check = match check {
+            Some(c) => Some(c),
+            None => self.check_across_requests(outcomes, agreement, ctx),
+        };
+        let Some(mut check) = check else {
+            return (verdict, None);
+        };
+        check.suggest = suggest;
+        // The measured agreement less what may be false agreement: where that is under the bound, the
+        // scorer's errors alone could carry a failing candidate over it.
+        let corrected = agreement.rate - check.inflation;
+        if verdict.passed && corrected < bound {
+            let how = if check.against.starts_with("judge") {
+                format!(
+                    "the judge ({}) rejected {} of {} answers it agreed with ({:.1}%)",
+                    check.against,
+                    check.false_agreements,
+                    check.checked,
+                    check.false_agreement_rate * 100.0
+                )
+            } else {
+                format!(
+                    "it agreed on {} of {} reference answers against copies with one fact changed ({:.1}%)",
+                    check.false_agreements,
+                    check.checked,
+                    check.false_agreement_rate * 100.0
+                )
+            };
+            let verdict = Verdict {
+                passed: false,
+                rule: Rule::ScorerUnreliable,
+                reason: format!(
+                    "the `{}` scorer cannot be trusted on this task: {how}, so up to {:.1} points of the measured {:.1}% agreement may be false, and the candidate could be as low as {:.1}%, under the bound of {:.1}%; validate with `--scorer {}`",
+                    self.opts.scorer,
+                    check.inflation * 100.0,
+                    agreement.rate * 100.0,
+                    corrected.max(0.0) * 100.0,
+                    bound * 100.0,
+                    check.suggest
+                ),
+            };
+            return (verdict, Some(check));
+        }
+        (verdict, Some(check))
+    }
+
+    /// The judge on an evenly spread sample of the scorer's agreements. `None` when none could be judged.
+    async fn check_with_judge(
+        &self,
+        judge_model: &str,
+        outcomes: &[(usize, Reply, Scored)],
+        agreement: &stats::Rate,
+        spent: &Spent,
+    ) -> Option<ScorerCheck> {
+        let agreed: Vec<&(usize, Reply, Scored)> = outcomes.iter().filter(|o| o.2.agree).collect();
+        if agreed.is_empty() {
+            return None;
+        }
+        let take = agreed.len().min(CHECK_SAMPLE);
+        let picked: Vec<&(usize, Reply, Scored)> = (0..take).map(|k| agreed[k * agreed.len() / take]).collect();
+        let judged: Vec<Result<(Scored, f64), String>> = futures_util::stream::iter(picked)
+            .map(|(i, reply, _)| judge(self.replay, judge_model, &self.calls[*i], &reply.text))
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect()
+            .await;
+        let (mut checked, mut rejected) = (0u64, 0u64);
+        for (s, c) in judged.into_iter().flatten() {
+            checked += 1;
+            rejected += u64::from(!s.agree);
+            spent.add("judge", judge_model, c);
+        }
+        if checked == 0 {
+            return None;
+        }
+        let q = rejected as f64 / checked as f64;
+        Some(ScorerCheck {
+            against: format!("judge:{judge_model}"),
+            checked,
+            false_agreements: rejected,
+            false_agreement_rate: q,
+            inflation: agreement.rate * q,
+            suggest: String::new(),
+        })
+    }
+
+    /// The scorer on hard negatives built from the task's own answers: a reference answer with one of the
+    /// places where it differs from another request's answer (a slot of their shared shape: a name, a
+    /// day, an amount) taken from that answer. A scorer that reads meaning does not call those agreement.
+    /// Only for `similarity`; where the answers share no shape, there is nothing to build and no check.
+    fn check_across_requests(
+        &self,
+        outcomes: &[(usize, Reply, Scored)],
+        agreement: &stats::Rate,
+        ctx: &TaskContext<'_>,
+    ) -> Option<ScorerCheck> {
+        if !matches!(self.opts.scorer, ScorerSpec::Similarity { .. }) {
+            return None;
+        }
+        let refs: Vec<&str> = outcomes.iter().map(|o| self.calls[o.0].reference.as_str()).collect();
+        let n = refs.len();
+        if n < 4 {
+            return None;
+        }
+        let (mut checked, mut agreed) = (0u64, 0u64);
+        for k in 0..n.min(CROSS_PAIRS) {
+            let (a, b) = (refs[k], refs[(k + n / 2) % n]);
+            // The hard negative: `a` with one of the places where it differs from `b` taken from `b`.
+            let Some(changed) = score::swap_one_difference(a, b, k) else {
+                continue;
+            };
+            if score::value::normalise_text(a) == score::value::normalise_text(&changed) {
+                continue;
+            }
+            checked += 1;
+            agreed += u64::from(score::score(&self.opts.scorer, a, &changed, ctx).agree);
+        }
+        if checked == 0 {
+            return None;
+        }
+        let f = agreed as f64 / checked as f64;
+        let a = agreement.rate;
+        let inflation = if f >= 0.999 {
+            a
+        } else {
+            (f * (1.0 - a) / (1.0 - f)).min(a)
+        };
+        Some(ScorerCheck {
+            against: "answers with one fact changed".into(),
+            checked,
+            false_agreements: agreed,
+            false_agreement_rate: f,
+            inflation,
+            suggest: String::new(),
         })
     }
 }
@@ -945,6 +1278,7 @@ mod tests {
             };
             async move {
                 result.map(|text| Reply {
+                    model: model.clone(),
                     text,
                     cost_usd: Some(0.001),
                     latency_ms: 5.0,
@@ -1043,6 +1377,7 @@ mod tests {
             self.sent.lock().unwrap().push((format.to_owned(), body));
             async move {
                 Ok(Reply {
+                    model: String::new(),
                     text: "a".into(),
                     cost_usd: None,
                     latency_ms: 1.0,
@@ -1116,13 +1451,27 @@ mod tests {
         let sure = run_cascade(5);
         assert!(sure.verdict.passed, "{:?}", sure.verdict);
         assert!(sure.outcomes.iter().all(|o| o.agreed));
-        // Each call pays the cheap model; every fifth pays the strong one too.
-        let expected = 300.0 * 0.001 + 60.0 * 0.001 + 50.0 * 0.001;
+        // Each call pays the cheap model; every fifth pays the strong one too, and the cheap model again for
+        // the comparison with chance; then the control.
+        let expected = 300.0 * 0.001 + 60.0 * 0.001 + 60.0 * 0.001 + 50.0 * 0.001;
         assert!(
             (sure.validation_cost_usd - expected).abs() < 1e-9,
             "{}",
             sure.validation_cost_usd
         );
+        // It escalates exactly the calls the cheap model gets wrong: far better than a random split.
+        let chance = sure.chance.as_ref().unwrap();
+        assert!((chance.cheap_share - 0.8).abs() < 1e-9, "{chance:?}");
+        assert_eq!(
+            (chance.cheap_agreement_on_kept, chance.cheap_agreement_on_others),
+            (1.0, 0.0)
+        );
+        assert!(chance.better_than_chance);
+        assert!(
+            (chance.random_agreement - 0.84).abs() < 1e-9,
+            "0.8 x 0.8 + 0.2: {chance:?}"
+        );
+        assert!(!sure.verdict.reason.contains("fixed split"));
         // One that trusts everything serves the cheap model's mistakes.
         let trusting = run_cascade(0);
         assert!(!trusting.verdict.passed, "{:?}", trusting.verdict);
@@ -1171,7 +1520,8 @@ mod tests {
             .collect();
         let evens = sampled.iter().filter(|i| *i % 2 == 0).count() as f64;
         let tens = sampled.iter().filter(|i| *i % 10 == 0).count() as f64;
-        let expected = (sampled.len() as f64 + evens + tens + 50.0) * 0.001;
+        // And `tiny` again on the multiples of ten, which the chain escalated, for the comparison with chance.
+        let expected = (sampled.len() as f64 + evens + tens + tens + 50.0) * 0.001;
         assert!(
             (report.validation_cost_usd - expected).abs() < 1e-9,
             "{} vs {expected}",
@@ -1192,7 +1542,16 @@ mod tests {
             (good.validation_cost_usd - 0.25).abs() < 1e-9,
             "50 control + 200 candidate calls"
         );
-        assert!((good.projected_monthly_savings_usd.unwrap() - 9.0).abs() < 1e-9);
+        // ($0.01 - $0.001) x 1,000 calls, less audits re-asking the reference on 10% of them ($1).
+        assert!((good.projected_monthly_savings_usd.unwrap() - 8.0).abs() < 1e-9);
+        assert!((good.monthly_audit_cost_usd.unwrap() - 1.0).abs() < 1e-9);
+        let by_purpose: f64 = good.spend.iter().map(|e| e.usd).sum();
+        assert!(
+            (by_purpose - good.validation_cost_usd).abs() < 1e-12,
+            "{:?}",
+            good.spend
+        );
+        assert!(good.spend.iter().any(|e| e.purpose == "control"));
         assert!(good.failures.is_empty());
         assert_eq!(good.outcomes.len(), 200);
         assert!(good.outcomes.iter().all(|o| o.agreed));

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+pub use leanlm_core::value;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -163,6 +164,7 @@ pub fn score(spec: &ScorerSpec, reference: &str, candidate: &str, ctx: &TaskCont
                 Scored::differ(format!("`{c}` instead of `{r}`"))
             }
         }
+        ScorerSpec::Value => score_value(reference, candidate),
         ScorerSpec::Json { tolerance } => score_json(reference, candidate, *tolerance, ctx.schema.as_ref()),
         ScorerSpec::Similarity { threshold } => score_similarity(reference, candidate, *threshold, ctx.embedder),
         ScorerSpec::Regex { pattern } => match regex::Regex::new(pattern) {
@@ -179,6 +181,8 @@ pub fn score(spec: &ScorerSpec, reference: &str, candidate: &str, ctx: &TaskCont
                 match (extract(reference), extract(candidate)) {
                     (_, None) => Scored::hard(HardFailure::NoMatch, format!("no match for `{pattern}`")),
                     (Some(r), Some(c)) if r == c => Scored::agree(format!("`{c}`")),
+                    // Numbers, dates and yes/no compare by value: `$20.00` matches `20`.
+                    (Some(r), Some(c)) if same_value(&r, &c) => Scored::agree(format!("`{c}` = `{r}`")),
                     (r, Some(c)) => Scored::differ(format!("`{c}` instead of `{}`", r.unwrap_or_default())),
                 }
             }
@@ -207,6 +211,30 @@ pub fn score(spec: &ScorerSpec, reference: &str, candidate: &str, ctx: &TaskCont
     }
 }
 
+/// True when both texts read as the same number, date or yes/no.
+fn same_value(a: &str, b: &str) -> bool {
+    matches!((value::parse(a), value::parse(b)), (Some(x), Some(y)) if x.same(&y))
+}
+
+/// Compares the values two answers come to. A candidate with no final value where the reference has one
+/// is a hard failure (`no_match`): an application reading the value would find none.
+fn score_value(reference: &str, candidate: &str) -> Scored {
+    match (value::final_value(reference), value::final_value(candidate)) {
+        (Some(r), Some(c)) if r.value.same(&c.value) => Scored::agree(format!("value `{}`", c.value)),
+        (Some(r), Some(c)) => Scored::differ(format!("`{}` instead of `{}`", c.value, r.value)),
+        (Some(r), None) => Scored::hard(
+            HardFailure::NoMatch,
+            format!(
+                "no final value in the candidate's answer (the reference's is `{}`)",
+                r.value
+            ),
+        ),
+        // A reference without a value: the texts must match after normalisation.
+        (None, _) if value::normalise_text(reference) == value::normalise_text(candidate) => Scored::agree("same text"),
+        (None, _) => Scored::differ("the reference's answer has no final value, and the texts differ"),
+    }
+}
+
 /// The hard failure an answer shows on its own, with no reference to compare: a refusal, JSON that does not
 /// parse or breaks the request's schema, a label outside the task's set, nothing for the pattern or path.
 /// What a cascade checks before it trusts a cheap answer.
@@ -225,6 +253,7 @@ pub fn hard_failure(spec: &ScorerSpec, candidate: &str, ctx: &TaskContext) -> Op
             let validator = jsonschema::validator_for(schema).ok()?;
             validator.iter_errors(&c).next().map(|_| HardFailure::SchemaViolation)
         }
+        ScorerSpec::Value => value::final_value(candidate).is_none().then_some(HardFailure::NoMatch),
         ScorerSpec::Regex { pattern } => {
             let re = regex::Regex::new(pattern).ok()?;
             (!re.is_match(candidate)).then_some(HardFailure::NoMatch)
@@ -320,6 +349,63 @@ pub fn json_diff(r: &Value, c: &Value, tolerance: f64, at: &str) -> Option<Strin
     }
 }
 
+/// `a` with one of its differences from `b` taken from `b`: the same sentence with one fact changed, the
+/// hard case for a scorer that reads wording. Answers of one task often share a shape ("your {item} arrives
+/// on {day}"); aligned word by word (longest common subsequence), the places where they differ are its
+/// slots, and `which` picks one. `None` when the two share less than half their words (no shared shape to
+/// vary) or do not differ.
+pub fn swap_one_difference(a: &str, b: &str, which: usize) -> Option<String> {
+    const MAX_WORDS: usize = 200;
+    let wa: Vec<&str> = a.split_whitespace().take(MAX_WORDS).collect();
+    let wb: Vec<&str> = b.split_whitespace().take(MAX_WORDS).collect();
+    let (n, m) = (wa.len(), wb.len());
+    if n == 0 || m == 0 {
+        return None;
+    }
+    let eq = |x: &str, y: &str| x.eq_ignore_ascii_case(y);
+    // lcs[i][j]: the common subsequence of wa[i..] and wb[j..].
+    let mut lcs = vec![vec![0u16; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if eq(wa[i], wb[j]) {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    if (lcs[0][0] as usize) * 2 < n.max(m) {
+        return None;
+    }
+    // The differing stretches, as (a's range, b's range).
+    let mut hunks: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && eq(wa[i], wb[j]) {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let (si, sj) = (i, j);
+        while (i < n || j < m) && !(i < n && j < m && eq(wa[i], wb[j])) {
+            if j >= m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        hunks.push((si..i, sj..j));
+    }
+    if hunks.is_empty() {
+        return None;
+    }
+    let (ra, rb) = hunks[which % hunks.len()].clone();
+    let mut out: Vec<&str> = wa[..ra.start].to_vec();
+    out.extend_from_slice(&wb[rb]);
+    out.extend_from_slice(&wa[ra.end..]);
+    Some(out.join(" "))
+}
+
 fn tokens(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
@@ -350,6 +436,32 @@ pub fn rouge_l(reference: &str, candidate: &str) -> f64 {
 }
 
 fn score_similarity(reference: &str, candidate: &str, threshold: Option<f64>, embedder: Option<&dyn Embed>) -> Scored {
+    let s = similar(reference, candidate, threshold, embedder);
+    if !s.agree {
+        return s;
+    }
+    // Similar wording is not the same facts: a different final value, number or date is a different answer.
+    if let (Some(r), Some(c)) = (value::final_value(reference), value::final_value(candidate))
+        && r.marked
+        && c.marked
+        && !r.value.same(&c.value)
+    {
+        return Scored::differ(format!(
+            "{}, but the final value is `{}`, not `{}`",
+            s.note, c.value, r.value
+        ));
+    }
+    let stated = value::values_in(reference);
+    if let Some(new) = value::values_in(candidate)
+        .into_iter()
+        .find(|c| !stated.iter().any(|r| r.same(c)))
+    {
+        return Scored::differ(format!("{}, but `{new}` is not in the reference", s.note));
+    }
+    s
+}
+
+fn similar(reference: &str, candidate: &str, threshold: Option<f64>, embedder: Option<&dyn Embed>) -> Scored {
     let rouge = rouge_l(reference, candidate);
     if let Some(e) = embedder {
         match e.embed(&[reference, candidate]) {
@@ -407,6 +519,78 @@ mod tests {
             &c,
         );
         assert_eq!(refused.hard, Some(HardFailure::Refused));
+    }
+
+    #[test]
+    fn values_compare_by_meaning_not_wording() {
+        let v = |r: &str, c: &str| score(&ScorerSpec::Value, r, c, &ctx());
+        let reference = "She buys 4 packs at $5 each: 4 x 5 = 20.\n#### 20";
+        assert!(v(reference, "Four packs cost five dollars each. The answer is $20.00.").agree);
+        assert!(v(reference, "\\boxed{20}").agree);
+        let wrong = v(reference, "4 x 5 = 25, so the answer is 25.");
+        assert!(!wrong.agree && wrong.hard.is_none(), "{}", wrong.note);
+        assert!(wrong.note.contains("`25` instead of `20`"), "{}", wrong.note);
+        let none = v(
+            reference,
+            "She spends some money on packs of gum at the shop on Monday.",
+        );
+        assert_eq!(none.hard, Some(HardFailure::NoMatch));
+        assert_eq!(
+            hard_failure(&ScorerSpec::Value, "no value here in a long sentence of words", &ctx()),
+            Some(HardFailure::NoMatch)
+        );
+        assert!(v("Yes", "yes.").agree);
+        assert!(v("50%", "0.5").agree);
+        assert!(v("2024-03-05", "March 5, 2024").agree);
+        // The regex scorer compares what it extracts as values too.
+        let re = ScorerSpec::Regex {
+            pattern: r"Total: (.+)".into(),
+        };
+        assert!(score(&re, "Total: 1,000", "Total: $1000.00", &ctx()).agree);
+        assert!(!score(&re, "Total: 1,000", "Total: 100", &ctx()).agree);
+    }
+
+    #[test]
+    fn similar_wording_with_other_facts_differs() {
+        let sim = ScorerSpec::Similarity { threshold: None };
+        let reference = "Your refund of $40 will arrive in 5 business days.";
+        assert!(
+            score(
+                &sim,
+                reference,
+                "Your refund of $40 will arrive within 5 business days.",
+                &ctx()
+            )
+            .agree
+        );
+        let changed = score(
+            &sim,
+            reference,
+            "Your refund of $40 will arrive in 7 business days.",
+            &ctx(),
+        );
+        assert!(
+            !changed.agree && changed.note.contains("`7` is not in the reference"),
+            "{}",
+            changed.note
+        );
+        let worked = "3 + 4 = 7 apples in all.\n#### 7";
+        let other = score(&sim, worked, "3 + 4 = 7 apples in all.\n#### 8", &ctx());
+        assert!(!other.agree, "{}", other.note);
+    }
+
+    #[test]
+    fn one_difference_is_swapped_in() {
+        let a = "Thanks, Ava: your lamps arrive with DHL on Monday.";
+        let b = "Thanks, Ben: your shirts arrive with UPS on Friday.";
+        let swapped: Vec<String> = (0..4).map(|k| swap_one_difference(a, b, k).unwrap()).collect();
+        assert_eq!(swapped[0], "Thanks, Ben: your lamps arrive with DHL on Monday.");
+        assert_eq!(swapped[3], "Thanks, Ava: your lamps arrive with DHL on Friday.");
+        assert_eq!(swap_one_difference(a, a, 0), None, "nothing differs");
+        assert_eq!(
+            swap_one_difference(a, "Something else entirely, in other words.", 0),
+            None
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Env {
     pub url: String,
     pub mock_url: String,
     pub rt: tokio::runtime::Runtime,
+    /// The system prompt [`Env::send`] sends.
+    pub system: String,
     toml: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -68,10 +70,16 @@ pub struct Answer {
 
 impl Env {
     pub fn start(name: &str, seed: u64, accuracy: &[(&str, f64)]) -> Env {
-        let mut labeller = Labeller::from_csv(&leanlm_mock::intents_csv()).unwrap().seed(seed);
+        let mut labeller = Labeller::from_csv(&leanlm_mock::intents_csv()).unwrap();
         for (m, p) in accuracy {
             labeller = labeller.accuracy(*m, *p);
         }
+        Env::start_with(name, seed, labeller, SYSTEM)
+    }
+
+    /// [`Env::start`] with another labelled set (its accuracies and styles set) and system prompt.
+    pub fn start_with(name: &str, seed: u64, labeller: Labeller, system: &str) -> Env {
+        let labeller = labeller.seed(seed);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -128,6 +136,7 @@ allow = ["cheap-90", "cheap-99"]
             url,
             mock_url,
             rt,
+            system: system.to_owned(),
             toml,
             stop: Some(stop),
             served: Some(served),
@@ -150,6 +159,7 @@ allow = ["cheap-90", "cheap-99"]
     /// [`Env::send`] to another gateway.
     pub fn send_to(&self, url: &str, queries: &[String], model: &str, concurrency: usize) -> Vec<Answer> {
         let http = reqwest::Client::new();
+        let system = self.system.as_str();
         self.rt.block_on(async {
             futures_util::stream::iter(queries.iter().enumerate())
                 .map(|(i, text)| {
@@ -159,11 +169,11 @@ allow = ["cheap-90", "cheap-99"]
                         let r = if i % 4 == 0 {
                             http.post(format!("{url}/v1/messages"))
                                 .json(&json!({"model": model, "max_tokens": 20,
-                                "system": SYSTEM, "messages": [{"role": "user", "content": text}]}))
+                                "system": system, "messages": [{"role": "user", "content": text}]}))
                         } else {
                             http.post(format!("{url}/v1/chat/completions"))
                                 .json(&json!({"model": model,
-                                "temperature": 0, "messages": [{"role": "system", "content": SYSTEM},
+                                "temperature": 0, "messages": [{"role": "system", "content": system},
                                 {"role": "user", "content": text}]}))
                         };
                         let resp = r.send().await.unwrap();
