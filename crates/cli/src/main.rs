@@ -6,8 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::{Config, Overrides};
-use leanlm_profile::TaskProfile;
-use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
+use leanlm_store::{CallFilter, CallStatus, SpendBy, Store};
 
 mod cache;
 mod cascade;
@@ -482,10 +481,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tasks { store, days, json } => {
+            let offers = offers(&store)?;
             let store = store.open()?;
             let since_ms = since(days.map(|d| d * 24.0));
             let bar = indicatif::ProgressBar::new(0).with_message("profiling tasks");
-            let rows = leanlm_control::tasks::ranked_with(&store, since_ms, |done, total| {
+            let rows = leanlm_control::tasks::ranked_with(&store, since_ms, &offers, |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             })?;
@@ -554,6 +554,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let id = id.context("name a task: `leanlm task ID` (ids are listed by `leanlm tasks`)")?;
+            let offers = offers(&store)?;
             let store = store.open()?;
             let since_ms = since(days.map(|d| d * 24.0));
             let task = store
@@ -561,7 +562,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_iter()
                 .find(|t| t.id == id)
                 .with_context(|| format!("no task with id {id}; see `leanlm tasks`"))?;
-            let profile = task_profile(&store, &task, since_ms)?;
+            let profile = leanlm_control::tasks::profile_among(&store, &task, since_ms, Some(&offers))?;
             let samples = store.calls(&CallFilter {
                 limit: 5,
                 task: Some(id.clone()),
@@ -741,12 +742,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header(["model", "provider", "input", "cached input", "cache write", "output"]);
+            t.set_header(["model", "served by", "input", "cached input", "cache write", "output"]);
             let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
             for (name, e) in table.models() {
                 t.add_row([
                     name.to_owned(),
-                    e.provider.as_str().to_owned(),
+                    e.host.as_str().to_owned(),
                     e.price.input.to_string(),
                     opt(e.price.cached_input),
                     opt(e.price.cache_write),
@@ -760,8 +761,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn task_profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> anyhow::Result<TaskProfile> {
-    Ok(leanlm_control::tasks::profile(store, task, since_ms)?)
+/// The models tasks may move to: the configured catalog's allowed models (what `tasks` prices savings on).
+fn offers(store: &StoreArgs) -> anyhow::Result<Vec<leanlm_profile::Offer>> {
+    let config = store.config()?;
+    Ok(leanlm_control::tasks::offers(&leanlm_gateway::route::catalog(&config)))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date-time dependency.

@@ -45,8 +45,34 @@ pub fn rename(store: &Store, id: &str, name: &str) -> Result<(), ControlError> {
     }
 }
 
-/// A task's profile over a window, typed from a sample of its latest calls.
+/// The models a task may move to: the catalog's allowed models with a known price and known capabilities.
+pub fn offers(catalog: &[CatalogModel]) -> Vec<leanlm_profile::Offer> {
+    catalog
+        .iter()
+        .filter(|m| m.allowed)
+        .filter_map(|m| {
+            Some(leanlm_profile::Offer {
+                name: m.name.clone(),
+                price: m.price?,
+                caps: m.caps?,
+            })
+        })
+        .collect()
+}
+
+/// A task's profile over a window, typed from a sample of its latest calls, with its savings priced on
+/// every model of the bundled price table (for typing alone; [`profile_among`] for what it could save here).
 pub fn profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<TaskProfile, ControlError> {
+    profile_among(store, task, since_ms, None)
+}
+
+/// [`profile`], with its savings priced only on `offers`: the models this deployment routes to and allows.
+pub fn profile_among(
+    store: &Store,
+    task: &TaskRow,
+    since_ms: Option<i64>,
+    offers: Option<&[leanlm_profile::Offer]>,
+) -> Result<TaskProfile, ControlError> {
     let stats = store.task_stats(&task.id, since_ms)?;
     let mut samples = Vec::new();
     for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
@@ -58,18 +84,24 @@ pub fn profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<T
         &stats,
         &samples,
         task.origin == leanlm_core::Origin::Chat,
+        offers,
     ))
 }
 
-/// Every task with its profile, ranked by what a cheaper model could save on it.
-pub fn ranked(store: &Store, since_ms: Option<i64>) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
-    ranked_with(store, since_ms, |_, _| {})
+/// Every task with its profile, ranked by what a cheaper model among `offers` could save on it.
+pub fn ranked(
+    store: &Store,
+    since_ms: Option<i64>,
+    offers: &[leanlm_profile::Offer],
+) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
+    ranked_with(store, since_ms, offers, |_, _| {})
 }
 
 /// [`ranked`], telling `progress` how many of how many tasks are profiled.
 pub fn ranked_with(
     store: &Store,
     since_ms: Option<i64>,
+    offers: &[leanlm_profile::Offer],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
     let tasks = store.tasks(since_ms)?;
@@ -78,7 +110,7 @@ pub fn ranked_with(
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            let p = profile(store, &t, since_ms)?;
+            let p = profile_among(store, &t, since_ms, Some(offers))?;
             progress(i + 1, total);
             Ok((t, p))
         })
@@ -101,7 +133,7 @@ pub fn candidates_for(
 ) -> Result<(TaskUsage, Vec<Candidate>), ControlError> {
     let now = unix_ms();
     let since = now - 30 * 86_400_000;
-    let profile = profile(store, task, Some(since))?;
+    let profile = profile_among(store, task, Some(since), Some(&offers(catalog)))?;
     let needs = profile
         .savings
         .as_ref()

@@ -4,7 +4,7 @@
 mod prices;
 pub mod tokens;
 
-pub use prices::{Capabilities, ModelKind, Price, PriceEntry, PriceError, PriceTable};
+pub use prices::{Capabilities, Host, ModelKind, Price, PriceEntry, PriceError, PriceTable};
 
 use leanlm_wire::Usage;
 

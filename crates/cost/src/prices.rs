@@ -48,10 +48,51 @@ impl Price {
     }
 }
 
+/// Who serves a model of the table: a provider's own API, or an OpenAI-compatible host. A request for the
+/// model goes to the configured provider of that name (built in for `openai`, `anthropic`, `gemini`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Host {
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Groq,
+    Together,
+    #[serde(rename = "deepseek")]
+    DeepSeek,
+    Mistral,
+}
+
+impl Host {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Host::OpenAi => "openai",
+            Host::Anthropic => "anthropic",
+            Host::Gemini => "gemini",
+            Host::Groq => "groq",
+            Host::Together => "together",
+            Host::DeepSeek => "deepseek",
+            Host::Mistral => "mistral",
+        }
+    }
+
+    fn of(kind: ProviderKind) -> Host {
+        match kind {
+            ProviderKind::OpenAi => Host::OpenAi,
+            ProviderKind::Anthropic => Host::Anthropic,
+            ProviderKind::Gemini => Host::Gemini,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(from = "RawEntry")]
 pub struct PriceEntry {
+    /// The API the model speaks.
     pub provider: ProviderKind,
+    /// Who serves it: the provider a request for it goes to.
+    pub host: Host,
     #[serde(flatten)]
     pub price: Price,
     #[serde(flatten)]
@@ -63,6 +104,7 @@ pub struct PriceEntry {
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     provider: ProviderKind,
+    host: Option<Host>,
     input: f64,
     output: f64,
     cached_input: Option<f64>,
@@ -82,6 +124,7 @@ impl From<RawEntry> for PriceEntry {
     fn from(r: RawEntry) -> Self {
         PriceEntry {
             provider: r.provider,
+            host: r.host.unwrap_or(Host::of(r.provider)),
             price: Price {
                 input: r.input,
                 output: r.output,
@@ -227,6 +270,19 @@ mod tests {
         ] {
             assert!(t.lookup(m).is_some(), "{m} missing");
         }
+        // Who serves each: OpenAI-compatible hosts are named, not taken for OpenAI.
+        for (m, host) in [
+            ("gpt-4o-mini", Host::OpenAi),
+            ("claude-haiku-4-5", Host::Anthropic),
+            ("gemini-2.5-flash", Host::Gemini),
+            ("mistral-small-latest", Host::Mistral),
+            ("deepseek-chat", Host::DeepSeek),
+            ("llama-3.1-8b-instant", Host::Groq),
+            ("meta-llama/Llama-3.3-70B-Instruct-Turbo", Host::Together),
+        ] {
+            assert_eq!(t.lookup(m).unwrap().host, host, "{m}");
+        }
+        assert_eq!(t.lookup("llama-3.1-8b-instant").unwrap().provider, ProviderKind::OpenAi);
     }
 
     #[test]

@@ -117,8 +117,9 @@ struct Window {
 
 async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
     let since_ms = since(w.days);
+    let offers = tasks::offers(&crate::route::catalog(&app.config));
     match with_store(&app, move |s| {
-        Ok(tasks::ranked(s, since_ms)?
+        Ok(tasks::ranked(s, since_ms, &offers)?
             .into_iter()
             .map(|(t, p)| json!({"task": t, "profile": p}))
             .collect::<Vec<_>>())
@@ -145,8 +146,9 @@ async fn task_view(
 
 async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w): Query<Window>) -> Response {
     let since_ms = since(w.days);
+    let offers = tasks::offers(&crate::route::catalog(&app.config));
     task_view(&app, id, since_ms, move |s, t| {
-        let profile = tasks::profile(s, &t, since_ms)?;
+        let profile = tasks::profile_among(s, &t, since_ms, Some(&offers))?;
         let samples = s.calls(&CallFilter {
             limit: 20,
             task: Some(t.id.clone()),

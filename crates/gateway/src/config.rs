@@ -805,6 +805,16 @@ mod tests {
         let text = include_str!("../../../leanlm.example.toml");
         let c = parse(text).unwrap();
         assert_eq!(c.catalog_allow, ["gpt-4o-mini", "claude-haiku-4-5", "llama-local"]);
+        assert_eq!(c.judge_model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn the_judge_is_optional_and_never_empty() {
+        assert_eq!(parse("").unwrap().judge_model, None);
+        let e = parse("[validation]\njudge = \"  \"\n").unwrap_err().to_string();
+        assert!(e.contains("validation.judge") && e.contains(":2:"), "{e}");
+        let e = parse("[validation]\njudges = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("judges"), "{e}");
     }
 
     #[test]

@@ -68,8 +68,10 @@ impl Routes {
         {
             return Ok(self.target(name, model, provider.clone(), None));
         }
+        // A table model goes to the provider named after who serves it: Groq's models to `[providers.groq]`,
+        // never to OpenAI because they speak its API.
         if let Some(entry) = PriceTable::bundled().lookup(name)
-            && let Some(provider) = self.providers.get(entry.provider.as_str())
+            && let Some(provider) = self.providers.get(entry.host.as_str())
         {
             return Ok(self.target(name, name, provider.clone(), None));
         }
@@ -207,6 +209,30 @@ mod tests {
         assert!(t.price.is_some());
         let t = &r.resolve("gpt-4o-mini-2024-07-18").unwrap()[0];
         assert_eq!(t.provider.name, "openai");
+    }
+
+    #[test]
+    fn a_hosted_model_goes_to_its_host_or_nowhere() {
+        // Groq's models speak OpenAI's API but OpenAI does not serve them.
+        assert!(routes("").resolve("llama-3.1-8b-instant").is_err());
+        let r = routes(
+            "[providers.groq]\nkind = \"openai\"\nbase_url = \"https://api.groq.com/openai/v1\"\napi_key = \"k\"\n",
+        );
+        let t = &r.resolve("llama-3.1-8b-instant").unwrap()[0];
+        assert_eq!(t.provider.name, "groq");
+        assert!(t.price.is_some());
+        // And the catalog names only what this deployment can route to.
+        let config = Config::from_toml("t", "", &Overrides::default(), &|_| None).unwrap();
+        let everything = Config {
+            catalog_allow: vec!["*".into()],
+            ..config
+        };
+        let names: Vec<String> = catalog(&everything).into_iter().map(|m| m.name).collect();
+        assert!(names.iter().any(|n| n == "gpt-4o-mini"));
+        assert!(
+            !names.iter().any(|n| n == "llama-3.1-8b-instant"),
+            "no Groq provider configured"
+        );
     }
 
     #[test]

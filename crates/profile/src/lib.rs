@@ -12,4 +12,4 @@ mod report;
 
 pub use identify::{Discoverer, Identity, Origin, Shape};
 pub use kind::{CallSignals, TaskType, TypeVerdict, classify};
-pub use report::{Percentiles, Savings, TaskProfile, profile};
+pub use report::{Offer, Percentiles, Savings, TaskProfile, profile};

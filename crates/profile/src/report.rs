@@ -70,9 +70,18 @@ pub struct Savings {
     pub savings_usd: f64,
 }
 
-/// Prices the task's token volume on every catalogued model that supports what the task uses and keeps
-/// the cheapest. An upper bound on what a cheaper model could save, before any quality check.
-fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<Savings> {
+/// A model a task could move to: one this deployment routes to and allows as a replacement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub name: String,
+    pub price: leanlm_cost::Price,
+    pub caps: leanlm_cost::Capabilities,
+}
+
+/// Prices the task's token volume on every offered model (every model of the bundled price table when
+/// `offers` is `None`) that supports what the task uses and keeps the cheapest. An upper bound on what a
+/// cheaper model could save, before any quality check.
+fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64, offers: Option<&[Offer]>) -> Option<Savings> {
     use leanlm_cost::{ModelKind, PriceTable};
     let priced: Vec<(u64, u64)> = stats
         .iter()
@@ -104,20 +113,27 @@ fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<S
     } else {
         ModelKind::Chat
     };
-    let (model, cost) = PriceTable::bundled()
-        .models()
+    let table;
+    let models: Vec<(&str, leanlm_cost::Price, leanlm_cost::Capabilities)> = match offers {
+        Some(o) => o.iter().map(|o| (o.name.as_str(), o.price, o.caps)).collect(),
+        None => {
+            table = PriceTable::bundled();
+            table.models().into_iter().map(|(n, e)| (n, e.price, e.caps)).collect()
+        }
+    };
+    let (model, cost) = models
         .into_iter()
-        .filter(|(_, e)| {
-            e.caps.kind == kind
-                && e.caps.context >= longest
-                && (!tools || e.caps.tools)
-                && (!schema || e.caps.json_schema)
-                && (!images || e.caps.vision)
+        .filter(|(_, _, caps)| {
+            caps.kind == kind
+                && caps.context >= longest
+                && (!tools || caps.tools)
+                && (!schema || caps.json_schema)
+                && (!images || caps.vision)
         })
-        .map(|(name, e)| {
+        .map(|(name, price, _)| {
             let cost: f64 = priced
                 .iter()
-                .map(|(i, o)| (*i as f64 * e.price.input + *o as f64 * e.price.output) / 1_000_000.0)
+                .map(|(i, o)| (*i as f64 * price.input + *o as f64 * price.output) / 1_000_000.0)
                 .sum();
             (name, cost)
         })
@@ -130,8 +146,14 @@ fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64) -> Option<S
     })
 }
 
-/// Profiles a task from the numbers of its calls and a sample of whole calls (for typing).
-pub fn profile(stats: &[CallStats], samples: &[CallRecord], chat_origin: bool) -> TaskProfile {
+/// Profiles a task from the numbers of its calls and a sample of whole calls (for typing). Its savings are
+/// priced on `offers`, the models it may move to (`None`: every model of the bundled price table).
+pub fn profile(
+    stats: &[CallStats],
+    samples: &[CallRecord],
+    chat_origin: bool,
+    offers: Option<&[Offer]>,
+) -> TaskProfile {
     let calls = stats.len() as u64;
     let errors = stats.iter().filter(|s| s.status != CallStatus::Ok).count() as u64;
     let mut models = BTreeMap::new();
@@ -169,7 +191,7 @@ pub fn profile(stats: &[CallStats], samples: &[CallRecord], chat_origin: bool) -
         distinct_outputs: outputs.len() as u64,
         template,
         verdict,
-        savings: savings(stats, &signals, spend_usd),
+        savings: savings(stats, &signals, spend_usd, offers),
     }
 }
 
@@ -292,11 +314,28 @@ mod tests {
         // 1,000 calls of 1,000 input and 10 output tokens, paid at gpt-4o prices: $2.60.
         let stats: Vec<_> = (0..1000).map(|_| stat(1000, 10, 0.0026)).collect();
         let plain = vec![CallSignals::default()];
-        let s = savings(&stats, &plain, 2.6).unwrap();
+        let s = savings(&stats, &plain, 2.6, None).unwrap();
         // The cheapest chat model in the table for this mix: Llama 3.1 8B on Groq at $0.05 / $0.08 per million.
         assert_eq!(s.cheapest_model, "llama-3.1-8b-instant");
         assert!((s.cost_usd - (1000.0 * (1000.0 * 0.05 + 10.0 * 0.08) / 1e6)).abs() < 1e-9);
         assert!((s.savings_usd - (2.6 - s.cost_usd)).abs() < 1e-9);
+        // Among the models this deployment offers, only those: not a model it cannot route to.
+        let table = leanlm_cost::PriceTable::bundled();
+        let offer = |name: &str| {
+            let e = table.lookup(name).unwrap();
+            Offer {
+                name: name.into(),
+                price: e.price,
+                caps: e.caps,
+            }
+        };
+        let offers = [offer("gpt-4o-mini"), offer("gpt-4o")];
+        let s = savings(&stats, &plain, 2.6, Some(&offers)).unwrap();
+        assert_eq!(s.cheapest_model, "gpt-4o-mini");
+        assert!(
+            savings(&stats, &plain, 2.6, Some(&[])).is_none(),
+            "nothing offered, no savings claimed"
+        );
 
         // Needing tools and a schema rules out models without them; a long context rules out small windows.
         let tools = vec![CallSignals {
@@ -304,14 +343,14 @@ mod tests {
             schema_requested: true,
             ..Default::default()
         }];
-        let s = savings(&stats, &tools, 2.6).unwrap();
+        let s = savings(&stats, &tools, 2.6, None).unwrap();
         let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
         assert!(e.caps.tools && e.caps.json_schema, "{}", s.cheapest_model);
         let images = vec![CallSignals {
             images: true,
             ..Default::default()
         }];
-        let s = savings(&stats, &images, 2.6).unwrap();
+        let s = savings(&stats, &images, 2.6, None).unwrap();
         assert!(s.needs.contains(&"image input".to_owned()));
         let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
         assert!(e.caps.vision, "{}", s.cheapest_model);
@@ -325,7 +364,7 @@ mod tests {
             &serde_json::json!({"messages": [{"role": "user", "content": "no image"}]})
         ));
         let long: Vec<_> = (0..10).map(|_| stat(300_000, 10, 1.0)).collect();
-        let s = savings(&long, &plain, 10.0).unwrap();
+        let s = savings(&long, &plain, 10.0, None).unwrap();
         assert!(
             leanlm_cost::PriceTable::bundled()
                 .lookup(&s.cheapest_model)
@@ -334,7 +373,7 @@ mod tests {
                 .context
                 >= 300_010
         );
-        assert!(savings(&[], &plain, 0.0).is_none());
+        assert!(savings(&[], &plain, 0.0, None).is_none());
     }
 
     #[test]
