@@ -176,6 +176,25 @@ fn verdicts_hold_over_seeds_and_reports_are_stored() {
                 duration_ms <= wall_ms && duration_ms >= 0.7 * wall_ms,
                 "{duration_ms:.0} ms reported for a {wall_ms:.0} ms command"
             );
+            // Against a random split at the same share: the mock's cheap model is wrong on rows spread
+            // evenly whatever they say, so what a router learns from the prompts is noise.
+            let chance = &report["chance"];
+            eprintln!("router against chance: {chance:#}");
+            let share = chance["cheap_share"].as_f64().unwrap();
+            assert!(share > 0.0 && share < 1.0, "{chance:#}");
+            let random = chance["random_agreement"].as_f64().unwrap();
+            assert!((0.85..=1.0).contains(&random), "{chance:#}");
+            if chance["better_than_chance"] == false {
+                assert!(
+                    report["verdict"]["reason"].as_str().unwrap().contains("a fixed split"),
+                    "{:#}",
+                    report["verdict"]
+                );
+                let (code, out, _) = l.leanlm(&["candidates", "--json"]);
+                assert_eq!(code, 0);
+                assert!(out.contains("a fixed split instead of `router:cheap-90,big`"), "{out}");
+                assert!(out.contains("no better than chance"), "{out}");
+            }
             let (code, _, err) = l.leanlm(&["validate", "--task", &task, "--candidate", "router:cheap-99,big"]);
             assert_eq!(code, 1);
             assert!(err.contains("leanlm train-router"), "{err}");

@@ -1,6 +1,7 @@
 //! Tasks: finding one by what a user typed, profiling and ranking them, and the candidates that could
 //! replace each one's model.
 
+use leanlm_core::Replacement;
 use leanlm_profile::TaskProfile;
 use leanlm_store::{Store, TaskLookup, TaskRow};
 use leanlm_validate::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
@@ -141,6 +142,48 @@ pub fn candidates_for(
         .unwrap_or_default();
     let stats = store.task_stats(&task.id, Some(since))?;
     let usage = TaskUsage::from_stats(&stats, now, needs);
-    let list = candidates(&usage, catalog);
+    let mut list = candidates(&usage, catalog);
+    // A learned replacement whose latest validation found it no better than a random split at its share
+    // earns no place over the simpler thing: say so, and propose the fixed split (its cheap model as a
+    // canary on that share) instead.
+    let validations = store.validations(Some(&task.id), 200)?;
+    let mut simpler = Vec::new();
+    for c in list.iter_mut() {
+        let (Replacement::Router { cheap, .. } | Replacement::Cascade { cheap, .. }) = &c.replacement else {
+            continue;
+        };
+        let Some(chance) = validations
+            .iter()
+            .find(|v| v.candidate == c.spec)
+            .and_then(|v| serde_json::from_str::<leanlm_validate::Report>(&v.report).ok())
+            .and_then(|r| r.chance)
+        else {
+            continue;
+        };
+        if chance.better_than_chance {
+            continue;
+        }
+        let share = chance.cheap_share * 100.0;
+        c.why = format!(
+            "its latest validation found it no better than chance: the cheap model agrees {:.1}% on the calls it \
+             keeps and {:.1}% on the others, so a fixed split does as well; {}",
+            chance.cheap_agreement_on_kept * 100.0,
+            chance.cheap_agreement_on_others * 100.0,
+            c.why
+        );
+        simpler.push(Candidate {
+            replacement: Replacement::Model { model: cheap.clone() },
+            spec: Replacement::Model { model: cheap.clone() }.to_string(),
+            monthly_cost_usd: None,
+            monthly_savings_usd: None,
+            why: format!(
+                "a fixed split instead of `{}`, which is no better than chance: deploy {cheap} as a canary on \
+                 {share:.0}% of calls (`leanlm deploy --task {} --replacement {cheap} --stage canary --share {:.2}`)",
+                c.spec, task.id, chance.cheap_share
+            ),
+            available: true,
+        });
+    }
+    list.extend(simpler);
     Ok((usage, list))
 }
