@@ -85,6 +85,12 @@ fn maths_answers_are_scored_on_their_final_value() {
         fooled["agreement"]["rate"].as_f64().unwrap() > 0.95,
         "the pattern agreed on nearly all"
     );
+    // On the control run the pattern and the judge agree (the reference agrees with itself either way).
+    assert_eq!(
+        fooled["control_vs_judge"]["rate"], 1.0,
+        "{:#}",
+        fooled["control_vs_judge"]
+    );
     let check = &fooled["scorer_check"];
     assert_eq!(check["against"], "judge:big");
     let q = check["false_agreement_rate"].as_f64().unwrap();

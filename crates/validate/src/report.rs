@@ -141,6 +141,10 @@ pub struct Report {
     pub agreement: Rate,
     /// The reference replayed against its own logged answers: how consistent the reference itself is.
     pub control: Option<Rate>,
+    /// For a cheap scorer with a judge at hand: how often it reached the judge's verdict on the control run's
+    /// pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_vs_judge: Option<Rate>,
     /// How far the scorer was trusted, for the cheap scorers (similarity, regex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scorer_check: Option<ScorerCheck>,
@@ -266,6 +270,15 @@ impl Report {
                 } else {
                     "no better than chance: a fixed split would do as well"
                 }
+            );
+        }
+        if let Some(c) = &self.control_vs_judge {
+            let _ = writeln!(
+                s,
+                "| Scorer against the judge on the control | same verdict on {} of {} ({}) |",
+                c.successes,
+                c.n,
+                pct(c.rate)
             );
         }
         if let Some(c) = &self.scorer_check {

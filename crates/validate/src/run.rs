@@ -475,6 +475,7 @@ impl<R: Replay> Validation<'_, R> {
         let mut replay_errors = 0u64;
 
         // Control: each call's own model, replayed against its logged answer.
+        let mut control_pairs: Vec<(usize, String, bool)> = Vec::new();
         let control = if estimate.control > 0 {
             self.progress.phase("control", estimate.control);
             let mut by_model: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -485,9 +486,10 @@ impl<R: Replay> Validation<'_, R> {
             for (m, idx) in by_model {
                 for o in self.replay_range(m, idx, &ctx, "control", &spent, &capped).await {
                     match o.result {
-                        Ok((_, s, _)) => {
+                        Ok((reply, s, _)) => {
                             n += 1;
                             agree += u64::from(s.agree);
+                            control_pairs.push((o.call, reply.text, s.agree));
                         }
                         Err(e) => {
                             replay_errors += 1;
@@ -505,6 +507,7 @@ impl<R: Replay> Validation<'_, R> {
         } else {
             None
         };
+        let control_vs_judge = self.control_against_judge(&control_pairs, &spent).await;
         let (bound, bound_rule) = match (self.opts.bound, &control) {
             (Bound::Absolute(b), _) => (b, format!("fixed at {:.1}%", b * 100.0)),
             (Bound::OfControl(f), Some(c)) if c.n > 0 => (
@@ -666,6 +669,7 @@ impl<R: Replay> Validation<'_, R> {
             agreement,
             control,
             scorer_check,
+            control_vs_judge,
             chance,
             bound,
             bound_rule,
@@ -785,6 +789,35 @@ impl<R: Replay> Validation<'_, R> {
             cost_per_call_usd: mean(&learned_costs),
             random_cost_per_call_usd: random_cost,
             better_than_chance: better,
+        })
+    }
+}
+
+impl<R: Replay> Validation<'_, R> {
+    /// For a cheap scorer with a judge at hand: how often the scorer and the judge reach the same verdict on
+    /// the control run's pairs (the reference's replayed answer against its logged one), where both should
+    /// mostly agree. A scorer that parts from the judge here parts from it on the candidate too.
+    async fn control_against_judge(&self, pairs: &[(usize, String, bool)], spent: &Spent) -> Option<stats::Rate> {
+        let jm = self.opts.judge_model.as_deref()?;
+        if !is_cheap(&self.opts.scorer) || pairs.is_empty() {
+            return None;
+        }
+        let judged: Vec<Option<bool>> = futures_util::stream::iter(pairs)
+            .map(|(i, text, scorer_agrees)| async move {
+                let (s, c) = judge(self.replay, jm, &self.calls[*i], text).await.ok()?;
+                spent.add("judge", jm, c);
+                Some(s.agree == *scorer_agrees)
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect()
+            .await;
+        let same: Vec<bool> = judged.into_iter().flatten().collect();
+        (!same.is_empty()).then(|| {
+            stats::wilson(
+                same.iter().filter(|s| **s).count() as u64,
+                same.len() as u64,
+                self.opts.confidence,
+            )
         })
     }
 }
