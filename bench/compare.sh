@@ -41,21 +41,29 @@ for v in "$@"; do
 done
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the process's call-log writer thread (0 for processes without one).
+writer_ticks() {
+    for t in /proc/"$1"/task/*; do
+        if [ "$(cat "$t/comm" 2>/dev/null)" = leanlm-call-log ]; then awk '{print $14 + $15}' "$t/stat"; return; fi
+    done
+    echo 0
+}
 one() { # label url pid concurrency rate
     "$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --concurrency "$4" \
         --rate "$5" --duration-secs 1 --warmup-secs 0 > /dev/null
-    local t0 t1 out
-    t0=$(ticks "$3")
+    local t0 t1 w0 w1 out
+    t0=$(ticks "$3"); w0=$(writer_ticks "$3")
     out=$("$bin/leanlm-loadgen" --url "$2/v1/chat/completions" --body "$work/body.json" --concurrency "$4" \
         --rate "$5" --duration-secs "${DURATION:-4}" --warmup-secs 0)
-    t1=$(ticks "$3")
-    python3 - "$out" "$1" "$t0" "$t1" "$4" "$5" "$(getconf CLK_TCK)" <<'PY'
+    t1=$(ticks "$3"); w1=$(writer_ticks "$3")
+    python3 - "$out" "$1" "$t0" "$t1" "$4" "$5" "$(getconf CLK_TCK)" "$w0" "$w1" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); n = max(r["requests"], 1)
 cpu = (int(sys.argv[4]) - int(sys.argv[3])) * 1e6 / int(sys.argv[7]) / n
+writer = (int(sys.argv[9]) - int(sys.argv[8])) * 1e6 / int(sys.argv[7]) / n
 rate = "max" if float(sys.argv[6]) == 0 else sys.argv[6]
 print(f"{sys.argv[2]:>12}  c={sys.argv[5]:>3}  rate={rate:>5}  p50={r['p50_us']:>6} µs  p99={r['p99_us']:>6} µs  "
-      f"{r['rps']:>8.0f} req/s  cpu/request={cpu:6.1f} µs", flush=True)
+      f"{r['rps']:>8.0f} req/s  cpu/request={cpu:6.1f} µs  writer={writer:5.1f} µs", flush=True)
 PY
 }
 for _ in $(seq "${REPS:-2}"); do
