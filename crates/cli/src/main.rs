@@ -24,9 +24,19 @@ struct Cli {
     command: Command,
 }
 
+/// The configuration file a command reads: the one named, else `leanlm.toml` in the working directory when
+/// there is one, so that `leanlm serve` and the commands that read its store see the same settings (a
+/// task's cache bound, the catalog, the judge) without repeating `--config`.
+fn config_path(named: Option<&std::path::Path>) -> Option<PathBuf> {
+    named.map(std::path::Path::to_path_buf).or_else(|| {
+        let local = PathBuf::from("leanlm.toml");
+        local.is_file().then_some(local)
+    })
+}
+
 #[derive(clap::Args, Clone)]
 struct StoreArgs {
-    /// Configuration file (its [store] url is used unless --db is given).
+    /// Configuration file (its [store] url is used unless --db is given); default ./leanlm.toml if present.
     #[arg(long, env = "LEANLM_CONFIG")]
     config: Option<PathBuf>,
     /// The call log, e.g. sqlite://leanlm.db.
@@ -41,7 +51,10 @@ impl StoreArgs {
             db: self.db.clone(),
             listen: None,
         };
-        Ok(Config::load(self.config.as_deref(), &overrides)?)
+        Ok(Config::load(
+            config_path(self.config.as_deref()).as_deref(),
+            &overrides,
+        )?)
     }
 
     /// The store's URL: `--db`, else the config file's, else the default.
@@ -65,7 +78,7 @@ impl StoreArgs {
 enum Command {
     /// Run the gateway.
     Serve {
-        /// Configuration file (TOML); see leanlm.example.toml.
+        /// Configuration file (TOML; see leanlm.example.toml); default ./leanlm.toml if present.
         #[arg(long, env = "LEANLM_CONFIG")]
         config: Option<PathBuf>,
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -414,7 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => validate::validations(&store, task.as_deref(), limit, json),
         Command::Validation { store, id, format } => validate::validation(&store, &id, &format),
         Command::Serve { config, listen, db } => {
-            let config = Config::load(config.as_deref(), &Overrides { listen, db })?;
+            let config = Config::load(config_path(config.as_deref()).as_deref(), &Overrides { listen, db })?;
             leanlm_gateway::run(config, Some(local_embedder()))
         }
         Command::Calls {

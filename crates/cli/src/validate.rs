@@ -131,6 +131,11 @@ pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> any
         }
     }
     println!("{table}");
+    for (t, u, _) in &all {
+        if let Some(note) = u.thin_evidence() {
+            println!("{} ({}): {note}.", t.name, t.id);
+        }
+    }
     println!(
         "Projected from each task's last 30 days, before any quality check: `leanlm validate --task ID --candidate SPEC`."
     );

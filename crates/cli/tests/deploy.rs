@@ -400,3 +400,32 @@ fn spend_counts_every_dollar_leanlm_spends_as_metrics_do() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn commands_read_leanlm_toml_in_the_working_directory() {
+    let env = Env::start("config-discovery", 1, &[]);
+    let queries: Vec<String> = examples(50).into_iter().map(|e| e.0).collect();
+    assert!(env.send(&queries, "big", 4).iter().all(|a| a.status == 200));
+    env.wait_for_calls(queries.len() as u64);
+    // No --config and no --db: the leanlm.toml beside the command names the store (and every other setting).
+    let run = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_leanlm"))
+            .args(["spend", "--json"])
+            .current_dir(dir)
+            .env_remove("LEANLM_CONFIG")
+            .env_remove("LEANLM_DB")
+            .env("LEANLM_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run(&env.dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.as_array().unwrap().iter().any(|r| r["key"] == "big"), "{rows}");
+    // Elsewhere, without one, the defaults apply: no call log there.
+    let empty = env.dir.join("elsewhere");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(&empty);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no call log"));
+}

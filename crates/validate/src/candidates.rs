@@ -61,6 +61,22 @@ pub struct TaskUsage {
     pub needs: Needs,
     /// Calls that repeat an earlier request exactly.
     pub duplicate_share: f64,
+    /// How long the traffic behind the projection spans, in hours (a month at most). Under a day, the
+    /// monthly figures scale it as if it were a whole day, and say so.
+    pub observed_hours: f64,
+}
+
+impl TaskUsage {
+    /// A note for figures projected from less than a day of traffic, which a day's cycle can move a lot.
+    pub fn thin_evidence(&self) -> Option<String> {
+        (self.observed_hours < 24.0 && self.calls_per_month > 0.0).then(|| {
+            format!(
+                "projected from {:.1} hours of traffic, counted as a day: the monthly figures are rough until a day \
+                 or more is logged",
+                self.observed_hours
+            )
+        })
+    }
 }
 
 impl TaskUsage {
@@ -76,7 +92,8 @@ impl TaskUsage {
         }
         let first = recent.iter().map(|s| s.started_at_ms).min().unwrap_or(now_ms);
         // A log younger than a month is scaled up, but never from less than a day.
-        let window = (now_ms - first).clamp(DAY_MS, MONTH_MS);
+        let observed = (now_ms - first).clamp(0, MONTH_MS);
+        let window = observed.max(DAY_MS);
         let n = recent.len() as f64;
         let mut seen = std::collections::HashSet::new();
         let duplicates = recent
@@ -97,6 +114,7 @@ impl TaskUsage {
                 .unwrap_or(0),
             needs,
             duplicate_share: duplicates as f64 / n,
+            observed_hours: observed as f64 / 3_600_000.0,
         }
     }
 }
@@ -309,6 +327,19 @@ mod tests {
         assert!((u.duplicate_share - 0.2).abs() < 1e-9);
         assert_eq!(u.longest_tokens, 1010);
         assert!((u.cost_per_call_usd - 0.0026).abs() < 1e-12);
+        assert!((u.observed_hours - 48.0).abs() < 0.1, "{}", u.observed_hours);
+        assert_eq!(u.thin_evidence(), None);
+        // Two hours of traffic are counted as a day, and the projection says so.
+        let recent: Vec<_> = (0..100)
+            .map(|i| stat(now - 2 * 3_600_000 + i * 1000, 1000, 10, 0.0026, &format!("r{i}")))
+            .collect();
+        let u = TaskUsage::from_stats(&recent, now, Needs::default());
+        assert!((u.calls_per_month - 3000.0).abs() < 1.0, "{}", u.calls_per_month);
+        assert!(
+            u.thin_evidence().unwrap().contains("2.0 hours"),
+            "{:?}",
+            u.thin_evidence()
+        );
     }
 
     #[test]
@@ -326,6 +357,7 @@ mod tests {
                 vision: true,
             },
             duplicate_share: 0.1,
+            observed_hours: 720.0,
         };
         let blocked = model("tiny", 0.01, 0.01, false);
         let mut blind = model("blind", 0.01, 0.01, true);
