@@ -500,14 +500,28 @@ def test_tasks_are_discovered_typed_and_renamable(gateway):
             model="gpt-4o-mini", messages=[{"role": "system", "content": system}, {"role": "user", "content": q}]
         )
     gateway.call(raw.headers["x-leanlm-call-id"])  # the last one is written, so all are
-    tasks = json.loads(gateway.cli("tasks", "--json"))
-    task = next(t for t in tasks if t["task"]["name"].startswith("classify-customer-message"))
+    def task_of(*config):
+        tasks = json.loads(gateway.cli("tasks", "--json", *config))
+        return next(t for t in tasks if t["task"]["name"].startswith("classify-customer-message"))
+
+    # Savings are priced only on models this deployment routes to and allows: with the gateway's config, only
+    # `fast` (gpt-4o-mini itself) is allowed, so nothing is saved.
+    task = task_of("--config", str(gateway.config))
     assert task["profile"]["calls"] == 5
     assert task["profile"]["type"]["type"] == "classify"
     assert task["profile"]["type"]["reasons"]
-    savings = task["profile"]["savings"]
+    narrow = task["profile"]["savings"]
+    assert narrow["cheapest_model"] == "fast" and narrow["savings_usd"] <= 1e-12, narrow
+    # Allowing every priced model: the cheapest that its providers (OpenAI, Anthropic, Gemini here) serve,
+    # never a Groq model, which no provider here serves.
+    wide = gateway.config.parent / "wide.toml"
+    wide.write_text(gateway.config.read_text() + '\n[catalog]\nallow = ["*"]\n')
+    savings = task_of("--config", str(wide))["profile"]["savings"]
     assert savings["cost_usd"] < task["profile"]["spend_usd"] and savings["savings_usd"] > 0
-    assert savings["cheapest_model"] != "gpt-4o-mini"
+    assert savings["cheapest_model"] not in ("gpt-4o-mini", "llama-3.1-8b-instant"), savings
+    prices = subprocess.run([str(__import__("conftest").LEANLM), "prices", "--json"], capture_output=True, text=True)
+    host = json.loads(prices.stdout)["models"][savings["cheapest_model"]]["host"]
+    assert host in ("openai", "anthropic", "gemini"), (savings, host)
     tid = task["task"]["id"]
     assert "is now called" in gateway.cli("task", "rename", tid, "renamed intents")
     detail = json.loads(gateway.cli("task", tid, "--json"))

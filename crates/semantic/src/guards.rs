@@ -679,6 +679,12 @@ pub fn veto(a: &str, b: &str) -> Option<Veto> {
     if numbers(a) != numbers(b) {
         return Some(Veto::Numbers);
     }
+    // The word-level guards read English (its negations, quantifiers, capitalised names, WordNet's
+    // synonyms): on other languages they would veto German nouns as names and miss Spanish negations. There,
+    // the numbers hold and the similarity threshold (and the task's own evidence) decides.
+    if !(english(a) && english(b)) {
+        return None;
+    }
     if marked(a, NEGATIONS).contains("not") != marked(b, NEGATIONS).contains("not") {
         return Some(Veto::Negation);
     }
@@ -940,6 +946,71 @@ pub fn bare_reply(text: &str) -> bool {
 /// document to summarise) are compared as before, with their conversation.
 const SHORT_TEXT: usize = 1024;
 
+/// Whether a text is English, the one language the word-level guards were written for (their word lists,
+/// WordNet's dictionary, English capitalisation). A language model of letter n-grams (`lingua`, among the
+/// languages users mostly write in; its models load on first use, ~30 MB) rules a text out when it is fairly
+/// sure (60%) the text is another language; otherwise the text is English when three in five of its words are
+/// English (WordNet's words and inflections, and the function words WordNet lacks), which keeps "cancel it"
+/// English where the model, on two words, leans Italian.
+pub fn english(text: &str) -> bool {
+    // A lookup compares one question with several cached ones, and a cached one with many over its life:
+    // the answer is kept per text (bounded; cleared when full), as detection takes 0.1–0.5 ms.
+    static SEEN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u64, bool>>> =
+        std::sync::LazyLock::new(Default::default);
+    const SEEN_LIMIT: usize = 16_384;
+    let key = {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(text)
+    };
+    if let Some(known) = SEEN.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return known;
+    }
+    let answer = detect_english(text);
+    if let Ok(mut m) = SEEN.lock() {
+        if m.len() >= SEEN_LIMIT {
+            m.clear();
+        }
+        m.insert(key, answer);
+    }
+    answer
+}
+
+fn detect_english(text: &str) -> bool {
+    use lingua::Language;
+    static DETECTOR: std::sync::LazyLock<lingua::LanguageDetector> = std::sync::LazyLock::new(|| {
+        lingua::LanguageDetectorBuilder::from_languages(&[
+            Language::English,
+            Language::Spanish,
+            Language::French,
+            Language::German,
+            Language::Italian,
+            Language::Portuguese,
+            Language::Dutch,
+        ])
+        .build()
+    });
+    // The guards compare questions; past this length a text is compared as a whole (see `SHORT_TEXT`).
+    let sample: String = text.chars().take(300).collect();
+    if let Some((language, confidence)) = DETECTOR.compute_language_confidence_values(&sample).first()
+        && *language != Language::English
+        && *confidence >= 0.6
+    {
+        return false;
+    }
+    let ws: Vec<String> = words(text)
+        .into_iter()
+        .filter(|w| w.chars().all(char::is_alphabetic))
+        .collect();
+    if ws.is_empty() {
+        return true;
+    }
+    let known = ws
+        .iter()
+        .filter(|w| lexicon::known(w) || FUNCTION_WORDS.contains(&w.as_str()) || OWN.contains(&w.as_str()))
+        .count();
+    known * 5 >= ws.len() * 3
+}
+
 /// Whether two texts are the same words but for misspellings ("How do I cancle an order I placed this
 /// morning?", "the email adress on my acount"): each word that differs is a slip of the keyboard (a letter
 /// dropped, added, changed or two swapped, one per four letters) of a word of five letters or more, and not
@@ -948,6 +1019,10 @@ const SHORT_TEXT: usize = 1024;
 pub fn spelled_alike(a: &str, b: &str) -> bool {
     // A question, not a document: past this the word-by-word comparison costs more than it is worth.
     if a.len().max(b.len()) > SHORT_TEXT {
+        return false;
+    }
+    // A misspelling is a word not in the English dictionary: in another language every word is one.
+    if !(english(a) && english(b)) {
         return false;
     }
     let (wa, wb) = (words(a), words(b));
@@ -1739,6 +1814,48 @@ mod tests {
         assert_eq!(
             veto_reply(&cancel, &chat("that's right - do you want me to cancel it before then")),
             None
+        );
+    }
+
+    #[test]
+    fn other_languages_get_only_the_guards_that_hold_in_any_language() {
+        for (text, en) in [
+            ("How do I cancle an order I placed this morning?", true),
+            ("Do you accept Amex?", true),
+            ("¿Cómo comprar un seguro?", false),
+            ("¿Cómo comparar un seguro?", false),
+            ("Wie kann ich meine Karte sperren?", false),
+            ("Comment annuler ma commande ?", false),
+            ("Quiero cancelar mi pedido", false),
+            ("Is PulseFit open on Christmas Day?", true),
+            ("my card never came", true),
+            ("card still not here", true),
+            ("I lost my card", true),
+        ] {
+            assert_eq!(english(text), en, "{text}");
+        }
+        // One word apart in Spanish is another question, not a misspelling (no Spanish word is in WordNet).
+        assert!(!spelled_alike("¿Cómo comprar un seguro?", "¿Cómo comparar un seguro?"));
+        assert!(spelled_alike("How do I cancle my order?", "How do I cancel my order?"));
+        // German nouns are capitalised: not names for the entities guard.
+        assert_eq!(
+            veto(
+                "Wie kann ich meine Karte sperren?",
+                "Wie kann ich meine Karte sofort sperren?"
+            ),
+            None
+        );
+        // Numbers hold in any language.
+        assert_eq!(
+            veto("¿Cuánto cuesta enviar 2 paquetes?", "¿Cuánto cuesta enviar 3 paquetes?"),
+            Some(Veto::Numbers)
+        );
+        assert_eq!(
+            veto(
+                "Combien coûte la livraison de 2 colis ?",
+                "Combien coûte la livraison de 5 colis ?"
+            ),
+            Some(Veto::Numbers)
         );
     }
 
