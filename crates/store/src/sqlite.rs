@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use leanlm_core::{CacheOutcome, CheckKind, Origin, Usage};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{CallFilter, CallRecord, CallStatus, CallSummary, SpendBy, SpendRow, StoreError};
 
@@ -280,6 +280,14 @@ impl Store {
         Ok(store)
     }
 
+    /// A write transaction that takes the write lock at its start. SQLite's default (deferred) one starts as a
+    /// reader and upgrades at its first write; if another connection (a gateway's call-log writer, a CLI
+    /// command) committed in between, the upgrade fails at once with "database is locked", whatever the busy
+    /// timeout. Taken up front, the lock is waited for (up to the busy timeout) instead.
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let current = self
             .conn
@@ -294,7 +302,7 @@ impl Store {
             let version = i + 1;
             let tx = self
                 .conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|source| StoreError::Migrate { version, source })?;
             tx.execute_batch(sql)
                 .map_err(|source| StoreError::Migrate { version, source })?;
@@ -313,7 +321,7 @@ impl Store {
 
     /// Inserts records in one transaction, and records the tasks they belong to.
     pub fn insert_batch(&mut self, records: &[CallRecord]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO tasks (id, name, origin, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -722,7 +730,7 @@ impl Store {
 
     /// Records which calls a learned replacement was trained on, so validation leaves them out.
     pub fn mark_training_calls(&mut self, replacement: &str, ids: &[String]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut stmt =
                 tx.prepare_cached("INSERT OR IGNORE INTO training_calls (replacement, call_id) VALUES (?1, ?2)")?;
@@ -791,7 +799,7 @@ impl Store {
         expected: Option<u64>,
         audit: &crate::AuditRow,
     ) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let current: Option<i64> = tx
             .query_row("SELECT version FROM policies WHERE task = ?1", [&row.task_id], |r| {
                 r.get(0)
@@ -852,7 +860,7 @@ impl Store {
     /// Stores verified would-be hits of the semantic cache and returns their ids, in order. Evidence is never
     /// deleted, so ids never repeat.
     pub fn insert_semantic_evidence(&mut self, rows: &[crate::SemanticEvidence]) -> Result<Vec<i64>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let mut ids = Vec::with_capacity(rows.len());
         {
             let mut ins = tx.prepare_cached(
@@ -931,7 +939,7 @@ impl Store {
 
     /// Stores semantic-cache entries and returns their ids, in order.
     pub fn insert_semantic_entries(&mut self, rows: &[crate::SemanticEntry]) -> Result<Vec<i64>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let mut ids = Vec::with_capacity(rows.len());
         {
             let mut ins = tx.prepare_cached(
@@ -1024,7 +1032,7 @@ impl Store {
     /// Drops the stored semantic-cache entries of a task (or of all) and records the clear for every gateway on
     /// the store to apply to what it holds in memory. Returns the clear's id and how many rows were deleted.
     pub fn clear_semantic_cache(&mut self, task: Option<&str>, at_ms: i64) -> Result<(i64, usize), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let deleted = tx.execute(DELETE_SEMANTIC_ENTRIES, params![task, at_ms])?;
         tx.execute(
             "INSERT INTO cache_clears (task, at_ms) VALUES (?1, ?2)",
@@ -1067,7 +1075,7 @@ impl Store {
         per_partition: usize,
         total: usize,
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let mut n = tx.execute(
             "DELETE FROM semantic_entries WHERE expires_at_ms <= ?1",
             params![now_ms],
@@ -1102,7 +1110,7 @@ impl Store {
     /// Adds online evidence: shadow and audit answers are kept one by one (the recent window reads them);
     /// every piece, `served` ones included, is added to the version's running totals.
     pub fn insert_online(&mut self, scores: &[crate::OnlineScore]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut row = tx.prepare_cached(
                 "INSERT INTO online_scores (task, version, at_ms, kind, agreed, error, cost_usd, call_id, note, model,
@@ -1235,7 +1243,7 @@ impl Store {
         validation: &str,
         outcomes: &[(String, bool, Option<String>)],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO validation_outcomes (validation, call_id, agreed, hard) VALUES (?1, ?2, ?3, ?4)",
@@ -1503,6 +1511,36 @@ pub(crate) mod tests {
             ["b", "a"],
             "training for one replacement does not hide calls from another"
         );
+    }
+
+    #[test]
+    fn a_read_then_write_transaction_waits_for_another_writer_instead_of_failing() {
+        // A policy change reads the current version, then writes, while a gateway's call-log writer commits
+        // on its own connection. Had the transaction begun as a reader (SQLite's default), a commit landing
+        // between its read and its write would fail the write at once with "database is locked".
+        let dir = std::env::temp_dir().join(format!("leanlm-locks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("l.db").display());
+        let mut cli = Store::open(&url).unwrap();
+        let mut gw = Store::open(&url).unwrap();
+        let tx = cli.write().unwrap();
+        let n: i64 = tx.query_row("SELECT count(*) FROM policies", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        // The other writer commits meanwhile (it waits for the lock this transaction holds).
+        let other = std::thread::spawn(move || gw.insert_batch(&[record("c1", "m", 1, 0.0)]));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        tx.execute(
+            "INSERT INTO policies (task, version, policy, updated_at_ms) VALUES ('t1', 1, '{}', 1)",
+            [],
+        )
+        .expect("the write after the read succeeds");
+        tx.commit().unwrap();
+        other
+            .join()
+            .unwrap()
+            .expect("the other writer waited for the lock and then wrote");
+        drop(cli);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
