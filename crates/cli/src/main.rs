@@ -542,8 +542,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ]);
             }
             println!("{table}");
-            println!("Ranked by savings potential: spend minus the cost of the same tokens on the cheapest catalogued");
-            println!("model that supports what the task uses. An upper bound before any quality check.");
+            println!("Ranked by savings potential: spend minus the cost of the same tokens on the cheapest model this");
+            println!(
+                "deployment routes to and allows as a replacement that supports what the task uses. An upper bound"
+            );
+            println!("before any quality check.");
+            if offers.is_empty() {
+                println!(
+                    "No model is allowed as a replacement yet, so none is priced: list them under [catalog] allow"
+                );
+                println!("in the config ([\"*\"] for every model the configured providers serve).");
+            }
             Ok(())
         }
         Command::Task {

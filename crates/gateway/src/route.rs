@@ -62,18 +62,20 @@ impl Routes {
                 .ok_or_else(|| unknown(name, self))?;
             return Ok(self.target(name, &m.upstream, provider, m.price));
         }
+        // A table model goes to the provider named after who serves it: Groq's models to `[providers.groq]`,
+        // never to OpenAI because they speak its API, nor because a name like Groq's `openai/gpt-oss-120b`
+        // reads as `provider/model`.
+        if let Some(entry) = PriceTable::bundled().lookup(name) {
+            return match self.providers.get(entry.host.as_str()) {
+                Some(provider) => Ok(self.target(name, name, provider.clone(), None)),
+                None => Err(unknown(name, self)),
+            };
+        }
         if let Some((p, model)) = name.split_once('/')
             && let Some(provider) = self.providers.get(p)
             && !model.is_empty()
         {
             return Ok(self.target(name, model, provider.clone(), None));
-        }
-        // A table model goes to the provider named after who serves it: Groq's models to `[providers.groq]`,
-        // never to OpenAI because they speak its API.
-        if let Some(entry) = PriceTable::bundled().lookup(name)
-            && let Some(provider) = self.providers.get(entry.host.as_str())
-        {
-            return Ok(self.target(name, name, provider.clone(), None));
         }
         Err(unknown(name, self))
     }
@@ -233,6 +235,12 @@ mod tests {
             !names.iter().any(|n| n == "llama-3.1-8b-instant"),
             "no Groq provider configured"
         );
+        // Groq's `openai/gpt-oss-120b` is Groq's model, not `provider/model` for OpenAI.
+        assert!(names.iter().all(|n| n != "openai/gpt-oss-120b"));
+        assert!(routes("").resolve("openai/gpt-oss-120b").is_err());
+        assert_eq!(r.resolve("openai/gpt-oss-120b").unwrap()[0].provider.name, "groq");
+        // A name the table does not know still reads as `provider/model`.
+        assert_eq!(r.resolve("openai/my-fine-tune").unwrap()[0].provider.name, "openai");
     }
 
     #[test]
