@@ -57,8 +57,14 @@ fn maths_answers_are_scored_on_their_final_value() {
     assert_eq!(poor["scorer"], "value", "{poor:#}");
     assert_eq!(code, 2, "{:#}", poor["verdict"]);
     assert_eq!(poor["verdict"]["rule"], "agreement_below");
-    let rate = poor["agreement"]["rate"].as_f64().unwrap();
-    assert!((0.45..0.75).contains(&rate), "measured {rate}, truth 0.6");
+    // The truth (the cheap model's answers come to the reference's value on 60% of rows) lies within the
+    // measured agreement's interval: no false agreement inflating it (similarity on such answers measured
+    // 79% where the truth was 59%), whichever calls the sample drew.
+    let (low, high) = (
+        poor["agreement"]["low"].as_f64().unwrap(),
+        poor["agreement"]["high"].as_f64().unwrap(),
+    );
+    assert!(low <= 0.6 && 0.6 <= high, "{:#}", poor["agreement"]);
     let (code, good) = validate(&env, &task, "cheap-99", &[]);
     assert_eq!(code, 0, "{:#}", good["verdict"]);
     assert_eq!(good["scorer"], "value");
@@ -94,7 +100,7 @@ fn maths_answers_are_scored_on_their_final_value() {
     let check = &fooled["scorer_check"];
     assert_eq!(check["against"], "judge:big");
     let q = check["false_agreement_rate"].as_f64().unwrap();
-    assert!((0.2..0.6).contains(&q), "{check:#}");
+    assert!((0.15..0.7).contains(&q), "{check:#}");
     assert!(
         fooled["verdict"]["reason"].as_str().unwrap().contains("--scorer value"),
         "{:#}",
@@ -123,8 +129,9 @@ fn similar_answers_with_other_facts_do_not_pass_on_similarity() {
     let task = log(&mut env, &rows, 500);
 
     // Without a judge the default is similarity, checked first on the reference's answers against copies
-    // with one fact changed: it cannot tell "… with DHL … on Tuesday" from "… with UPS … on Tuesday", so
-    // it is not trusted.
+    // with one fact changed: it often cannot tell "… with DHL … on Tuesday" from "… with UPS … on Tuesday"
+    // (it measured 86% agreement here where the truth is 70%), so the verdict does not pass on it: the
+    // agreement is under the bound, or the check says the scorer cannot be trusted.
     let (code, report) = validate(&env, &task, "cheap-90", &[]);
     assert_eq!(code, 2, "{report:#}");
     assert!(
@@ -141,8 +148,9 @@ fn similar_answers_with_other_facts_do_not_pass_on_similarity() {
         report["scorer_check"]["against"], "answers with one fact changed",
         "{report:#}"
     );
+    // MiniLM agreed on 64% of them here (32 of 50); ROUGE-L, without the model, on nearly all.
     assert!(
-        report["scorer_check"]["false_agreement_rate"].as_f64().unwrap() > 0.5,
+        report["scorer_check"]["false_agreement_rate"].as_f64().unwrap() > 0.3,
         "{report:#}"
     );
 
