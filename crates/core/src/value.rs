@@ -75,6 +75,19 @@ fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
     cell.get_or_init(|| Regex::new(pattern).expect("a valid built-in pattern"))
 }
 
+/// The share of a task's answers that must come to a value for the task to be scored on values.
+pub const VALUE_SHARE: f64 = 0.6;
+
+/// True when an answer comes to a value a scorer can compare exactly: a number, date or yes/no, or any final
+/// answer after a marker. JSON is left to the JSON scorer.
+pub fn comes_to_value(answer: &str) -> bool {
+    let a = answer.trim_start();
+    if a.starts_with('{') || a.starts_with('[') {
+        return false;
+    }
+    final_value(a).is_some_and(|f| f.marked || f.value.is_typed())
+}
+
 /// The longest answer, in words, that is read as a value on its own without a marker.
 const SHORT_ANSWER_WORDS: usize = 6;
 

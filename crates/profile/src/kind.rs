@@ -2,6 +2,7 @@
 //! are kept: the type decides which replacements and scorers apply later, so a user must be able to see
 //! why a task got its label.
 
+use leanlm_core::value::{VALUE_SHARE, comes_to_value};
 use serde::Serialize;
 
 #[cfg(test)]
@@ -35,19 +36,6 @@ pub struct TypeVerdict {
     /// The answers come to a value (a number, a date, yes/no, or a final answer after reasoning): such a
     /// task is scored on that value, whatever its type (see [`leanlm_core::ScorerSpec::for_task`]).
     pub values: bool,
-}
-
-/// The share of answers that must come to a value for the task to be scored on values.
-const VALUE_SHARE: f64 = 0.6;
-
-/// True when an answer comes to a value a scorer can compare: a number, date or yes/no, or any final answer
-/// after a marker. JSON is left to the JSON scorer.
-fn comes_to_value(output: &str) -> bool {
-    let o = output.trim_start();
-    if o.starts_with('{') || o.starts_with('[') {
-        return false;
-    }
-    leanlm_core::value::final_value(o).is_some_and(|f| f.marked || f.value.is_typed())
 }
 
 fn any_word(text: &str, words: &[&str]) -> Option<String> {

@@ -317,6 +317,15 @@ impl<R: Replay> Validation<'_, R> {
         }
     }
 
+    /// The judge's model when the scorer is the judge: the one it names, else the configured one.
+    fn scoring_judge(&self) -> Option<String> {
+        match &self.opts.scorer {
+            ScorerSpec::Judge { model: Some(m) } => Some(m.clone()),
+            ScorerSpec::Judge { model: None } => self.opts.judge_model.clone(),
+            _ => None,
+        }
+    }
+
     fn control_size(&self) -> usize {
         match self.opts.bound {
             Bound::OfControl(_) => self.opts.control.min(self.calls.len()),
@@ -384,11 +393,7 @@ impl<R: Replay> Validation<'_, R> {
         spent: &Spent,
         capped: &Mutex<bool>,
     ) -> Vec<Outcome> {
-        let judge_model = match &self.opts.scorer {
-            ScorerSpec::Judge { model: Some(m) } => Some(m.clone()),
-            ScorerSpec::Judge { model: None } => self.opts.judge_model.clone(),
-            _ => None,
-        };
+        let judge_model = self.scoring_judge();
         let jobs = indices.into_iter().map(|i| {
             let judge_model = judge_model.clone();
             async move {
@@ -728,11 +733,7 @@ impl<R: Replay> Validation<'_, R> {
         if kept.is_empty() || others.is_empty() {
             return None;
         }
-        let judge_model = match &self.opts.scorer {
-            ScorerSpec::Judge { model: Some(m) } => Some(m.clone()),
-            ScorerSpec::Judge { model: None } => self.opts.judge_model.clone(),
-            _ => None,
-        };
+        let judge_model = self.scoring_judge();
         let replayed: Vec<Option<(bool, f64)>> = futures_util::stream::iter(others.iter().map(|o| &self.calls[o.0]))
             .map(|call| {
                 let judge_model = judge_model.clone();
@@ -832,9 +833,8 @@ impl<R: Replay> Validation<'_, R> {
     /// scorer said agree; the share it rejects, times the agreement, is how much of the agreement may be
     /// false. Without one, the scorer compares reference answers with copies of them that have one fact
     /// changed, which should not agree: if it agrees on a share `f` of them, a share `f` of the truly
-    /// different pairs passes too,
-    /// which inflates the agreement `a` by up to `f (1 - a) / (1 - f)`.
-    /// Where the measured agreement minus that inflation falls under the bound, the verdict is FAIL
+    /// different pairs passes too, which inflates the agreement `a` by up to `f (1 - a) / (1 - f)`. Where
+    /// the measured agreement minus that inflation falls under the bound, the verdict is FAIL
     /// (`scorer_unreliable`).
     async fn check_scorer(
         &self,
@@ -851,9 +851,9 @@ impl<R: Replay> Validation<'_, R> {
         let valued = self
             .calls
             .iter()
-            .filter(|c| score::value::final_value(&c.reference).is_some_and(|f| f.marked || f.value.is_typed()))
+            .filter(|c| score::value::comes_to_value(&c.reference))
             .count();
-        let suggest = if valued * 10 >= self.calls.len() * 6 {
+        let suggest = if valued as f64 >= score::value::VALUE_SHARE * self.calls.len() as f64 {
             "value".to_owned()
         } else {
             match &self.opts.judge_model {
@@ -861,15 +861,11 @@ impl<R: Replay> Validation<'_, R> {
                 None => "judge:MODEL (or set `[validation] judge` in the config)".to_owned(),
             }
         };
-        let mut check = None;
-        if let (Some(jm), true) = (&self.opts.judge_model, verdict.passed) {
-            check = self.check_with_judge(jm, outcomes, agreement, spent).await;
-        }
-        let check = match check {
-            Some(c) => Some(c),
-            None => self.check_across_requests(outcomes, agreement, ctx),
+        let judged = match (&self.opts.judge_model, verdict.passed) {
+            (Some(jm), true) => self.check_with_judge(jm, outcomes, agreement, spent).await,
+            _ => None,
         };
-        let Some(mut check) = check else {
+        let Some(mut check) = judged.or_else(|| self.check_across_requests(outcomes, agreement, ctx)) else {
             return (verdict, None);
         };
         check.suggest = suggest;
