@@ -240,6 +240,7 @@ fn call_from(
             id: task.id,
             name: task.name,
             origin: task.origin,
+            absorbs: task.absorbs,
         }),
         requested_model: parsed.model.clone(),
         served_model: Some(served.clone()),

@@ -67,6 +67,7 @@ mod tests {
                 id: task.into(),
                 name: name.into(),
                 origin: Origin::Template,
+                absorbs: Default::default(),
             }),
             requested_model: "gpt-4o".into(),
             served_model: Some("gpt-4o".into()),

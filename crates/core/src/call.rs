@@ -136,6 +136,10 @@ pub struct TaskRef {
     /// The automatic name, used when the task is first seen; `leanlm task rename` changes the stored one.
     pub name: String,
     pub origin: Origin,
+    /// Tasks this one absorbed when discovery found they share its template: the store folds their calls
+    /// into it. Not part of the wire or of stored rows.
+    #[serde(skip)]
+    pub absorbs: std::sync::Arc<[String]>,
 }
 
 /// The numbers of one call, for profiling a task.

@@ -8,6 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::mask;
+use crate::miner::{Mined, Miner};
 
 pub use leanlm_core::Origin;
 
@@ -19,6 +20,8 @@ pub struct Identity {
     /// A readable automatic name.
     pub name: String,
     pub origin: Origin,
+    /// Ids of tasks this one absorbed when its template was mined: calls logged under them belong here.
+    pub absorbs: std::sync::Arc<[String]>,
 }
 
 impl Identity {
@@ -28,6 +31,7 @@ impl Identity {
             id: name.to_owned(),
             name: name.to_owned(),
             origin: Origin::Explicit,
+            absorbs: Default::default(),
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct Discoverer {
     promoted: Mutex<std::collections::HashSet<String>>,
     /// Templates on probation: the hashes of the distinct inputs seen with each.
     candidates: Mutex<HashMap<String, Vec<u64>>>,
+    /// Templates mined from the differences between skeletons (names, inline inputs).
+    miner: Mutex<Miner>,
 }
 
 impl Discoverer {
@@ -168,6 +174,7 @@ impl Discoverer {
             id: format!("t_{}", hex::encode(&digest[..6])),
             name: format!("embeddings-{model}"),
             origin: Origin::Template,
+            absorbs: Default::default(),
         }
     }
 
@@ -205,19 +212,6 @@ impl Discoverer {
         } else {
             mask::instructions_skeleton(&shape.system)
         };
-        // With a system prompt, the instructions are there and the user turn is the input. Without one, the
-        // user turn may itself be a template wrapping an input.
-        let user = if system.is_empty() {
-            Some(mask::skeleton(&head_and_tail(&shape.first_user))).filter(|u| mask::is_template(u))
-        } else {
-            None
-        };
-        let free_form = system.is_empty() && user.is_none();
-        let id = template_id(
-            shape,
-            if free_form { "chat" } else { &system },
-            user.as_deref().unwrap_or(mask::TEXT),
-        );
         let chat = |id: String| {
             let name = if shape.tools.is_some() {
                 "chat-with-tools"
@@ -228,24 +222,85 @@ impl Discoverer {
                 id,
                 name: name.to_owned(),
                 origin: Origin::Chat,
+                absorbs: Default::default(),
             }
         };
-        if free_form {
-            return chat(id);
+        if system.is_empty() {
+            // Without a system prompt, the user turn may itself be a template wrapping an input: one masking
+            // recognises (a labelled or delimited insert), or one the miner finds (an input inline).
+            let user = mask::skeleton(&head_and_tail(&shape.first_user));
+            if mask::is_template(&user) {
+                let id = template_id(shape, "", &user);
+                if !self.promoted(&id, &shape.first_user) {
+                    return chat(template_id(shape, "chat", mask::TEXT));
+                }
+                return Identity {
+                    id,
+                    name: readable_name(&user),
+                    origin: Origin::Template,
+                    absorbs: Default::default(),
+                };
+            }
+            let chat_id = template_id(shape, "chat", mask::TEXT);
+            if !mask::has_fixed_text(&user) {
+                return chat(chat_id);
+            }
+            let (mined, _) = self.mine(shape, "user", &user, &chat_id, true);
+            return match mined {
+                // The calls before the template was confirmed stay in chat: its id is shared by all chat.
+                Mined::Template { text, .. } => Identity {
+                    id: template_id(shape, "", &text),
+                    name: readable_name(&text),
+                    origin: Origin::Template,
+                    absorbs: Default::default(),
+                },
+                Mined::Alone => chat(chat_id),
+            };
         }
-        if user.is_some() && !self.promoted(&id, &shape.first_user) {
-            return chat(template_id(shape, "chat", mask::TEXT));
+        // With a system prompt, the instructions are there and the user turn is the input.
+        let own = template_id(shape, &system, mask::TEXT);
+        let (mined, confirmed) = self.mine(shape, "system", &system, &own, false);
+        if confirmed {
+            // Identities remembered for the prompts this template absorbed are stale.
+            self.known_shapes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
-        let basis = if mask::has_fixed_text(&system) {
-            system
+        let (id, basis, absorbs) = match mined {
+            Mined::Template { text, absorbs } => (template_id(shape, &text, mask::TEXT), text, absorbs.into()),
+            Mined::Alone => (own, system, Default::default()),
+        };
+        let basis = if mask::has_fixed_text(&basis) {
+            basis
         } else {
-            user.unwrap_or_default()
+            mask::skeleton(&head_and_tail(&shape.first_user))
         };
         Identity {
             id,
             name: readable_name(&basis),
             origin: Origin::Template,
+            absorbs,
         }
+    }
+
+    /// Runs the miner on a skeleton, in the group of calls that share the endpoint, schemas and part.
+    fn mine(&self, shape: &Shape, part: &str, skeleton: &str, id: &str, long_gaps: bool) -> (Mined, bool) {
+        let group = {
+            let mut h = Sha256::new();
+            for p in [
+                shape.endpoint,
+                part,
+                shape.tools.as_deref().unwrap_or(""),
+                shape.response_format.as_deref().unwrap_or(""),
+            ] {
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p.as_bytes());
+            }
+            let d = h.finalize();
+            u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+        };
+        self.miner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .mine(group, skeleton, id, long_gaps)
     }
 }
 
@@ -399,6 +454,93 @@ mod tests {
         let mut with_schema = classify("I lost my card");
         with_schema["response_format"] = serde_json::json!({"type": "json_object"});
         assert_ne!(id_of(&d, with_schema).id, a.id);
+    }
+
+    #[test]
+    fn per_user_system_prompts_are_one_task() {
+        let d = Discoverer::new();
+        let users = [
+            ("Amara", "Monday", "9:05"),
+            ("Bo Chen", "Tuesday", "14:30"),
+            ("Carlos", "Friday", "18:00"),
+            ("Dmitri Ivanov", "Sunday", "7:45"),
+            ("Elif", "Wednesday", "11:11"),
+            ("Fatima", "Thursday", "16:20"),
+            ("Gao", "Saturday", "22:10"),
+            ("Hana", "Monday", "8:00"),
+        ];
+        let call = |(name, day, time): (&str, &str, &str), q: &str| {
+            serde_json::json!({"model": "m", "messages": [
+                {"role": "system", "content": format!("You are Aria, the personal assistant of {name}. Today is {day} and the time is {time}. Answer {name}'s questions briefly.")},
+                {"role": "user", "content": q}]})
+        };
+        let ids: Vec<Identity> = users.iter().map(|u| id_of(&d, call(*u, "what's on today?"))).collect();
+        let last = ids.last().unwrap().clone();
+        assert_eq!(last.origin, Origin::Template);
+        assert_eq!(last.name, "aria-personal-today-time-answer");
+        // Every user after the template was confirmed shares one task; the first users' own tasks were
+        // absorbed into it, so the store folds them in.
+        let confirmed = ids.iter().position(|i| i.id == last.id).unwrap();
+        assert!(confirmed < crate::miner::SHORT_VARIANTS, "{ids:?}");
+        assert!(ids[confirmed..].iter().all(|i| i.id == last.id));
+        for early in &ids[..confirmed] {
+            assert!(last.absorbs.contains(&early.id), "{early:?} not absorbed");
+        }
+        // A user seen before the template existed now gets the template too, whatever the time.
+        assert_eq!(
+            id_of(&d, call(("Amara", "Friday", "10:00"), "and tomorrow?")).id,
+            last.id
+        );
+        // A different instruction that shares most of its words is another task.
+        let other = id_of(
+            &d,
+            serde_json::json!({"model": "m", "messages": [
+                {"role": "system", "content": "You are Aria, the personal assistant of Hana. Today is Monday and the time is 8:00. Translate everything Hana writes into formal Japanese."},
+                {"role": "user", "content": "hi"}]}),
+        );
+        assert_ne!(other.id, last.id);
+    }
+
+    #[test]
+    fn inline_user_templates_are_found_and_chat_stays_chat() {
+        let d = Discoverer::new();
+        let route = |q: &str| serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Which team should handle {q}? Answer with a team name.")}]});
+        let questions = [
+            "my card payment that was declined",
+            "a top-up that never arrived",
+            "the exchange rate I was charged abroad",
+            "an unknown direct debit from last week",
+            "a blocked PIN",
+            "a refund that is still pending",
+            "changing my address",
+            "a surprise cash withdrawal fee",
+            "the app crashing at login",
+            "a stolen phone with the app on it",
+        ];
+        let ids: Vec<Identity> = questions.iter().map(|q| id_of(&d, route(q))).collect();
+        // The first calls are chat until enough distinct inputs show the template.
+        assert_eq!(ids[0].origin, Origin::Chat);
+        let t = ids.last().unwrap();
+        assert_eq!(
+            (t.origin, t.name.as_str()),
+            (Origin::Template, "team-should-handle-answer-team")
+        );
+        assert_eq!(
+            ids.iter().filter(|i| i.origin == Origin::Chat).count(),
+            crate::miner::LONG_VARIANTS - 1
+        );
+        // Free chat between them stays chat.
+        for q in [
+            "Which is better, tea or coffee?",
+            "Write me a haiku about teams.",
+            "Which team won the 2018 World Cup?",
+        ] {
+            let c = id_of(
+                &d,
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": q}]}),
+            );
+            assert_eq!(c.origin, Origin::Chat, "{q}");
+        }
     }
 
     #[test]

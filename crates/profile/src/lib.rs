@@ -8,6 +8,7 @@
 mod identify;
 mod kind;
 pub mod mask;
+mod miner;
 mod report;
 
 pub use identify::{Discoverer, Identity, Origin, Shape};

@@ -26,6 +26,7 @@ fn record(i: usize, started_at_ms: i64) -> CallRecord {
             id: "t_0123456789ab".into(),
             name: "support-retail-bank-classify".into(),
             origin: Origin::Template,
+            absorbs: Default::default(),
         }),
         requested_model: "gpt-4o-mini".into(),
         served_model: Some("gpt-4o-mini".into()),

@@ -396,6 +396,7 @@ impl Store {
                 ])?;
             }
         }
+        fold_absorbed(&tx, records)?;
         tx.commit()?;
         Ok(())
     }
@@ -487,6 +488,7 @@ impl Store {
                             name: name.unwrap_or_else(|| id.clone()),
                             id,
                             origin: named_opt(r, 28)?.unwrap_or(Origin::Template),
+                            absorbs: Default::default(),
                         }),
                         (None, _) => None,
                     },
@@ -1385,6 +1387,40 @@ fn named_opt<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) ->
     }
 }
 
+/// Folds tasks that discovery found to share a template into the task that absorbed them: their calls move
+/// to it and their rows go. A task someone named or deployed a policy on stays as it is: its calls keep
+/// their history, and new calls go to the absorbing task, which the reference serves until it is validated.
+fn fold_absorbed(tx: &rusqlite::Transaction, records: &[CallRecord]) -> Result<(), StoreError> {
+    let mut done: std::collections::HashSet<(&str, &str)> = Default::default();
+    for t in records.iter().filter_map(|r| r.task.as_ref()) {
+        for old in t.absorbs.iter().filter(|o| **o != t.id) {
+            if !done.insert((t.id.as_str(), old.as_str())) {
+                continue;
+            }
+            let kept: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM policies WHERE task = ?1)
+                         OR EXISTS(SELECT 1 FROM tasks WHERE id = ?1 AND renamed = 1)",
+                )?
+                .query_row(params![old], |r| r.get(0))?;
+            if kept {
+                continue;
+            }
+            tx.prepare_cached("UPDATE calls SET task = ?1 WHERE task = ?2")?
+                .execute(params![t.id, old])?;
+            tx.prepare_cached(
+                "UPDATE tasks SET first_seen_ms = min(first_seen_ms,
+                     coalesce((SELECT first_seen_ms FROM tasks WHERE id = ?2), first_seen_ms))
+                 WHERE id = ?1",
+            )?
+            .execute(params![t.id, old])?;
+            tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
+                .execute(params![old])?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1400,6 +1436,7 @@ pub(crate) mod tests {
                 id: format!("t_{model}"),
                 name: format!("{model}-task"),
                 origin: Origin::Template,
+                absorbs: Default::default(),
             }),
             requested_model: model.into(),
             served_model: Some(model.into()),
@@ -1692,6 +1729,37 @@ pub(crate) mod tests {
         );
         let since = s.spend(SpendBy::Model, Some(2 * day)).unwrap();
         assert_eq!(since.len(), 1);
+    }
+
+    #[test]
+    fn absorbed_tasks_fold_into_the_template_unless_someone_named_them() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        s.insert_batch(&[
+            record("a", "m1", 1, 0.1),
+            record("b", "m2", 2, 0.1),
+            record("c", "m2", 3, 0.1),
+        ])
+        .unwrap();
+        assert!(s.rename_task("t_m1", "alice's assistant").unwrap());
+        let mut merged = record("d", "mx", 10, 0.1);
+        if let Some(t) = merged.task.as_mut() {
+            t.absorbs = vec!["t_m1".to_owned(), "t_m2".to_owned(), "t_gone".to_owned()].into();
+        }
+        // Absorbs repeat on later calls of the template: folding twice changes nothing.
+        let again = merged.clone();
+        s.insert_batch(&[merged]).unwrap();
+        let mut again = again;
+        again.id = "e".into();
+        s.insert_batch(&[again]).unwrap();
+        let tasks = s.tasks(None).unwrap();
+        let ids: Vec<(&str, u64, i64)> = tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.calls, t.first_seen_ms))
+            .collect();
+        assert!(ids.contains(&("t_mx", 4, 2)), "{ids:?}");
+        assert!(ids.contains(&("t_m1", 1, 1)), "a named task stays: {ids:?}");
+        assert!(!ids.iter().any(|t| t.0 == "t_m2"), "{ids:?}");
+        assert_eq!(s.call("b").unwrap().unwrap().task.unwrap().id, "t_mx");
     }
 
     #[test]

@@ -313,6 +313,7 @@ fn task_ref(i: Identity) -> TaskRef {
         id: i.id,
         name: i.name,
         origin: i.origin,
+        absorbs: i.absorbs,
     }
 }
 
