@@ -2,6 +2,9 @@
 //! it on every call: parse-free, from the already-parsed request. Used by `bench/tasks.py`.
 //!
 //!     cargo run --release -p leanlm-profile --example discovery_timing -- requests.jsonl
+//!     cargo run --release -p leanlm-profile --example discovery_timing -- requests.jsonl --ids
+//!
+//! With `--ids` it prints the task id the first pass gave each request instead, one per line.
 
 use std::time::Instant;
 
@@ -17,6 +20,12 @@ fn main() {
         .filter_map(|l| ChatRequest::parse(l.as_bytes()).ok())
         .collect();
     let d = Discoverer::new();
+    if std::env::args().any(|a| a == "--ids") {
+        for r in &requests {
+            println!("{}", d.identify(&Shape::from_openai("chat", r)).id);
+        }
+        return;
+    }
     // Cold: each system prompt masked for the first time.
     let t0 = Instant::now();
     for r in &requests {

@@ -241,6 +241,9 @@ impl Discoverer {
                     absorbs: Default::default(),
                 };
             }
+            // The miner sees every word: masking a long paragraph as data would hide an instruction that
+            // wraps a long input inline.
+            let user = mask::instructions_skeleton(&head_and_tail(&shape.first_user));
             let chat_id = template_id(shape, "chat", mask::TEXT);
             if !mask::has_fixed_text(&user) {
                 return chat(chat_id);

@@ -22,10 +22,15 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// Tokens aligned per skeleton: the head and the tail of longer ones, the middle standing in as one token.
 const HEAD: usize = 192;
 const TAIL: usize = 64;
-/// Distinct skeletons remembered per group; past this the oldest is forgotten.
-const RECENT: usize = 48;
+/// Distinct skeletons remembered per group; past this the oldest is forgotten. A group holds every template
+/// of its part (all user turns without a system prompt, say) and free chat, so it must span enough calls to
+/// see a template that carries a tenth of them several times.
+const RECENT: usize = 512;
+/// Skeletons remembered across all groups; past this every group forgets its skeletons (not its templates).
+/// At most `HEAD + TAIL + 1` tokens of 32 bytes each: 34 MB at worst, whatever clients send.
+const SEEN: usize = 4096;
 /// Groups remembered; past this the memory is reset (bounded, and rare: groups are endpoint × schema).
-const GROUPS: usize = 1024;
+const GROUPS: usize = 256;
 /// Confirmed templates per group; past this no more are mined in that group.
 const TEMPLATES: usize = 256;
 /// The widest gap, in tokens, that counts as a short variable (a name, a weekday, a time of day).
@@ -37,6 +42,8 @@ pub const LONG_VARIANTS: usize = 8;
 const LONG_REPEATS: f64 = 2.0;
 /// Candidate alignments tried per unmatched skeleton.
 const ALIGN: usize = 4;
+/// Relaxations tried per candidate template.
+const GENERALISE: usize = 8;
 /// A confirmed template weighs as much as this many skeletons when a new one generalises it.
 const TEMPLATE_WEIGHT: usize = SHORT_VARIANTS;
 /// The placeholder of a mined variable.
@@ -98,6 +105,8 @@ pub enum Mined {
 #[derive(Default, Debug)]
 pub struct Miner {
     groups: HashMap<u64, Group>,
+    /// Skeletons held in all groups' `recent`.
+    seen: usize,
 }
 
 impl Miner {
@@ -111,6 +120,13 @@ impl Miner {
         let tokens = tokenize(skeleton);
         if self.groups.len() >= GROUPS && !self.groups.contains_key(&group) {
             self.groups.clear();
+            self.seen = 0;
+        }
+        if self.seen >= SEEN {
+            for g in self.groups.values_mut() {
+                g.recent.clear();
+            }
+            self.seen = 0;
         }
         let g = self.groups.entry(group).or_default();
         if let Some(t) = g.templates.iter().find(|t| fits(&t.slots, &tokens).is_some()) {
@@ -123,13 +139,16 @@ impl Miner {
             );
         }
         // Seen before exactly: count it, nothing new to learn.
-        if let Some(s) = g.recent.iter_mut().find(|s| s.tokens == tokens) {
+        if let Some(s) = g.recent.iter_mut().find(|s| same(&s.tokens, &tokens)) {
             s.count += 1;
             return (Mined::Alone, false);
         }
+        let before = g.recent.len();
         let confirmed = confirm(g, &tokens, id, long_gaps);
+        self.seen -= before - g.recent.len();
         if g.recent.len() >= RECENT {
             g.recent.pop_front();
+            self.seen -= 1;
         }
         match confirmed {
             Some(t) => {
@@ -143,8 +162,11 @@ impl Miner {
                 (mined, true)
             }
             None => {
+                self.seen += 1;
                 g.recent.push_back(Seen {
-                    tokens,
+                    // Only the template's own text is ever shown, and it comes from the skeleton that
+                    // confirms it: remembered skeletons keep hashes alone.
+                    tokens: tokens.into_iter().map(|t| Token { text: "".into(), ..t }).collect(),
                     id: id.to_owned(),
                     count: 1,
                 });
@@ -195,6 +217,7 @@ fn confirm(g: &mut Group, tokens: &[Token], id: &str, long_gaps: bool) -> Option
             Partner::Template(i) => g.templates[*i].slots.clone(),
         };
         let Some(slots) = align(tokens, &other) else { continue };
+        let slots = generalise(g, slots, tokens);
         let ev = evidence(g, &slots, tokens);
         if ev.confirms(long_gaps) && best.as_ref().is_none_or(|(_, b)| ev.variants > b.variants) {
             best = Some((slots, ev));
@@ -226,6 +249,10 @@ fn confirm(g: &mut Group, tokens: &[Token], id: &str, long_gaps: bool) -> Option
     Some(Template { slots, text, absorbs })
 }
 
+fn same(a: &[Token], b: &[Token]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.hash == b.hash)
+}
+
 fn shares_an_end(a: &[Token], b: &[Token]) -> bool {
     let k = 2.min(a.len()).min(b.len());
     let same = |x: &[Token], y: &[Token]| x.iter().zip(y).all(|(x, y)| x.hash == y.hash);
@@ -235,6 +262,27 @@ fn shares_an_end(a: &[Token], b: &[Token]) -> bool {
 enum Partner {
     Recent(usize),
     Template(usize),
+}
+
+/// Relaxes a template aligned from two skeletons with the other skeletons of its kind: two inputs may share
+/// a word next to the template's text ("… my card? Answer …"), which a third input does not. Each step must
+/// keep three quarters of the fixed tokens, so a template never dissolves into words chat messages share.
+fn generalise(g: &Group, mut slots: Vec<Slot>, tokens: &[Token]) -> Vec<Slot> {
+    let fixed = |s: &[Slot]| s.iter().filter(|s| matches!(s, Slot::Fixed(_))).count();
+    let mut steps = 0;
+    for s in g.recent.iter().rev() {
+        if steps == GENERALISE || !shares_an_end(tokens, &s.tokens) || fits(&slots, &s.tokens).is_some() {
+            continue;
+        }
+        let Some(wider) = align(&s.tokens, &slots) else {
+            continue;
+        };
+        if fixed(&wider) * 4 >= fixed(&slots) * 3 && fits(&wider, tokens).is_some() {
+            slots = wider;
+            steps += 1;
+        }
+    }
+    slots
 }
 
 /// Whether two token sequences share enough to be worth aligning: a few tokens, and a quarter of the
@@ -394,7 +442,12 @@ fn align(a: &[Token], b: &[Slot]) -> Option<Vec<Slot>> {
                 items.push(Item::Gap(skip.0.max(skip.1), skip.2));
                 skip = (0, 0, false);
             }
-            items.push(Item::Tok(a[i].clone()));
+            // Remembered skeletons keep no text: take it from whichever side has it.
+            let t = match &b[j] {
+                Slot::Fixed(t) if a[i].text.is_empty() => t.clone(),
+                _ => a[i].clone(),
+            };
+            items.push(Item::Tok(t));
             i += 1;
             j += 1;
         } else if j < m && (i == n || dp[at(i, j + 1)] >= dp[at(i + 1, j)]) {
@@ -795,15 +848,14 @@ mod tests {
     fn memory_is_bounded() {
         let mut m = Miner::default();
         for g in 0..(GROUPS as u64 + 10) {
-            for i in 0..(RECENT + 5) {
-                m.mine(
-                    g % 3,
-                    &format!("distinct text number w{g}x{i} with some words"),
-                    "id",
-                    true,
-                );
+            for i in 0..40 {
+                // Texts that share neither end: nothing to align, everything remembered.
+                m.mine(g % 7, &format!("a{g}x{i} alpha beta gamma delta z{i}y{g}"), "id", true);
             }
             m.mine(g, "x y z", "id", true);
+            let held: usize = m.groups.values().map(|g| g.recent.len()).sum();
+            assert_eq!(held, m.seen);
+            assert!(m.seen <= SEEN);
         }
         assert!(m.groups.len() <= GROUPS);
         assert!(
