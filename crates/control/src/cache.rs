@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use leanlm_semantic::{EVIDENCE_WINDOW, Estimate, Verified, calibrate};
+use leanlm_semantic::{EVIDENCE_WINDOW, Estimate, Evidence, Sample};
 use leanlm_store::Store;
 use serde::Serialize;
 
@@ -33,6 +33,9 @@ pub struct Settings {
     pub bound: f64,
     /// Per task id or name: switched on or off, and its own bound.
     pub tasks: HashMap<String, TaskSettings>,
+    /// `[cache.semantic] judgement = "learned"`: thresholds apply to the learned verifier's score, not to
+    /// the similarity.
+    pub learned: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -78,16 +81,19 @@ pub fn overview(store: &Store, settings: &Settings) -> Result<Vec<TaskCache>, Co
         }
         r.cost_avoided_usd += avoided;
     }
-    let mut evidence: HashMap<String, Vec<Verified>> = HashMap::new();
+    // The same reading of the evidence as the gateway's (`leanlm_semantic::Evidence`).
+    let mut samples: HashMap<String, Vec<Sample>> = HashMap::new();
     for e in store.semantic_evidence(None, EVIDENCE_WINDOW)? {
-        evidence.entry(e.task_id).or_default().push(Verified {
-            similarity: e.similarity,
-            agreed: e.agreed,
-        });
+        samples
+            .entry(e.task_id)
+            .or_default()
+            .push(Sample::of(e.similarity, e.features.as_deref(), e.agreed));
     }
-    for (task, samples) in evidence {
+    for (task, samples) in samples {
+        let mut evidence = Evidence::new(settings.learned, EVIDENCE_WINDOW);
+        evidence.extend(samples);
         let bound = task_settings(&task).and_then(|s| s.bound).unwrap_or(settings.bound);
-        row(&mut rows, &task, || new(&task)).estimate = Some(calibrate(&samples, bound));
+        row(&mut rows, &task, || new(&task)).estimate = Some(evidence.estimate(bound));
     }
     Ok(rows.into_values().collect())
 }

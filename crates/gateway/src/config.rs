@@ -215,6 +215,16 @@ fn semantic_config(r: &RawSemantic) -> Result<SemanticConfig, String> {
         max_entries: r.max_entries.unwrap_or(d.max_entries).max(1),
         max_total_entries: r.max_total_entries.unwrap_or(d.max_total_entries).max(1),
         persist: r.persist.unwrap_or(d.persist),
+        judgement: match r.judgement.as_deref().map(str::trim) {
+            None => d.judgement,
+            Some("learned") => Judgement::Learned,
+            Some("guards") => Judgement::Guards,
+            Some(other) => {
+                return Err(format!(
+                    "cache.semantic.judgement: expected `learned` or `guards`, not `{other}`"
+                ));
+            }
+        },
         embeddings: match r.embeddings.as_deref().map(str::trim) {
             None | Some("local") => Embeddings::Local {
                 model_dir: r.model_dir.clone(),
@@ -324,6 +334,8 @@ struct RawSemantic {
     /// `local`, or the name of a configured embedding model.
     embeddings: Option<String>,
     model_dir: Option<PathBuf>,
+    /// `learned` or `guards`.
+    judgement: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -411,6 +423,7 @@ impl Config {
         leanlm_control::cache::Settings {
             enabled: self.cache.semantic.enabled,
             bound: self.cache.semantic.bound,
+            learned: self.cache.semantic.judgement == Judgement::Learned,
             tasks: self
                 .cache
                 .semantic_tasks
@@ -744,6 +757,17 @@ pub struct SemanticConfig {
     /// where `[store] log_bodies = false`: an entry holds the request's text and the answer).
     pub persist: bool,
     pub embeddings: Embeddings,
+    pub judgement: Judgement,
+}
+
+/// How a would-be hit is judged before its score meets the task's calibrated threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// A logistic verifier fitted on the task's own verified would-be hits (a public prior until it has
+    /// enough), reading the lexical guards as evidence: the threshold applies to its score.
+    Learned,
+    /// The lexical guards veto; the threshold applies to the similarity.
+    Guards,
 }
 
 impl Default for SemanticConfig {
@@ -757,6 +781,7 @@ impl Default for SemanticConfig {
             max_total_entries: 200_000,
             persist: true,
             embeddings: Embeddings::Local { model_dir: None },
+            judgement: Judgement::Guards,
         }
     }
 }

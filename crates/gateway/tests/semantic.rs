@@ -647,6 +647,39 @@ async fn gateways_on_one_store_serve_each_others_entries_on_each_others_evidence
     h.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_learned_judgement_scores_would_be_hits_and_calibrates_on_its_own_score() {
+    let config = format!("{CONFIG}\n").replace("[cache.semantic]\n", "[cache.semantic]\njudgement = \"learned\"\n");
+    let h = Harness::start(&config).await;
+    learn_password_task(&h).await;
+    // Every verified would-be hit keeps what the verifier measured, for the task's own model.
+    let evidence = h.evidence("pw", 1).await;
+    assert!(
+        evidence.iter().all(|e| e
+            .features
+            .as_ref()
+            .is_some_and(|f| f.len() == leanlm_semantic::FEATURES)),
+        "{evidence:?}"
+    );
+    // The threshold is on the score (a probability), read the same way by the control plane.
+    let parsed = Config::from_toml("t", &config, &Overrides::default(), &|_| None).unwrap();
+    assert!(parsed.cache_settings().learned);
+    let pw = leanlm_control::cache::overview(&h.store(), &parsed.cache_settings())
+        .unwrap()
+        .into_iter()
+        .find(|r| r.task_id == "pw")
+        .unwrap();
+    let e = pw.estimate.unwrap();
+    let t = e.threshold.expect("the evidence bounds the error");
+    assert!((0.0..=1.0).contains(&t) && e.false_hits == 0, "{e:?}");
+    // Structure still refuses outright: another system prompt is another conversation.
+    let (cache, _, _) = h
+        .ask("pw", Some("You answer in French."), "how do i reset my password fast")
+        .await;
+    assert_eq!(cache, "miss");
+    h.shutdown().await;
+}
+
 #[test]
 fn bad_semantic_settings_are_refused_with_the_field() {
     for (toml, field) in [
@@ -655,6 +688,7 @@ fn bad_semantic_settings_are_refused_with_the_field() {
         ("[cache.tasks.x]\nsemantic_bound = 2\n", "cache.tasks.x.semantic_bound"),
         ("[cache.tasks.x]\nscorer = \"nonsense\"\n", "cache.tasks.x.scorer"),
         ("[cache.semantic]\nthreshold = 0.9\n", "threshold"),
+        ("[cache.semantic]\njudgement = \"wise\"\n", "cache.semantic.judgement"),
     ] {
         let err = Config::from_toml("bad.toml", toml, &Overrides::default(), &|_| None)
             .unwrap_err()

@@ -23,6 +23,8 @@ pub struct CallSignals {
     pub images: bool,
     pub tool_called: bool,
     pub input_tokens: u64,
+    /// Characters in the last user turn (0: not known).
+    pub user_chars: u64,
     pub output_tokens: u64,
     /// The answer's text (trimmed), for distinct-output counts and JSON/code detection.
     pub output: String,
@@ -195,7 +197,15 @@ fn classify_kind(instructions: &str, chat_origin: bool, calls: &[CallSignals]) -
             vec![format!("instructions ask to answer questions (`{w}`)")],
         );
     }
-    if mean_out >= 15.0 && mean_in >= 5.0 * mean_out {
+    // What a summary condenses is the user's material: a long system prompt or history in front of a short
+    // question is an assistant's input, not a document (about four characters a token).
+    let mean_user = calls.iter().map(|c| c.user_chars as f64 / 4.0).sum::<f64>() / n;
+    let material = if calls.iter().all(|c| c.user_chars > 0) {
+        mean_user
+    } else {
+        mean_in
+    };
+    if mean_out >= 15.0 && mean_in >= 5.0 * mean_out && material >= 5.0 * mean_out {
         return verdict(
             TaskType::Summarize,
             vec![format!(
@@ -224,6 +234,32 @@ mod tests {
             output: output.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_long_system_prompt_before_a_short_question_is_not_a_document() {
+        let long = "a sentence with several words in it ".repeat(4);
+        // 2,000 tokens in, of which the user's question is 20 characters: an assistant, not a summary.
+        let assistant: Vec<_> = (0..10)
+            .map(|i| CallSignals {
+                user_chars: 20,
+                ..call(2000, &format!("{long} {i}"))
+            })
+            .collect();
+        assert_eq!(
+            classify("You are Juniper, a warm assistant", false, &assistant).kind,
+            TaskType::Generate
+        );
+        let summary: Vec<_> = (0..10)
+            .map(|i| CallSignals {
+                user_chars: 7000,
+                ..call(2000, &format!("{long} {i}"))
+            })
+            .collect();
+        assert_eq!(
+            classify("You are Juniper, a warm assistant", false, &summary).kind,
+            TaskType::Summarize
+        );
     }
 
     #[test]

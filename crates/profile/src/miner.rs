@@ -207,7 +207,7 @@ fn confirm(g: &mut Group, tokens: &[Token], id: &str, long_gaps: bool) -> Option
             partners.push((l, Partner::Template(i)));
         }
     }
-    partners.sort_by(|a, b| b.0.cmp(&a.0));
+    partners.sort_by_key(|p| std::cmp::Reverse(p.0));
     partners.truncate(ALIGN);
 
     let mut best: Option<(Vec<Slot>, Evidence)> = None;
@@ -609,7 +609,7 @@ fn tokenize(text: &str) -> Vec<Token> {
         }
         let mut end = i + c.len_utf8();
         if c == '⟨' {
-            while let Some((j, d)) = chars.next() {
+            for (j, d) in chars.by_ref() {
                 end = j + d.len_utf8();
                 if d == '⟩' {
                     break;

@@ -256,7 +256,28 @@ fn signals_of(call: &CallRecord) -> Option<CallSignals> {
                 .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
         });
     let usage = call.usage.unwrap_or_default();
+    // The last user turn's text: the material a summary condenses (a system prompt or a history is not).
+    let user_chars = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .and_then(|m| m.get("content"))
+        .map(|c| match c {
+            Value::String(s) => s.chars().count(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .map(|t| t.chars().count())
+                .sum(),
+            _ => 0,
+        })
+        .unwrap_or(0) as u64;
     Some(CallSignals {
+        user_chars,
         embeddings: call.endpoint == "embeddings",
         turns,
         json_requested: request

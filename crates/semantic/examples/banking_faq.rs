@@ -23,6 +23,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+/// A way to score a pair; `None`: never served.
+type Score<'a> = &'a dyn Fn(&Pair) -> Option<f32>;
+
 struct Pair {
     sim: f32,
     same: bool,
@@ -61,11 +64,13 @@ fn pairs(label: &str, rows: &[(String, String)], limit: usize, min_sim: f32) -> 
         if sim < min_sim {
             continue;
         }
-        let q = |t: &str| Query {
-            context: "",
-            preamble: Some(""),
-            last: t,
-        };
+        fn q(t: &str) -> Query<'_> {
+            Query {
+                context: "",
+                preamble: Some(""),
+                last: t,
+            }
+        }
         let (a, b) = (q(&rows[i].0), q(&rows[j].0));
         out.push(Pair {
             sim,
@@ -190,7 +195,7 @@ fn main() {
     let guarded = |p: &Pair| (!p.vetoed).then_some(p.sim);
     let prior_score = |p: &Pair| Some(prior.score(&p.features));
     let own_score = |p: &Pair| own.as_ref().map(|v| v.score(&p.features));
-    let judgements: [(&str, &dyn Fn(&Pair) -> Option<f32>, &[Pair]); 4] = [
+    let judgements: [(&str, Score, &[Pair]); 4] = [
         ("plain cosine threshold", &cosine, evidence),
         ("written guards as vetoes (today)", &guarded, evidence),
         ("learned: public prior", &prior_score, evidence),

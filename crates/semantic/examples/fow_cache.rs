@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use leanlm_embed::cosine;
-use leanlm_semantic::{Decision, Query, Verified, calibrate, judge};
+use leanlm_semantic::{Assessment, Decision, Query, Verified, Verifier, assess, calibrate, judge};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -146,6 +146,25 @@ fn main() {
             (last_sim >= 0.8, judge(a, b, last_sim, context_sim, min_similarity))
         })
         .collect();
+    // The learned judgement: what the structural rules let through, with its features.
+    let features: Vec<Option<leanlm_semantic::Features>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let v = &vectors[4 * i..4 * i + 4];
+            let (a, b) = c.queries();
+            match assess(
+                a,
+                b,
+                cosine(&v[0], &v[1]),
+                c.has_context().then(|| cosine(&v[2], &v[3])),
+                min_similarity,
+            ) {
+                Assessment::Candidate { features, .. } => Some(features),
+                Assessment::Refused(_) => None,
+            }
+        })
+        .collect();
     // What the guards cost: every pair judged as if its embeddings matched exactly, so every guard runs.
     leanlm_semantic::load_lexicon();
     let mut costs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -187,11 +206,56 @@ fn main() {
         }
     };
     let estimates = [calibrate(&evidence(1), bound), calibrate(&evidence(0), bound)];
-    // group -> (n, same_answer, plain, would-be hits, served)
-    let mut table: BTreeMap<String, (u32, bool, u32, u32, u32)> = BTreeMap::new();
+    // The task's own verifier: fitted on the other fold's would-be hits (as a task fits on its evidence),
+    // where they are enough; otherwise the prior. Each fold is then calibrated with the same draws as the
+    // guards' evidence, scored by the model the other fold is served with.
+    let own: Vec<Verifier> = (0..2u32)
+        .map(|f| {
+            let other: Vec<(leanlm_semantic::Features, bool)> = cases
+                .iter()
+                .zip(&features)
+                .filter(|(c, _)| fold(c) != f)
+                .filter_map(|(c, x)| x.map(|x| (x, c.same_answer)))
+                .collect();
+            Verifier::fit(&other).unwrap_or_else(Verifier::prior)
+        })
+        .collect();
+    let learned: Vec<Option<f32>> = cases
+        .iter()
+        .zip(&features)
+        .map(|(c, x)| x.map(|x| own[fold(c) as usize].score(&x)))
+        .collect();
+    let learned_evidence = |f: u32| -> Vec<Verified> {
+        let half: Vec<Verified> = cases
+            .iter()
+            .zip(&features)
+            .filter(|(c, _)| fold(c) == f)
+            .filter_map(|(c, x)| {
+                x.map(|x| Verified {
+                    similarity: own[1 - f as usize].score(&x),
+                    agreed: c.same_answer,
+                })
+            })
+            .collect();
+        match draws {
+            Some(n) if !half.is_empty() => {
+                let mut rng = StdRng::seed_from_u64(u64::from(f));
+                (0..n).map(|_| half[rng.random_range(0..half.len())]).collect()
+            }
+            _ => half,
+        }
+    };
+    let learned_estimates = [
+        calibrate(&learned_evidence(1), bound),
+        calibrate(&learned_evidence(0), bound),
+    ];
+    // group -> (n, same_answer, plain, would-be hits, served, learned served)
+    let mut table: BTreeMap<String, (u32, bool, u32, u32, u32, u32)> = BTreeMap::new();
     let mut vetoes: BTreeMap<String, (u32, u32)> = BTreeMap::new(); // guard -> (traps stopped, good hits lost)
-    let mut totals = [[0u32; 4]; 2]; // [trap, good] x [n, plain, would-be, served]
-    for (c, (plain, d)) in cases.iter().zip(&judged) {
+    let mut totals = [[0u32; 5]; 2]; // [trap, good] x [n, plain, would-be, served, learned served]
+    for ((c, (plain, d)), score) in cases.iter().zip(&judged).zip(&learned) {
+        let learned_served =
+            score.is_some_and(|s| learned_estimates[fold(c) as usize].threshold.is_some_and(|t| s >= t));
         let would = matches!(d, Decision::Candidate { .. });
         let served = match d {
             Decision::Candidate { similarity } => {
@@ -203,16 +267,18 @@ fn main() {
             let e = vetoes.entry(veto.as_str().to_owned()).or_default();
             if c.same_answer { e.1 += 1 } else { e.0 += 1 }
         }
-        let row = table.entry(c.group.clone()).or_insert((0, c.same_answer, 0, 0, 0));
+        let row = table.entry(c.group.clone()).or_insert((0, c.same_answer, 0, 0, 0, 0));
         row.0 += 1;
         row.2 += *plain as u32;
         row.3 += would as u32;
         row.4 += served as u32;
+        row.5 += learned_served as u32;
         let t = &mut totals[c.same_answer as usize];
         t[0] += 1;
         t[1] += *plain as u32;
         t[2] += would as u32;
         t[3] += served as u32;
+        t[4] += learned_served as u32;
     }
     let pct = |a: u32, b: u32| 100.0 * a as f64 / b.max(1) as f64;
     let spread = |v: &mut Vec<f64>| {
@@ -233,31 +299,36 @@ fn main() {
         per_text_ms
     );
     println!(
-        "| category | pairs | same answer | plain cosine 0.8 serves | LeanLM would-be hits (guards) | LeanLM serves (bound {:.0}%) |\n|---|---|---|---|---|---|",
+        "| category | pairs | same answer | plain cosine 0.8 serves | LeanLM would-be hits (guards) | LeanLM serves (bound {:.0}%) | learned serves |\n|---|---|---|---|---|---|---|",
         bound * 100.0
     );
-    for (g, (n, same, p, w, o)) in &table {
+    for (g, (n, same, p, w, o, l)) in &table {
         println!(
-            "| {g} | {n} | {} | {:.1}% | {:.1}% | {:.1}% |",
+            "| {g} | {n} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
             if *same { "yes" } else { "no (trap)" },
             pct(*p, *n),
             pct(*w, *n),
-            pct(*o, *n)
+            pct(*o, *n),
+            pct(*l, *n)
         );
     }
     let [trap, good] = totals;
-    println!("\n| overall | plain cosine 0.8 | LeanLM would-be hits | LeanLM serves |\n|---|---|---|---|");
     println!(
-        "| same-answer pairs served (higher is better) | {:.1}% | {:.1}% | {:.1}% |",
-        pct(good[1], good[0]),
-        pct(good[2], good[0]),
-        pct(good[3], good[0])
+        "\n| overall | plain cosine 0.8 | LeanLM would-be hits | LeanLM serves (guards) | learned serves |\n|---|---|---|---|---|"
     );
     println!(
-        "| traps served wrongly (lower is better) | {:.1}% | {:.1}% | {:.1}% |",
+        "| same-answer pairs served (higher is better) | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
+        pct(good[1], good[0]),
+        pct(good[2], good[0]),
+        pct(good[3], good[0]),
+        pct(good[4], good[0])
+    );
+    println!(
+        "| traps served wrongly (lower is better) | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
         pct(trap[1], trap[0]),
         pct(trap[2], trap[0]),
-        pct(trap[3], trap[0])
+        pct(trap[3], trap[0]),
+        pct(trap[4], trap[0])
     );
     println!("\n| guard | traps it stopped | good hits it cost |\n|---|---|---|");
     for (g, (stopped, lost)) in &vetoes {

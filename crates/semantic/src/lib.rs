@@ -18,7 +18,7 @@ pub use bound::{CONFIDENCE, Estimate, Verified, calibrate, evidence_needed};
 pub use guards::{Veto, fired, veto, veto_context};
 pub use index::{ANN_FROM, ANN_SEARCH_FROM, Neighbour, Partition, dot, dot_i8, quantise};
 pub use lexicon::{lexicon_loaded, load_lexicon};
-pub use verifier::{FEATURE_NAMES, FEATURES, Features, MIN_CLASS, MIN_FIT, PRIOR, Verifier};
+pub use verifier::{Evidence, FEATURE_NAMES, FEATURES, Features, MIN_CLASS, MIN_FIT, PRIOR, REFIT, Sample, Verifier};
 
 /// A request as the semantic cache compares it.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +111,67 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
         return Decision::Vetoed(v);
     }
     Decision::Candidate { similarity }
+}
+
+/// A pair as the learned verifier sees it: what [`judge`] decides on structure alone (too far, a context on
+/// one side only, texts too long to compare, a bare reply in another conversation, contexts the guards
+/// tell apart), and otherwise the pair's [`Features`], the word-level guards of the last turns among them as
+/// evidence rather than vetoes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assessment {
+    Candidate { similarity: f32, features: Features },
+    Refused(Decision),
+}
+
+/// Like [`judge`], for a learned verifier: the last turns' guards become features instead of vetoes.
+pub fn assess(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Assessment {
+    let features = || Features::measure(new, cached, last_sim, context_sim);
+    let spelled = last_sim < 1.0 && guards::spelled_alike(new.last, cached.last);
+    let sim = if spelled { 1.0 } else { last_sim };
+    let own_question = match (new.preamble, cached.preamble) {
+        (Some(a), Some(b)) => guards::standalone(new.last) && guards::standalone(cached.last) && same_text(a, b),
+        _ => false,
+    };
+    let refuse = |d| Assessment::Refused(d);
+    if own_question {
+        if sim < min_similarity {
+            return refuse(Decision::TooFar { similarity: sim });
+        }
+        return Assessment::Candidate {
+            similarity: sim,
+            features: features(),
+        };
+    }
+    let similarity = match context_sim {
+        Some(c) => sim.min(c),
+        None if new.context.trim().is_empty() != cached.context.trim().is_empty() => {
+            return refuse(Decision::ContextDiffers);
+        }
+        None => sim,
+    };
+    if similarity < min_similarity {
+        return refuse(Decision::TooFar { similarity });
+    }
+    let long = |a: &str, b: &str| a.len() > LONG_TEXT || b.len() > LONG_TEXT;
+    if long(new.last, cached.last) && !same_text(new.last, cached.last) {
+        return refuse(Decision::Vetoed(Veto::LongText));
+    }
+    if long(new.context, cached.context) {
+        if !same_text(new.context, cached.context) {
+            return refuse(Decision::Vetoed(Veto::LongText));
+        }
+    } else if let Some(v) = veto_context(new.context, cached.context) {
+        return refuse(Decision::Vetoed(v));
+    }
+    if (guards::bare_reply(new.last) || guards::bare_reply(cached.last))
+        && let Some(v) = guards::veto_reply(new.context, cached.context)
+    {
+        return refuse(Decision::Vetoed(v));
+    }
+    Assessment::Candidate {
+        similarity,
+        features: features(),
+    }
 }
 
 /// Verified would-be hits kept per task: recent traffic decides, so the estimate follows drift.

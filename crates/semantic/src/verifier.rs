@@ -103,6 +103,7 @@ impl Verifier {
 
     /// Fits a model on labelled pairs (`true`: the cached answer was right), by Newton's method on the
     /// penalised log-likelihood. `None` with too few pairs of either outcome to fit on.
+    #[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with indices
     pub fn fit(samples: &[(Features, bool)]) -> Option<Verifier> {
         let positives = samples.iter().filter(|s| s.1).count();
         if samples.len() < MIN_FIT || positives < MIN_CLASS || samples.len() - positives < MIN_CLASS {
@@ -189,7 +190,131 @@ impl Verifier {
     }
 }
 
+/// One verified would-be hit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub similarity: f32,
+    /// What the verifier measured (`None`: verified before features were kept).
+    pub features: Option<Features>,
+    pub agreed: bool,
+}
+
+impl Sample {
+    /// A sample from stored numbers; features of the wrong length are dropped.
+    pub fn of(similarity: f32, features: Option<&[f32]>, agreed: bool) -> Sample {
+        Sample {
+            similarity,
+            features: features.and_then(|f| <[f32; FEATURES]>::try_from(f).ok().map(Features)),
+            agreed,
+        }
+    }
+}
+
+/// New samples after which a task's own verifier is fitted again.
+pub const REFIT: usize = 100;
+
+/// A task's verified would-be hits and what they say: the threshold its hits must clear, on the similarity
+/// (`learned: false`, the written guards having vetoed) or on the learned verifier's score. The gateway and
+/// `leanlm cache` both read a task's threshold through this, so they agree.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    samples: std::collections::VecDeque<(u64, Sample)>,
+    /// Numbers the samples in arrival order: which half fits the verifier and which calibrates it must not
+    /// change as the window slides.
+    next: u64,
+    learned: bool,
+    /// The task's own verifier, once its evidence fits one; the public prior until then.
+    own: Option<Verifier>,
+    since_fit: usize,
+    window: usize,
+}
+
+impl Evidence {
+    /// Keeps the latest `window` samples.
+    pub fn new(learned: bool, window: usize) -> Evidence {
+        Evidence {
+            samples: Default::default(),
+            next: 0,
+            learned,
+            own: None,
+            since_fit: REFIT,
+            window,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Whether the task's own verifier has been fitted (otherwise the prior scores).
+    pub fn fitted(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// Adds samples, oldest first. A learned judgement refits the task's own verifier every [`REFIT`] of
+    /// them, on the even-numbered samples.
+    pub fn extend(&mut self, samples: impl IntoIterator<Item = Sample>) {
+        for s in samples {
+            self.samples.push_back((self.next, s));
+            self.next += 1;
+            self.since_fit += 1;
+        }
+        while self.samples.len() > self.window {
+            self.samples.pop_front();
+        }
+        if self.learned && self.since_fit >= REFIT {
+            self.since_fit = 0;
+            let fit: Vec<(Features, bool)> = self
+                .samples
+                .iter()
+                .filter(|(n, _)| n % 2 == 0)
+                .filter_map(|(_, s)| s.features.map(|f| (f, s.agreed)))
+                .collect();
+            if let Some(v) = Verifier::fit(&fit) {
+                self.own = Some(v);
+            }
+        }
+    }
+
+    /// What the threshold is compared with: the similarity, or the verifier's score (`None`: a learned
+    /// judgement cannot score a pair without features).
+    pub fn score(&self, similarity: f32, features: Option<&Features>) -> Option<f32> {
+        if !self.learned {
+            return Some(similarity);
+        }
+        features.map(|f| match &self.own {
+            Some(v) => v.score(f),
+            None => Verifier::prior().score(f),
+        })
+    }
+
+    /// Reads the threshold off the evidence for `bound`. With the task's own verifier, only the samples it
+    /// was not fitted on (the odd-numbered ones) calibrate it: a threshold read off the scores a model was
+    /// fitted on would promise more than it keeps.
+    pub fn estimate(&self, bound: f64) -> crate::Estimate {
+        let own = self.learned && self.own.is_some();
+        let verified: Vec<crate::Verified> = self
+            .samples
+            .iter()
+            .filter(|(n, _)| !own || n % 2 == 1)
+            .filter_map(|(_, s)| {
+                self.score(s.similarity, s.features.as_ref())
+                    .map(|score| crate::Verified {
+                        similarity: score,
+                        agreed: s.agreed,
+                    })
+            })
+            .collect();
+        crate::calibrate(&verified, bound)
+    }
+}
+
 /// Solves `a · x = b` by Gaussian elimination with partial pivoting; `None` when `a` is singular.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with indices
 fn solve<const D: usize>(mut a: [[f64; D]; D], mut b: [f64; D]) -> Option<[f64; D]> {
     for col in 0..D {
         let pivot = (col..D).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
@@ -218,7 +343,23 @@ fn solve<const D: usize>(mut a: [[f64; D]; D], mut b: [f64; D]) -> Option<[f64; 
 /// `cargo run --release -p leanlm-semantic --example banking_faq -- fit` on the would-be hits of
 /// Banking77's training split as an FAQ assistant's traffic (two queries share an answer exactly when they
 /// share an intent); its test split is held out for the figures.
-pub const PRIOR: [f64; FEATURES + 1] = [0.0; FEATURES + 1];
+pub const PRIOR: [f64; FEATURES + 1] = [
+    -3.2313681083714276,
+    11.535617607819425,
+    0.0,
+    0.6401052443139343,
+    0.8600879483781201,
+    -5.228652122711486,
+    0.0,
+    0.1541208158111234,
+    -0.18870515777257404,
+    0.4701701566633649,
+    4.247706780523438,
+    0.17937961767403626,
+    0.16349501637598762,
+    -0.03919761658408175,
+    -1.390260517825232,
+];
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +387,49 @@ mod tests {
         );
         assert_eq!((f.0[1], f.0[2], f.0[3], f.0[4]), (0.9, 1.0, 1.0, 1.0));
         assert!(f.0[6..].iter().all(|x| *x == 0.0));
+    }
+
+    #[test]
+    fn evidence_fits_its_own_verifier_and_calibrates_it_on_other_samples() {
+        let mut e = Evidence::new(true, 1000);
+        // Pairs whose numbers differ are wrong whatever their similarity; the others are right above 0.9.
+        let sample = |i: usize| {
+            let mut f = [0f32; FEATURES];
+            f[0] = 0.85 + (i % 15) as f32 * 0.01;
+            f[1] = 1.0;
+            f[6] = f32::from(u8::from(i.is_multiple_of(5)));
+            Sample {
+                similarity: f[0],
+                features: Some(Features(f)),
+                agreed: f[6] == 0.0 && f[0] >= 0.9,
+            }
+        };
+        e.extend((0..150).map(sample));
+        assert!(!e.fitted(), "too few to fit: the prior scores");
+        e.extend((150..600).map(sample));
+        assert!(e.fitted());
+        let est = e.estimate(0.05);
+        let t = est.threshold.expect("separable evidence keeps a 5% bound");
+        // Only the odd-numbered half calibrates.
+        assert!(est.n <= 300, "{est:?}");
+        let mut trap = [0f32; FEATURES];
+        trap[0] = 0.95;
+        trap[1] = 1.0;
+        trap[6] = 1.0;
+        let mut right = trap;
+        right[6] = 0.0;
+        assert!(e.score(0.95, Some(&Features(right))).unwrap() >= t);
+        assert!(e.score(0.95, Some(&Features(trap))).unwrap() < t);
+        assert_eq!(e.score(0.99, None), None, "a learned judgement needs features");
+        // The window keeps the latest samples.
+        e.extend((600..1500).map(sample));
+        assert_eq!(e.len(), 1000);
+
+        // Without the learned judgement the threshold is on the similarity.
+        let mut plain = Evidence::new(false, 1000);
+        plain.extend((0..600).map(sample));
+        assert_eq!(plain.score(0.93, None), Some(0.93));
+        assert!(!plain.fitted());
     }
 
     #[test]

@@ -131,6 +131,8 @@ pub struct SemanticEvidence {
     pub agreed: bool,
     pub call_id: Option<String>,
     pub note: Option<String>,
+    /// What the learned verifier measured about the pair (`leanlm_semantic::Features`), if it was kept.
+    pub features: Option<Vec<f32>>,
 }
 
 /// One semantic-cache entry as kept across restarts: the request it answered (its partition, last user turn

@@ -227,6 +227,11 @@ ALTER TABLE semantic_entries ADD COLUMN preamble TEXT;
 ALTER TABLE online_scores ADD COLUMN scorer TEXT;
 ALTER TABLE online_scores ADD COLUMN billed_model TEXT;
 "#,
+    r#"
+-- What the semantic cache's learned verifier measured about each verified would-be hit (a JSON array of
+-- numbers), so a task's verifier is fitted on its own evidence. NULL: measured before it was kept.
+ALTER TABLE semantic_evidence ADD COLUMN features TEXT;
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -866,11 +871,20 @@ impl Store {
         let mut ids = Vec::with_capacity(rows.len());
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO semantic_evidence (task, at_ms, similarity, agreed, call_id, note)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO semantic_evidence (task, at_ms, similarity, agreed, call_id, note, features)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in rows {
-                ins.execute(params![r.task_id, r.at_ms, r.similarity, r.agreed, r.call_id, r.note])?;
+                let features = r.features.as_ref().and_then(|f| serde_json::to_string(f).ok());
+                ins.execute(params![
+                    r.task_id,
+                    r.at_ms,
+                    r.similarity,
+                    r.agreed,
+                    r.call_id,
+                    r.note,
+                    features
+                ])?;
                 ids.push(tx.last_insert_rowid());
             }
         }
@@ -895,7 +909,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(i64, crate::SemanticEvidence)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, task, at_ms, similarity, agreed, call_id, note FROM semantic_evidence
+            "SELECT rowid, task, at_ms, similarity, agreed, call_id, note, features FROM semantic_evidence
              WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -908,6 +922,7 @@ impl Store {
                     agreed: r.get(4)?,
                     call_id: r.get(5)?,
                     note: r.get(6)?,
+                    features: features(r.get(7)?),
                 },
             ))
         })?;
@@ -921,7 +936,7 @@ impl Store {
         per_task: usize,
     ) -> Result<Vec<crate::SemanticEvidence>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT task, at_ms, similarity, agreed, call_id, note FROM (
+            "SELECT task, at_ms, similarity, agreed, call_id, note, features FROM (
                 SELECT *, ROW_NUMBER() OVER (PARTITION BY task ORDER BY at_ms DESC, rowid DESC) AS k
                 FROM semantic_evidence WHERE ?1 IS NULL OR task = ?1)
              WHERE k <= ?2 ORDER BY task, at_ms, k DESC",
@@ -934,6 +949,7 @@ impl Store {
                 agreed: r.get(3)?,
                 call_id: r.get(4)?,
                 note: r.get(5)?,
+                features: features(r.get(6)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1385,6 +1401,11 @@ fn named_opt<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row, i: usize) ->
             .map(Some)
             .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())),
     }
+}
+
+/// A stored feature vector; unreadable reads as none (the verifier then leaves that sample out).
+fn features(text: Option<String>) -> Option<Vec<f32>> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
 /// Folds tasks that discovery found to share a template into the task that absorbed them: their calls move
@@ -1946,6 +1967,7 @@ pub(crate) mod tests {
             agreed,
             call_id: Some(format!("c{at_ms}")),
             note: (!agreed).then(|| "differs".into()),
+            features: agreed.then(|| vec![0.5, 1.0, 0.25]),
         };
         let ids = s
             .insert_semantic_evidence(&[row("a", 1, true), row("b", 2, false), row("a", 3, true)])
@@ -1964,7 +1986,7 @@ pub(crate) mod tests {
         let path = std::env::temp_dir().join(format!("leanlm-store-ids-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let conn = Connection::open(&path).unwrap();
-        let before = MIGRATIONS.len() - 2;
+        let before = MIGRATIONS.len() - 3;
         for m in &MIGRATIONS[..before] {
             conn.execute_batch(m).unwrap();
         }

@@ -17,13 +17,15 @@
 //! Gateways on one store share what they learn: each takes in, every second, the would-be hits the others
 //! verified, the clears any of them recorded and, where entries persist, the others' new entries.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use leanlm_core::transcript::{Conversation, conversation};
-use leanlm_semantic::{Decision, EVIDENCE_WINDOW, Estimate, Partition, Query, Verified, calibrate, dot, judge};
+use leanlm_semantic::{
+    Assessment, Decision, EVIDENCE_WINDOW, Estimate, Features, Partition, Query, Sample, assess, calibrate, dot, judge,
+};
 use leanlm_store::{SemanticEntry, SemanticEvidence, Store};
 use leanlm_validate::ScorerSpec;
 use leanlm_validate::score::{self, TaskContext};
@@ -35,7 +37,7 @@ mod sync;
 
 use sync::{Shared, Write, Writer, load_entries};
 
-use crate::config::{Embeddings, SemanticConfig, TaskSemantic};
+use crate::config::{Embeddings, Judgement, SemanticConfig, TaskSemantic};
 use crate::embedder::Embedder;
 use crate::route::{Routes, Target};
 use crate::unix_ms;
@@ -62,32 +64,34 @@ struct Item {
     ttl: Duration,
 }
 
+/// A task's verified would-be hits, the threshold they give, and the bound it keeps.
 struct TaskEvidence {
-    samples: VecDeque<Verified>,
+    evidence: leanlm_semantic::Evidence,
     estimate: Estimate,
     bound: f64,
 }
 
 impl TaskEvidence {
-    fn new(bound: f64) -> TaskEvidence {
+    fn new(bound: f64, judgement: Judgement) -> TaskEvidence {
         TaskEvidence {
-            samples: VecDeque::new(),
+            evidence: leanlm_semantic::Evidence::new(judgement == Judgement::Learned, EVIDENCE_WINDOW),
             estimate: calibrate(&[], bound),
             bound,
         }
     }
 
-    fn push(&mut self, v: Verified) {
+    fn score(&self, similarity: f32, features: Option<&Features>) -> Option<f32> {
+        self.evidence.score(similarity, features)
+    }
+
+    fn push(&mut self, v: Sample) {
         self.extend([v]);
     }
 
     /// Adds verified would-be hits and calibrates once.
-    fn extend(&mut self, v: impl IntoIterator<Item = Verified>) {
-        self.samples.extend(v);
-        while self.samples.len() > EVIDENCE_WINDOW {
-            self.samples.pop_front();
-        }
-        self.estimate = calibrate(self.samples.make_contiguous(), self.bound);
+    fn extend(&mut self, v: impl IntoIterator<Item = Sample>) {
+        self.evidence.extend(v);
+        self.estimate = self.evidence.estimate(self.bound);
     }
 }
 
@@ -257,7 +261,7 @@ pub struct Pending {
     probe: Probe,
     last_vector: Arc<Vec<f32>>,
     context_vector: Option<Arc<Vec<f32>>>,
-    verify: Option<(Bytes, f32)>,
+    verify: Option<(Bytes, f32, Option<Features>)>,
 }
 
 pub enum Lookup {
@@ -295,29 +299,28 @@ impl SemanticCache {
             .into_iter()
             .map(|t| (t.id, t.name))
             .collect();
+        // Per task, oldest first, taken in at once: the verifier is fitted once, not every hundred samples.
+        let mut samples: HashMap<String, Vec<Sample>> = HashMap::new();
         for row in store
             .semantic_evidence(None, EVIDENCE_WINDOW)
             .context("reading semantic-cache evidence")?
         {
-            let name = names.get(&row.task_id).map(String::as_str).unwrap_or("");
+            samples.entry(row.task_id).or_default().push(Sample::of(
+                row.similarity,
+                row.features.as_deref(),
+                row.agreed,
+            ));
+        }
+        for (task, samples) in samples {
+            let name = names.get(&task).map(String::as_str).unwrap_or("");
             let bound = tasks
-                .get(&row.task_id)
+                .get(&task)
                 .or_else(|| tasks.get(name))
                 .and_then(|t| t.bound)
                 .unwrap_or(config.bound);
-            let e = evidence
-                .entry(row.task_id.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(bound))));
-            let mut e = e.lock().unwrap_or_else(|p| p.into_inner());
-            e.samples.push_back(Verified {
-                similarity: row.similarity,
-                agreed: row.agreed,
-            });
-        }
-        for e in evidence.values() {
-            let mut e = e.lock().unwrap_or_else(|p| p.into_inner());
-            let bound = e.bound;
-            e.estimate = calibrate(e.samples.make_contiguous(), bound);
+            let mut e = TaskEvidence::new(bound, config.judgement);
+            e.extend(samples);
+            evidence.insert(task, Arc::new(Mutex::new(e)));
         }
         // Read after loading: what another gateway verified meanwhile is left out (a few samples fewer),
         // never counted twice (which would overstate the evidence).
@@ -356,6 +359,7 @@ impl SemanticCache {
             evidence_seen,
             own_evidence: BTreeSet::new(),
             default_bound: config.bound,
+            judgement: config.judgement,
         };
         let writer_thread = std::thread::Builder::new()
             .name("leanlm-semantic".into())
@@ -467,7 +471,7 @@ impl SemanticCache {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(task.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(bound))))
+            .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(bound, self.config.judgement))))
             .clone()
     }
 
@@ -522,7 +526,7 @@ impl SemanticCache {
             let p = p.read().unwrap_or_else(|e| e.into_inner());
             self.nearest_allowed(&p, &probe, &last_vector, context_vector.as_deref())
         });
-        let Some((body, cost_usd, model, provider, similarity)) = found else {
+        let Some((body, cost_usd, model, provider, similarity, features)) = found else {
             return Lookup::Pending(Pending {
                 probe,
                 last_vector,
@@ -530,12 +534,12 @@ impl SemanticCache {
                 verify: None,
             });
         };
-        let estimate = self
-            .evidence_of(&probe.task, probe.bound)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .estimate;
-        let clears = estimate.threshold.is_some_and(|t| similarity >= t);
+        let clears = {
+            let evidence = self.evidence_of(&probe.task, probe.bound);
+            let e = evidence.lock().unwrap_or_else(|p| p.into_inner());
+            let score = e.score(similarity, features.as_ref());
+            e.estimate.threshold.zip(score).is_some_and(|(t, s)| s >= t)
+        };
         if probe.serve && clears && rand::random::<f64>() >= self.config.verify {
             metrics::counter!("leanlm_semantic_hits_total").increment(1);
             return Lookup::Hit(Hit {
@@ -550,7 +554,7 @@ impl SemanticCache {
             probe,
             last_vector,
             context_vector,
-            verify: Some((body, similarity)),
+            verify: Some((body, similarity, features)),
         })
     }
 
@@ -563,7 +567,7 @@ impl SemanticCache {
         probe: &Probe,
         last: &[f32],
         context: Option<&Vec<f32>>,
-    ) -> Option<(Bytes, Option<f64>, String, String, f32)> {
+    ) -> Option<(Bytes, Option<f64>, String, String, f32, Option<Features>)> {
         for n in p.nearest(last, NEIGHBOURS) {
             // A little below the floor too: the same words misspelt score lower than they are, and `judge`
             // takes them as the same text.
@@ -589,13 +593,35 @@ impl SemanticCache {
                 preamble: item.preamble.as_deref(),
                 last: &item.last,
             };
-            let similarity = match judge(
-                new,
-                cached,
-                n.similarity,
-                context_similarity,
-                self.config.min_similarity,
-            ) {
+            let decision = match self.config.judgement {
+                Judgement::Guards => judge(
+                    new,
+                    cached,
+                    n.similarity,
+                    context_similarity,
+                    self.config.min_similarity,
+                ),
+                Judgement::Learned => match assess(
+                    new,
+                    cached,
+                    n.similarity,
+                    context_similarity,
+                    self.config.min_similarity,
+                ) {
+                    Assessment::Candidate { similarity, features } => {
+                        return Some((
+                            item.body.clone(),
+                            item.cost_usd,
+                            item.model.clone(),
+                            item.provider.clone(),
+                            similarity,
+                            Some(features),
+                        ));
+                    }
+                    Assessment::Refused(d) => d,
+                },
+            };
+            let similarity = match decision {
                 Decision::Candidate { similarity } => similarity,
                 Decision::TooFar { .. } => continue,
                 // What each guard stops in production, as fow-cache measures it offline.
@@ -614,6 +640,7 @@ impl SemanticCache {
                 item.model.clone(),
                 item.provider.clone(),
                 similarity,
+                None,
             ));
         }
         None
@@ -682,7 +709,7 @@ impl SemanticCache {
                     metrics::counter!("leanlm_semantic_entries_dropped_total").increment(1);
                 }
             }
-            Some((cached, similarity)) => {
+            Some((cached, similarity, features)) => {
                 let this = self.clone();
                 let fresh = body.clone();
                 let call_id = call_id.to_owned();
@@ -697,7 +724,14 @@ impl SemanticCache {
                     };
                     let s = score::score(&probe.scorer, &text(&fresh), &text(&cached), &TaskContext::default());
                     let note = (!s.agree).then_some(s.note);
-                    this.record(&probe.task, probe.bound, similarity, s.agree, &call_id, note);
+                    this.record(
+                        &probe.task,
+                        probe.bound,
+                        (similarity, features),
+                        s.agree,
+                        &call_id,
+                        note,
+                    );
                 });
             }
         }
@@ -725,13 +759,25 @@ impl SemanticCache {
         self.writer.as_ref().is_some_and(|tx| tx.try_send(w).is_ok())
     }
 
-    fn record(&self, task: &str, bound: f64, similarity: f32, agreed: bool, call_id: &str, note: Option<String>) {
+    fn record(
+        &self,
+        task: &str,
+        bound: f64,
+        (similarity, features): (f32, Option<Features>),
+        agreed: bool,
+        call_id: &str,
+        note: Option<String>,
+    ) {
         metrics::counter!("leanlm_semantic_verified_total", "agreed" => if agreed { "true" } else { "false" })
             .increment(1);
         self.evidence_of(task, bound)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Verified { similarity, agreed });
+            .push(Sample {
+                similarity,
+                features,
+                agreed,
+            });
         let row = SemanticEvidence {
             task_id: task.to_owned(),
             at_ms: unix_ms(),
@@ -739,6 +785,7 @@ impl SemanticCache {
             agreed,
             call_id: Some(call_id.to_owned()),
             note,
+            features: features.map(|f| f.0.to_vec()),
         };
         if !self.queue(Write::Evidence(row)) {
             metrics::counter!("leanlm_semantic_evidence_dropped_total").increment(1);

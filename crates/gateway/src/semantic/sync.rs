@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use leanlm_semantic::Verified;
 use leanlm_store::{SemanticEntry, SemanticEvidence, Store};
+
+use leanlm_semantic::Sample;
 
 use super::{Evidence, Item, Memory, PartitionKey, TaskEvidence};
 use crate::config::SemanticConfig;
@@ -46,6 +47,7 @@ pub(super) struct Writer {
     pub(super) own_evidence: BTreeSet<i64>,
     /// The bound a task gets until this gateway serves it (and sets the task's own).
     pub(super) default_bound: f64,
+    pub(super) judgement: crate::config::Judgement,
 }
 
 /// The entries gateways on one store share, by id.
@@ -136,12 +138,12 @@ impl Writer {
         let rows = others_after(&mut self.evidence_seen, &mut self.own_evidence, |after| {
             store.semantic_evidence_after(after, SHARED_BATCH)
         });
-        let mut learned: HashMap<String, Vec<Verified>> = HashMap::new();
+        let mut learned: HashMap<String, Vec<Sample>> = HashMap::new();
         for e in rows {
-            learned.entry(e.task_id).or_default().push(Verified {
-                similarity: e.similarity,
-                agreed: e.agreed,
-            });
+            learned
+                .entry(e.task_id)
+                .or_default()
+                .push(Sample::of(e.similarity, e.features.as_deref(), e.agreed));
         }
         for (task, samples) in learned {
             let task_evidence = self
@@ -149,7 +151,7 @@ impl Writer {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(task)
-                .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(self.default_bound))))
+                .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(self.default_bound, self.judgement))))
                 .clone();
             metrics::counter!("leanlm_semantic_evidence_shared_total").increment(samples.len() as u64);
             task_evidence.lock().unwrap_or_else(|p| p.into_inner()).extend(samples);
