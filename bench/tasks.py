@@ -10,6 +10,7 @@ tasks against the true templates, the share of tasks typed right, and the time d
     python3 bench/tasks.py            # ~1 minute; needs the release binaries (it builds them)
     CALLS=6000 python3 bench/tasks.py
     WORKLOAD=styles python3 bench/tasks.py
+    SEED=11 WORKLOAD=styles python3 bench/tasks.py   # another draw of names, times and inputs
 
 WORKLOAD=styles builds the template styles real applications use instead: fixed system prompts, system
 prompts that carry the user's name, the weekday, the date and the time (as personalised assistants do),
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 CALLS = int(os.environ.get("CALLS", "3000"))
-random.seed(7)
+random.seed(int(os.environ.get("SEED", "7")))
 
 
 def data_dir() -> Path:
