@@ -131,7 +131,7 @@ fn wrong_at_recall(eval: &[Pair], recall: f64, score: &dyn Fn(&Pair) -> Option<f
 fn main() {
     let data = std::env::var_os("LEANLM_SHARED_DATA")
         .map(|d| PathBuf::from(d).join("banking77"))
-        .unwrap_or_else(|| PathBuf::from("../shared/data/banking77"));
+        .unwrap_or_default();
     if !data.join("test.csv").exists() {
         eprintln!(
             "Banking77 not found at {} (set LEANLM_SHARED_DATA to the folder of public data sets; Banking77 is \
