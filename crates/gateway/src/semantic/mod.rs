@@ -716,7 +716,9 @@ impl SemanticCache {
                 let Ok(handle) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
-                handle.spawn(async move {
+                // On the blocking pool: scoring, and every hundredth verified hit refitting the task's verifier
+                // (~15 ms at a full window), must not hold up an async worker.
+                handle.spawn_blocking(move || {
                     let text = |b: &Bytes| {
                         serde_json::from_slice::<Value>(b)
                             .map(|v| leanlm_wire::output_text(&v))
