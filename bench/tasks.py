@@ -180,7 +180,7 @@ def styles(bank: list[str], convs: list[list[dict]]):
         ("personal-assistant", "chat|generate", lambda: (lambda n: {"messages": [
             {"role": "system", "content": f"You are Juniper, the personal assistant of {n}. It is {moment()}. "
              f"Greet {n.split()[0]} by name when it fits, and keep replies warm and concise."},
-            *chat_turns(convs)]})(person())),
+            *chat_request(convs)["messages"]]})(person())),
         ("support-reply", "generate", lambda: {"messages": [
             {"role": "system", "content": f"Today is {moment()}. You write replies for the support team of a retail "
              "bank: friendly, empathetic, at most three sentences, signed 'The Support Team'."},
@@ -195,14 +195,9 @@ def styles(bank: list[str], convs: list[list[dict]]):
         ("travel-chat", "chat|generate", lambda: {"messages": [
             {"role": "system", "content": "You are Wanderly's travel planner. Help the traveller plan trips, suggest "
              "places to stay and things to do, and ask about their budget when it matters."},
-            *chat_turns(convs)]}),
+            *chat_request(convs)["messages"]]}),
         ("chat", "chat", lambda: chat_request(convs)),
     ]
-
-
-def chat_turns(convs):
-    msgs = chat_request(convs)["messages"]
-    return msgs
 
 
 def chat_request(convs):

@@ -228,7 +228,7 @@ impl Discoverer {
         if system.is_empty() {
             // Without a system prompt, the user turn may itself be a template wrapping an input: one masking
             // recognises (a labelled or delimited insert), or one the miner finds (an input inline).
-            let user = mask::skeleton(&head_and_tail(&shape.first_user));
+            let (user, whole) = mask::skeletons(&head_and_tail(&shape.first_user));
             if mask::is_template(&user) {
                 let id = template_id(shape, "", &user);
                 if !self.promoted(&id, &shape.first_user) {
@@ -243,7 +243,7 @@ impl Discoverer {
             }
             // The miner sees every word: masking a long paragraph as data would hide an instruction that
             // wraps a long input inline.
-            let user = mask::instructions_skeleton(&head_and_tail(&shape.first_user));
+            let user = whole;
             let chat_id = template_id(shape, "chat", mask::TEXT);
             if !mask::has_fixed_text(&user) {
                 return chat(chat_id);

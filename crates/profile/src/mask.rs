@@ -123,6 +123,12 @@ pub fn instructions_skeleton(text: &str) -> String {
     structure(&mask_spans(text), false)
 }
 
+/// Both skeletons of a user turn, [`skeleton`] and [`instructions_skeleton`], masking its spans once.
+pub fn skeletons(text: &str) -> (String, String) {
+    let spans = mask_spans(text);
+    (structure(&spans, true), structure(&spans, false))
+}
+
 fn mask_spans(text: &str) -> String {
     use std::borrow::Cow;
     // Each pass runs only where its pattern can match: most prompts have no URL, e-mail, quote or code.

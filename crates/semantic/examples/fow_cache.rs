@@ -68,6 +68,18 @@ fn conversation(turns: &Value) -> (String, String) {
     )
 }
 
+/// `FOW_EVIDENCE=N`: N would-be hits drawn with replacement from a fold's half, seeded by the fold (the same
+/// draws every run); without it, the half itself.
+fn draw(half: Vec<Verified>, fold: u32, draws: Option<usize>) -> Vec<Verified> {
+    match draws {
+        Some(n) if !half.is_empty() => {
+            let mut rng = StdRng::seed_from_u64(u64::from(fold));
+            (0..n).map(|_| half[rng.random_range(0..half.len())]).collect()
+        }
+        _ => half,
+    }
+}
+
 fn main() {
     let data = std::env::args()
         .nth(1)
@@ -196,14 +208,7 @@ fn main() {
                 _ => None,
             })
             .collect();
-        match draws {
-            Some(n) if !half.is_empty() => {
-                // Seeded by the fold: the same draws every run.
-                let mut rng = StdRng::seed_from_u64(u64::from(f));
-                (0..n).map(|_| half[rng.random_range(0..half.len())]).collect()
-            }
-            _ => half,
-        }
+        draw(half, f, draws)
     };
     let estimates = [calibrate(&evidence(1), bound), calibrate(&evidence(0), bound)];
     // The task's own verifier: fitted on the other fold's would-be hits (as a task fits on its evidence),
@@ -237,13 +242,7 @@ fn main() {
                 })
             })
             .collect();
-        match draws {
-            Some(n) if !half.is_empty() => {
-                let mut rng = StdRng::seed_from_u64(u64::from(f));
-                (0..n).map(|_| half[rng.random_range(0..half.len())]).collect()
-            }
-            _ => half,
-        }
+        draw(half, f, draws)
     };
     let learned_estimates = [
         calibrate(&learned_evidence(1), bound),

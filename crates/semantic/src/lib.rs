@@ -60,6 +60,19 @@ pub enum Decision {
 /// Two last turns that are the same words but for misspellings are the same question whatever their
 /// embeddings say (MiniLM scores "cancle" far from "cancel"): their similarity is taken as 1.
 pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Decision {
+    judge_with(new, cached, last_sim, context_sim, min_similarity, true)
+}
+
+/// [`judge`], with the last turns' word-level guards (`last_guards`) or without them (for [`assess`], which
+/// reads them as evidence instead).
+fn judge_with(
+    new: Query,
+    cached: Query,
+    last_sim: f32,
+    context_sim: Option<f32>,
+    min_similarity: f32,
+    last_guards: bool,
+) -> Decision {
     let last_sim = if last_sim < 1.0 && guards::spelled_alike(new.last, cached.last) {
         1.0
     } else {
@@ -73,7 +86,7 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
         if last_sim < min_similarity {
             return Decision::TooFar { similarity: last_sim };
         }
-        return match veto(new.last, cached.last) {
+        return match last_guards.then(|| veto(new.last, cached.last)).flatten() {
             Some(v) => Decision::Vetoed(v),
             None => Decision::Candidate { similarity: last_sim },
         };
@@ -93,7 +106,7 @@ pub fn judge(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>,
         if !same_text(new.last, cached.last) {
             return Decision::Vetoed(Veto::LongText);
         }
-    } else if let Some(v) = veto(new.last, cached.last) {
+    } else if last_guards && let Some(v) = veto(new.last, cached.last) {
         return Decision::Vetoed(v);
     }
     if long(new.context, cached.context) {
@@ -125,52 +138,12 @@ pub enum Assessment {
 
 /// Like [`judge`], for a learned verifier: the last turns' guards become features instead of vetoes.
 pub fn assess(new: Query, cached: Query, last_sim: f32, context_sim: Option<f32>, min_similarity: f32) -> Assessment {
-    let features = || Features::measure(new, cached, last_sim, context_sim);
-    let spelled = last_sim < 1.0 && guards::spelled_alike(new.last, cached.last);
-    let sim = if spelled { 1.0 } else { last_sim };
-    let own_question = match (new.preamble, cached.preamble) {
-        (Some(a), Some(b)) => guards::standalone(new.last) && guards::standalone(cached.last) && same_text(a, b),
-        _ => false,
-    };
-    let refuse = |d| Assessment::Refused(d);
-    if own_question {
-        if sim < min_similarity {
-            return refuse(Decision::TooFar { similarity: sim });
-        }
-        return Assessment::Candidate {
-            similarity: sim,
-            features: features(),
-        };
-    }
-    let similarity = match context_sim {
-        Some(c) => sim.min(c),
-        None if new.context.trim().is_empty() != cached.context.trim().is_empty() => {
-            return refuse(Decision::ContextDiffers);
-        }
-        None => sim,
-    };
-    if similarity < min_similarity {
-        return refuse(Decision::TooFar { similarity });
-    }
-    let long = |a: &str, b: &str| a.len() > LONG_TEXT || b.len() > LONG_TEXT;
-    if long(new.last, cached.last) && !same_text(new.last, cached.last) {
-        return refuse(Decision::Vetoed(Veto::LongText));
-    }
-    if long(new.context, cached.context) {
-        if !same_text(new.context, cached.context) {
-            return refuse(Decision::Vetoed(Veto::LongText));
-        }
-    } else if let Some(v) = veto_context(new.context, cached.context) {
-        return refuse(Decision::Vetoed(v));
-    }
-    if (guards::bare_reply(new.last) || guards::bare_reply(cached.last))
-        && let Some(v) = guards::veto_reply(new.context, cached.context)
-    {
-        return refuse(Decision::Vetoed(v));
-    }
-    Assessment::Candidate {
-        similarity,
-        features: features(),
+    match judge_with(new, cached, last_sim, context_sim, min_similarity, false) {
+        Decision::Candidate { similarity } => Assessment::Candidate {
+            similarity,
+            features: Features::measure(new, cached, last_sim, context_sim),
+        },
+        refused => Assessment::Refused(refused),
     }
 }
 

@@ -262,7 +262,12 @@ fn output_hash(response_body: &str) -> Option<String> {
 /// The embedded SQLite store.
 pub struct Store {
     conn: Connection,
+    /// (template, absorbed task) pairs this handle has folded, so later calls carrying them cost nothing.
+    folded: std::collections::HashSet<(String, String)>,
 }
+
+/// Folded pairs remembered per handle; past this the memory is reset (a pair folded again changes nothing).
+const FOLDED_MEMORY: usize = 10_000;
 
 impl Store {
     /// Opens (creating if needed) the store named by a URL: `sqlite://PATH`, `sqlite::memory:` or a bare path.
@@ -280,7 +285,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            folded: Default::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -326,6 +334,8 @@ impl Store {
 
     /// Inserts records in one transaction, and records the tasks they belong to.
     pub fn insert_batch(&mut self, records: &[CallRecord]) -> Result<(), StoreError> {
+        // Taken out while the transaction borrows the store; a failed batch only forgets what was folded.
+        let mut done = std::mem::take(&mut self.folded);
         let tx = self.write()?;
         {
             let mut upsert = tx.prepare_cached(
@@ -401,8 +411,13 @@ impl Store {
                 ])?;
             }
         }
-        fold_absorbed(&tx, records)?;
+        let folded = fold_absorbed(&tx, records, &done)?;
         tx.commit()?;
+        if done.len() + folded.len() > FOLDED_MEMORY {
+            done.clear();
+        }
+        done.extend(folded);
+        self.folded = done;
         Ok(())
     }
 
@@ -1411,13 +1426,22 @@ fn features(text: Option<String>) -> Option<Vec<f32>> {
 /// Folds tasks that discovery found to share a template into the task that absorbed them: their calls move
 /// to it and their rows go. A task someone named or deployed a policy on stays as it is: its calls keep
 /// their history, and new calls go to the absorbing task, which the reference serves until it is validated.
-fn fold_absorbed(tx: &rusqlite::Transaction, records: &[CallRecord]) -> Result<(), StoreError> {
-    let mut done: std::collections::HashSet<(&str, &str)> = Default::default();
+///
+/// Every call of a mined template carries the ids it absorbed; `done` holds the pairs already settled
+/// through this handle, and the pairs settled now are returned, so each is settled once.
+fn fold_absorbed(
+    tx: &rusqlite::Transaction,
+    records: &[CallRecord],
+    done: &std::collections::HashSet<(String, String)>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut now: Vec<(String, String)> = Vec::new();
     for t in records.iter().filter_map(|r| r.task.as_ref()) {
         for old in t.absorbs.iter().filter(|o| **o != t.id) {
-            if !done.insert((t.id.as_str(), old.as_str())) {
+            let pair = (t.id.clone(), old.clone());
+            if done.contains(&pair) || now.contains(&pair) {
                 continue;
             }
+            now.push(pair);
             let kept: bool = tx
                 .prepare_cached(
                     "SELECT EXISTS(SELECT 1 FROM policies WHERE task = ?1)
@@ -1439,7 +1463,7 @@ fn fold_absorbed(tx: &rusqlite::Transaction, records: &[CallRecord]) -> Result<(
                 .execute(params![old])?;
         }
     }
-    Ok(())
+    Ok(now)
 }
 
 #[cfg(test)]

@@ -593,46 +593,29 @@ impl SemanticCache {
                 preamble: item.preamble.as_deref(),
                 last: &item.last,
             };
-            let decision = match self.config.judgement {
-                Judgement::Guards => judge(
-                    new,
-                    cached,
-                    n.similarity,
-                    context_similarity,
-                    self.config.min_similarity,
-                ),
-                Judgement::Learned => match assess(
-                    new,
-                    cached,
-                    n.similarity,
-                    context_similarity,
-                    self.config.min_similarity,
-                ) {
-                    Assessment::Candidate { similarity, features } => {
-                        return Some((
-                            item.body.clone(),
-                            item.cost_usd,
-                            item.model.clone(),
-                            item.provider.clone(),
-                            similarity,
-                            Some(features),
-                        ));
-                    }
-                    Assessment::Refused(d) => d,
+            let (sim, min) = (n.similarity, self.config.min_similarity);
+            let judged = match self.config.judgement {
+                Judgement::Guards => match judge(new, cached, sim, context_similarity, min) {
+                    Decision::Candidate { similarity } => Ok((similarity, None)),
+                    refused => Err(refused),
+                },
+                Judgement::Learned => match assess(new, cached, sim, context_similarity, min) {
+                    Assessment::Candidate { similarity, features } => Ok((similarity, Some(features))),
+                    Assessment::Refused(refused) => Err(refused),
                 },
             };
-            let similarity = match decision {
-                Decision::Candidate { similarity } => similarity,
-                Decision::TooFar { .. } => continue,
+            let (similarity, features) = match judged {
+                Ok(candidate) => candidate,
                 // What each guard stops in production, as fow-cache measures it offline.
-                Decision::ContextDiffers => {
+                Err(Decision::ContextDiffers) => {
                     metrics::counter!("leanlm_semantic_vetoes_total", "guard" => "context").increment(1);
                     continue;
                 }
-                Decision::Vetoed(v) => {
+                Err(Decision::Vetoed(v)) => {
                     metrics::counter!("leanlm_semantic_vetoes_total", "guard" => v.as_str()).increment(1);
                     continue;
                 }
+                Err(_) => continue,
             };
             return Some((
                 item.body.clone(),
@@ -640,7 +623,7 @@ impl SemanticCache {
                 item.model.clone(),
                 item.provider.clone(),
                 similarity,
-                None,
+                features,
             ));
         }
         None
