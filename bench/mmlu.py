@@ -34,19 +34,17 @@ import datetime
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from harness import Gateway, post
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LEANLM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MMLU = SHARED / "routellm-mmlu"
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-LEANLM = TARGET / "release" / "leanlm"
 TRAIN = int(os.environ.get("TRAIN", "2400"))
 VALIDATE = int(os.environ.get("VALIDATE", "600"))
 TEST = int(os.environ.get("TEST", "1500"))
@@ -75,40 +73,9 @@ def questions() -> list[str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, body: dict, headers: dict | None = None, timeout: float = 120) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read() or b"{}")
-
-
-class Bench:
+class Bench(Gateway):
     def __init__(self, work: Path):
-        self.work = work
-        self.mock = subprocess.Popen(
-            [str(TARGET / "release" / "leanlm-mock"), "--listen", "127.0.0.1:0", "--routellm", str(MMLU),
-             "--alias", f"{STRONG}={STRONG_RECORDED}"],
-            stdout=subprocess.PIPE, text=True)
-        self.mock_url = "http://" + self.mock.stdout.readline().strip()
-        self.config = work / "leanlm.toml"
-        self.config.write_text(f"""
-[store]
-url = "sqlite://{work / 'calls.db'}"
-[cache]
-exact = "off"
-[providers.mock]
-kind = "openai"
-base_url = "{self.mock_url}/v1"
-api_key = "sk-mock"
+        super().__init__(work, ["--routellm", str(MMLU), "--alias", f"{STRONG}={STRONG_RECORDED}"], f"""
 # Priced from the bundled table by upstream name.
 [models."{STRONG}"]
 provider = "mock"
@@ -119,30 +86,7 @@ upstream = "{CHEAP_RECORDED}"
 [catalog]
 allow = ["{CHEAP}"]
 """)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.gateway = subprocess.Popen(
-            [str(LEANLM), "serve", "--config", str(self.config), "--listen", f"127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=open(work / "gateway.log", "w"), env={**os.environ, "LEANLM_LOG": "warn"})
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         self.truth_of: dict[str, str] = {}
-
-    def close(self):
-        for p in (self.gateway, self.mock):
-            p.terminate()
-            p.wait()
-
-    def leanlm(self, *args: str, check: bool = True) -> str:
-        r = subprocess.run([str(LEANLM), *args, "--config", str(self.config)], capture_output=True, text=True,
-                           env={**os.environ, "LEANLM_LOG": "warn"})
-        if check and r.returncode != 0:
-            sys.exit(f"leanlm {' '.join(args)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
-        return r.stdout + r.stderr
 
     def truth(self, prompts: list[str]) -> None:
         with cf.ThreadPoolExecutor(8) as pool:
@@ -239,11 +183,20 @@ def main() -> None:
         say(f"| all Mixtral | {cheap['agreement']:.1%} | {cheap['accuracy']:.1%} | 0.00 | ${cheap['cost']:.3f} | 0% | "
             f"{1 - cheap['cost'] / strong['cost']:.1%} | |")
 
+        chances: list[tuple[str, dict]] = []
+
         def deploy_and_test(name: str, spec: str, bound: float) -> None:
             out = b.leanlm("validate", "--task", task, "--candidate", spec, "--sample", str(VALIDATE),
-                           "--bound", f"{bound - 0.05:.2f}", "--scorer", "label", "--seed", str(SEED), check=False)
-            verdict = next((ln.strip() for ln in out.splitlines() if "PASS" in ln or "FAIL" in ln), out.strip()[-120:])
-            passed = "PASS" in verdict
+                           "--bound", f"{bound - 0.05:.2f}", "--scorer", "label", "--seed", str(SEED), "--json",
+                           check=False)
+            try:
+                report = json.loads(out[out.index("{"):])
+            except ValueError:
+                sys.exit(f"validate {spec} gave no report:\n{out}")
+            verdict = report["verdict"]["reason"]
+            passed = report["verdict"]["passed"]
+            if report.get("chance"):
+                chances.append((name, report["chance"]))
             args = ["deploy", "--task", task, "--replacement", spec, "--stage", "canary", "--share", "1",
                     "--audit-rate", "0"]
             if not passed:
@@ -270,6 +223,18 @@ def main() -> None:
             print(out, file=sys.stderr)
             deploy_and_test(f"router, bound {bound:.0%}", f"router:{CHEAP},{STRONG}", bound)
         say()
+        if chances:
+            say("What each validation said against chance (`leanlm validate`'s `chance`, on the held-out logged "
+                "calls, before the test split was sent):")
+            say()
+            say("| replacement | share on Mixtral | agreement | random split at that share | Mixtral agrees on "
+                "the calls it got / on the others | better than chance |")
+            say("|---|---|---|---|---|---|")
+            for name, c in chances:
+                say(f"| {name} | {c['cheap_share']:.0%} | {c['agreement']:.1%} | {c['random_agreement']:.1%} | "
+                    f"{c['cheap_agreement_on_kept']:.1%} / {c['cheap_agreement_on_others']:.1%} | "
+                    f"{'yes' if c['better_than_chance'] else 'no'} |")
+            say()
         say(f"Agreement is with GPT-4's answer to the same question (what a router or cascade is trained and "
             f"bounded on: production traffic has no truth); accuracy is against the truth. A random router that "
             f"sends a share s of the questions to GPT-4 has PGR s. Validation: `leanlm validate` on held-out "

@@ -25,11 +25,13 @@ use tokio::sync::mpsc;
 mod intents;
 mod labels;
 mod maths;
+mod recorded;
 pub use intents::{PER_INTENT, intents, intents_csv};
 pub use labels::Labeller;
 /// A labelled set as the `text,label` CSV the mock's `--labels` reads.
 pub use maths::csv as labels_csv;
 pub use maths::{Style, deliveries, word_problems};
+pub use recorded::Recorded;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -112,6 +114,7 @@ pub struct Stats {
     seen: Mutex<Vec<Seen>>,
     record: std::sync::atomic::AtomicBool,
     labeller: Option<std::sync::RwLock<Labeller>>,
+    recorded: Option<Recorded>,
 }
 
 impl Stats {
@@ -174,9 +177,21 @@ impl Mock {
 
     /// Serves with a labeller: prompts that are examples of its data set get a label as the answer.
     pub fn serve_with(listener: TcpListener, record: bool, labeller: Option<Labeller>) -> Mock {
+        Mock::serve_recorded(listener, record, labeller, None)
+    }
+
+    /// Serves with recorded answers too: a model answers a recorded prompt as it was recorded, before any
+    /// labeller or echo.
+    pub fn serve_recorded(
+        listener: TcpListener,
+        record: bool,
+        labeller: Option<Labeller>,
+        recorded: Option<Recorded>,
+    ) -> Mock {
         let addr = listener.local_addr().expect("bound listener has an address");
         let stats = Arc::new(Stats {
             labeller: labeller.map(std::sync::RwLock::new),
+            recorded,
             ..Stats::default()
         });
         stats.record.store(record, Ordering::SeqCst);
@@ -577,6 +592,15 @@ fn model_of(body: &Value) -> &str {
 /// `model` is the one asked for: the labeller judges answers by model.
 fn answer(stats: &Stats, format: Format, body: &Value, model: &str, raw_len: usize) -> Answer {
     let user = last_user_text(format, body);
+    if let Some(text) = stats.recorded.as_ref().and_then(|r| r.answer(model, &user)) {
+        return Answer {
+            text: text.to_owned(),
+            logprob: -0.05,
+            tool: None,
+            prompt_tokens: (raw_len as u64 / 4).max(1),
+            completion_tokens: (text.split_whitespace().count() as u64).max(1),
+        };
+    }
     if let Some(label) = stats.labeller.as_ref().and_then(|l| {
         let l = l.read().unwrap_or_else(|p| p.into_inner());
         l.judge(&user)

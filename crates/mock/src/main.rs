@@ -29,6 +29,10 @@ struct Args {
     /// columns answers each question right exactly where the real model did (instead of --labels).
     #[arg(long, conflicts_with = "labels")]
     routellm: Option<std::path::PathBuf>,
+    /// Recorded answers, JSON lines of `{"model", "prompt", "answer"}`: a model answers a recorded prompt
+    /// (its last user turn) as recorded; other prompts as without this option.
+    #[arg(long)]
+    answers: Option<std::path::PathBuf>,
     /// With --routellm, NAME=RECORDED answers requests for NAME as the recorded model RECORDED (repeatable).
     #[arg(long, value_parser = parse_alias)]
     alias: Vec<(String, String)>,
@@ -87,6 +91,13 @@ fn main() -> anyhow::Result<()> {
             .fold(l.seed(args.seed), |l, (model, p)| l.accuracy(model.clone(), *p));
         args.style.iter().fold(l, |l, (model, s)| l.style(model.clone(), *s))
     });
+    let recorded = match &args.answers {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            Some(leanlm_mock::Recorded::from_jsonl(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if args.threads > 0 {
         rt.worker_threads(args.threads);
@@ -99,7 +110,7 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(leanlm_mock::forward(listener, base));
             }
             None => {
-                leanlm_mock::Mock::serve_with(listener, args.record, labeller);
+                leanlm_mock::Mock::serve_recorded(listener, args.record, labeller, recorded);
             }
         }
         // The first line on stdout is the address, for scripts that started us on port 0.
