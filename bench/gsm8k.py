@@ -21,7 +21,7 @@ through `leanlm serve`, lets discovery find the task, and runs `leanlm validate`
 with each scorer forced, and at absolute bounds on both sides of the truth.
 
     python3 bench/gsm8k.py                  # ~25 min on a 2-core VM the first time (the model answers), ~1 min after
-    REPORT=300 DEV=60 MAX_TOKENS=160 python3 bench/gsm8k.py
+    REPORT=150 DEV=60 MAX_TOKENS=160 python3 bench/gsm8k.py
 
 Results: bench/results/gsm8k-verdicts-<date>.md.
 """
@@ -46,7 +46,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 CACHE = Path(os.environ.get("LEANLM_BENCH_CACHE", Path.home() / ".cache" / "leanlm" / "bench"))
 MODEL = Path(os.environ.get("LEANLM_LOCAL_MODEL",
                             Path.home() / ".cache" / "leanlm" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-REPORT = int(os.environ.get("REPORT", "300"))
+REPORT = int(os.environ.get("REPORT", "150"))
 DEV = int(os.environ.get("DEV", "60"))
 MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "160"))
 SEED = int(os.environ.get("SEED", "7"))
@@ -128,9 +128,11 @@ def candidate_answers(rows: list[dict]) -> dict[str, str]:
 
 
 def main() -> None:
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-local", "--example", "answer"], cwd=ROOT,
-                   check=True)
+    if "LEANLM_BIN_DIR" not in os.environ:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT,
+                       check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-local", "--example", "answer"], cwd=ROOT,
+                       check=True)
     rows = gsm8k_test()
     random.Random(SEED).shuffle(rows)
     if DEV + REPORT > len(rows):

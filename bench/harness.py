@@ -12,8 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-LEANLM = TARGET / "release" / "leanlm"
-MOCK = TARGET / "release" / "leanlm-mock"
+# The binaries: the release build unless LEANLM_BIN_DIR names another (a debug build will do where speed is
+# not what is measured).
+BIN = Path(os.environ.get("LEANLM_BIN_DIR", TARGET / "release"))
+LEANLM = BIN / "leanlm"
+MOCK = BIN / "leanlm-mock"
 
 
 def free_port() -> int:

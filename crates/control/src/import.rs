@@ -77,6 +77,8 @@ pub fn import_files(
         .filter(|t| t.origin == leanlm_core::Origin::Template)
         .map(|t| t.id);
     let tasks = Discoverer::with_known(known);
+    // Templates mined by the gateway or an earlier import cover these calls from the first line.
+    tasks.learn_templates(store.mined_templates_after(0)?.iter().map(|(_, t)| t));
     let mut report = ImportReport::default();
     let mut batch_inputs: HashMap<String, Pending> = HashMap::new();
     let mut batch_outputs: Vec<(String, Pending)> = Vec::new();

@@ -142,6 +142,17 @@ pub struct TaskRef {
     pub absorbs: std::sync::Arc<[String]>,
 }
 
+/// A template discovery mined from the calls of one group (endpoint, part, tools, response format), its
+/// variables as `⟨*⟩`. Kept in the store, so that after a restart, and on every other instance sharing the
+/// store, the calls it covers go to its task from the first one instead of being relearnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinedTemplate {
+    pub group: u64,
+    pub text: String,
+    /// Ids of the tasks its calls had before it was mined.
+    pub absorbs: Vec<String>,
+}
+
 /// The numbers of one call, for profiling a task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallStats {

@@ -14,8 +14,8 @@ mod usage;
 pub mod value;
 
 pub use call::{
-    Action, CacheOutcome, CallRecord, CallStats, CallStatus, CheckKind, Origin, PolicyTag, Role, StageOutcome,
-    StageRecord, TaskRef,
+    Action, CacheOutcome, CallRecord, CallStats, CallStatus, CheckKind, MinedTemplate, Origin, PolicyTag, Role,
+    StageOutcome, StageRecord, TaskRef,
 };
 pub use format::{ClientFormat, ProviderKind};
 pub use replacement::Replacement;

@@ -14,6 +14,7 @@ mod replay;
 pub mod route;
 pub mod semantic;
 mod server;
+mod templates;
 mod upstream;
 
 pub use config::{Config, ConfigError, Overrides};

@@ -28,7 +28,7 @@ impl Replayer {
         let state = Arc::new(AppState::new(
             config,
             leanlm_store::CallLog::discard(),
-            leanlm_profile::Discoverer::default(),
+            Default::default(),
         )?);
         Ok(Replayer {
             router: crate::server::router(state.clone()),

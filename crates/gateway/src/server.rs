@@ -29,7 +29,7 @@ pub struct AppState {
     http: reqwest::Client,
     pub log: CallLog,
     /// Discovers which task each call belongs to.
-    pub tasks: leanlm_profile::Discoverer,
+    pub tasks: Arc<leanlm_profile::Discoverer>,
     pub(crate) cache: crate::cache::ExactCache,
     /// Deployment policies; `None` where calls are never served under one (replays).
     pub(crate) policies: Option<Arc<crate::policy::PolicyRuntime>>,
@@ -59,7 +59,11 @@ fn upstream_client() -> anyhow::Result<reqwest::Client> {
 }
 
 impl AppState {
-    pub(crate) fn new(config: Config, log: CallLog, tasks: leanlm_profile::Discoverer) -> anyhow::Result<AppState> {
+    pub(crate) fn new(
+        config: Config,
+        log: CallLog,
+        tasks: Arc<leanlm_profile::Discoverer>,
+    ) -> anyhow::Result<AppState> {
         let http = upstream_client()?;
         let cache = crate::cache::ExactCache::new(config.cache.clone()).map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
@@ -111,6 +115,13 @@ impl Gateway {
                 .filter(|t| t.origin == leanlm_core::Origin::Template)
                 .map(|t| t.id),
         );
+        let tasks = Arc::new(tasks);
+        let after = crate::templates::load(&store, &tasks).context("reading mined templates")?;
+        crate::templates::spawn_sync(
+            &tasks,
+            Store::open(&config.store_url).context("opening the store for mined templates")?,
+            after,
+        )?;
         let policies = crate::policy::start(&config)?;
         let embedder = Arc::new(crate::embedder::Embedder::new(
             config.cache.semantic.embeddings.clone(),
@@ -291,6 +302,11 @@ fn flush(state: Arc<AppState>, writer: LogWriter) {
     if Arc::strong_count(&state) > 1 {
         tracing::warn!("calls still in flight at shutdown; their records may be missing");
         return;
+    }
+    // Templates mined since the last sync are kept too.
+    match Store::open(&state.config.store_url) {
+        Ok(mut store) => crate::templates::save(&mut store, &state.tasks),
+        Err(e) => tracing::warn!(error = %e, "could not keep mined templates"),
     }
     drop(state);
     writer.join();

@@ -22,12 +22,16 @@ impl Harness {
     /// A gateway whose openai, anthropic and gemini providers all point at one mock. `openai` has a key
     /// configured; the others pass the client's key through. `MOCK` in `extra` is the mock's URL.
     async fn start(extra: &str) -> Harness {
+        let dir = std::env::temp_dir().join(format!("leanlm-e2e-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness::start_on(dir.join("calls.db"), extra).await
+    }
+
+    /// Like `start`, on the store at `db`: a restart, or another instance sharing it.
+    async fn start_on(db: PathBuf, extra: &str) -> Harness {
         let mock = Mock::start().await.unwrap();
         let m = mock.url();
         let extra = extra.replace("MOCK", &m);
-        let dir = std::env::temp_dir().join(format!("leanlm-e2e-{}", uuid_like()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("calls.db");
         let toml = format!(
             r#"
 [store]
@@ -1054,6 +1058,64 @@ async fn shutdown_flushes_the_log_and_secrets_never_reach_it() {
             assert!(!text.contains("sk-client-secret-9999"));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mined_templates_survive_a_restart_and_reach_other_instances() {
+    let greet = |name: &str| {
+        json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": format!("You are the assistant of {name}. Greet {name} warmly, then help.")},
+            {"role": "user", "content": "hello"}]})
+    };
+    let route = |q: &str| json!({"model": "gpt-4o-mini", "messages": user(&format!("Which team should handle {q}? Answer with a team name."))});
+    let h = Harness::start("").await;
+    let mut task = String::new();
+    for name in ["Amara", "Bo", "Carlos", "Dmitri", "Elif", "Fatima"] {
+        task = header(&h.post("/v1/chat/completions", greet(name)).await, "x-leanlm-task").to_owned();
+    }
+    let db = h.shutdown().await;
+    // After a restart, a new user's first call goes to the mined template's task.
+    let a = Harness::start_on(db.clone(), "").await;
+    assert_eq!(
+        header(&a.post("/v1/chat/completions", greet("Gao")).await, "x-leanlm-task"),
+        task
+    );
+
+    // Two instances on one store: what one mines, the other knows within a sync interval, on fewer
+    // probes than it would need to mine the template itself.
+    let b = Harness::start_on(db, "").await;
+    let mut inline = String::new();
+    for q in [
+        "my card payment that was declined",
+        "a top-up that never arrived",
+        "the exchange rate I was charged abroad",
+        "an unknown direct debit from last week",
+        "a blocked PIN",
+        "a refund that is still pending",
+        "changing my address",
+        "a surprise cash withdrawal fee",
+        "the app crashing at login",
+    ] {
+        inline = header(&a.post("/v1/chat/completions", route(q)).await, "x-leanlm-task").to_owned();
+    }
+    assert_ne!(inline, "chat");
+    let mut seen = Vec::new();
+    for q in [
+        "a stolen phone",
+        "a frozen account",
+        "a missing statement",
+        "a wrong balance",
+        "a lost PIN",
+    ] {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        seen.push(header(&b.post("/v1/chat/completions", route(q)).await, "x-leanlm-task").to_owned());
+        if seen.last() == Some(&inline) {
+            break;
+        }
+    }
+    assert_eq!(seen.last(), Some(&inline), "{seen:?}");
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,6 +284,20 @@ impl Discoverer {
         }
     }
 
+    /// Templates mined since the last call, for the store ([`Discoverer::learn_templates`] reads them back).
+    pub fn take_mined(&self) -> Vec<leanlm_core::MinedTemplate> {
+        self.miner.lock().unwrap_or_else(|p| p.into_inner()).take_fresh()
+    }
+
+    /// Knows templates mined before a restart or by another instance: their calls go to their tasks from
+    /// the first one.
+    pub fn learn_templates<'a>(&self, templates: impl IntoIterator<Item = &'a leanlm_core::MinedTemplate>) {
+        let mut miner = self.miner.lock().unwrap_or_else(|p| p.into_inner());
+        for t in templates {
+            miner.learn(t);
+        }
+    }
+
     /// Runs the miner on a skeleton, in the group of calls that share the endpoint, schemas and part.
     fn mine(&self, shape: &Shape, part: &str, skeleton: &str, id: &str, long_gaps: bool) -> (Mined, bool) {
         let group = {
@@ -544,6 +558,50 @@ mod tests {
             );
             assert_eq!(c.origin, Origin::Chat, "{q}");
         }
+    }
+
+    #[test]
+    fn mined_templates_are_known_after_a_restart_and_on_other_instances() {
+        let route = |q: &str| serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Which team should handle {q}? Answer with a team name.")}]});
+        let greet = |name: &str| {
+            serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": format!("You are the assistant of {name}. Greet {name} warmly, then help.")},
+            {"role": "user", "content": "hello"}]})
+        };
+        let first = Discoverer::new();
+        let questions = [
+            "my card payment that was declined",
+            "a top-up that never arrived",
+            "the exchange rate I was charged abroad",
+            "an unknown direct debit from last week",
+            "a blocked PIN",
+            "a refund that is still pending",
+            "changing my address",
+            "a surprise cash withdrawal fee",
+            "the app crashing at login",
+        ];
+        let inline = questions.iter().map(|q| id_of(&first, route(q))).last().unwrap();
+        let names = ["Amara", "Bo", "Carlos", "Dmitri", "Elif", "Fatima"];
+        let personal = names.iter().map(|n| id_of(&first, greet(n))).last().unwrap();
+        assert_eq!((inline.origin, personal.origin), (Origin::Template, Origin::Template));
+        let mined = first.take_mined();
+        assert_eq!(mined.len(), 2, "{mined:?}");
+        assert!(first.take_mined().is_empty(), "taken once");
+
+        // Another instance (or this one after a restart) that learns them from the store: the first call of
+        // a new input or a new user goes to the template's task, with nothing to relearn.
+        let second = Discoverer::new();
+        second.learn_templates(&mined);
+        assert_eq!(id_of(&second, route("a stolen phone with the app on it")).id, inline.id);
+        assert_eq!(id_of(&second, greet("Gao")).id, personal.id);
+        // Learning them twice, or an older template the newer one generalises, changes nothing.
+        second.learn_templates(&mined);
+        assert_eq!(id_of(&second, greet("Hana")).id, personal.id);
+        // Without them, the first call of a new input is chat again.
+        assert_eq!(
+            id_of(&Discoverer::new(), route("a stolen phone with the app on it")).origin,
+            Origin::Chat
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use leanlm_core::MinedTemplate;
+
 /// Tokens aligned per skeleton: the head and the tail of longer ones, the middle standing in as one token.
 const HEAD: usize = 192;
 const TAIL: usize = 64;
@@ -33,6 +35,9 @@ const SEEN: usize = 4096;
 const GROUPS: usize = 256;
 /// Confirmed templates per group; past this no more are mined in that group.
 const TEMPLATES: usize = 256;
+/// Templates confirmed and not yet taken for the store; past this the newest are not kept (only persistence
+/// is lost: they still serve).
+const FRESH: usize = 1024;
 /// The widest gap, in tokens, that counts as a short variable (a name, a weekday, a time of day).
 pub const SHORT_GAP: usize = 4;
 /// Distinct skeletons that must fit a template whose gaps are all short.
@@ -107,6 +112,8 @@ pub struct Miner {
     groups: HashMap<u64, Group>,
     /// Skeletons held in all groups' `recent`.
     seen: usize,
+    /// Templates confirmed since the last [`Miner::take_fresh`].
+    fresh: Vec<MinedTemplate>,
 }
 
 impl Miner {
@@ -156,6 +163,13 @@ impl Miner {
                     text: t.text.clone(),
                     absorbs: t.absorbs.clone(),
                 };
+                if self.fresh.len() < FRESH {
+                    self.fresh.push(MinedTemplate {
+                        group,
+                        text: t.text.clone(),
+                        absorbs: t.absorbs.clone(),
+                    });
+                }
                 if g.templates.len() < TEMPLATES {
                     g.templates.push(t);
                 }
@@ -173,6 +187,39 @@ impl Miner {
                 (Mined::Alone, false)
             }
         }
+    }
+}
+
+impl Miner {
+    /// Templates confirmed since the last call, for the store.
+    pub fn take_fresh(&mut self) -> Vec<MinedTemplate> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Knows a template mined before (by this process before a restart, or by another instance). A template
+    /// it generalises (whose absorbed ids it absorbs too) is replaced by it, as when it was mined.
+    pub fn learn(&mut self, t: &MinedTemplate) {
+        if self.groups.len() >= GROUPS && !self.groups.contains_key(&t.group) {
+            return;
+        }
+        let g = self.groups.entry(t.group).or_default();
+        if g.templates.iter().any(|known| known.text == t.text) {
+            return;
+        }
+        g.templates
+            .retain(|known| !known.absorbs.iter().all(|a| t.absorbs.contains(a)));
+        if g.templates.len() >= TEMPLATES {
+            return;
+        }
+        let slots = tokenize(&t.text)
+            .into_iter()
+            .map(|tok| if &*tok.text == GAP { Slot::Gap } else { Slot::Fixed(tok) })
+            .collect();
+        g.templates.push(Template {
+            slots,
+            text: t.text.clone(),
+            absorbs: t.absorbs.clone(),
+        });
     }
 }
 

@@ -232,6 +232,17 @@ ALTER TABLE online_scores ADD COLUMN billed_model TEXT;
 -- numbers), so a task's verifier is fitted on its own evidence. NULL: measured before it was kept.
 ALTER TABLE semantic_evidence ADD COLUMN features TEXT;
 "#,
+    r#"
+-- Templates discovery mined (variables as ⟨*⟩), so a restart or another instance knows them from the first
+-- call. `grp` is the template group's 64-bit hash, stored as its signed twin; `absorbs` a JSON array of ids.
+CREATE TABLE mined_templates (
+    grp INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    absorbs TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (grp, text)
+);
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -968,6 +979,55 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Keeps templates discovery mined; one already kept is left as it is.
+    pub fn save_mined_templates(&mut self, templates: &[leanlm_core::MinedTemplate]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO mined_templates (grp, text, absorbs, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for t in templates {
+                // A list of strings always serialises.
+                let absorbs = serde_json::to_string(&t.absorbs).unwrap_or_else(|_| "[]".into());
+                stmt.execute(params![t.group as i64, t.text, absorbs, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Mined templates kept after `after` (a rowid; 0 for all), oldest first, with their rowids.
+    pub fn mined_templates_after(&self, after: i64) -> Result<Vec<(i64, leanlm_core::MinedTemplate)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rowid, grp, text, absorbs FROM mined_templates WHERE rowid > ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map(params![after], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rowid, group, text, absorbs) = row?;
+            out.push((
+                rowid,
+                leanlm_core::MinedTemplate {
+                    group: group as u64,
+                    text,
+                    // A row another version wrote unreadably still names its template; it absorbs nothing.
+                    absorbs: serde_json::from_str(&absorbs).unwrap_or_default(),
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// Stores semantic-cache entries and returns their ids, in order.
@@ -2099,6 +2159,29 @@ pub(crate) mod tests {
         assert_eq!(found("m3-task").as_deref(), Some("t_m3"));
         assert_eq!(s.find_task("nothing").unwrap(), crate::TaskLookup::Missing);
         assert_eq!(s.find_task("m1-task").unwrap(), crate::TaskLookup::Ambiguous(2));
+    }
+
+    #[test]
+    fn mined_templates_are_kept_once_and_read_back_in_order() {
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let t = |group: u64, text: &str| leanlm_core::MinedTemplate {
+            group,
+            text: text.into(),
+            absorbs: vec!["t_a".into(), "t_b".into()],
+        };
+        // A group hash above i64::MAX survives the round trip.
+        s.save_mined_templates(&[t(u64::MAX - 1, "Hello ⟨*⟩ ."), t(7, "Route ⟨*⟩ ?")])
+            .unwrap();
+        s.save_mined_templates(&[t(7, "Route ⟨*⟩ ?"), t(7, "Sort ⟨*⟩ .")])
+            .unwrap();
+        let all = s.mined_templates_after(0).unwrap();
+        assert_eq!(
+            all.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
+            vec![t(u64::MAX - 1, "Hello ⟨*⟩ ."), t(7, "Route ⟨*⟩ ?"), t(7, "Sort ⟨*⟩ .")]
+        );
+        let newer = s.mined_templates_after(all[1].0).unwrap();
+        assert_eq!(newer.len(), 1);
+        assert_eq!(newer[0].1.text, "Sort ⟨*⟩ .");
     }
 
     #[test]
