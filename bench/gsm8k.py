@@ -21,7 +21,7 @@ through `leanlm serve`, lets discovery find the task, and runs `leanlm validate`
 with each scorer forced, and at absolute bounds on both sides of the truth.
 
     python3 bench/gsm8k.py                  # ~60 min on a 2-core VM the first time (the model answers), ~1 min after
-    REPORT=95 DEV=60 MAX_TOKENS=160 python3 bench/gsm8k.py
+    REPORT=100 DEV=60 MAX_TOKENS=160 python3 bench/gsm8k.py
 
 Results: bench/results/gsm8k-verdicts-<date>.md.
 """
@@ -46,7 +46,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 CACHE = Path(os.environ.get("LEANLM_BENCH_CACHE", Path.home() / ".cache" / "leanlm" / "bench"))
 MODEL = Path(os.environ.get("LEANLM_LOCAL_MODEL",
                             Path.home() / ".cache" / "leanlm" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-REPORT = int(os.environ.get("REPORT", "95"))
+REPORT = int(os.environ.get("REPORT", "100"))
 DEV = int(os.environ.get("DEV", "60"))
 MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "160"))
 SEED = int(os.environ.get("SEED", "7"))
