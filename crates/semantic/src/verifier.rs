@@ -227,6 +227,34 @@ pub struct Evidence {
     own: Option<Verifier>,
     since_fit: usize,
     window: usize,
+    /// Refits handed out, and the latest one installed: a slow fit that finishes after a newer one is
+    /// dropped.
+    issued: u64,
+    installed: u64,
+}
+
+/// A refit of a task's verifier, due and not yet fitted.
+#[derive(Debug)]
+pub struct Refit {
+    generation: u64,
+    samples: Vec<(Features, bool)>,
+}
+
+/// A refit's result, for [`Evidence::install`].
+#[derive(Debug)]
+pub struct Fitted {
+    generation: u64,
+    verifier: Option<Verifier>,
+}
+
+impl Refit {
+    /// Fits the verifier (milliseconds at a full window: do it without holding the evidence's lock).
+    pub fn fit(self) -> Fitted {
+        Fitted {
+            generation: self.generation,
+            verifier: Verifier::fit(&self.samples),
+        }
+    }
 }
 
 impl Evidence {
@@ -239,6 +267,8 @@ impl Evidence {
             own: None,
             since_fit: REFIT,
             window,
+            issued: 0,
+            installed: 0,
         }
     }
 
@@ -256,8 +286,16 @@ impl Evidence {
     }
 
     /// Adds samples, oldest first. A learned judgement refits the task's own verifier every [`REFIT`] of
-    /// them, on the even-numbered samples.
+    /// them, on the even-numbered samples, here and now; [`Evidence::add`] leaves the fit to the caller.
     pub fn extend(&mut self, samples: impl IntoIterator<Item = Sample>) {
+        if let Some(refit) = self.add(samples) {
+            self.install(refit.fit());
+        }
+    }
+
+    /// Adds samples, oldest first, and returns the refit that is due, if one is: fit it outside any lock
+    /// the evidence is behind ([`Refit::fit`]), then [`Evidence::install`] the result.
+    pub fn add(&mut self, samples: impl IntoIterator<Item = Sample>) -> Option<Refit> {
         for s in samples {
             self.samples.push_back((self.next, s));
             self.next += 1;
@@ -266,17 +304,35 @@ impl Evidence {
         while self.samples.len() > self.window {
             self.samples.pop_front();
         }
-        if self.learned && self.since_fit >= REFIT {
-            self.since_fit = 0;
-            let fit: Vec<(Features, bool)> = self
+        if !self.learned || self.since_fit < REFIT {
+            return None;
+        }
+        self.since_fit = 0;
+        self.issued += 1;
+        Some(Refit {
+            generation: self.issued,
+            samples: self
                 .samples
                 .iter()
                 .filter(|(n, _)| n % 2 == 0)
                 .filter_map(|(_, s)| s.features.map(|f| (f, s.agreed)))
-                .collect();
-            if let Some(v) = Verifier::fit(&fit) {
+                .collect(),
+        })
+    }
+
+    /// Takes a fitted refit in; one older than the verifier in place is dropped. True when it changed the
+    /// verifier (the threshold must be read again).
+    pub fn install(&mut self, fitted: Fitted) -> bool {
+        if fitted.generation <= self.installed {
+            return false;
+        }
+        self.installed = fitted.generation;
+        match fitted.verifier {
+            Some(v) => {
                 self.own = Some(v);
+                true
             }
+            None => false,
         }
     }
 
@@ -430,6 +486,33 @@ mod tests {
         plain.extend((0..600).map(sample));
         assert_eq!(plain.score(0.93, None), Some(0.93));
         assert!(!plain.fitted());
+    }
+
+    #[test]
+    fn a_refit_fitted_outside_the_lock_is_installed_unless_a_newer_one_was() {
+        let sample = |i: usize| {
+            let mut f = [0f32; FEATURES];
+            f[0] = 0.85 + (i % 15) as f32 * 0.01;
+            f[1] = 1.0;
+            Sample {
+                similarity: f[0],
+                features: Some(Features(f)),
+                agreed: f[0] >= 0.9,
+            }
+        };
+        let mut e = Evidence::new(true, 1000);
+        let first = e.add((0..400).map(sample)).expect("a refit is due");
+        assert!(!e.fitted(), "add leaves the fit to the caller");
+        assert!(
+            e.add((400..450).map(sample)).is_none(),
+            "not due again before REFIT more"
+        );
+        let second = e.add((450..500).map(sample)).expect("due again");
+        assert!(e.install(second.fit()));
+        assert!(e.fitted());
+        assert!(!e.install(first.fit()), "an older fit that finishes late is dropped");
+        // Without the learned judgement nothing is ever due.
+        assert!(Evidence::new(false, 1000).add((0..400).map(sample)).is_none());
     }
 
     #[test]

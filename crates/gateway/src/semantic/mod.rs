@@ -84,14 +84,28 @@ impl TaskEvidence {
         self.evidence.score(similarity, features)
     }
 
-    fn push(&mut self, v: Sample) {
-        self.extend([v]);
-    }
-
     /// Adds verified would-be hits and calibrates once.
     fn extend(&mut self, v: impl IntoIterator<Item = Sample>) {
         self.evidence.extend(v);
         self.estimate = self.evidence.estimate(self.bound);
+    }
+
+    /// Adds verified would-be hits to a shared task's evidence. A refit of the task's verifier that falls
+    /// due runs outside the lock, so the task's lookups never wait for a fit.
+    fn add_to(cell: &Mutex<TaskEvidence>, v: impl IntoIterator<Item = Sample>) {
+        let refit = {
+            let mut e = cell.lock().unwrap_or_else(|p| p.into_inner());
+            let refit = e.evidence.add(v);
+            e.estimate = e.evidence.estimate(e.bound);
+            refit
+        };
+        if let Some(refit) = refit {
+            let fitted = refit.fit();
+            let mut e = cell.lock().unwrap_or_else(|p| p.into_inner());
+            if e.evidence.install(fitted) {
+                e.estimate = e.evidence.estimate(e.bound);
+            }
+        }
     }
 }
 
@@ -755,14 +769,14 @@ impl SemanticCache {
     ) {
         metrics::counter!("leanlm_semantic_verified_total", "agreed" => if agreed { "true" } else { "false" })
             .increment(1);
-        self.evidence_of(task, bound)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Sample {
+        TaskEvidence::add_to(
+            &self.evidence_of(task, bound),
+            [Sample {
                 similarity,
                 features,
                 agreed,
-            });
+            }],
+        );
         let row = SemanticEvidence {
             task_id: task.to_owned(),
             at_ms: unix_ms(),

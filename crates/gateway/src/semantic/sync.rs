@@ -154,7 +154,7 @@ impl Writer {
                 .or_insert_with(|| Arc::new(Mutex::new(TaskEvidence::new(self.default_bound, self.judgement))))
                 .clone();
             metrics::counter!("leanlm_semantic_evidence_shared_total").increment(samples.len() as u64);
-            task_evidence.lock().unwrap_or_else(|p| p.into_inner()).extend(samples);
+            TaskEvidence::add_to(&task_evidence, samples);
         }
     }
 
