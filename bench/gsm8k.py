@@ -18,7 +18,8 @@ final answer (lm-eval-harness's "flexible extract"), computed here in Python, in
 `value` module. The questions are split before anything is looked at: a `dev` part (which may be read when
 a result needs explaining) and a `report` part (only its figures are read). The run logs the report part
 through `leanlm serve`, lets discovery find the task, and runs `leanlm validate` with default settings, then
-with each scorer forced, and at absolute bounds on both sides of the truth.
+with each scorer forced, and at absolute bounds the similarity scorer's own measure would clear (only its
+check then stands between it and a wrong PASS).
 
     python3 bench/gsm8k.py                  # ~60 min on a 2-core VM the first time (the model answers), ~1 min after
     REPORT=100 DEV=60 MAX_TOKENS=160 python3 bench/gsm8k.py
@@ -39,7 +40,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from harness import Gateway, post
+from harness import Gateway, Report, post
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -147,11 +148,7 @@ def main() -> None:
             f.write(json.dumps({"model": STRONG, "prompt": r["question"],
                                 "answer": re.sub(r"<<[^>]*>>", "", r["answer"])}) + "\n")
             f.write(json.dumps({"model": CHEAP, "prompt": r["question"], "answer": cheap[r["question"]]}) + "\n")
-    lines = []
-
-    def say(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
+    say = Report()
 
     say(f"# Verdicts on real answers: GSM8K test, SmolLM2-135M as the candidate ({datetime.date.today()})")
     say()
@@ -225,9 +222,7 @@ allow = ["student"]
             f"MAX_TOKENS={MAX_TOKENS}, SEED={SEED}).")
     finally:
         gw.close()
-    results = ROOT / "bench" / "results" / f"gsm8k-verdicts-{datetime.date.today():%Y%m%d}.md"
-    results.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {results.relative_to(ROOT)}")
+    say.write("gsm8k-verdicts")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""What the Python benchmarks share: a mock upstream and `leanlm serve` in a scratch folder, and a JSON POST."""
+"""What the Python benchmarks share: a mock upstream and `leanlm serve` in a scratch folder, a JSON POST, and
+a report printed as it is written."""
 
+import datetime
 import json
 import os
 import socket
@@ -78,3 +80,19 @@ api_key = "sk-mock"
         if check and r.returncode != 0:
             sys.exit(f"leanlm {' '.join(args)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
         return r.stdout + r.stderr
+
+
+class Report:
+    """Lines printed as they come (`say(line)`) and kept for bench/results/NAME-<date>.md."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def write(self, name: str) -> None:
+        path = ROOT / "bench" / "results" / f"{name}-{datetime.date.today():%Y%m%d}.md"
+        path.write_text("\n".join(self.lines) + "\n")
+        print(f"\nwritten to {path.relative_to(ROOT)}")

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Gateway, post
+from harness import Gateway, Report, post
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LEANLM_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -138,11 +138,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="leanlm-mmlu-"))
     b = Bench(work)
     started = time.time()
-    lines = []
-
-    def say(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
+    say = Report()
 
     try:
         b.truth(test)
@@ -242,9 +238,7 @@ def main() -> None:
             f"Reproduce: `python3 bench/mmlu.py`.")
     finally:
         b.close()
-    results = ROOT / "bench" / "results" / f"mmlu-gateway-{datetime.date.today():%Y%m%d}.md"
-    results.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {results.relative_to(ROOT)}")
+    say.write("mmlu-gateway")
 
 
 if __name__ == "__main__":

@@ -518,23 +518,28 @@ mod tests {
         assert_ne!(other.id, last.id);
     }
 
+    /// Inputs of a user-turn template that carries them inline, with no delimiter.
+    const ROUTED: [&str; 10] = [
+        "my card payment that was declined",
+        "a top-up that never arrived",
+        "the exchange rate I was charged abroad",
+        "an unknown direct debit from last week",
+        "a blocked PIN",
+        "a refund that is still pending",
+        "changing my address",
+        "a surprise cash withdrawal fee",
+        "the app crashing at login",
+        "a stolen phone with the app on it",
+    ];
+
+    fn route(q: &str) -> serde_json::Value {
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Which team should handle {q}? Answer with a team name.")}]})
+    }
+
     #[test]
     fn inline_user_templates_are_found_and_chat_stays_chat() {
         let d = Discoverer::new();
-        let route = |q: &str| serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Which team should handle {q}? Answer with a team name.")}]});
-        let questions = [
-            "my card payment that was declined",
-            "a top-up that never arrived",
-            "the exchange rate I was charged abroad",
-            "an unknown direct debit from last week",
-            "a blocked PIN",
-            "a refund that is still pending",
-            "changing my address",
-            "a surprise cash withdrawal fee",
-            "the app crashing at login",
-            "a stolen phone with the app on it",
-        ];
-        let ids: Vec<Identity> = questions.iter().map(|q| id_of(&d, route(q))).collect();
+        let ids: Vec<Identity> = ROUTED.iter().map(|q| id_of(&d, route(q))).collect();
         // The first calls are chat until enough distinct inputs show the template.
         assert_eq!(ids[0].origin, Origin::Chat);
         let t = ids.last().unwrap();
@@ -562,25 +567,14 @@ mod tests {
 
     #[test]
     fn mined_templates_are_known_after_a_restart_and_on_other_instances() {
-        let route = |q: &str| serde_json::json!({"model": "m", "messages": [{"role": "user", "content": format!("Which team should handle {q}? Answer with a team name.")}]});
         let greet = |name: &str| {
             serde_json::json!({"model": "m", "messages": [
             {"role": "system", "content": format!("You are the assistant of {name}. Greet {name} warmly, then help.")},
             {"role": "user", "content": "hello"}]})
         };
         let first = Discoverer::new();
-        let questions = [
-            "my card payment that was declined",
-            "a top-up that never arrived",
-            "the exchange rate I was charged abroad",
-            "an unknown direct debit from last week",
-            "a blocked PIN",
-            "a refund that is still pending",
-            "changing my address",
-            "a surprise cash withdrawal fee",
-            "the app crashing at login",
-        ];
-        let inline = questions.iter().map(|q| id_of(&first, route(q))).last().unwrap();
+        let (seen, new) = ROUTED.split_at(ROUTED.len() - 1);
+        let inline = seen.iter().map(|q| id_of(&first, route(q))).last().unwrap();
         let names = ["Amara", "Bo", "Carlos", "Dmitri", "Elif", "Fatima"];
         let personal = names.iter().map(|n| id_of(&first, greet(n))).last().unwrap();
         assert_eq!((inline.origin, personal.origin), (Origin::Template, Origin::Template));
@@ -592,16 +586,13 @@ mod tests {
         // a new input or a new user goes to the template's task, with nothing to relearn.
         let second = Discoverer::new();
         second.learn_templates(&mined);
-        assert_eq!(id_of(&second, route("a stolen phone with the app on it")).id, inline.id);
+        assert_eq!(id_of(&second, route(new[0])).id, inline.id);
         assert_eq!(id_of(&second, greet("Gao")).id, personal.id);
         // Learning them twice, or an older template the newer one generalises, changes nothing.
         second.learn_templates(&mined);
         assert_eq!(id_of(&second, greet("Hana")).id, personal.id);
         // Without them, the first call of a new input is chat again.
-        assert_eq!(
-            id_of(&Discoverer::new(), route("a stolen phone with the app on it")).origin,
-            Origin::Chat
-        );
+        assert_eq!(id_of(&Discoverer::new(), route(new[0])).origin, Origin::Chat);
     }
 
     #[test]

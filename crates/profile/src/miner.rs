@@ -188,9 +188,7 @@ impl Miner {
             }
         }
     }
-}
 
-impl Miner {
     /// Templates confirmed since the last call, for the store.
     pub fn take_fresh(&mut self) -> Vec<MinedTemplate> {
         std::mem::take(&mut self.fresh)
@@ -206,8 +204,9 @@ impl Miner {
         if g.templates.iter().any(|known| known.text == t.text) {
             return;
         }
+        // A template with no absorbed ids (a damaged row) says nothing of what generalises it: it stays.
         g.templates
-            .retain(|known| !known.absorbs.iter().all(|a| t.absorbs.contains(a)));
+            .retain(|known| known.absorbs.is_empty() || !known.absorbs.iter().all(|a| t.absorbs.contains(a)));
         if g.templates.len() >= TEMPLATES {
             return;
         }
