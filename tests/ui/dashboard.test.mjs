@@ -50,7 +50,7 @@ before(async () => {
   for (let i = 0; i < 100; i++) { try { if ((await fetch(`${url}/healthz`)).ok) break; } catch {} await sleep(100); }
 
   const classify = q => ({ model: "gpt-4o", max_tokens: 4, messages: [
-    { role: "system", content: "Classify the customer's message into one banking intent. Answer with the intent only." },
+    { role: "system", content: "Classify the customer's message into one of: lost_card, card_arrival, top_up, refund, other. Answer with the intent only." },
     { role: "user", content: q }] });
   for (const q of ["I lost my card", "my card has not arrived", "top up failed", "PIN blocked", "refund please", "card declined", "exchange rate?", "cash withdrawal pending"]) await post(classify(q));
   for (const t of ["hello", "see you tomorrow", "thanks a lot"]) await post({ model: "gpt-4o-mini", messages: [{ role: "system", content: "Translate the user's message into French." }, { role: "user", content: t }] });

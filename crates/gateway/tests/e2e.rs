@@ -1212,7 +1212,7 @@ async fn admin_api_serves_tasks_calls_and_spend_behind_a_token() {
             .post(
                 "/v1/chat/completions",
                 json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [
-                {"role": "system", "content": "Classify the customer's message into one banking intent."},
+                {"role": "system", "content": "Classify the customer's message into one of: lost_card, card_arrival, top_up, pin_blocked, refund."},
                 {"role": "user", "content": q}]}),
             )
             .await;

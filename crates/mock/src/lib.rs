@@ -574,6 +574,62 @@ fn last_user_text(format: Format, body: &Value) -> String {
     out.trim().to_owned()
 }
 
+/// The system prompt of a request in any format, with its parts joined.
+fn system_text(format: Format, body: &Value) -> String {
+    let text_of = |v: &Value| -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    };
+    match format {
+        Format::OpenAi => body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter(|m| m["role"] == "system" || m["role"] == "developer")
+                    .map(|m| text_of(&m["content"]))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default(),
+        Format::Anthropic => body.get("system").map(text_of).unwrap_or_default(),
+        Format::Gemini => body
+            .pointer("/systemInstruction/parts")
+            .map(text_of)
+            .unwrap_or_default(),
+    }
+}
+
+/// A prompt that offers its answers (`… one of: lost_card, card_arrival or top_up.`) is answered, as a model
+/// would, with one of them: the same one for the same user turn.
+fn offered_answer(format: Format, body: &Value, user: &str) -> Option<String> {
+    let system = system_text(format, body);
+    let prompt = format!("{system}\n{user}");
+    let start = prompt.find("one of:")? + "one of:".len();
+    let list = prompt[start..].split(['\n', '.']).next()?;
+    let options: Vec<&str> = list
+        .split(',')
+        .flat_map(|o| o.split(" or "))
+        .map(|o| o.trim().trim_start_matches("or ").trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if options.len() < 2 || options.iter().any(|o| o.split_whitespace().count() > 3) {
+        return None;
+    }
+    // FNV-1a: stable across runs and platforms, unlike the standard hasher.
+    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Some(options[(hash % options.len() as u64) as usize].to_owned())
+}
+
 /// What the mock model decided to say.
 struct Answer {
     text: String,
@@ -592,7 +648,11 @@ fn model_of(body: &Value) -> &str {
 /// `model` is the one asked for: the labeller judges answers by model.
 fn answer(stats: &Stats, format: Format, body: &Value, model: &str, raw_len: usize) -> Answer {
     let user = last_user_text(format, body);
-    if let Some(text) = stats.recorded.as_ref().and_then(|r| r.answer(model, &user)) {
+    if let Some(text) = stats
+        .recorded
+        .as_ref()
+        .and_then(|r| r.answer(model, &system_text(format, body), &user))
+    {
         return Answer {
             text: text.to_owned(),
             logprob: -0.05,
@@ -616,6 +676,15 @@ fn answer(stats: &Stats, format: Format, body: &Value, model: &str, raw_len: usi
             tool: None,
             prompt_tokens: (raw_len as u64 / 4).max(1),
             completion_tokens,
+        };
+    }
+    if let Some(label) = offered_answer(format, body, &user) {
+        return Answer {
+            completion_tokens: (label.split_whitespace().count() as u64).max(1),
+            text: label,
+            logprob: -0.05,
+            tool: None,
+            prompt_tokens: (raw_len as u64 / 4).max(1),
         };
     }
     let json_mode = match format {
@@ -1115,5 +1184,35 @@ mod tests {
     fn user_text_drops_directives() {
         let body = json!({"messages": [{"role": "user", "content": "hello [[mock:delay_ms=5]] world"}]});
         assert_eq!(last_user_text(Format::OpenAi, &body), "hello  world");
+    }
+
+    #[test]
+    fn a_prompt_that_offers_answers_gets_one_of_them() {
+        let ask = |system: &str, user: &str| {
+            let body = json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]});
+            offered_answer(Format::OpenAi, &body, user)
+        };
+        let system = "Classify the message into one of: lost_card, card_arrival or top_up. Reply with the label.";
+        let a = ask(system, "I lost my card").unwrap();
+        assert!(["lost_card", "card_arrival", "top_up"].contains(&a.as_str()), "{a}");
+        assert_eq!(
+            ask(system, "I lost my card").unwrap(),
+            a,
+            "the same turn, the same answer"
+        );
+        let all: std::collections::HashSet<_> = (0..40).filter_map(|i| ask(system, &format!("q{i}"))).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(
+            ask("Answer kindly.", "Pick one of: tea, coffee"),
+            Some(ask("x", "Pick one of: tea, coffee").unwrap())
+        );
+        assert_eq!(ask("Reply kindly.", "hello"), None);
+        assert_eq!(
+            ask("Say one of: a long sentence with many words, or another", "q"),
+            None
+        );
+        let anthropic =
+            json!({"system": [{"type": "text", "text": system}], "messages": [{"role": "user", "content": "x"}]});
+        assert!(offered_answer(Format::Anthropic, &anthropic, "x").is_some());
     }
 }

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-/// Answers keyed by model and the prompt's last user turn (whitespace-normalised).
+/// Answers keyed by model, system prompt (empty: any) and the prompt's last user turn, whitespace-normalised.
 #[derive(Debug, Default)]
 pub struct Recorded {
-    answers: HashMap<(String, String), String>,
+    answers: HashMap<(String, String, String), String>,
 }
 
 fn normalise(text: &str) -> String {
@@ -17,8 +17,8 @@ fn normalise(text: &str) -> String {
 }
 
 impl Recorded {
-    /// Reads JSON lines of `{"model": …, "prompt": …, "answer": …}`; a later line for the same model and
-    /// prompt replaces an earlier one.
+    /// Reads JSON lines of `{"model": …, "prompt": …, "answer": …}` with an optional `"system"` prompt (for
+    /// templates that share user turns); a later line for the same key replaces an earlier one.
     pub fn from_jsonl(text: &str) -> anyhow::Result<Recorded> {
         let mut answers = HashMap::new();
         for (i, line) in text.lines().enumerate() {
@@ -32,8 +32,12 @@ impl Recorded {
                     .and_then(serde_json::Value::as_str)
                     .ok_or_else(|| anyhow::anyhow!("answers line {}: `{name}` must be a string", i + 1))
             };
+            let system = match v.get("system") {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(_) => normalise(field("system")?),
+            };
             answers.insert(
-                (field("model")?.to_owned(), normalise(field("prompt")?)),
+                (field("model")?.to_owned(), system, normalise(field("prompt")?)),
                 field("answer")?.to_owned(),
             );
         }
@@ -41,11 +45,16 @@ impl Recorded {
         Ok(Recorded { answers })
     }
 
-    /// What `model` answered to `prompt`, if it was recorded.
-    pub fn answer(&self, model: &str, prompt: &str) -> Option<&str> {
-        self.answers
-            .get(&(model.to_owned(), normalise(prompt)))
-            .map(String::as_str)
+    /// What `model` answered to `prompt` under `system`, or under any system prompt where none was recorded.
+    pub fn answer(&self, model: &str, system: &str, prompt: &str) -> Option<&str> {
+        let (model, prompt) = (model.to_owned(), normalise(prompt));
+        let system = normalise(system);
+        if !system.is_empty()
+            && let Some(a) = self.answers.get(&(model.clone(), system, prompt.clone()))
+        {
+            return Some(a);
+        }
+        self.answers.get(&(model, String::new(), prompt)).map(String::as_str)
     }
 
     pub fn len(&self) -> usize {
@@ -69,10 +78,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.len(), 2);
-        assert_eq!(r.answer("small", "What is 2+2?\n"), Some("5"));
-        assert_eq!(r.answer("big", "What is 2+2?"), Some("4"));
-        assert_eq!(r.answer("other", "What is 2+2?"), None);
-        assert_eq!(r.answer("big", "What is 3+3?"), None);
+        assert_eq!(r.answer("small", "", "What is 2+2?\n"), Some("5"));
+        assert_eq!(
+            r.answer("big", "Be brief.", "What is 2+2?"),
+            Some("4"),
+            "any system prompt"
+        );
+        assert_eq!(r.answer("other", "", "What is 2+2?"), None);
+        assert_eq!(r.answer("big", "", "What is 3+3?"), None);
+    }
+
+    #[test]
+    fn a_recorded_system_prompt_tells_templates_that_share_a_user_turn_apart() {
+        let r = Recorded::from_jsonl(
+            "{\"model\":\"m\",\"system\":\"Classify it.\",\"prompt\":\"card lost\",\"answer\":\"lost_card\"}\n\
+             {\"model\":\"m\",\"system\":\"Reply  kindly.\",\"prompt\":\"card lost\",\"answer\":\"Sorry to hear it.\"}\n",
+        )
+        .unwrap();
+        assert_eq!(r.answer("m", "Classify it.", "card lost"), Some("lost_card"));
+        assert_eq!(r.answer("m", "Reply kindly.", "card lost"), Some("Sorry to hear it."));
+        assert_eq!(r.answer("m", "Other.", "card lost"), None);
+        assert_eq!(r.answer("m", "", "card lost"), None);
     }
 
     #[test]
