@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests, errors, tokens and spend by model, latency, and the gateway's own
 //! added latency.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 use metrics::{Counter, Gauge, Histogram};
@@ -103,8 +103,9 @@ type RouteCounters = (Counter, Option<Counter>);
 
 const TOKEN_KINDS: [&str; 5] = ["input", "cached_input", "cache_write", "output", "reasoning"];
 
-/// Models (and providers per model) with cached handles at most; past it (a client inventing model names),
-/// calls are recorded through the registry directly.
+/// Models (and providers per model) with cached handles at most; past it, calls are recorded through the
+/// registry directly. Only configured or priced models are labels (others are [`OTHER`]), so this bounds
+/// memory, not the series.
 const MAX_CACHED: usize = 1024;
 
 impl ModelMetrics {
@@ -147,26 +148,70 @@ impl ModelMetrics {
     }
 }
 
-fn model_metrics(model: &str) -> Arc<ModelMetrics> {
-    static MODELS: LazyLock<RwLock<HashMap<String, Arc<ModelMetrics>>>> = LazyLock::new(RwLock::default);
-    if let Some(m) = MODELS.read().ok().and_then(|m| m.get(model).cloned()) {
-        return m;
+/// Model names configured in any gateway of this process (aliases and `[prices]` entries): labelled in
+/// metrics, as are the bundled price table's.
+static CONFIGURED: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(RwLock::default);
+
+/// The label every model neither configured nor priced is counted under: a client choosing model names
+/// must not create a series per name.
+pub const OTHER: &str = "other";
+
+/// Makes these model names labels of their own in metrics.
+pub fn configure_models(names: impl IntoIterator<Item = String>) {
+    if let Ok(mut w) = CONFIGURED.write() {
+        w.extend(names);
     }
-    let m = Arc::new(ModelMetrics::new(model));
+}
+
+/// Whether a served model name gets a label of its own: configured, or priced (as itself, or as the model
+/// after a `provider/` prefix).
+fn labelled(model: &str) -> bool {
+    let priced = |name: &str| {
+        CONFIGURED.read().is_ok_and(|c| c.contains(name)) || leanlm_cost::PriceTable::bundled().lookup(name).is_some()
+    };
+    model == UNKNOWN || priced(model) || model.split_once('/').is_some_and(|(_, m)| priced(m))
+}
+
+/// The label of calls that ended before a model was chosen.
+const UNKNOWN: &str = "unknown";
+
+fn model_metrics(model: &str) -> (Arc<ModelMetrics>, &str) {
+    static MODELS: LazyLock<RwLock<HashMap<String, Arc<ModelMetrics>>>> = LazyLock::new(RwLock::default);
+    // Names found not to be labels, so the price table is not searched for them on every call; cleared when
+    // full, so a client inventing names cannot grow it.
+    static UNLABELLED: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(RwLock::default);
+    if let Some(m) = MODELS.read().ok().and_then(|m| m.get(model).cloned()) {
+        return (m, model);
+    }
+    let known_other = UNLABELLED.read().is_ok_and(|u| u.contains(model));
+    let (key, label) = if !known_other && labelled(model) {
+        (model, model)
+    } else {
+        if !known_other && let Ok(mut u) = UNLABELLED.write() {
+            if u.len() >= MAX_CACHED {
+                u.clear();
+            }
+            u.insert(model.to_owned());
+        }
+        (OTHER, OTHER)
+    };
+    if let Some(m) = MODELS.read().ok().and_then(|m| m.get(key).cloned()) {
+        return (m, label);
+    }
+    let m = Arc::new(ModelMetrics::new(key));
     if let Ok(mut w) = MODELS.write()
         && w.len() < MAX_CACHED
     {
-        return w.entry(model.to_owned()).or_insert(m).clone();
+        return (w.entry(key.to_owned()).or_insert(m).clone(), label);
     }
-    m
+    (m, label)
 }
 
 /// Records one finished call.
 pub fn record(rec: &CallRecord) {
     // Handles are bound to the recorder installed when they are made: install it first.
     handle();
-    let model = rec.served_model.as_deref().unwrap_or("unknown");
-    let m = model_metrics(model);
+    let (m, model) = model_metrics(rec.served_model.as_deref().unwrap_or(UNKNOWN));
     m.count(model, rec.provider.as_deref().unwrap_or("none"), rec.status);
     if let Some(u) = rec.usage {
         let counts = [
@@ -194,5 +239,74 @@ pub fn record(rec: &CallRecord) {
     m.duration.record(rec.latency_ms / 1000.0);
     if let Some(o) = rec.overhead_us {
         metrics::histogram!("leanlm_gateway_overhead_seconds").record(o / 1_000_000.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leanlm_core::ClientFormat;
+
+    fn call(model: &str, provider: &str) -> CallRecord {
+        CallRecord {
+            id: "c".into(),
+            started_at_ms: 0,
+            endpoint: "chat/completions".into(),
+            client_format: ClientFormat::OpenAi,
+            client_key_id: None,
+            task: None,
+            requested_model: model.to_owned(),
+            served_model: Some(model.to_owned()),
+            provider: Some(provider.to_owned()),
+            upstream_model: None,
+            stream: false,
+            status: CallStatus::UpstreamError,
+            http_status: 404,
+            error: None,
+            usage: None,
+            cost_usd: None,
+            cost_estimated: false,
+            latency_ms: 1.0,
+            ttft_ms: None,
+            overhead_us: None,
+            attempts: 1,
+            request_body: None,
+            response_body: None,
+            cache: None,
+            cost_avoided_usd: None,
+            policy: None,
+            stages: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn client_chosen_model_names_share_one_label() {
+        configure_models(["team-fast".to_owned()]);
+        for i in 0..3000 {
+            record(&call(&format!("invented-model-{i}"), "metrics-test"));
+            record(&call(&format!("openai/invented-{i}"), "metrics-test"));
+        }
+        record(&call("gpt-4o-mini", "metrics-test"));
+        record(&call("openai/gpt-4o-mini-2024-07-18", "metrics-test"));
+        record(&call("team-fast", "metrics-test"));
+        let text = handle().render();
+        assert!(!text.contains("invented"), "no invented name is a label");
+        let series = |model: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("leanlm_requests_total{"))
+                .filter(|l| l.contains(&format!("model=\"{model}\"")) && l.contains("provider=\"metrics-test\""))
+                .count()
+        };
+        assert_eq!(series("other"), 1, "{text}");
+        for model in ["gpt-4o-mini", "openai/gpt-4o-mini-2024-07-18", "team-fast"] {
+            assert_eq!(series(model), 1, "{model} is priced or configured");
+        }
+        let other = text
+            .lines()
+            .find(|l| {
+                l.starts_with("leanlm_requests_total{") && l.contains("model=\"other\"") && l.contains("metrics-test")
+            })
+            .unwrap_or_default();
+        assert!(other.ends_with(" 6000"), "{other}");
     }
 }

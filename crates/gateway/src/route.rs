@@ -18,6 +18,9 @@ pub struct Target {
     pub price: Option<Price>,
 }
 
+/// Unpriced models warned about by name at most; past it they are logged without a warning.
+const MAX_UNPRICED_WARNED: usize = 1024;
+
 /// Resolves model names; built once from the config.
 #[derive(Debug)]
 pub struct Routes {
@@ -86,7 +89,8 @@ impl Routes {
             .or_else(|| PriceTable::bundled().lookup(upstream).map(|e| e.price));
         if price.is_none() {
             let mut seen = self.unpriced.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.insert(upstream.to_owned()) {
+            // Warned about once each, up to a bound: `provider/model` names are the client's to choose.
+            if seen.len() < MAX_UNPRICED_WARNED && seen.insert(upstream.to_owned()) {
                 tracing::warn!(
                     model = upstream,
                     "no price known for this model: its calls are logged without cost; add it under [prices] in leanlm.toml"

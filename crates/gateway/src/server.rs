@@ -105,6 +105,7 @@ impl Gateway {
     /// Like `new`, with the loader of the local embedder the semantic cache uses.
     pub fn with_embedder(config: Config, embedder: Option<crate::embedder::EmbedLoader>) -> anyhow::Result<Gateway> {
         crate::metrics::handle();
+        crate::metrics::configure_models(config.models.keys().chain(config.prices.keys()).cloned());
         let store =
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
         // Templates already known to be tasks keep their ids from the first call after a restart.
