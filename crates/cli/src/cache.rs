@@ -72,9 +72,12 @@ pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
                 e.false_hits.to_string(),
                 format!("{:.2}% (≤ {:.2}%)", e.rate * 100.0, e.upper * 100.0),
                 format!("{:.2}%", e.bound * 100.0),
-                match e.threshold {
-                    Some(t) => format!("{t:.3}"),
-                    None => format!("learning ({} clean needed)", leanlm_semantic::evidence_needed(e.bound)),
+                match (e.threshold, r.judge) {
+                    (Some(t), Some(j)) if j != leanlm_semantic::Judge::Similarity => {
+                        format!("{t:.3} ({} score)", j.as_str())
+                    }
+                    (Some(t), _) => format!("{t:.3}"),
+                    (None, _) => format!("learning ({} clean needed)", leanlm_semantic::evidence_needed(e.bound)),
                 },
             ),
         };

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use leanlm_semantic::{EVIDENCE_WINDOW, Estimate, Evidence, Sample};
+use leanlm_semantic::{EVIDENCE_WINDOW, Estimate, Evidence, Judge, Sample};
 use leanlm_store::Store;
 use serde::Serialize;
 
@@ -22,6 +22,9 @@ pub struct TaskCache {
     pub cost_avoided_usd: f64,
     /// `None` until a would-be hit has been verified.
     pub estimate: Option<Estimate>,
+    /// What the threshold is on: the similarity, or (learned judgement) the score the task's evidence
+    /// chose.
+    pub judge: Option<Judge>,
 }
 
 /// The semantic cache's settings the overview reports against, as the configuration gives them.
@@ -72,6 +75,7 @@ pub fn overview(store: &Store, settings: &Settings) -> Result<Vec<TaskCache>, Co
         semantic_hits: 0,
         cost_avoided_usd: 0.0,
         estimate: None,
+        judge: None,
     };
     for (task, kind, n, avoided) in store.cache_hits()? {
         let r = row(&mut rows, &task, || new(&task));
@@ -93,7 +97,9 @@ pub fn overview(store: &Store, settings: &Settings) -> Result<Vec<TaskCache>, Co
         let mut evidence = Evidence::new(settings.learned, EVIDENCE_WINDOW);
         evidence.extend(samples);
         let bound = task_settings(&task).and_then(|s| s.bound).unwrap_or(settings.bound);
-        row(&mut rows, &task, || new(&task)).estimate = Some(evidence.estimate(bound));
+        let r = row(&mut rows, &task, || new(&task));
+        r.estimate = Some(evidence.estimate(bound));
+        r.judge = Some(evidence.judge());
     }
     Ok(rows.into_values().collect())
 }

@@ -18,7 +18,9 @@
 use std::path::PathBuf;
 
 use leanlm_core::stats::wilson;
-use leanlm_semantic::{CONFIDENCE, FEATURE_NAMES, Features, Query, Verified, Verifier, calibrate, veto};
+use leanlm_semantic::{
+    CONFIDENCE, EVIDENCE_WINDOW, Evidence, FEATURE_NAMES, Features, Query, Sample, Verified, Verifier, calibrate, veto,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -219,6 +221,35 @@ fn main() {
             100.0 * w.high
         );
     }
+    // As the gateway reads it (`judgement = "learned"`): the evidence through `Evidence`, which keeps
+    // whichever of the similarity, the prior and the task's cross-fitted own model serves the most of it.
+    let mut gateway = Evidence::new(true, EVIDENCE_WINDOW);
+    gateway.extend(evidence.iter().map(|p| Sample {
+        similarity: p.sim,
+        features: Some(p.features),
+        agreed: p.same,
+    }));
+    let est = gateway.estimate(bound);
+    let dups = eval.iter().filter(|p| p.same).count();
+    let served: Vec<&Pair> = eval
+        .iter()
+        .filter(|p| {
+            est.threshold
+                .is_some_and(|t| gateway.score(p.sim, Some(&p.features)).is_some_and(|s| s >= t))
+        })
+        .collect();
+    let wrong = served.iter().filter(|p| !p.same).count();
+    let w = wilson(wrong as u64, served.len() as u64, CONFIDENCE);
+    println!(
+        "| learned, as the gateway reads it (chose: {}) | {} | {} | {:.1}% | {:.1}% [{:.1}–{:.1}] |",
+        gateway.judge().as_str(),
+        est.threshold.map_or("none".into(), |t| format!("{t:.3}")),
+        served.len(),
+        100.0 * (served.len() - wrong) as f64 / dups.max(1) as f64,
+        100.0 * w.rate,
+        100.0 * w.low,
+        100.0 * w.high
+    );
     println!("\nWrong serves at equal recall (served half):\n");
     println!("| recall | plain cosine | guards as vetoes | public prior | task's own model |");
     println!("|---|---|---|---|---|");

@@ -19,7 +19,8 @@ pub use guards::{Veto, fired, veto, veto_context};
 pub use index::{ANN_FROM, ANN_SEARCH_FROM, Neighbour, Partition, dot, dot_i8, quantise};
 pub use lexicon::{lexicon_loaded, load_lexicon};
 pub use verifier::{
-    Evidence, FEATURE_NAMES, FEATURES, Features, Fitted, MIN_CLASS, MIN_FIT, PRIOR, REFIT, Refit, Sample, Verifier,
+    Evidence, FEATURE_NAMES, FEATURES, Features, Fitted, Judge, MIN_CLASS, MIN_FIT, PRIOR, REFIT, Refit, Sample,
+    Verifier,
 };
 
 /// A request as the semantic cache compares it.

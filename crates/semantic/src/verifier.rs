@@ -213,18 +213,47 @@ impl Sample {
 /// New samples after which a task's own verifier is fitted again.
 pub const REFIT: usize = 100;
 
+/// What a learned judgement compares with the threshold, chosen on each task's own evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judge {
+    /// The plain similarity (no guard vetoes): kept where no model serves more of the task's evidence.
+    Similarity,
+    /// The public prior's score.
+    Prior,
+    /// The task's own verifier, cross-fitted on its evidence.
+    Own,
+}
+
+impl Judge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Judge::Similarity => "similarity",
+            Judge::Prior => "prior",
+            Judge::Own => "own",
+        }
+    }
+}
+
 /// A task's verified would-be hits and what they say: the threshold its hits must clear, on the similarity
-/// (`learned: false`, the written guards having vetoed) or on the learned verifier's score. The gateway and
-/// `leanlm cache` both read a task's threshold through this, so they agree.
+/// (`learned: false`, the written guards having vetoed) or, for a learned judgement, on whichever of the
+/// similarity, the prior's score and the task's own verifier serves the most of the task's evidence at the
+/// bound. The gateway and `leanlm cache` both read a task's threshold through this, so they agree.
+///
+/// The task's own verifier is cross-fitted: one model on the even-numbered samples, one on the odd, each
+/// sample scored by the model that did not see it, and the threshold read off all those scores. A pair
+/// being served is scored by one of the two, picked by its features, so the calibrated mixture is what
+/// serves.
 #[derive(Debug, Clone)]
 pub struct Evidence {
     samples: std::collections::VecDeque<(u64, Sample)>,
-    /// Numbers the samples in arrival order: which half fits the verifier and which calibrates it must not
-    /// change as the window slides.
+    /// Numbers the samples in arrival order: which fold a sample belongs to must not change as the window
+    /// slides.
     next: u64,
     learned: bool,
-    /// The task's own verifier, once its evidence fits one; the public prior until then.
-    own: Option<Verifier>,
+    /// The task's own verifiers (fitted on the even and on the odd samples), once its evidence fits them.
+    own: Option<Box<[Verifier; 2]>>,
+    judge: Judge,
     since_fit: usize,
     window: usize,
     /// Refits handed out, and the latest one installed: a slow fit that finishes after a newer one is
@@ -237,24 +266,34 @@ pub struct Evidence {
 #[derive(Debug)]
 pub struct Refit {
     generation: u64,
-    samples: Vec<(Features, bool)>,
+    folds: [Vec<(Features, bool)>; 2],
 }
 
 /// A refit's result, for [`Evidence::install`].
 #[derive(Debug)]
 pub struct Fitted {
     generation: u64,
-    verifier: Option<Verifier>,
+    verifiers: Option<Box<[Verifier; 2]>>,
 }
 
 impl Refit {
-    /// Fits the verifier (milliseconds at a full window: do it without holding the evidence's lock).
+    /// Fits the two folds' verifiers (milliseconds at a full window: do it without holding the evidence's
+    /// lock).
     pub fn fit(self) -> Fitted {
+        let [even, odd] = &self.folds;
         Fitted {
             generation: self.generation,
-            verifier: Verifier::fit(&self.samples),
+            verifiers: Verifier::fit(even)
+                .zip(Verifier::fit(odd))
+                .map(|(a, b)| Box::new([a, b])),
         }
     }
+}
+
+/// Which of the two cross-fitted models scores a pair: stable for the same features, even across pairs.
+fn fold_of(f: &Features) -> usize {
+    let h = f.0.iter().fold(0u32, |h, x| h.rotate_left(5) ^ x.to_bits());
+    (h.wrapping_mul(0x9e37_79b9) >> 31) as usize
 }
 
 impl Evidence {
@@ -265,6 +304,7 @@ impl Evidence {
             next: 0,
             learned,
             own: None,
+            judge: if learned { Judge::Prior } else { Judge::Similarity },
             since_fit: REFIT,
             window,
             issued: 0,
@@ -280,13 +320,18 @@ impl Evidence {
         self.samples.is_empty()
     }
 
-    /// Whether the task's own verifier has been fitted (otherwise the prior scores).
+    /// Whether the task's own verifier has been fitted.
     pub fn fitted(&self) -> bool {
         self.own.is_some()
     }
 
-    /// Adds samples, oldest first. A learned judgement refits the task's own verifier every [`REFIT`] of
-    /// them, on the even-numbered samples, here and now; [`Evidence::add`] leaves the fit to the caller.
+    /// What the threshold is on, as the latest [`Evidence::estimate`] chose.
+    pub fn judge(&self) -> Judge {
+        self.judge
+    }
+
+    /// Adds samples, oldest first. A learned judgement refits the task's own verifiers every [`REFIT`] of
+    /// them, here and now; [`Evidence::add`] leaves the fit to the caller.
     pub fn extend(&mut self, samples: impl IntoIterator<Item = Sample>) {
         if let Some(refit) = self.add(samples) {
             self.install(refit.fit());
@@ -309,25 +354,27 @@ impl Evidence {
         }
         self.since_fit = 0;
         self.issued += 1;
+        let fold = |parity: u64| {
+            self.samples
+                .iter()
+                .filter(|(n, _)| n % 2 == parity)
+                .filter_map(|(_, s)| s.features.map(|f| (f, s.agreed)))
+                .collect()
+        };
         Some(Refit {
             generation: self.issued,
-            samples: self
-                .samples
-                .iter()
-                .filter(|(n, _)| n % 2 == 0)
-                .filter_map(|(_, s)| s.features.map(|f| (f, s.agreed)))
-                .collect(),
+            folds: [fold(0), fold(1)],
         })
     }
 
-    /// Takes a fitted refit in; one older than the verifier in place is dropped. True when it changed the
-    /// verifier (the threshold must be read again).
+    /// Takes a fitted refit in; one older than the verifiers in place is dropped. True when it changed them
+    /// (the threshold must be read again).
     pub fn install(&mut self, fitted: Fitted) -> bool {
         if fitted.generation <= self.installed {
             return false;
         }
         self.installed = fitted.generation;
-        match fitted.verifier {
+        match fitted.verifiers {
             Some(v) => {
                 self.own = Some(v);
                 true
@@ -336,36 +383,60 @@ impl Evidence {
         }
     }
 
-    /// What the threshold is compared with: the similarity, or the verifier's score (`None`: a learned
-    /// judgement cannot score a pair without features).
+    /// What the threshold is compared with for a pair (`None`: a judgement on a model cannot score a pair
+    /// without features).
     pub fn score(&self, similarity: f32, features: Option<&Features>) -> Option<f32> {
-        if !self.learned {
-            return Some(similarity);
+        match (self.judge, &self.own) {
+            (Judge::Similarity, _) => Some(similarity),
+            (Judge::Own, Some(own)) => features.map(|f| own[fold_of(f)].score(f)),
+            _ => features.map(|f| Verifier::prior().score(f)),
         }
-        features.map(|f| match &self.own {
-            Some(v) => v.score(f),
-            None => Verifier::prior().score(f),
-        })
     }
 
-    /// Reads the threshold off the evidence for `bound`. With the task's own verifier, only the samples it
-    /// was not fitted on (the odd-numbered ones) calibrate it: a threshold read off the scores a model was
-    /// fitted on would promise more than it keeps.
-    pub fn estimate(&self, bound: f64) -> crate::Estimate {
-        let own = self.learned && self.own.is_some();
-        let verified: Vec<crate::Verified> = self
-            .samples
-            .iter()
-            .filter(|(n, _)| !own || n % 2 == 1)
-            .filter_map(|(_, s)| {
-                self.score(s.similarity, s.features.as_ref())
-                    .map(|score| crate::Verified {
-                        similarity: score,
+    /// Reads the threshold off the evidence for `bound`. A learned judgement tries the similarity, the
+    /// prior and (once fitted) the task's own verifiers, each on the scores of pairs it was not fitted on,
+    /// and keeps the one whose threshold serves the most verified agreeing pairs; without a threshold
+    /// anywhere, the own verifiers (or the prior) stay, to learn on.
+    pub fn estimate(&mut self, bound: f64) -> crate::Estimate {
+        let read = |score: &dyn Fn(u64, &Sample) -> Option<f32>| {
+            let verified: Vec<crate::Verified> = self
+                .samples
+                .iter()
+                .filter_map(|(n, s)| {
+                    score(*n, s).map(|similarity| crate::Verified {
+                        similarity,
                         agreed: s.agreed,
                     })
-            })
-            .collect();
-        crate::calibrate(&verified, bound)
+                })
+                .collect();
+            crate::calibrate(&verified, bound)
+        };
+        let similarity = read(&|_, s| Some(s.similarity));
+        if !self.learned {
+            self.judge = Judge::Similarity;
+            return similarity;
+        }
+        let prior = Verifier::prior();
+        let mut options = vec![
+            (Judge::Similarity, similarity),
+            (Judge::Prior, read(&|_, s| s.features.map(|f| prior.score(&f)))),
+        ];
+        if let Some(own) = &self.own {
+            // Out of fold: the even samples fitted own[0], so own[1] scores them, and the other way round.
+            let own = read(&|n, s| s.features.map(|f| own[1 - (n % 2) as usize].score(&f)));
+            options.push((Judge::Own, own));
+        }
+        let served = |e: &crate::Estimate| e.threshold.map(|_| e.n - e.false_hits);
+        let best = options
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, e))| served(e).is_some())
+            .max_by_key(|(i, (_, e))| (served(e), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+            .unwrap_or(options.len() - 1);
+        let (judge, estimate) = options.swap_remove(best);
+        self.judge = judge;
+        estimate
     }
 }
 
@@ -466,8 +537,10 @@ mod tests {
         assert!(e.fitted());
         let est = e.estimate(0.05);
         let t = est.threshold.expect("separable evidence keeps a 5% bound");
-        // Only the odd-numbered half calibrates.
-        assert!(est.n <= 300, "{est:?}");
+        // The similarity cannot tell the traps (a fifth of the pairs, whatever their similarity): the
+        // task's own verifiers serve more, and every sample calibrates them, out of fold.
+        assert_eq!(e.judge(), Judge::Own);
+        assert!(est.n > 300, "{est:?}");
         let mut trap = [0f32; FEATURES];
         trap[0] = 0.95;
         trap[1] = 1.0;
@@ -486,6 +559,70 @@ mod tests {
         plain.extend((0..600).map(sample));
         assert_eq!(plain.score(0.93, None), Some(0.93));
         assert!(!plain.fitted());
+    }
+
+    #[test]
+    fn the_similarity_is_kept_where_no_model_serves_more() {
+        // Agreement follows the similarity alone; the other features are noise the models can only lose on.
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64) as f32
+        };
+        let samples: Vec<Sample> = (0..1000)
+            .map(|_| {
+                let mut f = [0f32; FEATURES];
+                f[0] = 0.8 + 0.2 * next();
+                f[1] = 1.0;
+                f[2] = next();
+                f[6] = f32::from(u8::from(next() < 0.3));
+                Sample {
+                    similarity: f[0],
+                    features: Some(Features(f)),
+                    agreed: f[0] >= 0.9,
+                }
+            })
+            .collect();
+        let mut e = Evidence::new(true, 1000);
+        e.extend(samples);
+        assert!(e.fitted());
+        let est = e.estimate(0.05);
+        assert_eq!(e.judge(), Judge::Similarity, "{est:?}");
+        let t = est.threshold.expect("a clean cut keeps the bound");
+        assert!((0.89..=0.91).contains(&t), "{t}");
+        assert_eq!(e.score(0.95, None), Some(0.95), "the similarity needs no features");
+    }
+
+    #[test]
+    fn cross_fitted_models_each_score_only_pairs_they_did_not_see() {
+        let sample = |i: usize| {
+            let mut f = [0f32; FEATURES];
+            f[0] = 0.85 + (i % 15) as f32 * 0.01;
+            f[1] = 1.0;
+            f[2] = (i % 7) as f32 / 7.0;
+            f[6] = f32::from(u8::from(i.is_multiple_of(5)));
+            (Features(f), f[6] == 0.0 && f[0] >= 0.9)
+        };
+        let mut e = Evidence::new(true, 1000);
+        let refit = e
+            .add((0..400).map(|i| {
+                let (f, agreed) = sample(i);
+                Sample {
+                    similarity: f.0[0],
+                    features: Some(f),
+                    agreed,
+                }
+            }))
+            .expect("due");
+        let [even, odd] = &refit.folds;
+        assert_eq!((even.len(), odd.len()), (200, 200));
+        assert_eq!(even[1], sample(2), "the even fold holds the even-numbered samples");
+        assert_eq!(odd[1], sample(3));
+        // Both folds' models score a pair; which one is fixed by the pair's features.
+        let f = sample(12).0;
+        assert_eq!(fold_of(&f), fold_of(&f.clone()));
+        let folds: std::collections::HashSet<usize> = (0..60).map(|i| fold_of(&sample(i).0)).collect();
+        assert_eq!(folds.len(), 2, "pairs are spread over both models");
     }
 
     #[test]

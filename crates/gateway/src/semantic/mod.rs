@@ -87,6 +87,10 @@ impl TaskEvidence {
     /// Adds verified would-be hits and calibrates once.
     fn extend(&mut self, v: impl IntoIterator<Item = Sample>) {
         self.evidence.extend(v);
+        self.recalibrate();
+    }
+
+    fn recalibrate(&mut self) {
         self.estimate = self.evidence.estimate(self.bound);
     }
 
@@ -96,14 +100,14 @@ impl TaskEvidence {
         let refit = {
             let mut e = cell.lock().unwrap_or_else(|p| p.into_inner());
             let refit = e.evidence.add(v);
-            e.estimate = e.evidence.estimate(e.bound);
+            e.recalibrate();
             refit
         };
         if let Some(refit) = refit {
             let fitted = refit.fit();
             let mut e = cell.lock().unwrap_or_else(|p| p.into_inner());
             if e.evidence.install(fitted) {
-                e.estimate = e.evidence.estimate(e.bound);
+                e.recalibrate();
             }
         }
     }
