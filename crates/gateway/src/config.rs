@@ -46,6 +46,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub log_queue_capacity: usize,
     pub max_body_bytes: usize,
+    /// Open connections, and how long a client may take over a request's headers and body.
+    pub limits: crate::listen::Limits,
     /// Pass `/v1/` endpoints LeanLM has no handler for on to a provider; off, they are not found.
     pub passthrough: bool,
     pub retry: RetryPolicy,
@@ -297,6 +299,9 @@ struct RawServer {
     workers: Option<Spanned<usize>>,
     max_body_bytes: Option<usize>,
     passthrough: Option<bool>,
+    max_connections: Option<Spanned<usize>>,
+    header_timeout_secs: Option<Spanned<f64>>,
+    body_timeout_secs: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -473,6 +478,40 @@ impl Config {
             at(offset, e.message().trim().to_owned())
         })?;
 
+        let limits = {
+            let default = crate::listen::Limits::default();
+            let secs = |v: &Option<Spanned<f64>>, name: &str, default: Duration| match v {
+                None => Ok(default),
+                Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 && *v.get_ref() <= 86_400.0 => {
+                    Ok(Duration::from_secs_f64(*v.get_ref()))
+                }
+                Some(v) => Err(at(
+                    v.span().start,
+                    format!(
+                        "server.{name}: {} is not a number of seconds above 0 (at most a day)",
+                        v.get_ref()
+                    ),
+                )),
+            };
+            crate::listen::Limits {
+                max_connections: match &raw.server.max_connections {
+                    None => default.max_connections,
+                    Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+                    Some(n) => {
+                        return Err(at(
+                            n.span().start,
+                            "server.max_connections must be 1 or more".to_owned(),
+                        ));
+                    }
+                },
+                header_timeout: secs(
+                    &raw.server.header_timeout_secs,
+                    "header_timeout_secs",
+                    default.header_timeout,
+                )?,
+                body_timeout: secs(&raw.server.body_timeout_secs, "body_timeout_secs", default.body_timeout)?,
+            }
+        };
         let listen_text = overrides
             .listen
             .clone()
@@ -681,6 +720,7 @@ impl Config {
                 .map(Secret::new),
             log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            limits,
             passthrough: raw.server.passthrough.unwrap_or(true),
             retry,
             cache: CacheConfig {

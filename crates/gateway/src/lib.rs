@@ -6,6 +6,7 @@ mod cache;
 mod cascade;
 pub mod config;
 pub mod embedder;
+pub mod listen;
 mod metrics;
 pub mod policy;
 mod proxy;

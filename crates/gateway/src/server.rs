@@ -12,7 +12,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use leanlm_store::{CallLog, LogWriter, Store};
 use leanlm_wire::{ClientFormat, ErrorKind, WireError};
 use serde_json::json;
@@ -160,10 +159,8 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let listener = listener.tap_io(no_delay);
         let app = self.router();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+        crate::listen::serve(listener, app, self.state.config.limits, shutdown)
             .await
             .context("serving HTTP")?;
         let Gateway { state, writer } = self;
@@ -203,6 +200,11 @@ impl Gateway {
             };
             ready.push((rt, listener, upstream_client()?, redis));
         }
+        // The connection cap is the process's: each worker takes its share.
+        let limits = crate::listen::Limits {
+            max_connections: self.state.config.limits.max_connections.div_ceil(workers),
+            ..self.state.config.limits
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut threads = Vec::with_capacity(workers);
         for (i, (rt, listener, http, redis)) in ready.into_iter().enumerate() {
@@ -218,9 +220,7 @@ impl Gateway {
                         let stop = async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         };
-                        axum::serve(listener.tap_io(no_delay), app)
-                            .with_graceful_shutdown(stop)
-                            .await?;
+                        crate::listen::serve(listener, app, limits, stop).await?;
                         // Streams still sending on this thread's runtime finish before it stops.
                         settle(&state).await;
                         anyhow::Ok(())
@@ -248,11 +248,6 @@ impl Gateway {
         flush(state, writer);
         Ok(())
     }
-}
-
-/// Without it, delayed ACKs add tens of milliseconds to small responses.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
 }
 
 /// Binds `n` listening sockets on one address. On Linux each has its own accept queue (`SO_REUSEPORT`),

@@ -1796,3 +1796,112 @@ async fn passing_through_fails_clearly() {
     assert_eq!(h.mock.stats.requests(), 0);
     h.shutdown().await;
 }
+
+/// Connections that never finish a request are closed after the header or body deadline, past the cap they
+/// are refused at once, and `/healthz` answers throughout (issue 24: 20,000 such connections took every file
+/// descriptor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_and_health_stays_answerable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start("[server]\nmax_connections = 300\nheader_timeout_secs = 1\nbody_timeout_secs = 1\n").await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let mut stalled = Vec::new();
+    for i in 0..1500 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        let half: &[u8] = match i % 3 {
+            // Half a request's headers; nothing at all; a body that stops after 10 of 100 bytes.
+            0 => b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+            1 => b"",
+            _ => b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
+        };
+        let _ = s.write_all(half).await;
+        stalled.push(s);
+    }
+    // Health answers while they are open.
+    let started = Instant::now();
+    let healthy = loop {
+        match h
+            .http
+            .get(format!("{}/healthz", h.url))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => break true,
+            _ if started.elapsed() > Duration::from_secs(5) => break false,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert!(
+        healthy,
+        "/healthz did not answer within 5 s of 1,500 stalled connections"
+    );
+    // Every stalled connection is closed (or answered and closed) within the deadlines.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut open = 0;
+    let mut kinds = [0; 3];
+    for (i, s) in stalled.iter_mut().enumerate() {
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(_)) => continue, // an error response before the close
+                Err(_) => break false,
+            }
+        };
+        open += usize::from(!closed);
+        kinds[i % 3] += usize::from(!closed);
+    }
+    assert_eq!(
+        open,
+        0,
+        "{open} of {} stalled connections still open ({kinds:?})",
+        stalled.len()
+    );
+    // An idle keep-alive connection is closed after the header deadline too.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
+    h.shutdown().await;
+}
+
+#[test]
+fn connection_limits_are_configured_and_checked() {
+    let parse = |extra: &str| {
+        Config::from_toml(
+            "t.toml",
+            &format!("[server]\n{extra}\n"),
+            &Overrides::default(),
+            &|_| None,
+        )
+    };
+    let c = parse("max_connections = 50\nheader_timeout_secs = 2.5\nbody_timeout_secs = 7").unwrap();
+    assert_eq!(c.limits.max_connections, 50);
+    assert_eq!(c.limits.header_timeout, Duration::from_millis(2500));
+    assert_eq!(c.limits.body_timeout, Duration::from_secs(7));
+    let d = parse("").unwrap();
+    assert_eq!(d.limits, leanlm_gateway::listen::Limits::default());
+    for (bad, field) in [
+        ("max_connections = 0", "max_connections"),
+        ("header_timeout_secs = 0", "header_timeout_secs"),
+        ("body_timeout_secs = -1", "body_timeout_secs"),
+        ("body_timeout_secs = 1e9", "body_timeout_secs"),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains("t.toml"), "{bad}: {e}");
+    }
+}

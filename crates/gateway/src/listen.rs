@@ -1,0 +1,139 @@
+//! Accepting connections with bounds a hostile client cannot stretch: a cap on open connections, a deadline
+//! for each request's headers (which also closes idle keep-alive connections), and one for each piece of a
+//! request body. Without them, connections that never finish a request hold a file descriptor each until
+//! the process has none left and `/healthz` stops answering.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// What a connection may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections served normally; past it, [`RESERVE`] more get a short deadline and one request.
+    pub max_connections: usize,
+    /// The longest a client may take to send a request's headers, counted from the connection being ready
+    /// for one: an idle keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
+    /// The longest silence while a request body is being sent.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 8192,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connections accepted past the cap, each with [`RESERVE_HEADER_TIMEOUT`] to send one request: a health
+/// check or a real client still gets in while the cap is held by connections that never finish. Past
+/// these, a connection is closed as soon as it is accepted (so the kernel's backlog does not fill).
+pub const RESERVE: usize = 256;
+pub const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits for the open connections' requests to
+/// finish (idle connections are closed).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let reserve = Arc::new(Semaphore::new(RESERVE));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted: wait a little
+                    // rather than spin, as hyper's own accept loop does.
+                    if !is_connection_error(&e) {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (permit, reserved) = match open.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match reserve.clone().try_acquire_owned() {
+                Ok(p) => (p, true),
+                Err(_) => {
+                    metrics::counter!("leanlm_connections_refused_total").increment(1);
+                    continue;
+                }
+            },
+        };
+        // Without it, delayed ACKs add tens of milliseconds to small responses.
+        let _ = stream.set_nodelay(true);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(if reserved {
+                RESERVE_HEADER_TIMEOUT
+            } else {
+                limits.header_timeout
+            })
+            .keep_alive(!reserved);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(limits.header_timeout))
+            .keep_alive_timeout(limits.header_timeout);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| app.clone().oneshot(request));
+        let watcher = graceful.watcher();
+        let first_byte = if reserved {
+            RESERVE_HEADER_TIMEOUT
+        } else {
+            limits.header_timeout
+        };
+        tokio::spawn(async move {
+            // The protocol is told from the first bytes before hyper's header deadline starts: a connection
+            // that sends nothing is closed here.
+            let mut byte = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, stream.peek(&mut byte)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Errors of one connection, not of the listener: nothing to wait out.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
