@@ -180,6 +180,7 @@ impl ExactCache {
         request: &[u8],
         deterministic: bool,
         task: Option<(&str, &str)>,
+        scope: Option<&[u8; 32]>,
     ) -> Option<(Key, std::time::Duration)> {
         let policy = task
             .and_then(|(id, name)| self.config.tasks.get(id).or_else(|| self.config.tasks.get(name)))
@@ -206,6 +207,11 @@ impl ExactCache {
         for part in [format.as_str(), &target.provider.name, &target.upstream_model] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+        }
+        // Where the client's own key authorises the call, an answer is that key's alone.
+        if let Some(scope) = scope {
+            h.update(b"scope");
+            h.update(scope);
         }
         // serde_json's maps are sorted, so this is the canonical form: key order and whitespace are gone.
         h.update(v.to_string().as_bytes());
@@ -349,6 +355,7 @@ mod tests {
             br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
             true,
             None,
+            None,
         );
         let b = c.key(
             Directive::Default,
@@ -356,6 +363,7 @@ mod tests {
             &t,
             b"{ \"messages\": [ {\"content\": \"hi\", \"role\": \"user\"} ],\n \"stream\": true, \"temperature\": 0 }",
             true,
+            None,
             None,
         );
         assert!(a.is_some());
@@ -368,6 +376,7 @@ mod tests {
             br#"{"temperature":0,"messages":[{"role":"user","content":"hello"}]}"#,
             true,
             None,
+            None,
         );
         assert_ne!(a, other);
         let anthropic = c.key(
@@ -376,6 +385,7 @@ mod tests {
             &t,
             br#"{"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
             true,
+            None,
             None,
         );
         assert_ne!(a, anthropic, "one cache entry per client format");
@@ -387,27 +397,39 @@ mod tests {
         let body = br#"{"temperature":0.7,"messages":[]}"#;
         let det = cache(CacheMode::Deterministic);
         assert!(
-            det.key(Directive::Default, ClientFormat::OpenAi, &t, body, false, None)
+            det.key(Directive::Default, ClientFormat::OpenAi, &t, body, false, None, None)
                 .is_none()
         );
         assert!(
-            det.key(Directive::On, ClientFormat::OpenAi, &t, body, false, None)
+            det.key(Directive::On, ClientFormat::OpenAi, &t, body, false, None, None)
                 .is_some()
         );
         assert!(
-            det.key(Directive::Off, ClientFormat::OpenAi, &t, body, true, None)
+            det.key(Directive::Off, ClientFormat::OpenAi, &t, body, true, None, None)
                 .is_none()
         );
         assert!(
             cache(CacheMode::OptIn)
-                .key(Directive::Default, ClientFormat::OpenAi, &t, body, true, None)
+                .key(Directive::Default, ClientFormat::OpenAi, &t, body, true, None, None)
                 .is_none()
         );
         assert!(
             cache(CacheMode::Off)
-                .key(Directive::On, ClientFormat::OpenAi, &t, body, true, None)
+                .key(Directive::On, ClientFormat::OpenAi, &t, body, true, None, None)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_credential_scope_keys_its_own_entries() {
+        let c = cache(CacheMode::Deterministic);
+        let t = target();
+        let body = br#"{"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+        let key =
+            |scope: Option<&[u8; 32]>| c.key(Directive::Default, ClientFormat::OpenAi, &t, body, true, None, scope);
+        assert_ne!(key(Some(&[1; 32])), key(Some(&[2; 32])));
+        assert_ne!(key(Some(&[1; 32])), key(None));
+        assert_eq!(key(Some(&[1; 32])), key(Some(&[1; 32])));
     }
 
     #[tokio::test]
@@ -437,7 +459,8 @@ mod tests {
                 &t,
                 body,
                 false,
-                Some(("t_x", "other"))
+                Some(("t_x", "other")),
+                None,
             )
             .is_none()
         );
@@ -449,6 +472,7 @@ mod tests {
                 body,
                 false,
                 Some(("t_x", "labels")),
+                None,
             )
             .unwrap();
         assert_eq!(ttl, Duration::from_secs(9));
@@ -459,7 +483,8 @@ mod tests {
                 &t,
                 body,
                 false,
-                Some(("labels", "x"))
+                Some(("labels", "x")),
+                None,
             )
             .is_none()
         );

@@ -1905,3 +1905,44 @@ fn connection_limits_are_configured_and_checked() {
         assert!(e.contains(field) && e.contains("t.toml"), "{bad}: {e}");
     }
 }
+
+/// Where the client's own key authorises the call (no gateway key for the provider), a cached answer serves
+/// that key alone: another key, an invalid one or none goes upstream, and an error is never cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_never_cross_credentials() {
+    let h = Harness::start("").await;
+    let ask = |key: Option<&'static str>| {
+        let mut req = h
+            .http
+            .post(format!("{}/v1/messages", h.url))
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 20, "temperature": 0,
+                "messages": [{"role": "user", "content": "What is our refund policy?"}]}));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        req.send()
+    };
+    let first = ask(Some("sk-ant-client-one")).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-leanlm-cache"), "miss");
+    let again = ask(Some("sk-ant-client-one")).await.unwrap();
+    assert_eq!(
+        header(&again, "x-leanlm-cache"),
+        "hit",
+        "the same key is served from the cache"
+    );
+    // An invalid key is refused by the provider, twice: the cache neither serves it nor keeps the error.
+    for _ in 0..2 {
+        let bad = ask(Some("sk-ant-bad-key")).await.unwrap();
+        assert_eq!(bad.status(), 401);
+        let body: Value = bad.json().await.unwrap();
+        assert_eq!(body["type"], "error", "{body}");
+    }
+    // Another valid key and no key at all are not served the first key's answer.
+    let other = ask(Some("sk-ant-client-two")).await.unwrap();
+    assert_eq!(header(&other, "x-leanlm-cache"), "miss");
+    let none = ask(None).await.unwrap();
+    assert_ne!(header(&none, "x-leanlm-cache"), "hit");
+    h.shutdown().await;
+}

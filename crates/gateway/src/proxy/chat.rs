@@ -65,6 +65,8 @@ pub(super) struct Call {
     semantic_policy: Option<Arc<Policy>>,
     /// The exact cache's key and TTL, where the request may be cached.
     exact: Option<(Key, std::time::Duration)>,
+    /// The client credential's scope of the caches, where its key is what authorises the call.
+    scope: Option<[u8; 32]>,
     /// A would-be semantic hit to verify against the upstream's answer.
     semantic: Option<Pending>,
 }
@@ -163,6 +165,7 @@ impl Call {
             cascade: None,
             semantic_policy,
             exact: None,
+            scope: None,
             semantic: None,
         });
         if let Some(policy) = policy {
@@ -209,6 +212,7 @@ fn identify(app: &AppState, headers: &HeaderMap, ingress: &Ingress) -> TaskRef {
 
 /// The exact cache: a repeated request is answered from memory (or Redis). Sets the call's cache key.
 async fn exact_cache(app: &AppState, rec: &Recorder, call: &mut Call) -> Option<Served> {
+    call.scope = super::credential_scope(&call.chain[0], &call.headers);
     call.exact = app.cache.key(
         call.directive,
         call.format,
@@ -216,6 +220,7 @@ async fn exact_cache(app: &AppState, rec: &Recorder, call: &mut Call) -> Option<
         &call.bytes,
         call.ingress.temperature() == Some(0.0),
         call.task(rec),
+        call.scope.as_ref(),
     );
     if let Some((k, _)) = &call.exact
         && call.directive != Directive::Refresh
@@ -247,7 +252,15 @@ async fn semantic_cache(app: &AppState, rec: &Recorder, call: &mut Call) -> Opti
         let serve = matches!(p.route(rand::random(), 1.0), leanlm_deploy::Route::Replacement { .. });
         (serve, &p.scorer)
     });
-    let probe = s.probe(task, governed, Some(*ttl), call.format, &call.chain[0], || call.json())?;
+    let probe = s.probe(
+        task,
+        governed,
+        Some(*ttl),
+        call.format,
+        &call.chain[0],
+        call.scope.as_ref(),
+        || call.json(),
+    )?;
     match s.lookup(&app.routes, &app.http(), probe).await {
         Lookup::Hit(hit) => Some(Served {
             body: hit.body,

@@ -350,6 +350,20 @@ fn key_id(key: &Secret) -> String {
     format!("key_{}", hex::encode(&digest[..6]))
 }
 
+/// The caches' scope for a call served by `target`: where the provider has no key of the gateway's, the
+/// client's key is what authorises the call, so an answer it produced serves that key alone (and a request
+/// with another key, or none, goes upstream and is refused there).
+fn credential_scope(target: &Target, headers: &HeaderMap) -> Option<[u8; 32]> {
+    target.provider.api_key.is_none().then(|| {
+        let mut h = Sha256::new();
+        h.update(b"leanlm cache scope\0");
+        if let Some(k) = client_key(headers) {
+            h.update(k.expose().as_bytes());
+        }
+        h.finalize().into()
+    })
+}
+
 fn client_auth(headers: &HeaderMap) -> ClientAuth {
     ClientAuth {
         key: client_key(headers),

@@ -408,7 +408,7 @@ impl SemanticCache {
     /// `policy` is set when a `cache:semantic` policy governs the task: whether this call may be served
     /// from the cache (canary share, live) or only teaches it (shadow), and the policy's scorer.
     #[allow(clippy::too_many_arguments)]
-    /// `request` gives the body as JSON; it is asked for only where the task's semantic cache is on, so other
+    /// `scope` is the credential's (see the exact cache's key). `request` gives the body as JSON; it is asked for only where the task's semantic cache is on, so other
     /// tasks never pay for the parse.
     pub fn probe<'r>(
         &self,
@@ -417,6 +417,7 @@ impl SemanticCache {
         allowed: Option<Duration>,
         format: ClientFormat,
         target: &Target,
+        scope: Option<&[u8; 32]>,
         request: impl FnOnce() -> Option<&'r Value>,
     ) -> Option<Probe> {
         let ttl = allowed?;
@@ -456,6 +457,11 @@ impl SemanticCache {
         for part in [task.0, format.as_str(), &target.provider.name, &target.upstream_model] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+        }
+        // Where the client's own key authorises the call, its answers serve that key alone.
+        if let Some(scope) = scope {
+            h.update(b"scope");
+            h.update(scope);
         }
         h.update(rest.to_string().as_bytes());
         Some(Probe {
