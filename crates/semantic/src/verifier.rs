@@ -219,6 +219,9 @@ pub const REFIT: usize = 100;
 pub enum Judge {
     /// The plain similarity (no guard vetoes): kept where no model serves more of the task's evidence.
     Similarity,
+    /// The similarity, with a pair any written guard fired on never served: kept where the guards earn
+    /// their place on the task's evidence.
+    Guarded,
     /// The public prior's score.
     Prior,
     /// The task's own verifier, cross-fitted on its evidence.
@@ -229,6 +232,7 @@ impl Judge {
     pub fn as_str(self) -> &'static str {
         match self {
             Judge::Similarity => "similarity",
+            Judge::Guarded => "guarded similarity",
             Judge::Prior => "prior",
             Judge::Own => "own",
         }
@@ -237,8 +241,8 @@ impl Judge {
 
 /// A task's verified would-be hits and what they say: the threshold its hits must clear, on the similarity
 /// (`learned: false`, the written guards having vetoed) or, for a learned judgement, on whichever of the
-/// similarity, the prior's score and the task's own verifier serves the most of the task's evidence at the
-/// bound. The gateway and `leanlm cache` both read a task's threshold through this, so they agree.
+/// plain similarity, the similarity under the guards' vetoes, the prior's score and the task's own verifier
+/// serves the most of the task's evidence at the bound. The gateway and `leanlm cache` both read a task's threshold through this, so they agree.
 ///
 /// The task's own verifier is cross-fitted: one model on the even-numbered samples, one on the odd, each
 /// sample scored by the model that did not see it, and the threshold read off all those scores. A pair
@@ -294,6 +298,18 @@ impl Refit {
 fn fold_of(f: &Features) -> usize {
     let h = f.0.iter().fold(0u32, |h, x| h.rotate_left(5) ^ x.to_bits());
     (h.wrapping_mul(0x9e37_79b9) >> 31) as usize
+}
+
+impl Features {
+    /// Whether any written guard fired on the pair.
+    fn guarded(&self) -> bool {
+        self.0[6..].iter().any(|g| *g > 0.5)
+    }
+}
+
+/// The guarded similarity of a pair: vetoed pairs score below any threshold (and out of calibration).
+fn guarded(similarity: f32, f: &Features) -> f32 {
+    if f.guarded() { f32::NEG_INFINITY } else { similarity }
 }
 
 impl Evidence {
@@ -388,13 +404,14 @@ impl Evidence {
     pub fn score(&self, similarity: f32, features: Option<&Features>) -> Option<f32> {
         match (self.judge, &self.own) {
             (Judge::Similarity, _) => Some(similarity),
+            (Judge::Guarded, _) => features.map(|f| guarded(similarity, f)),
             (Judge::Own, Some(own)) => features.map(|f| own[fold_of(f)].score(f)),
             _ => features.map(|f| Verifier::prior().score(f)),
         }
     }
 
-    /// Reads the threshold off the evidence for `bound`. A learned judgement tries the similarity, the
-    /// prior and (once fitted) the task's own verifiers, each on the scores of pairs it was not fitted on,
+    /// Reads the threshold off the evidence for `bound`. A learned judgement tries the similarity (plain and
+    /// guarded), the prior and (once fitted) the task's own verifiers, each on the scores of pairs it was not fitted on,
     /// and keeps the one whose threshold serves the most verified agreeing pairs; without a threshold
     /// anywhere, the own verifiers (or the prior) stay, to learn on.
     pub fn estimate(&mut self, bound: f64) -> crate::Estimate {
@@ -419,6 +436,10 @@ impl Evidence {
         let prior = Verifier::prior();
         let mut options = vec![
             (Judge::Similarity, similarity),
+            (
+                Judge::Guarded,
+                read(&|_, s| s.features.map(|f| guarded(s.similarity, &f))),
+            ),
             (Judge::Prior, read(&|_, s| s.features.map(|f| prior.score(&f)))),
         ];
         if let Some(own) = &self.own {
@@ -519,16 +540,17 @@ mod tests {
     #[test]
     fn evidence_fits_its_own_verifier_and_calibrates_it_on_other_samples() {
         let mut e = Evidence::new(true, 1000);
-        // Pairs whose numbers differ are wrong whatever their similarity; the others are right above 0.9.
+        // Pairs that share few words are wrong whatever their similarity (no guard sees it); the others
+        // are right above 0.9.
         let sample = |i: usize| {
             let mut f = [0f32; FEATURES];
             f[0] = 0.85 + (i % 15) as f32 * 0.01;
             f[1] = 1.0;
-            f[6] = f32::from(u8::from(i.is_multiple_of(5)));
+            f[2] = if i.is_multiple_of(5) { 0.1 } else { 0.8 };
             Sample {
                 similarity: f[0],
                 features: Some(Features(f)),
-                agreed: f[6] == 0.0 && f[0] >= 0.9,
+                agreed: f[2] > 0.5 && f[0] >= 0.9,
             }
         };
         e.extend((0..150).map(sample));
@@ -537,16 +559,16 @@ mod tests {
         assert!(e.fitted());
         let est = e.estimate(0.05);
         let t = est.threshold.expect("separable evidence keeps a 5% bound");
-        // The similarity cannot tell the traps (a fifth of the pairs, whatever their similarity): the
-        // task's own verifiers serve more, and every sample calibrates them, out of fold.
+        // Neither the similarity nor the guards tell the traps (a fifth of the pairs, whatever their
+        // similarity): the task's own verifiers serve more, and every sample calibrates them, out of fold.
         assert_eq!(e.judge(), Judge::Own);
         assert!(est.n > 300, "{est:?}");
         let mut trap = [0f32; FEATURES];
         trap[0] = 0.95;
         trap[1] = 1.0;
-        trap[6] = 1.0;
+        trap[2] = 0.1;
         let mut right = trap;
-        right[6] = 0.0;
+        right[2] = 0.8;
         assert!(e.score(0.95, Some(&Features(right))).unwrap() >= t);
         assert!(e.score(0.95, Some(&Features(trap))).unwrap() < t);
         assert_eq!(e.score(0.99, None), None, "a learned judgement needs features");
@@ -591,6 +613,34 @@ mod tests {
         let t = est.threshold.expect("a clean cut keeps the bound");
         assert!((0.89..=0.91).contains(&t), "{t}");
         assert_eq!(e.score(0.95, None), Some(0.95), "the similarity needs no features");
+    }
+
+    #[test]
+    fn the_guards_are_kept_where_the_evidence_shows_them_right() {
+        // A guard fires on a fifth of the pairs, and those are wrong whatever their similarity.
+        let sample = |i: usize| {
+            let mut f = [0f32; FEATURES];
+            f[0] = 0.9 + (i % 10) as f32 * 0.01;
+            f[1] = 1.0;
+            f[7] = f32::from(u8::from(i.is_multiple_of(5)));
+            Sample {
+                similarity: f[0],
+                features: Some(Features(f)),
+                agreed: f[7] == 0.0,
+            }
+        };
+        let mut e = Evidence::new(true, 1000);
+        e.extend((0..300).map(sample));
+        let est = e.estimate(0.05);
+        assert_eq!(e.judge(), Judge::Guarded, "{est:?}");
+        assert_eq!(est.false_hits, 0);
+        let mut fired = [0f32; FEATURES];
+        fired[0] = 0.99;
+        fired[7] = 1.0;
+        assert!(
+            e.score(0.99, Some(&Features(fired)))
+                .is_some_and(|s| s < est.threshold.unwrap())
+        );
     }
 
     #[test]
