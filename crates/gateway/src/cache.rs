@@ -172,6 +172,7 @@ impl ExactCache {
 
     /// The key for a request and how long its answer may be kept, or `None` when it may not use the cache.
     /// A task's own policy (by id or name) overrides the global one.
+    #[allow(clippy::too_many_arguments)] // the parts of one key, each named at the call
     pub fn key(
         &self,
         directive: Directive,
