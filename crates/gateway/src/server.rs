@@ -109,12 +109,18 @@ impl Gateway {
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
         // Templates already known to be tasks keep their ids from the first call after a restart.
         let known = store.tasks(None).context("reading known tasks")?;
+        let named: Vec<String> = known
+            .iter()
+            .filter(|t| t.origin == leanlm_core::Origin::Explicit)
+            .map(|t| t.id.clone())
+            .collect();
         let tasks = leanlm_profile::Discoverer::with_known(
             known
                 .into_iter()
                 .filter(|t| t.origin == leanlm_core::Origin::Template)
                 .map(|t| t.id),
         );
+        tasks.know_named(named);
         let tasks = Arc::new(tasks);
         let after = crate::templates::load(&store, &tasks).context("reading mined templates")?;
         crate::templates::spawn_sync(

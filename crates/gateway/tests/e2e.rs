@@ -1946,3 +1946,52 @@ async fn cached_answers_never_cross_credentials() {
     assert_ne!(header(&none, "x-leanlm-cache"), "hit");
     h.shutdown().await;
 }
+
+/// A task name a client gives is bounded: too long or with other characters, it is refused in the client's
+/// own error format, naming where it came from (issue 24: 64 KiB names were accepted, one task each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_task_names_are_checked_in_the_callers_format() {
+    let h = Harness::start("").await;
+    let body = json!({"model": "gpt-4o-mini", "messages": user("hi")});
+    let send = |path: &str, name: String, body: Value| {
+        h.http
+            .post(format!("{}{path}", h.url))
+            .header("x-leanlm-task", name)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let long = send("/v1/chat/completions", "x".repeat(5000), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 400);
+    let e: Value = long.json().await.unwrap();
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("x-leanlm-task") && message.contains("128"), "{e}");
+    let anthropic = send(
+        "/v1/messages",
+        "<img src=x>".into(),
+        json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": user("hi")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(anthropic.status(), 400);
+    let e: Value = anthropic.json().await.unwrap();
+    assert_eq!(e["type"], "error", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("'<'"), "{e}");
+    let mut meta = body.clone();
+    meta["metadata"] = json!({"leanlm_task": "bad|name"});
+    let r = h.post("/v1/chat/completions", meta).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("metadata.leanlm_task"),
+        "{e}"
+    );
+    let ok = send("/v1/chat/completions", "support triage".into(), body)
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(header(&ok, "x-leanlm-task"), "support triage");
+    h.shutdown().await;
+}

@@ -125,6 +125,25 @@ pub struct Discoverer {
     candidates: Mutex<HashMap<String, Vec<u64>>>,
     /// Templates mined from the differences between skeletons (names, inline inputs).
     miner: Mutex<Miner>,
+    /// Task names clients have given (`X-LeanLM-Task`), at most [`MAX_NAMED`].
+    named: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The longest task name a client may give.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Client-named tasks a discoverer takes on; past it, a new name is refused (a name already known is not),
+/// so a client cannot make a task per request.
+pub const MAX_NAMED: usize = 1_000;
+
+/// Why a task name a client gave is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a task name is at most {MAX_NAME_CHARS} characters")]
+    TooLong,
+    #[error("a task name may hold letters, digits, spaces and `-_.:/@` only, not {0:?}")]
+    Character(char),
+    #[error("{MAX_NAMED} client-named tasks exist already: reuse one of their names")]
+    TooMany,
 }
 
 impl Discoverer {
@@ -137,6 +156,35 @@ impl Discoverer {
         let d = Self::default();
         d.promoted.lock().unwrap_or_else(|p| p.into_inner()).extend(ids);
         d
+    }
+
+    /// Task names clients gave before (from the store), known from the first call.
+    pub fn know_named(&self, names: impl IntoIterator<Item = String>) {
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        named.extend(names.into_iter().take(MAX_NAMED));
+    }
+
+    /// The task a client named, checked: a bounded name of plain characters, and a new one only while
+    /// fewer than [`MAX_NAMED`] exist.
+    pub fn named(&self, name: &str) -> Result<Identity, NameError> {
+        let name = name.trim();
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(NameError::TooLong);
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_alphanumeric() || *c == ' ' || "-_.:/@".contains(*c)))
+        {
+            return Err(NameError::Character(c));
+        }
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        if !named.contains(name) {
+            if named.len() >= MAX_NAMED {
+                return Err(NameError::TooMany);
+            }
+            named.insert(name.to_owned());
+        }
+        Ok(Identity::explicit(name))
     }
 
     /// Whether a system-less template has framed enough distinct inputs to be a task of its own.
@@ -433,6 +481,27 @@ mod tests {
 
     fn id_of(d: &Discoverer, body: Value) -> Identity {
         d.identify(&Shape::from_openai("chat.completions", &openai(body)))
+    }
+
+    #[test]
+    fn client_task_names_are_bounded() {
+        let d = Discoverer::new();
+        assert_eq!(d.named(" invoice-extractor ").unwrap().id, "invoice-extractor");
+        assert_eq!(d.named(&"x".repeat(MAX_NAME_CHARS + 1)), Err(NameError::TooLong));
+        assert_eq!(d.named("a<script>"), Err(NameError::Character('<')));
+        assert_eq!(d.named("tab\there"), Err(NameError::Character('\t')));
+        assert!(
+            d.named("Équipe support: tri/urgent @eu").is_ok(),
+            "letters of any script"
+        );
+        for i in 2..MAX_NAMED {
+            d.named(&format!("task {i}")).unwrap();
+        }
+        assert_eq!(d.named("one too many"), Err(NameError::TooMany));
+        assert!(d.named("task 7").is_ok(), "a known name is never refused");
+        let restarted = Discoverer::new();
+        restarted.know_named(["kept".to_owned()]);
+        assert!(restarted.named("kept").is_ok());
     }
 
     #[test]

@@ -11,6 +11,6 @@ pub mod mask;
 mod miner;
 mod report;
 
-pub use identify::{Discoverer, Identity, Origin, Shape};
+pub use identify::{Discoverer, Identity, MAX_NAME_CHARS, MAX_NAMED, NameError, Origin, Shape};
 pub use kind::{CallSignals, TaskType, TypeVerdict, classify};
 pub use report::{Offer, Percentiles, Savings, TaskProfile, profile};

@@ -135,7 +135,7 @@ impl Call {
             ClientFormat::Anthropic => Ingress::Anthropic(MessagesRequest::parse(&bytes)?),
         };
         rec.rec().requested_model = ingress.model().to_owned();
-        let task = identify(app, &headers, &ingress);
+        let task = identify(app, &headers, &ingress)?;
         let policy = app.policies.as_ref().and_then(|p| p.get(&task.id));
         // A `cache:semantic` policy switches the semantic cache on for its task; it serves no model itself.
         let (policy, semantic_policy) = match policy {
@@ -201,13 +201,13 @@ impl Call {
 }
 
 /// The task the client named, else the one its template belongs to.
-fn identify(app: &AppState, headers: &HeaderMap, ingress: &Ingress) -> TaskRef {
-    match ingress {
-        Ingress::OpenAi(r) => explicit_task(headers, r.extra.get("metadata"))
+fn identify(app: &AppState, headers: &HeaderMap, ingress: &Ingress) -> Result<TaskRef, WireError> {
+    Ok(match ingress {
+        Ingress::OpenAi(r) => explicit_task(&app.tasks, headers, r.extra.get("metadata"))?
             .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_openai("chat", r)))),
-        Ingress::Anthropic(r) => explicit_task(headers, None)
+        Ingress::Anthropic(r) => explicit_task(&app.tasks, headers, None)?
             .unwrap_or_else(|| task_ref(app.tasks.identify(&Shape::from_anthropic("chat", r)))),
-    }
+    })
 }
 
 /// The exact cache: a repeated request is answered from memory (or Redis). Sets the call's cache key.

@@ -39,9 +39,11 @@ pub(crate) async fn embeddings(app: Arc<AppState>, headers: HeaderMap, body: Bod
         );
     };
     rec.rec().requested_model = model.clone();
-    rec.rec().task = Some(
-        super::explicit_task(&headers, None).unwrap_or_else(|| super::task_ref(app.tasks.identify_embeddings(&model))),
-    );
+    let named = match super::explicit_task(&app.tasks, &headers, None) {
+        Ok(n) => n,
+        Err(e) => return rec.fail(format, 400, e, CallStatus::ClientError),
+    };
+    rec.rec().task = Some(named.unwrap_or_else(|| super::task_ref(app.tasks.identify_embeddings(&model))));
     let input_ok = match req.get("input") {
         Some(Value::String(s)) => !s.is_empty(),
         Some(Value::Array(a)) => !a.is_empty(),

@@ -102,7 +102,7 @@ impl Recorder {
                 endpoint: endpoint.to_owned(),
                 client_format: format,
                 client_key_id: key.map(|k| key_id(&k)),
-                task: explicit_task(headers, None),
+                task: explicit_task(&app.tasks, headers, None).ok().flatten(),
                 requested_model: String::new(),
                 served_model: None,
                 provider: None,
@@ -298,14 +298,32 @@ impl Drop for Recorder {
 }
 
 /// The task the client named: the `X-LeanLM-Task` header, else `metadata.leanlm_task` in the body.
-fn explicit_task(headers: &HeaderMap, metadata: Option<&serde_json::Value>) -> Option<TaskRef> {
-    let named = headers
-        .get(HEADER_TASK)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| metadata?.get("leanlm_task")?.as_str())
-        .map(str::trim)
-        .filter(|n| !n.is_empty())?;
-    Some(task_ref(Identity::explicit(named)))
+/// The task the client named (`X-LeanLM-Task`, else `metadata.leanlm_task`), if it named one: a name that
+/// is too long, holds other characters, or would be one client-named task too many is refused, naming
+/// where it came from.
+fn explicit_task(
+    tasks: &leanlm_profile::Discoverer,
+    headers: &HeaderMap,
+    metadata: Option<&serde_json::Value>,
+) -> Result<Option<TaskRef>, WireError> {
+    let (named, source) = match headers.get(HEADER_TASK) {
+        Some(v) => (
+            v.to_str()
+                .map_err(|_| WireError::invalid(format!("header `{HEADER_TASK}`: a task name must be text")))?,
+            "header `x-leanlm-task`",
+        ),
+        None => match metadata.and_then(|m| m.get("leanlm_task")).and_then(|v| v.as_str()) {
+            Some(n) => (n, "field `metadata.leanlm_task`"),
+            None => return Ok(None),
+        },
+    };
+    if named.trim().is_empty() {
+        return Ok(None);
+    }
+    tasks
+        .named(named)
+        .map(|i| Some(task_ref(i)))
+        .map_err(|e| WireError::invalid(format!("invalid {source}: {e}")))
 }
 
 fn task_ref(i: Identity) -> TaskRef {
