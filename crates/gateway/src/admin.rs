@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +39,34 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/policies/{task}/promote", post(promote))
         .route("/api/policies/{task}/rollback", post(rollback))
         .route_layer(middleware::from_fn_with_state(state, authorize))
+}
+
+/// Query parameters, refused in the admin API's JSON error shape (axum's own rejection is plain text).
+struct Query<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
+/// A path parameter, refused in the admin API's JSON error shape.
+struct Path<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| Path(p))
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

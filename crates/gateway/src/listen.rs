@@ -94,7 +94,9 @@ pub async fn serve(
             } else {
                 limits.header_timeout
             })
-            .keep_alive(!reserved);
+            .keep_alive(!reserved)
+            // Above the router's own limits, which answer in the client's format.
+            .max_headers(4 * crate::server::MAX_HEADERS);
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -331,8 +331,49 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(header_limits))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// The most request headers, and header bytes, a request may carry. hyper refuses past larger limits of
+/// its own (with an empty 431), which [`crate::listen`] sets above these so that a client is told here, in
+/// its own format.
+pub(crate) const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The error format a request expects: the admin API's, Anthropic's, or OpenAI's.
+fn error_body(headers: &HeaderMap, path: &str, kind: ErrorKind, message: String) -> axum::Json<serde_json::Value> {
+    if path.starts_with("/api/") {
+        return axum::Json(json!({"error": {"message": message}}));
+    }
+    let format = if headers.contains_key("anthropic-version") || path.starts_with("/v1/messages") {
+        ClientFormat::Anthropic
+    } else {
+        ClientFormat::OpenAi
+    };
+    axum::Json(WireError::new(kind, message).to_body(format))
+}
+
+async fn header_limits(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let message = format!(
+            "the request's headers are too large: {} headers, {bytes} bytes (at most {MAX_HEADERS} and {MAX_HEADER_BYTES})",
+            headers.len()
+        );
+        let body = error_body(headers, req.uri().path(), ErrorKind::InvalidRequest, message);
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, body).into_response();
+    }
+    next.run(req).await
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let message = format!("{} does not take {method}", uri.path());
+    let body = error_body(&headers, uri.path(), ErrorKind::InvalidRequest, message);
+    (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
 }
 
 async fn chat_completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -413,13 +454,12 @@ async fn fallback(
 }
 
 async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let format = if headers.contains_key("anthropic-version") {
-        ClientFormat::Anthropic
-    } else {
-        ClientFormat::OpenAi
-    };
-    let err = WireError::new(ErrorKind::NotFound, format!("LeanLM has no endpoint at {}", uri.path()));
-    (StatusCode::NOT_FOUND, axum::Json(err.to_body(format))).into_response()
+    let message = format!("LeanLM has no endpoint at {}", uri.path());
+    (
+        StatusCode::NOT_FOUND,
+        error_body(&headers, uri.path(), ErrorKind::NotFound, message),
+    )
+        .into_response()
 }
 
 /// Binds the configured address and serves on the configured number of threads until Ctrl-C or SIGTERM.

@@ -1995,3 +1995,62 @@ async fn client_task_names_are_checked_in_the_callers_format() {
     assert_eq!(header(&ok, "x-leanlm-task"), "support triage");
     h.shutdown().await;
 }
+
+/// Every error is JSON in the caller's shape: a wrong method and oversized headers on `/v1` in the
+/// client's format, and bad query parameters or unknown paths under `/api` in the admin API's (issue 24:
+/// 405 and 431 had empty bodies, `/api/calls?limit=abc` answered plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_in_the_callers_shape() {
+    let h = Harness::start("[admin]\ntoken = \"admin-secret\"\n").await;
+    let get = |path: &str| h.http.get(format!("{}{path}", h.url));
+    let json_of = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.expect("a JSON body");
+        (status, v)
+    };
+    let (status, v) = json_of(get("/v1/chat/completions").send().await.unwrap()).await;
+    assert_eq!(status, 405);
+    assert!(v["error"]["message"].as_str().unwrap().contains("GET"), "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    let (status, v) = json_of(
+        get("/v1/messages")
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+    let mut many = get("/v1/models");
+    for i in 0..150 {
+        many = many.header(format!("x-extra-{i}"), "1");
+    }
+    let (status, v) = json_of(many.send().await.unwrap()).await;
+    assert_eq!(status, 431);
+    assert!(v["error"]["message"].as_str().unwrap().contains("headers"), "{v}");
+    let (status, v) = json_of(
+        get("/api/calls?limit=abc")
+            .bearer_auth("admin-secret")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit"), "{v}");
+    let (status, v) = json_of(
+        get("/api/nothing-here")
+            .bearer_auth("admin-secret")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        v["error"]["message"].is_string() && v["error"].get("type").is_none(),
+        "{v}"
+    );
+    h.shutdown().await;
+}
