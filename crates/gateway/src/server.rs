@@ -36,6 +36,8 @@ pub struct AppState {
     pub(crate) semantic: Option<Arc<crate::semantic::SemanticCache>>,
     /// Embeddings for the semantic cache and learned routers; `None` in replays.
     pub(crate) embedder: Option<Arc<crate::embedder::Embedder>>,
+    /// The key of the HMAC that turns client keys into logged ids: the store's, shared by its gateways.
+    pub(crate) key_secret: [u8; 32],
 }
 
 thread_local! {
@@ -77,6 +79,7 @@ impl AppState {
             policies: None,
             semantic: None,
             embedder: None,
+            key_secret: rand::random(),
         })
     }
 
@@ -140,8 +143,13 @@ impl Gateway {
             config.log_bodies,
             embedder.clone(),
         )?;
+        let mut store = store;
+        let key_secret = store
+            .secret_or("client-key-id", rand::random())
+            .context("reading the client-key secret")?;
         let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
         let mut state = AppState::new(config, log, tasks)?;
+        state.key_secret = key_secret;
         state.policies = Some(policies);
         state.semantic = Some(Arc::new(semantic));
         state.embedder = Some(embedder);

@@ -1041,14 +1041,37 @@ async fn shutdown_flushes_the_log_and_secrets_never_reach_it() {
     }
     let db = h.shutdown().await;
     let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    let mut key_ids = std::collections::HashSet::new();
     for id in &ids {
         let c = store
             .call(id)
             .unwrap()
             .expect("every call is in the log after shutdown");
-        assert!(c.client_key_id.as_deref().unwrap().starts_with("key_"));
+        key_ids.insert(c.client_key_id.unwrap());
     }
     drop(store);
+    // One key, one id: a keyed hash at full length, not the plain SHA-256 a guessed key could be checked
+    // against.
+    assert_eq!(key_ids.len(), 1, "{key_ids:?}");
+    let key_id = key_ids.into_iter().next().unwrap();
+    let hex = key_id.strip_prefix("key_").unwrap();
+    assert_eq!(hex.len(), 64, "{key_id}");
+    use sha2::Digest;
+    let plain = ::hex::encode(sha2::Sha256::digest(b"sk-client-secret-9999"));
+    assert!(!plain.starts_with(&hex[..12]), "an unkeyed hash of the key");
+    // A restart on the same store gives the same key the same id.
+    let again = Harness::start_on(db.clone(), "").await;
+    let r = again
+        .http
+        .post(format!("{}/v1/chat/completions", again.url))
+        .bearer_auth("sk-client-secret-9999")
+        .json(&json!({"model": "gpt-4o-mini", "messages": user("after a restart")}))
+        .send()
+        .await
+        .unwrap();
+    let c = again.call(header(&r, "x-leanlm-call-id")).await;
+    assert_eq!(c.client_key_id.as_deref(), Some(key_id.as_str()));
+    again.shutdown().await;
     // Neither the configured key nor the client's appears anywhere in the database files.
     for suffix in ["", "-wal"] {
         let path = PathBuf::from(format!("{}{suffix}", db.display()));

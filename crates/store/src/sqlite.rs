@@ -243,6 +243,14 @@ CREATE TABLE mined_templates (
     PRIMARY KEY (grp, text)
 );
 "#,
+    r#"
+-- Secrets the gateways sharing this store agree on, made by the first that needs one (the key of the HMAC
+-- that turns client API keys into the ids calls are logged under).
+CREATE TABLE secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -981,6 +989,19 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The secret named `name`: the one kept in the store, or `candidate`, kept, where there is none yet, so
+    /// every gateway on the store reads the same.
+    pub fn secret_or(&mut self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+            params![name, candidate.as_slice()],
+        )?;
+        let value: Vec<u8> = self
+            .conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", params![name], |r| r.get(0))?;
+        Ok(<[u8; 32]>::try_from(value.as_slice()).unwrap_or(candidate))
+    }
+
     /// Keeps templates discovery mined; one already kept is left as it is.
     pub fn save_mined_templates(&mut self, templates: &[leanlm_core::MinedTemplate]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
@@ -1570,6 +1591,24 @@ pub(crate) mod tests {
             policy: None,
             stages: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_secret_is_made_once_and_shared() {
+        let dir = std::env::temp_dir().join(format!("leanlm-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("s.db").display());
+        let mut a = Store::open(&url).unwrap();
+        let mut b = Store::open(&url).unwrap();
+        let first = a.secret_or("k", [1; 32]).unwrap();
+        assert_eq!(first, [1; 32]);
+        assert_eq!(
+            b.secret_or("k", [2; 32]).unwrap(),
+            first,
+            "another instance reads the same"
+        );
+        assert_eq!(b.secret_or("other", [3; 32]).unwrap(), [3; 32]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Recorder {
                 started_at_ms: now,
                 endpoint: endpoint.to_owned(),
                 client_format: format,
-                client_key_id: key.map(|k| key_id(&k)),
+                client_key_id: key.map(|k| key_id(&app.key_secret, &k)),
                 task: explicit_task(&app.tasks, headers, None).ok().flatten(),
                 requested_model: String::new(),
                 served_model: None,
@@ -362,10 +362,13 @@ fn client_key(headers: &HeaderMap) -> Option<Secret> {
     (!v.is_empty()).then(|| Secret::new(v))
 }
 
-/// A stable, non-reversible id for a client key: enough to group calls by key, useless to an attacker.
-fn key_id(key: &Secret) -> String {
-    let digest = Sha256::digest(key.expose().as_bytes());
-    format!("key_{}", hex::encode(&digest[..6]))
+/// A stable id for a client key, to group calls by key: an HMAC under a secret the store keeps, so a leaked
+/// call log cannot be searched for a guessed or known key, at full length, so ids never collide.
+fn key_id(secret: &[u8; 32], key: &Secret) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(key.expose().as_bytes());
+    format!("key_{}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The caches' scope for a call served by `target`: where the provider has no key of the gateway's, the
