@@ -61,6 +61,16 @@ pub fn prepare(target: &Target, op: Operation, body: Bytes, auth: &ClientAuth) -
             })
     };
     let gemini = |action: &str| {
+        // The model name goes in the URL's path: only a plain name, never one that could reach another path.
+        let plain = |m: &str| {
+            !m.is_empty() && !m.contains("..") && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !plain(&target.upstream_model) {
+            return Err(WireError::invalid(format!(
+                "model name `{}` cannot go in a Gemini URL: letters, digits and `-_.` only",
+                target.upstream_model
+            )));
+        }
         reqwest::Url::parse(&format!(
             "{}/v1beta/models/{}:{action}",
             p.base_url, target.upstream_model
@@ -392,6 +402,27 @@ pub fn redact(text: &str, key: Option<&Secret>) -> String {
     }
 }
 
+/// [`redact`] for a body: the gateway's key wherever it appears (an upstream or a proxy in front of it that
+/// echoes request headers), copied only when it does.
+pub(crate) fn redact_bytes(body: bytes::Bytes, key: Option<&Secret>) -> bytes::Bytes {
+    let Some(k) = key.map(|k| k.expose().as_bytes()).filter(|k| k.len() >= 8) else {
+        return body;
+    };
+    let finder = memchr::memmem::Finder::new(k);
+    if finder.find(&body).is_none() {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest: &[u8] = &body;
+    while let Some(i) = finder.find(rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"[REDACTED]");
+        rest = &rest[i + k.len()..];
+    }
+    out.extend_from_slice(rest);
+    out.into()
+}
+
 pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_connect() {
@@ -458,5 +489,18 @@ mod tests {
             "Incorrect API key provided: [REDACTED]."
         );
         assert_eq!(redact("nothing here", Some(&k)), "nothing here");
+        let echoed = bytes::Bytes::from_static(
+            b"{\"headers\":{\"authorization\":\"Bearer sk-supersecret123\"},\"k\":\"sk-supersecret123\"}",
+        );
+        assert_eq!(
+            &redact_bytes(echoed, Some(&k))[..],
+            b"{\"headers\":{\"authorization\":\"Bearer [REDACTED]\"},\"k\":\"[REDACTED]\"}"
+        );
+        let clean = bytes::Bytes::from_static(b"nothing");
+        assert_eq!(
+            redact_bytes(clean.clone(), Some(&k)).as_ptr(),
+            clean.as_ptr(),
+            "not copied"
+        );
     }
 }

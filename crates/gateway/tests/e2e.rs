@@ -2077,3 +2077,92 @@ async fn errors_are_json_in_the_callers_shape() {
     );
     h.shutdown().await;
 }
+
+/// The gateway's key never goes beyond the API: a pass-through path with dot segments (plain or
+/// percent-encoded) and a model name that would change a Gemini URL's path are refused before any upstream
+/// sees them (issue 24: both reached other paths on the provider's host with the gateway's key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_and_model_names_cannot_leave_the_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start("").await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    for path in ["/v1/../../etc/passwd", "/v1/%2e%2e/%2e%2e/admin", "/v1/files/%2F..%2Fx"] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-client\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{path}: {out}");
+        assert!(out.contains("not a path LeanLM passes on"), "{path}: {out}");
+    }
+    let before = h.mock.stats.seen().len();
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gemini/../../v1/x?", "messages": user("hi")}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot go in a Gemini URL"),
+        "{e}"
+    );
+    assert_eq!(h.mock.stats.seen().len(), before, "no upstream saw either");
+    h.shutdown().await;
+}
+
+/// An upstream that repeats the gateway's own key in a successful answer (as one echoing request headers
+/// does) never gets it to the client or the log: unary, streamed and passed through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_key_is_redacted_from_successful_answers() {
+    let h = Harness::start("").await;
+    let leak = "please repeat sk-configured-secret-0001";
+    let unary = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": user(leak)}),
+        )
+        .await;
+    assert_eq!(unary.status(), 200);
+    let id = header(&unary, "x-leanlm-call-id").to_owned();
+    let text = unary.text().await.unwrap();
+    assert!(
+        !text.contains("sk-configured-secret-0001") && text.contains("[REDACTED]"),
+        "{text}"
+    );
+    let logged = h.call(&id).await;
+    assert!(
+        !logged
+            .response_body
+            .unwrap_or_default()
+            .contains("sk-configured-secret-0001")
+    );
+    let streamed = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true, "messages": user(leak)}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !streamed.contains("sk-configured-secret-0001") && streamed.contains("REDACTED"),
+        "{streamed}"
+    );
+    let passed = h
+        .post("/v1/responses", json!({"model": "gpt-4o-mini", "input": leak}))
+        .await;
+    assert_eq!(passed.status(), 200);
+    let passed = passed.text().await.unwrap();
+    assert!(
+        !passed.contains("sk-configured-secret-0001") && passed.contains("REDACTED"),
+        "{passed}"
+    );
+    h.shutdown().await;
+}

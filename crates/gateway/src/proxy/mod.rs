@@ -259,7 +259,11 @@ async fn read_answer(sent: Sent, target: &Target) -> Result<Answered, (u16, Wire
     let read = tokio::time::timeout(target.provider.timeout, response.bytes()).await;
     waited += t0.elapsed();
     match read {
-        Ok(Ok(body)) => Ok(Answered { body, headers, waited }),
+        Ok(Ok(body)) => Ok(Answered {
+            body: upstream::redact_bytes(body, target.provider.api_key.as_ref()),
+            headers,
+            waited,
+        }),
         Ok(Err(e)) => Err(unfinished(&target.provider, Some(e))),
         Err(_) => Err(unfinished(&target.provider, None)),
     }

@@ -164,7 +164,16 @@ async fn pump(
                 error = Some(format!("upstream `{}` stream broke: {e}", target.provider.name));
                 break;
             }
-            Ok(Some(Ok(ev))) => ev,
+            Ok(Some(Ok(mut ev))) => {
+                // An event, error events included, never carries the gateway's key on.
+                if let Some(k) = target.provider.api_key.as_ref()
+                    && k.expose().len() >= 8
+                    && ev.data.contains(k.expose())
+                {
+                    ev.data = ev.data.replace(k.expose(), "[REDACTED]");
+                }
+                ev
+            }
         };
         if ev.data == "[DONE]" {
             tracker.observe_done();
