@@ -48,6 +48,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Open connections, and how long a client may take over a request's headers and body.
     pub limits: crate::listen::Limits,
+    /// Web origins whose pages may call the gateway (`https://app.example.com`); others are refused.
+    pub allowed_origins: Vec<String>,
+    /// Host names a gateway listening on loopback answers to besides `localhost` and loopback addresses
+    /// (DNS rebinding would otherwise let any web page read its answers).
+    pub allowed_hosts: Vec<String>,
     /// Pass `/v1/` endpoints LeanLM has no handler for on to a provider; off, they are not found.
     pub passthrough: bool,
     pub retry: RetryPolicy,
@@ -302,6 +307,8 @@ struct RawServer {
     max_connections: Option<Spanned<usize>>,
     header_timeout_secs: Option<Spanned<f64>>,
     body_timeout_secs: Option<Spanned<f64>>,
+    allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -721,6 +728,22 @@ impl Config {
             log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             limits,
+            allowed_origins: raw
+                .server
+                .allowed_origins
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            allowed_hosts: raw
+                .server
+                .allowed_hosts
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             passthrough: raw.server.passthrough.unwrap_or(true),
             retry,
             cache: CacheConfig {

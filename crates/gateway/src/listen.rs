@@ -56,6 +56,8 @@ pub async fn serve(
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let reserve = Arc::new(Semaphore::new(RESERVE));
     let graceful = GracefulShutdown::new();
+    // Connections that have not sent their first byte yet are not hyper's: they are told here.
+    let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -110,14 +112,16 @@ pub async fn serve(
         } else {
             limits.header_timeout
         };
+        let mut closed = closed.clone();
         tokio::spawn(async move {
             // The protocol is told from the first bytes before hyper's header deadline starts: a connection
-            // that sends nothing is closed here.
+            // that sends nothing is closed here, or when the server stops.
             let mut byte = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte, stream.peek(&mut byte)).await,
-                Ok(Ok(1..))
-            ) {
+            let first = tokio::select! {
+                first = tokio::time::timeout(first_byte, stream.peek(&mut byte)) => first,
+                _ = closed.wait_for(|c| *c) => return,
+            };
+            if !matches!(first, Ok(Ok(1..))) {
                 return;
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -126,6 +130,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = closing.send(true);
     graceful.shutdown().await;
     Ok(())
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use leanlm_store::{CallLog, LogWriter, Store};
@@ -324,7 +324,13 @@ fn flush(state: Arc<AppState>, writer: LogWriter) {
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let origins: Vec<HeaderValue> = state
+        .config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let router = Router::new()
         .merge(crate::admin::routes(state.clone()))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
@@ -341,8 +347,20 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(header_limits))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), browsers))
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    if origins.is_empty() {
+        return router;
+    }
+    // Pages of the allowed origins may read answers; without any, no CORS headers at all.
+    router.layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+            .expose_headers(tower_http::cors::ExposeHeaders::any()),
+    )
 }
 
 /// The most request headers, and header bytes, a request may carry. hyper refuses past larger limits of
@@ -376,6 +394,88 @@ async fn header_limits(req: axum::extract::Request, next: axum::middleware::Next
         return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, body).into_response();
     }
     next.run(req).await
+}
+
+/// What a web page may do with the gateway: nothing, unless its origin is allowed. Browsers send `Origin`
+/// with every cross-site request (a `text/plain` POST needs no preflight), so one from another origin is
+/// refused, and a browser's POST must be JSON. A gateway on loopback answers only to loopback host names
+/// (and `[server] allowed_hosts`), so a rebinding DNS name cannot read its answers.
+async fn browsers(
+    State(app): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let path = req.uri().path();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let refuse = |status: StatusCode, kind: ErrorKind, message: String| {
+        (status, error_body(headers, path, kind, message)).into_response()
+    };
+    if app.config.listen.ip().is_loopback() && !host.is_empty() {
+        let name = host_name(&host);
+        let loopback = name == "localhost"
+            || name.ends_with(".localhost")
+            || name
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback && !app.config.allowed_hosts.iter().any(|h| h == name) {
+            return refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                ErrorKind::PermissionDenied,
+                format!(
+                    "this gateway listens on loopback and does not answer to host `{name}`: add it to [server] allowed_hosts"
+                ),
+            );
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| !host.is_empty() && authority == host);
+        if !same && !app.config.allowed_origins.contains(&origin) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                ErrorKind::PermissionDenied,
+                format!("requests from web origin `{origin}` are refused: add it to [server] allowed_origins"),
+            );
+        }
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
+        // LeanLM's own endpoints take JSON only; passed-through ones (file uploads) take what they take.
+        let own = path.starts_with("/api/")
+            || [
+                "/v1/chat/completions",
+                "/chat/completions",
+                "/v1/messages",
+                "/v1/embeddings",
+                "/embeddings",
+            ]
+            .contains(&path);
+        if own && req.method() == axum::http::Method::POST && !json {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorKind::InvalidRequest,
+                "a request from a web page must send `Content-Type: application/json`".into(),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// The name in a `Host` header, without its port.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(name, _)| &host[..name.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {

@@ -1835,9 +1835,9 @@ async fn stalled_connections_are_closed_and_health_stays_answerable() {
         };
         let half: &[u8] = match i % 3 {
             // Half a request's headers; nothing at all; a body that stops after 10 of 100 bytes.
-            0 => b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+            0 => b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n",
             1 => b"",
-            _ => b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
+            _ => b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
         };
         let _ = s.write_all(half).await;
         stalled.push(s);
@@ -1885,7 +1885,7 @@ async fn stalled_connections_are_closed_and_health_stays_answerable() {
     );
     // An idle keep-alive connection is closed after the header deadline too.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -2089,7 +2089,7 @@ async fn paths_and_model_names_cannot_leave_the_api() {
     for path in ["/v1/../../etc/passwd", "/v1/%2e%2e/%2e%2e/admin", "/v1/files/%2F..%2Fx"] {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let req =
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-client\r\nConnection: close\r\n\r\n");
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-client\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
@@ -2164,5 +2164,67 @@ async fn the_gateways_key_is_redacted_from_successful_answers() {
         !passed.contains("sk-configured-secret-0001") && passed.contains("REDACTED"),
         "{passed}"
     );
+    h.shutdown().await;
+}
+
+/// A web page cannot use the gateway unless its origin is allowed: a cross-site `text/plain` POST is refused,
+/// a rebinding host name is refused on loopback, the gateway's own dashboard (same origin) works, and an
+/// allowed origin gets CORS headers (issue 24: the POST was served and any `Host` accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_of_other_origins_cannot_use_the_gateway() {
+    let h = Harness::start(
+        "[server]\nallowed_origins = [\"https://app.example.com\"]\nallowed_hosts = [\"gw.internal\"]\n",
+    )
+    .await;
+    let chat = json!({"model": "gpt-4o-mini", "messages": user("hi")}).to_string();
+    let post = |origin: Option<&str>, content_type: &str| {
+        let mut r = h
+            .http
+            .post(format!("{}/v1/chat/completions", h.url))
+            .header("content-type", content_type.to_owned())
+            .body(chat.clone());
+        if let Some(o) = origin {
+            r = r.header("origin", o.to_owned());
+        }
+        r.send()
+    };
+    let evil = post(Some("https://evil.example"), "text/plain").await.unwrap();
+    assert_eq!(evil.status(), 403);
+    let e: Value = evil.json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("evil.example"), "{e}");
+    let evil_json = post(Some("https://evil.example"), "application/json").await.unwrap();
+    assert_eq!(evil_json.status(), 403);
+    // The dashboard's own origin, and an allowed one (which needs JSON, and gets CORS headers).
+    let same = post(Some(&h.url), "application/json").await.unwrap();
+    assert_eq!(same.status(), 200);
+    let allowed_plain = post(Some("https://app.example.com"), "text/plain").await.unwrap();
+    assert_eq!(allowed_plain.status(), 415);
+    let allowed = post(Some("https://app.example.com"), "application/json").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    // Clients that are not browsers send no Origin and are untouched.
+    assert_eq!(post(None, "application/json").await.unwrap().status(), 200);
+    // DNS rebinding: a name that resolves to this loopback gateway but is not its own.
+    let rebound = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .header("host", "attacker.example:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+    for host in ["localhost:8080", "gw.internal", "[::1]:9"] {
+        let r = h
+            .http
+            .get(format!("{}/v1/models", h.url))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
     h.shutdown().await;
 }
