@@ -174,6 +174,9 @@ pub struct RetryPolicy {
     pub base_backoff: Duration,
     /// The longest wait between attempts; a `Retry-After` longer than this is not waited for.
     pub max_backoff: Duration,
+    /// The most a request may take until its answer starts, over every attempt, retry and fallback
+    /// (`X-LeanLM-Timeout` shortens it per request).
+    pub deadline: Duration,
 }
 
 /// Overrides from the command line or environment, applied over the file.
@@ -307,6 +310,7 @@ struct RawServer {
     max_connections: Option<Spanned<usize>>,
     header_timeout_secs: Option<Spanned<f64>>,
     body_timeout_secs: Option<Spanned<f64>>,
+    shutdown_grace_secs: Option<Spanned<f64>>,
     allowed_origins: Option<Vec<String>>,
     allowed_hosts: Option<Vec<String>>,
 }
@@ -371,6 +375,7 @@ struct RawRetry {
     max_retries: Option<u32>,
     base_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
+    deadline_secs: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -517,6 +522,11 @@ impl Config {
                     default.header_timeout,
                 )?,
                 body_timeout: secs(&raw.server.body_timeout_secs, "body_timeout_secs", default.body_timeout)?,
+                shutdown_grace: secs(
+                    &raw.server.shutdown_grace_secs,
+                    "shutdown_grace_secs",
+                    default.shutdown_grace,
+                )?,
             }
         };
         let listen_text = overrides
@@ -707,6 +717,21 @@ impl Config {
             max_retries: raw.retry.max_retries.unwrap_or(2),
             base_backoff: Duration::from_millis(raw.retry.base_backoff_ms.unwrap_or(250)),
             max_backoff: Duration::from_millis(raw.retry.max_backoff_ms.unwrap_or(20_000)),
+            deadline: match &raw.retry.deadline_secs {
+                None => Duration::from_secs(600),
+                Some(d) if d.get_ref().is_finite() && *d.get_ref() > 0.0 && *d.get_ref() <= 86_400.0 => {
+                    Duration::from_secs_f64(*d.get_ref())
+                }
+                Some(d) => {
+                    return Err(at(
+                        d.span().start,
+                        format!(
+                            "retry.deadline_secs: {} is not a number of seconds above 0 (at most a day)",
+                            d.get_ref()
+                        ),
+                    ));
+                }
+            },
         };
         Ok(Config {
             listen,

@@ -26,6 +26,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// The longest silence while a request body is being sent.
     pub body_timeout: Duration,
+    /// How long calls still in flight at shutdown may take to finish; then they are cancelled (and logged).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
             max_connections: 8192,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -58,8 +61,11 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     // Connections that have not sent their first byte yet are not hyper's: they are told here.
     let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Finished connections are reaped as new ones come, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -113,7 +119,7 @@ pub async fn serve(
             limits.header_timeout
         };
         let mut closed = closed.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // The protocol is told from the first bytes before hyper's header deadline starts: a connection
             // that sends nothing is closed here, or when the server stops.
             let mut byte = [0u8; 1];
@@ -131,7 +137,18 @@ pub async fn serve(
     }
     drop(listener);
     let _ = closing.send(true);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            grace_secs = limits.shutdown_grace.as_secs_f64(),
+            "calls still in flight after the shutdown grace period: cancelling them (each is logged)"
+        );
+        connections.abort_all();
+    }
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -156,6 +156,10 @@ pub enum UpstreamError {
         provider: String,
         message: String,
     },
+    /// The request's deadline passed before any upstream answered.
+    Deadline {
+        attempts: u32,
+    },
 }
 
 impl UpstreamError {
@@ -164,6 +168,7 @@ impl UpstreamError {
             UpstreamError::Translate(_) => false,
             UpstreamError::Status { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
             UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } => true,
+            UpstreamError::Deadline { .. } => false,
         }
     }
 
@@ -187,6 +192,15 @@ impl UpstreamError {
                 WireError::new(
                     ErrorKind::Upstream,
                     format!("could not reach upstream `{provider}`: {message}"),
+                ),
+            ),
+            UpstreamError::Deadline { attempts } => (
+                504,
+                WireError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no upstream answered within the request's deadline ({attempts} attempts; [retry] deadline_secs or X-LeanLM-Timeout)"
+                    ),
                 ),
             ),
         }
@@ -234,12 +248,16 @@ pub async fn send(
     http: &reqwest::Client,
     chain: &[Target],
     policy: &RetryPolicy,
+    deadline: Instant,
     mut build: impl FnMut(&Target) -> Result<Prepared, WireError>,
 ) -> Result<Sent, Failed> {
     let mut attempts = 0;
     let mut waited = Duration::ZERO;
     let mut last = None;
     for (i, target) in chain.iter().enumerate() {
+        if deadline <= Instant::now() {
+            break;
+        }
         let prepared = match build(target) {
             Ok(p) => p,
             Err(e) => {
@@ -273,10 +291,14 @@ pub async fn send(
                     break;
                 }
             };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             attempts += 1;
             let started = Instant::now();
             let req = http.post(url).headers(headers).body(body);
-            let result = tokio::time::timeout(provider.timeout, req.send()).await;
+            let result = tokio::time::timeout(provider.timeout.min(left), req.send()).await;
             waited += started.elapsed();
             let (error, retry_after) = match result {
                 Ok(Ok(resp)) if resp.status().is_success() => {
@@ -310,7 +332,7 @@ pub async fn send(
                 Err(_) => (
                     UpstreamError::Timeout {
                         provider: provider.name.clone(),
-                        after: provider.timeout,
+                        after: provider.timeout.min(left),
                     },
                     None,
                 ),
@@ -327,7 +349,7 @@ pub async fn send(
             let wait = backoff(policy, attempt, retry_after);
             last = Some((error, i));
             match wait {
-                Some(w) if attempt < policy.max_retries => {
+                Some(w) if attempt < policy.max_retries && Instant::now() + w < deadline => {
                     let t0 = Instant::now();
                     tokio::time::sleep(w).await;
                     waited += t0.elapsed();
@@ -337,10 +359,15 @@ pub async fn send(
             }
         }
     }
-    let (error, target) = last.unwrap_or((
-        UpstreamError::Translate(WireError::new(ErrorKind::Upstream, "no upstream to send to")),
-        0,
-    ));
+    let (error, target) = match last {
+        // The deadline, not the upstreams, ended it.
+        _ if deadline <= Instant::now() => (UpstreamError::Deadline { attempts }, last.map_or(0, |l| l.1)),
+        Some(l) => l,
+        None => (
+            UpstreamError::Translate(WireError::new(ErrorKind::Upstream, "no upstream to send to")),
+            0,
+        ),
+    };
     Err(Failed {
         error,
         target,
@@ -464,6 +491,7 @@ mod tests {
             max_retries: 3,
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(1000),
+            deadline: Duration::from_secs(60),
         };
         for attempt in 0..10 {
             let w = backoff(&p, attempt, None).unwrap();

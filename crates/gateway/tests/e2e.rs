@@ -36,10 +36,7 @@ impl Harness {
             r#"
 [store]
 url = "sqlite://{db}"
-[retry]
-max_retries = 2
-base_backoff_ms = 10
-max_backoff_ms = 3000
+{retry}
 [providers.openai]
 kind = "openai"
 base_url = "{m}/v1"
@@ -56,7 +53,13 @@ timeout_secs = 2
 stream_idle_timeout_secs = 1
 {extra}
 "#,
-            db = db.display()
+            db = db.display(),
+            // A test that sets its own retry policy gives the whole section.
+            retry = if extra.contains("[retry]") {
+                ""
+            } else {
+                "[retry]\nmax_retries = 2\nbase_backoff_ms = 10\nmax_backoff_ms = 3000"
+            },
         );
         let config = Config::from_toml("test.toml", &toml, &Overrides::default(), &|_| None).unwrap();
         let gateway = Gateway::new(config).unwrap();
@@ -1885,7 +1888,9 @@ async fn stalled_connections_are_closed_and_health_stays_answerable() {
     );
     // An idle keep-alive connection is closed after the header deadline too.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -2088,8 +2093,9 @@ async fn paths_and_model_names_cannot_leave_the_api() {
     let addr = h.url.trim_start_matches("http://").to_owned();
     for path in ["/v1/../../etc/passwd", "/v1/%2e%2e/%2e%2e/admin", "/v1/files/%2F..%2Fx"] {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-client\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-client\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
@@ -2227,4 +2233,81 @@ async fn web_pages_of_other_origins_cannot_use_the_gateway() {
         assert_eq!(r.status(), 200, "{host}");
     }
     h.shutdown().await;
+}
+
+/// A hung provider costs at most the request's deadline, over every attempt and retry (configured, or
+/// shortened by `X-LeanLM-Timeout`), and a shutdown with a hung call in flight ends within its grace period
+/// with the call logged (issue 24: the timeout was per attempt; SIGTERM took 37 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_provider_costs_at_most_the_deadline_and_shutdown_is_bounded() {
+    let h = Harness::start(
+        "[retry]\nmax_retries = 2\nbase_backoff_ms = 10\nmax_backoff_ms = 3000\ndeadline_secs = 1.5\n\
+         [server]\nshutdown_grace_secs = 0.5\n",
+    )
+    .await;
+    let hung = json!({"model": "gpt-4o-mini", "messages": user("[[mock:hang]] are you there?")});
+    let t0 = Instant::now();
+    let r = h.post("/v1/chat/completions", hung.clone()).await;
+    let took = t0.elapsed();
+    assert_eq!(r.status(), 504);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("deadline"), "{e}");
+    // Two-second attempts with two retries would take over 6 s.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let t0 = Instant::now();
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-timeout", "0.4")
+        .json(&hung)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(t0.elapsed() < Duration::from_millis(1200), "{:?}", t0.elapsed());
+    let bad = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-timeout", "soon")
+        .json(&hung)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let e: Value = bad.json().await.unwrap();
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("x-leanlm-timeout"),
+        "{e}"
+    );
+    // A call hung at shutdown: the server stops within its grace period and the call is in the log.
+    let url = h.url.clone();
+    let client = h.http.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(format!("{url}/v1/chat/completions"))
+            .header("x-leanlm-task", "hung-at-shutdown")
+            .json(&json!({"model": "gpt-4o-mini", "messages": user("[[mock:hang]] still there?")}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let db = h.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    let _ = in_flight.await;
+    let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    let logged = store
+        .calls(&leanlm_store::CallFilter {
+            limit: 10,
+            task: Some("hung-at-shutdown".into()),
+            model: None,
+            status: None,
+            since_ms: None,
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 1, "the call cancelled at shutdown is logged");
 }

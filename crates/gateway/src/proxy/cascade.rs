@@ -144,7 +144,9 @@ impl Stage {
         let chain = app.routes.resolve(model).map_err(|e| e.message)?;
         // OpenAI-compatible and Gemini providers return them, whatever the client's format (training and
         // validation replays ask the same way: `leanlm_validate::run::cheap_samples`).
-        let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
+        // Each stage within the configured deadline of its own.
+        let deadline = std::time::Instant::now() + app.config.retry.deadline;
+        let sent = upstream::send(&app.http(), &chain, &app.config.retry, deadline, |target| {
             let mut body = ingress.translated_body_for(target)?;
             let logprobs = logprobs && target.provider.kind != ProviderKind::Anthropic;
             if logprobs || temperature.is_some() {

@@ -145,6 +145,7 @@ impl Call {
         rec.rec().task = Some(task);
         let stream = ingress.is_stream();
         rec.rec().stream = stream;
+        super::requested_timeout(&headers)?;
         let directive = Directive::from_headers(&headers).map_err(|m| Refused {
             status: 400,
             error: WireError::invalid(m),
@@ -317,7 +318,7 @@ async fn upstream(app: Arc<AppState>, mut rec: Recorder, call: Box<Call>) -> Res
     } = *call;
     let auth = client_auth(&headers);
     let op = Operation::Chat { stream };
-    let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
+    let sent = upstream::send(&app.http(), &chain, &app.config.retry, rec.deadline, |target| {
         upstream::prepare(target, op, ingress.body_for(target, &bytes)?, &auth)
     })
     .await;

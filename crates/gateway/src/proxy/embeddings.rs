@@ -58,7 +58,10 @@ pub(crate) async fn embeddings(app: Arc<AppState>, headers: HeaderMap, body: Bod
         Err(e) => return rec.fail(format, status_of(e.kind), e, CallStatus::ClientError),
     };
     let auth = client_auth(&headers);
-    let sent = upstream::send(&app.http(), &chain, &app.config.retry, |target| {
+    if let Err(e) = super::requested_timeout(&headers) {
+        return rec.fail(format, 400, e, CallStatus::ClientError);
+    }
+    let sent = upstream::send(&app.http(), &chain, &app.config.retry, rec.deadline, |target| {
         let body = match target.provider.kind {
             ProviderKind::Gemini => gemini::embeddings_from_openai(&req, &target.upstream_model)?.to_string(),
             _ => {

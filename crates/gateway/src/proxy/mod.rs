@@ -70,6 +70,28 @@ pub(crate) struct Recorder {
     prior_cost: f64,
     /// Time earlier stages spent waiting on upstreams: not the gateway's own overhead.
     prior_wait: std::time::Duration,
+    /// When the call must have an answer started, over every attempt, retry and fallback.
+    deadline: Instant,
+}
+
+/// The `X-LeanLM-Timeout` header: seconds a client gives a call, within `[retry] deadline_secs`.
+pub(crate) const HEADER_TIMEOUT: &str = "x-leanlm-timeout";
+
+/// The time a client gave its call (`None`: the configured deadline), or why the header is refused.
+fn requested_timeout(headers: &HeaderMap) -> Result<Option<std::time::Duration>, WireError> {
+    let Some(v) = headers.get(HEADER_TIMEOUT) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t > 0.0 && *t <= 86_400.0)
+        .map(|t| Some(std::time::Duration::from_secs_f64(t)))
+        .ok_or_else(|| {
+            WireError::invalid(format!(
+                "header `{HEADER_TIMEOUT}`: a number of seconds above 0 (at most a day)"
+            ))
+        })
 }
 
 /// A new call id for a call started at `started_ms` (Unix milliseconds): a UUIDv7 (time-ordered), with a
@@ -93,9 +115,17 @@ impl Recorder {
     fn new(app: &Arc<AppState>, format: ClientFormat, endpoint: &str, headers: &HeaderMap) -> Recorder {
         let key = client_key(headers);
         let now = unix_ms();
+        let started = Instant::now();
+        let allowed = app.config.retry.deadline;
+        let deadline = started
+            + requested_timeout(headers)
+                .ok()
+                .flatten()
+                .map_or(allowed, |t| t.min(allowed));
         Recorder {
             app: app.clone(),
-            started: Instant::now(),
+            started,
+            deadline,
             rec: Some(CallRecord {
                 id: call_id(now),
                 started_at_ms: now,
