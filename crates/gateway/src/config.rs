@@ -45,6 +45,8 @@ pub struct Config {
     /// Bearer token for the admin API under `/api/`; without one the admin API is off.
     pub admin_token: Option<Secret>,
     pub log_queue_capacity: usize,
+    /// Bytes the queued records' bodies may hold; past it records are queued without bodies.
+    pub log_queue_bytes: usize,
     pub max_body_bytes: usize,
     /// Open connections, and how long a client may take over a request's headers and body.
     pub limits: crate::listen::Limits,
@@ -367,6 +369,7 @@ struct RawStore {
     url: Option<String>,
     log_bodies: Option<bool>,
     queue_capacity: Option<usize>,
+    queue_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -750,7 +753,8 @@ impl Config {
                 .or_else(|| env(raw.admin.token_env.as_deref().unwrap_or("LEANLM_ADMIN_TOKEN")))
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
-            log_queue_capacity: raw.store.queue_capacity.unwrap_or(10_000).max(1),
+            log_queue_capacity: raw.store.queue_capacity.unwrap_or(100_000).max(1),
+            log_queue_bytes: raw.store.queue_max_bytes.unwrap_or(64 << 20),
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             limits,
             allowed_origins: raw

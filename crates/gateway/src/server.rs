@@ -147,7 +147,13 @@ impl Gateway {
         let key_secret = store
             .secret_or("client-key-id", rand::random())
             .context("reading the client-key secret")?;
-        let (log, writer) = leanlm_store::spawn_writer(store, config.log_queue_capacity);
+        let (log, writer) = leanlm_store::spawn_writer(
+            store,
+            leanlm_store::QueueLimits {
+                records: config.log_queue_capacity,
+                bytes: config.log_queue_bytes,
+            },
+        );
         let mut state = AppState::new(config, log, tasks)?;
         state.key_secret = key_secret;
         state.policies = Some(policies);

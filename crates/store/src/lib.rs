@@ -15,7 +15,7 @@ pub use record::{
     ValidationRow,
 };
 pub use sqlite::Store;
-pub use writer::{CallLog, LogWriter, spawn_writer};
+pub use writer::{CallLog, LogWriter, QueueLimits, spawn_writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
