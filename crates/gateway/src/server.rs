@@ -312,12 +312,14 @@ async fn settle(state: &std::sync::Weak<AppState>) {
     }
 }
 
-/// Flushes the call log once nothing else holds the state.
+/// Flushes the call log: everything queued is written, even while something still holds the state (an
+/// online check still running); what it records after this is counted as dropped.
 fn flush(state: Arc<AppState>, writer: LogWriter) {
     let queued = state.log.queued();
     if Arc::strong_count(&state) > 1 {
-        tracing::warn!("calls still in flight at shutdown; their records may be missing");
-        return;
+        tracing::warn!(
+            "work still in flight at shutdown (online checks): what it logs from now on is counted as dropped"
+        );
     }
     // Templates mined since the last sync are kept too.
     match Store::open(&state.config.store_url) {
@@ -325,7 +327,7 @@ fn flush(state: Arc<AppState>, writer: LogWriter) {
         Err(e) => tracing::warn!(error = %e, "could not keep mined templates"),
     }
     drop(state);
-    writer.join();
+    writer.finish();
     tracing::info!(flushed = queued, "call log flushed");
 }
 
@@ -609,4 +611,75 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight calls and flushing the call log");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An online check still holding the state at shutdown (issue 24): the queue is written all the same.
+    #[test]
+    fn flush_writes_the_queue_while_an_online_check_holds_the_state() {
+        let dir = std::env::temp_dir().join(format!("leanlm-flush-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("f.db").display());
+        let overrides = crate::config::Overrides {
+            db: Some(url.clone()),
+            ..Default::default()
+        };
+        let config = Config::from_toml("t.toml", "", &overrides, &|_| None).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let gateway = {
+            let _entered = runtime.enter();
+            Gateway::new(config).unwrap()
+        };
+        let Gateway { state, writer } = gateway;
+        for i in 0..50 {
+            state.log.record(leanlm_core::CallRecord {
+                id: format!("c{i}"),
+                started_at_ms: i,
+                endpoint: "chat.completions".into(),
+                client_format: ClientFormat::OpenAi,
+                client_key_id: None,
+                task: None,
+                requested_model: "m".into(),
+                served_model: Some("m".into()),
+                provider: Some("openai".into()),
+                upstream_model: None,
+                stream: false,
+                status: leanlm_store::CallStatus::Ok,
+                http_status: 200,
+                error: None,
+                usage: None,
+                cost_usd: Some(0.001),
+                cost_estimated: false,
+                latency_ms: 1.0,
+                ttft_ms: None,
+                overhead_us: None,
+                attempts: 1,
+                request_body: None,
+                response_body: None,
+                cache: None,
+                cost_avoided_usd: None,
+                policy: None,
+                stages: Vec::new(),
+            });
+        }
+        let check = state.clone();
+        flush(state, writer);
+        let written = Store::open(&url)
+            .unwrap()
+            .calls(&leanlm_store::CallFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .len();
+        assert_eq!(written, 50);
+        drop(check);
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

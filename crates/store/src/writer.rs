@@ -76,6 +76,8 @@ struct Stats {
     retried: AtomicU64,
     /// Bytes the queued records hold, against [`QueueLimits::bytes`].
     queued_bytes: AtomicUsize,
+    /// Set by [`LogWriter::finish`]: the writer drains the queue and stops.
+    stopping: std::sync::atomic::AtomicBool,
     max_bytes: usize,
     last_drop_warning: std::sync::Mutex<Option<Instant>>,
 }
@@ -94,6 +96,12 @@ impl CallLog {
     /// Both are counted, and a drop is warned about at most once a second.
     pub fn record(&self, mut record: CallRecord) {
         let Some(tx) = &self.tx else { return };
+        if self.stats.stopping.load(Ordering::SeqCst) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("leanlm_call_log_dropped_total").increment(1);
+            tracing::warn!(id = %record.id, "call log record after the writer stopped: dropped");
+            return;
+        }
         let mut size = size_of(&record);
         if self.stats.queued_bytes.load(Ordering::Relaxed) + size > self.stats.max_bytes
             && (record.request_body.is_some() || record.response_body.is_some())
@@ -148,9 +156,11 @@ impl CallLog {
     }
 }
 
-/// The writer thread. Join it after every [`CallLog`] is dropped to flush the queue.
+/// The writer thread. Join it after every [`CallLog`] is dropped to flush the queue, or [`LogWriter::finish`]
+/// it while some are still held.
 pub struct LogWriter {
     thread: JoinHandle<()>,
+    stats: Arc<Stats>,
 }
 
 impl LogWriter {
@@ -158,6 +168,13 @@ impl LogWriter {
         if self.thread.join().is_err() {
             tracing::error!("call log writer thread panicked");
         }
+    }
+
+    /// Writes everything queued and stops, even while a [`CallLog`] is still held (a call or an online
+    /// check still running at shutdown): what it records after this is counted as dropped.
+    pub fn finish(self) {
+        self.stats.stopping.store(true, Ordering::SeqCst);
+        self.join();
     }
 }
 
@@ -186,7 +203,8 @@ pub fn spawn_writer(mut store: Store, limits: QueueLimits) -> (CallLog, LogWrite
                                 break false;
                             }
                         }
-                        Err(mpsc::error::TryRecvError::Empty) => break false,
+                        // Asked to finish: what was queued is in the batch.
+                        Err(mpsc::error::TryRecvError::Empty) => break thread_stats.stopping.load(Ordering::SeqCst),
                         Err(mpsc::error::TryRecvError::Disconnected) => break true,
                     }
                 };
@@ -216,7 +234,13 @@ pub fn spawn_writer(mut store: Store, limits: QueueLimits) -> (CallLog, LogWrite
             }
         })
         .expect("spawning the call log writer thread");
-    (CallLog { tx: Some(tx), stats }, LogWriter { thread })
+    (
+        CallLog {
+            tx: Some(tx),
+            stats: stats.clone(),
+        },
+        LogWriter { thread, stats },
+    )
 }
 
 #[cfg(test)]
@@ -301,6 +325,31 @@ mod tests {
             .unwrap();
         assert_eq!(calls.len(), 200, "every record kept");
         assert!(calls.iter().all(|c| c.cost_usd == Some(0.001)));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Something still holding the log at shutdown (an online check) does not keep its queue from the store.
+    #[test]
+    fn finishing_writes_the_queue_while_a_log_is_still_held() {
+        let (dir, url) = temp_db("finish");
+        let (log, writer) = spawn_writer(Store::open(&url).unwrap(), LIMITS);
+        for i in 0..300 {
+            log.record(record(&format!("id{i:05}"), "m", i, 0.001));
+        }
+        let held = log.clone();
+        writer.finish();
+        held.record(record("late", "m", 1, 0.0));
+        assert_eq!(held.dropped(), 1, "a record after the finish is counted");
+        let n = Store::open(&url)
+            .unwrap()
+            .calls(&CallFilter {
+                limit: 5000,
+                ..Default::default()
+            })
+            .unwrap()
+            .len();
+        assert_eq!(n, 300);
+        drop((log, held));
         std::fs::remove_dir_all(dir).ok();
     }
 
