@@ -2311,3 +2311,56 @@ async fn a_hung_provider_costs_at_most_the_deadline_and_shutdown_is_bounded() {
         .unwrap();
     assert_eq!(logged.len(), 1, "the call cancelled at shutdown is logged");
 }
+
+/// A client that walks away is still billed by the provider for what was generated: an abandoned stream is
+/// logged with the tokens streamed so far, priced (estimated), and an abandoned unary call with the model
+/// and provider it went to (issue 24: both were logged with neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_are_logged_with_their_model_and_what_they_cost() {
+    let h = Harness::start("").await;
+    let long = "word ".repeat(300);
+    let mut r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true,
+                   "messages": user(&format!("[[mock:chunk_delay_ms=30]] {long}"))}),
+        )
+        .await;
+    let id = header(&r, "x-leanlm-call-id").to_owned();
+    let mut got = 0;
+    while got < 3 {
+        if r.chunk().await.unwrap().is_some() {
+            got += 1;
+        }
+    }
+    drop(r);
+    let c = h.call(&id).await;
+    assert_eq!(c.status, CallStatus::ClientClosed);
+    assert_eq!(c.served_model.as_deref(), Some("gpt-4o-mini"));
+    let usage = c.usage.expect("what was streamed is counted");
+    assert!(usage.input_tokens > 0 && usage.output_tokens > 0, "{usage:?}");
+    assert!(c.cost_usd.unwrap_or(0.0) > 0.0 && c.cost_estimated, "{c:?}");
+    // A unary call abandoned while the upstream thinks.
+    let abandoned = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-leanlm-task", "walked-away")
+        .timeout(Duration::from_millis(300))
+        .json(&json!({"model": "gpt-4o-mini", "messages": user("[[mock:delay_ms=1500]] hello")}))
+        .send()
+        .await;
+    assert!(abandoned.is_err());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let db = h.shutdown().await;
+    let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    let rows = store
+        .calls(&leanlm_store::CallFilter {
+            limit: 10,
+            task: Some("walked-away".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].served_model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(rows[0].provider.as_deref(), Some("openai"));
+}

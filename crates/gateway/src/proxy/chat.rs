@@ -173,6 +173,10 @@ impl Call {
             let chain = std::mem::take(&mut call.chain);
             (call.chain, call.cascade) = apply_policy(app, rec, policy, &call, chain).await?;
         }
+        // The model it will go to first: a call the client abandons before any answer is logged with it.
+        if let Some(first) = call.chain.first() {
+            rec.set_target(first);
+        }
         Ok(call)
     }
 

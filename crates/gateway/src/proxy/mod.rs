@@ -331,7 +331,6 @@ impl Drop for Recorder {
     }
 }
 
-/// The task the client named: the `X-LeanLM-Task` header, else `metadata.leanlm_task` in the body.
 /// The task the client named (`X-LeanLM-Task`, else `metadata.leanlm_task`), if it named one: a name that
 /// is too long, holds other characters, or would be one client-named task too many is refused, naming
 /// where it came from.

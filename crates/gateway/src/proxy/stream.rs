@@ -146,8 +146,9 @@ async fn pump(
 
     loop {
         let next = tokio::select! {
-            // The client went away: dropping `rec` logs `client_closed`, dropping `events` cancels upstream.
-            _ = tx.closed() => return,
+            // The client went away: the call is logged as closed, with what was streamed priced, and
+            // dropping `events` cancels upstream.
+            _ = tx.closed() => return abandoned(rec, &target, &ingress, &tracker, &streamed_text),
             n = tokio::time::timeout(idle, events.next()) => n,
         };
         let ev = match next {
@@ -224,7 +225,7 @@ async fn pump(
             streamed_text.push_str(&answer_text_delta(kind, &v));
         }
         if !buf.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
-            return;
+            return abandoned(rec, &target, &ingress, &tracker, &streamed_text);
         }
         if error.is_some() {
             break;
@@ -286,4 +287,16 @@ async fn pump(
         }
         None => rec.log(CallStatus::Ok, 200),
     }
+}
+
+/// Logs a stream its client abandoned: the provider bills what it generated, so the tokens streamed so
+/// far are priced (from the usage, where it came; else counted, and marked estimated).
+fn abandoned(mut rec: Recorder, target: &Target, ingress: &Ingress, tracker: &UsageTracker, streamed: &str) {
+    let (usage, estimated) = match tracker.usage() {
+        Some(u) => (u, false),
+        None => (estimate_usage(target, ingress, streamed), true),
+    };
+    rec.settle(target, usage, estimated);
+    rec.rec().error = Some("the client closed the stream before it was complete".into());
+    rec.log(CallStatus::ClientClosed, 499);
 }
