@@ -11,6 +11,7 @@ pub mod gemini;
 mod media;
 mod one_or_many;
 pub mod openai;
+pub mod path;
 pub mod stream;
 
 pub use error::{ErrorKind, WireError};
