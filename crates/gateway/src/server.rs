@@ -255,7 +255,7 @@ impl Gateway {
         }
         let store = &self.state.config.store_url;
         tracing::info!(%addr, %store, workers, "LeanLM gateway listening");
-        println!("LeanLM listening on http://{addr} (call log: {store})");
+        println!("{}", banner(&self.state.config, addr));
         runtime.block_on(shutdown);
         let _ = stop.send(true);
         for t in threads {
@@ -268,6 +268,32 @@ impl Gateway {
         flush(state, writer);
         Ok(())
     }
+}
+
+/// What `leanlm serve` says at start: where it listens, where the dashboard is (or how to turn it on),
+/// where calls are logged, and which providers have a key of the gateway's.
+fn banner(config: &Config, addr: SocketAddr) -> String {
+    let dashboard = match &config.admin_token {
+        Some(_) => format!("http://{addr}/ui (admin API on; sign in with the admin token)"),
+        None => "off: set LEANLM_ADMIN_TOKEN (or [admin] token) to turn on the dashboard and /api".to_owned(),
+    };
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|(name, p)| match p.api_key {
+            Some(_) => format!("{name} (gateway key)"),
+            None => format!("{name} (client's key)"),
+        })
+        .collect();
+    format!(
+        "LeanLM listening on http://{addr}\n  dashboard: {dashboard}\n  call log:  {}\n  providers: {}",
+        config.store_url,
+        if providers.is_empty() {
+            "none".to_owned()
+        } else {
+            providers.join(", ")
+        }
+    )
 }
 
 /// Binds `n` listening sockets on one address. On Linux each has its own accept queue (`SO_REUSEPORT`),
@@ -616,6 +642,21 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_banner_says_where_everything_is() {
+        let toml = "[admin]\ntoken = \"t\"\n[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key = \"sk-x\"\n";
+        let c = Config::from_toml("t.toml", toml, &Default::default(), &|_| None).unwrap();
+        let b = banner(&c, "127.0.0.1:8080".parse().unwrap());
+        assert!(b.starts_with("LeanLM listening on http://127.0.0.1:8080"), "{b}");
+        assert!(b.contains("http://127.0.0.1:8080/ui"), "{b}");
+        assert!(
+            b.contains("openai (gateway key)") && b.contains("anthropic (client's key)"),
+            "{b}"
+        );
+        let off = Config::from_toml("t.toml", "", &Default::default(), &|_| None).unwrap();
+        assert!(banner(&off, "127.0.0.1:8080".parse().unwrap()).contains("LEANLM_ADMIN_TOKEN"));
+    }
 
     /// An online check still holding the state at shutdown (issue 24): the queue is written all the same.
     #[test]
