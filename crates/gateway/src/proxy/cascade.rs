@@ -62,10 +62,12 @@ impl Stage {
         let started = Instant::now();
         let setup = &cascade.setup;
         let quiet = ingress.whole();
-        let first = self.ask(app, &setup.cheap, &quiet, auth, setup.logprobs, None);
+        // The cheap stages spend the call's own deadline: the strong model gets what they leave.
+        let deadline = rec.deadline;
+        let first = self.ask(app, &setup.cheap, &quiet, auth, setup.logprobs, None, deadline);
         let (first, second) = if setup.samples > 1 {
             let temperature = leanlm_validate::run::SECOND_SAMPLE_TEMPERATURE;
-            let second = self.ask(app, &setup.cheap, &quiet, auth, false, Some(temperature));
+            let second = self.ask(app, &setup.cheap, &quiet, auth, false, Some(temperature), deadline);
             let (a, b) = tokio::join!(first, second);
             (a, b.ok())
         } else {
@@ -131,7 +133,8 @@ impl Stage {
     }
 
     /// Asks the cheap model for a whole answer; `logprobs` asks for token log-probabilities (of
-    /// OpenAI-compatible and Gemini providers), `temperature` draws at least that hot.
+    /// OpenAI-compatible and Gemini providers), `temperature` draws at least that hot, by `deadline`.
+    #[allow(clippy::too_many_arguments)] // one question's parts, each named at the two calls
     async fn ask(
         &self,
         app: &AppState,
@@ -140,12 +143,11 @@ impl Stage {
         auth: &ClientAuth,
         logprobs: bool,
         temperature: Option<f64>,
+        deadline: std::time::Instant,
     ) -> Result<Answer, String> {
         let chain = app.routes.resolve(model).map_err(|e| e.message)?;
         // OpenAI-compatible and Gemini providers return them, whatever the client's format (training and
         // validation replays ask the same way: `leanlm_validate::run::cheap_samples`).
-        // Each stage within the configured deadline of its own.
-        let deadline = std::time::Instant::now() + app.config.retry.deadline;
         let sent = upstream::send(&app.http(), &chain, &app.config.retry, deadline, |target| {
             let mut body = ingress.translated_body_for(target)?;
             let logprobs = logprobs && target.provider.kind != ProviderKind::Anthropic;
