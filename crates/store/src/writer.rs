@@ -190,6 +190,8 @@ pub fn spawn_writer(mut store: Store, limits: QueueLimits) -> (CallLog, LogWrite
         .name("leanlm-call-log".into())
         .spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
+            // The batch in hand still counts against the queue's bytes until it is written.
+            let mut batch_bytes = 0usize;
             loop {
                 // The writer polls instead of blocking on the channel: a sender then never has to wake
                 // this thread, so logging costs the request path no cross-thread wake-up, and a quiet
@@ -197,7 +199,7 @@ pub fn spawn_writer(mut store: Store, limits: QueueLimits) -> (CallLog, LogWrite
                 let closed = loop {
                     match rx.try_recv() {
                         Ok(r) => {
-                            thread_stats.queued_bytes.fetch_sub(size_of(&r), Ordering::Relaxed);
+                            batch_bytes += size_of(&r);
                             batch.push(r);
                             if batch.len() == BATCH {
                                 break false;
@@ -224,6 +226,8 @@ pub fn spawn_writer(mut store: Store, limits: QueueLimits) -> (CallLog, LogWrite
                 write(&mut store, &batch, &thread_stats, |tried| {
                     rx.len() < rx.max_capacity() && !(rx.is_closed() && tried > SHUTDOWN_RETRY)
                 });
+                thread_stats.queued_bytes.fetch_sub(batch_bytes, Ordering::Relaxed);
+                batch_bytes = 0;
                 batch.clear();
                 if closed {
                     break;
