@@ -410,7 +410,8 @@ fn default_base_url(kind: ProviderKind) -> &'static str {
     }
 }
 
-fn default_key_env(kind: ProviderKind) -> &'static str {
+/// The variable a provider of `kind` reads its key from when its block names none.
+pub(crate) fn default_key_env(kind: ProviderKind) -> &'static str {
     match kind {
         ProviderKind::OpenAi => "OPENAI_API_KEY",
         ProviderKind::Anthropic => "ANTHROPIC_API_KEY",

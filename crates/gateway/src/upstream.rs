@@ -318,14 +318,22 @@ pub async fn send(
                         .ok()
                         .and_then(Result::ok);
                     waited += t0.elapsed();
-                    let message =
+                    let mut message =
                         describe_error_body(provider, status, body.as_deref().unwrap_or_default(), key.as_ref());
+                    if matches!(status, 401 | 403) && key.is_none() {
+                        message.push_str(&no_key_hint(provider));
+                    }
                     (UpstreamError::Status { status, message }, retry_after)
                 }
                 Ok(Err(e)) => (
                     UpstreamError::Connect {
                         provider: provider.name.clone(),
-                        message: describe_reqwest(&e),
+                        message: describe_reqwest(&e)
+                            + &if key.is_none() {
+                                no_key_hint(provider)
+                            } else {
+                                String::new()
+                            },
                     },
                     None,
                 ),
@@ -374,6 +382,15 @@ pub async fn send(
         attempts,
         waited,
     })
+}
+
+/// What to say when a call reached, or failed to reach, a provider without any key: which variable to set.
+fn no_key_hint(provider: &ProviderConfig) -> String {
+    format!(
+        " (no API key was sent: set {} or `api_key_env` under [providers.{}], or send the client's own key)",
+        crate::config::default_key_env(provider.kind),
+        provider.name
+    )
 }
 
 /// How long to wait before the next attempt, or `None` when `Retry-After` asks for more than the cap.

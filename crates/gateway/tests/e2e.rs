@@ -2364,3 +2364,43 @@ async fn abandoned_calls_are_logged_with_their_model_and_what_they_cost() {
     assert_eq!(rows[0].served_model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(rows[0].provider.as_deref(), Some("openai"));
 }
+
+/// A call that reached a provider with no key at all, gateway's or client's, and was refused says which
+/// variable to set (issue 25: the first example failed with only "could not reach upstream").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_want_of_any_key_names_the_variable_to_set() {
+    let h = Harness::start("").await;
+    let r = h
+        .http
+        .post(format!("{}/v1/messages", h.url))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "[[mock:status=401]] hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ANTHROPIC_API_KEY") && message.contains("[providers.anthropic]"),
+        "{e}"
+    );
+    // With the client's own key, the provider's refusal is its own.
+    let r = h
+        .http
+        .post(format!("{}/v1/messages", h.url))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", "sk-ant-client")
+        .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "[[mock:status=401]] hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        !e["error"]["message"].as_str().unwrap().contains("ANTHROPIC_API_KEY"),
+        "{e}"
+    );
+    h.shutdown().await;
+}
