@@ -9,9 +9,34 @@ use leanlm_validate::stats::wilson;
 use crate::StoreArgs;
 use crate::validate::find_task;
 
-/// Who is making a change, for the audit log.
+/// Who is making a change, for the audit log: `LEANLM_ACTOR` where a script names itself, else the OS user
+/// (`USER`, `LOGNAME`, else the account of the process's uid, as containers often set neither).
 fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    if let Some(a) = env("LEANLM_ACTOR") {
+        return a;
+    }
+    let user = env("USER").or_else(|| env("LOGNAME")).or_else(account_of_uid);
+    format!("cli:{}", user.unwrap_or_else(|| "unknown".into()))
+}
+
+/// The account name of the process's uid, from `/etc/passwd` (`uid:N` where it has none).
+#[cfg(unix)]
+fn account_of_uid() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+        (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid:{uid}")))
+}
+
+#[cfg(not(unix))]
+fn account_of_uid() -> Option<String> {
+    None
 }
 
 /// Everything `leanlm deploy` takes.

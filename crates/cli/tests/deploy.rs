@@ -170,6 +170,8 @@ fn shadow_canary_and_automatic_rollback() {
     assert!(log[0]["evidence"].as_str().unwrap().contains("scored"));
     assert_eq!(log[1]["action"], "promote");
     assert!(log[1]["actor"].as_str().unwrap().starts_with("cli:"));
+    // The OS user, even where the environment names none (containers, CI).
+    assert_ne!(log[1]["actor"], "cli:unknown");
 
     // The online checks are training data: a router for the replacement learns from the shadow and audit
     // answers as well as from the validation.
