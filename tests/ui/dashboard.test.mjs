@@ -73,8 +73,37 @@ after(async () => {
 
 const cli = (...args) => JSON.parse(execFileSync(bin("leanlm"), [...args, "--db", db], { encoding: "utf8" }));
 
+// Money as the CLI and dashboard show it: to the cent from a cent up, four significant digits below.
+const money = v => v >= 0.01 ? "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })
+  : v === 0 ? "$0.00" : "$" + String(Number(v.toPrecision(4)));
+
+/// Every card and table of the page fits the viewport's width: nothing scrolls sideways, nothing spills.
+async function assertFits(p, where) {
+  const over = await p.evaluate(() => {
+    const bad = [];
+    if (document.documentElement.scrollWidth > innerWidth + 1) bad.push(`page ${document.documentElement.scrollWidth} > ${innerWidth}`);
+    for (const el of document.querySelectorAll(".card, .scroll, main")) {
+      if (el.scrollWidth > el.clientWidth + 1) bad.push(`${el.className} ${el.querySelector("h2")?.textContent || ""} ${el.scrollWidth} > ${el.clientWidth}`);
+    }
+    return bad;
+  });
+  assert.deepEqual(over, [], `${where} overflows`);
+}
+
+/// Screenshots a page at 1,400 and 1,024 px and checks that nothing overflows at either width.
+async function checkWidths(p, name) {
+  for (const width of [1400, 1024]) {
+    await p.setViewportSize({ width, height: 900 });
+    // Charts size themselves when drawn: redraw the page at this width.
+    await p.evaluate(() => { document.body.dataset.ready = ""; route(); });
+    await p.waitForFunction(() => document.body.dataset.ready !== "");
+    await assertFits(p, `${name} at ${width} px`);
+    await p.screenshot({ path: join(tmpdir(), `leanlm-ui-${name}-${width}.png`), fullPage: true });
+  }
+}
+
 async function page(hash) {
-  const ctx = await browser.newContext();
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const p = await ctx.newPage();
   await p.goto(`${url}/ui#token=${TOKEN}`);
   await p.waitForSelector("body[data-ready]");
@@ -97,9 +126,18 @@ test("overview figures match the store", async () => {
   assert.equal(await p.textContent('[data-testid="calls"]'), String(calls));
   assert.equal(await p.textContent('[data-testid="tasks"]'), String(cli("tasks", "--json").length));
   const cost = spend.reduce((s, r) => s + r.cost_usd, 0);
-  assert.equal(await p.textContent('[data-testid="spend"]'), "$" + cost.toFixed(6));
-  assert.ok(await p.$("svg.bars rect"), "spend-per-day chart is drawn");
-  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-overview.png"), fullPage: true });
+  assert.equal(await p.textContent('[data-testid="spend"]'), money(cost));
+  // Drawn by the bundled chart library: spend by model and calls by task, each with its lines named.
+  for (const id of ["chart-spend", "chart-calls"]) {
+    assert.ok(await p.$(`[data-testid="${id}"] canvas`), `${id} is drawn`);
+  }
+  const legend = await p.textContent('[data-testid="chart-spend"] .u-legend');
+  for (const r of spend) assert.ok(legend.includes(r.key), `${r.key} in ${legend}`);
+  // The savings figure is the tasks' monthly figure, the one the CLI prints.
+  const monthly = cli("tasks", "--json", "--config", config).reduce((s, t) => s + Math.max(0, t.profile.savings?.monthly_savings_usd || 0), 0);
+  assert.ok(monthly > 0, "the allowed cheap model would save something");
+  assert.equal(await p.textContent('[data-testid="savings"]'), money(monthly));
+  await checkWidths(p, "overview");
 });
 
 test("tasks page lists every task and a click leads to its calls", async () => {
@@ -116,7 +154,7 @@ test("tasks page lists every task and a click leads to its calls", async () => {
   await p.waitForSelector('[data-testid="request"]');
   assert.match(await p.textContent('[data-testid="request"]'), /Classify the customer/);
   assert.match(await p.textContent('[data-testid="call-status"]'), /ok 200/);
-  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-call.png"), fullPage: true });
+  await checkWidths(p, "call");
 });
 
 test("the call explorer filters by task and model", async () => {
@@ -130,6 +168,52 @@ test("the call explorer filters by task and model", async () => {
   await p.click("form#f button");
   await p.waitForFunction(() => document.body.dataset.ready.includes("model=gpt-4o-mini"));
   assert.equal((await p.$$('[data-testid="call-row"]')).length, 3);
+  // Each row says its task and provider.
+  assert.match(await p.textContent('[data-testid="call-row"]'), /translate/);
+  assert.match(await p.textContent('[data-testid="call-row"]'), /openai/);
+  // Search by the first characters of a call's id finds that call alone.
+  const one = cli("calls", "--json", "--limit", "1");
+  await p.goto(`${url}/ui#/calls?id=${one.id.slice(0, 24)}`);
+  await p.waitForFunction(() => document.body.dataset.ready?.includes("id="));
+  const rows = await p.$$('[data-testid="call-row"]');
+  assert.equal(rows.length, 1);
+  // Filters the store knows: no call was a cache hit yet, and no policy was deployed.
+  for (const [q, n] of [["cache=hit", 0], ["policy=replacement", 0], ["policy=none", 131], ["status=ok", 131]]) {
+    await p.goto(`${url}/ui#/calls?${q}&limit=1000`);
+    await p.waitForFunction(q => document.body.dataset.ready?.includes(q), q);
+    assert.equal((await p.$$('[data-testid="call-row"]')).length, n, q);
+  }
+  // A bad filter is refused with the field named, shown on the page.
+  await p.goto(`${url}/ui#/calls?cache=warm`);
+  await p.waitForSelector(".card.err");
+  assert.match(await p.textContent(".card.err"), /`cache`/);
+  await p.goto(`${url}/ui#/calls`);
+  await p.waitForFunction(() => document.body.dataset.ready === "/calls");
+  await checkWidths(p, "calls");
+});
+
+test("the time range picker narrows every page, and custom dates are honoured", async () => {
+  const p = await page();
+  const calls = Number(await p.textContent('[data-testid="calls"]'));
+  assert.ok(calls > 0);
+  // Custom: a range that ended yesterday holds none of today's calls.
+  await p.selectOption('[data-testid="range"]', "custom");
+  const day = 86400000, today = Date.now() - Date.now() % day;
+  await p.fill('input[name="from"]', new Date(today - 7 * day).toISOString().slice(0, 10));
+  await p.fill('input[name="to"]', new Date(today - day).toISOString().slice(0, 10));
+  await p.dispatchEvent('input[name="to"]', "change");
+  await p.waitForFunction(() => document.querySelector('[data-testid="calls"]')?.textContent === "0");
+  assert.equal(await p.textContent('[data-testid="tasks"]'), "0");
+  // The range holds across pages (the call list is empty too) and back to 24 hours brings them back.
+  await p.evaluate(() => { location.hash = "#/calls"; });
+  await p.waitForFunction(() => document.body.dataset.ready === "/calls");
+  assert.equal((await p.$$('[data-testid="call-row"]')).length, 0);
+  await p.selectOption('[data-testid="range"]', "1");
+  await p.waitForFunction(() => document.querySelectorAll('[data-testid="call-row"]').length > 0);
+  // The API refuses a window that ends before it starts, in its own error shape.
+  const r = await fetch(`${url}/api/calls?since_ms=10&until_ms=5`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(r.status, 400);
+  assert.match((await r.json()).error.message, /since_ms/);
 });
 
 test("a validation run by the CLI shows in the dashboard, with its verdict and disagreements", async () => {
@@ -157,9 +241,12 @@ test("a validation run by the CLI shows in the dashboard, with its verdict and d
   const md = await p.evaluate(async id => (await fetch(`/api/validations/${id}?format=md`,
     { headers: { Authorization: "Bearer " + sessionStorage.getItem("leanlm-token") } })).text(), report.id);
   assert.match(md, /# Validation .*: FAIL/);
+  await checkWidths(p, "validation");
   const list = await page("#/validations");
   assert.equal((await list.$$('[data-testid="validation-row"]')).length, 1);
-  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-validation.png"), fullPage: true });
+  await checkWidths(list, "validations");
+  const taskPage = await page(`#/tasks/${task.task.id}`);
+  await checkWidths(taskPage, "task");
 });
 
 test("policies: deployed through the admin API, refused and rolled back from the dashboard, every change logged", async () => {
@@ -191,7 +278,14 @@ test("policies: deployed through the admin API, refused and rolled back from the
   assert.deepEqual(log.map(e => [e.action, e.actor, e.to_stage]), [["rollback", "api", "rolled_back"], ["deploy", "api", "shadow"]]);
   assert.equal(log[0].reason, "testing the dashboard");
   assert.equal((await p.$$('[data-testid="audit-row"]')).length, 2);
-  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-policies.png"), fullPage: true });
+  // Policies and their changes name the task, not only its id.
+  assert.equal(await p.textContent('[data-testid="policy-task"]'), task.task.name);
+  assert.match(await p.textContent('[data-testid="audit-table"]'), new RegExp(task.task.name));
+  await checkWidths(p, "policies");
+  // The overview's stage chart replays the log: a policy stood at shadow, then rolled back.
+  const o = await page();
+  assert.ok(await o.$('[data-testid="chart-stages"] canvas'), "stages are charted");
+  assert.match(await o.textContent('[data-testid="chart-stages"] .u-legend'), /rolled_back/);
 });
 
 test("cache: semantic hits and the measured false-hit rate, as the CLI reports them", async () => {
@@ -225,5 +319,8 @@ test("cache: semantic hits and the measured false-hit rate, as the CLI reports t
   // The task page carries the same row.
   const t = await page(`#/tasks/${encodeURIComponent(row.task_id)}`);
   assert.ok(await t.$('[data-testid="cache-row"]'));
-  await p.screenshot({ path: join(tmpdir(), "leanlm-ui-cache.png"), fullPage: true });
+  await checkWidths(p, "cache");
+  // Cache hits are charted on the overview.
+  const o = await page();
+  assert.match(await o.textContent('[data-testid="chart-cache"] .u-legend'), /semantic hits/);
 });

@@ -2,7 +2,6 @@
 //! false-hit rate.
 
 use anyhow::Context;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::StoreArgs;
 
@@ -34,7 +33,7 @@ pub fn clear(store_args: &StoreArgs, task: Option<&str>, json: bool) -> anyhow::
 pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     let config = store_args.config()?;
     let store = store_args.open()?;
-    let rows = leanlm_control::cache::overview(&store, &config.cache_settings())?;
+    let rows = leanlm_control::cache::overview(&store, &config.cache_settings(), leanlm_store::Span::ALL)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -47,9 +46,7 @@ pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header([
+    let mut table = crate::show::table([
         "task",
         "exact hits",
         "semantic hits",
@@ -85,7 +82,7 @@ pub fn cache(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             task,
             r.exact_hits.to_string(),
             r.semantic_hits.to_string(),
-            format!("${:.4}", r.cost_avoided_usd),
+            crate::show::money(r.cost_avoided_usd),
             verified,
             false_hits,
             rate,

@@ -323,10 +323,11 @@ pub fn train_cascade(store_args: &StoreArgs, a: TrainCascadeArgs) -> anyhow::Res
     let n = chain.calibrated_on as u64;
     let interval = leanlm_validate::stats::wilson((chain.calibration_agreement * n as f64).round() as u64, n, 0.95);
     println!(
-        "{spec} for task {}: {} calls answered by {} (${spent:.4}; {with_logprobs} answers with log-probabilities).",
+        "{spec} for task {}: {} calls answered by {} ({}; {with_logprobs} answers with log-probabilities).",
         task.id,
         kept.len(),
         a.cheap.join(", "),
+        crate::show::money(spent),
     );
     for ((stage, served), agreed) in chain.stages.iter().zip(&chain.served).zip(&agreement) {
         if stage.never_accepts() {

@@ -1,7 +1,6 @@
 //! `leanlm deploy`, `promote`, `rollback`, `policies` and `policy-log`: moving a validated replacement
 //! through its stages, and reading where each task stands.
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_control::policy::{self as deploy, DeployRequest};
 use leanlm_deploy::Stage;
 use leanlm_validate::stats::wilson;
@@ -178,9 +177,7 @@ pub fn policies(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header([
+    let mut table = crate::show::table([
         "task",
         "stage",
         "replacement",
@@ -237,9 +234,7 @@ pub fn policy_log(store_args: &StoreArgs, task: Option<&str>, limit: usize, json
         }
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["time (UTC)", "task", "version", "who", "what", "from", "to", "why"]);
+    let mut table = crate::show::table(["time (UTC)", "task", "version", "who", "what", "from", "to", "why"]);
     for r in &rows {
         table.add_row([
             crate::chrono_like(r.at_ms),

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::{Config, Overrides};
 use leanlm_store::{CallFilter, CallStatus, SpendBy, Store};
 
 mod cache;
 mod cascade;
 mod deploy;
+mod show;
 mod validate;
 
 #[derive(Parser)]
@@ -107,6 +107,15 @@ enum Command {
         /// Only calls from the last N hours.
         #[arg(long)]
         since_hours: Option<f64>,
+        /// Only calls under a policy: none, any, reference or replacement.
+        #[arg(long, value_parser = |s: &str| s.parse::<leanlm_store::PolicyMatch>())]
+        policy: Option<leanlm_store::PolicyMatch>,
+        /// Only calls the caches did this for: hit, semantic-hit, miss or bypass.
+        #[arg(long, value_parser = |s: &str| s.parse::<leanlm_core::CacheOutcome>())]
+        cache: Option<leanlm_core::CacheOutcome>,
+        /// The call with this id, or ids starting with it.
+        #[arg(long)]
+        id: Option<String>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -342,10 +351,6 @@ fn since(hours: Option<f64>) -> Option<i64> {
     hours.map(|h| now - (h * 3_600_000.0) as i64)
 }
 
-fn usd(c: Option<f64>) -> String {
-    c.map(|c| format!("${c:.6}")).unwrap_or_else(|| "-".into())
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -437,6 +442,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             task,
             status,
             since_hours,
+            policy,
+            cache,
+            id,
             json,
         } => {
             let calls = store.open()?.calls(&CallFilter {
@@ -445,6 +453,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 task,
                 status,
                 since_ms: since(since_hours),
+                until_ms: None,
+                id_prefix: id,
+                policy,
+                cache,
             })?;
             if json {
                 for c in &calls {
@@ -452,9 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let mut t = Table::new();
-            t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header([
+            let mut t = crate::show::table([
                 "time (UTC)",
                 "id",
                 "endpoint",
@@ -473,9 +483,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     s => format!("{} {s}", c.status),
                 };
                 let cost = if c.cost_estimated {
-                    format!("~{}", usd(c.cost_usd))
+                    format!("~{}", show::money_opt(c.cost_usd))
                 } else {
-                    usd(c.cost_usd)
+                    show::money_opt(c.cost_usd)
                 };
                 t.add_row([
                     when,
@@ -511,42 +521,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let mut table = Table::new();
-            table.load_preset(UTF8_BORDERS_ONLY);
-            table.set_header([
+            let mut table = crate::show::table([
                 "id",
                 "name",
                 "type",
                 "calls",
                 "spend",
-                "could cost",
+                "saves / month",
                 "on",
+                "from",
                 "errors",
                 "models",
             ]);
             for (t, p) in &rows {
-                let (could, on) = match &p.savings {
-                    Some(s) => (usd(Some(s.cost_usd)), s.cheapest_model.clone()),
-                    None => ("-".into(), "-".into()),
+                let (saves, on, basis) = match &p.savings {
+                    Some(s) => (
+                        show::money(s.monthly_savings_usd),
+                        s.cheapest_model.clone(),
+                        show::days(s.basis_days),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into()),
                 };
                 table.add_row([
                     t.id.clone(),
                     t.name.clone(),
                     p.verdict.as_ref().map(|v| v.kind.as_str()).unwrap_or("-").to_owned(),
                     t.calls.to_string(),
-                    usd(Some(t.cost_usd)),
-                    could,
+                    show::money(t.cost_usd),
+                    saves,
                     on,
+                    basis,
                     format!("{:.1}%", p.error_rate * 100.0),
                     p.models.keys().cloned().collect::<Vec<_>>().join(", "),
                 ]);
             }
             println!("{table}");
-            println!("Ranked by savings potential: spend minus the cost of the same tokens on the cheapest model this");
+            println!("Ranked by savings potential: what the cheapest model this deployment routes to and allows, and");
+            println!("that supports what the task uses, would save a month, projected from the task's traffic in the");
             println!(
-                "deployment routes to and allows as a replacement that supports what the task uses. An upper bound"
+                "window (\"from\": how many days of it). An upper bound before any quality check; `leanlm candidates`"
             );
-            println!("before any quality check.");
+            println!("prices every kind of replacement.");
             if offers.is_empty() {
                 println!(
                     "No model is allowed as a replacement yet, so none is priced: list them under [catalog] allow"
@@ -605,7 +620,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "calls: {}   spend: {}   errors: {:.1}%   exact duplicates: {:.1}%   distinct answers: {}",
                 profile.calls,
-                usd(Some(profile.spend_usd)),
+                show::money(profile.spend_usd),
                 profile.error_rate * 100.0,
                 profile.duplicate_share * 100.0,
                 profile.distinct_outputs
@@ -623,10 +638,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if let Some(sv) = &profile.savings {
                 println!(
-                    "savings potential: {} on {} (would cost {}; needs {})",
-                    usd(Some(sv.savings_usd)),
+                    "savings potential: {} a month on {} (projected from {} of traffic; needs {})",
+                    show::money(sv.monthly_savings_usd),
                     sv.cheapest_model,
-                    usd(Some(sv.cost_usd)),
+                    show::days(sv.basis_days),
                     sv.needs.join(", ")
                 );
             }
@@ -639,7 +654,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     chrono_like(c.started_at_ms),
                     c.id,
                     c.status,
-                    usd(c.cost_usd)
+                    show::money_opt(c.cost_usd)
                 );
             }
             Ok(())
@@ -675,9 +690,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
             }
-            let mut t = Table::new();
-            t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header([
+            let mut t = crate::show::table([
                 match by {
                     SpendBy::Model => "model",
                     SpendBy::Purpose => "purpose",
@@ -697,9 +710,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 total += r.cost_usd;
                 saved += r.cost_avoided_usd;
                 let cost = if r.estimated_calls > 0 {
-                    format!("{} ({} estimated)", usd(Some(r.cost_usd)), r.estimated_calls)
+                    format!("{} ({} estimated)", show::money(r.cost_usd), r.estimated_calls)
                 } else {
-                    usd(Some(r.cost_usd))
+                    show::money(r.cost_usd)
                 };
                 t.add_row([
                     r.key.clone(),
@@ -708,11 +721,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     r.cached_input_tokens.to_string(),
                     r.output_tokens.to_string(),
                     cost,
-                    usd(Some(r.cost_avoided_usd)),
+                    show::money(r.cost_avoided_usd),
                 ]);
             }
             println!("{t}");
-            println!("total: {}   saved by the cache: {}", usd(Some(total)), usd(Some(saved)));
+            println!(
+                "total: {}   saved by the cache: {}",
+                show::money(total),
+                show::money(saved)
+            );
             Ok(())
         }
         Command::Import {
@@ -762,9 +779,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({"as_of": table.as_of, "models": m}));
                 return Ok(());
             }
-            let mut t = Table::new();
-            t.load_preset(UTF8_BORDERS_ONLY);
-            t.set_header(["model", "served by", "input", "cached input", "cache write", "output"]);
+            let mut t = crate::show::table(["model", "served by", "input", "cached input", "cache write", "output"]);
             let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
             for (name, e) in table.models() {
                 t.add_row([

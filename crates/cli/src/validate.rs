@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use leanlm_gateway::Replayer;
 use leanlm_store::{Store, TaskRow, ValidationRow};
 use leanlm_validate::run::Logged;
@@ -29,23 +28,13 @@ pub fn find_task(store: &Store, key: &str) -> anyhow::Result<TaskRow> {
     Ok(leanlm_control::tasks::find(store, key)?)
 }
 
-fn money(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.abs() >= 1.0 => format!("${v:.2}"),
-        Some(v) => format!("${v:.4}"),
-        None => "-".into(),
-    }
-}
-
 pub fn catalog(store_args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     let catalog = leanlm_gateway::route::catalog(&store_args.config()?);
     if json {
         println!("{}", serde_json::to_string_pretty(&catalog)?);
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header([
+    let mut table = crate::show::table([
         "model",
         "provider",
         "input",
@@ -109,9 +98,7 @@ pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> any
         println!("No model is allowed as a replacement: list them under [catalog] allow in the config");
         println!("(or allow = [\"*\"] for every model in the price table), or configure them under [models].");
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["task", "now / month", "candidate", "would cost", "saves / month", "why"]);
+    let mut table = crate::show::table(["task", "now / month", "candidate", "would cost", "saves / month", "why"]);
     for (t, u, list) in &all {
         let now = u.cost_per_call_usd * u.calls_per_month;
         for c in list {
@@ -122,10 +109,10 @@ pub fn candidates(store_args: &StoreArgs, task: Option<&str>, json: bool) -> any
             };
             table.add_row([
                 format!("{} ({})", t.name, t.id),
-                format!("{} ({:.0} calls)", money(Some(now)), u.calls_per_month),
+                format!("{} ({:.0} calls)", crate::show::money(now), u.calls_per_month),
                 spec,
-                money(c.monthly_cost_usd),
-                money(c.monthly_savings_usd),
+                crate::show::money_opt(c.monthly_cost_usd),
+                crate::show::money_opt(c.monthly_savings_usd),
                 c.why.clone(),
             ]);
         }
@@ -207,7 +194,7 @@ impl leanlm_validate::Progress for Bar {
     }
     fn step(&self, spent_usd: f64) {
         self.0.inc(1);
-        self.0.set_message(format!("${spent_usd:.4} spent"));
+        self.0.set_message(format!("{} spent", crate::show::money(spent_usd)));
     }
 }
 
@@ -355,7 +342,7 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
             println!(
                 "at least {} scored calls are needed to pass; estimated cost at most {}{}",
                 estimate.min_to_pass,
-                money(estimate.estimated_cost_usd),
+                crate::show::money_opt(estimate.estimated_cost_usd),
                 if matches!(scorer, ScorerSpec::Judge { .. }) {
                     " plus two judge calls per candidate call"
                 } else {
@@ -413,9 +400,7 @@ pub fn validations(store_args: &StoreArgs, task: Option<&str>, limit: usize, jso
         }
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header([
+    let mut table = crate::show::table([
         "id",
         "time (UTC)",
         "task",
@@ -446,8 +431,8 @@ pub fn validations(store_args: &StoreArgs, task: Option<&str>, limit: usize, jso
             ),
             format!("{:.1}%", r.bound * 100.0),
             r.scored.to_string(),
-            money(r.projected_monthly_savings_usd),
-            money(Some(r.validation_cost_usd)),
+            crate::show::money_opt(r.projected_monthly_savings_usd),
+            crate::show::money(r.validation_cost_usd),
         ]);
     }
     println!("{table}");

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use leanlm_semantic::{EVIDENCE_WINDOW, Estimate, Evidence, Judge, Sample};
-use leanlm_store::Store;
+use leanlm_store::{Span, Store};
 use serde::Serialize;
 
 use crate::{ControlError, unix_ms};
@@ -48,7 +48,7 @@ pub struct TaskSettings {
 }
 
 /// Per task: cache hits, savings, and the semantic cache's false-hit estimate, from the store.
-pub fn overview(store: &Store, settings: &Settings) -> Result<Vec<TaskCache>, ControlError> {
+pub fn overview(store: &Store, settings: &Settings, span: Span) -> Result<Vec<TaskCache>, ControlError> {
     let names: HashMap<String, String> = store.tasks(None)?.into_iter().map(|t| (t.id, t.name)).collect();
     let task_settings = |id: &str| {
         let name = names.get(id).map(String::as_str).unwrap_or("");
@@ -77,7 +77,7 @@ pub fn overview(store: &Store, settings: &Settings) -> Result<Vec<TaskCache>, Co
         estimate: None,
         judge: None,
     };
-    for (task, kind, n, avoided) in store.cache_hits()? {
+    for (task, kind, n, avoided) in store.cache_hits(span)? {
         let r = row(&mut rows, &task, || new(&task));
         match kind.as_str() {
             "hit" => r.exact_hits += n,

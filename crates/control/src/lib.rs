@@ -1,11 +1,12 @@
 //! The control plane: what a person (through the CLI or the admin API) or, later, the optimizer asks of the
 //! store. Task profiles and rankings, candidates, deployment changes (deploy, promote, roll back), the caches'
-//! overview and clears, and log import. No HTTP and no serving: the gateway's admin API maps
+//! overview and clears, time series for charts, and log import. No HTTP and no serving: the gateway's admin API maps
 //! [`ControlError`] to a status once, and the CLI prints it.
 
 pub mod cache;
 pub mod import;
 pub mod policy;
+pub mod series;
 pub mod tasks;
 
 use leanlm_store::StoreError;

@@ -3,7 +3,7 @@
 
 use leanlm_core::Replacement;
 use leanlm_profile::TaskProfile;
-use leanlm_store::{Store, TaskLookup, TaskRow};
+use leanlm_store::{Span, Store, TaskLookup, TaskRow};
 use leanlm_validate::{Candidate, CatalogModel, Needs, TaskUsage, candidates};
 
 use crate::{ControlError, unix_ms};
@@ -24,10 +24,10 @@ pub fn find(store: &Store, key: &str) -> Result<TaskRow, ControlError> {
     }
 }
 
-/// The task with this exact id, with its activity since `since_ms`.
-pub fn by_id(store: &Store, id: &str, since_ms: Option<i64>) -> Result<TaskRow, ControlError> {
+/// The task with this exact id, with its activity in a window.
+pub fn by_id(store: &Store, id: &str, span: impl Into<Span>) -> Result<TaskRow, ControlError> {
     store
-        .tasks(since_ms)?
+        .tasks(span)?
         .into_iter()
         .find(|t| t.id == id)
         .ok_or_else(|| ControlError::NotFound(format!("no task with id `{id}`; see `leanlm tasks`")))
@@ -46,8 +46,19 @@ pub fn rename(store: &Store, id: &str, name: &str) -> Result<(), ControlError> {
     }
 }
 
-/// The models a task may move to: the catalog's allowed models with a known price and known capabilities.
+/// The models a task may move to: the catalog's allowed models with a known price.
+///
+/// A priced model whose capabilities are unknown (configured under `[models]`, not in the price table) is
+/// offered as able to do the work, as `candidates` offers it ("validation will tell"): the savings figure
+/// and the candidates list read the same set of models.
 pub fn offers(catalog: &[CatalogModel]) -> Vec<leanlm_profile::Offer> {
+    let unknown = leanlm_cost::Capabilities {
+        kind: leanlm_cost::ModelKind::Chat,
+        context: u64::MAX,
+        tools: true,
+        json_schema: true,
+        vision: true,
+    };
     catalog
         .iter()
         .filter(|m| m.allowed)
@@ -55,7 +66,7 @@ pub fn offers(catalog: &[CatalogModel]) -> Vec<leanlm_profile::Offer> {
             Some(leanlm_profile::Offer {
                 name: m.name.clone(),
                 price: m.price?,
-                caps: m.caps?,
+                caps: m.caps.unwrap_or(unknown),
             })
         })
         .collect()
@@ -63,18 +74,19 @@ pub fn offers(catalog: &[CatalogModel]) -> Vec<leanlm_profile::Offer> {
 
 /// A task's profile over a window, typed from a sample of its latest calls, with its savings priced on
 /// every model of the bundled price table (for typing alone; [`profile_among`] for what it could save here).
-pub fn profile(store: &Store, task: &TaskRow, since_ms: Option<i64>) -> Result<TaskProfile, ControlError> {
-    profile_among(store, task, since_ms, None)
+pub fn profile(store: &Store, task: &TaskRow, span: impl Into<Span>) -> Result<TaskProfile, ControlError> {
+    profile_among(store, task, span, None)
 }
 
 /// [`profile`], with its savings priced only on `offers`: the models this deployment routes to and allows.
 pub fn profile_among(
     store: &Store,
     task: &TaskRow,
-    since_ms: Option<i64>,
+    span: impl Into<Span>,
     offers: Option<&[leanlm_profile::Offer]>,
 ) -> Result<TaskProfile, ControlError> {
-    let stats = store.task_stats(&task.id, since_ms)?;
+    let span = span.into();
+    let stats = store.task_stats(&task.id, span)?;
     let mut samples = Vec::new();
     for id in store.task_sample_ids(&task.id, TYPING_SAMPLE)? {
         if let Some(c) = store.call(&id)? {
@@ -86,37 +98,49 @@ pub fn profile_among(
         &samples,
         task.origin == leanlm_core::Origin::Chat,
         offers,
+        // A window that ended in the past projects from its own end, not from today.
+        span.until_ms.map_or_else(unix_ms, |u| u.min(unix_ms())),
     ))
 }
 
 /// Every task with its profile, ranked by what a cheaper model among `offers` could save on it.
 pub fn ranked(
     store: &Store,
-    since_ms: Option<i64>,
+    span: impl Into<Span>,
     offers: &[leanlm_profile::Offer],
 ) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
-    ranked_with(store, since_ms, offers, |_, _| {})
+    ranked_with(store, span, offers, |_, _| {})
 }
 
 /// [`ranked`], telling `progress` how many of how many tasks are profiled.
 pub fn ranked_with(
     store: &Store,
-    since_ms: Option<i64>,
+    span: impl Into<Span>,
     offers: &[leanlm_profile::Offer],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<(TaskRow, TaskProfile)>, ControlError> {
-    let tasks = store.tasks(since_ms)?;
+    let span = span.into();
+    let mut tasks = store.tasks(span)?;
+    // Over a window with an end or a start, a task with no calls in it is not part of the picture.
+    if span != Span::ALL {
+        tasks.retain(|t| t.calls > 0);
+    }
     let total = tasks.len();
     let mut rows = tasks
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            let p = profile_among(store, &t, since_ms, Some(offers))?;
+            let p = profile_among(store, &t, span, Some(offers))?;
             progress(i + 1, total);
             Ok((t, p))
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
-    let key = |p: &TaskProfile| p.savings.as_ref().map(|s| s.savings_usd).unwrap_or(f64::NEG_INFINITY);
+    let key = |p: &TaskProfile| {
+        p.savings
+            .as_ref()
+            .map(|s| s.monthly_savings_usd)
+            .unwrap_or(f64::NEG_INFINITY)
+    };
     rows.sort_by(|a, b| {
         key(&b.1)
             .total_cmp(&key(&a.1))

@@ -5,6 +5,7 @@
 
 mod call;
 mod format;
+pub mod money;
 pub mod replacement;
 pub mod scorer;
 pub mod stats;

@@ -12,7 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use leanlm_control::{ControlError, cache, policy, tasks};
-use leanlm_store::{CallFilter, CallStatus, SpendBy, Store, TaskRow};
+use leanlm_core::CacheOutcome;
+use leanlm_store::{CallFilter, CallStatus, PolicyMatch, SeriesBy, Span, SpendBy, Store, TaskRow};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -27,6 +28,8 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/calls", get(calls))
         .route("/api/calls/{id}", get(call))
         .route("/api/spend", get(spend))
+        .route("/api/series", get(series))
+        .route("/api/series/stages", get(stage_series))
         .route("/api/catalog", get(catalog_handler))
         .route("/api/tasks/{id}/candidates", get(task_candidates_handler))
         .route("/api/validations", get(validations))
@@ -130,22 +133,48 @@ async fn with_store<T: Send + 'static>(
         .map_err(refused)
 }
 
-fn since(days: Option<f64>) -> Option<i64> {
-    let now = std::time::SystemTime::now()
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as i64;
-    days.filter(|d| d.is_finite() && *d > 0.0)
-        .map(|d| now - (d * 86_400_000.0) as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
-#[derive(Deserialize)]
+/// The time range every page reads: the last `days`, or from `since_ms` to `until_ms` (either end open).
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Window {
     days: Option<f64>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+}
+
+impl Window {
+    /// The window, or why the parameters name none (a 400).
+    fn span(&self) -> Result<Span, String> {
+        let bad = |m: String| Err(m);
+        let since_ms = match (self.days, self.since_ms) {
+            (Some(_), Some(_)) => return bad("give `days` or `since_ms`, not both".into()),
+            (Some(d), None) if d.is_finite() && d > 0.0 => Some(now_ms() - (d * 86_400_000.0) as i64),
+            (Some(d), None) => return bad(format!("`days` must be a positive number, not {d}")),
+            (None, s) => s,
+        };
+        if let (Some(a), Some(b)) = (since_ms, self.until_ms)
+            && a >= b
+        {
+            return bad(format!("`since_ms` ({a}) must come before `until_ms` ({b})"));
+        }
+        Ok(Span {
+            since_ms,
+            until_ms: self.until_ms,
+        })
+    }
 }
 
 async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
-    let since_ms = since(w.days);
+    let since_ms = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let offers = tasks::offers(&crate::route::catalog(&app.config));
     match with_store(&app, move |s| {
         Ok(tasks::ranked(s, since_ms, &offers)?
@@ -164,7 +193,7 @@ async fn tasks(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Res
 async fn task_view(
     app: &AppState,
     id: String,
-    since_ms: Option<i64>,
+    since_ms: Span,
     view: impl FnOnce(&Store, TaskRow) -> Result<serde_json::Value, ControlError> + Send + 'static,
 ) -> Response {
     match with_store(app, move |s| view(s, tasks::by_id(s, &id, since_ms)?)).await {
@@ -174,13 +203,18 @@ async fn task_view(
 }
 
 async fn task(State(app): State<Arc<AppState>>, Path(id): Path<String>, Query(w): Query<Window>) -> Response {
-    let since_ms = since(w.days);
+    let since_ms = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let offers = tasks::offers(&crate::route::catalog(&app.config));
     task_view(&app, id, since_ms, move |s, t| {
         let profile = tasks::profile_among(s, &t, since_ms, Some(&offers))?;
         let samples = s.calls(&CallFilter {
             limit: 20,
             task: Some(t.id.clone()),
+            since_ms: since_ms.since_ms,
+            until_ms: since_ms.until_ms,
             ..Default::default()
         })?;
         Ok(json!({"task": t, "profile": profile, "samples": samples}))
@@ -212,20 +246,39 @@ struct CallQuery {
     model: Option<String>,
     task: Option<String>,
     status: Option<String>,
-    days: Option<f64>,
+    /// A call id, or its first characters.
+    id: Option<String>,
+    /// none, any, reference or replacement.
+    policy: Option<String>,
+    /// hit, semantic-hit, miss or bypass.
+    cache: Option<String>,
 }
 
-async fn calls(State(app): State<Arc<AppState>>, Query(q): Query<CallQuery>) -> Response {
-    let status = match q.status.as_deref().map(str::parse::<CallStatus>).transpose() {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let filter = CallFilter {
-        limit: q.limit.unwrap_or(50).min(10_000),
-        model: q.model,
-        task: q.task,
-        status,
-        since_ms: since(q.days),
+/// An optional query parameter parsed, or why not, naming it.
+fn parsed<T: std::str::FromStr<Err = String>>(name: &str, v: Option<&str>) -> Result<Option<T>, String> {
+    v.filter(|v| !v.is_empty())
+        .map(str::parse::<T>)
+        .transpose()
+        .map_err(|e| format!("`{name}`: {e}"))
+}
+
+async fn calls(State(app): State<Arc<AppState>>, Query(q): Query<CallQuery>, Query(w): Query<Window>) -> Response {
+    let filter = match (|| {
+        let span = w.span()?;
+        Ok::<_, String>(CallFilter {
+            limit: q.limit.unwrap_or(50).min(10_000),
+            model: q.model.filter(|m| !m.is_empty()),
+            task: q.task.filter(|t| !t.is_empty()),
+            status: parsed::<CallStatus>("status", q.status.as_deref())?,
+            since_ms: span.since_ms,
+            until_ms: span.until_ms,
+            id_prefix: q.id.map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()),
+            policy: parsed::<PolicyMatch>("policy", q.policy.as_deref())?,
+            cache: parsed::<CacheOutcome>("cache", q.cache.as_deref())?,
+        })
+    })() {
+        Ok(f) => f,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     match with_store(&app, move |s| Ok(s.calls(&filter)?)).await {
         Ok(v) => axum::Json(v).into_response(),
@@ -245,10 +298,9 @@ async fn call(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Respo
 #[derive(Deserialize)]
 struct SpendQuery {
     by: Option<String>,
-    days: Option<f64>,
 }
 
-async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) -> Response {
+async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>, Query(w): Query<Window>) -> Response {
     let by = match q.by.as_deref().unwrap_or("model") {
         "model" => SpendBy::Model,
         "purpose" => SpendBy::Purpose,
@@ -262,8 +314,51 @@ async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>) ->
             );
         }
     };
-    let since_ms = since(q.days);
-    match with_store(&app, move |s| Ok(s.spend(by, since_ms)?)).await {
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match with_store(&app, move |s| Ok(s.spend(by, span)?)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    by: Option<String>,
+}
+
+/// Calls and spend per hour or day of the window, by model, task or cache outcome.
+async fn series(State(app): State<Arc<AppState>>, Query(q): Query<SeriesQuery>, Query(w): Query<Window>) -> Response {
+    let by = match q.by.as_deref().unwrap_or("model") {
+        "model" => SeriesBy::Model,
+        "task" => SeriesBy::Task,
+        "cache" => SeriesBy::Cache,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`by` is model, task or cache, not `{other}`"),
+            );
+        }
+    };
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match with_store(&app, move |s| leanlm_control::series::calls(s, by, span)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// How many policies stood at each stage over the window.
+async fn stage_series(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match with_store(&app, move |s| leanlm_control::series::stages(s, span)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }
@@ -275,7 +370,7 @@ async fn catalog_handler(State(app): State<Arc<AppState>>) -> Response {
 
 async fn task_candidates_handler(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let catalog = catalog(&app.config);
-    task_view(&app, id, None, move |s, t| {
+    task_view(&app, id, Span::ALL, move |s, t| {
         let (usage, list) = tasks::candidates_for(s, &catalog, &t)?;
         Ok(json!({"task": t, "usage": usage, "candidates": list}))
     })
@@ -293,10 +388,25 @@ fn report_value(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
-async fn validations(State(app): State<Arc<AppState>>, Query(q): Query<ValidationQuery>) -> Response {
+async fn validations(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<ValidationQuery>,
+    Query(w): Query<Window>,
+) -> Response {
     let limit = q.limit.unwrap_or(100).min(1000);
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let within = move |at: i64| span.since_ms.is_none_or(|s| at >= s) && span.until_ms.is_none_or(|u| at < u);
     match with_store(&app, move |s| Ok(s.validations(q.task.as_deref(), limit)?)).await {
-        Ok(rows) => axum::Json(rows.iter().map(|r| report_value(&r.report)).collect::<Vec<_>>()).into_response(),
+        Ok(rows) => axum::Json(
+            rows.iter()
+                .filter(|r| within(r.created_at_ms))
+                .map(|r| report_value(&r.report))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(r) => r,
     }
 }
@@ -334,9 +444,13 @@ async fn validation(
 }
 
 /// Cache hits and savings per task, and the semantic cache's false-hit estimate.
-async fn cache_overview(State(app): State<Arc<AppState>>) -> Response {
+async fn cache_overview(State(app): State<Arc<AppState>>, Query(w): Query<Window>) -> Response {
     let settings = app.config.cache_settings();
-    match with_store(&app, move |s| cache::overview(s, &settings)).await {
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match with_store(&app, move |s| cache::overview(s, &settings, span)).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(r) => r,
     }
@@ -370,13 +484,14 @@ async fn cache_clear(State(app): State<Arc<AppState>>, Query(q): Query<ClearQuer
 }
 
 async fn policies(State(app): State<Arc<AppState>>) -> Response {
-    match with_store(&app, |s| Ok(policy::overview(s)?)).await {
-        Ok(rows) => {
+    match with_store(&app, |s| Ok((policy::overview(s)?, s.task_names()?))).await {
+        Ok((rows, names)) => {
             let v: Vec<_> = rows
                 .into_iter()
                 .map(|(p, c)| {
                     let a = leanlm_validate::stats::wilson(c.agreed, c.scored, leanlm_deploy::ONLINE_CONFIDENCE);
-                    json!({"policy": p, "online": c, "agreement": a})
+                    let name = names.get(&p.task_id);
+                    json!({"policy": p, "task_name": name, "online": c, "agreement": a})
                 })
                 .collect();
             axum::Json(v).into_response()
@@ -391,10 +506,28 @@ struct LogQuery {
     limit: Option<usize>,
 }
 
-async fn policy_log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>) -> Response {
+async fn policy_log(State(app): State<Arc<AppState>>, Query(q): Query<LogQuery>, Query(w): Query<Window>) -> Response {
     let limit = q.limit.unwrap_or(100).min(1000);
-    match with_store(&app, move |s| Ok(s.policy_audit(q.task.as_deref(), limit)?)).await {
-        Ok(rows) => axum::Json(rows).into_response(),
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match with_store(&app, move |s| {
+        Ok((s.policy_log(q.task.as_deref(), span, limit)?, s.task_names()?))
+    })
+    .await
+    {
+        Ok((rows, names)) => axum::Json(
+            rows.into_iter()
+                .map(|r| {
+                    let name = names.get(&r.task_id).cloned();
+                    let mut v = json!(r);
+                    v["task_name"] = json!(name);
+                    v
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(r) => r,
     }
 }

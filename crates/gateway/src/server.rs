@@ -375,6 +375,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/models", get(models))
         .route("/ui", get(ui))
         .route("/ui/", get(ui))
+        .route("/ui/uplot.js", get(ui_chart_js))
+        .route("/ui/uplot.css", get(ui_chart_css))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -558,6 +560,31 @@ async fn ui() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../ui/index.html"),
+    )
+        .into_response()
+}
+
+/// The chart library the dashboard draws with (uPlot, MIT; `ui/vendor/`), served by the gateway itself so the
+/// dashboard needs no network beyond it.
+async fn ui_chart_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/vendor/uPlot.iife.min.js"),
+    )
+}
+
+async fn ui_chart_css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../ui/vendor/uPlot.min.css"))
+}
+
+/// A file that changes only with the binary: cached by the browser for a day.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
     )
         .into_response()
 }

@@ -2304,9 +2304,7 @@ async fn a_hung_provider_costs_at_most_the_deadline_and_shutdown_is_bounded() {
         .calls(&leanlm_store::CallFilter {
             limit: 10,
             task: Some("hung-at-shutdown".into()),
-            model: None,
-            status: None,
-            since_ms: None,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(logged.len(), 1, "the call cancelled at shutdown is logged");

@@ -393,7 +393,8 @@ async fn hits_are_served_only_once_the_tasks_own_evidence_bounds_the_false_hit_r
     let config = Config::from_toml("t", CONFIG, &Overrides::default(), &|_| None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let pw = loop {
-        let overview = leanlm_control::cache::overview(&h.store(), &config.cache_settings()).unwrap();
+        let overview =
+            leanlm_control::cache::overview(&h.store(), &config.cache_settings(), leanlm_store::Span::ALL).unwrap();
         let pw = overview.into_iter().find(|r| r.task_id == "pw").unwrap();
         if pw.semantic_hits >= 6 || Instant::now() > deadline {
             break pw;
@@ -664,7 +665,7 @@ async fn the_learned_judgement_scores_would_be_hits_and_calibrates_on_its_own_sc
     // The threshold is on the score (a probability), read the same way by the control plane.
     let parsed = Config::from_toml("t", &config, &Overrides::default(), &|_| None).unwrap();
     assert!(parsed.cache_settings().learned);
-    let pw = leanlm_control::cache::overview(&h.store(), &parsed.cache_settings())
+    let pw = leanlm_control::cache::overview(&h.store(), &parsed.cache_settings(), leanlm_store::Span::ALL)
         .unwrap()
         .into_iter()
         .find(|r| r.task_id == "pw")

@@ -68,6 +68,10 @@ pub struct Savings {
     pub cost_usd: f64,
     /// Spend minus that cost: the gap between what is paid and what the work could cost.
     pub savings_usd: f64,
+    /// That gap per 30-day month, the one savings figure every view shows (`leanlm_core::money::Monthly`).
+    pub monthly_savings_usd: f64,
+    /// Days of traffic `monthly_savings_usd` extrapolates from.
+    pub basis_days: f64,
 }
 
 /// A model a task could move to: one this deployment routes to and allows as a replacement.
@@ -81,7 +85,13 @@ pub struct Offer {
 /// Prices the task's token volume on every offered model (every model of the bundled price table when
 /// `offers` is `None`) that supports what the task uses and keeps the cheapest. An upper bound on what a
 /// cheaper model could save, before any quality check.
-fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64, offers: Option<&[Offer]>) -> Option<Savings> {
+fn savings(
+    stats: &[CallStats],
+    signals: &[CallSignals],
+    spend: f64,
+    offers: Option<&[Offer]>,
+    now_ms: i64,
+) -> Option<Savings> {
     use leanlm_cost::{ModelKind, PriceTable};
     let priced: Vec<(u64, u64)> = stats
         .iter()
@@ -138,21 +148,27 @@ fn savings(stats: &[CallStats], signals: &[CallSignals], spend: f64, offers: Opt
             (name, cost)
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let first = stats.iter().map(|s| s.started_at_ms).min().unwrap_or(now_ms);
+    let monthly = leanlm_core::money::Monthly::since(first, now_ms);
     Some(Savings {
         needs,
         cheapest_model: model.to_owned(),
         cost_usd: cost,
         savings_usd: spend - cost,
+        monthly_savings_usd: (spend - cost) * monthly.factor,
+        basis_days: monthly.basis_days,
     })
 }
 
 /// Profiles a task from the numbers of its calls and a sample of whole calls (for typing). Its savings are
-/// priced on `offers`, the models it may move to (`None`: every model of the bundled price table).
+/// priced on `offers`, the models it may move to (`None`: every model of the bundled price table), and
+/// projected to a month as seen at `now_ms`.
 pub fn profile(
     stats: &[CallStats],
     samples: &[CallRecord],
     chat_origin: bool,
     offers: Option<&[Offer]>,
+    now_ms: i64,
 ) -> TaskProfile {
     let calls = stats.len() as u64;
     let errors = stats.iter().filter(|s| s.status != CallStatus::Ok).count() as u64;
@@ -191,7 +207,7 @@ pub fn profile(
         distinct_outputs: outputs.len() as u64,
         template,
         verdict,
-        savings: savings(stats, &signals, spend_usd, offers),
+        savings: savings(stats, &signals, spend_usd, offers, now_ms),
     }
 }
 
@@ -316,6 +332,9 @@ fn has_images(request: &Value) -> bool {
 mod tests {
     use super::*;
 
+    /// Two days after the test calls' time 0: their savings are projected to a month from two days.
+    const NOW: i64 = 2 * leanlm_core::money::DAY_MS;
+
     fn stat(input: u64, output: u64, cost: f64) -> CallStats {
         CallStats {
             started_at_ms: 0,
@@ -335,11 +354,16 @@ mod tests {
         // 1,000 calls of 1,000 input and 10 output tokens, paid at gpt-4o prices: $2.60.
         let stats: Vec<_> = (0..1000).map(|_| stat(1000, 10, 0.0026)).collect();
         let plain = vec![CallSignals::default()];
-        let s = savings(&stats, &plain, 2.6, None).unwrap();
+        let s = savings(&stats, &plain, 2.6, None, NOW).unwrap();
         // The cheapest chat model in the table for this mix: Llama 3.1 8B on Groq at $0.05 / $0.08 per million.
         assert_eq!(s.cheapest_model, "llama-3.1-8b-instant");
         assert!((s.cost_usd - (1000.0 * (1000.0 * 0.05 + 10.0 * 0.08) / 1e6)).abs() < 1e-9);
         assert!((s.savings_usd - (2.6 - s.cost_usd)).abs() < 1e-9);
+        assert_eq!(s.basis_days, 2.0);
+        assert!(
+            (s.monthly_savings_usd - 15.0 * s.savings_usd).abs() < 1e-9,
+            "two days are a fifteenth of a month"
+        );
         // Among the models this deployment offers, only those: not a model it cannot route to.
         let table = leanlm_cost::PriceTable::bundled();
         let offer = |name: &str| {
@@ -351,10 +375,10 @@ mod tests {
             }
         };
         let offers = [offer("gpt-4o-mini"), offer("gpt-4o")];
-        let s = savings(&stats, &plain, 2.6, Some(&offers)).unwrap();
+        let s = savings(&stats, &plain, 2.6, Some(&offers), NOW).unwrap();
         assert_eq!(s.cheapest_model, "gpt-4o-mini");
         assert!(
-            savings(&stats, &plain, 2.6, Some(&[])).is_none(),
+            savings(&stats, &plain, 2.6, Some(&[]), NOW).is_none(),
             "nothing offered, no savings claimed"
         );
 
@@ -364,14 +388,14 @@ mod tests {
             schema_requested: true,
             ..Default::default()
         }];
-        let s = savings(&stats, &tools, 2.6, None).unwrap();
+        let s = savings(&stats, &tools, 2.6, None, NOW).unwrap();
         let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
         assert!(e.caps.tools && e.caps.json_schema, "{}", s.cheapest_model);
         let images = vec![CallSignals {
             images: true,
             ..Default::default()
         }];
-        let s = savings(&stats, &images, 2.6, None).unwrap();
+        let s = savings(&stats, &images, 2.6, None, NOW).unwrap();
         assert!(s.needs.contains(&"image input".to_owned()));
         let e = leanlm_cost::PriceTable::bundled().lookup(&s.cheapest_model).unwrap();
         assert!(e.caps.vision, "{}", s.cheapest_model);
@@ -385,7 +409,7 @@ mod tests {
             &serde_json::json!({"messages": [{"role": "user", "content": "no image"}]})
         ));
         let long: Vec<_> = (0..10).map(|_| stat(300_000, 10, 1.0)).collect();
-        let s = savings(&long, &plain, 10.0, None).unwrap();
+        let s = savings(&long, &plain, 10.0, None, NOW).unwrap();
         assert!(
             leanlm_cost::PriceTable::bundled()
                 .lookup(&s.cheapest_model)
@@ -394,7 +418,7 @@ mod tests {
                 .context
                 >= 300_010
         );
-        assert!(savings(&[], &plain, 0.0, None).is_none());
+        assert!(savings(&[], &plain, 0.0, None, NOW).is_none());
     }
 
     #[test]

@@ -10,9 +10,9 @@ mod sqlite;
 mod writer;
 
 pub use record::{
-    AuditRow, CallFilter, CallRecord, CallStats, CallStatus, CallSummary, OnlineCounts, OnlineScore, PolicyRow,
-    PolicyTag, SemanticEntry, SemanticEvidence, SpendBy, SpendRow, StageRecord, TaskLookup, TaskRef, TaskRow,
-    ValidationRow,
+    AuditRow, CallFilter, CallRecord, CallStats, CallStatus, CallSummary, OnlineCounts, OnlineScore, PolicyMatch,
+    PolicyRow, PolicyTag, SemanticEntry, SemanticEvidence, SeriesBy, SeriesPoint, Span, SpendBy, SpendRow, StageRecord,
+    TaskLookup, TaskRef, TaskRow, ValidationRow,
 };
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, QueueLimits, spawn_writer};

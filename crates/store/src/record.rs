@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use leanlm_core::{Action, CacheOutcome, CheckKind, Origin};
+use leanlm_core::{Action, CacheOutcome, CheckKind, Origin, Role};
 pub use leanlm_core::{CallRecord, CallStats, CallStatus, PolicyTag, StageRecord, TaskRef};
 
 /// A task looked up by what a user typed: its id, or a name.
@@ -30,6 +30,9 @@ pub struct TaskRow {
 pub struct CallSummary {
     pub id: String,
     pub task: Option<String>,
+    pub task_name: Option<String>,
+    /// Which side of a policy served the call, if one was deployed on its task.
+    pub policy_role: Option<Role>,
     pub started_at_ms: i64,
     pub endpoint: String,
     pub requested_model: String,
@@ -47,6 +50,31 @@ pub struct CallSummary {
     pub cache: Option<CacheOutcome>,
 }
 
+/// A window of time: calls at or after `since_ms` and before `until_ms`; either end open when `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl Span {
+    /// Everything logged.
+    pub const ALL: Span = Span {
+        since_ms: None,
+        until_ms: None,
+    };
+}
+
+/// A window open at its end: what every "since" parameter meant before windows had two ends.
+impl From<Option<i64>> for Span {
+    fn from(since_ms: Option<i64>) -> Span {
+        Span {
+            since_ms,
+            until_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
     pub limit: usize,
@@ -55,6 +83,56 @@ pub struct CallFilter {
     pub model: Option<String>,
     pub status: Option<CallStatus>,
     pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Calls whose id starts with this (ids are long; the first characters find one).
+    pub id_prefix: Option<String>,
+    pub policy: Option<PolicyMatch>,
+    pub cache: Option<CacheOutcome>,
+}
+
+/// Which calls a policy had a hand in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMatch {
+    /// No policy was deployed on the call's task.
+    None,
+    /// Served under a policy, by either side.
+    Any,
+    /// Served by this side of a policy.
+    Role(Role),
+}
+
+impl std::str::FromStr for PolicyMatch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(PolicyMatch::None),
+            "any" => Ok(PolicyMatch::Any),
+            other => other
+                .parse::<Role>()
+                .map(PolicyMatch::Role)
+                .map_err(|_| format!("policy is none, any, reference or replacement, not `{other}`")),
+        }
+    }
+}
+
+/// What a time series counts per bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesBy {
+    Model,
+    Task,
+    /// What the caches did (`hit`, `semantic-hit`, `miss`, `bypass`, or `-` for no lookup).
+    Cache,
+}
+
+/// One bucket of one key of a time series over the application's calls.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Start of the bucket, ms since the epoch (UTC).
+    pub at_ms: i64,
+    pub key: String,
+    pub calls: u64,
+    pub cost_usd: f64,
+    pub cost_avoided_usd: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -443,17 +443,28 @@ impl Store {
     /// Recent calls, newest first.
     pub fn calls(&self, filter: &CallFilter) -> Result<Vec<CallSummary>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, started_at_ms, endpoint, requested_model, served_model, provider, stream, status,
-                    http_status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, cost_usd,
-                    cost_estimated, latency_ms, error, task, cache
-             FROM calls
-             WHERE (?1 IS NULL OR requested_model = ?1 OR served_model = ?1)
-               AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR started_at_ms >= ?3)
-               AND (?5 IS NULL OR task = ?5)
-             ORDER BY started_at_ms DESC, id DESC
+            "SELECT c.id, c.started_at_ms, c.endpoint, c.requested_model, c.served_model, c.provider, c.stream,
+                    c.status, c.http_status, c.input_tokens, c.cached_input_tokens, c.cache_write_tokens,
+                    c.output_tokens, c.cost_usd, c.cost_estimated, c.latency_ms, c.error, c.task, c.cache, t.name,
+                    c.policy_role
+             FROM calls c LEFT JOIN tasks t ON t.id = c.task
+             WHERE (?1 IS NULL OR c.requested_model = ?1 OR c.served_model = ?1)
+               AND (?2 IS NULL OR c.status = ?2)
+               AND (?3 IS NULL OR c.started_at_ms >= ?3)
+               AND (?5 IS NULL OR c.task = ?5)
+               AND (?6 IS NULL OR c.started_at_ms < ?6)
+               AND (?7 IS NULL OR substr(c.id, 1, length(?7)) = ?7)
+               AND (?8 IS NULL OR (?8 = 'none' AND c.policy_version IS NULL)
+                    OR (?8 = 'any' AND c.policy_version IS NOT NULL) OR c.policy_role = ?8)
+               AND (?9 IS NULL OR c.cache = ?9)
+             ORDER BY c.started_at_ms DESC, c.id DESC
              LIMIT ?4",
         )?;
+        let policy = filter.policy.map(|p| match p {
+            crate::PolicyMatch::None => "none",
+            crate::PolicyMatch::Any => "any",
+            crate::PolicyMatch::Role(r) => r.as_str(),
+        });
         let limit = if filter.limit == 0 { 50 } else { filter.limit } as i64;
         let rows = stmt.query_map(
             params![
@@ -461,7 +472,11 @@ impl Store {
                 filter.status.map(CallStatus::as_str),
                 filter.since_ms,
                 limit,
-                filter.task
+                filter.task,
+                filter.until_ms,
+                filter.id_prefix,
+                policy,
+                filter.cache.map(leanlm_core::CacheOutcome::as_str),
             ],
             |r| {
                 let input: Option<i64> = r.get(9)?;
@@ -471,6 +486,8 @@ impl Store {
                 Ok(CallSummary {
                     id: r.get(0)?,
                     task: r.get(17)?,
+                    task_name: r.get(19)?,
+                    policy_role: named_opt(r, 20)?,
                     cache: named_opt(r, 18)?,
                     started_at_ms: r.get(1)?,
                     endpoint: r.get(2)?,
@@ -568,7 +585,8 @@ impl Store {
     }
 
     /// Spend grouped by served model or by UTC day, since a point in time.
-    pub fn spend(&self, by: SpendBy, since_ms: Option<i64>) -> Result<Vec<SpendRow>, StoreError> {
+    pub fn spend(&self, by: SpendBy, span: impl Into<crate::Span>) -> Result<Vec<SpendRow>, StoreError> {
+        let span = span.into();
         let (key, order) = match by {
             SpendBy::Model => ("model", "cost DESC, key"),
             SpendBy::Purpose => ("purpose", "cost DESC, key"),
@@ -602,11 +620,11 @@ impl Store {
             SELECT {key} AS key, COALESCE(SUM(calls), 0), COALESCE(SUM(input), 0), COALESCE(SUM(cached), 0),
                 COALESCE(SUM(output), 0), COALESCE(SUM(cost), 0.0) AS cost, COALESCE(SUM(estimated), 0),
                 COALESCE(SUM(avoided), 0.0)
-            FROM spend WHERE (?1 IS NULL OR at_ms >= ?1)
+            FROM spend WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR at_ms < ?2)
             GROUP BY key ORDER BY {order}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([since_ms], |r| {
+        let rows = stmt.query_map([span.since_ms, span.until_ms], |r| {
             Ok(SpendRow {
                 key: r.get(0)?,
                 calls: r.get::<_, i64>(1)? as u64,
@@ -619,6 +637,64 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every task's name by its id.
+    pub fn task_names(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, name FROM tasks")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the first call was logged, if any.
+    pub fn first_call_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(started_at_ms) FROM calls", [], |r| r.get(0))?)
+    }
+
+    /// The application's calls in a window, counted and priced per bucket of `bucket_ms` (UTC-aligned) and
+    /// per key, oldest first. Only buckets with calls appear.
+    pub fn series(
+        &self,
+        by: crate::SeriesBy,
+        span: crate::Span,
+        bucket_ms: i64,
+    ) -> Result<Vec<crate::SeriesPoint>, StoreError> {
+        let key = match by {
+            crate::SeriesBy::Model => "COALESCE(served_model, requested_model)",
+            crate::SeriesBy::Task => "COALESCE(task, '-')",
+            crate::SeriesBy::Cache => "COALESCE(cache, '-')",
+        };
+        let sql = format!(
+            "SELECT (started_at_ms / ?3) * ?3 AS at, {key} AS key, COUNT(*), COALESCE(SUM(cost_usd), 0.0),
+                    COALESCE(SUM(cost_avoided_usd), 0.0)
+             FROM calls WHERE (?1 IS NULL OR started_at_ms >= ?1) AND (?2 IS NULL OR started_at_ms < ?2)
+             GROUP BY at, key ORDER BY at, key"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![span.since_ms, span.until_ms, bucket_ms.max(1)], |r| {
+            Ok(crate::SeriesPoint {
+                at_ms: r.get(0)?,
+                key: r.get(1)?,
+                calls: r.get::<_, i64>(2)? as u64,
+                cost_usd: r.get(3)?,
+                cost_avoided_usd: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest `limit` policy changes before `until_ms`, oldest first: what a chart of stages over time
+    /// replays (changes before its window set the stages it starts from).
+    pub fn policy_changes(&self, until_ms: Option<i64>, limit: usize) -> Result<Vec<crate::AuditRow>, StoreError> {
+        let span = crate::Span {
+            since_ms: None,
+            until_ms,
+        };
+        let mut rows = self.policy_log(None, span, limit)?;
+        rows.reverse();
+        Ok(rows)
     }
 }
 
@@ -678,15 +754,17 @@ impl Store {
         })
     }
 
-    /// Every task with its activity since a point in time, most expensive first.
-    pub fn tasks(&self, since_ms: Option<i64>) -> Result<Vec<crate::TaskRow>, StoreError> {
+    /// Every task with its activity in a window (a task with no calls in it too), most expensive first.
+    pub fn tasks(&self, span: impl Into<crate::Span>) -> Result<Vec<crate::TaskRow>, StoreError> {
+        let span = span.into();
         let mut stmt = self.conn.prepare_cached(
             "SELECT t.id, t.name, t.origin, t.renamed, t.first_seen_ms, t.last_seen_ms,
                     COUNT(c.id), COALESCE(SUM(c.cost_usd), 0.0) AS cost
              FROM tasks t LEFT JOIN calls c ON c.task = t.id AND (?1 IS NULL OR c.started_at_ms >= ?1)
+                 AND (?2 IS NULL OR c.started_at_ms < ?2)
              GROUP BY t.id ORDER BY cost DESC, t.id",
         )?;
-        let rows = stmt.query_map([since_ms], |r| {
+        let rows = stmt.query_map([span.since_ms, span.until_ms], |r| {
             Ok(crate::TaskRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
@@ -711,13 +789,15 @@ impl Store {
     }
 
     /// The numbers of every call of a task since a point in time, oldest first.
-    pub fn task_stats(&self, id: &str, since_ms: Option<i64>) -> Result<Vec<crate::CallStats>, StoreError> {
+    pub fn task_stats(&self, id: &str, span: impl Into<crate::Span>) -> Result<Vec<crate::CallStats>, StoreError> {
+        let span = span.into();
         let mut stmt = self.conn.prepare_cached(
             "SELECT started_at_ms, served_model, status, input_tokens, cached_input_tokens, cache_write_tokens,
                     output_tokens, cost_usd, latency_ms, request_hash, output_hash
-             FROM calls WHERE task = ?1 AND (?2 IS NULL OR started_at_ms >= ?2) ORDER BY started_at_ms",
+             FROM calls WHERE task = ?1 AND (?2 IS NULL OR started_at_ms >= ?2)
+               AND (?3 IS NULL OR started_at_ms < ?3) ORDER BY started_at_ms",
         )?;
-        let rows = stmt.query_map(params![id, since_ms], |r| {
+        let rows = stmt.query_map(params![id, span.since_ms, span.until_ms], |r| {
             let input: Option<i64> = r.get(3)?;
             let status: String = r.get(2)?;
             Ok(crate::CallStats {
@@ -878,11 +958,22 @@ impl Store {
 
     /// Policy changes, newest first, optionally of one task.
     pub fn policy_audit(&self, task: Option<&str>, limit: usize) -> Result<Vec<crate::AuditRow>, StoreError> {
+        self.policy_log(task, crate::Span::ALL, limit)
+    }
+
+    /// The latest `limit` policy changes in a window (of one task, or of all), newest first.
+    pub fn policy_log(
+        &self,
+        task: Option<&str>,
+        span: crate::Span,
+        limit: usize,
+    ) -> Result<Vec<crate::AuditRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT task, version, at_ms, actor, action, from_stage, to_stage, reason, evidence FROM policy_audit
-             WHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR task = ?1) AND (?3 IS NULL OR at_ms >= ?3) AND (?4 IS NULL OR at_ms < ?4)
+             ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![task, limit as i64], |r| {
+        let rows = stmt.query_map(params![task, limit as i64, span.since_ms, span.until_ms], |r| {
             Ok(crate::AuditRow {
                 task_id: r.get(0)?,
                 version: r.get::<_, i64>(1)? as u64,
@@ -1210,12 +1301,14 @@ impl Store {
     }
 
     /// Per task and kind (`hit`, `semantic-hit`): calls served from a cache and the cost they avoided.
-    pub fn cache_hits(&self) -> Result<Vec<(String, String, u64, f64)>, StoreError> {
+    pub fn cache_hits(&self, span: crate::Span) -> Result<Vec<(String, String, u64, f64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT task, cache, COUNT(*), COALESCE(SUM(cost_avoided_usd), 0.0) FROM calls
-             WHERE cache IN ('hit', 'semantic-hit') AND task IS NOT NULL GROUP BY task, cache ORDER BY task, cache",
+             WHERE cache IN ('hit', 'semantic-hit') AND task IS NOT NULL
+               AND (?1 IS NULL OR started_at_ms >= ?1) AND (?2 IS NULL OR started_at_ms < ?2)
+             GROUP BY task, cache ORDER BY task, cache",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([span.since_ms, span.until_ms], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1591,6 +1684,129 @@ pub(crate) mod tests {
             policy: None,
             stages: Vec::new(),
         }
+    }
+
+    #[test]
+    fn calls_filter_by_window_id_policy_and_cache_and_series_bucket_them() {
+        use crate::{PolicyMatch, SeriesBy, SeriesPoint, Span};
+        use leanlm_core::{CacheOutcome, PolicyTag, Role};
+        let mut s = Store::open("sqlite::memory:").unwrap();
+        let hour = 3_600_000;
+        let mut hit = record("c-hit", "m1", hour, 0.0);
+        hit.cache = Some(CacheOutcome::Hit);
+        hit.cost_avoided_usd = Some(0.5);
+        let mut replaced = record("c-rep", "m2", 2 * hour, 0.25);
+        replaced.policy = Some(PolicyTag {
+            version: 1,
+            role: Role::Replacement,
+        });
+        let mut audited = record("c-ref", "m1", 2 * hour + 1, 1.0);
+        audited.policy = Some(PolicyTag {
+            version: 1,
+            role: Role::Reference,
+        });
+        s.insert_batch(&[hit, replaced, audited, record("d-plain", "m1", 3 * hour, 2.0)])
+            .unwrap();
+        let ids = |f: CallFilter| {
+            let mut v: Vec<String> = s
+                .calls(&CallFilter { limit: 10, ..f })
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            ids(CallFilter {
+                cache: Some(CacheOutcome::Hit),
+                ..Default::default()
+            }),
+            ["c-hit"]
+        );
+        assert_eq!(
+            ids(CallFilter {
+                policy: Some(PolicyMatch::Any),
+                ..Default::default()
+            }),
+            ["c-ref", "c-rep"]
+        );
+        assert_eq!(
+            ids(CallFilter {
+                policy: Some(PolicyMatch::Role(Role::Replacement)),
+                ..Default::default()
+            }),
+            ["c-rep"]
+        );
+        assert_eq!(
+            ids(CallFilter {
+                policy: Some(PolicyMatch::None),
+                ..Default::default()
+            }),
+            ["c-hit", "d-plain"]
+        );
+        assert_eq!(
+            ids(CallFilter {
+                id_prefix: Some("c-".into()),
+                ..Default::default()
+            }),
+            ["c-hit", "c-ref", "c-rep"]
+        );
+        // A prefix is matched as text, not as a LIKE pattern.
+        assert!(
+            ids(CallFilter {
+                id_prefix: Some("%".into()),
+                ..Default::default()
+            })
+            .is_empty()
+        );
+        assert_eq!(
+            ids(CallFilter {
+                since_ms: Some(2 * hour),
+                until_ms: Some(3 * hour),
+                ..Default::default()
+            }),
+            ["c-ref", "c-rep"],
+            "the window includes its start and excludes its end"
+        );
+        let listed = s.calls(&CallFilter::default()).unwrap();
+        assert_eq!(listed[0].task_name.as_deref(), Some("m1-task"));
+        assert_eq!(listed[1].policy_role, Some(Role::Reference));
+
+        let by_model = s.series(SeriesBy::Model, Span::ALL, hour).unwrap();
+        let at = |p: &SeriesPoint| (p.at_ms / hour, p.key.clone(), p.calls);
+        assert_eq!(
+            by_model.iter().map(at).collect::<Vec<_>>(),
+            [
+                (1, "m1".into(), 1),
+                (2, "m1".into(), 1),
+                (2, "m2".into(), 1),
+                (3, "m1".into(), 1)
+            ]
+        );
+        let by_cache = s
+            .series(
+                SeriesBy::Cache,
+                Span {
+                    since_ms: None,
+                    until_ms: Some(2 * hour),
+                },
+                hour,
+            )
+            .unwrap();
+        assert_eq!(by_cache.len(), 1);
+        assert_eq!((by_cache[0].key.as_str(), by_cache[0].cost_avoided_usd), ("hit", 0.5));
+        assert_eq!(s.first_call_ms().unwrap(), Some(hour));
+        let spent = s
+            .spend(
+                SpendBy::Model,
+                Span {
+                    since_ms: Some(2 * hour),
+                    until_ms: Some(3 * hour),
+                },
+            )
+            .unwrap();
+        assert_eq!(spent.iter().map(|r| r.calls).sum::<u64>(), 2);
     }
 
     #[test]

@@ -2,14 +2,12 @@
 
 use std::collections::BTreeSet;
 
+use leanlm_core::money::MONTH_MS;
 use leanlm_core::{CallStats, CallStatus};
 use leanlm_cost::{Capabilities, ModelKind, Price};
 use serde::Serialize;
 
 use crate::replacement::Replacement;
-
-const DAY_MS: i64 = 86_400_000;
-const MONTH_MS: i64 = 30 * DAY_MS;
 
 /// A model a deployment may use, as the catalog knows it.
 #[derive(Debug, Clone, Serialize)]
@@ -92,8 +90,7 @@ impl TaskUsage {
         }
         let first = recent.iter().map(|s| s.started_at_ms).min().unwrap_or(now_ms);
         // A log younger than a month is scaled up, but never from less than a day.
-        let observed = (now_ms - first).clamp(0, MONTH_MS);
-        let window = observed.max(DAY_MS);
+        let monthly = leanlm_core::money::Monthly::since(first, now_ms);
         let n = recent.len() as f64;
         let mut seen = std::collections::HashSet::new();
         let duplicates = recent
@@ -102,7 +99,7 @@ impl TaskUsage {
             .filter(|h| !seen.insert(*h))
             .count();
         TaskUsage {
-            calls_per_month: n * MONTH_MS as f64 / window as f64,
+            calls_per_month: n * monthly.factor,
             mean_input_tokens: recent.iter().map(|s| s.input_tokens.unwrap_or(0) as f64).sum::<f64>() / n,
             mean_output_tokens: recent.iter().map(|s| s.output_tokens.unwrap_or(0) as f64).sum::<f64>() / n,
             cost_per_call_usd: recent.iter().filter_map(|s| s.cost_usd).sum::<f64>() / n,
@@ -114,7 +111,7 @@ impl TaskUsage {
                 .unwrap_or(0),
             needs,
             duplicate_share: duplicates as f64 / n,
-            observed_hours: observed as f64 / 3_600_000.0,
+            observed_hours: monthly.basis_days * 24.0,
         }
     }
 }
@@ -276,6 +273,7 @@ pub fn candidates(task: &TaskUsage, catalog: &[CatalogModel]) -> Vec<Candidate> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leanlm_core::money::DAY_MS;
 
     fn stat(at: i64, input: u64, output: u64, cost: f64, hash: &str) -> CallStats {
         CallStats {

@@ -194,11 +194,7 @@ fn pct(x: f64) -> String {
 }
 
 fn usd(x: Option<f64>) -> String {
-    match x {
-        Some(v) if v.abs() >= 0.01 => format!("${v:.2}"),
-        Some(v) => format!("${v:.6}"),
-        None => "unknown".into(),
-    }
+    x.map(leanlm_core::money::usd).unwrap_or_else(|| "unknown".into())
 }
 
 fn cell(s: &str) -> String {

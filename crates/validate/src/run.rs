@@ -599,8 +599,8 @@ impl<R: Replay> Validation<'_, R> {
                 passed: false,
                 rule: Rule::CostCap,
                 reason: format!(
-                    "the cost cap of ${:.4} stopped the replay after {n} calls, before the evidence decided ({})",
-                    self.opts.max_cost_usd.unwrap_or(0.0),
+                    "the cost cap of {} stopped the replay after {n} calls, before the evidence decided ({})",
+                    leanlm_core::money::usd(self.opts.max_cost_usd.unwrap_or(0.0)),
                     v.reason
                 ),
             },
@@ -915,7 +915,10 @@ impl<R: Replay> Validation<'_, R> {
         agreement: &stats::Rate,
         spent: &Spent,
     ) -> Option<ScorerCheck> {
-        let agreed: Vec<&(usize, Reply, Scored)> = outcomes.iter().filter(|o| o.2.agree).collect();
+        let mut agreed: Vec<&(usize, Reply, Scored)> = outcomes.iter().filter(|o| o.2.agree).collect();
+        // Replies arrive in whatever order the replay finished them; spread the sample over the calls'
+        // order instead, so the same seed checks the same answers on every run.
+        agreed.sort_by_key(|o| o.0);
         if agreed.is_empty() {
             return None;
         }
