@@ -62,7 +62,7 @@ impl StoreArgs {
         Ok(self.config()?.store_url)
     }
 
-    /// Opens an existing call log.
+    /// Opens an existing call log, and prices calls with the prices imported into it from then on.
     fn open(&self) -> anyhow::Result<Store> {
         let url = self.url()?;
         if let Some(path) = url.strip_prefix("sqlite://")
@@ -70,7 +70,9 @@ impl StoreArgs {
         {
             anyhow::bail!("no call log at {path}: start the gateway with `leanlm serve` first, or pass --db");
         }
-        Store::open(&url).with_context(|| format!("opening {url}"))
+        let store = Store::open(&url).with_context(|| format!("opening {url}"))?;
+        leanlm_control::prices::install(&store).context("reading imported prices")?;
+        Ok(store)
     }
 }
 
@@ -310,8 +312,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The bundled price table (USD per million tokens).
+    /// The price table in use (USD per million tokens): the bundled one, with imported prices over it.
     Prices {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Import a price list in LiteLLM's layout (model_prices_and_context_window.json) into the store:
+        /// every gateway and command reading the store prices calls with it from its next start.
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+        /// The imported list's date (YYYY-MM-DD); default today.
+        #[arg(long, requires = "import")]
+        as_of: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -352,7 +363,16 @@ fn since(hours: Option<f64>) -> Option<i64> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` or `less` ends quietly when the reader stops, as other command-line tools do,
+    // instead of panicking on the broken pipe. Not for `serve`: a client hanging up must not end the gateway.
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // SAFETY: setting a signal's disposition to the default, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // A validation that ran and failed is an answer, not an error: exit 2, the report is printed.
@@ -768,18 +788,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Prices { json } => {
-            let table = leanlm_cost::PriceTable::bundled();
+        Command::Prices {
+            store,
+            import: Some(file),
+            as_of,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let url = store.url()?;
+            let mut db = Store::open(&url).with_context(|| format!("opening {url}"))?;
+            let as_of = as_of.unwrap_or_else(leanlm_cost::today);
+            let s = leanlm_control::prices::import_litellm(&mut db, &text, &as_of, &file.display().to_string())
+                .with_context(|| format!("importing {}", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "imported {} models as of {} into {url} ({} new, {} priced differently from the bundled table; {} \
+                     entries of providers or modes LeanLM does not serve skipped). Gateways use them from their next start.",
+                    s.imported, s.as_of, s.new, s.changed, s.skipped
+                );
+            }
+            Ok(())
+        }
+        Command::Prices {
+            store,
+            import: None,
+            json,
+            ..
+        } => {
+            // The store's imports where there is a store; the bundled table alone where there is none yet.
+            let table = match store.open() {
+                Ok(db) => leanlm_control::prices::table(&db)?,
+                Err(_) => leanlm_cost::PriceTable::bundled().clone(),
+            };
             if json {
                 let m: serde_json::Map<String, serde_json::Value> = table
                     .models()
                     .into_iter()
-                    .map(|(k, e)| (k.to_owned(), serde_json::to_value(e).unwrap_or_default()))
+                    .map(|(k, e)| {
+                        let mut v = serde_json::to_value(e).unwrap_or_default();
+                        v["as_of"] = table.dated(k).into();
+                        (k.to_owned(), v)
+                    })
                     .collect();
-                println!("{}", serde_json::json!({"as_of": table.as_of, "models": m}));
+                println!("{}", serde_json::json!({"as_of": table.newest(), "models": m}));
                 return Ok(());
             }
-            let mut t = crate::show::table(["model", "served by", "input", "cached input", "cache write", "output"]);
+            let mut t = crate::show::table([
+                "model",
+                "served by",
+                "input",
+                "cached input",
+                "cache write",
+                "output",
+                "as of",
+            ]);
             let opt = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
             for (name, e) in table.models() {
                 t.add_row([
@@ -789,10 +853,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     opt(e.price.cached_input),
                     opt(e.price.cache_write),
                     e.price.output.to_string(),
+                    table.dated(name).to_owned(),
                 ]);
             }
             println!("{t}");
-            println!("USD per million tokens, as of {}", table.as_of);
+            println!("USD per million tokens.");
+            if let Some(warning) = leanlm_control::prices::staleness(&table) {
+                println!("Warning: {warning}.");
+            }
             Ok(())
         }
     }
@@ -800,6 +868,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The models tasks may move to: the configured catalog's allowed models (what `tasks` prices savings on).
 fn offers(store: &StoreArgs) -> anyhow::Result<Vec<leanlm_profile::Offer>> {
+    // Opening the store puts its imported prices over the bundled ones first.
+    store.open()?;
     let config = store.config()?;
     Ok(leanlm_control::tasks::offers(&leanlm_gateway::route::catalog(&config)))
 }

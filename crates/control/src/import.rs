@@ -215,7 +215,7 @@ fn call_from(
         .and_then(Value::as_str)
         .unwrap_or(&parsed.model)
         .to_owned();
-    let price = PriceTable::bundled().lookup(&served).map(|e| e.price);
+    let price = PriceTable::active().lookup(&served).map(|e| e.price);
     let started_at_ms = line
         .get("created_at")
         .or_else(|| resp.get("created"))

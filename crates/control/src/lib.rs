@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod import;
 pub mod policy;
+pub mod prices;
 pub mod series;
 pub mod tasks;
 

@@ -1,10 +1,56 @@
 //! What a call costs: a bundled, dated price table, exact cost from the provider's own usage accounting,
 //! and local token counts for the rare upstream that reports none.
 
+pub mod litellm;
 mod prices;
 pub mod tokens;
 
-pub use prices::{Capabilities, Host, ModelKind, Price, PriceEntry, PriceError, PriceTable};
+pub use prices::{Capabilities, Host, ModelKind, Price, PriceEntry, PriceError, PriceTable, STALE_AFTER_DAYS};
+
+/// Days from 1970-01-01 to a `YYYY-MM-DD` date (proleptic Gregorian), or `None` if it is not one.
+pub fn days_since_epoch(date: &str) -> Option<i64> {
+    let mut parts = date.trim().splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let d: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// Today's date (UTC) as `YYYY-MM-DD`.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    civil(secs.div_euclid(86_400))
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01.
+pub fn civil(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// How many days old the prices of `table` are today, when its dates read as dates.
+pub fn age_days(table: &PriceTable) -> Option<i64> {
+    Some(days_since_epoch(&today())? - days_since_epoch(table.newest())?)
+}
 
 use leanlm_wire::Usage;
 
@@ -27,6 +73,33 @@ pub fn cost_usd(usage: &Usage, price: &Price) -> f64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn dates_count_days_both_ways() {
+        assert_eq!(days_since_epoch("1970-01-01"), Some(0));
+        assert_eq!(days_since_epoch("2000-03-01"), Some(11_017));
+        assert_eq!(civil(11_017), "2000-03-01");
+        for d in [-1000, 0, 59, 365, 10_956, 20_500, 30_000] {
+            assert_eq!(days_since_epoch(&civil(d)), Some(d));
+        }
+        assert_eq!(days_since_epoch("2025-13-01"), None);
+        assert_eq!(days_since_epoch("yesterday"), None);
+        assert!(today().starts_with("20"));
+    }
+
+    #[test]
+    fn imported_prices_replace_bundled_ones_and_carry_their_date() {
+        let bundled = PriceTable::bundled();
+        let mut entry = *bundled.lookup("gpt-4o-mini").unwrap();
+        entry.price.input = 0.123;
+        let t = bundled.with_imported(&[("gpt-4o-mini".into(), entry, "2099-01-02".into())]);
+        assert!((t.lookup("gpt-4o-mini").unwrap().price.input - 0.123).abs() < 1e-12);
+        assert_eq!(t.dated("gpt-4o-mini"), "2099-01-02");
+        assert_eq!(t.dated("gpt-4o"), bundled.as_of);
+        assert_eq!(t.newest(), "2099-01-02");
+        assert!(age_days(&t).unwrap() < 0, "a date in the future is not stale");
+        assert!(age_days(bundled).unwrap() > 0);
+    }
 
     fn price(model: &str) -> Price {
         PriceTable::bundled().lookup(model).unwrap().price

@@ -173,6 +173,8 @@ pub enum PriceError {
     Parse(#[from] toml::de::Error),
     #[error("price table: model `{model}`: {message}")]
     Invalid { model: String, message: String },
+    #[error("price list: {message}")]
+    Import { message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,9 +183,55 @@ pub struct PriceTable {
     /// The date the prices were taken from the providers' pages.
     pub as_of: String,
     models: HashMap<String, PriceEntry>,
+    /// Models whose price came from an imported list, with that list's date.
+    #[serde(skip)]
+    imported: HashMap<String, String>,
 }
 
+/// The table in use: the bundled one with imported prices over it, installed once at start.
+static ACTIVE: OnceLock<PriceTable> = OnceLock::new();
+
+/// How old a table may get before a start warns that its prices may have changed.
+pub const STALE_AFTER_DAYS: i64 = 90;
+
 impl PriceTable {
+    /// The table every price lookup of this process reads: [`PriceTable::bundled`] until [`PriceTable::install`]
+    /// puts imported prices over it.
+    pub fn active() -> &'static PriceTable {
+        ACTIVE.get().unwrap_or_else(|| PriceTable::bundled())
+    }
+
+    /// Makes `table` the [`PriceTable::active`] one. Only the first install of a process counts (prices are
+    /// read from many threads, and must not change under a running call); `false` for later ones.
+    pub fn install(table: PriceTable) -> bool {
+        ACTIVE.set(table).is_ok()
+    }
+
+    /// This table with `entries` over it: imported prices replace bundled ones of the same name.
+    pub fn with_imported(&self, entries: &[(String, PriceEntry, String)]) -> PriceTable {
+        let mut t = self.clone();
+        for (name, entry, as_of) in entries {
+            t.models.insert(name.clone(), *entry);
+            t.imported.insert(name.clone(), as_of.clone());
+        }
+        t
+    }
+
+    /// The date a model's price was taken: its import's, else the table's.
+    pub fn dated(&self, model: &str) -> &str {
+        self.imported.get(model).map_or(self.as_of.as_str(), String::as_str)
+    }
+
+    /// The newest date of any price in the table: what "how old are these prices" is measured from.
+    pub fn newest(&self) -> &str {
+        self.imported
+            .values()
+            .map(String::as_str)
+            .chain([self.as_of.as_str()])
+            .max()
+            .unwrap_or(&self.as_of)
+    }
+
     /// The table shipped inside the binary.
     pub fn bundled() -> &'static PriceTable {
         static TABLE: OnceLock<PriceTable> = OnceLock::new();

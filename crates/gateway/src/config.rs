@@ -672,7 +672,7 @@ impl Config {
                 let target = f.get_ref();
                 let known = models.contains_key(target)
                     || target.split_once('/').is_some_and(|(p, _)| providers.contains_key(p))
-                    || leanlm_cost::PriceTable::bundled().lookup(target).is_some();
+                    || leanlm_cost::PriceTable::active().lookup(target).is_some();
                 if !known {
                     return Err(at(
                         f.span().start,

@@ -167,7 +167,7 @@ pub fn configure_models(names: impl IntoIterator<Item = String>) {
 /// after a `provider/` prefix).
 fn labelled(model: &str) -> bool {
     let priced = |name: &str| {
-        CONFIGURED.read().is_ok_and(|c| c.contains(name)) || leanlm_cost::PriceTable::bundled().lookup(name).is_some()
+        CONFIGURED.read().is_ok_and(|c| c.contains(name)) || leanlm_cost::PriceTable::active().lookup(name).is_some()
     };
     model == UNKNOWN || priced(model) || model.split_once('/').is_some_and(|(_, m)| priced(m))
 }

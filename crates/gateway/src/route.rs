@@ -68,7 +68,7 @@ impl Routes {
         // A table model goes to the provider named after who serves it: Groq's models to `[providers.groq]`,
         // never to OpenAI because they speak its API, nor because a name like Groq's `openai/gpt-oss-120b`
         // reads as `provider/model`.
-        if let Some(entry) = PriceTable::bundled().lookup(name) {
+        if let Some(entry) = PriceTable::active().lookup(name) {
             return match self.providers.get(entry.host.as_str()) {
                 Some(provider) => Ok(self.target(name, name, provider.clone(), None)),
                 None => Err(unknown(name, self)),
@@ -86,7 +86,7 @@ impl Routes {
     fn target(&self, model: &str, upstream: &str, provider: Arc<ProviderConfig>, price: Option<Price>) -> Target {
         let price = price
             .or_else(|| self.config.prices.get(upstream).copied())
-            .or_else(|| PriceTable::bundled().lookup(upstream).map(|e| e.price));
+            .or_else(|| PriceTable::active().lookup(upstream).map(|e| e.price));
         if price.is_none() {
             let mut seen = self.unpriced.lock().unwrap_or_else(|p| p.into_inner());
             // Warned about once each, up to a bound: `provider/model` names are the client's to choose.
@@ -126,7 +126,7 @@ impl Routes {
             .iter()
             .map(|(k, m)| (k.clone(), m.provider.clone()))
             .collect();
-        for (name, e) in PriceTable::bundled().models() {
+        for (name, e) in PriceTable::active().models() {
             if self.providers.contains_key(e.provider.as_str()) && !self.config.models.contains_key(name) {
                 out.push((name.to_owned(), e.provider.as_str().to_owned()));
             }
@@ -154,7 +154,7 @@ fn unknown(name: &str, routes: &Routes) -> WireError {
 /// model in the price table.
 pub fn catalog(config: &Config) -> Vec<leanlm_validate::CatalogModel> {
     let routes = Routes::new(Arc::new(config.clone()));
-    let table = leanlm_cost::PriceTable::bundled();
+    let table = leanlm_cost::PriceTable::active();
     let everything = config.catalog_allow.iter().any(|m| m == "*");
     let mut names: std::collections::BTreeSet<String> = config.models.keys().cloned().collect();
     names.extend(config.catalog_allow.iter().filter(|m| *m != "*").cloned());

@@ -110,6 +110,8 @@ impl Gateway {
         crate::metrics::configure_models(config.models.keys().chain(config.prices.keys()).cloned());
         let store =
             Store::open(&config.store_url).with_context(|| format!("opening the store {}", config.store_url))?;
+        // Prices imported into the store (`leanlm prices --import`) over the bundled table, before any call.
+        leanlm_control::prices::install(&store).context("reading imported prices")?;
         // Templates already known to be tasks keep their ids from the first call after a restart.
         let known = store.tasks(None).context("reading known tasks")?;
         let named: Vec<String> = known
@@ -285,8 +287,16 @@ fn banner(config: &Config, addr: SocketAddr) -> String {
             None => format!("{name} (client's key)"),
         })
         .collect();
+    let table = leanlm_cost::PriceTable::active();
+    let prices = match leanlm_control::prices::staleness(table) {
+        Some(warning) => {
+            tracing::warn!("{warning}");
+            format!("WARNING: {warning}")
+        }
+        None => format!("as of {}", table.newest()),
+    };
     format!(
-        "LeanLM listening on http://{addr}\n  dashboard: {dashboard}\n  call log:  {}\n  providers: {}",
+        "LeanLM listening on http://{addr}\n  dashboard: {dashboard}\n  call log:  {}\n  providers: {}\n  prices:    {prices}",
         config.store_url,
         if providers.is_empty() {
             "none".to_owned()
@@ -683,6 +693,15 @@ mod tests {
         );
         let off = Config::from_toml("t.toml", "", &Default::default(), &|_| None).unwrap();
         assert!(banner(&off, "127.0.0.1:8080".parse().unwrap()).contains("LEANLM_ADMIN_TOKEN"));
+        // The bundled prices' date, with a warning once they are over 90 days old.
+        let prices = b
+            .lines()
+            .find(|l| l.trim_start().starts_with("prices:"))
+            .unwrap_or_default();
+        let table = leanlm_cost::PriceTable::active();
+        assert!(prices.contains(table.newest()), "{b}");
+        let stale = leanlm_cost::age_days(table).is_some_and(|d| d > leanlm_cost::STALE_AFTER_DAYS);
+        assert_eq!(prices.contains("WARNING") && prices.contains("--import"), stale, "{b}");
     }
 
     /// An online check still holding the state at shutdown (issue 24): the queue is written all the same.

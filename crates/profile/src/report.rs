@@ -127,7 +127,7 @@ fn savings(
     let models: Vec<(&str, leanlm_cost::Price, leanlm_cost::Capabilities)> = match offers {
         Some(o) => o.iter().map(|o| (o.name.as_str(), o.price, o.caps)).collect(),
         None => {
-            table = PriceTable::bundled();
+            table = PriceTable::active();
             table.models().into_iter().map(|(n, e)| (n, e.price, e.caps)).collect()
         }
     };

@@ -251,6 +251,17 @@ CREATE TABLE secrets (
     value BLOB NOT NULL
 );
 "#,
+    r#"
+-- Prices imported from a price list (`leanlm prices --import`), over the bundled table: one entry per model
+-- (JSON in the price table's own fields), with the list's date and where it came from.
+CREATE TABLE prices (
+    model TEXT PRIMARY KEY,
+    entry TEXT NOT NULL,
+    as_of TEXT NOT NULL,
+    source TEXT NOT NULL,
+    imported_at_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
@@ -1091,6 +1102,34 @@ impl Store {
             .conn
             .query_row("SELECT value FROM secrets WHERE name = ?1", params![name], |r| r.get(0))?;
         Ok(<[u8; 32]>::try_from(value.as_slice()).unwrap_or(candidate))
+    }
+
+    /// Keeps imported prices (model, entry as JSON), replacing earlier imports of the same models, in one
+    /// transaction: a failed import leaves the previous prices whole.
+    pub fn save_prices(&mut self, rows: &[(String, String)], as_of: &str, source: &str) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let tx = self.write()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO prices (model, entry, as_of, source, imported_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (model, entry) in rows {
+                stmt.execute(params![model, entry, as_of, source, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Imported prices: (model, entry as JSON, date), by model.
+    pub fn prices(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT model, entry, as_of FROM prices ORDER BY model")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Keeps templates discovery mined; one already kept is left as it is.
