@@ -1,4 +1,4 @@
-# Shared by the benchmark scripts (sourced, not run): release builds, a scratch directory whose servers are
+# Shared by the benchmark scripts (sourced, not run): dist builds (whole-program optimised), a scratch directory whose servers are
 # stopped on exit, and the benchmark's chat request.
 #
 #   . "$(dirname "$0")/common.sh"     # after `cd` to the repository root
@@ -9,7 +9,7 @@
 
 bench_setup() {
     target="${CARGO_TARGET_DIR:-$PWD/target}"
-    local profile="${PROFILE:-release}"
+    local profile="${PROFILE:-dist}"
     cargo build --profile "$profile" -q -p leanlm -p leanlm-mock
     bin="$target/$profile"
     work="$(mktemp -d)"

@@ -100,7 +100,7 @@ def run(case: str) -> dict:
 
 def main() -> None:
     if not (BIN / "leanlm").exists():
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
     say("# Call-log durability under load")
     say("")
     say(f"`python3 bench/durability.py` with the binaries in `{BIN.relative_to(ROOT) if BIN.is_relative_to(ROOT) else BIN}`; "

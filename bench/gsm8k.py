@@ -103,7 +103,7 @@ def candidate_answers(rows: list[dict]) -> dict[str, str]:
     todo = [r for r in rows if r["question"] not in have]
     if todo:
         print(f"SmolLM2 answers {len(todo)} questions (cached in {cache})", file=sys.stderr, flush=True)
-        example = Path(os.environ.get("LEANLM_ANSWER_BIN", TARGET / "release" / "examples" / "answer"))
+        example = Path(os.environ.get("LEANLM_ANSWER_BIN", TARGET / "dist" / "examples" / "answer"))
         inp = "".join(json.dumps({"prompt": r["question"], "system": SYSTEM}) + "\n" for r in todo)
         started = time.time()
         with open(cache, "a") as out:
@@ -130,9 +130,9 @@ def candidate_answers(rows: list[dict]) -> dict[str, str]:
 
 def main() -> None:
     if "LEANLM_BIN_DIR" not in os.environ:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT,
+        subprocess.run(["cargo", "build", "--profile", "dist", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT,
                        check=True)
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-local", "--example", "answer"], cwd=ROOT,
+        subprocess.run(["cargo", "build", "--profile", "dist", "-q", "-p", "leanlm-local", "--example", "answer"], cwd=ROOT,
                        check=True)
     rows = gsm8k_test()
     random.Random(SEED).shuffle(rows)

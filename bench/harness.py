@@ -14,9 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-# The binaries: the release build unless LEANLM_BIN_DIR names another (a debug build will do where speed is
+# The binaries: the dist build (whole-program optimised) unless LEANLM_BIN_DIR names another (a debug build will do where speed is
 # not what is measured).
-BIN = Path(os.environ.get("LEANLM_BIN_DIR", TARGET / "release"))
+BIN = Path(os.environ.get("LEANLM_BIN_DIR", TARGET / "dist"))
 LEANLM = BIN / "leanlm"
 MOCK = BIN / "leanlm-mock"
 

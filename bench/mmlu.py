@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Learned routing and cascades on MMLU, end to end through `leanlm serve`.
 
-The in-process benchmark (`cargo run --release -p leanlm-route --example mmlu`) measures the router's
+The in-process benchmark (`cargo run --profile dist -p leanlm-route --example mmlu`) measures the router's
 cost/accuracy curve on all of RouteLLM's MMLU data. This one runs the product's own path instead, with the
 same data behind a replay upstream: `leanlm-mock --routellm` answers each MMLU question as the logged model
 did (right exactly where Mixtral-8x7B-Instruct or GPT-4-1106-preview was right; the files hold correctness,
@@ -129,7 +129,7 @@ def summary(rows: list[dict], reference: dict[str, str] | None = None) -> dict:
 
 
 def main() -> None:
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--profile", "dist", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
     qs = questions()
     random.Random(SEED).shuffle(qs)
     if TRAIN + VALIDATE + TEST > len(qs):

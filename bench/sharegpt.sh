@@ -38,4 +38,4 @@ with open(sys.argv[2], "w") as out:
 print(f"{n} first user turns", file=sys.stderr)
 PY
 fi
-cargo run --release -q -p leanlm-semantic --example sharegpt -- "$prompts" "$N"
+cargo run --profile dist -q -p leanlm-semantic --example sharegpt -- "$prompts" "$N"

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 # LEANLM_BIN_DIR=target/debug runs another build's binaries and skips building and the timing.
-BIN = Path(os.environ.get("LEANLM_BIN_DIR", TARGET / "release"))
+BIN = Path(os.environ.get("LEANLM_BIN_DIR", TARGET / "dist"))
 CALLS = int(os.environ.get("CALLS", "3000"))
 SEED = int(os.environ.get("SEED", "7"))
 random.seed(SEED)
@@ -383,8 +383,8 @@ def v_measure(labels, clusters) -> tuple[float, float, float]:
 def main() -> None:
     timed = "LEANLM_BIN_DIR" not in os.environ
     if timed:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leanlm-profile", "--example", "discovery_timing"],
+        subprocess.run(["cargo", "build", "--profile", "dist", "-q", "-p", "leanlm", "-p", "leanlm-mock"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "-q", "-p", "leanlm-profile", "--example", "discovery_timing"],
                        cwd=ROOT, check=True)
     bank, convs = banking(), sharegpt()
     workload = os.environ.get("WORKLOAD", "templates")
@@ -469,7 +469,7 @@ def main() -> None:
             typed_right += ok
             typed_rows.append((t["task"]["name"], t["task"]["calls"], majority, expected_type.get(majority), got, ok))
         timing = json.loads(subprocess.run(
-            [str(TARGET / "release" / "examples" / "discovery_timing"), str(work / "requests.jsonl")],
+            [str(TARGET / "dist" / "examples" / "discovery_timing"), str(work / "requests.jsonl")],
             capture_output=True, text=True, check=True).stdout) if timed else None
 
         print(f"{CALLS} calls from {len(tpls) - 1} templates + free-form chat, replayed in {elapsed:.1f}s")

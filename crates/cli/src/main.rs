@@ -9,6 +9,7 @@ use leanlm_store::{CallFilter, CallStatus, SpendBy, Store};
 
 mod cache;
 mod cascade;
+mod demo;
 mod deploy;
 mod show;
 mod validate;
@@ -78,6 +79,9 @@ impl StoreArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Try LeanLM with no provider key and no network: a built-in mock provider, the gateway in front of
+    /// it, and a few hundred calls of a classification task through it.
+    Demo(demo::DemoArgs),
     /// Run the gateway.
     Serve {
         /// Configuration file (TOML; see leanlm.example.toml); default ./leanlm.toml if present.
@@ -367,7 +371,7 @@ fn main() -> std::process::ExitCode {
     // instead of panicking on the broken pipe. Not for `serve`: a client hanging up must not end the gateway.
     let cli = Cli::parse();
     #[cfg(unix)]
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo(_)) {
         // SAFETY: setting a signal's disposition to the default, before any other thread exists.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -451,6 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => validate::validations(&store, task.as_deref(), limit, json),
         Command::Validation { store, id, format } => validate::validation(&store, &id, &format),
+        Command::Demo(args) => demo::run(args, local_embedder()),
         Command::Serve { config, listen, db } => {
             let config = Config::load(config_path(config.as_deref()).as_deref(), &Overrides { listen, db })?;
             leanlm_gateway::run(config, Some(local_embedder()))

@@ -183,6 +183,9 @@ pub struct PriceTable {
     /// The date the prices were taken from the providers' pages.
     pub as_of: String,
     models: HashMap<String, PriceEntry>,
+    /// Models checked against the provider's published prices since `as_of`: the date, then the page.
+    #[serde(default)]
+    checked: HashMap<String, String>,
     /// Models whose price came from an imported list, with that list's date.
     #[serde(skip)]
     imported: HashMap<String, String>,
@@ -217,12 +220,17 @@ impl PriceTable {
         t
     }
 
-    /// The date a model's price was taken: its import's, else the table's.
+    /// The date a model's price was taken: its import's, else its last check's, else the table's.
     pub fn dated(&self, model: &str) -> &str {
-        self.imported.get(model).map_or(self.as_of.as_str(), String::as_str)
+        self.imported
+            .get(model)
+            .map(String::as_str)
+            .or_else(|| self.checked.get(model).and_then(|c| c.split_whitespace().next()))
+            .unwrap_or(&self.as_of)
     }
 
-    /// The newest date of any price in the table: what "how old are these prices" is measured from.
+    /// The newest date of the table or of an import: what "how old are these prices" is measured from (a
+    /// check of a few entries does not make the rest current).
     pub fn newest(&self) -> &str {
         self.imported
             .values()
@@ -242,6 +250,15 @@ impl PriceTable {
 
     pub fn parse(text: &str) -> Result<PriceTable, PriceError> {
         let table: PriceTable = toml::from_str(text)?;
+        for (model, check) in &table.checked {
+            let date = check.split_whitespace().next().unwrap_or_default();
+            if !table.models.contains_key(model) || crate::days_since_epoch(date).is_none() {
+                return Err(PriceError::Invalid {
+                    model: model.clone(),
+                    message: format!("[checked] needs a model of the table and \"YYYY-MM-DD source\", got `{check}`"),
+                });
+            }
+        }
         for (model, e) in &table.models {
             e.price.validate().map_err(|message| PriceError::Invalid {
                 model: model.clone(),
@@ -362,5 +379,12 @@ mod tests {
         assert!(
             PriceTable::parse("as_of = \"x\"\n[models.m]\nprovider = \"nope\"\ninput = 1.0\noutput = 1.0\n").is_err()
         );
+        let entry = format!("[models.m]\nprovider = \"openai\"\ninput = 1.0\noutput = 1.0\n{caps}");
+        let ok = format!("as_of = \"x\"\n[checked]\nm = \"2026-12-08 example.com\"\n{entry}");
+        assert_eq!(PriceTable::parse(&ok).unwrap().dated("m"), "2026-12-08");
+        for bad in ["other = \"2026-12-08 x\"", "m = \"last week\""] {
+            let e = PriceTable::parse(&format!("as_of = \"x\"\n[checked]\n{bad}\n{entry}")).unwrap_err();
+            assert!(e.to_string().contains("[checked]"), "{e}");
+        }
     }
 }
