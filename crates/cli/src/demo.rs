@@ -37,7 +37,10 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs, embedder: leanlm_gateway::embedder::EmbedLoader) -> anyhow::Result<()> {
     // A port in use is said now, before the demo's traffic could reach whatever holds it.
     drop(std::net::TcpListener::bind(&args.listen).with_context(|| {
-        format!("binding {}: is LeanLM already running? Pass --listen 127.0.0.1:PORT", args.listen)
+        format!(
+            "binding {}: is LeanLM already running? Pass --listen 127.0.0.1:PORT",
+            args.listen
+        )
     })?);
     // The mock upstream lives on a runtime of its own for as long as the gateway serves.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +118,12 @@ async fn traffic(addr: std::net::SocketAddr, n: usize, config: &std::path::Path,
     let base = format!("http://{addr}");
     let mut up = false;
     for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             up = true;
             break;
         }
@@ -143,7 +151,11 @@ async fn traffic(addr: std::net::SocketAddr, n: usize, config: &std::path::Path,
     // suggested next see every call.
     let store = leanlm_store::Store::open(db)?;
     for _ in 0..100 {
-        let logged: u64 = store.spend(leanlm_store::SpendBy::Model, None)?.iter().map(|r| r.calls).sum();
+        let logged: u64 = store
+            .spend(leanlm_store::SpendBy::Model, None)?
+            .iter()
+            .map(|r| r.calls)
+            .sum();
         if logged >= sent {
             break;
         }

@@ -71,7 +71,10 @@ fn the_demo_runs_the_loop_offline() {
     }
     let ready = said.iter().find(|l| l.starts_with("Demo: ")).unwrap();
     assert!(ready.starts_with("Demo: 120 calls"), "{ready}");
-    assert!(said.iter().any(|l| l.contains("leanlm validate --config leanlm-demo.toml")));
+    assert!(
+        said.iter()
+            .any(|l| l.contains("leanlm validate --config leanlm-demo.toml"))
+    );
 
     // The commands it suggests, with the file it wrote.
     let (code, out, err) = leanlm(&dir, &["tasks", "--config", "leanlm-demo.toml", "--json"]);

@@ -96,7 +96,11 @@ mod tests {
         assert!((t.lookup("gpt-4o-mini").unwrap().price.input - 0.123).abs() < 1e-12);
         assert_eq!(t.dated("gpt-4o-mini"), "2099-01-02");
         assert_eq!(t.dated("gpt-4o"), bundled.as_of);
-        assert_eq!(bundled.dated("claude-haiku-4-5"), "2026-12-08", "checked against Anthropic's page");
+        assert_eq!(
+            bundled.dated("claude-haiku-4-5"),
+            "2026-12-08",
+            "checked against Anthropic's page"
+        );
         assert_eq!(t.newest(), "2099-01-02");
         assert!(age_days(&t).unwrap() < 0, "a date in the future is not stale");
         assert!(age_days(bundled).unwrap() > 0);

@@ -449,9 +449,57 @@ pub fn redact(text: &str, key: Option<&Secret>) -> String {
 /// [`redact`] for a body: the gateway's key wherever it appears (an upstream or a proxy in front of it that
 /// echoes request headers), copied only when it does.
 pub(crate) fn redact_bytes(body: bytes::Bytes, key: Option<&Secret>) -> bytes::Bytes {
-    let Some(k) = key.map(|k| k.expose().as_bytes()).filter(|k| k.len() >= 8) else {
-        return body;
-    };
+    match key.map(|k| k.expose().as_bytes()).filter(|k| k.len() >= 8) {
+        Some(k) => redact_key(body, k),
+        None => body,
+    }
+}
+
+/// [`redact_bytes`] across the pieces of a stream: a key split between two pieces is caught too. The bytes
+/// at the end of a piece that could be the start of the key wait for the next piece (at most the key's
+/// length less one byte, and only while they match its start); [`StreamRedactor::finish`] gives back what
+/// still waits when the stream ends.
+pub(crate) struct StreamRedactor {
+    key: Option<Vec<u8>>,
+    held: Vec<u8>,
+}
+
+impl StreamRedactor {
+    pub(crate) fn new(key: Option<&Secret>) -> StreamRedactor {
+        StreamRedactor {
+            key: key.map(|k| k.expose().as_bytes().to_vec()).filter(|k| k.len() >= 8),
+            held: Vec::new(),
+        }
+    }
+
+    /// The piece to send for this one: redacted, less what waits for the next.
+    pub(crate) fn push(&mut self, piece: bytes::Bytes) -> bytes::Bytes {
+        let Some(k) = &self.key else {
+            return piece;
+        };
+        let joined = if self.held.is_empty() {
+            piece
+        } else {
+            let mut v = std::mem::take(&mut self.held);
+            v.extend_from_slice(&piece);
+            bytes::Bytes::from(v)
+        };
+        let out = redact_key(joined, k);
+        let hold = (1..k.len())
+            .rev()
+            .find(|&n| n <= out.len() && out.ends_with(&k[..n]))
+            .unwrap_or(0);
+        self.held = out[out.len() - hold..].to_vec();
+        out.slice(..out.len() - hold)
+    }
+
+    /// What still waits: the stream ended with the start of the key but not the rest of it.
+    pub(crate) fn finish(self) -> bytes::Bytes {
+        bytes::Bytes::from(self.held)
+    }
+}
+
+fn redact_key(body: bytes::Bytes, k: &[u8]) -> bytes::Bytes {
     let finder = memchr::memmem::Finder::new(k);
     if finder.find(&body).is_none() {
         return body;
@@ -485,6 +533,30 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way of cutting a body holding the key twice into pieces: the key never reaches the client, and
+    /// everything else does, in order.
+    #[test]
+    fn a_key_split_across_stream_pieces_is_redacted() {
+        let key = Secret::new("sk-gateway-secret-1234");
+        let body = b"data: {\"echo\": \"sk-gateway-secret-1234\"}\n\ndata: sk-gateway-secret-1234 and sk-gate";
+        let want = redact_bytes(bytes::Bytes::from_static(body), Some(&key));
+        assert!(!want.windows(22).any(|w| w == b"sk-gateway-secret-1234"));
+        for a in 0..body.len() {
+            for b in a..body.len() {
+                let mut r = StreamRedactor::new(Some(&key));
+                let mut out = Vec::new();
+                for piece in [&body[..a], &body[a..b], &body[b..]] {
+                    out.extend_from_slice(&r.push(bytes::Bytes::copy_from_slice(piece)));
+                }
+                out.extend_from_slice(&r.finish());
+                assert_eq!(out, want, "cut at {a} and {b}");
+            }
+        }
+        // Without a key nothing is held back.
+        let mut r = StreamRedactor::new(None);
+        assert_eq!(r.push(bytes::Bytes::from_static(b"sk-gate")), "sk-gate");
+    }
 
     #[test]
     fn retry_after_reads_seconds_ms_and_dates() {

@@ -28,7 +28,9 @@ use super::{
 };
 use crate::config::ProviderConfig;
 use crate::server::AppState;
-use crate::upstream::{UpstreamError, describe_error_body, describe_reqwest, redact, redact_bytes, status_of};
+use crate::upstream::{
+    StreamRedactor, UpstreamError, describe_error_body, describe_reqwest, redact, redact_bytes, status_of,
+};
 
 /// The most of an answer read before it is passed on: a JSON answer up to this size is read whole, so its
 /// cost can go in a header and its body in the log; anything larger streams through.
@@ -256,6 +258,7 @@ async fn pump(
 ) {
     let idle = route.provider.stream_idle_timeout;
     let mut events = SseUsage::new(kind);
+    let mut redactor = StreamRedactor::new(route.provider.api_key.as_ref());
     let mut next = (!first.is_empty()).then_some(first);
     loop {
         let chunk = match next.take() {
@@ -281,14 +284,26 @@ async fn pump(
             let ttft = rec.elapsed_ms();
             rec.rec().ttft_ms = Some(ttft);
         }
-        // Piece by piece: a key split across two pieces is not caught.
-        let chunk = redact_bytes(chunk, route.provider.api_key.as_ref());
+        // A key split across two pieces is caught too: the redactor holds back what could be its start.
+        let chunk = redactor.push(chunk);
+        if chunk.is_empty() {
+            continue;
+        }
         if sse {
             events.push(&chunk);
         }
         // The client went away: dropping the recorder logs the call as closed by the client, and dropping
         // the upstream's stream cancels it.
         if tx.send(Ok(chunk)).await.is_err() {
+            return;
+        }
+    }
+    let rest = redactor.finish();
+    if !rest.is_empty() {
+        if sse {
+            events.push(&rest);
+        }
+        if tx.send(Ok(rest)).await.is_err() {
             return;
         }
     }
