@@ -11,6 +11,7 @@ mod cache;
 mod cascade;
 mod demo;
 mod deploy;
+mod optimize;
 mod show;
 mod validate;
 
@@ -82,6 +83,9 @@ enum Command {
     /// Try LeanLM with no provider key and no network: a built-in mock provider, the gateway in front of
     /// it, and a few hundred calls of a classification task through it.
     Demo(demo::DemoArgs),
+    /// One pass of the loop over every task, within guardrails: validate the cheapest promising candidate
+    /// and deploy a passing one to shadow with automatic promotion (`--plan`: say what it would do).
+    Optimize(optimize::OptimizeArgs),
     /// Run the gateway.
     Serve {
         /// Configuration file (TOML; see leanlm.example.toml); default ./leanlm.toml if present.
@@ -456,6 +460,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => validate::validations(&store, task.as_deref(), limit, json),
         Command::Validation { store, id, format } => validate::validation(&store, &id, &format),
         Command::Demo(args) => demo::run(args, local_embedder()),
+        Command::Optimize(args) => optimize::run(args),
         Command::Serve { config, listen, db } => {
             let config = Config::load(config_path(config.as_deref()).as_deref(), &Overrides { listen, db })?;
             leanlm_gateway::run(config, Some(local_embedder()))

@@ -180,6 +180,9 @@ pub struct ValidateArgs {
     pub full_sample: bool,
     #[arg(long)]
     pub json: bool,
+    /// Print nothing (the optimizer reads the stored report).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 /// Shows replay progress with an ETA on stderr.
@@ -375,9 +378,9 @@ pub fn validate(store_args: &StoreArgs, a: ValidateArgs) -> anyhow::Result<bool>
         .map(|o| (o.call_id.clone(), o.agreed, o.hard.clone()))
         .collect();
     store.insert_validation_outcomes(&report.id, &outcomes)?;
-    if a.json {
+    if a.json && !a.quiet {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !a.quiet {
         print!("{}", report.markdown());
     }
     Ok(report.verdict.passed)

@@ -1,6 +1,6 @@
 //! `leanlm demo`, as the README's offline path runs it: no provider key, no network. Its traffic lands in
-//! a task, typed classify, that the commands it suggests can read, and a validation of its good candidate
-//! passes while the poor one fails.
+//! a task, typed classify, that the commands it suggests can read; `leanlm optimize` plans, respects its
+//! budget, fails the poor candidate and deploys the good one to shadow.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -86,25 +86,66 @@ fn the_demo_runs_the_loop_offline() {
     assert_eq!(tasks[0]["task"]["calls"], 120);
     assert!(tasks[0]["profile"]["savings"]["monthly_savings_usd"].as_f64().unwrap() > 0.0);
     let id = tasks[0]["task"]["id"].as_str().unwrap();
-    let validate = |candidate: &str| {
-        leanlm(
-            &dir,
-            &[
-                "validate",
-                "--config",
-                "leanlm-demo.toml",
-                "--task",
-                id,
-                "--candidate",
-                candidate,
-                "--json",
-            ],
-        )
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--config", "leanlm-demo.toml", "--json"]);
+        let (code, out, err) = leanlm(&dir, &all);
+        assert_eq!(code, 0, "{args:?}: {out} {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
-    let (code, out, err) = validate("gpt-4o-mini");
-    assert_eq!(code, 0, "gpt-4o-mini passes: {out} {err}");
-    let (code, out, _) = validate("gpt-4.1-nano");
-    assert_eq!(code, 2, "gpt-4.1-nano fails: {out}");
+
+    // The optimizer's plan: the cheapest candidate to prove first, nothing done.
+    let plan = json(&["optimize", "--plan"]);
+    assert_eq!(plan[0]["task_id"], id);
+    assert_eq!(plan[0]["action"], "validate");
+    assert_eq!(plan[0]["candidate"], "model:gpt-4.1-nano", "{plan:#}");
+    assert!(plan[0]["estimated_validation_usd"].as_f64().unwrap() > 0.0);
+    // A budget smaller than any validation does nothing.
+    let poor = json(&["optimize", "--budget", "0.000001"]);
+    assert_eq!(poor["steps"][0]["action"], "skip", "{poor:#}");
+    assert_eq!(poor["spent_usd"], 0.0);
+    // One pass: gpt-4.1-nano fails (70%), then gpt-4o-mini passes (99%) and goes to shadow, by the optimizer.
+    let pass = json(&["optimize"]);
+    let steps = pass["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{pass:#}");
+    assert_eq!(
+        (&steps[0]["candidate"], &steps[0]["passed"]),
+        (&"model:gpt-4.1-nano".into(), &false.into())
+    );
+    assert_eq!(
+        (&steps[1]["candidate"], &steps[1]["action"]),
+        (&"model:gpt-4o-mini".into(), &"deployed".into())
+    );
+    assert!(pass["spent_usd"].as_f64().unwrap() > 0.0);
+    let (_, log, _) = leanlm(&dir, &["policy-log", "--config", "leanlm-demo.toml", "--json"]);
+    let entry: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&entry["actor"], &entry["to_stage"]),
+        (&"optimizer".into(), &"shadow".into()),
+        "{log}"
+    );
+    // The next plan leaves the task to its online rules, and the failed candidate stays out.
+    let next = json(&["optimize", "--plan"]);
+    assert_eq!(next[0]["action"], "skip");
+    assert!(
+        next[0]["reason"].as_str().unwrap().contains("already deployed"),
+        "{next:#}"
+    );
+    // The validations it ran are stored like any other: the good candidate passed, the poor one failed.
+    let (code, out, _) = leanlm(&dir, &["validations", "--config", "leanlm-demo.toml", "--json"]);
+    assert_eq!(code, 0);
+    let verdicts: Vec<(String, bool)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["candidate"].as_str().unwrap().to_owned(),
+                v["verdict"]["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(verdicts.contains(&("model:gpt-4o-mini".into(), true)), "{verdicts:?}");
+    assert!(verdicts.contains(&("model:gpt-4.1-nano".into(), false)), "{verdicts:?}");
     // A second demo on the same port is refused before any traffic is sent.
     let (code, _, err) = leanlm(&dir, &["demo", "--listen", &listen, "--calls", "5"]);
     assert_ne!(code, 0);

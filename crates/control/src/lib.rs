@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod import;
+pub mod optimizer;
 pub mod policy;
 pub mod prices;
 pub mod series;
