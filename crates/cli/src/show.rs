@@ -5,16 +5,23 @@
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 pub use leanlm_core::money::{usd as money, usd_opt as money_opt};
 
-/// A table that wraps its widest columns to the terminal's width (or `$COLUMNS` when set, as shells export
-/// it), so a long reason or a model list never pushes a row off screen. Piped to a file with no `$COLUMNS`,
-/// rows stay whole for tools that read them.
+/// A table that wraps its widest columns to the terminal's width (`$COLUMNS` when set), so a long reason or
+/// a model list never pushes a row off screen. Piped or redirected, rows stay whole for the tools that read
+/// them (`grep`, `awk`); `--json` has every field.
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
+    use std::io::IsTerminal;
+    let width = std::io::stdout()
+        .is_terminal()
+        .then(|| columns().or_else(terminal_width))
+        .flatten();
+    sized(header, width)
+}
+
+fn sized<const N: usize>(header: [&str; N], width: Option<u16>) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header);
-    if let Some(width) = columns() {
-        t.set_width(width);
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header);
+    if let Some(w) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic).set_width(w);
     }
     t
 }
@@ -26,6 +33,10 @@ fn columns() -> Option<u16> {
         .parse::<u16>()
         .ok()
         .filter(|w| *w >= 20)
+}
+
+fn terminal_width() -> Option<u16> {
+    Table::new().width()
 }
 
 /// A span of days as a person says it: "3 hours" under a day, else "4.5 days".
@@ -54,10 +65,14 @@ mod tests {
 
     #[test]
     fn a_table_wraps_to_the_width_it_is_given() {
-        let mut t = table(["task", "why"]);
-        t.set_width(40);
-        t.add_row(["t1", &"a long reason that goes on ".repeat(10)]);
+        let long = "a long reason that goes on ".repeat(10);
+        let mut t = sized(["task", "why"], Some(40));
+        t.add_row(["t1", &long]);
         let widest = t.to_string().lines().map(|l| l.chars().count()).max().unwrap_or(0);
         assert!(widest <= 40, "{widest} columns:\n{t}");
+        // Without a terminal, rows stay whole.
+        let mut whole = sized(["task", "why"], None);
+        whole.add_row(["t1", &long]);
+        assert!(whole.to_string().contains(long.trim()), "{whole}");
     }
 }
