@@ -214,6 +214,11 @@ test("the time range picker narrows every page, and custom dates are honoured", 
   const r = await fetch(`${url}/api/calls?since_ms=10&until_ms=5`, { headers: { Authorization: `Bearer ${TOKEN}` } });
   assert.equal(r.status, 400);
   assert.match((await r.json()).error.message, /since_ms/);
+  for (const [path, says] of [["savings?by=week", /`by`/], ["series?by=colour", /`by`/], ["tasks?days=-1", /`days`/], ["calls?policy=maybe", /`policy`/]]) {
+    const bad = await fetch(`${url}/api/${path}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    assert.equal(bad.status, 400, path);
+    assert.match((await bad.json()).error.message, says, path);
+  }
 });
 
 test("a validation run by the CLI shows in the dashboard, with its verdict and disagreements", async () => {
@@ -323,4 +328,13 @@ test("cache: semantic hits and the measured false-hit rate, as the CLI reports t
   // Cache hits are charted on the overview.
   const o = await page();
   assert.match(await o.textContent('[data-testid="chart-cache"] .u-legend'), /semantic hits/);
+  // What they saved, as the CLI reports it: the Savings page's total and its technique.
+  const saved = cli("savings", "--json", "--by", "technique");
+  assert.equal(saved.total.calls, hits, JSON.stringify(saved));
+  const sp = await page("#/savings");
+  assert.equal(await sp.textContent('[data-testid="saved"]'), money(saved.total.saved_usd));
+  assert.match(await sp.textContent('[data-testid="savings-by-technique"]'), /semantic cache/);
+  assert.match(await sp.textContent('[data-testid="savings-by-task"]'), /label-account/);
+  assert.ok(await sp.$('[data-testid="chart-savings"] canvas'), "savings are charted");
+  await checkWidths(sp, "savings");
 });

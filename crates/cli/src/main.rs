@@ -173,6 +173,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What replacements and caches saved: what the asked-for model would have cost on the calls they served.
+    Savings {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value_t = SavingsGroup::Task)]
+        by: SavingsGroup,
+        /// Only the last N days.
+        #[arg(long)]
+        days: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import existing logs: OpenAI chat request/response JSONL, and Batch API input and output files.
     Import {
         /// JSON Lines files; Batch API inputs and outputs are joined by custom_id across them.
@@ -348,6 +360,14 @@ enum TaskAction {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SavingsGroup {
+    Task,
+    /// Exact cache, semantic cache, or the replacement model.
+    Technique,
+    Day,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum By {
     Model,
     /// Traffic, shadow, audit, validation, control, judge: what LeanLM itself spends, apart.
@@ -461,6 +481,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validation { store, id, format } => validate::validation(&store, &id, &format),
         Command::Demo(args) => demo::run(args, local_embedder()),
         Command::Optimize(args) => optimize::run(args),
+        Command::Savings { store, by, days, json } => {
+            use leanlm_control::savings::{SavingsBy, savings};
+            if let Some(d) = days {
+                anyhow::ensure!(d.is_finite() && d > 0.0, "--days must be a positive number of days");
+            }
+            let by = match by {
+                SavingsGroup::Task => SavingsBy::Task,
+                SavingsGroup::Technique => SavingsBy::Technique,
+                SavingsGroup::Day => SavingsBy::Day,
+            };
+            let span = leanlm_store::Span::from(since(days.map(|d| d * 24.0)));
+            let s = savings(&store.open()?, span, by, true)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            let mut t = crate::show::table(["", "calls", "spend", "would have been", "saved", "estimated"]);
+            for r in s.rows.iter().chain([&s.total]) {
+                t.add_row([
+                    r.key.clone(),
+                    r.calls.to_string(),
+                    show::money(r.spend_usd),
+                    show::money(r.would_have_usd),
+                    show::money(r.saved_usd),
+                    r.estimated_calls.to_string(),
+                ]);
+            }
+            println!("{t}");
+            println!(
+                "Saved {} a month at the rate of the last {}. \"Would have been\": the model the client asked for on \
+                 the same calls, exact where an audit re-asked it or a cache recorded it, otherwise the call's prompt \
+                 at its price and the task's usual answer length (\"estimated\").",
+                show::money(s.monthly_run_rate_usd),
+                show::days(s.basis_days)
+            );
+            Ok(())
+        }
         Command::Serve { config, listen, db } => {
             let config = Config::load(config_path(config.as_deref()).as_deref(), &Overrides { listen, db })?;
             leanlm_gateway::run(config, Some(local_embedder()))

@@ -8,6 +8,7 @@ pub mod import;
 pub mod optimizer;
 pub mod policy;
 pub mod prices;
+pub mod savings;
 pub mod series;
 pub mod tasks;
 

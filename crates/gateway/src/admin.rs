@@ -28,6 +28,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/calls", get(calls))
         .route("/api/calls/{id}", get(call))
         .route("/api/spend", get(spend))
+        .route("/api/savings", get(savings_handler))
         .route("/api/series", get(series))
         .route("/api/series/stages", get(stage_series))
         .route("/api/catalog", get(catalog_handler))
@@ -319,6 +320,34 @@ async fn spend(State(app): State<Arc<AppState>>, Query(q): Query<SpendQuery>, Qu
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     match with_store(&app, move |s| Ok(s.spend(by, span)?)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// What replacements and caches saved in the window, by task, technique or day.
+async fn savings_handler(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<SeriesQuery>,
+    Query(w): Query<Window>,
+) -> Response {
+    use leanlm_control::savings::{SavingsBy, savings};
+    let by = match q.by.as_deref().unwrap_or("task") {
+        "task" => SavingsBy::Task,
+        "technique" => SavingsBy::Technique,
+        "day" => SavingsBy::Day,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`by` is task, technique or day, not `{other}`"),
+            );
+        }
+    };
+    let span = match w.span() {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match with_store(&app, move |s| savings(s, span, by, true)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }

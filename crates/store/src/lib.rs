@@ -11,8 +11,8 @@ mod writer;
 
 pub use record::{
     AuditRow, CallFilter, CallRecord, CallStats, CallStatus, CallSummary, OnlineCounts, OnlineScore, PolicyMatch,
-    PolicyRow, PolicyTag, SemanticEntry, SemanticEvidence, SeriesBy, SeriesPoint, Span, SpendBy, SpendRow, StageRecord,
-    TaskLookup, TaskRef, TaskRow, ValidationRow,
+    PolicyRow, PolicyTag, SemanticEntry, SemanticEvidence, SeriesBy, SeriesPoint, ServedInstead, Span, SpendBy,
+    SpendRow, StageRecord, TaskLookup, TaskRef, TaskRow, ValidationRow,
 };
 pub use sqlite::Store;
 pub use writer::{CallLog, LogWriter, QueueLimits, spawn_writer};

@@ -115,6 +115,25 @@ impl std::str::FromStr for PolicyMatch {
     }
 }
 
+/// A call a replacement or a cache served instead of the model the client asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedInstead {
+    pub at_ms: i64,
+    pub task: Option<String>,
+    /// The model the client asked for: what would have served the call.
+    pub reference_model: String,
+    pub served_model: String,
+    /// A cache hit; `None` for a replacement-served call.
+    pub cache: Option<CacheOutcome>,
+    pub input_tokens: u64,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: f64,
+    /// What a cache hit saved, as the cache recorded it.
+    pub cost_avoided_usd: Option<f64>,
+    /// What the reference cost when an audit re-asked it for this call.
+    pub audited_reference_usd: Option<f64>,
+}
+
 /// What a time series counts per bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeriesBy {

@@ -650,6 +650,51 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The calls a replacement or a cache served in a window, with what they cost and what the reference
+    /// would have: `would_have_usd` where an audit re-asked the reference for that very call (exact), and
+    /// the cache's own `cost_avoided_usd` for hits. Oldest first.
+    pub fn served_instead(&self, span: crate::Span) -> Result<Vec<crate::ServedInstead>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.started_at_ms, c.task, c.requested_model, COALESCE(c.served_model, c.requested_model), c.cache,
+                    COALESCE(c.input_tokens, 0) + COALESCE(c.cached_input_tokens, 0) + COALESCE(c.cache_write_tokens, 0),
+                    c.output_tokens, COALESCE(c.cost_usd, 0.0), c.cost_avoided_usd, a.audited
+             FROM calls c
+             LEFT JOIN (SELECT call_id, MAX(cost_usd) AS audited FROM online_scores
+                        WHERE kind = 'audit' AND call_id IS NOT NULL GROUP BY call_id) a ON a.call_id = c.id
+             WHERE c.status = 'ok' AND (c.policy_role = 'replacement' OR c.cache IN ('hit', 'semantic-hit'))
+               AND (?1 IS NULL OR c.started_at_ms >= ?1) AND (?2 IS NULL OR c.started_at_ms < ?2)
+             ORDER BY c.started_at_ms",
+        )?;
+        let rows = stmt.query_map([span.since_ms, span.until_ms], |r| {
+            Ok(crate::ServedInstead {
+                at_ms: r.get(0)?,
+                task: r.get(1)?,
+                reference_model: r.get(2)?,
+                served_model: r.get(3)?,
+                cache: named_opt(r, 4)?,
+                input_tokens: r.get::<_, i64>(5)?.max(0) as u64,
+                output_tokens: r.get::<_, Option<i64>>(6)?.map(|t| t.max(0) as u64),
+                cost_usd: r.get(7)?,
+                cost_avoided_usd: r.get(8)?,
+                audited_reference_usd: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Each task's mean answer length from its reference (no policy's replacement, no cache hit) since a
+    /// point in time: what a replacement-served call's reference answer is estimated at when no audit asked.
+    pub fn reference_output_tokens(&self, since_ms: i64) -> Result<std::collections::HashMap<String, f64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task, AVG(output_tokens) FROM calls
+             WHERE task IS NOT NULL AND status = 'ok' AND output_tokens IS NOT NULL AND started_at_ms >= ?1
+               AND (policy_role IS NULL OR policy_role = 'reference') AND (cache IS NULL OR cache IN ('miss', 'bypass'))
+             GROUP BY task",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every task's name by its id.
     pub fn task_names(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
         let mut stmt = self.conn.prepare_cached("SELECT id, name FROM tasks")?;
