@@ -177,23 +177,16 @@ fn attempt(a: &OptimizeArgs, s: &Step, spent: &mut f64, done: &mut Vec<serde_jso
         );
         return Ok(Outcome::Failed);
     }
-    let policy = leanlm_control::policy::deploy(
-        &mut store,
-        DeployRequest {
-            task_id: s.task_id.clone(),
-            replacement: candidate.parse().map_err(anyhow::Error::msg)?,
-            stage: Stage::Shadow,
-            share: None,
-            audit_rate: None,
-            bound: None,
-            error_bound: None,
-            min_samples: None,
-            auto_promote: true,
-            scorer: None,
-            force: None,
-            actor: ACTOR.into(),
-        },
-    )?;
+    let request = DeployRequest {
+        auto_promote: true,
+        ..DeployRequest::new(
+            s.task_id.clone(),
+            candidate.parse().map_err(anyhow::Error::msg)?,
+            Stage::Shadow,
+            ACTOR,
+        )
+    };
+    let policy = leanlm_control::policy::deploy(&mut store, request)?;
     if !a.json {
         println!(
             "  PASS: {}; deployed to shadow (v{}): its online evidence promotes it through canary to live",

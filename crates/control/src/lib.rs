@@ -51,25 +51,21 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A call for the tests of this crate: gpt-4o, 1,000 tokens in and 10 out at its price, with bodies.
 #[cfg(test)]
-mod tests {
-    use leanlm_core::{CallRecord, CallStatus, ClientFormat, Origin, Replacement, TaskRef};
-    use leanlm_deploy::Stage;
-    use leanlm_store::Store;
+pub(crate) mod testing {
+    use leanlm_core::{CallRecord, CallStatus, ClientFormat, Origin, TaskRef, Usage};
 
-    use crate::policy::{self, DeployRequest};
-    use crate::{ControlError, cache, tasks};
-
-    fn call(id: &str, task: &str, name: &str) -> CallRecord {
+    pub(crate) fn call(id: &str, task: &str, at_ms: i64) -> CallRecord {
         CallRecord {
             id: id.into(),
-            started_at_ms: crate::unix_ms(),
+            started_at_ms: at_ms,
             endpoint: "chat.completions".into(),
             client_format: ClientFormat::OpenAi,
             client_key_id: None,
             task: Some(TaskRef {
                 id: task.into(),
-                name: name.into(),
+                name: format!("{task}-name"),
                 origin: Origin::Template,
                 absorbs: Default::default(),
             }),
@@ -81,19 +77,49 @@ mod tests {
             status: CallStatus::Ok,
             http_status: 200,
             error: None,
-            usage: None,
-            cost_usd: Some(0.001),
+            usage: Some(Usage {
+                input_tokens: 1000,
+                output_tokens: 10,
+                ..Default::default()
+            }),
+            cost_usd: Some(0.0026),
             cost_estimated: false,
             latency_ms: 10.0,
             ttft_ms: None,
             overhead_us: None,
             attempts: 1,
-            request_body: None,
-            response_body: None,
+            request_body: Some(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"q"}]}"#.into()),
+            response_body: Some(r#"{"choices":[{"message":{"role":"assistant","content":"a"}}]}"#.into()),
             cache: None,
             cost_avoided_usd: None,
             policy: None,
             stages: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leanlm_core::{CallRecord, Origin, Replacement, TaskRef};
+    use leanlm_deploy::Stage;
+    use leanlm_store::Store;
+
+    use crate::policy::{self, DeployRequest};
+    use crate::{ControlError, cache, tasks};
+
+    fn call(id: &str, task: &str, name: &str) -> CallRecord {
+        CallRecord {
+            task: Some(TaskRef {
+                id: task.into(),
+                name: name.into(),
+                origin: Origin::Template,
+                absorbs: Default::default(),
+            }),
+            usage: None,
+            cost_usd: Some(0.001),
+            request_body: None,
+            response_body: None,
+            ..crate::testing::call(id, task, crate::unix_ms())
         }
     }
 
@@ -106,22 +132,14 @@ mod tests {
     }
 
     fn request(task: &str, stage: Stage) -> DeployRequest {
-        DeployRequest {
-            task_id: task.into(),
-            replacement: Replacement::Model {
+        DeployRequest::new(
+            task,
+            Replacement::Model {
                 model: "gpt-4o-mini".into(),
             },
             stage,
-            share: None,
-            audit_rate: None,
-            bound: None,
-            error_bound: None,
-            min_samples: None,
-            auto_promote: false,
-            scorer: None,
-            force: None,
-            actor: "test".into(),
-        }
+            "test",
+        )
     }
 
     #[test]

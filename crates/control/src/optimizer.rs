@@ -234,48 +234,11 @@ fn ago(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leanlm_core::{CallRecord, CallStatus, ClientFormat, Origin, Replacement, TaskRef, Usage};
+    use leanlm_core::{CallRecord, Replacement};
     use leanlm_store::ValidationRow;
 
     fn call(i: usize, task: &str) -> CallRecord {
-        CallRecord {
-            id: format!("{task}-{i}"),
-            started_at_ms: unix_ms() - 86_400_000 + i as i64,
-            endpoint: "chat.completions".into(),
-            client_format: ClientFormat::OpenAi,
-            client_key_id: None,
-            task: Some(TaskRef {
-                id: task.into(),
-                name: format!("{task}-name"),
-                origin: Origin::Template,
-                absorbs: Default::default(),
-            }),
-            requested_model: "gpt-4o".into(),
-            served_model: Some("gpt-4o".into()),
-            provider: Some("openai".into()),
-            upstream_model: Some("gpt-4o".into()),
-            stream: false,
-            status: CallStatus::Ok,
-            http_status: 200,
-            error: None,
-            usage: Some(Usage {
-                input_tokens: 1000,
-                output_tokens: 10,
-                ..Default::default()
-            }),
-            cost_usd: Some(0.0026),
-            cost_estimated: false,
-            latency_ms: 10.0,
-            ttft_ms: None,
-            overhead_us: None,
-            attempts: 1,
-            request_body: Some(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"q"}]}"#.into()),
-            response_body: Some(r#"{"choices":[{"message":{"role":"assistant","content":"a"}}]}"#.into()),
-            cache: None,
-            cost_avoided_usd: None,
-            policy: None,
-            stages: Vec::new(),
-        }
+        crate::testing::call(&format!("{task}-{i}"), task, unix_ms() - 86_400_000 + i as i64)
     }
 
     fn model(name: &str, input: f64, output: f64) -> CatalogModel {
@@ -388,20 +351,12 @@ mod tests {
     #[test]
     fn a_deployed_or_rolled_back_task_is_left_alone() {
         let mut s = store();
-        let req = crate::policy::DeployRequest {
-            task_id: "t_busy".into(),
-            replacement: Replacement::Model { model: "tiny".into() },
-            stage: Stage::Shadow,
-            share: None,
-            audit_rate: None,
-            bound: None,
-            error_bound: None,
-            min_samples: None,
-            auto_promote: false,
-            scorer: None,
-            force: None,
-            actor: "test".into(),
-        };
+        let req = crate::policy::DeployRequest::new(
+            "t_busy",
+            Replacement::Model { model: "tiny".into() },
+            Stage::Shadow,
+            "test",
+        );
         crate::policy::deploy(&mut s, req).unwrap();
         let busy = step(&plan(&s, &catalog(), &guard()).unwrap(), "t_busy").clone();
         assert!(busy.reason.contains("already deployed (shadow)"), "{}", busy.reason);

@@ -84,6 +84,27 @@ pub struct DeployRequest {
     pub actor: String,
 }
 
+impl DeployRequest {
+    /// A request with every setting at its default (share, audit rate, bounds and scorer from the stage and
+    /// the passing validation; no automatic promotion; nothing forced).
+    pub fn new(task_id: impl Into<String>, replacement: Replacement, stage: Stage, actor: impl Into<String>) -> Self {
+        DeployRequest {
+            task_id: task_id.into(),
+            replacement,
+            stage,
+            share: None,
+            audit_rate: None,
+            bound: None,
+            error_bound: None,
+            min_samples: None,
+            auto_promote: false,
+            scorer: None,
+            force: None,
+            actor: actor.into(),
+        }
+    }
+}
+
 fn current(store: &Store, task: &str) -> Result<Option<Policy>, StoreError> {
     Ok(load(store)?.into_iter().find(|p| p.task_id == task))
 }

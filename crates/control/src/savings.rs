@@ -136,47 +136,19 @@ fn reference_cost(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leanlm_core::{CallRecord, CallStatus, ClientFormat, Origin, PolicyTag, Role, TaskRef, Usage};
+    use leanlm_core::{CallRecord, PolicyTag, Role, Usage};
 
     fn call(id: &str, at: i64, model: &str, output: u64, cost: f64) -> CallRecord {
-        CallRecord {
-            id: id.into(),
-            started_at_ms: at,
-            endpoint: "chat.completions".into(),
-            client_format: ClientFormat::OpenAi,
-            client_key_id: None,
-            task: Some(TaskRef {
-                id: "t1".into(),
-                name: "intents".into(),
-                origin: Origin::Template,
-                absorbs: Default::default(),
-            }),
-            requested_model: "gpt-4o".into(),
-            served_model: Some(model.into()),
-            provider: Some("openai".into()),
-            upstream_model: Some(model.into()),
-            stream: false,
-            status: CallStatus::Ok,
-            http_status: 200,
-            error: None,
-            usage: Some(Usage {
-                input_tokens: 1000,
-                output_tokens: output,
-                ..Default::default()
-            }),
-            cost_usd: Some(cost),
-            cost_estimated: false,
-            latency_ms: 1.0,
-            ttft_ms: None,
-            overhead_us: None,
-            attempts: 1,
-            request_body: None,
-            response_body: None,
-            cache: None,
-            cost_avoided_usd: None,
-            policy: None,
-            stages: Vec::new(),
-        }
+        let mut c = crate::testing::call(id, "t1", at);
+        c.served_model = Some(model.into());
+        c.upstream_model = Some(model.into());
+        c.usage = Some(Usage {
+            input_tokens: 1000,
+            output_tokens: output,
+            ..Default::default()
+        });
+        c.cost_usd = Some(cost);
+        c
     }
 
     /// Known traffic, checked to the cent and below: two reference calls set the answer length (20 tokens),
@@ -236,7 +208,7 @@ mod tests {
             "{got:#?}"
         );
         let by_task = savings(&s, Span::ALL, SavingsBy::Task, true).unwrap();
-        assert_eq!(by_task.rows[0].key, "intents");
+        assert_eq!(by_task.rows[0].key, "t1-name");
         // Outside the window, nothing.
         let later = Span {
             since_ms: Some(now),

@@ -65,15 +65,21 @@ pub fn calls(store: &Store, by: SeriesBy, span: Span) -> Result<Series, ControlE
     Ok(pivot(points, since, until, bucket))
 }
 
-/// Lays points out over the buckets from `since` to `until`, keeping the [`MAX_KEYS`] keys that cost most
-/// (or are called most, where nothing is priced) and summing the rest as `other`.
-fn pivot(points: Vec<SeriesPoint>, since: i64, until: i64, bucket: i64) -> Series {
+/// The first bucket's start (aligned to the bucket's width in UTC) and every bucket's start up to `until`.
+fn starts(since: i64, until: i64, bucket: i64) -> (i64, Vec<i64>) {
     let first = since.div_euclid(bucket) * bucket;
-    let buckets: Vec<i64> = (0..)
+    let buckets = (0..)
         .map(|i| first + i * bucket)
         .take_while(|b| *b < until)
         .take(MAX_BUCKETS as usize + 1)
         .collect();
+    (first, buckets)
+}
+
+/// Lays points out over the buckets from `since` to `until`, keeping the [`MAX_KEYS`] keys that cost most
+/// (or are called most, where nothing is priced) and summing the rest as `other`.
+fn pivot(points: Vec<SeriesPoint>, since: i64, until: i64, bucket: i64) -> Series {
+    let (first, buckets) = starts(since, until, bucket);
     let mut totals: HashMap<&str, (f64, u64)> = HashMap::new();
     for p in &points {
         let t = totals.entry(&p.key).or_default();
@@ -136,12 +142,7 @@ pub fn stages(store: &Store, span: Span) -> Result<Stages, ControlError> {
         .or_else(|| changes.first().map(|c| c.at_ms))
         .unwrap_or(until - DAY_MS);
     let bucket = bucket_for(since, until);
-    let first = since.div_euclid(bucket) * bucket;
-    let buckets: Vec<i64> = (0..)
-        .map(|i| first + i * bucket)
-        .take_while(|b| *b < until)
-        .take(MAX_BUCKETS as usize + 1)
-        .collect();
+    let (_, buckets) = starts(since, until, bucket);
     let mut current: HashMap<&str, &str> = HashMap::new();
     let mut stages: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut next = changes.iter().peekable();
