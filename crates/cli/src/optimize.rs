@@ -18,21 +18,22 @@ pub struct OptimizeArgs {
     /// Print the plan and do nothing.
     #[arg(long)]
     plan: bool,
-    /// The most to spend on validations in this pass, in USD.
+    /// The most to spend on validations in this pass, in USD (default: [optimizer] budget_usd; none).
     #[arg(long)]
     budget: Option<f64>,
     /// Only these tasks (id or name); every task when none is given.
     #[arg(long = "task")]
     tasks: Vec<String>,
-    /// Never these tasks (id or name).
+    /// Never these tasks (id or name), besides [optimizer] exclude.
     #[arg(long)]
     exclude: Vec<String>,
-    /// Calls a task needs in the last 30 days before the optimizer acts on it.
-    #[arg(long, default_value_t = 100)]
-    min_calls: u64,
-    /// Days a failed validation keeps its candidate out of the plan.
-    #[arg(long, default_value_t = 7.0)]
-    retry_days: f64,
+    /// Calls a task needs in the last 30 days before the optimizer acts on it (default: [optimizer]
+    /// min_calls, 100).
+    #[arg(long)]
+    min_calls: Option<u64>,
+    /// Days a failed validation keeps its candidate out of the plan (default: [optimizer] retry_after_days, 7).
+    #[arg(long)]
+    retry_days: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -40,22 +41,29 @@ pub struct OptimizeArgs {
 /// The optimizer's name in the policy log.
 const ACTOR: &str = "optimizer";
 
-pub fn run(a: OptimizeArgs) -> anyhow::Result<()> {
+pub fn run(mut a: OptimizeArgs) -> anyhow::Result<()> {
     if let Some(b) = a.budget {
         anyhow::ensure!(b.is_finite() && b > 0.0, "--budget must be a positive amount of USD");
     }
-    anyhow::ensure!(
-        a.retry_days.is_finite() && a.retry_days >= 0.0,
-        "--retry-days must be a number of days, 0 or more"
-    );
-    let guard = Guardrails {
-        exclude: a.exclude.clone(),
-        only: a.tasks.clone(),
-        min_calls: a.min_calls,
-        budget_usd: a.budget,
-        retry_after_ms: (a.retry_days * 86_400_000.0) as i64,
-    };
+    if let Some(r) = a.retry_days {
+        anyhow::ensure!(
+            r.is_finite() && r >= 0.0,
+            "--retry-days must be a number of days, 0 or more"
+        );
+    }
+    // The flags over the config's [optimizer] guardrails.
     let config = a.store.config()?;
+    let settings = &config.optimizer;
+    a.budget = a.budget.or(settings.budget_usd);
+    let retry_days = a.retry_days.unwrap_or(settings.retry_after_days);
+    a.retry_days = Some(retry_days);
+    let guard = Guardrails {
+        exclude: settings.exclude.iter().chain(&a.exclude).cloned().collect(),
+        only: a.tasks.clone(),
+        min_calls: a.min_calls.unwrap_or(settings.min_calls),
+        budget_usd: a.budget,
+        retry_after_ms: (retry_days * 86_400_000.0) as i64,
+    };
     let store = a.store.open()?;
     let catalog = leanlm_gateway::route::catalog(&config);
     let steps = plan(&store, &catalog, &guard)?;
@@ -169,7 +177,11 @@ fn attempt(a: &OptimizeArgs, s: &Step, spent: &mut f64, done: &mut Vec<serde_jso
     *spent += report.validation_cost_usd;
     if !passed {
         if !a.json {
-            println!("  FAIL: {} (kept out for {} days)", report.verdict.reason, a.retry_days);
+            println!(
+                "  FAIL: {} (kept out for {} days)",
+                report.verdict.reason,
+                a.retry_days.unwrap_or_default()
+            );
         }
         done.push(
             serde_json::json!({"task": s.task_id, "action": "validated", "candidate": candidate,

@@ -100,6 +100,17 @@ fn the_demo_runs_the_loop_offline() {
     assert_eq!(plan[0]["action"], "validate");
     assert_eq!(plan[0]["candidate"], "model:gpt-4.1-nano", "{plan:#}");
     assert!(plan[0]["estimated_validation_usd"].as_f64().unwrap() > 0.0);
+    // The config's [optimizer] guardrails hold: a task excluded there is left alone.
+    let name = tasks[0]["task"]["name"].as_str().unwrap();
+    let demo = std::fs::read_to_string(dir.join("leanlm-demo.toml")).unwrap();
+    std::fs::write(
+        dir.join("guarded.toml"),
+        format!("{demo}[optimizer]\nexclude = [\"{name}\"]\n"),
+    )
+    .unwrap();
+    let (code, out, err) = leanlm(&dir, &["optimize", "--plan", "--config", "guarded.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("excluded by the guardrails"), "{out}");
     // A budget smaller than any validation does nothing.
     let poor = json(&["optimize", "--budget", "0.000001"]);
     assert_eq!(poor["steps"][0]["action"], "skip", "{poor:#}");

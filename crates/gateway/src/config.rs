@@ -68,6 +68,32 @@ pub struct Config {
     /// The model that judges answers (`[validation] judge`): the default scorer of free-text tasks, and
     /// the check on a cheaper scorer before a validation trusts it.
     pub judge_model: Option<String>,
+    /// `[optimizer]`: the guardrails `leanlm optimize` works within.
+    pub optimizer: OptimizerConfig,
+}
+
+/// `[optimizer]`: what the team allows the optimizer to do; `leanlm optimize`'s flags override it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerConfig {
+    /// Tasks never touched, by id or name.
+    pub exclude: Vec<String>,
+    /// Calls a task needs in the last 30 days before the optimizer acts on it.
+    pub min_calls: u64,
+    /// The most one pass may spend on validations, in USD.
+    pub budget_usd: Option<f64>,
+    /// How long a failed validation keeps its candidate out.
+    pub retry_after_days: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            exclude: Vec::new(),
+            min_calls: 100,
+            budget_usd: None,
+            retry_after_days: 7.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +314,17 @@ struct RawConfig {
     catalog: RawCatalog,
     #[serde(default)]
     validation: RawValidation,
+    #[serde(default)]
+    optimizer: RawOptimizer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOptimizer {
+    exclude: Option<Vec<String>>,
+    min_calls: Option<u64>,
+    budget_usd: Option<Spanned<f64>>,
+    retry_after_days: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -717,6 +754,34 @@ impl Config {
             Some(j) => Some(j.get_ref().trim().to_owned()),
             None => None,
         };
+        let d = OptimizerConfig::default();
+        let optimizer = OptimizerConfig {
+            exclude: raw.optimizer.exclude.clone().unwrap_or_default(),
+            min_calls: raw.optimizer.min_calls.unwrap_or(d.min_calls),
+            budget_usd: match &raw.optimizer.budget_usd {
+                Some(b) if b.get_ref().is_finite() && *b.get_ref() > 0.0 => Some(*b.get_ref()),
+                Some(b) => {
+                    return Err(at(
+                        b.span().start,
+                        format!(
+                            "optimizer.budget_usd must be a positive amount of USD, not {}",
+                            b.get_ref()
+                        ),
+                    ));
+                }
+                None => None,
+            },
+            retry_after_days: match &raw.optimizer.retry_after_days {
+                Some(r) if r.get_ref().is_finite() && *r.get_ref() >= 0.0 => *r.get_ref(),
+                Some(r) => {
+                    return Err(at(
+                        r.span().start,
+                        format!("optimizer.retry_after_days must be 0 or more days, not {}", r.get_ref()),
+                    ));
+                }
+                None => d.retry_after_days,
+            },
+        };
         let retry = RetryPolicy {
             max_retries: raw.retry.max_retries.unwrap_or(2),
             base_backoff: Duration::from_millis(raw.retry.base_backoff_ms.unwrap_or(250)),
@@ -825,6 +890,7 @@ impl Config {
             prices,
             catalog_allow,
             judge_model,
+            optimizer,
         })
     }
 }
@@ -924,6 +990,33 @@ mod tests {
         let c = parse(text).unwrap();
         assert_eq!(c.catalog_allow, ["gpt-4o-mini", "claude-haiku-4-5", "llama-local"]);
         assert_eq!(c.judge_model.as_deref(), Some("gpt-4o"));
+        assert_eq!(c.optimizer, OptimizerConfig::default());
+    }
+
+    #[test]
+    fn the_optimizer_guardrails_are_read_and_checked() {
+        let c =
+            parse("[optimizer]\nexclude = [\"billing\"]\nmin_calls = 500\nbudget_usd = 2.5\nretry_after_days = 1\n")
+                .unwrap();
+        assert_eq!(
+            c.optimizer,
+            OptimizerConfig {
+                exclude: vec!["billing".into()],
+                min_calls: 500,
+                budget_usd: Some(2.5),
+                retry_after_days: 1.0,
+            }
+        );
+        assert_eq!(parse("").unwrap().optimizer, OptimizerConfig::default());
+        for (bad, says) in [
+            ("budget_usd = -1", "optimizer.budget_usd"),
+            ("retry_after_days = -2", "optimizer.retry_after_days"),
+            ("min_calls = -5", "min_calls"),
+            ("budget = 3", "budget"),
+        ] {
+            let e = parse(&format!("[optimizer]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains(":2:"), "{bad}: {e}");
+        }
     }
 
     #[test]
