@@ -591,8 +591,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tasks { store, days, json } => {
-            let offers = offers(&store)?;
-            let store = store.open()?;
+            let (store, offers) = (store.open()?, offers(&store)?);
             let since_ms = since(days.map(|d| d * 24.0));
             let bar = indicatif::ProgressBar::new(0).with_message("profiling tasks");
             let rows = leanlm_control::tasks::ranked_with(&store, since_ms, &offers, |done, total| {
@@ -678,8 +677,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let id = id.context("name a task: `leanlm task ID` (ids are listed by `leanlm tasks`)")?;
-            let offers = offers(&store)?;
-            let store = store.open()?;
+            let (store, offers) = (store.open()?, offers(&store)?);
             let since_ms = since(days.map(|d| d * 24.0));
             let task = store
                 .tasks(since_ms)?
@@ -934,9 +932,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The models tasks may move to: the configured catalog's allowed models (what `tasks` prices savings on).
+/// Call it after opening the store, which puts the store's imported prices over the bundled ones.
 fn offers(store: &StoreArgs) -> anyhow::Result<Vec<leanlm_profile::Offer>> {
-    // Opening the store puts its imported prices over the bundled ones first.
-    store.open()?;
     let config = store.config()?;
     Ok(leanlm_control::tasks::offers(&leanlm_gateway::route::catalog(&config)))
 }
